@@ -1,0 +1,53 @@
+//! Kubernetes API clients. Every module that talks to the apiserver takes these.
+
+use anyhow::Context as _;
+use kube::{Client, Config};
+
+/// The two clients the tool uses.
+///
+/// `api` keeps kube's default retry policy (429/503/504 with backoff) for ordinary calls.
+/// `evict` has it switched off: since kube 4.0 (kube-rs/kube#2007) every client retries 429
+/// up to 15 times, which would hide a PDB-blocked eviction for minutes inside one call. The
+/// drain engine runs its own eviction loop with jitter, a deadline and kill-switch checks.
+#[derive(Clone)]
+pub struct Clients {
+    pub api: Client,
+    pub evict: Client,
+}
+
+impl Clients {
+    /// Builds both clients from one resolved configuration.
+    pub fn from_config(config: Config) -> anyhow::Result<Self> {
+        let api = Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
+        let evict = Client::try_from(without_retry(config))
+            .context("failed to build the Kubernetes eviction client")?;
+        Ok(Self { api, evict })
+    }
+
+    /// Kubeconfig first (`$KUBECONFIG`, `~/.kube/config`), then the in-cluster service account,
+    /// which is what a Job pod uses.
+    pub async fn infer() -> anyhow::Result<Self> {
+        let config = Config::infer()
+            .await
+            .context("failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)")?;
+        Self::from_config(config)
+    }
+}
+
+/// The configuration for the eviction client: kube's built-in retry off.
+pub fn without_retry(mut config: Config) -> Config {
+    config.default_retry = false;
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_config_has_retry_off() {
+        let cfg = Config::new("http://127.0.0.1:1".parse().unwrap());
+        assert!(cfg.default_retry, "kube's default is retry on; this test guards the assumption");
+        assert!(!without_retry(cfg).default_retry);
+    }
+}
