@@ -5,7 +5,12 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod version;
 pub mod cluster;
 pub mod duration;
+pub mod fixtures;
+pub mod job;
 pub mod killswitch;
+pub mod plan;
+pub mod settings;
+pub mod spawn;
+pub mod version;
