@@ -40,17 +40,6 @@ pub fn without_retry(mut config: Config) -> Config {
     config
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eviction_config_has_retry_off() {
-        let cfg = Config::new("http://127.0.0.1:1".parse().unwrap());
-        assert!(cfg.default_retry, "kube's default is retry on; this test guards the assumption");
-        assert!(!without_retry(cfg).default_retry);
-    }
-}
 
 /// Connects with an explicit kubeconfig context, or infers the configuration.
 pub async fn connect(context: Option<&str>) -> anyhow::Result<Clients> {
@@ -89,4 +78,16 @@ pub async fn list_nodes(client: &Client) -> anyhow::Result<Vec<k8s_openapi::api:
         }
     }
     anyhow::bail!("failed to list nodes: the list kept expiring (410 Gone) while paging")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_config_has_retry_off() {
+        let cfg = Config::new("http://127.0.0.1:1".parse().unwrap());
+        assert!(cfg.default_retry, "kube's default is retry on; this test guards the assumption");
+        assert!(!without_retry(cfg).default_retry);
+    }
 }
