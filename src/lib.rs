@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cli;
 pub mod cluster;
+pub mod compat;
 pub mod duration;
 pub mod exit;
 pub mod fixtures;

@@ -30,6 +30,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// Site-specific hooks of the seed system.
     pub hooks: Hooks,
+    /// The compatibility matrix checked by preflight.
+    pub compat: crate::compat::CompatSettings,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
             job: JobSettings::default(),
             timeouts: Timeouts::default(),
             hooks: Hooks::default(),
+            compat: Default::default(),
         }
     }
 }
@@ -323,6 +326,11 @@ impl Settings {
             check_dns_subdomain(&b.cronjob)
                 .map_err(|r| invalid("hooks.etcd_backup.cronjob", &b.cronjob, &r))?;
         }
+        self.compat.validate().map_err(|message| SettingsError::Key {
+            path: origin.into(),
+            key: "compat".into(),
+            message,
+        })?;
         for (i, k) in self.hooks.preserve_kubelet_keys.iter().enumerate() {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(invalid(
