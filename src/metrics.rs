@@ -726,9 +726,11 @@ mod tests {
     #[test]
     fn every_family_has_a_unique_well_formed_name_and_help() {
         let mut names: Vec<&str> = FAMILIES.iter().map(|(n, _)| *n).collect();
-        assert!(names.iter().all(
-            |n| n.starts_with("k8s_") && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        ));
+        assert!(names.iter().all(|n| {
+            n.starts_with("k8s_")
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        }));
         assert!(FAMILIES.iter().all(|(_, h)| !h.is_empty()));
         names.sort();
         names.dedup();
