@@ -457,6 +457,9 @@ pub struct AlertGate {
     base: Url,
     policy: Policy,
     pod_ready_query: String,
+    min_pod_ready_ratio: Option<f64>,
+    wait_budget: Duration,
+    wait_interval: Duration,
 }
 
 impl AlertGate {
@@ -475,6 +478,9 @@ impl AlertGate {
             base: cfg.prometheus_url.clone(),
             policy,
             pod_ready_query: cfg.pod_ready_query.clone(),
+            min_pod_ready_ratio: cfg.min_pod_ready_ratio,
+            wait_budget: cfg.wait_budget,
+            wait_interval: cfg.wait_interval,
         })
     }
 
@@ -578,6 +584,26 @@ impl AlertGate {
         Ok(single_value(
             &self.instant_query(&self.pod_ready_query).await?,
         ))
+    }
+
+    /// The pod-ready ratio and its verdict against the configured `min_pod_ready_ratio`. A
+    /// failed query is logged as a warning and reads as an unknown ratio, which passes when no
+    /// minimum is configured (report-only, as in the seed) and blocks when one is.
+    pub async fn pod_ready(&self) -> (Option<f64>, RatioVerdict) {
+        let ratio = match self.pod_ready_ratio().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("pod-ready ratio unknown: {e}");
+                None
+            }
+        };
+        (ratio, ratio_verdict(ratio, self.min_pod_ready_ratio))
+    }
+
+    /// [`Self::wait_until_clear`] with the configured `wait_budget` and `wait_interval`.
+    pub async fn wait(&self) -> GateVerdict {
+        self.wait_until_clear(self.wait_budget, self.wait_interval)
+            .await
     }
 }
 

@@ -261,6 +261,20 @@ impl Metric {
     }
 }
 
+impl Metric {
+    /// The chain group's gauges when no chain is in flight: what postflight pushes at the end
+    /// (seed §2.4 step 7): in_flight, snapshot_taken, started_timestamp, blocked and held all 0.
+    pub fn chain_cleared() -> Vec<Metric> {
+        vec![
+            Metric::InFlight(false),
+            Metric::SnapshotTaken(false),
+            Metric::StartedTimestamp(0.0),
+            Metric::Blocked(false),
+            Metric::Held(false),
+        ]
+    }
+}
+
 /// Epoch seconds of a timestamp, for the `*_timestamp` gauges.
 pub fn epoch_seconds(t: jiff::Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
@@ -842,6 +856,26 @@ mod tests {
         );
         assert_eq!(s.value("missing", &[]), None);
         assert!(s.samples.iter().all(|x| !x.name.contains("garbage")));
+    }
+
+    #[test]
+    fn chain_cleared_reads_back_as_idle() {
+        let s = encode(&Metric::chain_cleared())
+            .replace(
+                "k8s_upgrade_in_flight 0",
+                "k8s_upgrade_in_flight{job=\"k8s-version-upgrade\"} 0",
+            )
+            .replace(
+                "k8s_upgrade_started_timestamp 0",
+                "k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} 0",
+            );
+        assert_eq!(
+            Scrape::parse(&s).chain_latch(),
+            ChainLatch {
+                in_flight: Some(false),
+                started_timestamp: None
+            }
+        );
     }
 
     #[test]

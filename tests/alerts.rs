@@ -230,6 +230,24 @@ async fn pod_ready_ratio_and_instant_queries() {
     assert_eq!(samples.len(), 1);
     assert_eq!(samples[0].labels["pod"], "e");
 
+    // The configured minimum gates; without one the ratio is only reported.
+    assert_eq!(gate.pod_ready().await, (Some(0.5), RatioVerdict::Pass));
+    let strict = AlertGate::new(&AlertsConfig {
+        min_pod_ready_ratio: Some(0.9),
+        ..config(&prom.url)
+    })
+    .unwrap();
+    assert_eq!(
+        strict.pod_ready().await,
+        (
+            Some(0.5),
+            RatioVerdict::TooLow {
+                ratio: 0.5,
+                min: 0.9
+            }
+        )
+    );
+
     // No data is None, not 0 or an error.
     let none = AlertGate::new(&AlertsConfig {
         pod_ready_query: "absent_metric_xyz".into(),
