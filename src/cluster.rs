@@ -18,8 +18,7 @@ pub struct Clients {
 impl Clients {
     /// Builds both clients from one resolved configuration.
     pub fn from_config(config: Config) -> anyhow::Result<Self> {
-        let api =
-            Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
+        let api = Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
         let evict = Client::try_from(without_retry(config))
             .context("failed to build the Kubernetes eviction client")?;
         Ok(Self { api, evict })
@@ -28,9 +27,9 @@ impl Clients {
     /// Kubeconfig first (`$KUBECONFIG`, `~/.kube/config`), then the in-cluster service account,
     /// which is what a Job pod uses.
     pub async fn infer() -> anyhow::Result<Self> {
-        let config = Config::infer().await.context(
-            "failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)",
-        )?;
+        let config = Config::infer()
+            .await
+            .context("failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)")?;
         Self::from_config(config)
     }
 }
@@ -48,10 +47,7 @@ mod tests {
     #[test]
     fn eviction_config_has_retry_off() {
         let cfg = Config::new("http://127.0.0.1:1".parse().unwrap());
-        assert!(
-            cfg.default_retry,
-            "kube's default is retry on; this test guards the assumption"
-        );
+        assert!(cfg.default_retry, "kube's default is retry on; this test guards the assumption");
         assert!(!without_retry(cfg).default_retry);
     }
 }

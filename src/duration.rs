@@ -86,10 +86,7 @@ mod tests {
     fn refuses_ambiguous_or_malformed() {
         for bad in ["", "600", "10 m", "m", "1d", "-5s", "1.5h", "5sec", "s10"] {
             let e = parse(bad).unwrap_err();
-            assert!(
-                e.contains(&format!("{bad:?}")),
-                "error must name the input: {e}"
-            );
+            assert!(e.contains(&format!("{bad:?}")), "error must name the input: {e}");
         }
     }
 

@@ -5,13 +5,13 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod alerts;
-pub mod annotations;
+pub mod version;
 pub mod cluster;
 pub mod duration;
-pub mod events;
 pub mod killswitch;
+pub mod alerts;
+pub mod annotations;
+pub mod events;
 pub mod metrics;
 pub mod settle;
 pub mod slack;
-pub mod version;
