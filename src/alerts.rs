@@ -61,13 +61,9 @@ impl Default for AlertsConfig {
         Self {
             prometheus_url: Url::parse(DEFAULT_PROMETHEUS_URL).expect("default URL parses"),
             blocking_severities: vec!["critical".into()],
-            ignore: [
-                "RecentNodeReboot",
-                "K8sUpgradeStalled",
-                "EtcdPreUpgradeSnapshotMissing",
-            ]
-            .map(String::from)
-            .to_vec(),
+            ignore: ["RecentNodeReboot", "K8sUpgradeStalled", "EtcdPreUpgradeSnapshotMissing"]
+                .map(String::from)
+                .to_vec(),
             request_timeout: Duration::from_secs(10),
             wait_budget: Duration::from_secs(30 * 60),
             wait_interval: Duration::from_secs(60),
@@ -136,21 +132,12 @@ impl Policy {
         }
         for entry in ignore {
             // Compile one by one so the error names the offending entry.
-            regex::Regex::new(&anchored(entry)).map_err(|e| ConfigError::BadIgnore {
-                entry: entry.clone(),
-                message: e.to_string(),
-            })?;
+            regex::Regex::new(&anchored(entry))
+                .map_err(|e| ConfigError::BadIgnore { entry: entry.clone(), message: e.to_string() })?;
         }
-        let ignore = RegexSet::new(ignore.iter().map(|e| anchored(e))).map_err(|e| {
-            ConfigError::BadIgnore {
-                entry: ignore.join(", "),
-                message: e.to_string(),
-            }
-        })?;
-        Ok(Self {
-            severities: blocking_severities.iter().cloned().collect(),
-            ignore,
-        })
+        let ignore = RegexSet::new(ignore.iter().map(|e| anchored(e)))
+            .map_err(|e| ConfigError::BadIgnore { entry: ignore.join(", "), message: e.to_string() })?;
+        Ok(Self { severities: blocking_severities.iter().cloned().collect(), ignore })
     }
 
     /// The policy of a config.
@@ -166,9 +153,7 @@ impl Policy {
     /// Whether this one alert blocks.
     pub fn blocks(&self, alert: &Alert) -> bool {
         alert.state == AlertState::Firing
-            && alert
-                .severity()
-                .is_some_and(|s| self.severities.contains(s))
+            && alert.severity().is_some_and(|s| self.severities.contains(s))
             && !self.ignores(alert.name())
     }
 }
@@ -190,10 +175,7 @@ pub struct Alert {
 impl Alert {
     /// The `alertname` label, or `""`.
     pub fn name(&self) -> &str {
-        self.labels
-            .get("alertname")
-            .map(String::as_str)
-            .unwrap_or("")
+        self.labels.get("alertname").map(String::as_str).unwrap_or("")
     }
 
     /// The `severity` label, if any.
@@ -257,17 +239,11 @@ impl std::fmt::Display for GateVerdict {
 
 /// The pure gate decision: the unique, sorted names of the alerts that block.
 pub fn evaluate(alerts: &[Alert], policy: &Policy) -> GateVerdict {
-    let blocking: BTreeSet<&str> = alerts
-        .iter()
-        .filter(|a| policy.blocks(a))
-        .map(Alert::name)
-        .collect();
+    let blocking: BTreeSet<&str> = alerts.iter().filter(|a| policy.blocks(a)).map(Alert::name).collect();
     if blocking.is_empty() {
         GateVerdict::Pass
     } else {
-        GateVerdict::Blocked {
-            alerts: blocking.into_iter().map(String::from).collect(),
-        }
+        GateVerdict::Blocked { alerts: blocking.into_iter().map(String::from).collect() }
     }
 }
 
@@ -388,30 +364,18 @@ pub fn parse_alerts(url: &str, body: &str) -> Result<Vec<Alert>, QueryError> {
 
 /// Pure: parses a `GET /api/v1/query` body into samples (a scalar is one unlabelled sample).
 pub fn parse_query(url: &str, body: &str) -> Result<Vec<Sample>, QueryError> {
-    let parse_err = |message: String| QueryError::Parse {
-        url: url.to_string(),
-        message,
-    };
+    let parse_err = |message: String| QueryError::Parse { url: url.to_string(), message };
     let value = |raw: &str| {
         parse_value(raw).ok_or_else(|| parse_err(format!("sample value {raw:?} is not a number")))
     };
     match parse_envelope::<QueryData>(url, body)? {
-        QueryData::Vector(v) => v
-            .into_iter()
-            .map(|s| {
-                Ok(Sample {
-                    labels: s.metric,
-                    value: value(&s.value.1)?,
-                })
-            })
-            .collect(),
-        QueryData::Scalar((_, raw)) => Ok(vec![Sample {
-            labels: BTreeMap::new(),
-            value: value(&raw)?,
-        }]),
-        QueryData::Matrix(_) | QueryData::String(_) => Err(parse_err(
-            "expected an instant vector or scalar result".into(),
-        )),
+        QueryData::Vector(v) => {
+            v.into_iter().map(|s| Ok(Sample { labels: s.metric, value: value(&s.value.1)? })).collect()
+        }
+        QueryData::Scalar((_, raw)) => Ok(vec![Sample { labels: BTreeMap::new(), value: value(&raw)? }]),
+        QueryData::Matrix(_) | QueryData::String(_) => {
+            Err(parse_err("expected an instant vector or scalar result".into()))
+        }
     }
 }
 
@@ -426,17 +390,13 @@ fn parse_value(raw: &str) -> Option<f64> {
 }
 
 fn parse_envelope<T: serde::de::DeserializeOwned>(url: &str, body: &str) -> Result<T, QueryError> {
-    let env: Envelope<T> = serde_json::from_str(body).map_err(|e| QueryError::Parse {
-        url: url.to_string(),
-        message: e.to_string(),
-    })?;
+    let env: Envelope<T> = serde_json::from_str(body)
+        .map_err(|e| QueryError::Parse { url: url.to_string(), message: e.to_string() })?;
     if env.status != "success" {
         return Err(QueryError::Api {
             url: url.to_string(),
             error_type: env.error_type.unwrap_or_else(|| "unknown".into()),
-            error: env
-                .error
-                .unwrap_or_else(|| format!("status {:?}", env.status)),
+            error: env.error.unwrap_or_else(|| format!("status {:?}", env.status)),
         });
     }
     env.data.ok_or_else(|| QueryError::Parse {
@@ -471,8 +431,7 @@ impl AlertGate {
             return Err(ConfigError::BadRatio(min));
         }
         let policy = Policy::from_config(cfg)?;
-        let http =
-            http_client(cfg.request_timeout).map_err(|e| ConfigError::Client(e.to_string()))?;
+        let http = http_client(cfg.request_timeout).map_err(|e| ConfigError::Client(e.to_string()))?;
         Ok(Self {
             http,
             base: cfg.prometheus_url.clone(),
@@ -498,24 +457,15 @@ impl AlertGate {
 
     async fn get(&self, url: Url) -> Result<String, QueryError> {
         let shown = url.to_string();
-        let unreachable = |e: reqwest::Error| QueryError::Unreachable {
-            url: shown.clone(),
-            message: describe(&e),
-        };
-        let resp = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let unreachable =
+            |e: reqwest::Error| QueryError::Unreachable { url: shown.clone(), message: describe(&e) };
+        let resp = self.http.get(url.clone()).send().await.map_err(unreachable)?;
         let status = resp.status();
         let body = resp.text().await.map_err(unreachable)?;
         // Prometheus answers API errors (bad query) with 4xx/5xx and a JSON envelope; prefer its
         // message when there is one.
         if !status.is_success() {
-            if let Err(api @ QueryError::Api { .. }) =
-                parse_envelope::<serde_json::Value>(&shown, &body)
-            {
+            if let Err(api @ QueryError::Api { .. }) = parse_envelope::<serde_json::Value>(&shown, &body) {
                 return Err(api);
             }
             return Err(QueryError::Status {
@@ -538,9 +488,7 @@ impl AlertGate {
     pub async fn check_once(&self) -> GateVerdict {
         match self.fetch_alerts().await {
             Ok(alerts) => evaluate(&alerts, &self.policy),
-            Err(e) => GateVerdict::Unavailable {
-                reason: e.to_string(),
-            },
+            Err(e) => GateVerdict::Unavailable { reason: e.to_string() },
         }
     }
 
@@ -581,9 +529,7 @@ impl AlertGate {
 
     /// The pod-ready ratio from the configured query; `Ok(None)` when there is no data.
     pub async fn pod_ready_ratio(&self) -> Result<Option<f64>, QueryError> {
-        Ok(single_value(
-            &self.instant_query(&self.pod_ready_query).await?,
-        ))
+        Ok(single_value(&self.instant_query(&self.pod_ready_query).await?))
     }
 
     /// The pod-ready ratio and its verdict against the configured `min_pod_ready_ratio`. A
@@ -602,8 +548,7 @@ impl AlertGate {
 
     /// [`Self::wait_until_clear`] with the configured `wait_budget` and `wait_interval`.
     pub async fn wait(&self) -> GateVerdict {
-        self.wait_until_clear(self.wait_budget, self.wait_interval)
-            .await
+        self.wait_until_clear(self.wait_budget, self.wait_interval).await
     }
 }
 
@@ -611,20 +556,13 @@ impl AlertGate {
 /// binary has not already: reqwest's `rustls-no-provider` mode panics without one).
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
+    reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build()
 }
 
 /// A reqwest error without its URL (callers may put secrets in URLs; here it is just tidier),
 /// with its source chain, e.g. "error sending request: connection refused".
 pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let mut out = if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        String::new()
-    };
+    let mut out = if e.is_timeout() { "timed out".to_string() } else { String::new() };
     let mut cur: Option<&dyn std::error::Error> = Some(e);
     while let Some(err) = cur {
         let msg = err.to_string();
@@ -652,10 +590,7 @@ mod tests {
     use super::*;
 
     fn alert(name: &str) -> Alert {
-        Alert {
-            labels: BTreeMap::from([("alertname".into(), name.into())]),
-            state: AlertState::Firing,
-        }
+        Alert { labels: BTreeMap::from([("alertname".into(), name.into())]), state: AlertState::Firing }
     }
 
     impl Alert {
@@ -674,17 +609,12 @@ mod tests {
     }
 
     fn blocked(names: &[&str]) -> GateVerdict {
-        GateVerdict::Blocked {
-            alerts: names.iter().map(|s| s.to_string()).collect(),
-        }
+        GateVerdict::Blocked { alerts: names.iter().map(|s| s.to_string()).collect() }
     }
 
     #[test]
     fn a_firing_critical_blocks() {
-        let v = evaluate(
-            &[alert("KubeAPIServerDown").severity_("critical")],
-            &default_policy(),
-        );
+        let v = evaluate(&[alert("KubeAPIServerDown").severity_("critical")], &default_policy());
         assert_eq!(v, blocked(&["KubeAPIServerDown"]));
         assert!(v.blocks());
     }
@@ -709,12 +639,8 @@ mod tests {
 
     #[test]
     fn default_ignore_list_covers_reboots_and_the_chains_own_criticals() {
-        let alerts = [
-            "RecentNodeReboot",
-            "K8sUpgradeStalled",
-            "EtcdPreUpgradeSnapshotMissing",
-        ]
-        .map(|n| alert(n).severity_("critical"));
+        let alerts = ["RecentNodeReboot", "K8sUpgradeStalled", "EtcdPreUpgradeSnapshotMissing"]
+            .map(|n| alert(n).severity_("critical"));
         assert_eq!(evaluate(&alerts, &default_policy()), GateVerdict::Pass);
     }
 
@@ -728,47 +654,32 @@ mod tests {
 
     #[test]
     fn regex_ignore_entries_are_anchored() {
-        let p = Policy::new(
-            &["critical".into()],
-            &["Nas.*|Ingress(TTFB)?Critical".into()],
-        )
-        .unwrap();
+        let p = Policy::new(&["critical".into()], &["Nas.*|Ingress(TTFB)?Critical".into()]).unwrap();
         assert!(p.ignores("NasDiskFull"));
         assert!(p.ignores("IngressTTFBCritical"));
         assert!(p.ignores("IngressCritical"));
         assert!(!p.ignores("MyNasDiskFull"), "must not match mid-name");
-        let alerts = [
-            alert("NasDiskFull").severity_("critical"),
-            alert("MyNasDiskFull").severity_("critical"),
-        ];
+        let alerts =
+            [alert("NasDiskFull").severity_("critical"), alert("MyNasDiskFull").severity_("critical")];
         assert_eq!(evaluate(&alerts, &p), blocked(&["MyNasDiskFull"]));
     }
 
     #[test]
     fn invalid_regex_is_a_config_error_naming_it() {
         let err = Policy::new(&["critical".into()], &["Ok".into(), "Bad(".into()]).unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::BadIgnore { entry, .. } if entry == "Bad("),
-            "{err}"
-        );
+        assert!(matches!(&err, ConfigError::BadIgnore { entry, .. } if entry == "Bad("), "{err}");
         assert!(err.to_string().contains("\"Bad(\""));
     }
 
     #[test]
     fn empty_severity_set_is_refused() {
-        assert_eq!(
-            Policy::new(&[], &[]).unwrap_err(),
-            ConfigError::NoSeverities
-        );
+        assert_eq!(Policy::new(&[], &[]).unwrap_err(), ConfigError::NoSeverities);
     }
 
     #[test]
     fn configurable_severities() {
         let p = Policy::new(&["critical".into(), "page".into()], &[]).unwrap();
-        let alerts = [
-            alert("A").severity_("page"),
-            alert("B").severity_("warning"),
-        ];
+        let alerts = [alert("A").severity_("page"), alert("B").severity_("warning")];
         assert_eq!(evaluate(&alerts, &p), blocked(&["A"]));
     }
 
@@ -779,10 +690,7 @@ mod tests {
             alert("Alpha").severity_("critical"),
             alert("Zed").severity_("critical"),
         ];
-        assert_eq!(
-            evaluate(&alerts, &default_policy()),
-            blocked(&["Alpha", "Zed"])
-        );
+        assert_eq!(evaluate(&alerts, &default_policy()), blocked(&["Alpha", "Zed"]));
     }
 
     #[test]
@@ -796,25 +704,16 @@ mod tests {
         let body = include_str!("../tests/fixtures/prometheus/alerts-answer.json");
         let alerts = parse_alerts("http://p", body).unwrap();
         assert_eq!(alerts.len(), 3);
-        assert_eq!(
-            evaluate(&alerts, &default_policy()),
-            blocked(&["MysqlStandaloneDown"])
-        );
+        assert_eq!(evaluate(&alerts, &default_policy()), blocked(&["MysqlStandaloneDown"]));
     }
 
     #[test]
     fn error_envelope_and_garbage_are_errors() {
-        let err = parse_alerts(
-            "http://p",
-            r#"{"status":"error","errorType":"bad_data","error":"boom"}"#,
-        )
-        .unwrap_err();
+        let err = parse_alerts("http://p", r#"{"status":"error","errorType":"bad_data","error":"boom"}"#)
+            .unwrap_err();
         assert!(matches!(err, QueryError::Api { .. }), "{err}");
         assert!(err.to_string().contains("boom"));
-        assert!(matches!(
-            parse_alerts("http://p", "<html>").unwrap_err(),
-            QueryError::Parse { .. }
-        ));
+        assert!(matches!(parse_alerts("http://p", "<html>").unwrap_err(), QueryError::Parse { .. }));
         assert!(matches!(
             parse_alerts("http://p", r#"{"status":"success"}"#).unwrap_err(),
             QueryError::Parse { .. }
@@ -828,13 +727,7 @@ mod tests {
             r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"b"},"value":[1.5,"0.97"]}]}}"#,
         )
         .unwrap();
-        assert_eq!(
-            v,
-            vec![Sample {
-                labels: BTreeMap::from([("a".into(), "b".into())]),
-                value: 0.97
-            }]
-        );
+        assert_eq!(v, vec![Sample { labels: BTreeMap::from([("a".into(), "b".into())]), value: 0.97 }]);
         assert_eq!(single_value(&v), Some(0.97));
         let s = parse_query(
             "http://p",
@@ -848,11 +741,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(single_value(&nan), None, "0/0 is no data");
-        let empty = parse_query(
-            "http://p",
-            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-        )
-        .unwrap();
+        let empty =
+            parse_query("http://p", r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#)
+                .unwrap();
         assert_eq!(single_value(&empty), None);
         let bad = parse_query(
             "http://p",
@@ -867,17 +758,8 @@ mod tests {
         assert_eq!(ratio_verdict(Some(0.1), None), RatioVerdict::Pass);
         assert_eq!(ratio_verdict(Some(0.95), Some(0.9)), RatioVerdict::Pass);
         assert_eq!(ratio_verdict(Some(0.9), Some(0.9)), RatioVerdict::Pass);
-        assert_eq!(
-            ratio_verdict(Some(0.5), Some(0.9)),
-            RatioVerdict::TooLow {
-                ratio: 0.5,
-                min: 0.9
-            }
-        );
-        assert_eq!(
-            ratio_verdict(None, Some(0.9)),
-            RatioVerdict::Unknown { min: 0.9 }
-        );
+        assert_eq!(ratio_verdict(Some(0.5), Some(0.9)), RatioVerdict::TooLow { ratio: 0.5, min: 0.9 });
+        assert_eq!(ratio_verdict(None, Some(0.9)), RatioVerdict::Unknown { min: 0.9 });
     }
 
     #[test]
@@ -885,34 +767,18 @@ mod tests {
         let cfg: AlertsConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(cfg, AlertsConfig::default());
         assert_eq!(cfg.wait_budget, Duration::from_secs(1800));
-        let cfg: AlertsConfig = serde_json::from_str(
-            r#"{"prometheus_url":"http://prom:9090/sub/","wait_interval":"5s"}"#,
-        )
-        .unwrap();
+        let cfg: AlertsConfig =
+            serde_json::from_str(r#"{"prometheus_url":"http://prom:9090/sub/","wait_interval":"5s"}"#)
+                .unwrap();
         assert_eq!(cfg.wait_interval, Duration::from_secs(5));
         let gate = AlertGate::new(&cfg).unwrap();
-        assert_eq!(
-            gate.endpoint("api/v1/alerts").as_str(),
-            "http://prom:9090/sub/api/v1/alerts"
-        );
+        assert_eq!(gate.endpoint("api/v1/alerts").as_str(), "http://prom:9090/sub/api/v1/alerts");
         assert!(serde_json::from_str::<AlertsConfig>(r#"{"prometheus_url":"not a url"}"#).is_err());
         assert!(serde_json::from_str::<AlertsConfig>(r#"{"prometheus_url":"ftp://x"}"#).is_err());
         assert!(serde_json::from_str::<AlertsConfig>(r#"{"typo":1}"#).is_err());
-        let bad = AlertsConfig {
-            min_pod_ready_ratio: Some(1.5),
-            ..Default::default()
-        };
-        assert_eq!(
-            AlertGate::new(&bad).unwrap_err(),
-            ConfigError::BadRatio(1.5)
-        );
-        let bad = AlertsConfig {
-            ignore: vec!["(".into()],
-            ..Default::default()
-        };
-        assert!(matches!(
-            AlertGate::new(&bad).unwrap_err(),
-            ConfigError::BadIgnore { .. }
-        ));
+        let bad = AlertsConfig { min_pod_ready_ratio: Some(1.5), ..Default::default() };
+        assert_eq!(AlertGate::new(&bad).unwrap_err(), ConfigError::BadRatio(1.5));
+        let bad = AlertsConfig { ignore: vec!["(".into()], ..Default::default() };
+        assert!(matches!(AlertGate::new(&bad).unwrap_err(), ConfigError::BadIgnore { .. }));
     }
 }

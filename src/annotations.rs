@@ -29,9 +29,7 @@ pub struct AnnotationsConfig {
 
 impl Default for AnnotationsConfig {
     fn default() -> Self {
-        Self {
-            prefix: DEFAULT_PREFIX.into(),
-        }
+        Self { prefix: DEFAULT_PREFIX.into() }
     }
 }
 
@@ -111,16 +109,8 @@ pub fn clear_patch(keys: &Keys) -> serde_json::Value {
 
 /// Pure: reads the record from a namespace's annotations. `Ok(None)` when none of the keys is
 /// set; an error when only some are, or a value does not parse.
-pub fn parse(
-    keys: &Keys,
-    annotations: &BTreeMap<String, String>,
-) -> Result<Option<InFlight>, ParseError> {
-    let get = |k: &String| {
-        annotations
-            .get(k)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    };
+pub fn parse(keys: &Keys, annotations: &BTreeMap<String, String>) -> Result<Option<InFlight>, ParseError> {
+    let get = |k: &String| annotations.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let (since, target) = match (get(&keys.in_flight), get(&keys.target)) {
         (None, None) => {
             return match get(&keys.snapshot_path) {
@@ -150,17 +140,12 @@ pub fn parse(
         value: value.to_string(),
         message,
     };
-    let since: Timestamp = since
-        .parse()
-        .map_err(|e: jiff::Error| invalid(&keys.in_flight, since, e.to_string()))?;
+    let since: Timestamp =
+        since.parse().map_err(|e: jiff::Error| invalid(&keys.in_flight, since, e.to_string()))?;
     let target: Version = target
         .parse()
         .map_err(|e: crate::version::VersionError| invalid(&keys.target, target, e.to_string()))?;
-    Ok(Some(InFlight {
-        since,
-        target,
-        snapshot_path: get(&keys.snapshot_path).map(String::from),
-    }))
+    Ok(Some(InFlight { since, target, snapshot_path: get(&keys.snapshot_path).map(String::from) }))
 }
 
 /// An API call on the namespace failed.
@@ -199,11 +184,7 @@ pub struct NamespaceAnnotations {
 impl NamespaceAnnotations {
     /// For namespace `namespace` with the configured prefix.
     pub fn new(client: Client, namespace: &str, cfg: &AnnotationsConfig) -> Self {
-        Self {
-            api: Api::all(client),
-            namespace: namespace.into(),
-            keys: Keys::new(&cfg.prefix),
-        }
+        Self { api: Api::all(client), namespace: namespace.into(), keys: Keys::new(&cfg.prefix) }
     }
 
     /// The keys in use.
@@ -211,24 +192,12 @@ impl NamespaceAnnotations {
         &self.keys
     }
 
-    async fn patch(
-        &self,
-        action: &'static str,
-        body: serde_json::Value,
-    ) -> Result<(), AnnotationError> {
+    async fn patch(&self, action: &'static str, body: serde_json::Value) -> Result<(), AnnotationError> {
         self.api
-            .patch(
-                &self.namespace,
-                &PatchParams::default(),
-                &Patch::Merge(&body),
-            )
+            .patch(&self.namespace, &PatchParams::default(), &Patch::Merge(&body))
             .await
             .map(drop)
-            .map_err(|source| AnnotationError::Api {
-                action,
-                namespace: self.namespace.clone(),
-                source,
-            })
+            .map_err(|source| AnnotationError::Api { action, namespace: self.namespace.clone(), source })
     }
 
     /// Writes all three annotations in one merge patch.
@@ -243,20 +212,14 @@ impl NamespaceAnnotations {
 
     /// Reads the record back; `Ok(None)` when nothing is in flight.
     pub async fn read(&self) -> Result<Option<InFlight>, AnnotationError> {
-        let ns = self
-            .api
-            .get(&self.namespace)
-            .await
-            .map_err(|source| AnnotationError::Api {
-                action: "read",
-                namespace: self.namespace.clone(),
-                source,
-            })?;
-        let annotations = ns.metadata.annotations.unwrap_or_default();
-        parse(&self.keys, &annotations).map_err(|source| AnnotationError::Parse {
+        let ns = self.api.get(&self.namespace).await.map_err(|source| AnnotationError::Api {
+            action: "read",
             namespace: self.namespace.clone(),
             source,
-        })
+        })?;
+        let annotations = ns.metadata.annotations.unwrap_or_default();
+        parse(&self.keys, &annotations)
+            .map_err(|source| AnnotationError::Parse { namespace: self.namespace.clone(), source })
     }
 }
 
@@ -299,10 +262,7 @@ mod tests {
 
     #[test]
     fn no_snapshot_yet_writes_an_empty_path() {
-        let r = InFlight {
-            snapshot_path: None,
-            ..record()
-        };
+        let r = InFlight { snapshot_path: None, ..record() };
         let ann = annotations_of(&set_patch(&keys(), &r));
         assert_eq!(ann["k8s-upgrade-chain/snapshot-path"], "");
         assert_eq!(parse(&keys(), &ann), Ok(Some(r)));
@@ -324,21 +284,11 @@ mod tests {
 
     #[test]
     fn partial_or_invalid_records_are_errors_naming_the_key() {
-        let only_target =
-            BTreeMap::from([("k8s-upgrade-chain/target".to_string(), "1.34.2".to_string())]);
+        let only_target = BTreeMap::from([("k8s-upgrade-chain/target".to_string(), "1.34.2".to_string())]);
         let err = parse(&keys(), &only_target).unwrap_err();
-        assert!(
-            err.to_string().contains("k8s-upgrade-chain/in-flight"),
-            "{err}"
-        );
-        let only_path = BTreeMap::from([(
-            "k8s-upgrade-chain/snapshot-path".to_string(),
-            "/x".to_string(),
-        )]);
-        assert!(matches!(
-            parse(&keys(), &only_path),
-            Err(ParseError::Partial { .. })
-        ));
+        assert!(err.to_string().contains("k8s-upgrade-chain/in-flight"), "{err}");
+        let only_path = BTreeMap::from([("k8s-upgrade-chain/snapshot-path".to_string(), "/x".to_string())]);
+        assert!(matches!(parse(&keys(), &only_path), Err(ParseError::Partial { .. })));
         let mut bad = annotations_of(&set_patch(&keys(), &record()));
         bad.insert("k8s-upgrade-chain/in-flight".into(), "yesterday".into());
         let err = parse(&keys(), &bad).unwrap_err();
@@ -348,9 +298,6 @@ mod tests {
         );
         let mut bad = annotations_of(&set_patch(&keys(), &record()));
         bad.insert("k8s-upgrade-chain/target".into(), "latest".into());
-        assert!(matches!(
-            parse(&keys(), &bad),
-            Err(ParseError::Invalid { .. })
-        ));
+        assert!(matches!(parse(&keys(), &bad), Err(ParseError::Invalid { .. })));
     }
 }

@@ -27,9 +27,9 @@ impl Clients {
     /// Kubeconfig first (`$KUBECONFIG`, `~/.kube/config`), then the in-cluster service account,
     /// which is what a Job pod uses.
     pub async fn infer() -> anyhow::Result<Self> {
-        let config = Config::infer()
-            .await
-            .context("failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)")?;
+        let config = Config::infer().await.context(
+            "failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)",
+        )?;
         Self::from_config(config)
     }
 }
@@ -38,6 +38,46 @@ impl Clients {
 pub fn without_retry(mut config: Config) -> Config {
     config.default_retry = false;
     config
+}
+
+
+/// Connects with an explicit kubeconfig context, or infers the configuration.
+pub async fn connect(context: Option<&str>) -> anyhow::Result<Clients> {
+    match context {
+        None => Clients::infer().await,
+        Some(ctx) => {
+            let opts =
+                kube::config::KubeConfigOptions { context: Some(ctx.to_string()), ..Default::default() };
+            let config = Config::from_kubeconfig(&opts).await.with_context(|| {
+                format!("failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT)")
+            })?;
+            Clients::from_config(config)
+        }
+    }
+}
+
+/// Lists every node, 500 per page. An expired continue token (410 Gone) restarts the list.
+pub async fn list_nodes(client: &Client) -> anyhow::Result<Vec<k8s_openapi::api::core::v1::Node>> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::{Api, api::ListParams};
+    let api: Api<Node> = Api::all(client.clone());
+    'restart: for _attempt in 0..3 {
+        let mut out = Vec::new();
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(kube::Error::Api(s)) if s.code == 410 => continue 'restart,
+                Err(e) => return Err(anyhow::Error::new(e).context("failed to list nodes")),
+            };
+            out.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
+    }
+    anyhow::bail!("failed to list nodes: the list kept expiring (410 Gone) while paging")
 }
 
 #[cfg(test)]

@@ -58,78 +58,37 @@ impl Milestone {
     pub fn event(&self) -> Event {
         use Milestone::*;
         let (type_, reason, action, note) = match self {
-            PhaseStarted { phase } => (
-                EventType::Normal,
-                "PhaseStarted",
-                "Start",
-                format!("{phase} phase started"),
-            ),
-            DrainStarted => (
-                EventType::Normal,
-                "DrainStarted",
-                "Drain",
-                "cordoned; drain started".to_string(),
-            ),
-            Evicted(n) => (
-                EventType::Normal,
-                "PodsEvicted",
-                "Drain",
-                format!("evicted {n} pod(s)"),
-            ),
+            PhaseStarted { phase } => {
+                (EventType::Normal, "PhaseStarted", "Start", format!("{phase} phase started"))
+            }
+            DrainStarted => {
+                (EventType::Normal, "DrainStarted", "Drain", "cordoned; drain started".to_string())
+            }
+            Evicted(n) => (EventType::Normal, "PodsEvicted", "Drain", format!("evicted {n} pod(s)")),
             FallbackDeleted(n) => (
                 EventType::Warning,
                 "PodsFallbackDeleted",
                 "Drain",
                 format!("deleted {n} pod(s) whose eviction stayed blocked past the deadline"),
             ),
-            UpgradeRan(v) => (
-                EventType::Normal,
-                "UpgradeRan",
-                "Upgrade",
-                format!("node upgrade to v{v} ran"),
-            ),
-            NodeReady(v) => (
-                EventType::Normal,
-                "NodeReady",
-                "WaitReady",
-                format!("node Ready at v{v}"),
-            ),
-            Uncordoned => (
-                EventType::Normal,
-                "Uncordoned",
-                "Uncordon",
-                "node uncordoned".to_string(),
-            ),
-            SoakDone => (
-                EventType::Normal,
-                "SoakDone",
-                "Soak",
-                "soak finished with no blocking alerts".to_string(),
-            ),
-            PhaseSucceeded { phase } => (
-                EventType::Normal,
-                "PhaseSucceeded",
-                "Finish",
-                format!("{phase} phase succeeded"),
-            ),
-            Refused(why) => (
-                EventType::Normal,
-                "Refused",
-                "Gate",
-                format!("refused, nothing changed: {why}"),
-            ),
-            Halted(why) => (
-                EventType::Warning,
-                "Halted",
-                "KillSwitch",
-                format!("halted by the kill switch: {why}"),
-            ),
-            Aborted(why) => (
-                EventType::Warning,
-                "Aborted",
-                "Abort",
-                format!("aborted: {why}"),
-            ),
+            UpgradeRan(v) => {
+                (EventType::Normal, "UpgradeRan", "Upgrade", format!("node upgrade to v{v} ran"))
+            }
+            NodeReady(v) => (EventType::Normal, "NodeReady", "WaitReady", format!("node Ready at v{v}")),
+            Uncordoned => (EventType::Normal, "Uncordoned", "Uncordon", "node uncordoned".to_string()),
+            SoakDone => {
+                (EventType::Normal, "SoakDone", "Soak", "soak finished with no blocking alerts".to_string())
+            }
+            PhaseSucceeded { phase } => {
+                (EventType::Normal, "PhaseSucceeded", "Finish", format!("{phase} phase succeeded"))
+            }
+            Refused(why) => {
+                (EventType::Normal, "Refused", "Gate", format!("refused, nothing changed: {why}"))
+            }
+            Halted(why) => {
+                (EventType::Warning, "Halted", "KillSwitch", format!("halted by the kill switch: {why}"))
+            }
+            Aborted(why) => (EventType::Warning, "Aborted", "Abort", format!("aborted: {why}")),
         };
         Event {
             type_,
@@ -176,13 +135,8 @@ pub struct Events {
 impl Events {
     /// A recorder reporting as [`REPORTING_CONTROLLER`]; `instance` is e.g. the pod name.
     pub fn new(client: Client, instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: REPORTING_CONTROLLER.into(),
-            instance,
-        };
-        Self {
-            recorder: Recorder::new(client, reporter),
-        }
+        let reporter = Reporter { controller: REPORTING_CONTROLLER.into(), instance };
+        Self { recorder: Recorder::new(client, reporter) }
     }
 
     /// Records `milestone` on `regarding` (a Job or a Node). Never fails: a problem is logged
@@ -199,10 +153,7 @@ impl Events {
                         None => regarding.name.clone().unwrap_or_else(|| "?".into()),
                     }
                 );
-                let reason = format!(
-                    "failed to record event {:?} on {what}: {e}",
-                    milestone.event().reason
-                );
+                let reason = format!("failed to record event {:?} on {what}: {e}", milestone.event().reason);
                 tracing::warn!("{reason} (events are best-effort; carrying on)");
                 EventOutcome::Failed { reason }
             }
@@ -211,14 +162,8 @@ impl Events {
 }
 
 /// One-shot form of [`Events::record`] (builds a recorder per call; prefer [`Events`] in loops).
-pub async fn record(
-    client: &Client,
-    regarding: &ObjectReference,
-    milestone: Milestone,
-) -> EventOutcome {
-    Events::new(client.clone(), None)
-        .record(regarding, &milestone)
-        .await
+pub async fn record(client: &Client, regarding: &ObjectReference, milestone: Milestone) -> EventOutcome {
+    Events::new(client.clone(), None).record(regarding, &milestone).await
 }
 
 #[cfg(test)]
@@ -242,9 +187,7 @@ mod tests {
     #[test]
     fn reasons_are_short_pascal_case() {
         let all = [
-            Milestone::PhaseStarted {
-                phase: "worker".into(),
-            },
+            Milestone::PhaseStarted { phase: "worker".into() },
             Milestone::DrainStarted,
             Milestone::Evicted(1),
             Milestone::FallbackDeleted(1),
@@ -252,9 +195,7 @@ mod tests {
             Milestone::NodeReady(Version::new(1, 34, 2)),
             Milestone::Uncordoned,
             Milestone::SoakDone,
-            Milestone::PhaseSucceeded {
-                phase: "worker".into(),
-            },
+            Milestone::PhaseSucceeded { phase: "worker".into() },
             Milestone::Refused("x".into()),
             Milestone::Halted("x".into()),
             Milestone::Aborted("x".into()),

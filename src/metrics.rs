@@ -56,10 +56,7 @@ pub struct PushgatewayConfig {
 
 impl Default for PushgatewayConfig {
     fn default() -> Self {
-        Self {
-            url: Url::parse(DEFAULT_URL).expect("default URL parses"),
-            timeout: Duration::from_secs(5),
-        }
+        Self { url: Url::parse(DEFAULT_URL).expect("default URL parses"), timeout: Duration::from_secs(5) }
     }
 }
 
@@ -140,50 +137,23 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "k8s_upgrade_in_flight",
         "1 while an upgrade chain is in flight (set by preflight, cleared by postflight).",
     ),
-    (
-        "k8s_upgrade_started_timestamp",
-        "Unix time the in-flight upgrade chain started; 0 when idle.",
-    ),
-    (
-        "k8s_upgrade_snapshot_taken",
-        "1 once the pre-upgrade etcd snapshot was taken and verified.",
-    ),
-    (
-        "k8s_upgrade_blocked",
-        "1 when a gate refused the upgrade and a human must act.",
-    ),
-    (
-        "k8s_upgrade_held",
-        "1 when the upgrade is held waiting on a known condition (no action needed).",
-    ),
+    ("k8s_upgrade_started_timestamp", "Unix time the in-flight upgrade chain started; 0 when idle."),
+    ("k8s_upgrade_snapshot_taken", "1 once the pre-upgrade etcd snapshot was taken and verified."),
+    ("k8s_upgrade_blocked", "1 when a gate refused the upgrade and a human must act."),
+    ("k8s_upgrade_held", "1 when the upgrade is held waiting on a known condition (no action needed)."),
     (
         "k8s_upgrade_available",
         "1 when a Kubernetes upgrade is available; labels give kind, running and target versions.",
     ),
-    (
-        "k8s_version_check_last_run_timestamp",
-        "Unix time of the last version check run.",
-    ),
-    (
-        "k8s_upgrade_phase_started_timestamp",
-        "Unix time the phase Job started its work.",
-    ),
-    (
-        "k8s_upgrade_phase_finished_timestamp",
-        "Unix time the phase Job finished (any outcome).",
-    ),
+    ("k8s_version_check_last_run_timestamp", "Unix time of the last version check run."),
+    ("k8s_upgrade_phase_started_timestamp", "Unix time the phase Job started its work."),
+    ("k8s_upgrade_phase_finished_timestamp", "Unix time the phase Job finished (any outcome)."),
     (
         "k8s_upgrade_phase_outcome",
         "1 for the phase's current outcome (running, succeeded, refused, halted, failed).",
     ),
-    (
-        "k8s_upgrade_drain_duration_seconds",
-        "Wall-clock seconds the node drain took.",
-    ),
-    (
-        "k8s_upgrade_pods_evicted",
-        "Pods removed from the node through the eviction API during the drain.",
-    ),
+    ("k8s_upgrade_drain_duration_seconds", "Wall-clock seconds the node drain took."),
+    ("k8s_upgrade_pods_evicted", "Pods removed from the node through the eviction API during the drain."),
     (
         "k8s_upgrade_pods_fallback_deleted",
         "Pods deleted directly after eviction stayed blocked past its deadline.",
@@ -214,27 +184,14 @@ impl Metric {
     /// The HELP text.
     pub fn help(&self) -> &'static str {
         let name = self.name();
-        FAMILIES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, h)| *h)
-            .unwrap_or("")
+        FAMILIES.iter().find(|(n, _)| *n == name).map(|(_, h)| *h).unwrap_or("")
     }
 
     /// Sample labels (grouping labels are added by the Pushgateway).
     pub fn labels(&self) -> Vec<(&'static str, String)> {
         match self {
-            Metric::Available {
-                kind,
-                running,
-                target,
-                ..
-            } => {
-                vec![
-                    ("kind", kind.clone()),
-                    ("running", running.clone()),
-                    ("target", target.clone()),
-                ]
+            Metric::Available { kind, running, target, .. } => {
+                vec![("kind", kind.clone()), ("running", running.clone()), ("target", target.clone())]
             }
             Metric::PhaseOutcome(o) => vec![("outcome", o.as_str().to_string())],
             _ => vec![],
@@ -245,10 +202,7 @@ impl Metric {
     pub fn value(&self) -> f64 {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         match self {
-            Metric::InFlight(b)
-            | Metric::SnapshotTaken(b)
-            | Metric::Blocked(b)
-            | Metric::Held(b) => flag(*b),
+            Metric::InFlight(b) | Metric::SnapshotTaken(b) | Metric::Blocked(b) | Metric::Held(b) => flag(*b),
             Metric::Available { available, .. } => flag(*available),
             Metric::StartedTimestamp(t)
             | Metric::VersionCheckLastRun(t)
@@ -299,10 +253,8 @@ pub fn encode(metrics: &[Metric]) -> String {
             out.push_str(name);
             let labels = m.labels();
             if !labels.is_empty() {
-                let parts: Vec<String> = labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
-                    .collect();
+                let parts: Vec<String> =
+                    labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v))).collect();
                 let _ = write!(out, "{{{}}}", parts.join(","));
             }
             let _ = writeln!(out, " {}", format_value(m.value()));
@@ -313,9 +265,7 @@ pub fn encode(metrics: &[Metric]) -> String {
 
 /// Label value escaping of the text format: backslash, double quote and newline.
 pub fn escape_label_value(v: &str) -> String {
-    v.replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
+    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
 }
 
 fn escape_help(v: &str) -> String {
@@ -347,18 +297,12 @@ pub struct Grouping {
 impl Grouping {
     /// `job="k8s-version-upgrade"`: the chain-wide latch gauges.
     pub fn chain() -> Self {
-        Self {
-            job: CHAIN_JOB.into(),
-            labels: vec![],
-        }
+        Self { job: CHAIN_JOB.into(), labels: vec![] }
     }
 
     /// `job="k8s-version-check"`: the detector.
     pub fn detection() -> Self {
-        Self {
-            job: DETECTION_JOB.into(),
-            labels: vec![],
-        }
+        Self { job: DETECTION_JOB.into(), labels: vec![] }
     }
 
     /// `job="k8s-version-upgrade", phase, node`: one phase Job's gauges (`node` only for
@@ -368,10 +312,7 @@ impl Grouping {
         if let Some(node) = node {
             labels.push(("node".into(), node.into()));
         }
-        Self {
-            job: CHAIN_JOB.into(),
-            labels,
-        }
+        Self { job: CHAIN_JOB.into(), labels }
     }
 
     /// Pure: `{base}/metrics/job/<job>[/<label>/<value>...]`. Values that are empty or contain
@@ -385,8 +326,7 @@ impl Grouping {
                 .chain(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             {
                 if v.is_empty() || v.contains('/') {
-                    segs.push(&format!("{k}@base64"))
-                        .push(&base64_url(v.as_bytes()));
+                    segs.push(&format!("{k}@base64")).push(&base64_url(v.as_bytes()));
                 } else {
                     segs.push(k).push(v);
                 }
@@ -404,11 +344,7 @@ fn base64_url(bytes: &[u8]) -> String {
     }
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -460,10 +396,7 @@ impl Pushgateway {
             url: cfg.url.to_string(),
             message: e.to_string(),
         })?;
-        Ok(Self {
-            http,
-            base: cfg.url.clone(),
-        })
+        Ok(Self { http, base: cfg.url.clone() })
     }
 
     async fn send(
@@ -472,20 +405,10 @@ impl Pushgateway {
         req: reqwest::RequestBuilder,
         url: &Url,
     ) -> Result<String, PushgatewayError> {
-        let err = |message: String| PushgatewayError {
-            action,
-            url: url.to_string(),
-            message,
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| err(crate::alerts::describe(&e)))?;
+        let err = |message: String| PushgatewayError { action, url: url.to_string(), message };
+        let resp = req.send().await.map_err(|e| err(crate::alerts::describe(&e)))?;
         let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| err(crate::alerts::describe(&e)))?;
+        let body = resp.text().await.map_err(|e| err(crate::alerts::describe(&e)))?;
         if !status.is_success() {
             return Err(err(format!("HTTP {status}: {}", body.trim())));
         }
@@ -499,19 +422,13 @@ impl Pushgateway {
             Ok(()) => PushOutcome::Pushed,
             Err(e) => {
                 tracing::warn!("{e} (metrics are best-effort; carrying on)");
-                PushOutcome::Failed {
-                    reason: e.to_string(),
-                }
+                PushOutcome::Failed { reason: e.to_string() }
             }
         }
     }
 
     /// POSTs `metrics` to `group`, returning the error (for callers that must know).
-    pub async fn try_push(
-        &self,
-        group: &Grouping,
-        metrics: &[Metric],
-    ) -> Result<(), PushgatewayError> {
+    pub async fn try_push(&self, group: &Grouping, metrics: &[Metric]) -> Result<(), PushgatewayError> {
         let url = group.url(&self.base);
         let req = self
             .http
@@ -524,18 +441,13 @@ impl Pushgateway {
     /// DELETEs a whole group (all its metrics), e.g. the leaked in-flight latch.
     pub async fn delete_group(&self, group: &Grouping) -> Result<(), PushgatewayError> {
         let url = group.url(&self.base);
-        self.send("delete group at", self.http.delete(url.clone()), &url)
-            .await
-            .map(drop)
+        self.send("delete group at", self.http.delete(url.clone()), &url).await.map(drop)
     }
 
     /// Reads and parses the Pushgateway's `/metrics`.
     pub async fn read(&self) -> Result<Scrape, PushgatewayError> {
         let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("http(s) URLs have a path")
-            .pop_if_empty()
-            .push("metrics");
+        url.path_segments_mut().expect("http(s) URLs have a path").pop_if_empty().push("metrics");
         let body = self.send("read", self.http.get(url.clone()), &url).await?;
         Ok(Scrape::parse(&body))
     }
@@ -590,10 +502,7 @@ impl Scrape {
         matching: &'a [(&'a str, &'a str)],
     ) -> impl Iterator<Item = &'a ScrapedSample> {
         self.samples.iter().filter(move |s| {
-            s.name == name
-                && matching
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            s.name == name && matching.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
     }
 
@@ -630,11 +539,7 @@ pub struct ChainLatch {
 fn parse_sample(line: &str) -> Option<ScrapedSample> {
     let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
     let name = &line[..name_end];
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
         return None;
     }
     let mut rest = &line[name_end..];
@@ -649,11 +554,7 @@ fn parse_sample(line: &str) -> Option<ScrapedSample> {
         "-Inf" => f64::NEG_INFINITY,
         v => v.parse().ok()?,
     };
-    Some(ScrapedSample {
-        name: name.into(),
-        labels,
-        value,
-    })
+    Some(ScrapedSample { name: name.into(), labels, value })
 }
 
 /// Parses `k="v",k2="v2"}` (after the `{`), returning the text after `}`.
@@ -721,11 +622,7 @@ mod tests {
             Metric::InFlight(false),
             Metric::PhaseOutcome(PhaseOutcome::Failed),
         ]);
-        assert_eq!(
-            text.matches("# TYPE k8s_upgrade_phase_outcome gauge")
-                .count(),
-            1
-        );
+        assert_eq!(text.matches("# TYPE k8s_upgrade_phase_outcome gauge").count(), 1);
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             lines,
@@ -742,8 +639,7 @@ mod tests {
         let mut names: Vec<&str> = FAMILIES.iter().map(|(n, _)| *n).collect();
         assert!(names.iter().all(|n| {
             n.starts_with("k8s_")
-                && n.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         }));
         assert!(FAMILIES.iter().all(|(_, h)| !h.is_empty()));
         names.sort();
@@ -758,10 +654,7 @@ mod tests {
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(
-            Metric::DrainDuration(Duration::from_millis(1500)).value(),
-            1.5
-        );
+        assert_eq!(Metric::DrainDuration(Duration::from_millis(1500)).value(), 1.5);
         assert_eq!(Metric::PodsEvicted(7).value(), 7.0);
         let t: jiff::Timestamp = "2026-11-21T12:00:00.5Z".parse().unwrap();
         assert_eq!(epoch_seconds(t), 1_795_262_400.5);
@@ -785,18 +678,13 @@ mod tests {
     #[test]
     fn grouping_urls() {
         let base = Url::parse("http://pgw:9091").unwrap();
-        assert_eq!(
-            Grouping::chain().url(&base).as_str(),
-            "http://pgw:9091/metrics/job/k8s-version-upgrade"
-        );
+        assert_eq!(Grouping::chain().url(&base).as_str(), "http://pgw:9091/metrics/job/k8s-version-upgrade");
         assert_eq!(
             Grouping::detection().url(&base).as_str(),
             "http://pgw:9091/metrics/job/k8s-version-check"
         );
         assert_eq!(
-            Grouping::phase("worker", Some("k8s-node2"))
-                .url(&base)
-                .as_str(),
+            Grouping::phase("worker", Some("k8s-node2")).url(&base).as_str(),
             "http://pgw:9091/metrics/job/k8s-version-upgrade/phase/worker/node/k8s-node2"
         );
         let sub = Url::parse("http://pgw:9091/prefix/").unwrap();
@@ -804,14 +692,8 @@ mod tests {
             Grouping::phase("pre flight", None).url(&sub).as_str(),
             "http://pgw:9091/prefix/metrics/job/k8s-version-upgrade/phase/pre%20flight"
         );
-        let slash = Grouping {
-            job: "a/b".into(),
-            labels: vec![("node".into(), String::new())],
-        };
-        assert_eq!(
-            slash.url(&base).as_str(),
-            "http://pgw:9091/metrics/job@base64/YS9i/node@base64/="
-        );
+        let slash = Grouping { job: "a/b".into(), labels: vec![("node".into(), String::new())] };
+        assert_eq!(slash.url(&base).as_str(), "http://pgw:9091/metrics/job@base64/YS9i/node@base64/=");
     }
 
     #[test]
@@ -834,24 +716,15 @@ mod tests {
         let s = Scrape::parse(text);
         assert_eq!(
             s.chain_latch(),
-            ChainLatch {
-                in_flight: Some(true),
-                started_timestamp: Some(1_763_726_400.0)
-            }
+            ChainLatch { in_flight: Some(true), started_timestamp: Some(1_763_726_400.0) }
         );
         assert_eq!(s.types["k8s_upgrade_in_flight"], "gauge");
         assert_eq!(
-            s.value(
-                "k8s_upgrade_phase_outcome",
-                &[("node", "k8s-node2"), ("outcome", "succeeded")]
-            ),
+            s.value("k8s_upgrade_phase_outcome", &[("node", "k8s-node2"), ("outcome", "succeeded")]),
             Some(1.0)
         );
         assert_eq!(
-            s.value(
-                "push_time_seconds",
-                &[("job", "k8s-version-upgrade"), ("phase", "")]
-            ),
+            s.value("push_time_seconds", &[("job", "k8s-version-upgrade"), ("phase", "")]),
             Some(1.7637264e9)
         );
         assert_eq!(s.value("missing", &[]), None);
@@ -861,42 +734,24 @@ mod tests {
     #[test]
     fn chain_cleared_reads_back_as_idle() {
         let s = encode(&Metric::chain_cleared())
-            .replace(
-                "k8s_upgrade_in_flight 0",
-                "k8s_upgrade_in_flight{job=\"k8s-version-upgrade\"} 0",
-            )
+            .replace("k8s_upgrade_in_flight 0", "k8s_upgrade_in_flight{job=\"k8s-version-upgrade\"} 0")
             .replace(
                 "k8s_upgrade_started_timestamp 0",
                 "k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} 0",
             );
         assert_eq!(
             Scrape::parse(&s).chain_latch(),
-            ChainLatch {
-                in_flight: Some(false),
-                started_timestamp: None
-            }
+            ChainLatch { in_flight: Some(false), started_timestamp: None }
         );
     }
 
     #[test]
     fn an_empty_or_zero_latch_reads_as_idle() {
-        assert_eq!(
-            Scrape::parse("").chain_latch(),
-            ChainLatch {
-                in_flight: None,
-                started_timestamp: None
-            }
-        );
+        assert_eq!(Scrape::parse("").chain_latch(), ChainLatch { in_flight: None, started_timestamp: None });
         let idle = Scrape::parse(
             "k8s_upgrade_in_flight{instance=\"\",job=\"k8s-version-upgrade\"} 0\nk8s_upgrade_started_timestamp{instance=\"\",job=\"k8s-version-upgrade\"} 0\n",
         );
-        assert_eq!(
-            idle.chain_latch(),
-            ChainLatch {
-                in_flight: Some(false),
-                started_timestamp: None
-            }
-        );
+        assert_eq!(idle.chain_latch(), ChainLatch { in_flight: Some(false), started_timestamp: None });
     }
 
     #[test]

@@ -84,12 +84,9 @@ impl std::fmt::Display for Unsettled {
         let fmt = crate::duration::format;
         let node = &self.node;
         match &self.reason {
-            UnsettledReason::RecentTransition { ago, remaining } => write!(
-                f,
-                "node {node}: Ready changed {} ago, settles in {}",
-                fmt(*ago),
-                fmt(*remaining)
-            ),
+            UnsettledReason::RecentTransition { ago, remaining } => {
+                write!(f, "node {node}: Ready changed {} ago, settles in {}", fmt(*ago), fmt(*remaining))
+            }
             UnsettledReason::TransitionInFuture { ahead } => write!(
                 f,
                 "node {node}: Ready lastTransitionTime is {} in the future (clock skew?)",
@@ -127,11 +124,7 @@ pub fn evaluate(nodes: &[Node], now: Timestamp, window: Duration) -> SettleVerdi
     let mut blocking: Vec<Unsettled> = nodes
         .iter()
         .filter_map(|node| {
-            let name = node
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| "(unnamed)".into());
+            let name = node.metadata.name.clone().unwrap_or_else(|| "(unnamed)".into());
             unsettled_reason(node, now, window).map(|reason| Unsettled { node: name, reason })
         })
         .collect();
@@ -156,15 +149,10 @@ fn unsettled_reason(node: &Node, now: Timestamp, window: Duration) -> Option<Uns
     };
     let elapsed = now.duration_since(changed.0);
     if elapsed.is_negative() {
-        return Some(UnsettledReason::TransitionInFuture {
-            ahead: elapsed.unsigned_abs(),
-        });
+        return Some(UnsettledReason::TransitionInFuture { ahead: elapsed.unsigned_abs() });
     }
     let ago = elapsed.unsigned_abs();
-    (ago < window).then(|| UnsettledReason::RecentTransition {
-        ago,
-        remaining: window - ago,
-    })
+    (ago < window).then(|| UnsettledReason::RecentTransition { ago, remaining: window - ago })
 }
 
 #[cfg(test)]
@@ -190,10 +178,7 @@ mod tests {
     impl NodeFixture for Node {
         fn test(name: &str) -> Self {
             Node {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
+                metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
                 status: Some(NodeStatus::default()),
                 ..Default::default()
             }
@@ -247,10 +232,7 @@ mod tests {
 
     #[test]
     fn exactly_the_window_ago_is_settled() {
-        assert_eq!(
-            verdict(&[Node::test("a").ready_since_secs_ago(600)]),
-            SettleVerdict::Settled
-        );
+        assert_eq!(verdict(&[Node::test("a").ready_since_secs_ago(600)]), SettleVerdict::Settled);
     }
 
     #[test]
@@ -298,10 +280,7 @@ mod tests {
     #[test]
     fn missing_timestamp_blocks_naming_the_node() {
         let v = verdict(&[Node::test("k8s-node4").ready_without_timestamp()]);
-        assert_eq!(
-            v.to_string(),
-            "node k8s-node4: Ready condition has no lastTransitionTime"
-        );
+        assert_eq!(v.to_string(), "node k8s-node4: Ready condition has no lastTransitionTime");
         assert_eq!(v.longest_remaining(), None);
     }
 
@@ -310,15 +289,9 @@ mod tests {
         let mut bare = Node::test("k8s-node5");
         bare.status = None;
         let v = verdict(&[bare, Node::test("k8s-node6")]);
-        let SettleVerdict::Unsettled { nodes } = v else {
-            panic!("expected unsettled")
-        };
+        let SettleVerdict::Unsettled { nodes } = v else { panic!("expected unsettled") };
         assert_eq!(nodes.len(), 2);
-        assert!(
-            nodes
-                .iter()
-                .all(|n| n.reason == UnsettledReason::NoReadyCondition)
-        );
+        assert!(nodes.iter().all(|n| n.reason == UnsettledReason::NoReadyCondition));
     }
 
     #[test]
@@ -329,9 +302,7 @@ mod tests {
             SettleVerdict::Unsettled {
                 nodes: vec![Unsettled {
                     node: "a".into(),
-                    reason: UnsettledReason::TransitionInFuture {
-                        ahead: Duration::from_secs(30)
-                    }
+                    reason: UnsettledReason::TransitionInFuture { ahead: Duration::from_secs(30) }
                 }]
             }
         );
@@ -340,10 +311,7 @@ mod tests {
     #[test]
     fn a_custom_window_and_no_nodes() {
         let nodes = [Node::test("a").ready_since_secs_ago(120)];
-        assert_eq!(
-            evaluate(&nodes, now(), Duration::from_secs(60)),
-            SettleVerdict::Settled
-        );
+        assert_eq!(evaluate(&nodes, now(), Duration::from_secs(60)), SettleVerdict::Settled);
         assert_eq!(evaluate(&[], now(), DEFAULT_WINDOW), SettleVerdict::Settled);
     }
 
@@ -363,9 +331,6 @@ mod tests {
                 {"type": "Ready", "status": "True", "lastTransitionTime": "Sat Nov 21 11:58"}
             ]}
         }));
-        assert!(
-            bad.is_err(),
-            "an unparsable time fails loudly at deserialisation"
-        );
+        assert!(bad.is_err(), "an unparsable time fails loudly at deserialisation");
     }
 }

@@ -32,10 +32,7 @@ pub struct SlackConfig {
 
 impl Default for SlackConfig {
     fn default() -> Self {
-        Self {
-            webhook_file: DEFAULT_WEBHOOK_FILE.into(),
-            timeout: Duration::from_secs(5),
-        }
+        Self { webhook_file: DEFAULT_WEBHOOK_FILE.into(), timeout: Duration::from_secs(5) }
     }
 }
 
@@ -84,8 +81,8 @@ impl Slack {
     /// them with a warning. Never fails.
     pub fn from_config(cfg: &SlackConfig, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
-        let target = read_webhook(&cfg.webhook_file).and_then(|hook| {
-            match crate::alerts::http_client(cfg.timeout) {
+        let target =
+            read_webhook(&cfg.webhook_file).and_then(|hook| match crate::alerts::http_client(cfg.timeout) {
                 Ok(client) => Some((client, hook)),
                 Err(e) => {
                     tracing::warn!(
@@ -94,17 +91,13 @@ impl Slack {
                     );
                     None
                 }
-            }
-        });
+            });
         Self { target, prefix }
     }
 
     /// A notifier that sends nothing.
     pub fn disabled(prefix: impl Into<String>) -> Self {
-        Self {
-            target: None,
-            prefix: prefix.into(),
-        }
+        Self { target: None, prefix: prefix.into() }
     }
 
     /// Whether messages are actually sent.
@@ -141,9 +134,7 @@ impl Slack {
             }
             Err(e) => crate::alerts::describe(&e.without_url()),
         };
-        tracing::warn!(
-            "failed to post to Slack (notifications are best-effort; carrying on): {reason}"
-        );
+        tracing::warn!("failed to post to Slack (notifications are best-effort; carrying on): {reason}");
         Delivery::Failed { reason }
     }
 }
@@ -152,10 +143,7 @@ fn read_webhook(path: &Path) -> Option<Webhook> {
     let raw = match std::fs::read_to_string(path) {
         Ok(raw) => raw,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::info!(
-                "Slack notifications disabled: no webhook file at {}",
-                path.display()
-            );
+            tracing::info!("Slack notifications disabled: no webhook file at {}", path.display());
             return None;
         }
         Err(e) => {
@@ -168,10 +156,7 @@ fn read_webhook(path: &Path) -> Option<Webhook> {
     };
     let raw = raw.trim();
     if raw.is_empty() {
-        tracing::warn!(
-            "Slack notifications disabled: webhook file {} is empty",
-            path.display()
-        );
+        tracing::warn!("Slack notifications disabled: webhook file {} is empty", path.display());
         return None;
     }
     match reqwest::Url::parse(raw) {
@@ -193,25 +178,15 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(
-            phase_prefix("worker", Some("k8s-node2")),
-            "[k8s-upgrade-worker:k8s-node2]"
-        );
+        assert_eq!(phase_prefix("worker", Some("k8s-node2")), "[k8s-upgrade-worker:k8s-node2]");
         assert_eq!(phase_prefix("preflight", None), "[k8s-upgrade-preflight]");
-        assert_eq!(
-            phase_prefix("postflight", Some("")),
-            "[k8s-upgrade-postflight]"
-        );
+        assert_eq!(phase_prefix("postflight", Some("")), "[k8s-upgrade-postflight]");
     }
 
     #[test]
     fn the_webhook_is_redacted_in_debug() {
-        let hook =
-            Webhook(reqwest::Url::parse("https://hooks.slack.com/services/T/B/SECRET").unwrap());
-        let slack = Slack {
-            target: None,
-            prefix: "p".into(),
-        };
+        let hook = Webhook(reqwest::Url::parse("https://hooks.slack.com/services/T/B/SECRET").unwrap());
+        let slack = Slack { target: None, prefix: "p".into() };
         assert!(!format!("{hook:?}").contains("SECRET"));
         assert!(!format!("{slack:?}").contains("SECRET"));
     }
@@ -219,10 +194,7 @@ mod tests {
     #[test]
     fn missing_empty_and_malformed_files_disable() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = |name: &str| SlackConfig {
-            webhook_file: dir.path().join(name),
-            ..Default::default()
-        };
+        let cfg = |name: &str| SlackConfig { webhook_file: dir.path().join(name), ..Default::default() };
         assert!(!Slack::from_config(&cfg("absent"), "p").is_enabled());
         std::fs::write(dir.path().join("empty"), "\n").unwrap();
         assert!(!Slack::from_config(&cfg("empty"), "p").is_enabled());

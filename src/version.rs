@@ -93,7 +93,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "1.34", "1.34.2.1", "v", "1.x.2", "1.34.-2", " 1.34.2", "1.34.2-rc.1", "vv1.2.3", "1..2"] {
+        for bad in
+            ["", "1.34", "1.34.2.1", "v", "1.x.2", "1.34.-2", " 1.34.2", "1.34.2-rc.1", "vv1.2.3", "1..2"]
+        {
             assert!(bad.parse::<Version>().is_err(), "{bad:?} must be refused");
         }
     }

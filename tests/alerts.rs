@@ -24,9 +24,7 @@ fn with_regex_ignore(url: &str) -> AlertsConfig {
 }
 
 fn blocked(names: &[&str]) -> GateVerdict {
-    GateVerdict::Blocked {
-        alerts: names.iter().map(|s| s.to_string()).collect(),
-    }
+    GateVerdict::Blocked { alerts: names.iter().map(|s| s.to_string()).collect() }
 }
 
 #[test]
@@ -38,11 +36,7 @@ fn rule_fixtures_are_valid() {
             .arg(fixture(rules))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{rules}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{rules}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -64,44 +58,28 @@ async fn passes_on_warnings_pending_and_ignored_names_only() {
 
     // Without the regex entry, the same Prometheus blocks on that name: the regex did the work.
     let gate = AlertGate::new(&config(&prom.url)).unwrap();
-    assert_eq!(
-        gate.check_once().await,
-        blocked(&["NasIngressTTFBCritical"])
-    );
+    assert_eq!(gate.check_once().await, blocked(&["NasIngressTTFBCritical"]));
 
     // Without any ignore list, the plain-name ignore of RecentNodeReboot is gone too.
-    let gate = AlertGate::new(&AlertsConfig {
-        ignore: vec![],
-        ..config(&prom.url)
-    })
-    .unwrap();
-    assert_eq!(
-        gate.check_once().await,
-        blocked(&["NasIngressTTFBCritical", "RecentNodeReboot"])
-    );
+    let gate = AlertGate::new(&AlertsConfig { ignore: vec![], ..config(&prom.url) }).unwrap();
+    assert_eq!(gate.check_once().await, blocked(&["NasIngressTTFBCritical", "RecentNodeReboot"]));
 }
 
 #[tokio::test]
 async fn blocks_on_a_critical_and_wait_returns_once_it_stops_firing() {
     let pgw = Pushgateway::start().await;
     let prom = Prometheus::start(&["gate.rules.yml"], Some(&pgw)).await;
-    pgw.push_raw("test", "# TYPE k8s_test_block gauge\nk8s_test_block 1\n")
-        .await;
-    prom.wait_for_alerts(&[("TestCriticalSwitch", "firing")])
-        .await;
+    pgw.push_raw("test", "# TYPE k8s_test_block gauge\nk8s_test_block 1\n").await;
+    prom.wait_for_alerts(&[("TestCriticalSwitch", "firing")]).await;
 
     let gate = AlertGate::new(&with_regex_ignore(&prom.url)).unwrap();
     assert_eq!(gate.check_once().await, blocked(&["TestCriticalSwitch"]));
 
     let waiting = tokio::spawn({
         let gate = gate.clone();
-        async move {
-            gate.wait_until_clear(Duration::from_secs(120), Duration::from_millis(250))
-                .await
-        }
+        async move { gate.wait_until_clear(Duration::from_secs(120), Duration::from_millis(250)).await }
     });
-    pgw.push_raw("test", "# TYPE k8s_test_block gauge\nk8s_test_block 0\n")
-        .await;
+    pgw.push_raw("test", "# TYPE k8s_test_block gauge\nk8s_test_block 0\n").await;
     // Pass can only come from a check that saw the alert gone; the budget would give Blocked.
     assert_eq!(waiting.await.unwrap(), GateVerdict::Pass);
     prom.wait_for_not_firing("TestCriticalSwitch").await;
@@ -110,12 +88,9 @@ async fn blocks_on_a_critical_and_wait_returns_once_it_stops_firing() {
 #[tokio::test]
 async fn wait_gives_up_at_the_budget_with_the_names_still_firing() {
     let prom = Prometheus::start(&["critical.rules.yml"], None).await;
-    prom.wait_for_alerts(&[("TestAlwaysCritical", "firing")])
-        .await;
+    prom.wait_for_alerts(&[("TestAlwaysCritical", "firing")]).await;
     let gate = AlertGate::new(&config(&prom.url)).unwrap();
-    let verdict = gate
-        .wait_until_clear(Duration::from_secs(2), Duration::from_millis(200))
-        .await;
+    let verdict = gate.wait_until_clear(Duration::from_secs(2), Duration::from_millis(200)).await;
     assert_eq!(verdict, blocked(&["TestAlwaysCritical"]));
 }
 
@@ -130,19 +105,11 @@ async fn an_unreachable_prometheus_blocks_with_a_reason() {
     let GateVerdict::Unavailable { reason } = &verdict else {
         panic!("expected Unavailable, got {verdict:?}")
     };
-    assert!(
-        reason.contains(&prom.url) && reason.contains("failed to reach Prometheus"),
-        "{reason}"
-    );
+    assert!(reason.contains(&prom.url) && reason.contains("failed to reach Prometheus"), "{reason}");
     assert!(verdict.blocks());
 
-    let waited = gate
-        .wait_until_clear(Duration::from_millis(600), Duration::from_millis(200))
-        .await;
-    assert!(
-        matches!(waited, GateVerdict::Unavailable { .. }),
-        "{waited:?}"
-    );
+    let waited = gate.wait_until_clear(Duration::from_millis(600), Duration::from_millis(200)).await;
+    assert!(matches!(waited, GateVerdict::Unavailable { .. }), "{waited:?}");
 }
 
 #[tokio::test]
@@ -150,17 +117,10 @@ async fn error_answers_block() {
     let cases = [
         (StubHttp::json(503, "overloaded").await, "HTTP 503"),
         (
-            StubHttp::json(
-                200,
-                r#"{"status":"error","errorType":"internal","error":"tsdb broken"}"#,
-            )
-            .await,
+            StubHttp::json(200, r#"{"status":"error","errorType":"internal","error":"tsdb broken"}"#).await,
             "tsdb broken",
         ),
-        (
-            StubHttp::json(200, "<html>login page</html>").await,
-            "failed to parse",
-        ),
+        (StubHttp::json(200, "<html>login page</html>").await, "failed to parse"),
         (StubHttp::json(404, "404 page not found").await, "HTTP 404"),
     ];
     for (stub, want) in &cases {
@@ -178,11 +138,9 @@ async fn error_answers_block() {
 #[tokio::test]
 async fn a_hanging_prometheus_times_out_and_blocks() {
     let stub = StubHttp::start(Reply::Hang).await;
-    let gate = AlertGate::new(&AlertsConfig {
-        request_timeout: Duration::from_millis(300),
-        ..config(&stub.url)
-    })
-    .unwrap();
+    let gate =
+        AlertGate::new(&AlertsConfig { request_timeout: Duration::from_millis(300), ..config(&stub.url) })
+            .unwrap();
     match gate.check_once().await {
         GateVerdict::Unavailable { reason } => assert!(reason.contains("timed out"), "{reason}"),
         other => panic!("expected Unavailable, got {other:?}"),
@@ -215,48 +173,25 @@ async fn pod_ready_ratio_and_instant_queries() {
     let gate = AlertGate::new(&config(&prom.url)).unwrap();
     let ratio = gate.pod_ready_ratio().await.unwrap();
     assert_eq!(ratio, Some(0.5));
-    assert_eq!(
-        ratio_verdict(ratio, Some(0.9)),
-        RatioVerdict::TooLow {
-            ratio: 0.5,
-            min: 0.9
-        }
-    );
+    assert_eq!(ratio_verdict(ratio, Some(0.9)), RatioVerdict::TooLow { ratio: 0.5, min: 0.9 });
 
-    let samples = gate
-        .instant_query("kube_pod_status_phase{phase=\"Pending\"}")
-        .await
-        .unwrap();
+    let samples = gate.instant_query("kube_pod_status_phase{phase=\"Pending\"}").await.unwrap();
     assert_eq!(samples.len(), 1);
     assert_eq!(samples[0].labels["pod"], "e");
 
     // The configured minimum gates; without one the ratio is only reported.
     assert_eq!(gate.pod_ready().await, (Some(0.5), RatioVerdict::Pass));
-    let strict = AlertGate::new(&AlertsConfig {
-        min_pod_ready_ratio: Some(0.9),
-        ..config(&prom.url)
-    })
-    .unwrap();
-    assert_eq!(
-        strict.pod_ready().await,
-        (
-            Some(0.5),
-            RatioVerdict::TooLow {
-                ratio: 0.5,
-                min: 0.9
-            }
-        )
-    );
+    let strict =
+        AlertGate::new(&AlertsConfig { min_pod_ready_ratio: Some(0.9), ..config(&prom.url) }).unwrap();
+    assert_eq!(strict.pod_ready().await, (Some(0.5), RatioVerdict::TooLow { ratio: 0.5, min: 0.9 }));
 
     // No data is None, not 0 or an error.
-    let none = AlertGate::new(&AlertsConfig {
-        pod_ready_query: "absent_metric_xyz".into(),
-        ..config(&prom.url)
-    })
-    .unwrap()
-    .pod_ready_ratio()
-    .await
-    .unwrap();
+    let none =
+        AlertGate::new(&AlertsConfig { pod_ready_query: "absent_metric_xyz".into(), ..config(&prom.url) })
+            .unwrap()
+            .pod_ready_ratio()
+            .await
+            .unwrap();
     assert_eq!(none, None);
 
     // A bad query is Prometheus' own error, not a parse error.

@@ -20,26 +20,17 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The path of a fixture under `tests/fixtures/prometheus/`.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/prometheus")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prometheus").join(name)
 }
 
 fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
 }
 
 /// A child process killed (and reaped) on drop, with its output in a log file.
@@ -57,16 +48,11 @@ impl Proc {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("failed to start {:?}: {e}", cmd.get_program()));
-        Self {
-            child: Some(child),
-            log,
-        }
+        Self { child: Some(child), log }
     }
 
     fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     fn log(&self) -> String {
@@ -99,16 +85,10 @@ async fn wait_ready(proc: &mut Proc, url: &str) -> Result<(), String> {
             return Ok(());
         }
         if proc.exited() {
-            return Err(format!(
-                "process exited before {url} was ready:\n{}",
-                proc.log()
-            ));
+            return Err(format!("process exited before {url} was ready:\n{}", proc.log()));
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "{url} not ready within {START_DEADLINE:?}:\n{}",
-                proc.log()
-            ));
+            return Err(format!("{url} not ready within {START_DEADLINE:?}:\n{}", proc.log()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -138,12 +118,7 @@ impl Pushgateway {
             let url = format!("http://{addr}");
             match wait_ready(&mut proc, &format!("{url}/-/ready")).await {
                 Ok(()) => {
-                    return Self {
-                        proc,
-                        url,
-                        addr,
-                        _dir: dir,
-                    };
+                    return Self { proc, url, addr, _dir: dir };
                 }
                 Err(e) => last = e, // most likely the port was taken in between: retry
             }
@@ -160,23 +135,12 @@ impl Pushgateway {
             .send()
             .await
             .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "raw push failed: {}",
-            resp.status()
-        );
+        assert!(resp.status().is_success(), "raw push failed: {}", resp.status());
     }
 
     /// The raw `/metrics` text.
     pub async fn metrics_text(&self) -> String {
-        http()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        http().get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap()
     }
 
     /// The process log (for failure messages).
@@ -200,10 +164,8 @@ impl Prometheus {
         let mut last = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            let rules: Vec<String> = rule_fixtures
-                .iter()
-                .map(|r| format!("  - {:?}", fixture(r).display().to_string()))
-                .collect();
+            let rules: Vec<String> =
+                rule_fixtures.iter().map(|r| format!("  - {:?}", fixture(r).display().to_string())).collect();
             let scrape = match pushgateway {
                 Some(pgw) => format!(
                     "scrape_configs:\n  - job_name: pushgateway\n    honor_labels: true\n    static_configs:\n      - targets: [{:?}]\n",
@@ -221,21 +183,14 @@ impl Prometheus {
             let mut proc = Proc::spawn(
                 Command::new(PROMETHEUS)
                     .arg(format!("--config.file={}", config_path.display()))
-                    .arg(format!(
-                        "--storage.tsdb.path={}",
-                        dir.path().join("data").display()
-                    ))
+                    .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
                     .arg(format!("--web.listen-address={addr}")),
                 dir.path().join("prometheus.log"),
             );
             let url = format!("http://{addr}");
             match wait_ready(&mut proc, &format!("{url}/-/ready")).await {
                 Ok(()) => {
-                    return Self {
-                        proc,
-                        url,
-                        _dir: dir,
-                    };
+                    return Self { proc, url, _dir: dir };
                 }
                 Err(e) => last = e,
             }
@@ -251,14 +206,8 @@ impl Prometheus {
     /// `(alertname, state)` of every alert Prometheus reports, read with plain JSON (not the
     /// code under test).
     pub async fn alert_states(&self) -> Vec<(String, String)> {
-        let v: serde_json::Value = http()
-            .get(format!("{}/api/v1/alerts", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: serde_json::Value =
+            http().get(format!("{}/api/v1/alerts", self.url)).send().await.unwrap().json().await.unwrap();
         v["data"]["alerts"]
             .as_array()
             .unwrap()
@@ -275,10 +224,7 @@ impl Prometheus {
     /// Waits (deadline 60 s) until every `(name, state)` is reported, e.g. `("X", "firing")`.
     pub async fn wait_for_alerts(&self, want: &[(&str, &str)]) {
         self.wait_until(
-            |states| {
-                want.iter()
-                    .all(|(n, s)| states.iter().any(|(an, st)| an == n && st == s))
-            },
+            |states| want.iter().all(|(n, s)| states.iter().any(|(an, st)| an == n && st == s)),
             &format!("alerts {want:?}"),
         )
         .await;
@@ -316,16 +262,10 @@ impl Prometheus {
             let mut url = url::Url::parse(&format!("{}/api/v1/query", self.url)).unwrap();
             url.query_pairs_mut().append_pair("query", query);
             let v: serde_json::Value = http().get(url).send().await.unwrap().json().await.unwrap();
-            if v["data"]["result"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-            {
+            if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for series {query}: {v}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for series {query}: {v}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -449,11 +389,8 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<SeenRequest> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
+    let len: usize =
+        headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     while buf.len() < head_end + len {
         let n = sock.read(&mut chunk).await.ok()?;
         if n == 0 {
@@ -462,10 +399,5 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<SeenRequest> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
-    Some(SeenRequest {
-        method,
-        path,
-        headers,
-        body,
-    })
+    Some(SeenRequest { method, path, headers, body })
 }
