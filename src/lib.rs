@@ -6,17 +6,23 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod alerts;
+pub mod annotations;
 pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod compat;
 pub mod duration;
+pub mod events;
 pub mod exit;
 pub mod fixtures;
 pub mod job;
 pub mod killswitch;
+pub mod metrics;
 pub mod plan;
 pub mod settings;
+pub mod settle;
+pub mod slack;
 pub mod spawn;
 pub mod telemetry;
 pub mod version;
