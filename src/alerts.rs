@@ -43,12 +43,6 @@ pub struct AlertsConfig {
     /// Timeout of one request to Prometheus. Default `10s`.
     #[serde(with = "crate::duration::serde_str")]
     pub request_timeout: Duration,
-    /// How long a phase waits for blocking alerts to clear before giving up. Default `30m`.
-    #[serde(with = "crate::duration::serde_str")]
-    pub wait_budget: Duration,
-    /// Poll interval while waiting. Default `60s`.
-    #[serde(with = "crate::duration::serde_str")]
-    pub wait_interval: Duration,
     /// Instant query whose value is the pod-ready ratio. Default [`DEFAULT_POD_READY_QUERY`].
     pub pod_ready_query: String,
     /// If set, a pod-ready ratio below this (or an unknown ratio) blocks. Default: unset,
@@ -65,8 +59,6 @@ impl Default for AlertsConfig {
                 .map(String::from)
                 .to_vec(),
             request_timeout: Duration::from_secs(10),
-            wait_budget: Duration::from_secs(30 * 60),
-            wait_interval: Duration::from_secs(60),
             pod_ready_query: DEFAULT_POD_READY_QUERY.into(),
             min_pod_ready_ratio: None,
         }
@@ -418,8 +410,6 @@ pub struct AlertGate {
     policy: Policy,
     pod_ready_query: String,
     min_pod_ready_ratio: Option<f64>,
-    wait_budget: Duration,
-    wait_interval: Duration,
 }
 
 impl AlertGate {
@@ -438,8 +428,6 @@ impl AlertGate {
             policy,
             pod_ready_query: cfg.pod_ready_query.clone(),
             min_pod_ready_ratio: cfg.min_pod_ready_ratio,
-            wait_budget: cfg.wait_budget,
-            wait_interval: cfg.wait_interval,
         })
     }
 
@@ -544,11 +532,6 @@ impl AlertGate {
             }
         };
         (ratio, ratio_verdict(ratio, self.min_pod_ready_ratio))
-    }
-
-    /// [`Self::wait_until_clear`] with the configured `wait_budget` and `wait_interval`.
-    pub async fn wait(&self) -> GateVerdict {
-        self.wait_until_clear(self.wait_budget, self.wait_interval).await
     }
 }
 
@@ -766,11 +749,11 @@ mod tests {
     fn config_defaults_and_validation() {
         let cfg: AlertsConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(cfg, AlertsConfig::default());
-        assert_eq!(cfg.wait_budget, Duration::from_secs(1800));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(10));
         let cfg: AlertsConfig =
-            serde_json::from_str(r#"{"prometheus_url":"http://prom:9090/sub/","wait_interval":"5s"}"#)
+            serde_json::from_str(r#"{"prometheus_url":"http://prom:9090/sub/","request_timeout":"5s"}"#)
                 .unwrap();
-        assert_eq!(cfg.wait_interval, Duration::from_secs(5));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(5));
         let gate = AlertGate::new(&cfg).unwrap();
         assert_eq!(gate.endpoint("api/v1/alerts").as_str(), "http://prom:9090/sub/api/v1/alerts");
         assert!(serde_json::from_str::<AlertsConfig>(r#"{"prometheus_url":"not a url"}"#).is_err());

@@ -148,7 +148,7 @@ fn containerd_minimum_per_target_minor() {
         ("k8s-node2".to_string(), "cri-o://1.30".to_string()),
     ];
     let s = example();
-    let images = vec![Ok(vec![]); 0];
+    let images: Vec<Result<Vec<String>, String>> = Vec::new();
     let mut compat = s.compat.clone();
     compat.addons.clear();
     let verdict = evaluate(
