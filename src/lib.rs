@@ -14,9 +14,12 @@ pub mod exit;
 pub mod fixtures;
 pub mod job;
 pub mod killswitch;
+pub mod node_exec;
 pub mod plan;
+pub mod probes;
 pub mod settings;
 pub mod spawn;
+pub mod ssh;
 pub mod telemetry;
 pub mod version;
 

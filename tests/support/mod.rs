@@ -1,0 +1,2 @@
+//! Shared test harnesses.
+pub mod sshd;
