@@ -38,6 +38,12 @@ pub struct Settings {
     pub pushgateway: crate::metrics::PushgatewayConfig,
     /// Slack notifications.
     pub slack: crate::slack::SlackConfig,
+    /// SSH to the nodes (by InternalIP).
+    pub ssh: crate::ssh::SshConfig,
+    /// Base URL of the Kubernetes apt repositories; `/v<X.Y>/deb/` is appended. Detection
+    /// probes it for the next minor, and `update_k8s.sh` points apt at it.
+    #[serde(with = "crate::alerts::url_str")]
+    pub apt_repository: url::Url,
 }
 
 impl Default for Settings {
@@ -53,6 +59,8 @@ impl Default for Settings {
             alerts: Default::default(),
             pushgateway: Default::default(),
             slack: Default::default(),
+            ssh: Default::default(),
+            apt_repository: url::Url::parse(crate::probes::K8S_APT_BASE).expect("default apt base parses"),
         }
     }
 }
@@ -124,9 +132,6 @@ pub struct Timeouts {
     /// Deadline of a whole node drain.
     #[serde(with = "dur")]
     pub drain: Duration,
-    /// Deadline of `update_k8s.sh` on one node.
-    #[serde(with = "dur")]
-    pub node_upgrade: Duration,
     /// Deadline of one short SSH probe (versions, plan, diff).
     #[serde(with = "dur")]
     pub probe: Duration,
@@ -147,7 +152,6 @@ impl Default for Timeouts {
             settle_window: Duration::from_secs(600),
             etcd_snapshot: Duration::from_secs(600),
             drain: m(30),
-            node_upgrade: m(45),
             probe: m(5),
             job_delete: m(5),
         }
@@ -300,7 +304,8 @@ impl Settings {
             ("timeouts.soak_interval", t.soak_interval),
             ("timeouts.etcd_snapshot", t.etcd_snapshot),
             ("timeouts.drain", t.drain),
-            ("timeouts.node_upgrade", t.node_upgrade),
+            ("ssh.command_timeout", self.ssh.command_timeout),
+            ("ssh.connect_timeout", self.ssh.connect_timeout),
             ("timeouts.probe", t.probe),
             ("timeouts.job_delete", t.job_delete),
             ("job.ttl_after_finished", self.job.ttl_after_finished),
