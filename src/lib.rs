@@ -6,6 +6,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod cluster;
+pub mod drain;
 pub mod duration;
 pub mod fixtures;
 pub mod job;
