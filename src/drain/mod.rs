@@ -1296,3 +1296,408 @@ impl<'a> Engine<'a> {
 fn is_transient_api(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 429 || s.code >= 500)
 }
+
+// ---------------------------------------------------------------------------------------
+// Dry run and the subcommands
+// ---------------------------------------------------------------------------------------
+
+/// What a dry run predicts for one pod to evict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No PDB stands in the way (or one with disruptions to spare).
+    Evict,
+    /// A PDB allows no more disruptions now but will once replacements are healthy: retried.
+    Waits { pdb: String },
+    /// The eviction API can never evict it: deleted directly after `fallback_after`.
+    Fallback { pdbs: Vec<String>, why: String },
+    /// The PDB has no current status: retried until it has one.
+    Unknown { pdb: String },
+}
+
+/// One pod a dry run would evict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEviction {
+    /// The pod.
+    pub pod: PodRef,
+    /// The PDBs covering it.
+    pub pdbs: Vec<String>,
+    /// What the drain would run into.
+    pub verdict: Verdict,
+}
+
+/// What a drain would do, computed from one read of the cluster; nothing is changed.
+#[derive(Debug, Clone)]
+pub struct DryRunReport {
+    /// Node name.
+    pub node: String,
+    /// The node's cordon now: `None` not cordoned, `Some(true)` by us, `Some(false)` by others.
+    pub cordoned: Option<bool>,
+    /// Pods to evict, in order, with what their PDBs would say.
+    pub evict: Vec<PlannedEviction>,
+    /// Finished pods to delete.
+    pub delete: Vec<PodRef>,
+    /// Pods already terminating (waited for).
+    pub terminating: Vec<PodRef>,
+    /// Pods left alone.
+    pub skip: Vec<(PodRef, SkipReason)>,
+    /// Pods that would make the drain refuse to start.
+    pub refuse: Vec<(PodRef, RefuseReason)>,
+    /// kubectl-style warnings.
+    pub warnings: Vec<(PodRef, String)>,
+    /// The fallback budget used for the prediction.
+    pub fallback_after: Duration,
+}
+
+/// Predicts, per pod in order, what the eviction API would answer, spending each PDB's
+/// `disruptionsAllowed` as the drain would. Pure.
+pub fn plan_evictions(pods: &[Pod], pdbs: &[PodDisruptionBudget]) -> Vec<PlannedEviction> {
+    let mut allowance: HashMap<(String, String), i32> = pdbs
+        .iter()
+        .map(|p| {
+            let key = (
+                p.metadata.namespace.clone().unwrap_or_default(),
+                pdb::name_of(p),
+            );
+            (key, p.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        })
+        .collect();
+    pods.iter()
+        .map(|pod| {
+            let covering = pdb::matching(pod, pdbs);
+            let names: Vec<String> = covering.iter().map(|p| pdb::name_of(p)).collect();
+            let verdict = match covering.as_slice() {
+                [] => Verdict::Evict,
+                [one] => {
+                    let key = (one.metadata.namespace.clone().unwrap_or_default(), pdb::name_of(one));
+                    let left = allowance.entry(key).or_insert(0);
+                    if *left > 0 {
+                        *left -= 1;
+                        Verdict::Evict
+                    } else {
+                        match pdb::budget_of(one) {
+                            pdb::Budget::Deadlocked => Verdict::Fallback {
+                                pdbs: names.clone(),
+                                why: format!(
+                                    "PodDisruptionBudget {} allows no disruption even at full health",
+                                    pdb::name_of(one)
+                                ),
+                            },
+                            pdb::Budget::Unknown => Verdict::Unknown { pdb: pdb::name_of(one) },
+                            pdb::Budget::Allows(_) | pdb::Budget::Recovering => {
+                                Verdict::Waits { pdb: pdb::name_of(one) }
+                            }
+                        }
+                    }
+                }
+                _ => Verdict::Fallback {
+                    pdbs: names.clone(),
+                    why: format!(
+                        "covered by {} PodDisruptionBudgets ({}); the eviction API cannot evict it",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                },
+            };
+            PlannedEviction { pod: PodRef::of(pod), pdbs: names, verdict }
+        })
+        .collect()
+}
+
+impl fmt::Display for DryRunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "dry run: drain of node {} (nothing was changed)",
+            self.node
+        )?;
+        writeln!(
+            f,
+            "  {}",
+            match self.cordoned {
+                None => "would cordon the node",
+                Some(true) => "node already cordoned by an earlier run of the chain",
+                Some(false) => "node already cordoned by someone else (it would stay cordoned)",
+            }
+        )?;
+        if !self.refuse.is_empty() {
+            writeln!(
+                f,
+                "  the drain would REFUSE to start (nothing would be evicted):"
+            )?;
+            for (p, why) in &self.refuse {
+                writeln!(f, "    {p} {why}")?;
+            }
+        }
+        let after = crate::duration::format(self.fallback_after);
+        for e in &self.evict {
+            match &e.verdict {
+                Verdict::Evict => writeln!(f, "  would evict {}", e.pod)?,
+                Verdict::Waits { pdb } => writeln!(
+                    f,
+                    "  would evict {} (blocked by PodDisruptionBudget {pdb} until replacements are healthy; retried)",
+                    e.pod
+                )?,
+                Verdict::Fallback { why, .. } => writeln!(
+                    f,
+                    "  would evict {} ({why}; would be deleted directly after {after})",
+                    e.pod
+                )?,
+                Verdict::Unknown { pdb } => writeln!(
+                    f,
+                    "  would evict {} (PodDisruptionBudget {pdb} has no current status; retried)",
+                    e.pod
+                )?,
+            }
+        }
+        for p in &self.delete {
+            writeln!(f, "  would delete {p} (finished)")?;
+        }
+        for p in &self.terminating {
+            writeln!(f, "  would wait for {p} (already terminating)")?;
+        }
+        for (p, why) in &self.skip {
+            writeln!(f, "  would skip {p} ({why})")?;
+        }
+        for (p, w) in &self.warnings {
+            writeln!(f, "  warning: {p}: {w}")?;
+        }
+        let mut blocking: Vec<String> = Vec::new();
+        for e in &self.evict {
+            let line = match &e.verdict {
+                Verdict::Evict => continue,
+                Verdict::Waits { pdb } => format!("{pdb} (waits)"),
+                Verdict::Unknown { pdb } => format!("{pdb} (no status yet)"),
+                Verdict::Fallback { pdbs, .. } => format!("{} (fallback delete)", pdbs.join(" + ")),
+            };
+            if !blocking.contains(&line) {
+                blocking.push(line);
+            }
+        }
+        if blocking.is_empty() {
+            writeln!(f, "  no PodDisruptionBudget would block")?;
+        } else {
+            writeln!(
+                f,
+                "  PodDisruptionBudgets that would block: {}",
+                blocking.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Lists what [`drain`] would evict, delete, wait for, skip or refuse, and which PDBs would
+/// block, from one read of the cluster. Changes nothing (GET and LIST only).
+pub async fn dry_run(
+    clients: &Clients,
+    target: &DrainTarget,
+    config: &DrainConfig,
+) -> Result<DryRunReport, DrainError> {
+    config.validate().map_err(DrainError::Config)?;
+    let node = target.node.as_str();
+    let nodes: Api<Node> = Api::all(clients.api.clone());
+    let current = nodes
+        .get(node)
+        .await
+        .map_err(api_err("read the node", node))?;
+    let cordoned = is_cordoned(&current).then(|| cordoned_by_us(&current));
+    let selection =
+        select_on_node(&clients.api, node, &config.policy(target.self_pod.clone())).await?;
+    let all: Api<PodDisruptionBudget> = Api::all(clients.api.clone());
+    let pdbs = all
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err("list PodDisruptionBudgets", node))?
+        .items;
+    Ok(DryRunReport {
+        node: node.into(),
+        cordoned,
+        evict: plan_evictions(&selection.evict, &pdbs),
+        delete: selection.delete.iter().map(PodRef::of).collect(),
+        terminating: selection.terminating.iter().map(PodRef::of).collect(),
+        skip: selection.skip,
+        refuse: selection.refuse,
+        warnings: selection.warnings,
+        fallback_after: config.fallback_after,
+    })
+}
+
+/// The `drain` subcommand: drains `node` (or, with `dry_run`, says what it would do) and
+/// returns the printable report. The pod running it is found from `POD_NAMESPACE`/`POD_NAME`.
+/// A kill-switch halt is `Ok` (the report says so); a refusal, a timeout or an API failure is
+/// an error and leaves the node cordoned.
+pub async fn drain_command(
+    clients: &Clients,
+    node: &str,
+    namespace: &str,
+    config: &DrainConfig,
+    dry_run: bool,
+) -> anyhow::Result<String> {
+    let target = DrainTarget {
+        node: node.into(),
+        namespace: namespace.into(),
+        self_pod: self_pod_from_env(),
+    };
+    if dry_run {
+        return Ok(self::dry_run(clients, &target, config).await?.to_string());
+    }
+    Ok(drain(clients, &target, config).await?.to_string())
+}
+
+/// The `uncordon` subcommand: uncordons `node` only if the chain cordoned it.
+pub async fn uncordon_command(clients: &Clients, node: &str) -> anyhow::Result<String> {
+    Ok(match uncordon_if_ours(&clients.api, node).await? {
+        Uncordon::Uncordoned => {
+            format!("node {node}: uncordoned (the upgrade chain had cordoned it)")
+        }
+        Uncordon::NotOurs { cordoned: true } => {
+            format!(
+                "node {node}: left cordoned (cordoned by someone else, not by the upgrade chain)"
+            )
+        }
+        Uncordon::NotOurs { cordoned: false } => {
+            format!("node {node}: not cordoned; nothing to do")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixtures::{PdbFixture as _, PodFixture as _};
+
+    #[test]
+    fn config_defaults_are_documented_values() {
+        let c = DrainConfig::default();
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.timeout, Duration::from_secs(1800));
+        assert_eq!(c.fallback_after, Duration::ZERO);
+        assert_eq!(c.grace_period_override, None);
+        assert!(c.force && c.delete_emptydir_data);
+        assert_eq!(c.kill_switch_interval, Duration::from_secs(5));
+        assert_eq!(
+            (c.backoff_min, c.backoff_max),
+            (Duration::from_secs(1), Duration::from_secs(5))
+        );
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn config_reads_yaml_with_durations() {
+        let c: DrainConfig = serde_saphyr::from_str(
+            "concurrency: 4\ntimeout: 45m\nfallback_after: 2m\ngrace_period_override: 30s\nforce: false\n",
+        )
+        .unwrap();
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.timeout, Duration::from_secs(2700));
+        assert_eq!(c.fallback_after, Duration::from_secs(120));
+        assert_eq!(c.grace_period_override, Some(Duration::from_secs(30)));
+        assert!(!c.force);
+        assert!(c.delete_emptydir_data, "unset keys keep their defaults");
+        let back: DrainConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn config_refuses_unknown_keys_and_bad_values() {
+        assert!(serde_saphyr::from_str::<DrainConfig>("concurency: 4\n").is_err());
+        assert!(serde_saphyr::from_str::<DrainConfig>("timeout: 600\n").is_err());
+        let bad = |c: DrainConfig| c.validate().unwrap_err();
+        assert!(
+            bad(DrainConfig {
+                concurrency: 0,
+                ..Default::default()
+            })
+            .contains("concurrency")
+        );
+        assert!(
+            bad(DrainConfig {
+                backoff_min: Duration::ZERO,
+                ..Default::default()
+            })
+            .contains("backoff_min")
+        );
+        assert!(
+            bad(DrainConfig {
+                backoff_max: Duration::from_millis(1500),
+                backoff_min: Duration::from_secs(2),
+                ..Default::default()
+            })
+            .contains("backoff_max")
+        );
+        assert!(
+            bad(DrainConfig {
+                timeout: Duration::ZERO,
+                ..Default::default()
+            })
+            .contains("timeout")
+        );
+    }
+
+    #[test]
+    fn plan_spends_each_budget_in_order() {
+        let web = |n: &str| Pod::test(n).label("app", "web");
+        let pods = vec![
+            web("web-0"),
+            web("web-1"),
+            Pod::test("anubis-0").label("app", "anubis"),
+            Pod::test("free"),
+        ];
+        let pdbs = vec![
+            PodDisruptionBudget::test("web")
+                .selecting("app", "web")
+                .min_available(2)
+                .status(1, 3, 2, 3),
+            PodDisruptionBudget::test("anubis")
+                .selecting("app", "anubis")
+                .min_available(1)
+                .status(0, 1, 1, 1),
+        ];
+        let plan = plan_evictions(&pods, &pdbs);
+        assert_eq!(plan[0].verdict, Verdict::Evict);
+        assert_eq!(plan[1].verdict, Verdict::Waits { pdb: "web".into() });
+        assert!(matches!(&plan[2].verdict, Verdict::Fallback { pdbs, .. } if pdbs == &["anubis"]));
+        assert_eq!(plan[3].verdict, Verdict::Evict);
+        assert!(plan[3].pdbs.is_empty());
+    }
+
+    #[test]
+    fn plan_sends_multi_pdb_pods_to_the_fallback() {
+        let pdbs = vec![
+            PodDisruptionBudget::test("a")
+                .selecting("app", "web")
+                .status(5, 5, 0, 5),
+            PodDisruptionBudget::test("b")
+                .empty_selector()
+                .status(5, 5, 0, 5),
+        ];
+        let plan = plan_evictions(&[Pod::test("web-0").label("app", "web")], &pdbs);
+        assert!(matches!(&plan[0].verdict, Verdict::Fallback { pdbs, .. } if pdbs == &["a", "b"]));
+    }
+
+    #[test]
+    fn blocked_clock_counts_overlaps_once() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = BlockedClock::default();
+        c.enter(t0);
+        c.enter(t0 + s(1));
+        c.leave(t0 + s(2));
+        assert_eq!(c.total(t0 + s(3)), s(3), "still one pod blocked");
+        c.leave(t0 + s(4));
+        c.enter(t0 + s(10));
+        c.leave(t0 + s(11));
+        assert_eq!(c.total(t0 + s(20)), s(5));
+    }
+
+    #[test]
+    fn cordon_annotation_is_recognised() {
+        let mut n = Node::default();
+        assert!(!cordoned_by_us(&n));
+        n.metadata.annotations =
+            Some([(CORDONED_BY.to_string(), "someone-else".to_string())].into());
+        assert!(!cordoned_by_us(&n));
+        n.metadata.annotations = Some([(CORDONED_BY.to_string(), OWNER.to_string())].into());
+        assert!(cordoned_by_us(&n));
+    }
+}
