@@ -1232,6 +1232,7 @@ impl<'a> Engine<'a> {
         let mut inflight: FuturesUnordered<Request> = FuturesUnordered::new();
         let interval = self.config.kill_switch_interval;
         let mut next_kill_check = Instant::now() + interval;
+        let mut watch_open = true;
         let halt_reason = loop {
             let now = Instant::now();
             self.mark_gone(now);
@@ -1265,10 +1266,16 @@ impl<'a> Engine<'a> {
                 .min()
                 .unwrap_or(deadline);
             tokio::select! {
-                event = events.next() => match event {
+                event = events.next(), if watch_open => match event {
                     Some(Ok(event)) => self.on_event(event, Instant::now()),
-                    Some(Err(e)) => warn!(node = %node, error = %e, "watch on the node's pods failed; it restarts with backoff"),
-                    None => warn!(node = %node, "watch on the node's pods ended"),
+                    Some(Err(e)) => {
+                        warn!(node = %node, error = %e, "watch on the node's pods failed; it restarts with backoff");
+                    }
+                    None => {
+                        // kube's watcher never ends by itself; if it does, the deadline still holds.
+                        watch_open = false;
+                        warn!(node = %node, "watch on the node's pods ended");
+                    }
                 },
                 Some((i, action, result)) = inflight.next(), if !inflight.is_empty() => {
                     self.on_result(i, action, result, Instant::now()).await?;
