@@ -41,7 +41,7 @@ pub fn format(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();
@@ -86,10 +86,7 @@ mod tests {
     fn refuses_ambiguous_or_malformed() {
         for bad in ["", "600", "10 m", "m", "1d", "-5s", "1.5h", "5sec", "s10"] {
             let e = parse(bad).unwrap_err();
-            assert!(
-                e.contains(&format!("{bad:?}")),
-                "error must name the input: {e}"
-            );
+            assert!(e.contains(&format!("{bad:?}")), "error must name the input: {e}");
         }
     }
 

@@ -10,9 +10,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{
-        Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
-    },
+    api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
@@ -52,8 +50,7 @@ pub struct NodeBuilder {
 impl NodeBuilder {
     /// Labels it a control-plane node and taints it as kubeadm does.
     pub fn control_plane(mut self) -> Self {
-        self.labels
-            .insert(CONTROL_PLANE_LABEL.into(), String::new());
+        self.labels.insert(CONTROL_PLANE_LABEL.into(), String::new());
         self.taint(CONTROL_PLANE_LABEL, "NoSchedule")
     }
 
@@ -77,11 +74,7 @@ impl NodeBuilder {
 
     /// Adds a taint with no value.
     pub fn taint(mut self, key: &str, effect: &str) -> Self {
-        self.taints.push(Taint {
-            key: key.into(),
-            effect: effect.into(),
-            ..Default::default()
-        });
+        self.taints.push(Taint { key: key.into(), effect: effect.into(), ..Default::default() });
         self
     }
 
@@ -116,15 +109,9 @@ impl NodeBuilder {
     }
 
     pub fn build(self) -> Node {
-        let since = self
-            .ready_since
-            .unwrap_or_else(|| Timestamp::from_second(1_700_000_000).unwrap());
+        let since = self.ready_since.unwrap_or_else(|| Timestamp::from_second(1_700_000_000).unwrap());
         Node {
-            metadata: ObjectMeta {
-                name: Some(self.name),
-                labels: Some(self.labels),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(self.name), labels: Some(self.labels), ..Default::default() },
             spec: Some(NodeSpec {
                 unschedulable: self.unschedulable.then_some(true),
                 taints: (!self.taints.is_empty()).then_some(self.taints),
@@ -134,10 +121,7 @@ impl NodeBuilder {
                 addresses: Some(
                     self.ips
                         .into_iter()
-                        .map(|address| NodeAddress {
-                            address,
-                            type_: "InternalIP".into(),
-                        })
+                        .map(|address| NodeAddress { address, type_: "InternalIP".into() })
                         .collect(),
                 ),
                 conditions: Some(vec![NodeCondition {
@@ -163,18 +147,8 @@ impl NodeBuilder {
 pub fn cluster(control_planes: usize, workers: usize, kubelet: &str) -> Vec<Node> {
     let mut out = Vec::new();
     for i in 1..=control_planes {
-        let name = if control_planes == 1 {
-            "k8s-master".to_string()
-        } else {
-            format!("k8s-cp{i}")
-        };
-        out.push(
-            node(&name)
-                .control_plane()
-                .kubelet(kubelet)
-                .ip(&format!("10.0.0.{i}"))
-                .build(),
-        );
+        let name = if control_planes == 1 { "k8s-master".to_string() } else { format!("k8s-cp{i}") };
+        out.push(node(&name).control_plane().kubelet(kubelet).ip(&format!("10.0.0.{i}")).build());
     }
     for i in 1..=workers {
         out.push(

@@ -51,9 +51,7 @@ pub fn fit_name(full: &str) -> String {
 }
 
 fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    bytes.iter().fold(0x811c9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// `activeDeadlineSeconds` of a phase's Job: the sum of the deadlines of the waits the phase
@@ -64,9 +62,7 @@ pub fn active_deadline(settings: &Settings, phase: Phase) -> Duration {
     let work = match phase {
         // Probes, plan and diff, the etcd snapshot, the containerd fix and its Ready wait.
         Phase::Preflight => t.probe * 6 + t.etcd_snapshot + t.node_ready,
-        Phase::Master | Phase::ControlPlane => {
-            t.drain + t.node_upgrade + t.node_ready + t.probe * 3
-        }
+        Phase::Master | Phase::ControlPlane => t.drain + t.node_upgrade + t.node_ready + t.probe * 3,
         Phase::Worker => t.alert_wait + t.drain + t.node_upgrade + t.node_ready + t.soak,
         Phase::Postflight => t.probe * 2,
     };
@@ -104,18 +100,9 @@ pub enum RenderError {
     #[error(
         "the Job template {origin} did not render a valid batch/v1 Job: {message}\n--- rendered ---\n{text}"
     )]
-    Parse {
-        origin: String,
-        message: String,
-        text: String,
-    },
+    Parse { origin: String, message: String, text: String },
     #[error("the Job template {origin} rendered {field} = {got:?}, expected {want:?}")]
-    Mismatch {
-        origin: String,
-        field: &'static str,
-        got: String,
-        want: String,
-    },
+    Mismatch { origin: String, field: &'static str, got: String, want: String },
 }
 
 #[derive(Serialize)]
@@ -146,10 +133,7 @@ pub fn load_template(settings: &Settings) -> Result<(String, String), RenderErro
         None => Ok((BUILTIN_TEMPLATE.to_string(), "builtin".to_string())),
         Some(path) => std::fs::read_to_string(path)
             .map(|t| (t, path.clone()))
-            .map_err(|source| RenderError::ReadTemplate {
-                path: path.clone(),
-                source,
-            }),
+            .map_err(|source| RenderError::ReadTemplate { path: path.clone(), source }),
     }
 }
 
@@ -192,14 +176,9 @@ pub fn render_text(
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::Json);
-    let tmpl_err = |source| RenderError::Template {
-        origin: origin.to_string(),
-        source,
-    };
+    let tmpl_err = |source| RenderError::Template { origin: origin.to_string(), source };
     env.add_template("job", template).map_err(tmpl_err)?;
-    env.get_template("job")
-        .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
-        .map_err(tmpl_err)
+    env.get_template("job").and_then(|t| t.render(minijinja::value::Serde(&ctx))).map_err(tmpl_err)
 }
 
 /// Renders and parses the Job, and checks that the template kept the names we computed.
@@ -217,11 +196,7 @@ pub fn render(
     })?;
     let want_name = job_name(req.step.phase, req.target, req.step.node.as_deref());
     let checks = [
-        (
-            "metadata.name",
-            job.metadata.name.clone().unwrap_or_default(),
-            want_name,
-        ),
+        ("metadata.name", job.metadata.name.clone().unwrap_or_default(), want_name),
         (
             "metadata.namespace",
             job.metadata.namespace.clone().unwrap_or_default(),
@@ -229,23 +204,13 @@ pub fn render(
         ),
         (
             "metadata.labels.app",
-            job.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("app"))
-                .cloned()
-                .unwrap_or_default(),
+            job.metadata.labels.as_ref().and_then(|l| l.get("app")).cloned().unwrap_or_default(),
             APP_LABEL.to_string(),
         ),
     ];
     for (field, got, want) in checks {
         if got != want {
-            return Err(RenderError::Mismatch {
-                origin: origin.to_string(),
-                field,
-                got,
-                want,
-            });
+            return Err(RenderError::Mismatch { origin: origin.to_string(), field, got, want });
         }
     }
     Ok(job)

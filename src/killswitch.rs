@@ -21,9 +21,7 @@ pub enum KillSwitch {
 
 /// The kill switch could not be read; callers must stop.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "failed to read the kill switch ConfigMap {namespace}/{NAME} (failing closed: nothing was changed)"
-)]
+#[error("failed to read the kill switch ConfigMap {namespace}/{NAME} (failing closed: nothing was changed)")]
 pub struct Unreadable {
     pub namespace: String,
     #[source]
@@ -35,13 +33,8 @@ pub async fn check(client: &Client, namespace: &str) -> Result<KillSwitch, Unrea
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(NAME).await {
         Ok(None) => Ok(KillSwitch::Absent),
-        Ok(Some(cm)) => Ok(KillSwitch::Present {
-            reason: reason_of(&cm),
-        }),
-        Err(source) => Err(Unreadable {
-            namespace: namespace.to_string(),
-            source,
-        }),
+        Ok(Some(cm)) => Ok(KillSwitch::Present { reason: reason_of(&cm) }),
+        Err(source) => Err(Unreadable { namespace: namespace.to_string(), source }),
     }
 }
 

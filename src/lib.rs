@@ -1,17 +1,26 @@
 //! k8s-upgrade-chain: upgrades a kubeadm cluster node by node as a chain of Kubernetes Jobs.
 //!
-//! The crate is a functional core (pure planning over snapshots of the cluster) wrapped in a
-//! thin imperative shell (one module per outside system). See README.md for the overview.
+//! The crate is a functional core (pure planning over snapshots of the cluster: [`plan`],
+//! [`job`], [`settings`]) wrapped in a thin imperative shell (one module per outside system:
+//! [`cluster`], [`spawn`], [`killswitch`]). See README.md for the overview.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod app;
+pub mod cli;
 pub mod cluster;
 pub mod drain;
 pub mod duration;
+pub mod exit;
 pub mod fixtures;
 pub mod job;
 pub mod killswitch;
 pub mod plan;
 pub mod settings;
 pub mod spawn;
+pub mod telemetry;
 pub mod version;
+
+/// Image of the chain Jobs when neither `--image` nor `IMAGE` is set.
+pub const DEFAULT_IMAGE: &str =
+    concat!("ghcr.io/k8s-upgrade-chain/k8s-upgrade-chain:", env!("CARGO_PKG_VERSION"));

@@ -1,1 +1,22 @@
-fn main() {}
+//! Entry point: parse flags, set up logging and TLS, run the command, map errors to exit codes
+//! (documented in `exit.rs` and the README).
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use k8s_upgrade_chain::{app, cli::Cli, exit, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.global.log_format);
+    // One process-wide crypto provider for kube and reqwest (see rust-ecosystem.md §0.2).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return exit::report(&anyhow::Error::new(e).context("failed to start the async runtime")),
+    };
+    match runtime.block_on(app::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e),
+    }
+}

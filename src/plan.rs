@@ -30,13 +30,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
-        Phase::Preflight,
-        Phase::Master,
-        Phase::ControlPlane,
-        Phase::Worker,
-        Phase::Postflight,
-    ];
+    pub const ALL: [Phase; 5] =
+        [Phase::Preflight, Phase::Master, Phase::ControlPlane, Phase::Worker, Phase::Postflight];
 
     /// The `PHASE` value and Job-name component.
     pub fn as_str(self) -> &'static str {
@@ -75,7 +70,9 @@ impl FromStr for Phase {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Phase::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            format!("unknown phase {s:?}: expected one of preflight, master, control-plane, worker, postflight")
+            format!(
+                "unknown phase {s:?}: expected one of preflight, master, control-plane, worker, postflight"
+            )
         })
     }
 }
@@ -98,11 +95,7 @@ impl Kind {
 
     /// The kind of an upgrade from `running` to `target`.
     pub fn between(running: Version, target: Version) -> Kind {
-        if running.same_minor(&target) {
-            Kind::Patch
-        } else {
-            Kind::Minor
-        }
+        if running.same_minor(&target) { Kind::Patch } else { Kind::Minor }
     }
 }
 
@@ -182,9 +175,7 @@ pub enum PlanError {
          plane run on a worker so they never run on the node they drain"
     )]
     NoWorker { control_planes: String },
-    #[error(
-        "no node carries the control-plane label (checked with {selector:?}); set control_plane_label"
-    )]
+    #[error("no node carries the control-plane label (checked with {selector:?}); set control_plane_label")]
     NoControlPlane { selector: String },
     #[error("node {node} has no InternalIP address: the chain reaches nodes by InternalIP only")]
     MissingInternalIp { node: String },
@@ -197,11 +188,7 @@ pub enum PlanError {
     #[error("node {node} does not exist")]
     UnknownNode { node: String },
     #[error("phase {phase} targets node {node}, which is a {actual}")]
-    WrongRole {
-        phase: Phase,
-        node: String,
-        actual: &'static str,
-    },
+    WrongRole { phase: Phase, node: String, actual: &'static str },
     #[error("phase {phase} needs a target node (TARGET_NODE)")]
     MissingTargetNode { phase: Phase },
     #[error("phase {phase} takes no target node, got {node:?}")]
@@ -222,30 +209,21 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the snapshot from API objects. Fails on a node the chain could not handle.
     pub fn from_nodes(nodes: &[Node], selector: &ControlPlaneSelector) -> Result<Self, PlanError> {
-        let views = nodes
-            .iter()
-            .map(|n| node_view(n, selector))
-            .collect::<Result<Vec<_>, _>>()?;
+        let views = nodes.iter().map(|n| node_view(n, selector)).collect::<Result<Vec<_>, _>>()?;
         Self::from_views(views, selector)
     }
 
     /// Builds the snapshot from already-extracted views (used by tests and benchmarks).
-    pub fn from_views(
-        mut views: Vec<NodeView>,
-        selector: &ControlPlaneSelector,
-    ) -> Result<Self, PlanError> {
+    pub fn from_views(mut views: Vec<NodeView>, selector: &ControlPlaneSelector) -> Result<Self, PlanError> {
         if views.is_empty() {
             return Err(PlanError::NoNodes);
         }
         if views.len() == 1 {
-            return Err(PlanError::SingleNode {
-                node: views.remove(0).name,
-            });
+            return Err(PlanError::SingleNode { node: views.remove(0).name });
         }
         views.sort_by(|a, b| natural_cmp(&a.name, &b.name));
-        let (control_planes, workers): (Vec<_>, Vec<_>) = views
-            .into_iter()
-            .partition(|v| v.role == Role::ControlPlane);
+        let (control_planes, workers): (Vec<_>, Vec<_>) =
+            views.into_iter().partition(|v| v.role == Role::ControlPlane);
         if control_planes.is_empty() {
             let selector = match &selector.value {
                 Some(v) => format!("{}={v}", selector.key),
@@ -255,14 +233,9 @@ impl Snapshot {
         }
         if workers.is_empty() {
             let names: Vec<_> = control_planes.iter().map(|n| n.name.as_str()).collect();
-            return Err(PlanError::NoWorker {
-                control_planes: names.join(", "),
-            });
+            return Err(PlanError::NoWorker { control_planes: names.join(", ") });
         }
-        Ok(Self {
-            control_planes,
-            workers,
-        })
+        Ok(Self { control_planes, workers })
     }
 
     /// Every node, control planes first.
@@ -282,10 +255,7 @@ impl Snapshot {
     /// The oldest kubelet: the running version of the cluster (seed failure 15: reading only the
     /// master's version judged a half-upgraded cluster "up to date").
     pub fn running_version(&self) -> Version {
-        self.nodes()
-            .map(|n| n.kubelet)
-            .min()
-            .expect("a snapshot has nodes")
+        self.nodes().map(|n| n.kubelet).min().expect("a snapshot has nodes")
     }
 
     /// Nodes whose kubelet is not the target, control planes first, in natural order.
@@ -305,19 +275,14 @@ pub fn node_view(node: &Node, selector: &ControlPlaneSelector) -> Result<NodeVie
         .ok_or_else(|| PlanError::MissingKubeletVersion { node: name.clone() })?;
     let kubelet = raw_version
         .parse()
-        .map_err(|_| PlanError::BadKubeletVersion {
-            node: name.clone(),
-            value: raw_version.into(),
-        })?;
+        .map_err(|_| PlanError::BadKubeletVersion { node: name.clone(), value: raw_version.into() })?;
     let raw_ip = status
         .and_then(|s| s.addresses.as_ref())
         .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
         .map(|a| a.address.as_str())
         .ok_or_else(|| PlanError::MissingInternalIp { node: name.clone() })?;
-    let internal_ip = raw_ip.parse().map_err(|_| PlanError::BadInternalIp {
-        node: name.clone(),
-        value: raw_ip.into(),
-    })?;
+    let internal_ip =
+        raw_ip.parse().map_err(|_| PlanError::BadInternalIp { node: name.clone(), value: raw_ip.into() })?;
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
@@ -327,19 +292,12 @@ pub fn node_view(node: &Node, selector: &ControlPlaneSelector) -> Result<NodeVie
         .and_then(|s| s.taints.as_ref())
         .map(|ts| {
             ts.iter()
-                .map(|t| TaintView {
-                    key: t.key.clone(),
-                    value: t.value.clone(),
-                    effect: t.effect.clone(),
-                })
+                .map(|t| TaintView { key: t.key.clone(), value: t.value.clone(), effect: t.effect.clone() })
                 .collect()
         })
         .unwrap_or_default();
-    let role = if selector.matches(node.metadata.labels.as_ref()) {
-        Role::ControlPlane
-    } else {
-        Role::Worker
-    };
+    let role =
+        if selector.matches(node.metadata.labels.as_ref()) { Role::ControlPlane } else { Role::Worker };
     Ok(NodeView {
         name,
         role,
@@ -360,10 +318,7 @@ pub struct Step {
 
 impl Step {
     pub fn new(phase: Phase, node: Option<&str>) -> Self {
-        Self {
-            phase,
-            node: node.map(Into::into),
-        }
+        Self { phase, node: node.map(Into::into) }
     }
 
     /// Checks that the phase and target node fit the cluster.
@@ -371,22 +326,11 @@ impl Step {
         let phase = self.phase;
         match (&self.node, phase.targets_a_node()) {
             (None, true) => Err(PlanError::MissingTargetNode { phase }),
-            (Some(node), false) => Err(PlanError::UnexpectedTargetNode {
-                phase,
-                node: node.clone(),
-            }),
+            (Some(node), false) => Err(PlanError::UnexpectedTargetNode { phase, node: node.clone() }),
             (None, false) => Ok(None),
             (Some(name), true) => {
-                let node = snap
-                    .node(name)
-                    .ok_or_else(|| PlanError::UnknownNode { node: name.clone() })?;
-                let wrong = |actual| {
-                    Err(PlanError::WrongRole {
-                        phase,
-                        node: name.clone(),
-                        actual,
-                    })
-                };
+                let node = snap.node(name).ok_or_else(|| PlanError::UnknownNode { node: name.clone() })?;
+                let wrong = |actual| Err(PlanError::WrongRole { phase, node: name.clone(), actual });
                 match (phase, node.role) {
                     (Phase::Worker, Role::ControlPlane) => wrong("control-plane node"),
                     (Phase::Master | Phase::ControlPlane, Role::Worker) => wrong("worker"),
@@ -428,39 +372,23 @@ pub fn next_after(snap: &Snapshot, target: Version, done: &Step) -> Next {
             .map(|n| n.name.clone())
     };
     match done.phase {
-        Phase::Preflight => Next::Step(Step {
-            phase: Phase::Master,
-            node: Some(snap.first_control_plane().name.clone()),
-        }),
+        Phase::Preflight => {
+            Next::Step(Step { phase: Phase::Master, node: Some(snap.first_control_plane().name.clone()) })
+        }
         Phase::Master | Phase::ControlPlane => {
             // The first control plane is the master's; later control planes use `upgrade node`.
             let others = &snap.control_planes[1..];
             if let Some(node) = pending(others) {
-                Next::Step(Step {
-                    phase: Phase::ControlPlane,
-                    node: Some(node),
-                })
+                Next::Step(Step { phase: Phase::ControlPlane, node: Some(node) })
             } else if let Some(node) = pending(&snap.workers) {
-                Next::Step(Step {
-                    phase: Phase::Worker,
-                    node: Some(node),
-                })
+                Next::Step(Step { phase: Phase::Worker, node: Some(node) })
             } else {
-                Next::Step(Step {
-                    phase: Phase::Postflight,
-                    node: None,
-                })
+                Next::Step(Step { phase: Phase::Postflight, node: None })
             }
         }
         Phase::Worker => match pending(&snap.workers) {
-            Some(node) => Next::Step(Step {
-                phase: Phase::Worker,
-                node: Some(node),
-            }),
-            None => Next::Step(Step {
-                phase: Phase::Postflight,
-                node: None,
-            }),
+            Some(node) => Next::Step(Step { phase: Phase::Worker, node: Some(node) }),
+            None => Next::Step(Step { phase: Phase::Postflight, node: None }),
         },
         Phase::Postflight => Next::End,
     }
@@ -482,13 +410,12 @@ pub fn placement(snap: &Snapshot, step: &Step) -> Result<Placement, PlanError> {
     let phase = step.phase;
     let target = step.node.as_deref();
     fn pick<'a>(nodes: &'a [NodeView], target: Option<&str>) -> Option<&'a NodeView> {
-        nodes
-            .iter()
-            .find(|n| n.schedulable() && Some(n.name.as_str()) != target)
+        nodes.iter().find(|n| n.schedulable() && Some(n.name.as_str()) != target)
     }
     let node = match phase {
-        Phase::Worker => pick(&snap.control_planes, target)
-            .ok_or(PlanError::NoSchedulableControlPlane { phase })?,
+        Phase::Worker => {
+            pick(&snap.control_planes, target).ok_or(PlanError::NoSchedulableControlPlane { phase })?
+        }
         Phase::Preflight | Phase::Master | Phase::ControlPlane => {
             pick(&snap.workers, target).ok_or(PlanError::NoSchedulableWorker { phase })?
         }
@@ -497,15 +424,8 @@ pub fn placement(snap: &Snapshot, step: &Step) -> Result<Placement, PlanError> {
             .or_else(|| pick(&snap.control_planes, target))
             .ok_or(PlanError::NoSchedulableWorker { phase })?,
     };
-    debug_assert_ne!(
-        Some(node.name.as_str()),
-        target,
-        "a Job never runs on the node it drains"
-    );
-    Ok(Placement {
-        run_on: node.name.clone(),
-        tolerations: tolerations_for(node),
-    })
+    debug_assert_ne!(Some(node.name.as_str()), target, "a Job never runs on the node it drains");
+    Ok(Placement { run_on: node.name.clone(), tolerations: tolerations_for(node) })
 }
 
 /// Tolerations for every scheduling taint of the run-on node, so a GPU or control-plane taint
@@ -552,11 +472,7 @@ pub fn chain(snap: &Snapshot, target: Version) -> Result<Vec<PlannedJob>, PlanEr
     let mut step = Step::new(Phase::Preflight, None);
     loop {
         let placement = placement(&sim, &step)?;
-        let skip = step
-            .node
-            .as_deref()
-            .and_then(|n| snap.node(n))
-            .is_some_and(|n| n.on_target(target));
+        let skip = step.node.as_deref().and_then(|n| snap.node(n)).is_some_and(|n| n.on_target(target));
         out.push(PlannedJob {
             job_name: crate::job::job_name(step.phase, target, step.node.as_deref()),
             step: step.clone(),
@@ -594,11 +510,7 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
                 // longer is bigger, then lexical; ties broken by the zero-padded length.
                 let ta = trim_zeros(na);
                 let tb = trim_zeros(nb);
-                let ord = ta
-                    .len()
-                    .cmp(&tb.len())
-                    .then_with(|| ta.cmp(tb))
-                    .then_with(|| da.cmp(&db));
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| da.cmp(&db));
                 if ord != Ordering::Equal {
                     return ord;
                 }

@@ -215,28 +215,17 @@ pub enum SettingsError {
     #[error("config file {path} is not valid YAML: {message}")]
     Yaml { path: String, message: String },
     #[error("config file {path}: key `{key}`: {message}")]
-    Key {
-        path: String,
-        key: String,
-        message: String,
-    },
+    Key { path: String, key: String, message: String },
     #[error("config file {path}: key `{key}` has invalid value {value:?}: {reason}")]
-    Invalid {
-        path: String,
-        key: String,
-        value: String,
-        reason: String,
-    },
+    Invalid { path: String, key: String, value: String, reason: String },
 }
 
 impl Settings {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
-            path: display.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SettingsError::Read { path: display.clone(), source })?;
         Self::from_yaml(&text, &display)
     }
 
@@ -246,10 +235,8 @@ impl Settings {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text).map_err(|e| SettingsError::Yaml {
-                path: origin.into(),
-                message: e.to_string(),
-            })?
+            serde_saphyr::from_str(text)
+                .map_err(|e| SettingsError::Yaml { path: origin.into(), message: e.to_string() })?
         };
         let value = match value {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
@@ -257,11 +244,7 @@ impl Settings {
         };
         let settings: Settings = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            SettingsError::Key {
-                path: origin.into(),
-                key,
-                message: e.into_inner().to_string(),
-            }
+            SettingsError::Key { path: origin.into(), key, message: e.into_inner().to_string() }
         })?;
         settings.validate(origin)?;
         Ok(settings)
@@ -296,8 +279,7 @@ impl Settings {
             check_dns_subdomain(name).map_err(|r| invalid(key, name, &r))?;
         }
         for (i, s) in self.job.image_pull_secrets.iter().enumerate() {
-            check_dns_subdomain(s)
-                .map_err(|r| invalid(&format!("job.image_pull_secrets[{i}]"), s, &r))?;
+            check_dns_subdomain(s).map_err(|r| invalid(&format!("job.image_pull_secrets[{i}]"), s, &r))?;
         }
         let t = &self.timeouts;
         for (key, d) in [
@@ -319,18 +301,12 @@ impl Settings {
             let key = format!("hooks.quiesce_deployments[{i}]");
             check_dns_label(&q.namespace)
                 .map_err(|r| invalid(&format!("{key}.namespace"), &q.namespace, &r))?;
-            check_dns_subdomain(&q.name)
-                .map_err(|r| invalid(&format!("{key}.name"), &q.name, &r))?;
+            check_dns_subdomain(&q.name).map_err(|r| invalid(&format!("{key}.name"), &q.name, &r))?;
         }
         for (i, s) in self.hooks.post_control_plane_scripts.iter().enumerate() {
             let key = format!("hooks.post_control_plane_scripts[{i}]");
-            check_dns_label(&s.configmap_namespace).map_err(|r| {
-                invalid(
-                    &format!("{key}.configmap_namespace"),
-                    &s.configmap_namespace,
-                    &r,
-                )
-            })?;
+            check_dns_label(&s.configmap_namespace)
+                .map_err(|r| invalid(&format!("{key}.configmap_namespace"), &s.configmap_namespace, &r))?;
             check_dns_subdomain(&s.configmap_name)
                 .map_err(|r| invalid(&format!("{key}.configmap_name"), &s.configmap_name, &r))?;
             if s.verify_file.is_some() != s.verify_contains.is_some() {
@@ -348,11 +324,7 @@ impl Settings {
                 .map_err(|r| invalid("hooks.etcd_backup.cronjob", &b.cronjob, &r))?;
         }
         for (i, k) in self.hooks.preserve_kubelet_keys.iter().enumerate() {
-            if k.is_empty()
-                || !k
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(invalid(
                     &format!("hooks.preserve_kubelet_keys[{i}]"),
                     k,
@@ -365,15 +337,13 @@ impl Settings {
 
     /// The control-plane selector, already validated.
     pub fn control_plane_selector(&self) -> ControlPlaneSelector {
-        ControlPlaneSelector::parse(&self.control_plane_label)
-            .expect("validated in Settings::validate")
+        ControlPlaneSelector::parse(&self.control_plane_label).expect("validated in Settings::validate")
     }
 
     /// Loads `path` when given, else the built-in defaults.
     pub fn load_or_default(path: Option<&Path>) -> anyhow::Result<Self> {
         match path {
-            Some(p) => Self::load(p)
-                .with_context(|| "failed to load the configuration (--config / CONFIG)"),
+            Some(p) => Self::load(p).with_context(|| "failed to load the configuration (--config / CONFIG)"),
             None => Ok(Self::default()),
         }
     }
@@ -397,10 +367,7 @@ impl ControlPlaneSelector {
         if let Some(v) = value {
             check_label_value(v)?;
         }
-        Ok(Self {
-            key: key.into(),
-            value: value.map(Into::into),
-        })
+        Ok(Self { key: key.into(), value: value.map(Into::into) })
     }
 
     /// True when a node with these labels is a control-plane node.
@@ -418,15 +385,11 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 63 {
         return Err("must be 1 to 63 characters".into());
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         || s.starts_with('-')
         || s.ends_with('-')
     {
-        return Err(
-            "must be lowercase letters, digits and '-', starting and ending alphanumeric".into(),
-        );
+        return Err("must be lowercase letters, digits and '-', starting and ending alphanumeric".into());
     }
     Ok(())
 }
@@ -452,9 +415,7 @@ fn check_label_value(v: &str) -> Result<(), String> {
         || v.starts_with(|c: char| !c.is_ascii_alphanumeric())
         || v.ends_with(|c: char| !c.is_ascii_alphanumeric())
     {
-        return Err(format!(
-            "label value {v:?} is not valid (at most 63 alphanumerics, '-', '_', '.')"
-        ));
+        return Err(format!("label value {v:?} is not valid (at most 63 alphanumerics, '-', '_', '.')"));
     }
     Ok(())
 }
@@ -510,28 +471,20 @@ hooks:
         assert_eq!(s.namespace, "upgrades");
         assert_eq!(s.timeouts.node_ready, Duration::from_secs(1200));
         assert_eq!(s.timeouts.soak, Duration::from_secs(5400));
-        assert_eq!(
-            s.timeouts.probe,
-            Timeouts::default().probe,
-            "unset keys keep defaults"
-        );
+        assert_eq!(s.timeouts.probe, Timeouts::default().probe, "unset keys keep defaults");
         assert_eq!(s.hooks.quiesce_deployments[0].name, "tigera-operator");
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse("timeouts:\n  node_redy: 10m\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("timeouts:\n  node_redy: 10m\n").unwrap_err().to_string();
         assert!(e.contains("node_redy"), "{e}");
         assert!(e.contains("test.yaml"), "{e}");
     }
 
     #[test]
     fn bad_duration_names_key_and_value() {
-        let e = parse("timeouts:\n  soak: 10 minutes\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("timeouts:\n  soak: 10 minutes\n").unwrap_err().to_string();
         assert!(e.contains("timeouts.soak"), "{e}");
         assert!(e.contains("10 minutes"), "{e}");
     }
@@ -539,10 +492,7 @@ hooks:
     #[test]
     fn bad_namespace_names_key_and_value() {
         let e = parse("namespace: K8s_Upgrade\n").unwrap_err().to_string();
-        assert!(
-            e.contains("`namespace`") && e.contains("K8s_Upgrade"),
-            "{e}"
-        );
+        assert!(e.contains("`namespace`") && e.contains("K8s_Upgrade"), "{e}");
     }
 
     #[test]
@@ -561,10 +511,7 @@ hooks:
     fn control_plane_selector_forms() {
         let any = ControlPlaneSelector::parse("node-role.kubernetes.io/control-plane").unwrap();
         let mut labels = std::collections::BTreeMap::new();
-        labels.insert(
-            "node-role.kubernetes.io/control-plane".to_string(),
-            String::new(),
-        );
+        labels.insert("node-role.kubernetes.io/control-plane".to_string(), String::new());
         assert!(any.matches(Some(&labels)));
         assert!(!any.matches(None));
         let kv = ControlPlaneSelector::parse("role=cp").unwrap();

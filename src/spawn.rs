@@ -73,15 +73,11 @@ pub async fn spawn(
     on_complete: OnComplete,
     delete_timeout: Duration,
 ) -> anyhow::Result<SpawnOutcome> {
-    let ns = job
-        .namespace()
-        .ok_or_else(|| anyhow::anyhow!("job {} has no namespace", job.name_any()))?;
+    let ns = job.namespace().ok_or_else(|| anyhow::anyhow!("job {} has no namespace", job.name_any()))?;
     let name = job.name_any();
     let api: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to read Job {ns}/{name}: {e}"))?;
+    let existing =
+        api.get_opt(&name).await.map_err(|e| anyhow::anyhow!("failed to read Job {ns}/{name}: {e}"))?;
     let outcome = match existing {
         None => SpawnOutcome::Created,
         Some(old) => match (job_state(&old), on_complete) {
@@ -108,15 +104,10 @@ pub async fn spawn(
 pub async fn delete_and_wait(api: &Api<Job>, job: &Job, timeout: Duration) -> anyhow::Result<()> {
     let name = job.name_any();
     let ns = job.namespace().unwrap_or_default();
-    let uid = job
-        .uid()
-        .ok_or_else(|| anyhow::anyhow!("Job {ns}/{name} has no uid"))?;
+    let uid = job.uid().ok_or_else(|| anyhow::anyhow!("Job {ns}/{name} has no uid"))?;
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Foreground),
-        preconditions: Some(Preconditions {
-            uid: Some(uid.clone()),
-            resource_version: None,
-        }),
+        preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
         ..DeleteParams::default()
     };
     match api.delete(&name, &params).await {

@@ -13,20 +13,14 @@ pub struct Version {
 
 /// Why a version string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "invalid Kubernetes version {input:?}: expected X.Y.Z (an optional leading 'v' is allowed)"
-)]
+#[error("invalid Kubernetes version {input:?}: expected X.Y.Z (an optional leading 'v' is allowed)")]
 pub struct VersionError {
     pub input: String,
 }
 
 impl Version {
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-        }
+        Self { major, minor, patch }
     }
 
     /// `X-Y-Z`, the form used in Job names and label values.
@@ -49,9 +43,7 @@ impl FromStr for Version {
     type Err = VersionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || VersionError {
-            input: s.to_string(),
-        };
+        let err = || VersionError { input: s.to_string() };
         let body = s.strip_prefix('v').unwrap_or(s);
         let mut parts = body.split('.');
         let mut next = || -> Result<u32, VersionError> {
@@ -96,26 +88,14 @@ mod tests {
     #[test]
     fn parses_with_and_without_v() {
         assert_eq!("1.34.2".parse::<Version>().unwrap(), Version::new(1, 34, 2));
-        assert_eq!(
-            "v1.34.2".parse::<Version>().unwrap(),
-            Version::new(1, 34, 2)
-        );
+        assert_eq!("v1.34.2".parse::<Version>().unwrap(), Version::new(1, 34, 2));
     }
 
     #[test]
     fn refuses_malformed() {
-        for bad in [
-            "",
-            "1.34",
-            "1.34.2.1",
-            "v",
-            "1.x.2",
-            "1.34.-2",
-            " 1.34.2",
-            "1.34.2-rc.1",
-            "vv1.2.3",
-            "1..2",
-        ] {
+        for bad in
+            ["", "1.34", "1.34.2.1", "v", "1.x.2", "1.34.-2", " 1.34.2", "1.34.2-rc.1", "vv1.2.3", "1..2"]
+        {
             assert!(bad.parse::<Version>().is_err(), "{bad:?} must be refused");
         }
     }

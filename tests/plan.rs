@@ -3,9 +3,7 @@
 use k8s_openapi::api::core::v1::Node;
 use k8s_upgrade_chain::{
     fixtures::{cluster, node},
-    plan::{
-        self, Next, Phase, PlanError, Snapshot, Step, chain, natural_cmp, next_after, placement,
-    },
+    plan::{self, Next, Phase, PlanError, Snapshot, Step, chain, natural_cmp, next_after, placement},
     settings::ControlPlaneSelector,
     version::Version,
 };
@@ -32,28 +30,14 @@ fn describe(nodes: &[Node], target: &str) -> Vec<String> {
                 .placement
                 .tolerations
                 .iter()
-                .map(|t| {
-                    format!(
-                        "{}:{}",
-                        t.key.as_deref().unwrap_or(""),
-                        t.effect.as_deref().unwrap_or("")
-                    )
-                })
+                .map(|t| format!("{}:{}", t.key.as_deref().unwrap_or(""), t.effect.as_deref().unwrap_or("")))
                 .collect();
             format!(
                 "{}{} @{}{}{}",
                 j.step.phase,
-                j.step
-                    .node
-                    .as_deref()
-                    .map(|n| format!(" {n}"))
-                    .unwrap_or_default(),
+                j.step.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
                 j.placement.run_on,
-                if tol.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", tol.join(","))
-                },
+                if tol.is_empty() { String::new() } else { format!(" [{}]", tol.join(",")) },
                 if j.skip { " (skip)" } else { "" }
             )
         })
@@ -86,22 +70,11 @@ fn workers_in_natural_order_with_node10() {
     nodes.push(node("k8s-node10").kubelet("1.34.1").ip("10.0.0.20").build());
     nodes.reverse();
     let lines = describe(&nodes, "1.34.2");
-    let workers: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.starts_with("worker"))
-        .map(|l| l.split(' ').nth(1).unwrap())
-        .collect();
+    let workers: Vec<&str> =
+        lines.iter().filter(|l| l.starts_with("worker")).map(|l| l.split(' ').nth(1).unwrap()).collect();
     assert_eq!(
         workers,
-        [
-            "k8s-node1",
-            "k8s-node2",
-            "k8s-node3",
-            "k8s-node4",
-            "k8s-node5",
-            "k8s-node6",
-            "k8s-node10"
-        ]
+        ["k8s-node1", "k8s-node2", "k8s-node3", "k8s-node4", "k8s-node5", "k8s-node6", "k8s-node10"]
     );
     assert_eq!(lines.len(), 1 + 1 + 7 + 1);
 }
@@ -159,89 +132,41 @@ fn tainted_run_on_nodes_get_matching_tolerations() {
     );
     let snap = snapshot(&nodes).unwrap();
     let p = placement(&snap, &Step::new(Phase::Preflight, None)).unwrap();
-    assert!(
-        p.tolerations
-            .iter()
-            .all(|t| t.operator.as_deref() == Some("Exists"))
-    );
+    assert!(p.tolerations.iter().all(|t| t.operator.as_deref() == Some("Exists")));
 }
 
 #[test]
 fn cordoned_or_not_ready_workers_are_not_run_on() {
     let nodes = vec![
-        node("k8s-master")
-            .control_plane()
-            .kubelet("1.34.1")
-            .ip("10.0.0.1")
-            .build(),
-        node("k8s-node1")
-            .kubelet("1.34.1")
-            .ip("10.0.0.11")
-            .cordoned()
-            .build(),
-        node("k8s-node2")
-            .kubelet("1.34.1")
-            .ip("10.0.0.12")
-            .not_ready()
-            .build(),
+        node("k8s-master").control_plane().kubelet("1.34.1").ip("10.0.0.1").build(),
+        node("k8s-node1").kubelet("1.34.1").ip("10.0.0.11").cordoned().build(),
+        node("k8s-node2").kubelet("1.34.1").ip("10.0.0.12").not_ready().build(),
         node("k8s-node3").kubelet("1.34.1").ip("10.0.0.13").build(),
     ];
     let snap = snapshot(&nodes).unwrap();
-    assert_eq!(
-        placement(&snap, &Step::new(Phase::Preflight, None))
-            .unwrap()
-            .run_on,
-        "k8s-node3"
-    );
+    assert_eq!(placement(&snap, &Step::new(Phase::Preflight, None)).unwrap().run_on, "k8s-node3");
     // A worker Job for node3 itself still runs on the control plane, never on node3.
-    assert_eq!(
-        placement(&snap, &Step::new(Phase::Worker, Some("k8s-node3")))
-            .unwrap()
-            .run_on,
-        "k8s-master"
-    );
+    assert_eq!(placement(&snap, &Step::new(Phase::Worker, Some("k8s-node3"))).unwrap().run_on, "k8s-master");
 }
 
 #[test]
 fn no_schedulable_worker_is_a_clear_error() {
     let nodes = vec![
-        node("k8s-master")
-            .control_plane()
-            .kubelet("1.34.1")
-            .ip("10.0.0.1")
-            .build(),
-        node("k8s-node1")
-            .kubelet("1.34.1")
-            .ip("10.0.0.11")
-            .cordoned()
-            .build(),
+        node("k8s-master").control_plane().kubelet("1.34.1").ip("10.0.0.1").build(),
+        node("k8s-node1").kubelet("1.34.1").ip("10.0.0.11").cordoned().build(),
     ];
     let snap = snapshot(&nodes).unwrap();
     let e = placement(&snap, &Step::new(Phase::Master, Some("k8s-master"))).unwrap_err();
-    assert_eq!(
-        e,
-        PlanError::NoSchedulableWorker {
-            phase: Phase::Master
-        }
-    );
+    assert_eq!(e, PlanError::NoSchedulableWorker { phase: Phase::Master });
     // Postflight falls back to the control plane.
-    assert_eq!(
-        placement(&snap, &Step::new(Phase::Postflight, None))
-            .unwrap()
-            .run_on,
-        "k8s-master"
-    );
+    assert_eq!(placement(&snap, &Step::new(Phase::Postflight, None)).unwrap().run_on, "k8s-master");
 }
 
 #[test]
 fn partial_runs_skip_nodes_already_on_target() {
     // Master and node2 done, node1 and node3 not: the chain resumes without re-draining.
     let nodes = vec![
-        node("k8s-master")
-            .control_plane()
-            .kubelet("v1.34.2")
-            .ip("10.0.0.1")
-            .build(),
+        node("k8s-master").control_plane().kubelet("v1.34.2").ip("10.0.0.1").build(),
         node("k8s-node1").kubelet("v1.34.1").ip("10.0.0.11").build(),
         node("k8s-node2").kubelet("1.34.2").ip("10.0.0.12").build(),
         node("k8s-node3").kubelet("v1.34.1").ip("10.0.0.13").build(),
@@ -257,15 +182,8 @@ fn partial_runs_skip_nodes_already_on_target() {
         ]
     );
     let snap = snapshot(&nodes).unwrap();
-    assert_eq!(
-        snap.running_version(),
-        v("1.34.1"),
-        "the oldest kubelet is the running version"
-    );
-    let off: Vec<_> = snap
-        .off_target(v("1.34.2"))
-        .map(|n| n.name.as_str())
-        .collect();
+    assert_eq!(snap.running_version(), v("1.34.1"), "the oldest kubelet is the running version");
+    let off: Vec<_> = snap.off_target(v("1.34.2")).map(|n| n.name.as_str()).collect();
     assert_eq!(off, ["k8s-node1", "k8s-node3"]);
 }
 
@@ -274,11 +192,7 @@ fn everything_on_target_goes_straight_to_postflight() {
     let nodes = cluster(1, 2, "v1.34.2");
     assert_eq!(
         describe(&nodes, "1.34.2"),
-        vec![
-            "preflight @k8s-node1",
-            "master k8s-master @k8s-node1 (skip)",
-            "postflight @k8s-node1"
-        ]
+        vec!["preflight @k8s-node1", "master k8s-master @k8s-node1 (skip)", "postflight @k8s-node1"]
     );
 }
 
@@ -290,10 +204,7 @@ fn next_after_each_phase_skips_the_node_just_upgraded() {
     let snap = snapshot(&nodes).unwrap();
     let t = v("1.34.2");
     let cases: &[(Step, Next)] = &[
-        (
-            Step::new(Phase::Preflight, None),
-            Next::Step(Step::new(Phase::Master, Some("k8s-master"))),
-        ),
+        (Step::new(Phase::Preflight, None), Next::Step(Step::new(Phase::Master, Some("k8s-master")))),
         (
             Step::new(Phase::Master, Some("k8s-master")),
             Next::Step(Step::new(Phase::Worker, Some("k8s-node1"))),
@@ -313,11 +224,7 @@ fn next_after_each_phase_skips_the_node_just_upgraded() {
     }
     // The last pending worker leads to postflight ("none found" is not an error: seed failure 26).
     let nodes = vec![
-        node("k8s-master")
-            .control_plane()
-            .kubelet("1.34.2")
-            .ip("10.0.0.1")
-            .build(),
+        node("k8s-master").control_plane().kubelet("1.34.2").ip("10.0.0.1").build(),
         node("k8s-node1").kubelet("1.34.2").ip("10.0.0.11").build(),
         node("k8s-node2").kubelet("1.34.1").ip("10.0.0.12").build(),
     ];
@@ -337,10 +244,7 @@ fn bad_clusters_give_clear_errors() {
     assert!(e.to_string().contains("single-node cluster (solo)"), "{e}");
 
     let e = snapshot(&cluster(2, 0, "1.34.1")).unwrap_err();
-    assert!(
-        e.to_string().contains("no worker") && e.to_string().contains("k8s-cp1, k8s-cp2"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("no worker") && e.to_string().contains("k8s-cp1, k8s-cp2"), "{e}");
 
     let e = snapshot(&cluster(0, 2, "1.34.1")).unwrap_err();
     assert!(e.to_string().contains("control-plane label"), "{e}");
@@ -348,29 +252,16 @@ fn bad_clusters_give_clear_errors() {
     let mut nodes = cluster(1, 2, "1.34.1");
     nodes.push(node("k8s-node9").kubelet("1.34.1").build());
     let e = snapshot(&nodes).unwrap_err();
-    assert_eq!(
-        e,
-        PlanError::MissingInternalIp {
-            node: "k8s-node9".into()
-        }
-    );
+    assert_eq!(e, PlanError::MissingInternalIp { node: "k8s-node9".into() });
     assert!(e.to_string().contains("k8s-node9 has no InternalIP"));
 
     let mut nodes = cluster(1, 2, "1.34.1");
     nodes.push(node("k8s-node9").kubelet("1.34").ip("10.0.0.9").build());
     let e = snapshot(&nodes).unwrap_err();
-    assert!(
-        e.to_string().contains("k8s-node9") && e.to_string().contains("\"1.34\""),
-        "{e}"
-    );
+    assert!(e.to_string().contains("k8s-node9") && e.to_string().contains("\"1.34\""), "{e}");
 
     let mut nodes = cluster(1, 2, "1.34.1");
-    nodes.push(
-        node("k8s-node9")
-            .kubelet("1.34.1")
-            .ip("k8s-node9.lan")
-            .build(),
-    );
+    nodes.push(node("k8s-node9").kubelet("1.34.1").ip("k8s-node9.lan").build());
     let e = snapshot(&nodes).unwrap_err();
     assert!(matches!(e, PlanError::BadInternalIp { .. }), "{e}");
 }
@@ -378,16 +269,8 @@ fn bad_clusters_give_clear_errors() {
 #[test]
 fn ipv6_internal_ips_work() {
     let nodes = vec![
-        node("cp")
-            .control_plane()
-            .kubelet("1.34.1")
-            .ip("fd00::1")
-            .build(),
-        node("w1")
-            .kubelet("1.34.1")
-            .ip("fd00::11")
-            .ip("10.0.0.11")
-            .build(),
+        node("cp").control_plane().kubelet("1.34.1").ip("fd00::1").build(),
+        node("w1").kubelet("1.34.1").ip("fd00::11").ip("10.0.0.11").build(),
     ];
     let snap = snapshot(&nodes).unwrap();
     assert_eq!(snap.node("w1").unwrap().internal_ip.to_string(), "fd00::11");
@@ -403,11 +286,7 @@ fn steps_are_validated_against_the_cluster() {
     assert!(err(Step::new(Phase::Worker, Some("k8s-master"))).contains("control-plane node"));
     assert!(err(Step::new(Phase::Master, Some("k8s-node1"))).contains("worker"));
     assert!(err(Step::new(Phase::Preflight, Some("k8s-node1"))).contains("takes no target node"));
-    assert!(
-        Step::new(Phase::Worker, Some("k8s-node2"))
-            .validate(&snap)
-            .is_ok()
-    );
+    assert!(Step::new(Phase::Worker, Some("k8s-node2")).validate(&snap).is_ok());
 }
 
 #[test]
@@ -415,20 +294,9 @@ fn phase_and_kind_parse_strictly() {
     for p in Phase::ALL {
         assert_eq!(p.as_str().parse::<Phase>().unwrap(), p);
     }
-    assert!(
-        "Worker"
-            .parse::<Phase>()
-            .unwrap_err()
-            .contains("unknown phase \"Worker\"")
-    );
-    assert_eq!(
-        plan::Kind::between(v("1.34.1"), v("1.34.5")),
-        plan::Kind::Patch
-    );
-    assert_eq!(
-        plan::Kind::between(v("1.34.5"), v("1.35.0")),
-        plan::Kind::Minor
-    );
+    assert!("Worker".parse::<Phase>().unwrap_err().contains("unknown phase \"Worker\""));
+    assert_eq!(plan::Kind::between(v("1.34.1"), v("1.34.5")), plan::Kind::Patch);
+    assert_eq!(plan::Kind::between(v("1.34.5"), v("1.35.0")), plan::Kind::Minor);
     assert!("major".parse::<plan::Kind>().is_err());
 }
 
@@ -442,11 +310,7 @@ fn natural_order() {
         ("w02", "w2", Greater),
         ("w2", "w2", Equal),
         ("rack1-n10", "rack2-n1", Less),
-        (
-            "n99999999999999999999999",
-            "n100000000000000000000000",
-            Less,
-        ),
+        ("n99999999999999999999999", "n100000000000000000000000", Less),
     ];
     for (a, b, want) in cases {
         assert_eq!(natural_cmp(a, b), want, "{a} vs {b}");

@@ -1,0 +1,182 @@
+//! The commands: each one resolves its inputs, calls the pure core and the thin I/O modules, and
+//! prints. `main.rs` only parses flags, sets up logging and maps the result to an exit code.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Toleration;
+use serde::Serialize;
+
+use crate::{
+    cli::{Cli, Command, Output, PlanArgs, RenderArgs},
+    cluster::{self, Clients},
+    exit::bad_input,
+    job::{self, JobRequest},
+    plan::{self, Kind, Placement, PlannedJob, Snapshot, Step},
+    settings::Settings,
+    version::Version,
+};
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load_or_default(cli.global.config.as_deref())?;
+    let context = cli.global.context.as_deref();
+    match cli.command {
+        Command::Plan(args) => plan_command(&settings, context, &args).await,
+        Command::Render(args) => render_command(&settings, context, &args).await,
+        Command::Version => {
+            println!("k8s-upgrade-chain {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
+
+/// Reads the nodes and builds the planner's snapshot.
+pub async fn snapshot(clients: &Clients, settings: &Settings) -> anyhow::Result<Snapshot> {
+    let nodes = cluster::list_nodes(&clients.api).await?;
+    Ok(Snapshot::from_nodes(&nodes, &settings.control_plane_selector())?)
+}
+
+/// JSON form of `plan -o json`.
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub target: Version,
+    pub running: Version,
+    pub kind: Kind,
+    pub jobs: Vec<PlannedJob>,
+}
+
+/// Builds the plan report from a snapshot (pure).
+pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanReport> {
+    let running = snap.running_version();
+    if target < running {
+        return Err(bad_input(anyhow::anyhow!(
+            "target version {target} is older than the running version {running}: kubeadm cannot downgrade"
+        )));
+    }
+    let jobs = plan::chain(snap, target)?;
+    Ok(PlanReport { target, running, kind: Kind::between(running, target), jobs })
+}
+
+async fn plan_command(settings: &Settings, context: Option<&str>, args: &PlanArgs) -> anyhow::Result<()> {
+    let clients = cluster::connect(context).await?;
+    let snap = snapshot(&clients, settings).await?;
+    let report = plan_report(&snap, args.version)?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Output::Text => write!(out, "{}", plan_text(&report))?,
+    }
+    Ok(())
+}
+
+/// The text form of a plan: a header, then one row per Job.
+pub fn plan_text(report: &PlanReport) -> String {
+    let mut s = format!(
+        "target {} ({} upgrade; running {}, the oldest kubelet)\n",
+        report.target, report.kind, report.running
+    );
+    let rows: Vec<[String; 6]> = report
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            [
+                (i + 1).to_string(),
+                j.job_name.clone(),
+                j.step.phase.to_string(),
+                j.step.node.clone().unwrap_or_else(|| "-".into()),
+                j.placement.run_on.clone(),
+                describe_tolerations(&j.placement.tolerations)
+                    + if j.skip { "  (on target: skips its work)" } else { "" },
+            ]
+        })
+        .collect();
+    let header = ["#", "JOB", "PHASE", "NODE", "RUNS ON", "TOLERATIONS"].map(String::from);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+fn describe_tolerations(t: &[Toleration]) -> String {
+    if t.is_empty() {
+        return "-".into();
+    }
+    t.iter()
+        .map(|t| format!("{}:{}", t.key.as_deref().unwrap_or("*"), t.effect.as_deref().unwrap_or("*")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn render_command(settings: &Settings, context: Option<&str>, args: &RenderArgs) -> anyhow::Result<()> {
+    let step = Step::new(args.phase, args.node.as_deref().filter(|n| !n.is_empty()));
+    let (placement, kind) = match &args.run_on {
+        Some(run_on) => {
+            let kind = args
+                .kind
+                .ok_or_else(|| bad_input(anyhow::anyhow!("--run-on needs --kind (patch or minor)")))?;
+            if step.node.as_deref() == Some(run_on.as_str()) {
+                return Err(bad_input(anyhow::anyhow!(
+                    "--run-on {run_on} is the node this phase drains: a Job never runs on the node it drains"
+                )));
+            }
+            let tolerations =
+                args.tolerations.iter().map(|t| parse_toleration(t)).collect::<Result<_, _>>()?;
+            (Placement { run_on: run_on.clone(), tolerations }, kind)
+        }
+        None => {
+            let clients = cluster::connect(context).await?;
+            let snap = snapshot(&clients, settings).await?;
+            step.validate(&snap)?;
+            let kind = args.kind.unwrap_or_else(|| Kind::between(snap.running_version(), args.version));
+            (plan::placement(&snap, &step)?, kind)
+        }
+    };
+    if step.phase.targets_a_node() != step.node.is_some() {
+        // Offline rendering cannot look the node up, but the phase/node pairing still holds.
+        return Err(bad_input(anyhow::anyhow!(
+            "phase {} {} a target node (--node / TARGET_NODE)",
+            step.phase,
+            if step.phase.targets_a_node() { "needs" } else { "takes no" }
+        )));
+    }
+    if let Some(node) = &step.node {
+        crate::settings::check_dns_subdomain(node).map_err(|r| {
+            bad_input(anyhow::anyhow!("invalid node name {node:?} (--node / TARGET_NODE): {r}"))
+        })?;
+    }
+    let (template, origin) = job::load_template(settings)?;
+    let req =
+        JobRequest { step: &step, target: args.version, kind, image: &args.image, placement: &placement };
+    let job = job::render(settings, &template, &origin, &req)?;
+    print!("{}", job::to_yaml(&job));
+    Ok(())
+}
+
+/// `KEY:EFFECT` → an `Exists` toleration.
+fn parse_toleration(s: &str) -> anyhow::Result<Toleration> {
+    let (key, effect) = s
+        .rsplit_once(':')
+        .filter(|(k, e)| !k.is_empty() && matches!(*e, "NoSchedule" | "NoExecute" | "PreferNoSchedule"))
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "invalid --toleration {s:?}: expected KEY:EFFECT with EFFECT NoSchedule, NoExecute or PreferNoSchedule"
+            ))
+        })
+        .context("failed to read --toleration")?;
+    Ok(Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some(effect.into()),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,127 @@
+//! Command-line interface. Every flag can also be set by the environment variable named in its
+//! help (chain Jobs configure themselves through env: `PHASE`, `TARGET_NODE`,
+//! `TARGET_VERSION`, `KIND`, `IMAGE`, `CONFIG`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    plan::{Kind, Phase},
+    version::Version,
+};
+
+/// Upgrades a kubeadm Kubernetes cluster node by node, as a chain of Kubernetes Jobs.
+///
+/// Exit codes: 0 success (also: kill switch present, upgrade held or blocked); 1 a gate
+/// aborted; 2 bad input (flags, env, config, template, versions, node names); 3 unexpected
+/// failure.
+#[derive(Debug, Parser)]
+#[command(name = "k8s-upgrade-chain", disable_version_flag = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Site configuration file (YAML). Without it the built-in defaults apply.
+    #[arg(long, env = "CONFIG", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format: `text` for terminals, `json` in Jobs.
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Kubeconfig context to use (default: the current context, or the in-cluster service account).
+    #[arg(long, env = "KUBE_CONTEXT", global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Output format of read-only commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the chain that would run: target, then each Job with its node, run-on node and
+    /// tolerations (read-only).
+    Plan(PlanArgs),
+    /// Print the Job a phase would apply, as YAML (`... | kubectl apply -f -` runs one phase).
+    Render(RenderArgs),
+    /// Print this tool's version.
+    Version,
+}
+
+/// `plan` flags.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Target Kubernetes version (X.Y.Z).
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
+    pub version: Version,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `render` flags.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Phase of the Job.
+    #[arg(long, env = "PHASE", value_parser = parse_phase)]
+    pub phase: Phase,
+    /// Target node (master, control-plane and worker phases).
+    #[arg(long, env = "TARGET_NODE", value_name = "NODE")]
+    pub node: Option<String>,
+    /// Target Kubernetes version (X.Y.Z).
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
+    pub version: Version,
+    /// `patch` or `minor`. Default: derived from the cluster's running version.
+    #[arg(long, env = "KIND", value_parser = parse_kind)]
+    pub kind: Option<Kind>,
+    /// Image of the chain Jobs.
+    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Render without reading the cluster: pin the Job to this node instead of computing the
+    /// placement (needs --kind).
+    #[arg(long, value_name = "NODE")]
+    pub run_on: Option<String>,
+    /// With --run-on: tolerate this taint (`KEY:EFFECT`, repeatable).
+    #[arg(long = "toleration", value_name = "KEY:EFFECT", requires = "run_on")]
+    pub tolerations: Vec<String>,
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    s.parse().map_err(|e: crate::version::VersionError| e.to_string())
+}
+
+fn parse_phase(s: &str) -> Result<Phase, String> {
+    s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
