@@ -28,7 +28,11 @@ async fn run(pods: usize, concurrency: usize) {
     srv.insert(replicaset("web").replicas(pods as i64).labels(&[("app", "web")]).grace(GRACE_SECS as i64));
     for i in 0..pods {
         srv.insert(
-            pod(&format!("web-{i}")).on(NODE).owned_by_replicaset("web").label("app", "web").grace(GRACE_SECS as i64),
+            pod(&format!("web-{i}"))
+                .on(NODE)
+                .owned_by_replicaset("web")
+                .label("app", "web")
+                .grace(GRACE_SECS as i64),
         );
     }
     let clients = Clients::from_config(srv.config()).expect("clients");
@@ -72,7 +76,9 @@ async fn run(pods: usize, concurrency: usize) {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    println!("drain benchmark: ReplicaSet pods with terminationGracePeriodSeconds {GRACE_SECS}, no PDB blocking");
+    println!(
+        "drain benchmark: ReplicaSet pods with terminationGracePeriodSeconds {GRACE_SECS}, no PDB blocking"
+    );
     for (pods, concurrency) in [(100, 8), (500, 8), (100, 32), (500, 32)] {
         run(pods, concurrency).await;
     }

@@ -15,8 +15,8 @@ use testapi::{Fault, TestApiServer};
 
 use k8s_upgrade_chain::cluster::Clients;
 use k8s_upgrade_chain::drain::{
-    self, CORDONED_BY, Cordon, DrainConfig, DrainError, DrainOutcome, DrainTarget, PodRef,
-    Remaining, Uncordon,
+    self, CORDONED_BY, Cordon, DrainConfig, DrainError, DrainOutcome, DrainTarget, PodRef, Remaining,
+    Uncordon,
 };
 
 const NODE: &str = "k8s-node1";
@@ -39,11 +39,7 @@ async fn env() -> Env {
 }
 
 fn target() -> DrainTarget {
-    DrainTarget {
-        node: NODE.into(),
-        namespace: TOOL_NS.into(),
-        self_pod: None,
-    }
+    DrainTarget { node: NODE.into(), namespace: TOOL_NS.into(), self_pod: None }
 }
 
 /// Short deadlines so a failing test fails in seconds, not in 30 minutes.
@@ -74,118 +70,59 @@ impl Env {
 
     /// Requests whose path contains `part` and whose verb is `verb`.
     fn requests(&self, verb: &str, part: &str) -> usize {
-        self.srv
-            .requests()
-            .iter()
-            .filter(|r| r.verb == verb && r.path.contains(part))
-            .count()
+        self.srv.requests().iter().filter(|r| r.verb == verb && r.path.contains(part)).count()
     }
 
     /// A ReplicaSet `name` with `n` pods `name-0..` on `node`, labelled `app=name`.
     fn replicaset_on(&self, name: &str, n: usize, node: &str) {
-        self.srv
-            .insert(replicaset(name).replicas(n as i64).labels(&[("app", name)]));
+        self.srv.insert(replicaset(name).replicas(n as i64).labels(&[("app", name)]));
         for i in 0..n {
-            self.srv.insert(
-                pod(&format!("{name}-{i}"))
-                    .on(node)
-                    .owned_by_replicaset(name)
-                    .label("app", name),
-            );
+            self.srv
+                .insert(pod(&format!("{name}-{i}")).on(node).owned_by_replicaset(name).label("app", name));
         }
     }
 }
 
 fn unschedulable(n: &Node) -> bool {
-    n.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
+    n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
 
 fn annotation<'a>(n: &'a Node, key: &str) -> Option<&'a str> {
-    n.metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
+    n.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 #[tokio::test]
 async fn drains_a_mixed_node_like_kubectl() {
     let e = env().await;
     e.replicaset_on("web", 2, NODE);
-    e.srv
-        .insert(daemonset("calico").labels(&[("k8s-app", "calico")]));
-    e.srv
-        .insert(pod("calico-abc").on(NODE).owned_by_daemonset("calico"));
-    e.srv.insert(
-        pod("kube-proxy-k8s-node1")
-            .ns("kube-system")
-            .on(NODE)
-            .mirror(),
-    );
-    e.srv.insert(
-        pod("backup-xyz")
-            .on(NODE)
-            .owned_by_job("backup")
-            .phase("Succeeded"),
-    );
+    e.srv.insert(daemonset("calico").labels(&[("k8s-app", "calico")]));
+    e.srv.insert(pod("calico-abc").on(NODE).owned_by_daemonset("calico"));
+    e.srv.insert(pod("kube-proxy-k8s-node1").ns("kube-system").on(NODE).mirror());
+    e.srv.insert(pod("backup-xyz").on(NODE).owned_by_job("backup").phase("Succeeded"));
     e.srv.insert(pod("scratch").on(NODE).empty_dir("tmp"));
-    e.srv.insert(
-        pod("elsewhere")
-            .on("k8s-node2")
-            .owned_by_replicaset("other"),
-    );
+    e.srv.insert(pod("elsewhere").on("k8s-node2").owned_by_replicaset("other"));
 
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
 
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.cordon, Some(Cordon::CordonedByUs));
     let s = &report.summary;
+    assert_eq!((s.evicted, s.deleted_finished, s.fallback_deleted, s.skipped, s.remaining), (3, 1, 0, 2, 0));
+    assert_eq!(e.pods_on(NODE), ["default/calico-abc", "kube-system/kube-proxy-k8s-node1"]);
     assert_eq!(
-        (
-            s.evicted,
-            s.deleted_finished,
-            s.fallback_deleted,
-            s.skipped,
-            s.remaining
-        ),
-        (3, 1, 0, 2, 0)
-    );
-    assert_eq!(
-        e.pods_on(NODE),
-        ["default/calico-abc", "kube-system/kube-proxy-k8s-node1"]
-    );
-    assert_eq!(
-        e.pods_on("k8s-node2")
-            .iter()
-            .filter(|p| p.starts_with("default/web-"))
-            .count()
-            + e.pods_on("k8s-node3")
-                .iter()
-                .filter(|p| p.starts_with("default/web-"))
-                .count(),
+        e.pods_on("k8s-node2").iter().filter(|p| p.starts_with("default/web-")).count()
+            + e.pods_on("k8s-node3").iter().filter(|p| p.starts_with("default/web-")).count(),
         2,
         "replaced elsewhere"
     );
-    assert_eq!(
-        e.requests("create", "/eviction"),
-        3,
-        "web-0, web-1 and the bare pod scratch"
-    );
+    assert_eq!(e.requests("create", "/eviction"), 3, "web-0, web-1 and the bare pod scratch");
     assert_eq!(
         e.requests("create", "/pods/backup-xyz/eviction"),
         0,
         "finished pods are deleted, not evicted"
     );
     assert_eq!(e.requests("delete", "/pods/backup-xyz"), 1);
-    assert!(
-        report.warnings.iter().any(|(p, _)| p.name == "scratch"),
-        "bare pod warned about"
-    );
+    assert!(report.warnings.iter().any(|(p, _)| p.name == "scratch"), "bare pod warned about");
     let n = e.node(NODE);
     assert!(unschedulable(&n));
     assert_eq!(annotation(&n, CORDONED_BY), Some("k8s-upgrade-chain"));
@@ -196,62 +133,29 @@ async fn drains_a_mixed_node_like_kubectl() {
 async fn waits_on_pods_with_one_watch_not_per_pod_polling() {
     let e = env().await;
     e.replicaset_on("web", 20, NODE);
-    drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
     assert_eq!(e.pods_on(NODE), Vec::<String>::new());
-    let pod_gets = e
-        .srv
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "get" && r.path.contains("/pods/"))
-        .count();
+    let pod_gets = e.srv.requests().iter().filter(|r| r.verb == "get" && r.path.contains("/pods/")).count();
     assert_eq!(pod_gets, 0, "no GET per pod");
-    assert_eq!(
-        e.requests("watch", "/pods"),
-        1,
-        "one watch on the node's pods"
-    );
-    assert!(
-        e.srv
-            .requests()
-            .iter()
-            .any(|r| r.verb == "watch" && r.path.contains("spec.nodeName"))
-    );
+    assert_eq!(e.requests("watch", "/pods"), 1, "one watch on the node's pods");
+    assert!(e.srv.requests().iter().any(|r| r.verb == "watch" && r.path.contains("spec.nodeName")));
     assert_eq!(e.requests("create", "/eviction"), 20);
 }
 
 #[tokio::test]
 async fn orphaned_daemonset_pod_is_evicted_only_with_force() {
     let e = env().await;
-    e.srv
-        .insert(pod("orphan-ds").on(NODE).owned_by_daemonset("deleted-ds"));
+    e.srv.insert(pod("orphan-ds").on(NODE).owned_by_daemonset("deleted-ds"));
 
-    let strict = DrainConfig {
-        force: false,
-        ..config()
-    };
-    let err = drain::drain(&e.clients, &target(), &strict)
-        .await
-        .expect_err("refused without force");
-    let DrainError::Refused { pods, .. } = &err else {
-        panic!("{err:?}")
-    };
+    let strict = DrainConfig { force: false, ..config() };
+    let err = drain::drain(&e.clients, &target(), &strict).await.expect_err("refused without force");
+    let DrainError::Refused { pods, .. } = &err else { panic!("{err:?}") };
     assert_eq!(pods[0].0.name, "orphan-ds");
     assert!(err.to_string().contains("default/orphan-ds"), "{err}");
-    assert_eq!(
-        e.requests("create", "/eviction"),
-        0,
-        "a refusal evicts nothing"
-    );
-    assert!(
-        unschedulable(&e.node(NODE)),
-        "node stays cordoned, as with kubectl"
-    );
+    assert_eq!(e.requests("create", "/eviction"), 0, "a refusal evicts nothing");
+    assert!(unschedulable(&e.node(NODE)), "node stays cordoned, as with kubectl");
 
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("forced drain");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("forced drain");
     assert_eq!(report.cordon, Some(Cordon::AlreadyOurs));
     assert_eq!(report.summary.evicted, 1);
     assert!(e.pods_on(NODE).is_empty());
@@ -260,21 +164,10 @@ async fn orphaned_daemonset_pod_is_evicted_only_with_force() {
 #[tokio::test]
 async fn emptydir_and_bare_pods_are_refused_when_their_flags_are_off() {
     let e = env().await;
-    e.srv.insert(
-        pod("cache-0")
-            .on(NODE)
-            .owned_by_replicaset("cache")
-            .empty_dir("data"),
-    );
+    e.srv.insert(pod("cache-0").on(NODE).owned_by_replicaset("cache").empty_dir("data"));
     e.srv.insert(pod("bare").on(NODE));
-    let strict = DrainConfig {
-        force: false,
-        delete_emptydir_data: false,
-        ..config()
-    };
-    let err = drain::drain(&e.clients, &target(), &strict)
-        .await
-        .expect_err("refused");
+    let strict = DrainConfig { force: false, delete_emptydir_data: false, ..config() };
+    let err = drain::drain(&e.clients, &target(), &strict).await.expect_err("refused");
     let msg = err.to_string();
     assert!(msg.contains("default/cache-0 has emptyDir data"), "{msg}");
     assert!(msg.contains("default/bare declares no controller"), "{msg}");
@@ -285,23 +178,14 @@ async fn emptydir_and_bare_pods_are_refused_when_their_flags_are_off() {
 async fn pdb_min_available_2_of_3_waits_for_replacements_then_evicts_all() {
     let e = env().await;
     e.replicaset_on("web", 3, NODE);
-    e.srv
-        .insert(pdb("web").min_available(2).selector(&[("app", "web")]));
+    e.srv.insert(pdb("web").min_available(2).selector(&[("app", "web")]));
 
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
 
     let s = &report.summary;
     assert_eq!(s.evicted, 3);
-    assert_eq!(
-        s.fallback_deleted, 0,
-        "a budget that recovers is never deleted through"
-    );
-    assert!(
-        s.eviction_refusals >= 1,
-        "the second eviction must have waited: {s:?}"
-    );
+    assert_eq!(s.fallback_deleted, 0, "a budget that recovers is never deleted through");
+    assert!(s.eviction_refusals >= 1, "the second eviction must have waited: {s:?}");
     assert!(s.blocked_time > Duration::ZERO);
     assert!(e.pods_on(NODE).is_empty());
     assert_eq!(e.requests("delete", "/pods/web-"), 0, "no direct delete");
@@ -311,15 +195,9 @@ async fn pdb_min_available_2_of_3_waits_for_replacements_then_evicts_all() {
 async fn single_replica_min_available_1_falls_back_to_delete() {
     let e = env().await;
     e.replicaset_on("anubis", 1, NODE);
-    e.srv.insert(
-        pdb("anubis")
-            .min_available(1)
-            .selector(&[("app", "anubis")]),
-    );
+    e.srv.insert(pdb("anubis").min_available(1).selector(&[("app", "anubis")]));
 
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
 
     assert_eq!(report.summary.fallback_deleted, 1);
     assert_eq!(report.summary.evicted, 0);
@@ -328,69 +206,40 @@ async fn single_replica_min_available_1_falls_back_to_delete() {
     assert_eq!(report.fallbacks[0].pdbs, ["anubis"]);
     assert_eq!(e.requests("delete", "/pods/anubis-0"), 1);
     assert!(e.pods_on(NODE).is_empty());
-    assert!(
-        report
-            .to_string()
-            .contains("deleted by PDB fallback: default/anubis-0"),
-        "{report}"
-    );
+    assert!(report.to_string().contains("deleted by PDB fallback: default/anubis-0"), "{report}");
 }
 
 #[tokio::test]
 async fn deadlocked_pdb_waits_for_its_fallback_budget() {
     let e = env().await;
     e.replicaset_on("anubis", 1, NODE);
-    e.srv.insert(
-        pdb("anubis")
-            .min_available(1)
-            .selector(&[("app", "anubis")]),
-    );
+    e.srv.insert(pdb("anubis").min_available(1).selector(&[("app", "anubis")]));
     let cfg = DrainConfig {
         fallback_after: Duration::from_secs(3600),
         timeout: Duration::from_secs(3),
         ..config()
     };
-    let err = drain::drain(&e.clients, &target(), &cfg)
-        .await
-        .expect_err("times out");
-    let DrainError::Timeout {
-        remaining, summary, ..
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
+    let err = drain::drain(&e.clients, &target(), &cfg).await.expect_err("times out");
+    let DrainError::Timeout { remaining, summary, .. } = &err else { panic!("{err:?}") };
     assert_eq!(summary.fallback_deleted, 0);
     assert!(
         matches!(&remaining[0].why, Remaining::Blocked { pdb: Some(p), .. } if p == "anubis"),
         "{remaining:?}"
     );
-    assert!(
-        err.to_string()
-            .contains("blocked by PodDisruptionBudget anubis"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("blocked by PodDisruptionBudget anubis"), "{err}");
 }
 
 #[tokio::test]
 async fn pod_under_two_pdbs_is_reported_with_both_names_then_falls_back() {
     let e = env().await;
-    e.srv
-        .insert(replicaset("web").replicas(3).labels(&[("app", "web")]));
+    e.srv.insert(replicaset("web").replicas(3).labels(&[("app", "web")]));
     e.srv.insert(
-        pod("web-0")
-            .on(NODE)
-            .owned_by_replicaset("web")
-            .labels(&[("app", "web"), ("tier", "front")]),
+        pod("web-0").on(NODE).owned_by_replicaset("web").labels(&[("app", "web"), ("tier", "front")]),
     );
-    e.srv
-        .insert(pdb("by-app").max_unavailable(1).selector(&[("app", "web")]));
-    e.srv.insert(
-        pdb("by-tier")
-            .max_unavailable(1)
-            .selector_object(serde_json::json!({
-                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "edge"]}]
-            })),
-    );
+    e.srv.insert(pdb("by-app").max_unavailable(1).selector(&[("app", "web")]));
+    e.srv.insert(pdb("by-tier").max_unavailable(1).selector_object(serde_json::json!({
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "edge"]}]
+    })));
 
     // A fallback budget longer than the deadline: the 500 is retried and reported.
     let patient = DrainConfig {
@@ -398,24 +247,13 @@ async fn pod_under_two_pdbs_is_reported_with_both_names_then_falls_back() {
         timeout: Duration::from_secs(3),
         ..config()
     };
-    let err = drain::drain(&e.clients, &target(), &patient)
-        .await
-        .expect_err("times out");
-    let DrainError::Timeout { remaining, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(
-        remaining[0].why,
-        Remaining::MultiplePdbs {
-            pdbs: vec!["by-app".into(), "by-tier".into()]
-        }
-    );
+    let err = drain::drain(&e.clients, &target(), &patient).await.expect_err("times out");
+    let DrainError::Timeout { remaining, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(remaining[0].why, Remaining::MultiplePdbs { pdbs: vec!["by-app".into(), "by-tier".into()] });
     assert!(err.to_string().contains("by-app, by-tier"), "{err}");
 
     // Default budget (0s): straight to the fallback.
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
     assert_eq!(report.summary.fallback_deleted, 1);
     assert_eq!(report.fallbacks[0].pdbs, ["by-app", "by-tier"]);
     assert!(e.pods_on(NODE).is_empty());
@@ -425,51 +263,20 @@ async fn pod_under_two_pdbs_is_reported_with_both_names_then_falls_back() {
 async fn pdb_match_expressions_decide_what_the_fallback_deletes() {
     let e = env().await;
     // Seed behaviour read matchLabels only: it would have taken this PDB to cover web-0 too.
-    e.srv.insert(
-        pdb("db")
-            .min_available(1)
-            .selector_object(serde_json::json!({
-                "matchLabels": {"team": "x"},
-                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["db"]}]
-            })),
-    );
-    e.srv.insert(
-        statefulset("db")
-            .replicas(1)
-            .labels(&[("team", "x"), ("tier", "db")]),
-    );
-    e.srv.insert(
-        pod("db-0")
-            .on(NODE)
-            .owned_by_statefulset("db")
-            .labels(&[("team", "x"), ("tier", "db")]),
-    );
-    e.srv.insert(
-        replicaset("web")
-            .replicas(1)
-            .labels(&[("team", "x"), ("tier", "web")]),
-    );
-    e.srv.insert(
-        pod("web-0")
-            .on(NODE)
-            .owned_by_replicaset("web")
-            .labels(&[("team", "x"), ("tier", "web")]),
-    );
+    e.srv.insert(pdb("db").min_available(1).selector_object(serde_json::json!({
+        "matchLabels": {"team": "x"},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["db"]}]
+    })));
+    e.srv.insert(statefulset("db").replicas(1).labels(&[("team", "x"), ("tier", "db")]));
+    e.srv.insert(pod("db-0").on(NODE).owned_by_statefulset("db").labels(&[("team", "x"), ("tier", "db")]));
+    e.srv.insert(replicaset("web").replicas(1).labels(&[("team", "x"), ("tier", "web")]));
+    e.srv.insert(pod("web-0").on(NODE).owned_by_replicaset("web").labels(&[("team", "x"), ("tier", "web")]));
 
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
 
-    let deleted: Vec<&str> = report
-        .fallbacks
-        .iter()
-        .map(|f| f.pod.name.as_str())
-        .collect();
+    let deleted: Vec<&str> = report.fallbacks.iter().map(|f| f.pod.name.as_str()).collect();
     assert_eq!(deleted, ["db-0"]);
-    assert_eq!(
-        report.summary.evicted, 1,
-        "web-0 went through the eviction API"
-    );
+    assert_eq!(report.summary.evicted, 1, "web-0 went through the eviction API");
     assert_eq!(e.requests("delete", "/pods/web-0"), 0);
     assert!(e.pods_on(NODE).is_empty());
 }
@@ -478,46 +285,20 @@ async fn pdb_match_expressions_decide_what_the_fallback_deletes() {
 async fn pod_that_never_terminates_hits_the_deadline_and_the_node_stays_cordoned() {
     let e = env().await;
     e.replicaset_on("web", 2, NODE);
-    e.srv.insert(
-        pod("stuck")
-            .on(NODE)
-            .owned_by_replicaset("stuck")
-            .finalizer("example.com/hold"),
-    );
-    let cfg = DrainConfig {
-        timeout: Duration::from_secs(3),
-        ..config()
-    };
+    e.srv.insert(pod("stuck").on(NODE).owned_by_replicaset("stuck").finalizer("example.com/hold"));
+    let cfg = DrainConfig { timeout: Duration::from_secs(3), ..config() };
 
-    let err = drain::drain(&e.clients, &target(), &cfg)
-        .await
-        .expect_err("deadline");
+    let err = drain::drain(&e.clients, &target(), &cfg).await.expect_err("deadline");
 
-    let DrainError::Timeout {
-        remaining, summary, ..
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
+    let DrainError::Timeout { remaining, summary, .. } = &err else { panic!("{err:?}") };
     assert_eq!(remaining.len(), 1);
     assert_eq!(remaining[0].pod.name, "stuck");
-    assert_eq!(
-        remaining[0].why,
-        Remaining::Terminating {
-            finalizers: vec!["example.com/hold".into()]
-        }
-    );
+    assert_eq!(remaining[0].why, Remaining::Terminating { finalizers: vec!["example.com/hold".into()] });
     assert_eq!(summary.evicted, 3);
     assert_eq!(summary.remaining, 1);
     let msg = err.to_string();
-    assert!(
-        msg.contains("drain of node k8s-node1 timed out after 3s"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("default/stuck: terminating, held by finalizers example.com/hold"),
-        "{msg}"
-    );
+    assert!(msg.contains("drain of node k8s-node1 timed out after 3s"), "{msg}");
+    assert!(msg.contains("default/stuck: terminating, held by finalizers example.com/hold"), "{msg}");
     assert!(msg.contains("stays cordoned"), "{msg}");
     assert!(unschedulable(&e.node(NODE)));
 }
@@ -525,48 +306,25 @@ async fn pod_that_never_terminates_hits_the_deadline_and_the_node_stays_cordoned
 #[tokio::test]
 async fn node_cordoned_by_someone_else_is_never_uncordoned() {
     let e = env().await;
-    e.srv
-        .insert(node(NODE).ready().kubelet("v1.33.5").unschedulable());
+    e.srv.insert(node(NODE).ready().kubelet("v1.33.5").unschedulable());
     e.replicaset_on("web", 1, NODE);
 
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
     assert_eq!(report.cordon, Some(Cordon::NotOurs));
-    assert_eq!(
-        annotation(&e.node(NODE), CORDONED_BY),
-        None,
-        "not marked as ours"
-    );
+    assert_eq!(annotation(&e.node(NODE), CORDONED_BY), None, "not marked as ours");
 
-    let undo = drain::uncordon_if_ours(&e.clients.api, NODE)
-        .await
-        .expect("uncordon");
+    let undo = drain::uncordon_if_ours(&e.clients.api, NODE).await.expect("uncordon");
     assert_eq!(undo, Uncordon::NotOurs { cordoned: true });
     assert!(unschedulable(&e.node(NODE)), "still cordoned");
-    assert_eq!(
-        e.requests("patch", "/nodes/"),
-        0,
-        "we never wrote to that node"
-    );
+    assert_eq!(e.requests("patch", "/nodes/"), 0, "we never wrote to that node");
 }
 
 #[tokio::test]
 async fn uncordon_if_ours_undoes_only_our_cordon() {
     let e = env().await;
-    assert_eq!(
-        drain::cordon(&e.clients.api, NODE).await.unwrap(),
-        Cordon::CordonedByUs
-    );
-    assert_eq!(
-        drain::cordon(&e.clients.api, NODE).await.unwrap(),
-        Cordon::AlreadyOurs,
-        "idempotent"
-    );
-    assert_eq!(
-        drain::uncordon_if_ours(&e.clients.api, NODE).await.unwrap(),
-        Uncordon::Uncordoned
-    );
+    assert_eq!(drain::cordon(&e.clients.api, NODE).await.unwrap(), Cordon::CordonedByUs);
+    assert_eq!(drain::cordon(&e.clients.api, NODE).await.unwrap(), Cordon::AlreadyOurs, "idempotent");
+    assert_eq!(drain::uncordon_if_ours(&e.clients.api, NODE).await.unwrap(), Uncordon::Uncordoned);
     let n = e.node(NODE);
     assert!(!unschedulable(&n));
     assert_eq!(annotation(&n, CORDONED_BY), None);
@@ -595,15 +353,8 @@ async fn kill_switch_created_during_a_drain_stops_it_cleanly() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        e.requests("create", "/eviction") >= 4,
-        "the drain never started evicting"
-    );
-    e.srv.insert(configmap(
-        TOOL_NS,
-        "k8s-upgrade-killswitch",
-        &[("reason", "storm")],
-    ));
+    assert!(e.requests("create", "/eviction") >= 4, "the drain never started evicting");
+    e.srv.insert(configmap(TOOL_NS, "k8s-upgrade-killswitch", &[("reason", "storm")]));
 
     let report = tokio::time::timeout(Duration::from_secs(30), handle)
         .await
@@ -611,43 +362,24 @@ async fn kill_switch_created_during_a_drain_stops_it_cleanly() {
         .expect("task")
         .expect("a halt is not an error");
 
-    let DrainOutcome::Halted { reason, remaining } = &report.outcome else {
-        panic!("{report:?}")
-    };
+    let DrainOutcome::Halted { reason, remaining } = &report.outcome else { panic!("{report:?}") };
     assert_eq!(reason, "storm");
     assert_eq!(remaining.len(), 4);
     assert_eq!(report.summary.remaining, 4);
     assert!(unschedulable(&e.node(NODE)), "node stays cordoned");
     let evictions_at_halt = e.requests("create", "/eviction");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        e.requests("create", "/eviction"),
-        evictions_at_halt,
-        "nothing runs after the halt"
-    );
-    assert!(
-        report
-            .to_string()
-            .contains("halted by the kill switch (storm)"),
-        "{report}"
-    );
+    assert_eq!(e.requests("create", "/eviction"), evictions_at_halt, "nothing runs after the halt");
+    assert!(report.to_string().contains("halted by the kill switch (storm)"), "{report}");
 }
 
 #[tokio::test]
 async fn kill_switch_present_before_the_drain_leaves_the_node_alone() {
     let e = env().await;
     e.replicaset_on("web", 1, NODE);
-    e.srv.insert(configmap(
-        TOOL_NS,
-        "k8s-upgrade-killswitch",
-        &[("reason", "maintenance")],
-    ));
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("halt is a value");
-    assert!(
-        matches!(report.outcome, DrainOutcome::Halted { ref reason, .. } if reason == "maintenance")
-    );
+    e.srv.insert(configmap(TOOL_NS, "k8s-upgrade-killswitch", &[("reason", "maintenance")]));
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("halt is a value");
+    assert!(matches!(report.outcome, DrainOutcome::Halted { ref reason, .. } if reason == "maintenance"));
     assert_eq!(report.cordon, None);
     assert!(!unschedulable(&e.node(NODE)));
     assert_eq!(e.pods_on(NODE).len(), 1);
@@ -657,11 +389,8 @@ async fn kill_switch_present_before_the_drain_leaves_the_node_alone() {
 async fn unreadable_kill_switch_fails_closed() {
     let e = env().await;
     e.replicaset_on("web", 1, NODE);
-    e.srv
-        .inject(Fault::status(403).on("configmaps", "k8s-upgrade-killswitch"));
-    let err = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect_err("fails closed");
+    e.srv.inject(Fault::status(403).on("configmaps", "k8s-upgrade-killswitch"));
+    let err = drain::drain(&e.clients, &target(), &config()).await.expect_err("fails closed");
     assert!(matches!(err, DrainError::KillSwitch(_)), "{err:?}");
     assert!(!unschedulable(&e.node(NODE)));
 }
@@ -670,28 +399,15 @@ async fn unreadable_kill_switch_fails_closed() {
 async fn dry_run_lists_what_would_happen_and_changes_nothing() {
     let e = env().await;
     e.replicaset_on("web", 3, NODE);
-    e.srv
-        .insert(pdb("web").min_available(2).selector(&[("app", "web")]));
+    e.srv.insert(pdb("web").min_available(2).selector(&[("app", "web")]));
     e.replicaset_on("anubis", 1, NODE);
-    e.srv.insert(
-        pdb("anubis")
-            .min_available(1)
-            .selector(&[("app", "anubis")]),
-    );
+    e.srv.insert(pdb("anubis").min_available(1).selector(&[("app", "anubis")]));
     e.srv.insert(daemonset("calico"));
-    e.srv
-        .insert(pod("calico-abc").on(NODE).owned_by_daemonset("calico"));
-    e.srv.insert(
-        pod("backup-xyz")
-            .on(NODE)
-            .owned_by_job("backup")
-            .phase("Failed"),
-    );
+    e.srv.insert(pod("calico-abc").on(NODE).owned_by_daemonset("calico"));
+    e.srv.insert(pod("backup-xyz").on(NODE).owned_by_job("backup").phase("Failed"));
     e.srv.reset_requests();
 
-    let plan = drain::dry_run(&e.clients, &target(), &config())
-        .await
-        .expect("dry run");
+    let plan = drain::dry_run(&e.clients, &target(), &config()).await.expect("dry run");
     let text = plan.to_string();
 
     for line in [
@@ -707,10 +423,7 @@ async fn dry_run_lists_what_would_happen_and_changes_nothing() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
     for r in e.srv.requests() {
-        assert!(
-            matches!(r.verb.as_str(), "get" | "list"),
-            "dry run wrote: {r:?}"
-        );
+        assert!(matches!(r.verb.as_str(), "get" | "list"), "dry run wrote: {r:?}");
     }
     assert!(!unschedulable(&e.node(NODE)));
     assert_eq!(e.pods_on(NODE).len(), 6);
@@ -720,51 +433,25 @@ async fn dry_run_lists_what_would_happen_and_changes_nothing() {
 async fn own_job_pod_is_never_evicted() {
     let e = env().await;
     // The chain's Job pod, created the way the chain creates it (the Job controller makes the pod).
-    let mut job_obj = job(
-        TOOL_NS,
-        "upgrade-worker-k8s-node2",
-        "k8s-upgrade-chain:test",
-    );
+    let mut job_obj = job(TOOL_NS, "upgrade-worker-k8s-node2", "k8s-upgrade-chain:test");
     job_obj["spec"]["template"]["spec"]["nodeName"] = NODE.into();
-    job_obj["spec"]["template"]["metadata"] =
-        serde_json::json!({"labels": {"app": "k8s-upgrade-chain"}});
+    job_obj["spec"]["template"]["metadata"] = serde_json::json!({"labels": {"app": "k8s-upgrade-chain"}});
     let jobs: Api<Job> = Api::namespaced(e.clients.api.clone(), TOOL_NS);
-    jobs.create(
-        &PostParams::default(),
-        &serde_json::from_value(job_obj).unwrap(),
-    )
-    .await
-    .unwrap();
+    jobs.create(&PostParams::default(), &serde_json::from_value(job_obj).unwrap()).await.unwrap();
     let by_label = e.srv.job_pods(TOOL_NS, "upgrade-worker-k8s-node2");
     assert_eq!(by_label.len(), 1);
     // A pod that is us only by name (POD_NAME/POD_NAMESPACE), without the label.
-    e.srv
-        .insert(pod("me").ns(TOOL_NS).on(NODE).owned_by_job("me"));
+    e.srv.insert(pod("me").ns(TOOL_NS).on(NODE).owned_by_job("me"));
     e.replicaset_on("web", 1, NODE);
-    let t = DrainTarget {
-        self_pod: Some(PodRef::new(TOOL_NS, "me")),
-        ..target()
-    };
+    let t = DrainTarget { self_pod: Some(PodRef::new(TOOL_NS, "me")), ..target() };
 
-    let report = drain::drain(&e.clients, &t, &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &t, &config()).await.expect("drain succeeds");
 
     assert_eq!(report.summary.evicted, 1);
     let mut left = e.pods_on(NODE);
     left.sort();
-    assert_eq!(
-        left,
-        [
-            format!("{TOOL_NS}/me"),
-            format!("{TOOL_NS}/{}", by_label[0])
-        ]
-    );
-    assert_eq!(
-        e.requests("create", &format!("/namespaces/{TOOL_NS}/pods")),
-        0,
-        "never evicted"
-    );
+    assert_eq!(left, [format!("{TOOL_NS}/me"), format!("{TOOL_NS}/{}", by_label[0])]);
+    assert_eq!(e.requests("create", &format!("/namespaces/{TOOL_NS}/pods")), 0, "never evicted");
     assert!(report.to_string().contains("the upgrade chain's own pod"));
 }
 
@@ -772,23 +459,14 @@ async fn own_job_pod_is_never_evicted() {
 async fn grace_period_override_reaches_the_apiserver() {
     let e = env().await;
     // 100000 s of grace, scaled: 1000 s, far beyond the deadline; the override makes it 1 s.
-    e.srv
-        .insert(replicaset("slow").replicas(1).labels(&[("app", "slow")]));
-    e.srv.insert(
-        pod("slow-0")
-            .on(NODE)
-            .owned_by_replicaset("slow")
-            .label("app", "slow")
-            .grace(100_000),
-    );
+    e.srv.insert(replicaset("slow").replicas(1).labels(&[("app", "slow")]));
+    e.srv.insert(pod("slow-0").on(NODE).owned_by_replicaset("slow").label("app", "slow").grace(100_000));
     let cfg = DrainConfig {
         grace_period_override: Some(Duration::from_secs(1)),
         timeout: Duration::from_secs(20),
         ..config()
     };
-    let report = drain::drain(&e.clients, &target(), &cfg)
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &cfg).await.expect("drain succeeds");
     assert_eq!(report.summary.evicted, 1);
 }
 
@@ -796,48 +474,27 @@ async fn grace_period_override_reaches_the_apiserver() {
 async fn transient_eviction_errors_are_retried_other_errors_name_the_pod() {
     let e = env().await;
     e.replicaset_on("web", 1, NODE);
-    e.srv
-        .inject(Fault::status(500).path_contains("/eviction").times(2));
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("retried past two 500s");
+    e.srv.inject(Fault::status(500).path_contains("/eviction").times(2));
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("retried past two 500s");
     assert_eq!(report.summary.evicted, 1);
     assert_eq!(e.requests("create", "/eviction"), 3);
 
     e.replicaset_on("api", 1, NODE);
     e.srv.inject(Fault::status(403).path_contains("/eviction"));
-    let err = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect_err("forbidden");
+    let err = drain::drain(&e.clients, &target(), &config()).await.expect_err("forbidden");
     assert!(matches!(err, DrainError::Evict { .. }), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        "failed to evict pod default/api-0 on node k8s-node1"
-    );
+    assert_eq!(err.to_string(), "failed to evict pod default/api-0 on node k8s-node1");
     assert!(unschedulable(&e.node(NODE)));
 }
 
 #[tokio::test]
 async fn statefulset_pod_replaced_under_the_same_name_counts_as_gone() {
     let e = env().await;
-    e.srv
-        .insert(statefulset("db").replicas(1).labels(&[("app", "db")]));
-    e.srv.insert(
-        pod("db-0")
-            .on(NODE)
-            .owned_by_statefulset("db")
-            .label("app", "db"),
-    );
-    let before = e
-        .srv
-        .get::<Pod>(Some("default"), "db-0")
-        .unwrap()
-        .metadata
-        .uid;
+    e.srv.insert(statefulset("db").replicas(1).labels(&[("app", "db")]));
+    e.srv.insert(pod("db-0").on(NODE).owned_by_statefulset("db").label("app", "db"));
+    let before = e.srv.get::<Pod>(Some("default"), "db-0").unwrap().metadata.uid;
 
-    let report = drain::drain(&e.clients, &target(), &config())
-        .await
-        .expect("drain succeeds");
+    let report = drain::drain(&e.clients, &target(), &config()).await.expect("drain succeeds");
 
     assert_eq!(report.summary.evicted, 1);
     assert!(e.pods_on(NODE).is_empty());
@@ -867,6 +524,9 @@ async fn pdb_match_expressions_keep_the_fallback_off_pods_they_do_not_select() {
 
     let DrainError::Timeout { remaining, summary, .. } = &err else { panic!("{err:?}") };
     assert_eq!(summary.fallback_deleted, 0, "the seed's matchLabels-only reading would have deleted web-0");
-    assert!(matches!(&remaining[0].why, Remaining::Blocked { pdb: Some(p), .. } if p == "web"), "{remaining:?}");
+    assert!(
+        matches!(&remaining[0].why, Remaining::Blocked { pdb: Some(p), .. } if p == "web"),
+        "{remaining:?}"
+    );
     assert_eq!(e.requests("delete", "/pods/web-0"), 0);
 }

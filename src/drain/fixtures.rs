@@ -1,9 +1,7 @@
 //! Test fixtures that read like prose: `Pod::test("web-1").owned_by_replicaset("web")`.
 
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Pod, PodSpec, PodStatus, Volume};
-use k8s_openapi::api::policy::v1::{
-    PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus,
-};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference, Time,
 };
@@ -41,14 +39,8 @@ impl PodFixture for Pod {
                 uid: Some(format!("uid-{name}")),
                 ..Default::default()
             },
-            spec: Some(PodSpec {
-                node_name: Some("k8s-node1".into()),
-                ..Default::default()
-            }),
-            status: Some(PodStatus {
-                phase: Some("Running".into()),
-                ..Default::default()
-            }),
+            spec: Some(PodSpec { node_name: Some("k8s-node1".into()), ..Default::default() }),
+            status: Some(PodStatus { phase: Some("Running".into()), ..Default::default() }),
         }
     }
     fn in_ns(mut self, ns: &str) -> Self {
@@ -56,24 +48,18 @@ impl PodFixture for Pod {
         self
     }
     fn label(mut self, k: &str, v: &str) -> Self {
-        self.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(k.into(), v.into());
+        self.metadata.labels.get_or_insert_with(Default::default).insert(k.into(), v.into());
         self
     }
     fn owned_by(mut self, kind: &str, name: &str) -> Self {
-        self.metadata
-            .owner_references
-            .get_or_insert_with(Vec::new)
-            .push(OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: kind.into(),
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            });
+        self.metadata.owner_references.get_or_insert_with(Vec::new).push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        });
         self
     }
     fn mirror(mut self) -> Self {
@@ -88,15 +74,11 @@ impl PodFixture for Pod {
         self
     }
     fn with_emptydir(mut self) -> Self {
-        self.spec
-            .get_or_insert_with(Default::default)
-            .volumes
-            .get_or_insert_with(Vec::new)
-            .push(Volume {
-                name: "scratch".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            });
+        self.spec.get_or_insert_with(Default::default).volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
         self
     }
     fn terminating(mut self) -> Self {
@@ -116,13 +98,7 @@ pub trait PdbFixture: Sized {
     fn empty_selector(self) -> Self;
     fn min_available(self, n: i32) -> Self;
     /// Status as the disruption controller would write it.
-    fn status(
-        self,
-        allowed: i32,
-        current_healthy: i32,
-        desired_healthy: i32,
-        expected: i32,
-    ) -> Self;
+    fn status(self, allowed: i32, current_healthy: i32, desired_healthy: i32, expected: i32) -> Self;
 }
 
 impl PdbFixture for PodDisruptionBudget {
@@ -142,30 +118,19 @@ impl PdbFixture for PodDisruptionBudget {
         self
     }
     fn selecting(mut self, k: &str, v: &str) -> Self {
-        let sel = self
-            .spec
-            .get_or_insert_with(Default::default)
-            .selector
-            .get_or_insert_with(Default::default);
-        sel.match_labels
-            .get_or_insert_with(Default::default)
-            .insert(k.into(), v.into());
+        let sel =
+            self.spec.get_or_insert_with(Default::default).selector.get_or_insert_with(Default::default);
+        sel.match_labels.get_or_insert_with(Default::default).insert(k.into(), v.into());
         self
     }
     fn expression(mut self, key: &str, op: &str, values: &[&str]) -> Self {
-        let sel = self
-            .spec
-            .get_or_insert_with(Default::default)
-            .selector
-            .get_or_insert_with(Default::default);
-        sel.match_expressions
-            .get_or_insert_with(Vec::new)
-            .push(LabelSelectorRequirement {
-                key: key.into(),
-                operator: op.into(),
-                values: (!values.is_empty())
-                    .then(|| values.iter().map(|v| v.to_string()).collect()),
-            });
+        let sel =
+            self.spec.get_or_insert_with(Default::default).selector.get_or_insert_with(Default::default);
+        sel.match_expressions.get_or_insert_with(Vec::new).push(LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        });
         self
     }
     fn empty_selector(mut self) -> Self {
@@ -176,13 +141,7 @@ impl PdbFixture for PodDisruptionBudget {
         self.spec.get_or_insert_with(Default::default).min_available = Some(IntOrString::Int(n));
         self
     }
-    fn status(
-        mut self,
-        allowed: i32,
-        current_healthy: i32,
-        desired_healthy: i32,
-        expected: i32,
-    ) -> Self {
+    fn status(mut self, allowed: i32, current_healthy: i32, desired_healthy: i32, expected: i32) -> Self {
         self.status = Some(PodDisruptionBudgetStatus {
             disruptions_allowed: allowed,
             current_healthy,

@@ -116,7 +116,9 @@ impl DrainConfig {
             return Err("drain.timeout must be more than 0s".into());
         }
         if self.backoff_min < outcome::MIN_RETRY_DELAY {
-            return Err("drain.backoff_min must be at least 1s (a zero retry delay hot-loops, kubeone#4181)".into());
+            return Err(
+                "drain.backoff_min must be at least 1s (a zero retry delay hot-loops, kubeone#4181)".into()
+            );
         }
         if self.backoff_max < self.backoff_min {
             return Err("drain.backoff_max must not be below drain.backoff_min".into());
@@ -129,16 +131,11 @@ impl DrainConfig {
 
     /// The pure selection policy these settings imply.
     pub fn policy(&self, self_pod: Option<PodRef>) -> DrainPolicy {
-        DrainPolicy {
-            force: self.force,
-            delete_emptydir_data: self.delete_emptydir_data,
-            self_pod,
-        }
+        DrainPolicy { force: self.force, delete_emptydir_data: self.delete_emptydir_data, self_pod }
     }
 
     fn grace_seconds(&self) -> Option<i64> {
-        self.grace_period_override
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        self.grace_period_override.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 }
 
@@ -153,12 +150,9 @@ mod opt_duration {
         }
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let raw: Option<String> = serde::Deserialize::deserialize(d)?;
-        raw.map(|r| crate::duration::parse(&r).map_err(serde::de::Error::custom))
-            .transpose()
+        raw.map(|r| crate::duration::parse(&r).map_err(serde::de::Error::custom)).transpose()
     }
 }
 
@@ -176,9 +170,7 @@ pub struct DrainTarget {
 /// The pod this process runs in, from the downward-API env `POD_NAMESPACE` and `POD_NAME`.
 pub fn self_pod_from_env() -> Option<PodRef> {
     let name = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty())?;
-    let ns = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|s| !s.is_empty())?;
+    let ns = std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty())?;
     Some(PodRef::new(ns, name))
 }
 
@@ -195,10 +187,7 @@ pub enum DrainError {
     },
     /// Some pods may not be drained under the current settings; nothing was evicted.
     #[error("refusing to drain node {node} (it stays cordoned, nothing was evicted): {}", list_refused(.pods))]
-    Refused {
-        node: String,
-        pods: Vec<(PodRef, RefuseReason)>,
-    },
+    Refused { node: String, pods: Vec<(PodRef, RefuseReason)> },
     /// An eviction failed in a way retrying will not fix.
     #[error("failed to evict pod {pod} on node {node}")]
     Evict {
@@ -220,12 +209,7 @@ pub enum DrainError {
         "drain of node {node} timed out after {}: {} pod(s) still on the node, which stays cordoned: {}",
         crate::duration::format(*.after), .remaining.len(), list(.remaining)
     )]
-    Timeout {
-        node: String,
-        after: Duration,
-        remaining: Vec<RemainingPod>,
-        summary: Box<DrainSummary>,
-    },
+    Timeout { node: String, after: Duration, remaining: Vec<RemainingPod>, summary: Box<DrainSummary> },
     /// The kill switch could not be read (fail closed).
     #[error(transparent)]
     KillSwitch(#[from] killswitch::Unreadable),
@@ -235,27 +219,16 @@ pub enum DrainError {
 }
 
 fn list<T: fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 fn list_refused(pods: &[(PodRef, RefuseReason)]) -> String {
-    pods.iter()
-        .map(|(p, r)| format!("{p} {r}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+    pods.iter().map(|(p, r)| format!("{p} {r}")).collect::<Vec<_>>().join("; ")
 }
 
 fn api_err(step: impl Into<String>, node: &str) -> impl FnOnce(kube::Error) -> DrainError {
     let (step, node) = (step.into(), node.to_string());
-    move |source| DrainError::Api {
-        step,
-        node,
-        source: Box::new(source),
-    }
+    move |source| DrainError::Api { step, node, source: Box::new(source) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -303,19 +276,12 @@ pub enum Uncordon {
 }
 
 fn is_cordoned(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
+    node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
 
 /// Whether the node carries our cordon annotation.
 pub fn cordoned_by_us(node: &Node) -> bool {
-    node.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CORDONED_BY))
-        .is_some_and(|v| v == OWNER)
+    node.metadata.annotations.as_ref().and_then(|a| a.get(CORDONED_BY)).is_some_and(|v| v == OWNER)
 }
 
 /// Writes after a read are guarded by the node's resourceVersion (merge patches carrying
@@ -327,16 +293,9 @@ const CORDON_ATTEMPTS: u32 = 5;
 pub async fn cordon(client: &Client, node: &str) -> Result<Cordon, DrainError> {
     let nodes: Api<Node> = Api::all(client.clone());
     for _ in 0..CORDON_ATTEMPTS {
-        let current = nodes
-            .get(node)
-            .await
-            .map_err(api_err("read the node before cordoning it", node))?;
+        let current = nodes.get(node).await.map_err(api_err("read the node before cordoning it", node))?;
         if is_cordoned(&current) {
-            return Ok(if cordoned_by_us(&current) {
-                Cordon::AlreadyOurs
-            } else {
-                Cordon::NotOurs
-            });
+            return Ok(if cordoned_by_us(&current) { Cordon::AlreadyOurs } else { Cordon::NotOurs });
         }
         let patch = serde_json::json!({
             "metadata": {
@@ -345,10 +304,7 @@ pub async fn cordon(client: &Client, node: &str) -> Result<Cordon, DrainError> {
             },
             "spec": { "unschedulable": true },
         });
-        match nodes
-            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
                 info!(node, "cordoned node");
                 return Ok(Cordon::CordonedByUs);
@@ -371,14 +327,9 @@ pub async fn cordon(client: &Client, node: &str) -> Result<Cordon, DrainError> {
 pub async fn uncordon_if_ours(client: &Client, node: &str) -> Result<Uncordon, DrainError> {
     let nodes: Api<Node> = Api::all(client.clone());
     for _ in 0..CORDON_ATTEMPTS {
-        let current = nodes
-            .get(node)
-            .await
-            .map_err(api_err("read the node before uncordoning it", node))?;
+        let current = nodes.get(node).await.map_err(api_err("read the node before uncordoning it", node))?;
         if !cordoned_by_us(&current) {
-            return Ok(Uncordon::NotOurs {
-                cordoned: is_cordoned(&current),
-            });
+            return Ok(Uncordon::NotOurs { cordoned: is_cordoned(&current) });
         }
         let patch = serde_json::json!({
             "metadata": {
@@ -387,10 +338,7 @@ pub async fn uncordon_if_ours(client: &Client, node: &str) -> Result<Uncordon, D
             },
             "spec": { "unschedulable": null },
         });
-        match nodes
-            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {
                 info!(node, "uncordoned node (we had cordoned it)");
                 return Ok(Uncordon::Uncordoned);
@@ -426,10 +374,7 @@ pub async fn list_pods_on_node(client: &Client, node: &str) -> Result<Vec<Pod>, 
     let mut out = Vec::new();
     let mut lp = ListParams::default().fields(&on_node(node)).limit(PAGE);
     loop {
-        let page = pods
-            .list(&lp)
-            .await
-            .map_err(api_err("list the pods on the node", node))?;
+        let page = pods.list(&lp).await.map_err(api_err("list the pods on the node", node))?;
         out.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
@@ -448,20 +393,16 @@ async fn missing_daemonsets(
     let owners: BTreeSet<(String, String)> = pods
         .iter()
         .filter_map(|p| match select::controller_of(p) {
-            Some(("DaemonSet", name)) => Some((
-                p.metadata.namespace.clone().unwrap_or_default(),
-                name.to_string(),
-            )),
+            Some(("DaemonSet", name)) => {
+                Some((p.metadata.namespace.clone().unwrap_or_default(), name.to_string()))
+            }
             _ => None,
         })
         .collect();
     let mut missing = BTreeSet::new();
     for (ns, name) in owners {
         let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-        let found = api
-            .get_opt(&name)
-            .await
-            .map_err(api_err(format!("read DaemonSet {ns}/{name}"), node))?;
+        let found = api.get_opt(&name).await.map_err(api_err(format!("read DaemonSet {ns}/{name}"), node))?;
         if found.is_none() {
             missing.insert((ns, name));
         }
@@ -475,10 +416,10 @@ async fn pdbs_in(
     node: &str,
 ) -> Result<Vec<PodDisruptionBudget>, DrainError> {
     let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
-    let list = api.list(&ListParams::default()).await.map_err(api_err(
-        format!("list PodDisruptionBudgets in namespace {namespace}"),
-        node,
-    ))?;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err(format!("list PodDisruptionBudgets in namespace {namespace}"), node))?;
     Ok(list.items)
 }
 
@@ -504,10 +445,7 @@ pub enum DrainOutcome {
     Drained,
     /// The kill switch appeared: no new eviction was started after it was seen. The node stays
     /// cordoned (if it was cordoned) with `remaining` pods still on it.
-    Halted {
-        reason: String,
-        remaining: Vec<RemainingPod>,
-    },
+    Halted { reason: String, remaining: Vec<RemainingPod> },
 }
 
 /// A pod the targeted PDB fallback deleted.
@@ -542,10 +480,7 @@ pub struct DrainReport {
 
 impl fmt::Display for DrainReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cordon = self
-            .cordon
-            .as_ref()
-            .map_or("not cordoned".to_string(), ToString::to_string);
+        let cordon = self.cordon.as_ref().map_or("not cordoned".to_string(), ToString::to_string);
         match &self.outcome {
             DrainOutcome::Drained => writeln!(f, "node {}: drained ({cordon})", self.node)?,
             DrainOutcome::Halted { reason, remaining } => {
@@ -595,14 +530,9 @@ pub async fn drain(
         warnings: Vec::new(),
         fallbacks: Vec::new(),
     };
-    if let KillSwitch::Present { reason } =
-        killswitch::check(&clients.api, &target.namespace).await?
-    {
+    if let KillSwitch::Present { reason } = killswitch::check(&clients.api, &target.namespace).await? {
         info!(node, %reason, "kill switch present: not cordoning");
-        report.outcome = DrainOutcome::Halted {
-            reason,
-            remaining: Vec::new(),
-        };
+        report.outcome = DrainOutcome::Halted { reason, remaining: Vec::new() };
         return Ok(report);
     }
     let cordon = cordon(&clients.api, node).await?;
@@ -611,10 +541,7 @@ pub async fn drain(
     let policy = config.policy(target.self_pod.clone());
     let selection = select_on_node(&clients.api, node, &policy).await?;
     if !selection.refuse.is_empty() {
-        return Err(DrainError::Refused {
-            node: node.into(),
-            pods: selection.refuse,
-        });
+        return Err(DrainError::Refused { node: node.into(), pods: selection.refuse });
     }
     for (p, w) in &selection.warnings {
         warn!(node, pod = %p, "{w}");
@@ -636,11 +563,8 @@ pub async fn drain(
     let result = engine.run(deadline).await;
     engine.summary.duration = started.elapsed();
     engine.summary.blocked_time = engine.blocked.total(Instant::now());
-    engine.summary.remaining = engine
-        .tracks
-        .iter()
-        .filter(|t| !matches!(t.state, State::Gone))
-        .count() as u32;
+    engine.summary.remaining =
+        engine.tracks.iter().filter(|t| !matches!(t.state, State::Gone)).count() as u32;
     report.fallbacks = std::mem::take(&mut engine.fallbacks);
     report.summary = engine.summary.clone();
     match result {
@@ -649,27 +573,16 @@ pub async fn drain(
             report.outcome = outcome;
             Ok(report)
         }
-        Err(DrainError::Timeout {
-            node,
-            after,
-            remaining,
-            ..
-        }) => Err(DrainError::Timeout {
-            node,
-            after,
-            remaining,
-            summary: Box::new(report.summary),
-        }),
+        Err(DrainError::Timeout { node, after, remaining, .. }) => {
+            Err(DrainError::Timeout { node, after, remaining, summary: Box::new(report.summary) })
+        }
         Err(e) => Err(e),
     }
 }
 
 impl Selection {
     fn skipped_view(&self) -> Vec<(PodRef, String)> {
-        self.skip
-            .iter()
-            .map(|(p, r)| (p.clone(), r.to_string()))
-            .collect()
+        self.skip.iter().map(|(p, r)| (p.clone(), r.to_string())).collect()
     }
 }
 
@@ -817,16 +730,8 @@ impl<'a> Engine<'a> {
             self.seen_uids.insert(p.uid.clone());
         }
         let groups = [
-            (
-                selection.evict,
-                Kind::Evict,
-                State::Queued { not_before: now },
-            ),
-            (
-                selection.delete,
-                Kind::DeleteFinished,
-                State::Queued { not_before: now },
-            ),
+            (selection.evict, Kind::Evict, State::Queued { not_before: now }),
+            (selection.delete, Kind::DeleteFinished, State::Queued { not_before: now }),
             (selection.terminating, Kind::Terminating, State::Requested),
         ];
         for (pods, kind, state) in groups {
@@ -856,10 +761,7 @@ impl<'a> Engine<'a> {
     }
 
     fn outstanding(&self) -> usize {
-        self.tracks
-            .iter()
-            .filter(|t| t.state != State::Gone)
-            .count()
+        self.tracks.iter().filter(|t| t.state != State::Gone).count()
     }
 
     fn progress(&self, pod: &PodRef, outcome: &str) {
@@ -931,8 +833,7 @@ impl<'a> Engine<'a> {
         }
         for i in 0..self.tracks.len() {
             let t = &self.tracks[i];
-            if matches!(t.state, State::Gone | State::InFlight)
-                || self.present.contains_key(&uid_of(&t.pod))
+            if matches!(t.state, State::Gone | State::InFlight) || self.present.contains_key(&uid_of(&t.pod))
             {
                 continue;
             }
@@ -944,9 +845,7 @@ impl<'a> Engine<'a> {
     }
 
     fn next_ready(&self, now: Instant) -> Option<usize> {
-        self.tracks
-            .iter()
-            .position(|t| matches!(t.state, State::Queued { not_before } if not_before <= now))
+        self.tracks.iter().position(|t| matches!(t.state, State::Queued { not_before } if not_before <= now))
     }
 
     fn next_due(&self) -> Option<Instant> {
@@ -965,15 +864,11 @@ impl<'a> Engine<'a> {
         let key = t.key.clone();
         let grace = self.config.grace_seconds();
         if t.kind == Kind::DeleteFinished || t.fallback {
-            let action = Action::Delete {
-                fallback: t.fallback,
-            };
+            let action = Action::Delete { fallback: t.fallback };
             let api: Api<Pod> = Api::namespaced(self.clients.api.clone(), &key.namespace);
             // The UID precondition keeps a delete from hitting a same-name replacement.
-            let mut dp = DeleteParams::default().preconditions(Preconditions {
-                uid: Some(key.uid.clone()),
-                resource_version: None,
-            });
+            let mut dp = DeleteParams::default()
+                .preconditions(Preconditions { uid: Some(key.uid.clone()), resource_version: None });
             dp.grace_period_seconds = grace.map(|g| u32::try_from(g).unwrap_or(u32::MAX));
             async move { (i, action, api.delete(&key.name, &dp).await.map(drop)) }.boxed()
         } else {
@@ -987,10 +882,8 @@ impl<'a> Engine<'a> {
                     namespace: Some(key.namespace.clone()),
                     ..Default::default()
                 },
-                delete_options: grace.map(|g| DeleteOptions {
-                    grace_period_seconds: Some(g),
-                    ..Default::default()
-                }),
+                delete_options: grace
+                    .map(|g| DeleteOptions { grace_period_seconds: Some(g), ..Default::default() }),
             };
             async move {
                 let res = api
@@ -1016,9 +909,7 @@ impl<'a> Engine<'a> {
             self.config.backoff_max,
             fastrand::f64(),
         );
-        self.tracks[i].state = State::Queued {
-            not_before: now + delay,
-        };
+        self.tracks[i].state = State::Queued { not_before: now + delay };
     }
 
     async fn on_result(
@@ -1044,17 +935,9 @@ impl<'a> Engine<'a> {
                     self.leave_blocked(i, now);
                     self.progress(&key, "already gone");
                 }
-                Ok(EvictOutcome::Blocked {
-                    pdb,
-                    message,
-                    retry_after,
-                }) => {
+                Ok(EvictOutcome::Blocked { pdb, message, retry_after }) => {
                     self.refused(i, now);
-                    self.tracks[i].last = Some(Remaining::Blocked {
-                        pdb,
-                        message,
-                        since: Duration::ZERO,
-                    });
+                    self.tracks[i].last = Some(Remaining::Blocked { pdb, message, since: Duration::ZERO });
                     self.after_refusal(i, retry_after, now).await;
                 }
                 Ok(EvictOutcome::MultiplePdbs { .. }) => {
@@ -1114,13 +997,7 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn transient(
-        &mut self,
-        i: usize,
-        e: kube::Error,
-        delete: bool,
-        now: Instant,
-    ) -> Result<(), DrainError> {
+    fn transient(&mut self, i: usize, e: kube::Error, delete: bool, now: Instant) -> Result<(), DrainError> {
         let node = self.target.node.as_str();
         let t = &mut self.tracks[i];
         t.transient += 1;
@@ -1128,23 +1005,13 @@ impl<'a> Engine<'a> {
         if n > MAX_TRANSIENT_ERRORS {
             let node = node.to_string();
             return Err(if delete {
-                DrainError::Delete {
-                    pod: key,
-                    node,
-                    source: Box::new(e),
-                }
+                DrainError::Delete { pod: key, node, source: Box::new(e) }
             } else {
-                DrainError::Evict {
-                    pod: key,
-                    node,
-                    source: Box::new(e),
-                }
+                DrainError::Evict { pod: key, node, source: Box::new(e) }
             });
         }
         warn!(node, pod = %key, attempt = n, error = %e, "transient error; retrying");
-        t.last = Some(Remaining::Failing {
-            error: e.to_string(),
-        });
+        t.last = Some(Remaining::Failing { error: e.to_string() });
         self.retry_later(i, None, n - 1, now);
         Ok(())
     }
@@ -1161,15 +1028,12 @@ impl<'a> Engine<'a> {
         };
         let node = self.target.node.as_str();
         let t = &mut self.tracks[i];
-        let covering: Vec<String> = pdb::matching(&t.pod, &pdbs)
-            .into_iter()
-            .map(pdb::name_of)
-            .collect();
+        let covering: Vec<String> = pdb::matching(&t.pod, &pdbs).into_iter().map(pdb::name_of).collect();
         match &mut t.last {
             Some(Remaining::MultiplePdbs { pdbs }) => *pdbs = covering.clone(),
-            Some(Remaining::Blocked {
-                pdb: name @ None, ..
-            }) if covering.len() == 1 => *name = covering.first().cloned(),
+            Some(Remaining::Blocked { pdb: name @ None, .. }) if covering.len() == 1 => {
+                *name = covering.first().cloned()
+            }
             _ => {}
         }
         let blocked_for = now - t.blocked_since.unwrap_or(now);
@@ -1180,11 +1044,7 @@ impl<'a> Engine<'a> {
                 warn!(node, pod = %key, pdbs = ?pdbs, "eviction refused: {why}; deleting the pod directly (PDB fallback)");
                 t.fallback = true;
                 t.state = State::Queued { not_before: now };
-                self.fallbacks.push(FallbackDeletion {
-                    pod: key,
-                    pdbs,
-                    why,
-                });
+                self.fallbacks.push(FallbackDeletion { pod: key, pdbs, why });
             }
             pdb::Fallback::Wait { why } => {
                 info!(node, pod = %key, refusals, pdbs = ?covering, "eviction refused: {why}");
@@ -1200,12 +1060,10 @@ impl<'a> Engine<'a> {
             .map(|t| {
                 let seen = self.present.get(&uid_of(&t.pod));
                 let why = match (seen, t.state, &t.last) {
-                    (Some(s), _, _) if s.deleting => Remaining::Terminating {
-                        finalizers: s.finalizers.clone(),
-                    },
-                    (_, State::Requested, _) => Remaining::Terminating {
-                        finalizers: Vec::new(),
-                    },
+                    (Some(s), _, _) if s.deleting => {
+                        Remaining::Terminating { finalizers: s.finalizers.clone() }
+                    }
+                    (_, State::Requested, _) => Remaining::Terminating { finalizers: Vec::new() },
                     (_, _, Some(Remaining::Blocked { pdb, message, .. })) => Remaining::Blocked {
                         pdb: pdb.clone(),
                         message: message.clone(),
@@ -1214,10 +1072,7 @@ impl<'a> Engine<'a> {
                     (_, _, Some(other)) => other.clone(),
                     _ => Remaining::NotStarted,
                 };
-                RemainingPod {
-                    pod: t.key.clone(),
-                    why,
-                }
+                RemainingPod { pod: t.key.clone(), why }
             })
             .collect()
     }
@@ -1225,9 +1080,7 @@ impl<'a> Engine<'a> {
     async fn run(&mut self, deadline: Instant) -> Result<DrainOutcome, DrainError> {
         let node = self.node().to_string();
         let pods: Api<Pod> = Api::all(self.clients.api.clone());
-        let config = watcher::Config::default()
-            .fields(&on_node(&node))
-            .page_size(PAGE);
+        let config = watcher::Config::default().fields(&on_node(&node)).page_size(PAGE);
         let mut events = pin!(watcher(pods, config).default_backoff());
         let mut inflight: FuturesUnordered<Request> = FuturesUnordered::new();
         let interval = self.config.kill_switch_interval;
@@ -1293,10 +1146,7 @@ impl<'a> Engine<'a> {
         })
         .await;
         // Nothing new may start after a halt: drop anything a result queued.
-        Ok(DrainOutcome::Halted {
-            reason: halt_reason,
-            remaining: self.remaining(Instant::now()),
-        })
+        Ok(DrainOutcome::Halted { reason: halt_reason, remaining: self.remaining(Instant::now()) })
     }
 }
 
@@ -1361,10 +1211,7 @@ pub fn plan_evictions(pods: &[Pod], pdbs: &[PodDisruptionBudget]) -> Vec<Planned
     let mut allowance: HashMap<(String, String), i32> = pdbs
         .iter()
         .map(|p| {
-            let key = (
-                p.metadata.namespace.clone().unwrap_or_default(),
-                pdb::name_of(p),
-            );
+            let key = (p.metadata.namespace.clone().unwrap_or_default(), pdb::name_of(p));
             (key, p.status.as_ref().map_or(0, |s| s.disruptions_allowed))
         })
         .collect();
@@ -1412,11 +1259,7 @@ pub fn plan_evictions(pods: &[Pod], pdbs: &[PodDisruptionBudget]) -> Vec<Planned
 
 impl fmt::Display for DryRunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "dry run: drain of node {} (nothing was changed)",
-            self.node
-        )?;
+        writeln!(f, "dry run: drain of node {} (nothing was changed)", self.node)?;
         writeln!(
             f,
             "  {}",
@@ -1427,10 +1270,7 @@ impl fmt::Display for DryRunReport {
             }
         )?;
         if !self.refuse.is_empty() {
-            writeln!(
-                f,
-                "  the drain would REFUSE to start (nothing would be evicted):"
-            )?;
+            writeln!(f, "  the drain would REFUSE to start (nothing would be evicted):")?;
             for (p, why) in &self.refuse {
                 writeln!(f, "    {p} {why}")?;
             }
@@ -1444,11 +1284,9 @@ impl fmt::Display for DryRunReport {
                     "  would evict {} (blocked by PodDisruptionBudget {pdb} until replacements are healthy; retried)",
                     e.pod
                 )?,
-                Verdict::Fallback { why, .. } => writeln!(
-                    f,
-                    "  would evict {} ({why}; would be deleted directly after {after})",
-                    e.pod
-                )?,
+                Verdict::Fallback { why, .. } => {
+                    writeln!(f, "  would evict {} ({why}; would be deleted directly after {after})", e.pod)?
+                }
                 Verdict::Unknown { pdb } => writeln!(
                     f,
                     "  would evict {} (PodDisruptionBudget {pdb} has no current status; retried)",
@@ -1483,11 +1321,7 @@ impl fmt::Display for DryRunReport {
         if blocking.is_empty() {
             writeln!(f, "  no PodDisruptionBudget would block")?;
         } else {
-            writeln!(
-                f,
-                "  PodDisruptionBudgets that would block: {}",
-                blocking.join(", ")
-            )?;
+            writeln!(f, "  PodDisruptionBudgets that would block: {}", blocking.join(", "))?;
         }
         Ok(())
     }
@@ -1503,19 +1337,12 @@ pub async fn dry_run(
     config.validate().map_err(DrainError::Config)?;
     let node = target.node.as_str();
     let nodes: Api<Node> = Api::all(clients.api.clone());
-    let current = nodes
-        .get(node)
-        .await
-        .map_err(api_err("read the node", node))?;
+    let current = nodes.get(node).await.map_err(api_err("read the node", node))?;
     let cordoned = is_cordoned(&current).then(|| cordoned_by_us(&current));
-    let selection =
-        select_on_node(&clients.api, node, &config.policy(target.self_pod.clone())).await?;
+    let selection = select_on_node(&clients.api, node, &config.policy(target.self_pod.clone())).await?;
     let all: Api<PodDisruptionBudget> = Api::all(clients.api.clone());
-    let pdbs = all
-        .list(&ListParams::default())
-        .await
-        .map_err(api_err("list PodDisruptionBudgets", node))?
-        .items;
+    let pdbs =
+        all.list(&ListParams::default()).await.map_err(api_err("list PodDisruptionBudgets", node))?.items;
     Ok(DryRunReport {
         node: node.into(),
         cordoned,
@@ -1540,11 +1367,8 @@ pub async fn drain_command(
     config: &DrainConfig,
     dry_run: bool,
 ) -> anyhow::Result<String> {
-    let target = DrainTarget {
-        node: node.into(),
-        namespace: namespace.into(),
-        self_pod: self_pod_from_env(),
-    };
+    let target =
+        DrainTarget { node: node.into(), namespace: namespace.into(), self_pod: self_pod_from_env() };
     if dry_run {
         return Ok(self::dry_run(clients, &target, config).await?.to_string());
     }
@@ -1558,9 +1382,7 @@ pub async fn uncordon_command(clients: &Clients, node: &str) -> anyhow::Result<S
             format!("node {node}: uncordoned (the upgrade chain had cordoned it)")
         }
         Uncordon::NotOurs { cordoned: true } => {
-            format!(
-                "node {node}: left cordoned (cordoned by someone else, not by the upgrade chain)"
-            )
+            format!("node {node}: left cordoned (cordoned by someone else, not by the upgrade chain)")
         }
         Uncordon::NotOurs { cordoned: false } => {
             format!("node {node}: not cordoned; nothing to do")
@@ -1582,10 +1404,7 @@ mod tests {
         assert_eq!(c.grace_period_override, None);
         assert!(c.force && c.delete_emptydir_data);
         assert_eq!(c.kill_switch_interval, Duration::from_secs(5));
-        assert_eq!(
-            (c.backoff_min, c.backoff_max),
-            (Duration::from_secs(1), Duration::from_secs(5))
-        );
+        assert_eq!((c.backoff_min, c.backoff_max), (Duration::from_secs(1), Duration::from_secs(5)));
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -1610,19 +1429,9 @@ mod tests {
         assert!(serde_saphyr::from_str::<DrainConfig>("concurency: 4\n").is_err());
         assert!(serde_saphyr::from_str::<DrainConfig>("timeout: 600\n").is_err());
         let bad = |c: DrainConfig| c.validate().unwrap_err();
+        assert!(bad(DrainConfig { concurrency: 0, ..Default::default() }).contains("concurrency"));
         assert!(
-            bad(DrainConfig {
-                concurrency: 0,
-                ..Default::default()
-            })
-            .contains("concurrency")
-        );
-        assert!(
-            bad(DrainConfig {
-                backoff_min: Duration::ZERO,
-                ..Default::default()
-            })
-            .contains("backoff_min")
+            bad(DrainConfig { backoff_min: Duration::ZERO, ..Default::default() }).contains("backoff_min")
         );
         assert!(
             bad(DrainConfig {
@@ -1632,29 +1441,16 @@ mod tests {
             })
             .contains("backoff_max")
         );
-        assert!(
-            bad(DrainConfig {
-                timeout: Duration::ZERO,
-                ..Default::default()
-            })
-            .contains("timeout")
-        );
+        assert!(bad(DrainConfig { timeout: Duration::ZERO, ..Default::default() }).contains("timeout"));
     }
 
     #[test]
     fn plan_spends_each_budget_in_order() {
         let web = |n: &str| Pod::test(n).label("app", "web");
-        let pods = vec![
-            web("web-0"),
-            web("web-1"),
-            Pod::test("anubis-0").label("app", "anubis"),
-            Pod::test("free"),
-        ];
+        let pods =
+            vec![web("web-0"), web("web-1"), Pod::test("anubis-0").label("app", "anubis"), Pod::test("free")];
         let pdbs = vec![
-            PodDisruptionBudget::test("web")
-                .selecting("app", "web")
-                .min_available(2)
-                .status(1, 3, 2, 3),
+            PodDisruptionBudget::test("web").selecting("app", "web").min_available(2).status(1, 3, 2, 3),
             PodDisruptionBudget::test("anubis")
                 .selecting("app", "anubis")
                 .min_available(1)
@@ -1671,12 +1467,8 @@ mod tests {
     #[test]
     fn plan_sends_multi_pdb_pods_to_the_fallback() {
         let pdbs = vec![
-            PodDisruptionBudget::test("a")
-                .selecting("app", "web")
-                .status(5, 5, 0, 5),
-            PodDisruptionBudget::test("b")
-                .empty_selector()
-                .status(5, 5, 0, 5),
+            PodDisruptionBudget::test("a").selecting("app", "web").status(5, 5, 0, 5),
+            PodDisruptionBudget::test("b").empty_selector().status(5, 5, 0, 5),
         ];
         let plan = plan_evictions(&[Pod::test("web-0").label("app", "web")], &pdbs);
         assert!(matches!(&plan[0].verdict, Verdict::Fallback { pdbs, .. } if pdbs == &["a", "b"]));
@@ -1701,8 +1493,7 @@ mod tests {
     fn cordon_annotation_is_recognised() {
         let mut n = Node::default();
         assert!(!cordoned_by_us(&n));
-        n.metadata.annotations =
-            Some([(CORDONED_BY.to_string(), "someone-else".to_string())].into());
+        n.metadata.annotations = Some([(CORDONED_BY.to_string(), "someone-else".to_string())].into());
         assert!(!cordoned_by_us(&n));
         n.metadata.annotations = Some([(CORDONED_BY.to_string(), OWNER.to_string())].into());
         assert!(cordoned_by_us(&n));

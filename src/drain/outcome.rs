@@ -15,11 +15,7 @@ pub enum EvictOutcome {
     Gone,
     /// 429: a PodDisruptionBudget (named when the cause says so) or API priority and
     /// fairness refused; retry after `retry_after` (the server's `retryAfterSeconds`) at least.
-    Blocked {
-        pdb: Option<String>,
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Blocked { pdb: Option<String>, message: String, retry_after: Option<Duration> },
     /// 500 "more than one PodDisruptionBudget": the eviction API will never evict this pod
     /// (kubernetes#75957). `pdbs` is filled in by matching selectors, sorted.
     MultiplePdbs { pdbs: Vec<String> },
@@ -59,18 +55,10 @@ fn blocked(status: &Status) -> EvictOutcome {
     let causes = details.map(|d| d.causes.as_slice()).unwrap_or_default();
     let cause = causes.iter().find(|c| c.reason == "DisruptionBudget");
     let pdb = cause.and_then(|c| super::pdb::pdb_name_from_message(&c.message));
-    let message = cause
-        .map(|c| c.message.clone())
-        .unwrap_or_else(|| status.message.clone());
-    let retry_after = details
-        .map(|d| d.retry_after_seconds)
-        .filter(|s| *s > 0)
-        .map(|s| Duration::from_secs(s.into()));
-    EvictOutcome::Blocked {
-        pdb,
-        message,
-        retry_after,
-    }
+    let message = cause.map(|c| c.message.clone()).unwrap_or_else(|| status.message.clone());
+    let retry_after =
+        details.map(|d| d.retry_after_seconds).filter(|s| *s > 0).map(|s| Duration::from_secs(s.into()));
+    EvictOutcome::Blocked { pdb, message, retry_after }
 }
 
 /// The floor under every retry delay: kubectl's library default of zero made kured spin
@@ -89,9 +77,7 @@ pub fn retry_delay(
 ) -> Duration {
     let min = min.max(MIN_RETRY_DELAY);
     let max = max.max(min);
-    let base = min
-        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
-        .min(max);
+    let base = min.saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX)).min(max);
     let factor = 0.75 + 0.5 * jitter.clamp(0.0, 1.0);
     let jittered = base.mul_f64(factor).clamp(min, max);
     retry_after.map_or(jittered, |r| jittered.max(r))
@@ -103,11 +89,7 @@ pub enum Remaining {
     /// Not yet asked to leave.
     NotStarted,
     /// Eviction refused by this PDB (name unknown: API priority and fairness or unnamed cause).
-    Blocked {
-        pdb: Option<String>,
-        message: String,
-        since: Duration,
-    },
+    Blocked { pdb: Option<String>, message: String, since: Duration },
     /// Eviction refused because several PDBs cover the pod.
     MultiplePdbs { pdbs: Vec<String> },
     /// Evicted or deleted, still terminating (e.g. a finalizer or a long grace period).
@@ -130,40 +112,24 @@ impl std::fmt::Display for RemainingPod {
         let pod = &self.pod;
         match &self.why {
             Remaining::NotStarted => write!(f, "{pod}: not evicted yet"),
-            Remaining::Blocked {
-                pdb: Some(p),
-                message,
-                since,
-            } => write!(
+            Remaining::Blocked { pdb: Some(p), message, since } => write!(
                 f,
                 "{pod}: eviction blocked by PodDisruptionBudget {p} for {} ({message})",
                 crate::duration::format(Duration::from_secs(since.as_secs()))
             ),
-            Remaining::Blocked {
-                pdb: None,
-                message,
-                since,
-            } => write!(
+            Remaining::Blocked { pdb: None, message, since } => write!(
                 f,
                 "{pod}: eviction refused (429) for {} ({message})",
                 crate::duration::format(Duration::from_secs(since.as_secs()))
             ),
             Remaining::MultiplePdbs { pdbs } => {
-                write!(
-                    f,
-                    "{pod}: covered by several PodDisruptionBudgets ({})",
-                    pdbs.join(", ")
-                )
+                write!(f, "{pod}: covered by several PodDisruptionBudgets ({})", pdbs.join(", "))
             }
             Remaining::Terminating { finalizers } if finalizers.is_empty() => {
                 write!(f, "{pod}: terminating")
             }
             Remaining::Terminating { finalizers } => {
-                write!(
-                    f,
-                    "{pod}: terminating, held by finalizers {}",
-                    finalizers.join(", ")
-                )
+                write!(f, "{pod}: terminating, held by finalizers {}", finalizers.join(", "))
             }
             Remaining::Failing { error } => {
                 write!(f, "{pod}: last eviction attempt failed: {error}")
@@ -234,10 +200,7 @@ mod tests {
     #[test]
     fn success_and_404() {
         assert_eq!(classify_eviction(Ok(())).unwrap(), EvictOutcome::Evicted);
-        assert_eq!(
-            classify_eviction(api(404, "pods \"x\" not found", None)).unwrap(),
-            EvictOutcome::Gone
-        );
+        assert_eq!(classify_eviction(api(404, "pods \"x\" not found", None)).unwrap(), EvictOutcome::Gone);
     }
 
     #[test]
@@ -261,8 +224,7 @@ mod tests {
             out,
             EvictOutcome::Blocked {
                 pdb: Some("web".into()),
-                message: "The disruption budget web needs 2 healthy pods and has 2 currently"
-                    .into(),
+                message: "The disruption budget web needs 2 healthy pods and has 2 currently".into(),
                 retry_after: Some(Duration::from_secs(10)),
             }
         );
@@ -273,11 +235,7 @@ mod tests {
         let out = classify_eviction(api(429, "Too many requests", None)).unwrap();
         assert_eq!(
             out,
-            EvictOutcome::Blocked {
-                pdb: None,
-                message: "Too many requests".into(),
-                retry_after: None
-            }
+            EvictOutcome::Blocked { pdb: None, message: "Too many requests".into(), retry_after: None }
         );
     }
 
@@ -288,26 +246,14 @@ mod tests {
             classify_eviction(api(500, msg, None)).unwrap(),
             EvictOutcome::MultiplePdbs { pdbs: vec![] }
         );
-        assert!(matches!(
-            classify_eviction(api(500, "etcd timeout", None)),
-            Err(EvictError::Transient(_))
-        ));
-        assert!(matches!(
-            classify_eviction(api(503, "unavailable", None)),
-            Err(EvictError::Transient(_))
-        ));
+        assert!(matches!(classify_eviction(api(500, "etcd timeout", None)), Err(EvictError::Transient(_))));
+        assert!(matches!(classify_eviction(api(503, "unavailable", None)), Err(EvictError::Transient(_))));
     }
 
     #[test]
     fn forbidden_is_fatal() {
-        assert!(matches!(
-            classify_eviction(api(403, "forbidden", None)),
-            Err(EvictError::Fatal(_))
-        ));
-        assert!(matches!(
-            classify_eviction(api(422, "invalid", None)),
-            Err(EvictError::Fatal(_))
-        ));
+        assert!(matches!(classify_eviction(api(403, "forbidden", None)), Err(EvictError::Fatal(_))));
+        assert!(matches!(classify_eviction(api(422, "invalid", None)), Err(EvictError::Fatal(_))));
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -343,25 +289,14 @@ mod tests {
         let pod = PodRef::new("ns", "web-1");
         let r = RemainingPod {
             pod: pod.clone(),
-            why: Remaining::Blocked {
-                pdb: Some("web".into()),
-                message: "needs 2".into(),
-                since: S(90),
-            },
+            why: Remaining::Blocked { pdb: Some("web".into()), message: "needs 2".into(), since: S(90) },
         };
         assert_eq!(
             r.to_string(),
             "ns/web-1: eviction blocked by PodDisruptionBudget web for 1m30s (needs 2)"
         );
-        let r = RemainingPod {
-            pod,
-            why: Remaining::Terminating {
-                finalizers: vec!["example.com/hold".into()],
-            },
-        };
-        assert_eq!(
-            r.to_string(),
-            "ns/web-1: terminating, held by finalizers example.com/hold"
-        );
+        let r =
+            RemainingPod { pod, why: Remaining::Terminating { finalizers: vec!["example.com/hold".into()] } };
+        assert_eq!(r.to_string(), "ns/web-1: terminating, held by finalizers example.com/hold");
     }
 }

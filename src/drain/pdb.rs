@@ -50,9 +50,7 @@ pub fn selects(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
     match selector_of(pdb) {
         PdbSelector::Nothing | PdbSelector::Invalid(_) => false,
         PdbSelector::Everything => true,
-        PdbSelector::Labels(s) => {
-            s.matches(pod.metadata.labels.as_ref().unwrap_or(&Default::default()))
-        }
+        PdbSelector::Labels(s) => s.matches(pod.metadata.labels.as_ref().unwrap_or(&Default::default())),
     }
 }
 
@@ -111,10 +109,8 @@ pub fn budget_of(pdb: &PodDisruptionBudget) -> Budget {
 /// the server." (kubernetes pkg/registry/core/pod/storage/eviction.go).
 pub fn pdb_name_from_message(message: &str) -> Option<String> {
     let rest = message.split("disruption budget ").nth(1)?;
-    let name: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-        .collect();
+    let name: String =
+        rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
     let name = name.trim_end_matches('.').to_string();
     (!name.is_empty()).then_some(name)
 }
@@ -143,12 +139,8 @@ pub fn fallback(
     let covering = matching(pod, pdbs);
     let names: Vec<String> = covering.iter().map(|p| name_of(p)).collect();
     let due = blocked_for >= fallback_after;
-    let wait_budget = || {
-        format!(
-            "fallback budget {} not used up yet",
-            crate::duration::format(fallback_after)
-        )
-    };
+    let wait_budget =
+        || format!("fallback budget {} not used up yet", crate::duration::format(fallback_after));
     if covering.len() > 1 {
         return if due {
             Fallback::Delete {
@@ -181,22 +173,19 @@ pub fn fallback(
             pdbs: names,
         },
         Budget::Deadlocked => Fallback::Wait {
-            why: format!(
-                "blocked by PodDisruptionBudget {name} (deadlocked); {}",
-                wait_budget()
-            ),
+            why: format!("blocked by PodDisruptionBudget {name} (deadlocked); {}", wait_budget()),
         },
         Budget::Recovering => Fallback::Wait {
             why: format!(
                 "blocked by PodDisruptionBudget {name}: waiting for replacement pods to become healthy"
             ),
         },
-        Budget::Allows(n) => Fallback::Wait {
-            why: format!("PodDisruptionBudget {name} allows {n} disruption(s); retrying"),
-        },
-        Budget::Unknown => Fallback::Wait {
-            why: format!("PodDisruptionBudget {name} has no current status yet; retrying"),
-        },
+        Budget::Allows(n) => {
+            Fallback::Wait { why: format!("PodDisruptionBudget {name} allows {n} disruption(s); retrying") }
+        }
+        Budget::Unknown => {
+            Fallback::Wait { why: format!("PodDisruptionBudget {name} has no current status yet; retrying") }
+        }
     }
 }
 
@@ -206,18 +195,13 @@ mod tests {
     use crate::drain::fixtures::{PdbFixture as _, PodFixture as _};
 
     fn web() -> Pod {
-        Pod::test("web-1")
-            .label("app", "web")
-            .label("tier", "front")
+        Pod::test("web-1").label("app", "web").label("tier", "front")
     }
 
     #[test]
     fn null_selector_matches_nothing() {
         assert!(!selects(&PodDisruptionBudget::test("p"), &web()));
-        assert!(matches!(
-            selector_of(&PodDisruptionBudget::test("p")),
-            PdbSelector::Nothing
-        ));
+        assert!(matches!(selector_of(&PodDisruptionBudget::test("p")), PdbSelector::Nothing));
     }
 
     #[test]
@@ -230,28 +214,16 @@ mod tests {
 
     #[test]
     fn match_labels_must_all_hold() {
+        assert!(selects(&PodDisruptionBudget::test("p").selecting("app", "web"), &web()));
         assert!(selects(
-            &PodDisruptionBudget::test("p").selecting("app", "web"),
-            &web()
-        ));
-        assert!(selects(
-            &PodDisruptionBudget::test("p")
-                .selecting("app", "web")
-                .selecting("tier", "front"),
+            &PodDisruptionBudget::test("p").selecting("app", "web").selecting("tier", "front"),
             &web()
         ));
         assert!(!selects(
-            &PodDisruptionBudget::test("p")
-                .selecting("app", "web")
-                .selecting("tier", "back"),
+            &PodDisruptionBudget::test("p").selecting("app", "web").selecting("tier", "back"),
             &web()
         ));
-        assert!(!selects(
-            &PodDisruptionBudget::test("p")
-                .selecting("app", "web")
-                .in_ns("other"),
-            &web()
-        ));
+        assert!(!selects(&PodDisruptionBudget::test("p").selecting("app", "web").in_ns("other"), &web()));
     }
 
     #[test]
@@ -270,23 +242,16 @@ mod tests {
     #[test]
     fn labels_and_expressions_are_anded() {
         // The seed read matchLabels only and would have matched this PDB.
-        let pdb = PodDisruptionBudget::test("p")
-            .selecting("app", "web")
-            .expression("tier", "In", &["back"]);
+        let pdb = PodDisruptionBudget::test("p").selecting("app", "web").expression("tier", "In", &["back"]);
         assert!(!selects(&pdb, &web()));
-        let pdb = PodDisruptionBudget::test("p")
-            .selecting("app", "web")
-            .expression("tier", "In", &["front"]);
+        let pdb = PodDisruptionBudget::test("p").selecting("app", "web").expression("tier", "In", &["front"]);
         assert!(selects(&pdb, &web()));
     }
 
     #[test]
     fn expressions_only_selector_is_not_empty() {
         let pdb = PodDisruptionBudget::test("p").expression("app", "In", &["db"]);
-        assert!(
-            !selects(&pdb, &web()),
-            "an expressions-only selector must not be treated as {{}}"
-        );
+        assert!(!selects(&pdb, &web()), "an expressions-only selector must not be treated as {{}}");
     }
 
     #[test]
@@ -314,11 +279,7 @@ mod tests {
         assert_eq!(budget_of(&p.clone().status(1, 3, 2, 3)), Budget::Allows(1));
         assert_eq!(budget_of(&p.clone().status(0, 2, 2, 3)), Budget::Recovering);
         assert_eq!(budget_of(&p.clone().status(0, 1, 1, 1)), Budget::Deadlocked);
-        assert_eq!(
-            budget_of(&p.clone().status(0, 3, 3, 3)),
-            Budget::Deadlocked,
-            "maxUnavailable 0"
-        );
+        assert_eq!(budget_of(&p.clone().status(0, 3, 3, 3)), Budget::Deadlocked, "maxUnavailable 0");
         assert_eq!(budget_of(&p.clone().status(0, 0, 0, 0)), Budget::Unknown);
         let mut lagging = p.status(0, 1, 1, 1);
         lagging.metadata.generation = Some(2);
@@ -329,23 +290,17 @@ mod tests {
     #[test]
     fn pdb_name_is_read_from_eviction_causes() {
         assert_eq!(
-            pdb_name_from_message(
-                "The disruption budget web-pdb needs 2 healthy pods and has 1 currently"
-            )
-            .as_deref(),
+            pdb_name_from_message("The disruption budget web-pdb needs 2 healthy pods and has 1 currently")
+                .as_deref(),
             Some("web-pdb")
         );
         assert_eq!(
-            pdb_name_from_message(
-                "The disruption budget anubis.v1 is still being processed by the server."
-            )
-            .as_deref(),
+            pdb_name_from_message("The disruption budget anubis.v1 is still being processed by the server.")
+                .as_deref(),
             Some("anubis.v1")
         );
         assert_eq!(
-            pdb_name_from_message(
-                "Cannot evict pod as it would violate the pod's disruption budget."
-            ),
+            pdb_name_from_message("Cannot evict pod as it would violate the pod's disruption budget."),
             None
         );
         assert_eq!(pdb_name_from_message("too many requests"), None);
@@ -356,10 +311,7 @@ mod tests {
     #[test]
     fn deadlocked_single_replica_falls_back_at_once_by_default() {
         let pdbs = vec![
-            PodDisruptionBudget::test("anubis")
-                .selecting("app", "web")
-                .min_available(1)
-                .status(0, 1, 1, 1),
+            PodDisruptionBudget::test("anubis").selecting("app", "web").min_available(1).status(0, 1, 1, 1),
         ];
         assert!(
             matches!(fallback(&web(), &pdbs, ZERO, ZERO), Fallback::Delete { pdbs, .. } if pdbs == ["anubis"])
@@ -368,68 +320,35 @@ mod tests {
 
     #[test]
     fn deadlocked_waits_for_its_budget() {
-        let pdbs = vec![
-            PodDisruptionBudget::test("anubis")
-                .selecting("app", "web")
-                .status(0, 1, 1, 1),
-        ];
+        let pdbs = vec![PodDisruptionBudget::test("anubis").selecting("app", "web").status(0, 1, 1, 1)];
         let after = Duration::from_secs(60);
-        assert!(matches!(
-            fallback(&web(), &pdbs, Duration::from_secs(59), after),
-            Fallback::Wait { .. }
-        ));
-        assert!(matches!(
-            fallback(&web(), &pdbs, after, after),
-            Fallback::Delete { .. }
-        ));
+        assert!(matches!(fallback(&web(), &pdbs, Duration::from_secs(59), after), Fallback::Wait { .. }));
+        assert!(matches!(fallback(&web(), &pdbs, after, after), Fallback::Delete { .. }));
     }
 
     #[test]
     fn recovering_budget_is_never_deleted_through() {
         let pdbs = vec![
-            PodDisruptionBudget::test("web")
-                .selecting("app", "web")
-                .min_available(2)
-                .status(0, 2, 2, 3),
+            PodDisruptionBudget::test("web").selecting("app", "web").min_available(2).status(0, 2, 2, 3),
         ];
         let f = fallback(&web(), &pdbs, Duration::from_secs(3600), ZERO);
-        assert!(
-            matches!(f, Fallback::Wait { ref why } if why.contains("replacement")),
-            "{f:?}"
-        );
+        assert!(matches!(f, Fallback::Wait { ref why } if why.contains("replacement")), "{f:?}");
     }
 
     #[test]
     fn allowing_or_unknown_budget_waits() {
-        let allows = vec![
-            PodDisruptionBudget::test("web")
-                .selecting("app", "web")
-                .status(1, 3, 2, 3),
-        ];
-        assert!(matches!(
-            fallback(&web(), &allows, Duration::from_secs(3600), ZERO),
-            Fallback::Wait { .. }
-        ));
+        let allows = vec![PodDisruptionBudget::test("web").selecting("app", "web").status(1, 3, 2, 3)];
+        assert!(matches!(fallback(&web(), &allows, Duration::from_secs(3600), ZERO), Fallback::Wait { .. }));
         let unknown = vec![PodDisruptionBudget::test("web").selecting("app", "web")];
-        assert!(matches!(
-            fallback(&web(), &unknown, Duration::from_secs(3600), ZERO),
-            Fallback::Wait { .. }
-        ));
-        assert!(matches!(
-            fallback(&web(), &[], Duration::from_secs(3600), ZERO),
-            Fallback::Wait { .. }
-        ));
+        assert!(matches!(fallback(&web(), &unknown, Duration::from_secs(3600), ZERO), Fallback::Wait { .. }));
+        assert!(matches!(fallback(&web(), &[], Duration::from_secs(3600), ZERO), Fallback::Wait { .. }));
     }
 
     #[test]
     fn several_pdbs_fall_back_with_every_name() {
         let pdbs = vec![
-            PodDisruptionBudget::test("a")
-                .selecting("app", "web")
-                .status(1, 3, 2, 3),
-            PodDisruptionBudget::test("b")
-                .expression("tier", "In", &["front"])
-                .status(1, 3, 2, 3),
+            PodDisruptionBudget::test("a").selecting("app", "web").status(1, 3, 2, 3),
+            PodDisruptionBudget::test("b").expression("tier", "In", &["front"]).status(1, 3, 2, 3),
         ];
         match fallback(&web(), &pdbs, ZERO, ZERO) {
             Fallback::Delete { pdbs, why } => {
@@ -438,9 +357,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            fallback(&web(), &pdbs, ZERO, Duration::from_secs(1)),
-            Fallback::Wait { .. }
-        ));
+        assert!(matches!(fallback(&web(), &pdbs, ZERO, Duration::from_secs(1)), Fallback::Wait { .. }));
     }
 }

@@ -37,11 +37,7 @@ pub struct PodRef {
 impl PodRef {
     /// Namespace and name, no UID.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-            uid: String::new(),
-        }
+        Self { namespace: namespace.into(), name: name.into(), uid: String::new() }
     }
 
     /// The reference of a pod object.
@@ -79,11 +75,7 @@ pub struct DrainPolicy {
 
 impl Default for DrainPolicy {
     fn default() -> Self {
-        Self {
-            force: true,
-            delete_emptydir_data: true,
-            self_pod: None,
-        }
+        Self { force: true, delete_emptydir_data: true, self_pod: None }
     }
 }
 
@@ -125,15 +117,11 @@ impl fmt::Display for RefuseReason {
             RefuseReason::NoController => {
                 write!(f, "declares no controller (set force to evict it anyway)")
             }
-            RefuseReason::OrphanedDaemonSet { name } => write!(
-                f,
-                "belongs to DaemonSet {name}, which no longer exists (set force to delete it)"
-            ),
+            RefuseReason::OrphanedDaemonSet { name } => {
+                write!(f, "belongs to DaemonSet {name}, which no longer exists (set force to delete it)")
+            }
             RefuseReason::EmptyDirData => {
-                write!(
-                    f,
-                    "has emptyDir data (set delete_emptydir_data to evict it anyway)"
-                )
+                write!(f, "has emptyDir data (set delete_emptydir_data to evict it anyway)")
             }
         }
     }
@@ -175,10 +163,7 @@ pub fn controller_of(pod: &Pod) -> Option<(&str, &str)> {
 
 /// Succeeded or Failed.
 pub fn is_finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded") | Some("Failed")
-    )
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
 }
 
 /// Has a deletion timestamp.
@@ -188,10 +173,7 @@ pub fn is_terminating(pod: &Pod) -> bool {
 
 /// The API mirror of a static pod.
 pub fn is_mirror(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
 }
 
 /// Uses at least one emptyDir volume.
@@ -204,16 +186,9 @@ pub fn has_emptydir(pod: &Pod) -> bool {
 
 /// The chain's own pod: named in the policy, or labelled `app=k8s-upgrade-chain`.
 pub fn is_own_pod(pod: &Pod, policy: &DrainPolicy) -> bool {
-    let by_name = policy
-        .self_pod
-        .as_ref()
-        .is_some_and(|me| me.same_name(&PodRef::of(pod)));
-    let by_label = pod
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SELF_LABEL.0))
-        .is_some_and(|v| v == SELF_LABEL.1);
+    let by_name = policy.self_pod.as_ref().is_some_and(|me| me.same_name(&PodRef::of(pod)));
+    let by_label =
+        pod.metadata.labels.as_ref().and_then(|l| l.get(SELF_LABEL.0)).is_some_and(|v| v == SELF_LABEL.1);
     by_name || by_label
 }
 
@@ -248,17 +223,13 @@ pub fn select(
             && !finished
         {
             if !missing_daemonsets.contains(&(key.namespace.clone(), name.clone())) {
-                out.skip
-                    .push((key, SkipReason::DaemonSet { name: name.clone() }));
+                out.skip.push((key, SkipReason::DaemonSet { name: name.clone() }));
             } else if policy.force {
-                out.warnings.push((
-                    key,
-                    format!("DaemonSet {name} no longer exists; evicting the orphaned pod"),
-                ));
+                out.warnings
+                    .push((key, format!("DaemonSet {name} no longer exists; evicting the orphaned pod")));
                 out.evict.push(pod);
             } else {
-                out.refuse
-                    .push((key, RefuseReason::OrphanedDaemonSet { name: name.clone() }));
+                out.refuse.push((key, RefuseReason::OrphanedDaemonSet { name: name.clone() }));
             }
             continue;
         }
@@ -275,10 +246,7 @@ pub fn select(
                 out.refuse.push((key, RefuseReason::NoController));
                 continue;
             }
-            out.warnings.push((
-                key,
-                "declares no controller; nothing will recreate it".to_string(),
-            ));
+            out.warnings.push((key, "declares no controller; nothing will recreate it".to_string()));
         }
         out.evict.push(pod);
     }
@@ -300,42 +268,25 @@ mod tests {
 
     #[test]
     fn replicaset_pod_is_evicted() {
-        let s = run(
-            vec![Pod::test("web-1").owned_by_replicaset("web")],
-            &DrainPolicy::default(),
-        );
+        let s = run(vec![Pod::test("web-1").owned_by_replicaset("web")], &DrainPolicy::default());
         assert_eq!(names(&s.evict), ["default/web-1"]);
         assert!(s.skip.is_empty() && s.refuse.is_empty() && s.warnings.is_empty());
     }
 
     #[test]
     fn daemonset_pod_is_skipped() {
-        let s = run(
-            vec![Pod::test("calico-x").owned_by_daemonset("calico")],
-            &DrainPolicy::default(),
-        );
+        let s = run(vec![Pod::test("calico-x").owned_by_daemonset("calico")], &DrainPolicy::default());
         assert!(s.evict.is_empty());
         assert_eq!(
             s.skip,
-            [(
-                PodRef::of(&Pod::test("calico-x")),
-                SkipReason::DaemonSet {
-                    name: "calico".into()
-                }
-            )]
+            [(PodRef::of(&Pod::test("calico-x")), SkipReason::DaemonSet { name: "calico".into() })]
         );
     }
 
     #[test]
     fn finished_daemonset_pod_is_deleted() {
-        let s = run(
-            vec![
-                Pod::test("ds-done")
-                    .owned_by_daemonset("ds")
-                    .phase("Failed"),
-            ],
-            &DrainPolicy::default(),
-        );
+        let s =
+            run(vec![Pod::test("ds-done").owned_by_daemonset("ds").phase("Failed")], &DrainPolicy::default());
         assert_eq!(names(&s.delete), ["default/ds-done"]);
     }
 
@@ -346,21 +297,9 @@ mod tests {
         let forced = select(vec![pod()], &DrainPolicy::default(), &missing);
         assert_eq!(names(&forced.evict), ["default/orphan"]);
         assert_eq!(forced.warnings.len(), 1);
-        let unforced = select(
-            vec![pod()],
-            &DrainPolicy {
-                force: false,
-                ..DrainPolicy::default()
-            },
-            &missing,
-        );
+        let unforced = select(vec![pod()], &DrainPolicy { force: false, ..DrainPolicy::default() }, &missing);
         assert!(unforced.evict.is_empty());
-        assert_eq!(
-            unforced.refuse[0].1,
-            RefuseReason::OrphanedDaemonSet {
-                name: "gone".into()
-            }
-        );
+        assert_eq!(unforced.refuse[0].1, RefuseReason::OrphanedDaemonSet { name: "gone".into() });
     }
 
     #[test]
@@ -377,19 +316,10 @@ mod tests {
     #[test]
     fn mirror_pod_is_skipped_even_when_finished() {
         let s = run(
-            vec![
-                Pod::test("kube-apiserver-n1").mirror(),
-                Pod::test("etcd-n1").mirror().phase("Succeeded"),
-            ],
+            vec![Pod::test("kube-apiserver-n1").mirror(), Pod::test("etcd-n1").mirror().phase("Succeeded")],
             &DrainPolicy::default(),
         );
-        assert_eq!(
-            s.skip
-                .iter()
-                .filter(|(_, r)| *r == SkipReason::Mirror)
-                .count(),
-            2
-        );
+        assert_eq!(s.skip.iter().filter(|(_, r)| *r == SkipReason::Mirror).count(), 2);
         assert!(s.delete.is_empty() && s.evict.is_empty());
     }
 
@@ -397,22 +327,13 @@ mod tests {
     fn finished_pods_are_deleted_not_evicted() {
         let s = run(
             vec![
-                Pod::test("job-ok")
-                    .owned_by_job("backup")
-                    .phase("Succeeded"),
+                Pod::test("job-ok").owned_by_job("backup").phase("Succeeded"),
                 Pod::test("bare-failed").phase("Failed"),
             ],
-            &DrainPolicy {
-                force: false,
-                delete_emptydir_data: false,
-                self_pod: None,
-            },
+            &DrainPolicy { force: false, delete_emptydir_data: false, self_pod: None },
         );
         assert_eq!(names(&s.delete), ["default/job-ok", "default/bare-failed"]);
-        assert!(
-            s.refuse.is_empty(),
-            "finished pods pass every filter, as in kubectl"
-        );
+        assert!(s.refuse.is_empty(), "finished pods pass every filter, as in kubectl");
     }
 
     #[test]
@@ -424,35 +345,16 @@ mod tests {
 
     #[test]
     fn bare_pod_is_refused_without_force() {
-        let s = run(
-            vec![Pod::test("bare")],
-            &DrainPolicy {
-                force: false,
-                ..DrainPolicy::default()
-            },
-        );
+        let s = run(vec![Pod::test("bare")], &DrainPolicy { force: false, ..DrainPolicy::default() });
         assert!(s.evict.is_empty());
         assert_eq!(s.refuse[0].1, RefuseReason::NoController);
     }
 
     #[test]
     fn emptydir_pod_follows_its_flag() {
-        let pod = || {
-            Pod::test("cache")
-                .owned_by_replicaset("cache")
-                .with_emptydir()
-        };
-        assert_eq!(
-            names(&run(vec![pod()], &DrainPolicy::default()).evict),
-            ["default/cache"]
-        );
-        let s = run(
-            vec![pod()],
-            &DrainPolicy {
-                delete_emptydir_data: false,
-                ..DrainPolicy::default()
-            },
-        );
+        let pod = || Pod::test("cache").owned_by_replicaset("cache").with_emptydir();
+        assert_eq!(names(&run(vec![pod()], &DrainPolicy::default()).evict), ["default/cache"]);
+        let s = run(vec![pod()], &DrainPolicy { delete_emptydir_data: false, ..DrainPolicy::default() });
         assert_eq!(s.refuse[0].1, RefuseReason::EmptyDirData);
     }
 
@@ -460,25 +362,15 @@ mod tests {
     fn emptydir_check_comes_before_controller_check() {
         let s = run(
             vec![Pod::test("bare-cache").with_emptydir()],
-            &DrainPolicy {
-                force: false,
-                delete_emptydir_data: false,
-                self_pod: None,
-            },
+            &DrainPolicy { force: false, delete_emptydir_data: false, self_pod: None },
         );
         assert_eq!(s.refuse[0].1, RefuseReason::EmptyDirData);
     }
 
     #[test]
     fn terminating_pod_is_only_waited_for() {
-        let s = run(
-            vec![
-                Pod::test("leaving")
-                    .owned_by_replicaset("web")
-                    .terminating(),
-            ],
-            &DrainPolicy::default(),
-        );
+        let s =
+            run(vec![Pod::test("leaving").owned_by_replicaset("web").terminating()], &DrainPolicy::default());
         assert_eq!(names(&s.terminating), ["default/leaving"]);
         assert!(s.evict.is_empty());
         assert_eq!(s.to_remove(), 1);
@@ -486,15 +378,11 @@ mod tests {
 
     #[test]
     fn own_pod_is_never_evicted_by_name() {
-        let policy = DrainPolicy {
-            self_pod: Some(PodRef::new("upgrade", "worker-n2-abc")),
-            ..DrainPolicy::default()
-        };
+        let policy =
+            DrainPolicy { self_pod: Some(PodRef::new("upgrade", "worker-n2-abc")), ..DrainPolicy::default() };
         let s = run(
             vec![
-                Pod::test("worker-n2-abc")
-                    .in_ns("upgrade")
-                    .owned_by_job("worker-n2"),
+                Pod::test("worker-n2-abc").in_ns("upgrade").owned_by_job("worker-n2"),
                 Pod::test("worker-n2-abc").owned_by_job("other"),
             ],
             &policy,
@@ -502,11 +390,7 @@ mod tests {
         assert_eq!(s.skip.len(), 1);
         assert_eq!(s.skip[0].0.to_string(), "upgrade/worker-n2-abc");
         assert_eq!(s.skip[0].1, SkipReason::OwnPod);
-        assert_eq!(
-            names(&s.evict),
-            ["default/worker-n2-abc"],
-            "same name in another namespace is not us"
-        );
+        assert_eq!(names(&s.evict), ["default/worker-n2-abc"], "same name in another namespace is not us");
     }
 
     #[test]
@@ -514,22 +398,12 @@ mod tests {
         let s = run(
             vec![
                 Pod::test("chain-a").label("app", "k8s-upgrade-chain"),
-                Pod::test("chain-b")
-                    .label("app", "k8s-upgrade-chain")
-                    .phase("Succeeded"),
-                Pod::test("other")
-                    .label("app", "k8s-upgrade-chainx")
-                    .owned_by_replicaset("x"),
+                Pod::test("chain-b").label("app", "k8s-upgrade-chain").phase("Succeeded"),
+                Pod::test("other").label("app", "k8s-upgrade-chainx").owned_by_replicaset("x"),
             ],
             &DrainPolicy::default(),
         );
-        assert_eq!(
-            s.skip
-                .iter()
-                .filter(|(_, r)| *r == SkipReason::OwnPod)
-                .count(),
-            2
-        );
+        assert_eq!(s.skip.iter().filter(|(_, r)| *r == SkipReason::OwnPod).count(), 2);
         assert_eq!(names(&s.evict), ["default/other"]);
     }
 
@@ -542,31 +416,20 @@ mod tests {
             Pod::test("kube-proxy-n1").mirror(),
             Pod::test("job-ok").owned_by_job("j").phase("Succeeded"),
             Pod::test("bare"),
-            Pod::test("leaving")
-                .owned_by_replicaset("web")
-                .terminating(),
+            Pod::test("leaving").owned_by_replicaset("web").terminating(),
         ];
         let s = run(pods, &DrainPolicy::default());
-        assert_eq!(
-            names(&s.evict),
-            ["default/web-1", "default/db-0", "default/bare"]
-        );
+        assert_eq!(names(&s.evict), ["default/web-1", "default/db-0", "default/bare"]);
         assert_eq!(names(&s.delete), ["default/job-ok"]);
         assert_eq!(names(&s.terminating), ["default/leaving"]);
         assert_eq!(s.skip.len(), 2);
-        assert_eq!(
-            s.evict.len() + s.delete.len() + s.terminating.len() + s.skip.len() + s.refuse.len(),
-            7
-        );
+        assert_eq!(s.evict.len() + s.delete.len() + s.terminating.len() + s.skip.len() + s.refuse.len(), 7);
     }
 
     #[test]
     fn reasons_read_well() {
         assert_eq!(
-            SkipReason::DaemonSet {
-                name: "calico".into()
-            }
-            .to_string(),
+            SkipReason::DaemonSet { name: "calico".into() }.to_string(),
             "managed by DaemonSet calico"
         );
         assert!(RefuseReason::NoController.to_string().contains("force"));
