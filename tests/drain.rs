@@ -530,3 +530,24 @@ async fn pdb_match_expressions_keep_the_fallback_off_pods_they_do_not_select() {
     );
     assert_eq!(e.requests("delete", "/pods/web-0"), 0);
 }
+
+#[tokio::test]
+async fn subcommand_functions_print_reports() {
+    let e = env().await;
+    e.replicaset_on("web", 1, NODE);
+    let plan = drain::drain_command(&e.clients, NODE, TOOL_NS, &config(), true).await.expect("dry run");
+    assert!(plan.contains("would evict default/web-0"), "{plan}");
+    assert!(!unschedulable(&e.node(NODE)));
+
+    let done = drain::drain_command(&e.clients, NODE, TOOL_NS, &config(), false).await.expect("drain");
+    assert!(done.starts_with("node k8s-node1: drained (cordoned by us now)"), "{done}");
+    assert!(done.contains("evicted 1,"), "{done}");
+
+    let undo = drain::uncordon_command(&e.clients, NODE).await.expect("uncordon");
+    assert_eq!(undo, "node k8s-node1: uncordoned (the upgrade chain had cordoned it)");
+    let again = drain::uncordon_command(&e.clients, NODE).await.expect("uncordon");
+    assert_eq!(again, "node k8s-node1: not cordoned; nothing to do");
+
+    let err = drain::drain_command(&e.clients, "no-such-node", TOOL_NS, &config(), false).await.unwrap_err();
+    assert!(format!("{err:#}").contains("failed to read node no-such-node before cordoning it"), "{err:#}");
+}

@@ -174,11 +174,12 @@ pub fn self_pod_from_env() -> Option<PodRef> {
     Some(PodRef::new(ns, name))
 }
 
-/// Errors of the drain. The node stays cordoned after every one of them.
+/// Errors of the drain. Once the node is cordoned, it stays cordoned after every one of them
+/// (as with kubectl); the caller decides whether to call [`uncordon_if_ours`].
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
     /// An API call outside eviction failed.
-    #[error("failed to {step} for node {node}")]
+    #[error("failed to {step}")]
     Api {
         step: String,
         node: String,
@@ -293,7 +294,8 @@ const CORDON_ATTEMPTS: u32 = 5;
 pub async fn cordon(client: &Client, node: &str) -> Result<Cordon, DrainError> {
     let nodes: Api<Node> = Api::all(client.clone());
     for _ in 0..CORDON_ATTEMPTS {
-        let current = nodes.get(node).await.map_err(api_err("read the node before cordoning it", node))?;
+        let current =
+            nodes.get(node).await.map_err(api_err(format!("read node {node} before cordoning it"), node))?;
         if is_cordoned(&current) {
             return Ok(if cordoned_by_us(&current) { Cordon::AlreadyOurs } else { Cordon::NotOurs });
         }
@@ -310,11 +312,11 @@ pub async fn cordon(client: &Client, node: &str) -> Result<Cordon, DrainError> {
                 return Ok(Cordon::CordonedByUs);
             }
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(api_err("cordon the node", node)(e)),
+            Err(e) => return Err(api_err(format!("cordon node {node}"), node)(e)),
         }
     }
     Err(DrainError::Api {
-        step: format!("cordon the node (it changed under us {CORDON_ATTEMPTS} times)"),
+        step: format!("cordon node {node} (it changed under us {CORDON_ATTEMPTS} times)"),
         node: node.into(),
         source: Box::new(kube::Error::Api(Box::new(
             kube::core::Status::failure("conflict", "Conflict").with_code(409),
@@ -327,7 +329,10 @@ pub async fn cordon(client: &Client, node: &str) -> Result<Cordon, DrainError> {
 pub async fn uncordon_if_ours(client: &Client, node: &str) -> Result<Uncordon, DrainError> {
     let nodes: Api<Node> = Api::all(client.clone());
     for _ in 0..CORDON_ATTEMPTS {
-        let current = nodes.get(node).await.map_err(api_err("read the node before uncordoning it", node))?;
+        let current = nodes
+            .get(node)
+            .await
+            .map_err(api_err(format!("read node {node} before uncordoning it"), node))?;
         if !cordoned_by_us(&current) {
             return Ok(Uncordon::NotOurs { cordoned: is_cordoned(&current) });
         }
@@ -344,11 +349,11 @@ pub async fn uncordon_if_ours(client: &Client, node: &str) -> Result<Uncordon, D
                 return Ok(Uncordon::Uncordoned);
             }
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(api_err("uncordon the node", node)(e)),
+            Err(e) => return Err(api_err(format!("uncordon node {node}"), node)(e)),
         }
     }
     Err(DrainError::Api {
-        step: format!("uncordon the node (it changed under us {CORDON_ATTEMPTS} times)"),
+        step: format!("uncordon node {node} (it changed under us {CORDON_ATTEMPTS} times)"),
         node: node.into(),
         source: Box::new(kube::Error::Api(Box::new(
             kube::core::Status::failure("conflict", "Conflict").with_code(409),
@@ -374,7 +379,7 @@ pub async fn list_pods_on_node(client: &Client, node: &str) -> Result<Vec<Pod>, 
     let mut out = Vec::new();
     let mut lp = ListParams::default().fields(&on_node(node)).limit(PAGE);
     loop {
-        let page = pods.list(&lp).await.map_err(api_err("list the pods on the node", node))?;
+        let page = pods.list(&lp).await.map_err(api_err(format!("list the pods on node {node}"), node))?;
         out.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => lp = lp.continue_token(&token),
@@ -402,7 +407,10 @@ async fn missing_daemonsets(
     let mut missing = BTreeSet::new();
     for (ns, name) in owners {
         let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-        let found = api.get_opt(&name).await.map_err(api_err(format!("read DaemonSet {ns}/{name}"), node))?;
+        let found = api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("read DaemonSet {ns}/{name} (it owns pods on node {node})"), node))?;
         if found.is_none() {
             missing.insert((ns, name));
         }
@@ -416,10 +424,10 @@ async fn pdbs_in(
     node: &str,
 ) -> Result<Vec<PodDisruptionBudget>, DrainError> {
     let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(api_err(format!("list PodDisruptionBudgets in namespace {namespace}"), node))?;
+    let list = api.list(&ListParams::default()).await.map_err(api_err(
+        format!("list PodDisruptionBudgets in namespace {namespace} (draining node {node})"),
+        node,
+    ))?;
     Ok(list.items)
 }
 
@@ -1337,12 +1345,15 @@ pub async fn dry_run(
     config.validate().map_err(DrainError::Config)?;
     let node = target.node.as_str();
     let nodes: Api<Node> = Api::all(clients.api.clone());
-    let current = nodes.get(node).await.map_err(api_err("read the node", node))?;
+    let current = nodes.get(node).await.map_err(api_err(format!("read node {node}"), node))?;
     let cordoned = is_cordoned(&current).then(|| cordoned_by_us(&current));
     let selection = select_on_node(&clients.api, node, &config.policy(target.self_pod.clone())).await?;
     let all: Api<PodDisruptionBudget> = Api::all(clients.api.clone());
-    let pdbs =
-        all.list(&ListParams::default()).await.map_err(api_err("list PodDisruptionBudgets", node))?.items;
+    let pdbs = all
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err(format!("list PodDisruptionBudgets (dry run of node {node})"), node))?
+        .items;
     Ok(DryRunReport {
         node: node.into(),
         cordoned,
