@@ -324,7 +324,7 @@ fn resource(
         }
         (Method::DELETE, Some(name), None) => {
             let opts = delete_opts(params, body)?;
-            let returns_object = t.res == PODS || def.plural == "services";
+            let returns_object = t.res == PODS || matches!(def.plural, "services" | "namespaces");
             match st.delete(t.res, &ns, name, &opts)? {
                 Deleted::Marked(v) => Ok(json_resp(200, &v)),
                 Deleted::Removed(v) if returns_object => Ok(json_resp(200, &v)),

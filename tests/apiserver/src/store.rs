@@ -502,8 +502,23 @@ impl State {
         let def = &RESOURCES[res];
         if def.namespaced {
             meta_mut(&mut obj).insert("namespace".into(), json!(ns));
-            if self.get(NAMESPACES, "", ns).is_none() {
-                return Err(ApiError::not_found(&RESOURCES[NAMESPACES], ns));
+            match self.get(NAMESPACES, "", ns) {
+                None => return Err(ApiError::not_found(&RESOURCES[NAMESPACES], ns)),
+                Some(n) if terminating(n) => {
+                    return Err(ApiError::for_code(
+                        403,
+                        Some(format!(
+                            "{} {:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            def.qualified(),
+                            name_of(&obj)
+                        )),
+                        Some(def),
+                        Some(name_of(&obj)),
+                        "create",
+                        Some(ns),
+                    ));
+                }
+                Some(_) => {}
             }
         }
         for k in [
@@ -755,6 +770,9 @@ impl State {
         if res == PODS {
             return Ok(self.delete_pod(obj, opts));
         }
+        if res == NAMESPACES && !opts.dry_run {
+            return Ok(self.delete_namespace(obj));
+        }
         if terminating(&obj) {
             return Ok(Deleted::Marked(obj));
         }
@@ -816,6 +834,52 @@ impl State {
                     Ok(Deleted::Marked(out))
                 }
             }
+        }
+    }
+
+    /// The namespace goes Terminating, its contents are deleted (pods gracefully), and it is
+    /// removed once empty (the namespace controller's job).
+    fn delete_namespace(&mut self, obj: Value) -> Deleted {
+        let name = name_of(&obj).to_string();
+        if !terminating(&obj) {
+            let mut next = obj.clone();
+            meta_mut(&mut next).insert("deletionTimestamp".into(), json!(now_str()));
+            meta_mut(&mut next).insert("deletionGracePeriodSeconds".into(), json!(0));
+            next["status"] = json!({"phase": "Terminating"});
+            self.commit(NAMESPACES, next, Some(obj.clone()));
+            for (res, def) in RESOURCES.iter().enumerate() {
+                if !def.namespaced {
+                    continue;
+                }
+                let names: Vec<String> = self
+                    .iter(res, Some(&name))
+                    .map(|(k, _)| k.1.clone())
+                    .collect();
+                for n in names {
+                    let _ = self.delete(res, &name, &n, &DeleteOpts::default());
+                }
+            }
+            self.namespace_gc(&name);
+        }
+        match self.get(NAMESPACES, "", &name) {
+            Some(v) => Deleted::Marked(v.clone()),
+            None => Deleted::Removed(obj),
+        }
+    }
+
+    fn namespace_gc(&mut self, ns: &str) {
+        let Some(n) = self.get(NAMESPACES, "", ns) else {
+            return;
+        };
+        if !terminating(n) || !finalizers_empty(n) {
+            return;
+        }
+        let empty = RESOURCES
+            .iter()
+            .enumerate()
+            .all(|(res, def)| !def.namespaced || self.iter(res, Some(ns)).next().is_none());
+        if empty {
+            self.erase(NAMESPACES, "", ns);
         }
     }
 
@@ -1009,6 +1073,10 @@ impl State {
             for o in owners {
                 self.gc_foreground(&o);
             }
+            if RESOURCES[res].namespaced {
+                let ns = ns_of(p).to_string();
+                self.namespace_gc(&ns);
+            }
         }
         if res != PODS {
             return;
@@ -1065,6 +1133,9 @@ impl State {
             return;
         };
         if terminating(&ctrl) || uid_of(&ctrl) != owner["uid"].as_str().unwrap_or_default() {
+            return;
+        }
+        if self.get(NAMESPACES, "", &ns).is_none_or(terminating) {
             return;
         }
         let name = if same_name {

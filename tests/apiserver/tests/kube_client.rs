@@ -1194,3 +1194,32 @@ async fn health_version_and_yaml_seeding() {
         .unwrap();
     assert_eq!(logs, "b\nc\n");
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_empties_it_first() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let srv = TestApiServer::builder().time_scale(0.5).start().await;
+    web_fleet(&srv);
+    let nss: Api<Namespace> = Api::all(srv.client());
+    let uid = nss.get("apps").await.unwrap().metadata.uid.unwrap();
+    let ns = nss
+        .delete("apps", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let cms: Api<ConfigMap> = Api::namespaced(srv.client(), "apps");
+    let e = api_err(
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    let gone = await_condition(nss.clone(), "apps", conditions::is_deleted(&uid));
+    tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
+    assert!(srv.list::<Pod>(Some("apps")).is_empty());
+}
