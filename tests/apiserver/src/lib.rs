@@ -40,8 +40,13 @@
 //!   the watch cache). A resourceVersion older than the retained history gets an ERROR event
 //!   with a 410 `Expired` Status `too old resource version: X (Y)`. Works with
 //!   `kube::runtime::watcher` and `kube::runtime::wait::await_condition`.
-//! * Server-side apply: `fieldManager` required (400), `force`, create-if-absent (201),
-//!   per-manager `managedFields` (`FieldsV1`), 409 Conflict with `FieldManagerConflict` causes.
+//! * Server-side apply: `fieldManager` required (422 Invalid on `PatchOptions.meta.k8s.io`,
+//!   as `ValidatePatchOptions` answers; `force` on a non-apply patch is 422 too), `force`,
+//!   create-if-absent (201), per-manager `managedFields` (`FieldsV1`), 409 Conflict with the
+//!   upstream message (`Apply failed with 1 conflict: conflict with "m": .data.k`; an Update
+//!   manager prints as `"m" using v1 at <time>`) and `FieldManagerConflict` causes. Non-apply
+//!   writes are recorded as `Update` by `fieldManager`, else the User-Agent up to its first
+//!   `/` (empty for kube-rs, which sends none).
 //! * Status subresource semantics: writes to the main resource keep the stored status; writes to
 //!   `/status` change only status. Create through the API resets status (pods start `Pending`).
 //! * Jobs: defaulting (selector `batch.kubernetes.io/controller-uid`, template labels

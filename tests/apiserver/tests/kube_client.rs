@@ -279,7 +279,7 @@ async fn server_side_apply_create_update_conflict_force() {
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
     assert_eq!(
         conflict.message,
-        r#"Apply failed with 1 conflict: conflict with "alpha" using v1: .data.k"#
+        r#"Apply failed with 1 conflict: conflict with "alpha": .data.k"#
     );
     let causes = conflict.details.unwrap().causes;
     assert_eq!(
@@ -319,7 +319,7 @@ async fn server_side_apply_create_update_conflict_force() {
             .is_err()
     );
 
-    // Apply without a field manager is 400 (raw request: kube refuses to send it).
+    // Apply without a field manager is 422 on PatchOptions (raw request: kube refuses to send it).
     let req = http::Request::patch(format!(
         "{}/api/v1/namespaces/default/configmaps/s",
         srv.url()
@@ -328,7 +328,24 @@ async fn server_side_apply_create_update_conflict_force() {
     .body(serde_json::to_vec(&cfg("6")).unwrap())
     .unwrap();
     let e = api_err(srv.client().request::<Value>(req).await.unwrap_err());
-    assert_eq!(e.code, 400);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        r#"PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch"#
+    );
+
+    // An Update manager is printed with its apiVersion and time.
+    let e = api_err(
+        cms.patch("s", &PatchParams::apply("gamma"), &Patch::Apply(cfg("7")))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message
+            .starts_with(r#"Apply failed with 1 conflict: conflict with "" using v1 at "#),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
