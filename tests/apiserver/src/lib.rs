@@ -388,7 +388,6 @@ impl TestApiServer {
     pub fn config(&self) -> kube::Config {
         let mut c = kube::Config::new(self.url().parse().expect("server url"));
         c.default_namespace = "default".into();
-        c.read_timeout = Some(Duration::from_secs(300));
         c
     }
 

@@ -821,8 +821,9 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
                 }
                 None => {
                     let e = ApiError::expired(format!(
+                        // The watch cache's message: the requested and the oldest kept - 1.
                         "too old resource version: {rv} ({})",
-                        st.oldest_rv + 1
+                        st.oldest_rv
                     ));
                     first.push(event_line("ERROR", &e.body));
                     expired = true;

@@ -1240,3 +1240,33 @@ async fn deleting_a_namespace_empties_it_first() {
     tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
     assert!(srv.list::<Pod>(Some("apps")).is_empty());
 }
+
+#[tokio::test]
+async fn the_default_client_retries_429_like_production_and_the_evict_client_does_not() {
+    let srv = TestApiServer::start().await;
+    srv.insert(configmap("default", "c", &[]));
+    srv.inject(Fault::status(429).on("configmaps", "c").times(2));
+    let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    assert!(
+        cms.get("c").await.is_ok(),
+        "kube's default retry rides over two 429s"
+    );
+    assert_eq!(srv.count("get"), 3);
+
+    srv.inject(Fault::status(429).on("configmaps", "c").times(1));
+    let raw: Api<ConfigMap> = Api::default_namespaced(srv.client_without_retry());
+    assert_eq!(api_err(raw.get("c").await.unwrap_err()).code, 429);
+
+    // Cordon is a merge patch of spec.unschedulable.
+    srv.insert(node("n1").ready());
+    let nodes: Api<Node> = Api::all(srv.client());
+    nodes.cordon("n1").await.unwrap();
+    assert_eq!(
+        srv.get::<Node>(None, "n1")
+            .unwrap()
+            .spec
+            .unwrap()
+            .unschedulable,
+        Some(true)
+    );
+}
