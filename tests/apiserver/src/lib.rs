@@ -64,8 +64,15 @@
 //!   Succeeded/Failed pods go at once (pod strategy `CheckGracefulDelete`); a scheduled
 //!   `Pending` pod is marked and removed at once by the kubelet. Default grace: the pod's
 //!   `terminationGracePeriodSeconds` (30). batch/v1 Jobs default to Orphan
-//!   (kubernetes/kubernetes#20902); other resources to Background. Deleting objects that are not
-//!   pods or services answers a Success Status with `details`, as the generic registry does.
+//!   (kubernetes/kubernetes#20902); other resources to Background. Orphan answers with the
+//!   object carrying the `orphan` finalizer, and the garbage collector (a moment later) strips
+//!   the dependents' ownerReferences and removes it. Foreground answers with the object carrying
+//!   `foregroundDeletion`; dependents are deleted (pods gracefully) and the owner goes when none
+//!   is left. Background removes the object now and deletes its dependents. Deleting an object
+//!   that is gone at once answers a Success Status with `details` (name, group, kind, uid), as
+//!   the generic registry does, except pods, services and namespaces, which answer the object.
+//!   Deleting a namespace marks it Terminating (creates in it are 403), deletes its contents and
+//!   removes it once empty.
 //! * Eviction (pkg/registry/core/pod/storage/eviction.go): 404; terminal, Pending or
 //!   terminating pods are deleted without a PDB check; >1 matching PDB is 500 with the exact
 //!   upstream message; an unready pod is deleted without touching the budget when the PDB has
@@ -107,7 +114,8 @@
 //!   stored only. The Job controller creates exactly one pod, does not retry, and does not add
 //!   the `batch.kubernetes.io/job-tracking` finalizer; a failed Job gets no `completionTime`
 //!   (as upstream). Foreground deletion waits for every dependent (not only
-//!   `blockOwnerDeletion` ones). The garbage collector is synchronous.
+//!   `blockOwnerDeletion` ones). Background/Foreground dependents are deleted within the
+//!   deleting request (upstream's garbage collector does it moments later).
 //! * The disruption controller fails safe (disruptionsAllowed 0, condition reason
 //!   `SyncFailed`) when a percentage/maxUnavailable PDB covers a pod without a supported
 //!   controller (upstream would try the scale subresource of other kinds).

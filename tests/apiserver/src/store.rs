@@ -785,7 +785,7 @@ impl State {
             }
         });
         if opts.dry_run {
-            return Ok(if finalizers_empty(&obj) && propagation != "Foreground" {
+            return Ok(if finalizers_empty(&obj) && propagation == "Background" {
                 Deleted::Removed(obj)
             } else {
                 Deleted::Marked(obj)
@@ -812,15 +812,29 @@ impl State {
                     None => Deleted::Marked(marked),
                 })
             }
-            p => {
-                if p == "Orphan" {
-                    self.orphan_dependents(ns, &uid);
+            "Orphan" => {
+                // The registry adds the `orphan` finalizer and answers with the object; the
+                // garbage collector then strips the dependents' ownerReferences, drops the
+                // finalizer and the object goes (asynchronously, as upstream).
+                let mut next = obj.clone();
+                let m = meta_mut(&mut next);
+                m.insert("deletionTimestamp".into(), json!(now_str()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let fins = m.entry("finalizers").or_insert_with(|| json!([]));
+                if let Value::Array(a) = fins
+                    && !a.contains(&json!("orphan"))
+                {
+                    a.push(json!("orphan"));
                 }
+                let out = self.commit(res, next, Some(obj));
+                let uid = uid.clone();
+                self.after(Duration::from_millis(1), move |st| st.finish_orphan(&uid));
+                Ok(Deleted::Marked(out))
+            }
+            _ => {
                 if finalizers_empty(&obj) {
                     let gone = self.erase(res, ns, name).unwrap_or(obj);
-                    if p != "Orphan" {
-                        self.delete_dependents(ns, &uid);
-                    }
+                    self.delete_dependents(ns, &uid);
                     Ok(Deleted::Removed(gone))
                 } else {
                     let mut next = obj.clone();
@@ -828,13 +842,27 @@ impl State {
                     m.insert("deletionTimestamp".into(), json!(now_str()));
                     m.insert("deletionGracePeriodSeconds".into(), json!(0));
                     let out = self.commit(res, next, Some(obj));
-                    if p != "Orphan" {
-                        self.delete_dependents(ns, &uid);
-                    }
+                    self.delete_dependents(ns, &uid);
                     Ok(Deleted::Marked(out))
                 }
             }
         }
+    }
+
+    fn finish_orphan(&mut self, uid: &str) {
+        let Some((res, obj)) = self.by_uid(uid).map(|(r, v)| (r, v.clone())) else {
+            return;
+        };
+        let (ns, name) = (ns_of(&obj).to_string(), name_of(&obj).to_string());
+        self.orphan_dependents(&ns, uid);
+        self.modify(res, &ns, &name, |v| {
+            if let Some(Value::Array(a)) = v.pointer_mut("/metadata/finalizers") {
+                a.retain(|f| f != "orphan");
+            }
+            if finalizers_empty(v) {
+                meta_mut(v).remove("finalizers");
+            }
+        });
     }
 
     /// The namespace goes Terminating, its contents are deleted (pods gracefully), and it is
