@@ -49,7 +49,15 @@
 //!   `/` (empty for kube-rs, which sends none).
 //! * Status subresource semantics: writes to the main resource keep the stored status; writes to
 //!   `/status` change only status. Create through the API resets status (pods start `Pending`).
-//! * Jobs: defaulting (selector `batch.kubernetes.io/controller-uid`, template labels
+//! * Defaulting on create and before update checks (so a re-applied manifest compares equal):
+//!   pod specs and workload templates get `restartPolicy` (Always), `dnsPolicy`,
+//!   `schedulerName`, `securityContext`, `terminationGracePeriodSeconds` (30), container
+//!   `imagePullPolicy` (Always for `:latest`/untagged), `terminationMessagePath`/`Policy`,
+//!   `resources`; pods created through the API also get what admission adds
+//!   (`serviceAccountName`, `priority`, `enableServiceLinks`, `preemptionPolicy`, the
+//!   not-ready/unreachable NoExecute tolerations).
+//! * Jobs: a template `restartPolicy` other than Never/OnFailure is 422 `Unsupported value`;
+//!   defaulting (selector `batch.kubernetes.io/controller-uid`, template labels
 //!   `batch.kubernetes.io/controller-uid`, `batch.kubernetes.io/job-name`, `controller-uid`,
 //!   `job-name`, backoffLimit 6, ...). Changing `spec.template` or `spec.selector` is 422
 //!   `field is immutable`. Creating a Job through the API creates one pod (`<job>-xxxxx`,
@@ -119,6 +127,8 @@
 //! * The disruption controller fails safe (disruptionsAllowed 0, condition reason
 //!   `SyncFailed`) when a percentage/maxUnavailable PDB covers a pod without a supported
 //!   controller (upstream would try the scale subresource of other kinds).
+//! * Validation is limited to names, namespaces, Job `restartPolicy` and Job immutability;
+//!   pod spec updates are not restricted; no projected service-account token volume is added.
 //! * Core `events` and `events.k8s.io` events are stored separately (upstream they are one).
 //! * Pod logs are one text per pod: the `container` parameter is accepted and ignored;
 //!   `tailLines` is honoured.
@@ -127,6 +137,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod defaults;
 pub mod fixtures;
 mod patch;
 mod resources;

@@ -558,11 +558,12 @@ impl State {
         if res == JOBS {
             self.default_job(&mut obj);
         }
+        crate::defaults::for_kind(def.kind, &mut obj);
         if res == PODS {
-            let grace = obj.pointer("/spec/terminationGracePeriodSeconds").cloned();
-            if grace.is_none() && obj.get("spec").is_some_and(Value::is_object) {
-                obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
-            }
+            crate::defaults::pod_admission(&mut obj);
+        }
+        if res == JOBS {
+            validate_job(def, &obj)?;
         }
         if dry_run {
             meta_mut(&mut obj).remove("resourceVersion");
@@ -661,6 +662,9 @@ impl State {
                     }
                 },
             }
+        }
+        if sub != Some("status") {
+            crate::defaults::for_kind(def.kind, &mut next);
         }
         if res == JOBS {
             for field in ["template", "selector"] {
@@ -1213,6 +1217,7 @@ impl State {
         if !same_name {
             pod["metadata"]["generateName"] = json!(format!("{}-", name_of(&ctrl)));
         }
+        crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         let created = self.commit(PODS, pod, None);
         if node.is_some() {
@@ -1230,6 +1235,16 @@ impl State {
         let name = name_of(job).to_string();
         if job.get("spec").is_none() {
             job["spec"] = json!({});
+        }
+        // batch/v1 SetDefaults_Job: an unlabelled Job takes its template's labels.
+        let tlabels = job.pointer("/spec/template/metadata/labels").cloned();
+        if let Some(l) = tlabels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+            && job
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+        {
+            meta_mut(job).insert("labels".into(), l);
         }
         let manual = job.pointer("/spec/manualSelector") == Some(&json!(true));
         if !manual {
@@ -1259,14 +1274,6 @@ impl State {
         spec.entry("suspend").or_insert(json!(false));
         spec.entry("podReplacementPolicy")
             .or_insert(json!("TerminatingOrFailed"));
-        if let Some(ts) = job
-            .pointer_mut("/spec/template/spec")
-            .and_then(Value::as_object_mut)
-        {
-            ts.entry("restartPolicy").or_insert(json!("Never"));
-            ts.entry("terminationGracePeriodSeconds")
-                .or_insert(json!(30));
-        }
     }
 
     /// The Job controller's first sync: one pod, status active=1.
@@ -1314,6 +1321,7 @@ impl State {
             pod["metadata"]["annotations"] = a.clone();
         }
         running_status(&mut pod);
+        crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         self.commit(PODS, pod, None);
         self.modify(JOBS, ns, name, |j| {
@@ -1673,6 +1681,24 @@ impl State {
         let av = next["apiVersion"].as_str().unwrap_or_default().to_string();
         patch::track_update(prev, next, manager, &av, &now_str());
     }
+}
+
+/// The Job validation a client is most likely to trip over: the pod template's restart policy.
+fn validate_job(def: &crate::resources::ResDef, job: &Value) -> Result<(), ApiError> {
+    let rp = job
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if rp != "Never" && rp != "OnFailure" {
+        return Err(ApiError::unsupported(
+            def,
+            name_of(job),
+            "spec.template.spec.restartPolicy",
+            rp,
+            &["OnFailure", "Never"],
+        ));
+    }
+    Ok(())
 }
 
 fn too_many(cause: String, retry_after: i64) -> ApiError {

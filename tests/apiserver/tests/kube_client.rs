@@ -484,6 +484,42 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
         ("Job", uid.as_str(), Some(true))
     );
     assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    // API defaulting and admission, as a real server returns them.
+    let ps = p.spec.as_ref().unwrap();
+    assert_eq!(ps.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(ps.service_account_name.as_deref(), Some("default"));
+    assert_eq!(
+        ps.containers[0].termination_message_path.as_deref(),
+        Some("/dev/termination-log")
+    );
+    assert_eq!(
+        ps.containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+    let tmpl = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(tmpl.scheduler_name.as_deref(), Some("default-scheduler"));
+
+    // A Job whose pods would restart is invalid.
+    let mut always = upgrade_job("bad", "n2", "img:1");
+    always
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = None;
+    let e = api_err(
+        jobs.create(&PostParams::default(), &always)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert_eq!(
+        e.message,
+        r#"Job.batch "bad" is invalid: spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never""#
+    );
 
     // Same template again through SSA: fine. A new image: 422 field is immutable.
     let mut same = upgrade_job("worker-n2", "n2", "img:1");
