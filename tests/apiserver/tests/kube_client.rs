@@ -1313,3 +1313,144 @@ async fn the_default_client_retries_429_like_production_and_the_evict_client_doe
         Some(true)
     );
 }
+
+#[tokio::test]
+async fn statefulset_pods_come_back_with_the_same_name_elsewhere() {
+    let srv = TestApiServer::builder()
+        .time_scale(0.05)
+        .pod_start_delay(Duration::from_millis(50))
+        .start()
+        .await;
+    for n in ["n1", "n2"] {
+        srv.insert(node(n).ready());
+    }
+    srv.insert(node("n3").ready().unschedulable());
+    srv.insert(
+        statefulset("db")
+            .ns("apps")
+            .replicas(1)
+            .labels(&[("app", "db")]),
+    );
+    srv.insert(
+        pod("db-0")
+            .ns("apps")
+            .on("n1")
+            .owned_by_statefulset("db")
+            .label("app", "db")
+            .grace(1),
+    );
+    let old_uid = srv
+        .get::<Pod>(Some("apps"), "db-0")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
+    pods.evict("db-0", &EvictParams::default()).await.unwrap();
+    eventually("db-0 to come back Ready", || {
+        srv.get::<Pod>(Some("apps"), "db-0").is_some_and(|p| {
+            p.metadata.uid.as_deref() != Some(old_uid.as_str())
+                && p.status.unwrap().phase.as_deref() == Some("Running")
+        })
+    })
+    .await;
+    let p = srv.get::<Pod>(Some("apps"), "db-0").unwrap();
+    assert_eq!(
+        p.spec.unwrap().node_name.as_deref(),
+        Some("n2"),
+        "not the old node, not the cordoned one"
+    );
+}
+
+#[tokio::test]
+async fn events_logs_and_deletecollection() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let srv = TestApiServer::start().await;
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "upgrade-"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "k8s-upgrade-chain", "reportingInstance": "x",
+        "action": "Drain", "reason": "Drained", "type": "Normal", "note": "drained n1",
+        "regarding": {"kind": "Node", "name": "n1"},
+    }))
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(srv.client(), "default");
+    let created = events.create(&PostParams::default(), &ev).await.unwrap();
+    assert!(created.metadata.name.unwrap().starts_with("upgrade-"));
+    assert_eq!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let core: Api<CoreEvent> = Api::namespaced(srv.client(), "default");
+    let ce: CoreEvent = serde_json::from_value(json!({"metadata": {"name": "e1"}, "involvedObject": {"kind": "Node", "name": "n1"}, "reason": "Upgraded"})).unwrap();
+    core.create(&PostParams::default(), &ce).await.unwrap();
+    let by_reason = core
+        .list(&ListParams::default().fields("reason=Upgraded"))
+        .await
+        .unwrap();
+    assert_eq!(by_reason.items.len(), 1);
+
+    srv.insert(pod("quiet").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let e = api_err(pods.logs("quiet", &Default::default()).await.unwrap_err());
+    assert_eq!(e.code, 404);
+    let e = api_err(pods.logs("absent", &Default::default()).await.unwrap_err());
+    assert_eq!(e.message, r#"pods "absent" not found"#);
+
+    let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut cm = configmap("default", n, &[]);
+        cm["metadata"]["labels"] = json!({"k": l});
+        srv.insert(cm);
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("k=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = srv
+        .list::<ConfigMap>(Some("default"))
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["c"]);
+}
+
+#[tokio::test]
+async fn watcher_in_streaming_list_mode() {
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("s1").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let mut stream = watcher(pods, watcher::Config::default().streaming_lists()).boxed();
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(p) => seen.push(p.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["s1"]);
+    srv.insert(pod("s2").on("n1"));
+    match tokio::time::timeout(WAIT, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        watcher::Event::Apply(p) => assert_eq!(p.metadata.name.as_deref(), Some("s2")),
+        other => panic!("expected an Apply, got {other:?}"),
+    }
+}
