@@ -309,10 +309,21 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
 /// A field owned by another manager with a different value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Conflict {
+    /// The manager as upstream's `printManager` renders it: `"alpha"` for an Apply manager,
+    /// `"kubectl" using v1 at 2026-01-01T00:00:00Z` for an Update manager.
     pub manager: String,
-    pub api_version: String,
     /// `.spec.replicas`
     pub field: String,
+}
+
+fn print_manager(e: &Entry) -> String {
+    if e.operation == "Update" {
+        if e.time.is_empty() {
+            return format!("{:?} using {}", e.manager, e.api_version);
+        }
+        return format!("{:?} using {} at {}", e.manager, e.api_version, e.time);
+    }
+    format!("{:?}", e.manager)
 }
 
 /// Server-side apply of `config` by `manager` onto `current` (None = create).
@@ -352,8 +363,7 @@ pub(crate) fn apply(
             if e.paths.iter().any(|p| overlaps(p, q)) && value_at(current, q) != value_at(config, q)
             {
                 conflicts.push(Conflict {
-                    manager: e.manager.clone(),
-                    api_version: e.api_version.clone(),
+                    manager: print_manager(e),
                     field: format!(".{}", q.join(".")),
                 });
             }
@@ -451,36 +461,30 @@ pub(crate) fn track_update(
     store_entries(new, es);
 }
 
-/// The real conflict message: `Apply failed with 1 conflict: conflict with "m" using v1: .a`.
+/// Upstream's `getConflictMessage` (managedfields/internal/conflict.go).
 pub(crate) fn conflict_message(cs: &[Conflict]) -> String {
     if cs.len() == 1 {
-        let c = &cs[0];
         return format!(
-            "Apply failed with 1 conflict: conflict with {:?} using {}: {}",
-            c.manager, c.api_version, c.field
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            cs[0].manager, cs[0].field
         );
     }
-    let mut managers: Vec<(&str, &str)> = Vec::new();
-    for c in cs {
-        if !managers.contains(&(c.manager.as_str(), c.api_version.as_str())) {
-            managers.push((&c.manager, &c.api_version));
-        }
+    let mut managers: Vec<&str> = cs.iter().map(|c| c.manager.as_str()).collect();
+    managers.sort();
+    managers.dedup();
+    let mut lines = Vec::new();
+    for m in managers {
+        lines.push(format!("conflicts with {m}:"));
+        lines.extend(
+            cs.iter()
+                .filter(|c| c.manager == m)
+                .map(|c| format!("- {}", c.field)),
+        );
     }
-    let parts: Vec<String> = managers
-        .iter()
-        .map(|(m, v)| {
-            let fields: Vec<String> = cs
-                .iter()
-                .filter(|c| c.manager == *m)
-                .map(|c| format!("- {}", c.field))
-                .collect();
-            format!("conflicts with {m:?} using {v}:\n{}", fields.join("\n"))
-        })
-        .collect();
     format!(
         "Apply failed with {} conflicts: {}",
         cs.len(),
-        parts.join("\n")
+        lines.join("\n")
     )
 }
 
@@ -538,7 +542,7 @@ mod tests {
         assert_eq!(err[0].field, ".data.k");
         assert_eq!(
             conflict_message(&err),
-            "Apply failed with 1 conflict: conflict with \"a\" using v1: .data.k"
+            "Apply failed with 1 conflict: conflict with \"a\": .data.k"
         );
         // Same value: shared ownership, no conflict.
         let shared = apply(

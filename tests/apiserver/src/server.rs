@@ -185,12 +185,13 @@ fn manager(params: &HashMap<String, String>, headers: &http::HeaderMap) -> Strin
     if let Some(m) = params.get("fieldManager").filter(|m| !m.is_empty()) {
         return m.clone();
     }
-    // The real default: the user agent up to the first '/'.
+    // managerOrUserAgent: the user agent up to the first '/' (empty when there is none,
+    // as with kube-rs, which sends no User-Agent).
     headers
         .get(header::USER_AGENT)
         .and_then(|u| u.to_str().ok())
         .map(|u| u.split('/').next().unwrap_or(u).to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_default()
 }
 
 fn dry_run(params: &HashMap<String, String>) -> bool {
@@ -324,7 +325,7 @@ fn resource(
         }
         (Method::DELETE, Some(name), None) => {
             let opts = delete_opts(params, body)?;
-            let returns_object = t.res == PODS || def.plural == "services";
+            let returns_object = t.res == PODS || matches!(def.plural, "services" | "namespaces");
             match st.delete(t.res, &ns, name, &opts)? {
                 Deleted::Marked(v) => Ok(json_resp(200, &v)),
                 Deleted::Removed(v) if returns_object => Ok(json_resp(200, &v)),
@@ -468,8 +469,11 @@ fn patch_object(
     let dry = dry_run(params);
     if ct == "application/apply-patch+yaml" {
         let Some(mgr) = params.get("fieldManager").filter(|m| !m.is_empty()) else {
-            return Err(ApiError::bad_request(
-                "PATCH requests of type application/apply-patch+yaml require a fieldManager to be set",
+            // validation.ValidatePatchOptions: 422 on PatchOptions, before the object is looked up.
+            return Err(patch_options_invalid(
+                "fieldManager",
+                "FieldValueRequired",
+                "Required value: is required for apply patch",
             ));
         };
         let force = params.get("force").is_some_and(|f| f == "true");
@@ -502,12 +506,10 @@ fn patch_object(
         let merged = patch::apply(current.as_ref(), &cfg, mgr, force, &av, &now).map_err(|cs| {
             let causes: Vec<Value> = cs
                 .iter()
-                .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {:?} using {}", c.manager, c.api_version), "field": c.field}))
+                .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
                 .collect();
-            let mut d = json!({"name": name, "kind": def.plural, "causes": causes});
-            if !def.group.is_empty() {
-                d["group"] = json!(def.group);
-            }
+            // errors.NewApplyConflict: the details carry only the causes.
+            let d = json!({"causes": causes});
             ApiError {
                 code: 409,
                 body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": patch::conflict_message(&cs), "reason": "Conflict", "details": d, "code": 409}),
@@ -530,6 +532,13 @@ fn patch_object(
                 Ok(json_resp(200, &st.update(res, ns, name, next, sub, dry)?))
             }
         };
+    }
+    if params.contains_key("force") {
+        return Err(patch_options_invalid(
+            "force",
+            "FieldValueForbidden",
+            "Forbidden: may not be specified for non-apply patch",
+        ));
     }
     let prev = st
         .get(res, ns, name)
@@ -576,6 +585,20 @@ fn patch_object(
     }
     State::track(&prev, &mut next, &manager(params, headers));
     Ok(json_resp(200, &st.update(res, ns, name, next, sub, dry)?))
+}
+
+/// 422 Invalid on `PatchOptions.meta.k8s.io ""`.
+fn patch_options_invalid(field: &str, reason: &str, detail: &str) -> ApiError {
+    ApiError {
+        code: 422,
+        body: json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {detail}"),
+            "reason": "Invalid",
+            "details": {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": reason, "message": detail, "field": field}]},
+            "code": 422,
+        }),
+    }
 }
 
 type Selectors = (Option<LabelSelector>, Option<FieldSelector>);
@@ -798,8 +821,9 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
                 }
                 None => {
                     let e = ApiError::expired(format!(
+                        // The watch cache's message: the requested and the oldest kept - 1.
                         "too old resource version: {rv} ({})",
-                        st.oldest_rv + 1
+                        st.oldest_rv
                     ));
                     first.push(event_line("ERROR", &e.body));
                     expired = true;

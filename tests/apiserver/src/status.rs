@@ -125,6 +125,39 @@ impl ApiError {
         )
     }
 
+    /// 422 Invalid with a `FieldValueNotSupported` cause.
+    pub fn unsupported(
+        def: &ResDef,
+        name: &str,
+        field: &str,
+        value: &str,
+        supported: &[&str],
+    ) -> Self {
+        let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        let detail = format!(
+            "Unsupported value: {value:?}: supported values: {}",
+            list.join(", ")
+        );
+        let mut d = json!({
+            "name": name,
+            "kind": def.kind,
+            "causes": [{"reason": "FieldValueNotSupported", "message": detail, "field": field}],
+        });
+        if !def.group.is_empty() {
+            d["group"] = json!(def.group);
+        }
+        status(
+            422,
+            "Invalid",
+            format!(
+                "{} {:?} is invalid: {field}: {detail}",
+                def.qualified_kind(),
+                name
+            ),
+            Some(d),
+        )
+    }
+
     /// 422 Invalid with a `FieldValueRequired` cause.
     pub fn required(def: &ResDef, name: &str, field: &str, what: &str) -> Self {
         let detail = format!("Required value: {what}");

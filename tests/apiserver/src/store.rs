@@ -502,8 +502,23 @@ impl State {
         let def = &RESOURCES[res];
         if def.namespaced {
             meta_mut(&mut obj).insert("namespace".into(), json!(ns));
-            if self.get(NAMESPACES, "", ns).is_none() {
-                return Err(ApiError::not_found(&RESOURCES[NAMESPACES], ns));
+            match self.get(NAMESPACES, "", ns) {
+                None => return Err(ApiError::not_found(&RESOURCES[NAMESPACES], ns)),
+                Some(n) if terminating(n) => {
+                    return Err(ApiError::for_code(
+                        403,
+                        Some(format!(
+                            "{} {:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            def.qualified(),
+                            name_of(&obj)
+                        )),
+                        Some(def),
+                        Some(name_of(&obj)),
+                        "create",
+                        Some(ns),
+                    ));
+                }
+                Some(_) => {}
             }
         }
         for k in [
@@ -543,11 +558,12 @@ impl State {
         if res == JOBS {
             self.default_job(&mut obj);
         }
+        crate::defaults::for_kind(def.kind, &mut obj);
         if res == PODS {
-            let grace = obj.pointer("/spec/terminationGracePeriodSeconds").cloned();
-            if grace.is_none() && obj.get("spec").is_some_and(Value::is_object) {
-                obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
-            }
+            crate::defaults::pod_admission(&mut obj);
+        }
+        if res == JOBS {
+            validate_job(def, &obj)?;
         }
         if dry_run {
             meta_mut(&mut obj).remove("resourceVersion");
@@ -646,6 +662,9 @@ impl State {
                     }
                 },
             }
+        }
+        if sub != Some("status") {
+            crate::defaults::for_kind(def.kind, &mut next);
         }
         if res == JOBS {
             for field in ["template", "selector"] {
@@ -755,6 +774,9 @@ impl State {
         if res == PODS {
             return Ok(self.delete_pod(obj, opts));
         }
+        if res == NAMESPACES && !opts.dry_run {
+            return Ok(self.delete_namespace(obj));
+        }
         if terminating(&obj) {
             return Ok(Deleted::Marked(obj));
         }
@@ -767,7 +789,7 @@ impl State {
             }
         });
         if opts.dry_run {
-            return Ok(if finalizers_empty(&obj) && propagation != "Foreground" {
+            return Ok(if finalizers_empty(&obj) && propagation == "Background" {
                 Deleted::Removed(obj)
             } else {
                 Deleted::Marked(obj)
@@ -794,15 +816,29 @@ impl State {
                     None => Deleted::Marked(marked),
                 })
             }
-            p => {
-                if p == "Orphan" {
-                    self.orphan_dependents(ns, &uid);
+            "Orphan" => {
+                // The registry adds the `orphan` finalizer and answers with the object; the
+                // garbage collector then strips the dependents' ownerReferences, drops the
+                // finalizer and the object goes (asynchronously, as upstream).
+                let mut next = obj.clone();
+                let m = meta_mut(&mut next);
+                m.insert("deletionTimestamp".into(), json!(now_str()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let fins = m.entry("finalizers").or_insert_with(|| json!([]));
+                if let Value::Array(a) = fins
+                    && !a.contains(&json!("orphan"))
+                {
+                    a.push(json!("orphan"));
                 }
+                let out = self.commit(res, next, Some(obj));
+                let uid = uid.clone();
+                self.after(Duration::from_millis(1), move |st| st.finish_orphan(&uid));
+                Ok(Deleted::Marked(out))
+            }
+            _ => {
                 if finalizers_empty(&obj) {
                     let gone = self.erase(res, ns, name).unwrap_or(obj);
-                    if p != "Orphan" {
-                        self.delete_dependents(ns, &uid);
-                    }
+                    self.delete_dependents(ns, &uid);
                     Ok(Deleted::Removed(gone))
                 } else {
                     let mut next = obj.clone();
@@ -810,12 +846,72 @@ impl State {
                     m.insert("deletionTimestamp".into(), json!(now_str()));
                     m.insert("deletionGracePeriodSeconds".into(), json!(0));
                     let out = self.commit(res, next, Some(obj));
-                    if p != "Orphan" {
-                        self.delete_dependents(ns, &uid);
-                    }
+                    self.delete_dependents(ns, &uid);
                     Ok(Deleted::Marked(out))
                 }
             }
+        }
+    }
+
+    fn finish_orphan(&mut self, uid: &str) {
+        let Some((res, obj)) = self.by_uid(uid).map(|(r, v)| (r, v.clone())) else {
+            return;
+        };
+        let (ns, name) = (ns_of(&obj).to_string(), name_of(&obj).to_string());
+        self.orphan_dependents(&ns, uid);
+        self.modify(res, &ns, &name, |v| {
+            if let Some(Value::Array(a)) = v.pointer_mut("/metadata/finalizers") {
+                a.retain(|f| f != "orphan");
+            }
+            if finalizers_empty(v) {
+                meta_mut(v).remove("finalizers");
+            }
+        });
+    }
+
+    /// The namespace goes Terminating, its contents are deleted (pods gracefully), and it is
+    /// removed once empty (the namespace controller's job).
+    fn delete_namespace(&mut self, obj: Value) -> Deleted {
+        let name = name_of(&obj).to_string();
+        if !terminating(&obj) {
+            let mut next = obj.clone();
+            meta_mut(&mut next).insert("deletionTimestamp".into(), json!(now_str()));
+            meta_mut(&mut next).insert("deletionGracePeriodSeconds".into(), json!(0));
+            next["status"] = json!({"phase": "Terminating"});
+            self.commit(NAMESPACES, next, Some(obj.clone()));
+            for (res, def) in RESOURCES.iter().enumerate() {
+                if !def.namespaced {
+                    continue;
+                }
+                let names: Vec<String> = self
+                    .iter(res, Some(&name))
+                    .map(|(k, _)| k.1.clone())
+                    .collect();
+                for n in names {
+                    let _ = self.delete(res, &name, &n, &DeleteOpts::default());
+                }
+            }
+            self.namespace_gc(&name);
+        }
+        match self.get(NAMESPACES, "", &name) {
+            Some(v) => Deleted::Marked(v.clone()),
+            None => Deleted::Removed(obj),
+        }
+    }
+
+    fn namespace_gc(&mut self, ns: &str) {
+        let Some(n) = self.get(NAMESPACES, "", ns) else {
+            return;
+        };
+        if !terminating(n) || !finalizers_empty(n) {
+            return;
+        }
+        let empty = RESOURCES
+            .iter()
+            .enumerate()
+            .all(|(res, def)| !def.namespaced || self.iter(res, Some(ns)).next().is_none());
+        if empty {
+            self.erase(NAMESPACES, "", ns);
         }
     }
 
@@ -1009,6 +1105,10 @@ impl State {
             for o in owners {
                 self.gc_foreground(&o);
             }
+            if RESOURCES[res].namespaced {
+                let ns = ns_of(p).to_string();
+                self.namespace_gc(&ns);
+            }
         }
         if res != PODS {
             return;
@@ -1067,6 +1167,9 @@ impl State {
         if terminating(&ctrl) || uid_of(&ctrl) != owner["uid"].as_str().unwrap_or_default() {
             return;
         }
+        if self.get(NAMESPACES, "", &ns).is_none_or(terminating) {
+            return;
+        }
         let name = if same_name {
             name_of(old).to_string()
         } else {
@@ -1114,6 +1217,7 @@ impl State {
         if !same_name {
             pod["metadata"]["generateName"] = json!(format!("{}-", name_of(&ctrl)));
         }
+        crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         let created = self.commit(PODS, pod, None);
         if node.is_some() {
@@ -1131,6 +1235,16 @@ impl State {
         let name = name_of(job).to_string();
         if job.get("spec").is_none() {
             job["spec"] = json!({});
+        }
+        // batch/v1 SetDefaults_Job: an unlabelled Job takes its template's labels.
+        let tlabels = job.pointer("/spec/template/metadata/labels").cloned();
+        if let Some(l) = tlabels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+            && job
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+        {
+            meta_mut(job).insert("labels".into(), l);
         }
         let manual = job.pointer("/spec/manualSelector") == Some(&json!(true));
         if !manual {
@@ -1160,14 +1274,6 @@ impl State {
         spec.entry("suspend").or_insert(json!(false));
         spec.entry("podReplacementPolicy")
             .or_insert(json!("TerminatingOrFailed"));
-        if let Some(ts) = job
-            .pointer_mut("/spec/template/spec")
-            .and_then(Value::as_object_mut)
-        {
-            ts.entry("restartPolicy").or_insert(json!("Never"));
-            ts.entry("terminationGracePeriodSeconds")
-                .or_insert(json!(30));
-        }
     }
 
     /// The Job controller's first sync: one pod, status active=1.
@@ -1215,6 +1321,7 @@ impl State {
             pod["metadata"]["annotations"] = a.clone();
         }
         running_status(&mut pod);
+        crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         self.commit(PODS, pod, None);
         self.modify(JOBS, ns, name, |j| {
@@ -1574,6 +1681,24 @@ impl State {
         let av = next["apiVersion"].as_str().unwrap_or_default().to_string();
         patch::track_update(prev, next, manager, &av, &now_str());
     }
+}
+
+/// The Job validation a client is most likely to trip over: the pod template's restart policy.
+fn validate_job(def: &crate::resources::ResDef, job: &Value) -> Result<(), ApiError> {
+    let rp = job
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if rp != "Never" && rp != "OnFailure" {
+        return Err(ApiError::unsupported(
+            def,
+            name_of(job),
+            "spec.template.spec.restartPolicy",
+            rp,
+            &["OnFailure", "Never"],
+        ));
+    }
+    Ok(())
 }
 
 fn too_many(cause: String, retry_after: i64) -> ApiError {

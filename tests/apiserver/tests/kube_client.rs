@@ -279,7 +279,7 @@ async fn server_side_apply_create_update_conflict_force() {
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
     assert_eq!(
         conflict.message,
-        r#"Apply failed with 1 conflict: conflict with "alpha" using v1: .data.k"#
+        r#"Apply failed with 1 conflict: conflict with "alpha": .data.k"#
     );
     let causes = conflict.details.unwrap().causes;
     assert_eq!(
@@ -319,7 +319,7 @@ async fn server_side_apply_create_update_conflict_force() {
             .is_err()
     );
 
-    // Apply without a field manager is 400 (raw request: kube refuses to send it).
+    // Apply without a field manager is 422 on PatchOptions (raw request: kube refuses to send it).
     let req = http::Request::patch(format!(
         "{}/api/v1/namespaces/default/configmaps/s",
         srv.url()
@@ -328,7 +328,24 @@ async fn server_side_apply_create_update_conflict_force() {
     .body(serde_json::to_vec(&cfg("6")).unwrap())
     .unwrap();
     let e = api_err(srv.client().request::<Value>(req).await.unwrap_err());
-    assert_eq!(e.code, 400);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        r#"PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch"#
+    );
+
+    // An Update manager is printed with its apiVersion and time.
+    let e = api_err(
+        cms.patch("s", &PatchParams::apply("gamma"), &Patch::Apply(cfg("7")))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message
+            .starts_with(r#"Apply failed with 1 conflict: conflict with "" using v1 at "#),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -467,6 +484,42 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
         ("Job", uid.as_str(), Some(true))
     );
     assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    // API defaulting and admission, as a real server returns them.
+    let ps = p.spec.as_ref().unwrap();
+    assert_eq!(ps.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(ps.service_account_name.as_deref(), Some("default"));
+    assert_eq!(
+        ps.containers[0].termination_message_path.as_deref(),
+        Some("/dev/termination-log")
+    );
+    assert_eq!(
+        ps.containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+    let tmpl = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(tmpl.scheduler_name.as_deref(), Some("default-scheduler"));
+
+    // A Job whose pods would restart is invalid.
+    let mut always = upgrade_job("bad", "n2", "img:1");
+    always
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = None;
+    let e = api_err(
+        jobs.create(&PostParams::default(), &always)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert_eq!(
+        e.message,
+        r#"Job.batch "bad" is invalid: spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never""#
+    );
 
     // Same template again through SSA: fine. A new image: 422 field is immutable.
     let mut same = upgrade_job("worker-n2", "n2", "img:1");
@@ -553,14 +606,21 @@ async fn deleting_a_job_orphans_by_default_and_foreground_waits_for_the_pod() {
     .await
     .unwrap();
     let pod_name = srv.job_pods("upgrade", "orphaned").pop().unwrap();
-    jobs.delete("orphaned", &DeleteParams::default())
+    // The default for batch/v1 Jobs is Orphan: the registry answers with the Job carrying the
+    // `orphan` finalizer, then the garbage collector frees the pod and the Job goes.
+    let marked = jobs
+        .delete("orphaned", &DeleteParams::default())
         .await
-        .unwrap();
+        .unwrap()
+        .left()
+        .expect("an orphaning delete answers with the object");
+    assert_eq!(marked.metadata.finalizers.unwrap(), ["orphan"]);
+    eventually("the orphaned job to go", || {
+        srv.get::<Job>(Some("upgrade"), "orphaned").is_none()
+    })
+    .await;
     let p = pods.get(&pod_name).await.unwrap();
-    assert!(
-        p.metadata.owner_references.is_none(),
-        "the default for batch/v1 Jobs is Orphan"
-    );
+    assert!(p.metadata.owner_references.is_none());
     assert!(p.metadata.deletion_timestamp.is_none());
 
     let j = jobs
@@ -1193,4 +1253,204 @@ async fn health_version_and_yaml_seeding() {
         .await
         .unwrap();
     assert_eq!(logs, "b\nc\n");
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_empties_it_first() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let srv = TestApiServer::builder().time_scale(0.5).start().await;
+    web_fleet(&srv);
+    let nss: Api<Namespace> = Api::all(srv.client());
+    let uid = nss.get("apps").await.unwrap().metadata.uid.unwrap();
+    let ns = nss
+        .delete("apps", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let cms: Api<ConfigMap> = Api::namespaced(srv.client(), "apps");
+    let e = api_err(
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    let gone = await_condition(nss.clone(), "apps", conditions::is_deleted(&uid));
+    tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
+    assert!(srv.list::<Pod>(Some("apps")).is_empty());
+}
+
+#[tokio::test]
+async fn the_default_client_retries_429_like_production_and_the_evict_client_does_not() {
+    let srv = TestApiServer::start().await;
+    srv.insert(configmap("default", "c", &[]));
+    srv.inject(Fault::status(429).on("configmaps", "c").times(2));
+    let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    assert!(
+        cms.get("c").await.is_ok(),
+        "kube's default retry rides over two 429s"
+    );
+    assert_eq!(srv.count("get"), 3);
+
+    srv.inject(Fault::status(429).on("configmaps", "c").times(1));
+    let raw: Api<ConfigMap> = Api::default_namespaced(srv.client_without_retry());
+    assert_eq!(api_err(raw.get("c").await.unwrap_err()).code, 429);
+
+    // Cordon is a merge patch of spec.unschedulable.
+    srv.insert(node("n1").ready());
+    let nodes: Api<Node> = Api::all(srv.client());
+    nodes.cordon("n1").await.unwrap();
+    assert_eq!(
+        srv.get::<Node>(None, "n1")
+            .unwrap()
+            .spec
+            .unwrap()
+            .unschedulable,
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn statefulset_pods_come_back_with_the_same_name_elsewhere() {
+    let srv = TestApiServer::builder()
+        .time_scale(0.05)
+        .pod_start_delay(Duration::from_millis(50))
+        .start()
+        .await;
+    for n in ["n1", "n2"] {
+        srv.insert(node(n).ready());
+    }
+    srv.insert(node("n3").ready().unschedulable());
+    srv.insert(
+        statefulset("db")
+            .ns("apps")
+            .replicas(1)
+            .labels(&[("app", "db")]),
+    );
+    srv.insert(
+        pod("db-0")
+            .ns("apps")
+            .on("n1")
+            .owned_by_statefulset("db")
+            .label("app", "db")
+            .grace(1),
+    );
+    let old_uid = srv
+        .get::<Pod>(Some("apps"), "db-0")
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
+    pods.evict("db-0", &EvictParams::default()).await.unwrap();
+    eventually("db-0 to come back Ready", || {
+        srv.get::<Pod>(Some("apps"), "db-0").is_some_and(|p| {
+            p.metadata.uid.as_deref() != Some(old_uid.as_str())
+                && p.status.unwrap().phase.as_deref() == Some("Running")
+        })
+    })
+    .await;
+    let p = srv.get::<Pod>(Some("apps"), "db-0").unwrap();
+    assert_eq!(
+        p.spec.unwrap().node_name.as_deref(),
+        Some("n2"),
+        "not the old node, not the cordoned one"
+    );
+}
+
+#[tokio::test]
+async fn events_logs_and_deletecollection() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let srv = TestApiServer::start().await;
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "upgrade-"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "k8s-upgrade-chain", "reportingInstance": "x",
+        "action": "Drain", "reason": "Drained", "type": "Normal", "note": "drained n1",
+        "regarding": {"kind": "Node", "name": "n1"},
+    }))
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(srv.client(), "default");
+    let created = events.create(&PostParams::default(), &ev).await.unwrap();
+    assert!(created.metadata.name.unwrap().starts_with("upgrade-"));
+    assert_eq!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let core: Api<CoreEvent> = Api::namespaced(srv.client(), "default");
+    let ce: CoreEvent = serde_json::from_value(json!({"metadata": {"name": "e1"}, "involvedObject": {"kind": "Node", "name": "n1"}, "reason": "Upgraded"})).unwrap();
+    core.create(&PostParams::default(), &ce).await.unwrap();
+    let by_reason = core
+        .list(&ListParams::default().fields("reason=Upgraded"))
+        .await
+        .unwrap();
+    assert_eq!(by_reason.items.len(), 1);
+
+    srv.insert(pod("quiet").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let e = api_err(pods.logs("quiet", &Default::default()).await.unwrap_err());
+    assert_eq!(e.code, 404);
+    let e = api_err(pods.logs("absent", &Default::default()).await.unwrap_err());
+    assert_eq!(e.message, r#"pods "absent" not found"#);
+
+    let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut cm = configmap("default", n, &[]);
+        cm["metadata"]["labels"] = json!({"k": l});
+        srv.insert(cm);
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("k=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = srv
+        .list::<ConfigMap>(Some("default"))
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["c"]);
+}
+
+#[tokio::test]
+async fn watcher_in_streaming_list_mode() {
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("s1").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let mut stream = watcher(pods, watcher::Config::default().streaming_lists()).boxed();
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitApply(p) => seen.push(p.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["s1"]);
+    srv.insert(pod("s2").on("n1"));
+    match tokio::time::timeout(WAIT, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        watcher::Event::Apply(p) => assert_eq!(p.metadata.name.as_deref(), Some("s2")),
+        other => panic!("expected an Apply, got {other:?}"),
+    }
 }
