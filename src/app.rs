@@ -4,7 +4,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{Node, Toleration};
 use serde::Serialize;
 
 use crate::{
@@ -59,8 +59,10 @@ pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanRepor
 }
 
 async fn plan_command(settings: &Settings, context: Option<&str>, args: &PlanArgs) -> anyhow::Result<()> {
-    let clients = cluster::connect(context).await?;
-    let snap = snapshot(&clients, settings).await?;
+    let snap = match &args.nodes_file {
+        Some(path) => Snapshot::from_nodes(&read_nodes_file(path)?, &settings.control_plane_selector())?,
+        None => snapshot(&cluster::connect(context).await?, settings).await?,
+    };
     let report = plan_report(&snap, args.version)?;
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -68,6 +70,34 @@ async fn plan_command(settings: &Settings, context: Option<&str>, args: &PlanArg
         Output::Text => write!(out, "{}", plan_text(&report))?,
     }
     Ok(())
+}
+
+/// Reads nodes saved by `kubectl get nodes -o yaml` (a List) or one Node, as YAML or JSON.
+pub fn read_nodes_file(path: &std::path::Path) -> anyhow::Result<Vec<Node>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("failed to read nodes from stdin")
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("failed to read nodes file {}", path.display()))
+    }
+    .map_err(bad_input)?;
+    #[derive(serde::Deserialize)]
+    struct List {
+        items: Vec<Node>,
+    }
+    let value: serde_json::Value = serde_saphyr::from_str(&text)
+        .map_err(|e| bad_input(anyhow::anyhow!("nodes file {} is not valid YAML: {e}", path.display())))?;
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+    let parsed = match kind.as_str() {
+        "List" | "NodeList" => serde_json::from_value::<List>(value).map(|l| l.items),
+        "Node" => serde_json::from_value::<Node>(value).map(|n| vec![n]),
+        other => {
+            return Err(bad_input(anyhow::anyhow!(
+                "nodes file {} holds kind {other:?}; expected a List or NodeList of Nodes (kubectl get nodes -o yaml)",
+                path.display()
+            )));
+        }
+    };
+    parsed.map_err(|e| bad_input(anyhow::anyhow!("nodes file {} has an invalid Node: {e}", path.display())))
 }
 
 /// The text form of a plan: a header, then one row per Job.

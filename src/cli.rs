@@ -74,6 +74,10 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Plan from a saved node list (`kubectl get nodes -o yaml > nodes.yaml`; `-` reads stdin)
+    /// instead of the live cluster.
+    #[arg(long, env = "NODES_FILE", value_name = "PATH")]
+    pub nodes_file: Option<PathBuf>,
 }
 
 /// `render` flags.

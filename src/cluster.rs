@@ -40,7 +40,6 @@ pub fn without_retry(mut config: Config) -> Config {
     config
 }
 
-
 /// Connects with an explicit kubeconfig context, or infers the configuration.
 pub async fn connect(context: Option<&str>) -> anyhow::Result<Clients> {
     match context {

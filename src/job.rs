@@ -30,10 +30,11 @@ pub const MAX_NAME: usize = 63;
 
 /// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, at most 63 characters: a longer name keeps its
 /// head and ends in `-` plus 8 hex digits of a hash of the full name, so it stays unique and
-/// deterministic.
+/// deterministic. The master Job keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>`
+/// (there is one per target, and existing alerts and runbooks know it by that name).
 pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
     let mut full = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
-    if let Some(node) = node {
+    if let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) {
         full.push('-');
         full.push_str(node);
     }

@@ -6,18 +6,28 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod alerts;
+pub mod annotations;
 pub mod app;
 pub mod cli;
 pub mod cluster;
+pub mod compat;
 pub mod drain;
 pub mod duration;
+pub mod events;
 pub mod exit;
 pub mod fixtures;
 pub mod job;
 pub mod killswitch;
+pub mod metrics;
+pub mod node_exec;
 pub mod plan;
+pub mod probes;
 pub mod settings;
+pub mod settle;
+pub mod slack;
 pub mod spawn;
+pub mod ssh;
 pub mod telemetry;
 pub mod version;
 

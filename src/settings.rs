@@ -30,6 +30,14 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// Site-specific hooks of the seed system.
     pub hooks: Hooks,
+    /// The compatibility matrix checked by preflight.
+    pub compat: crate::compat::CompatSettings,
+    /// The Prometheus alert gate and pod-ready ratio.
+    pub alerts: crate::alerts::AlertsConfig,
+    /// Where metrics are pushed.
+    pub pushgateway: crate::metrics::PushgatewayConfig,
+    /// Slack notifications.
+    pub slack: crate::slack::SlackConfig,
 }
 
 impl Default for Settings {
@@ -41,6 +49,10 @@ impl Default for Settings {
             job: JobSettings::default(),
             timeouts: Timeouts::default(),
             hooks: Hooks::default(),
+            compat: Default::default(),
+            alerts: Default::default(),
+            pushgateway: Default::default(),
+            slack: Default::default(),
         }
     }
 }
@@ -323,6 +335,19 @@ impl Settings {
             check_dns_subdomain(&b.cronjob)
                 .map_err(|r| invalid("hooks.etcd_backup.cronjob", &b.cronjob, &r))?;
         }
+        let key_err =
+            |key: &str, message: String| SettingsError::Key { path: origin.into(), key: key.into(), message };
+        crate::alerts::Policy::from_config(&self.alerts).map_err(|e| key_err("alerts", e.to_string()))?;
+        if let Some(min) = self.alerts.min_pod_ready_ratio
+            && !(0.0..=1.0).contains(&min)
+        {
+            return Err(invalid("alerts.min_pod_ready_ratio", &min.to_string(), "must be between 0 and 1"));
+        }
+        self.compat.validate().map_err(|message| SettingsError::Key {
+            path: origin.into(),
+            key: "compat".into(),
+            message,
+        })?;
         for (i, k) in self.hooks.preserve_kubelet_keys.iter().enumerate() {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(invalid(
@@ -338,6 +363,11 @@ impl Settings {
     /// The control-plane selector, already validated.
     pub fn control_plane_selector(&self) -> ControlPlaneSelector {
         ControlPlaneSelector::parse(&self.control_plane_label).expect("validated in Settings::validate")
+    }
+
+    /// The namespace-annotation settings (one prefix for every annotation this tool writes).
+    pub fn annotations(&self) -> crate::annotations::AnnotationsConfig {
+        crate::annotations::AnnotationsConfig { prefix: self.annotation_prefix.clone() }
     }
 
     /// Loads `path` when given, else the built-in defaults.
@@ -493,6 +523,18 @@ hooks:
     fn bad_namespace_names_key_and_value() {
         let e = parse("namespace: K8s_Upgrade\n").unwrap_err().to_string();
         assert!(e.contains("`namespace`") && e.contains("K8s_Upgrade"), "{e}");
+    }
+
+    #[test]
+    fn bad_urls_and_alert_rules_name_the_key() {
+        let e = parse("pushgateway:\n  url: not a url\n").unwrap_err().to_string();
+        assert!(e.contains("pushgateway.url") && e.contains("not a url"), "{e}");
+        let e = parse("alerts:\n  prometheus_url: ftp://prom\n").unwrap_err().to_string();
+        assert!(e.contains("alerts.prometheus_url"), "{e}");
+        let e = parse("alerts:\n  ignore: ['Foo(']\n").unwrap_err().to_string();
+        assert!(e.contains("Foo("), "{e}");
+        let e = parse("alerts:\n  min_pod_ready_ratio: 1.5\n").unwrap_err().to_string();
+        assert!(e.contains("alerts.min_pod_ready_ratio"), "{e}");
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn bad_inputs_and_templates_are_clear_errors() {
 #[test]
 fn names_are_deterministic_and_fit_63() {
     assert_eq!(job_name(Phase::Preflight, v("1.34.2"), None), "k8s-upgrade-preflight-1-34-2");
-    assert_eq!(job_name(Phase::Master, v("1.34.2"), None), "k8s-upgrade-master-1-34-2");
+    assert_eq!(job_name(Phase::Master, v("1.34.2"), Some("k8s-master")), "k8s-upgrade-master-1-34-2");
     assert_eq!(
         job_name(Phase::Worker, v("1.34.2"), Some("k8s-node10")),
         "k8s-upgrade-worker-1-34-2-k8s-node10"

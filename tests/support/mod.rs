@@ -1,0 +1,5 @@
+//! Shared test harnesses; each integration test uses only some of them.
+#![allow(dead_code)]
+
+pub mod prom;
+pub mod sshd;
