@@ -12,6 +12,7 @@ pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod compat;
+pub mod drain;
 pub mod duration;
 pub mod events;
 pub mod exit;

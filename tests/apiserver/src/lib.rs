@@ -40,11 +40,24 @@
 //!   the watch cache). A resourceVersion older than the retained history gets an ERROR event
 //!   with a 410 `Expired` Status `too old resource version: X (Y)`. Works with
 //!   `kube::runtime::watcher` and `kube::runtime::wait::await_condition`.
-//! * Server-side apply: `fieldManager` required (400), `force`, create-if-absent (201),
-//!   per-manager `managedFields` (`FieldsV1`), 409 Conflict with `FieldManagerConflict` causes.
+//! * Server-side apply: `fieldManager` required (422 Invalid on `PatchOptions.meta.k8s.io`,
+//!   as `ValidatePatchOptions` answers; `force` on a non-apply patch is 422 too), `force`,
+//!   create-if-absent (201), per-manager `managedFields` (`FieldsV1`), 409 Conflict with the
+//!   upstream message (`Apply failed with 1 conflict: conflict with "m": .data.k`; an Update
+//!   manager prints as `"m" using v1 at <time>`) and `FieldManagerConflict` causes. Non-apply
+//!   writes are recorded as `Update` by `fieldManager`, else the User-Agent up to its first
+//!   `/` (empty for kube-rs, which sends none).
 //! * Status subresource semantics: writes to the main resource keep the stored status; writes to
 //!   `/status` change only status. Create through the API resets status (pods start `Pending`).
-//! * Jobs: defaulting (selector `batch.kubernetes.io/controller-uid`, template labels
+//! * Defaulting on create and before update checks (so a re-applied manifest compares equal):
+//!   pod specs and workload templates get `restartPolicy` (Always), `dnsPolicy`,
+//!   `schedulerName`, `securityContext`, `terminationGracePeriodSeconds` (30), container
+//!   `imagePullPolicy` (Always for `:latest`/untagged), `terminationMessagePath`/`Policy`,
+//!   `resources`; pods created through the API also get what admission adds
+//!   (`serviceAccountName`, `priority`, `enableServiceLinks`, `preemptionPolicy`, the
+//!   not-ready/unreachable NoExecute tolerations).
+//! * Jobs: a template `restartPolicy` other than Never/OnFailure is 422 `Unsupported value`;
+//!   defaulting (selector `batch.kubernetes.io/controller-uid`, template labels
 //!   `batch.kubernetes.io/controller-uid`, `batch.kubernetes.io/job-name`, `controller-uid`,
 //!   `job-name`, backoffLimit 6, ...). Changing `spec.template` or `spec.selector` is 422
 //!   `field is immutable`. Creating a Job through the API creates one pod (`<job>-xxxxx`,
@@ -59,8 +72,15 @@
 //!   Succeeded/Failed pods go at once (pod strategy `CheckGracefulDelete`); a scheduled
 //!   `Pending` pod is marked and removed at once by the kubelet. Default grace: the pod's
 //!   `terminationGracePeriodSeconds` (30). batch/v1 Jobs default to Orphan
-//!   (kubernetes/kubernetes#20902); other resources to Background. Deleting objects that are not
-//!   pods or services answers a Success Status with `details`, as the generic registry does.
+//!   (kubernetes/kubernetes#20902); other resources to Background. Orphan answers with the
+//!   object carrying the `orphan` finalizer, and the garbage collector (a moment later) strips
+//!   the dependents' ownerReferences and removes it. Foreground answers with the object carrying
+//!   `foregroundDeletion`; dependents are deleted (pods gracefully) and the owner goes when none
+//!   is left. Background removes the object now and deletes its dependents. Deleting an object
+//!   that is gone at once answers a Success Status with `details` (name, group, kind, uid), as
+//!   the generic registry does, except pods, services and namespaces, which answer the object.
+//!   Deleting a namespace marks it Terminating (creates in it are 403), deletes its contents and
+//!   removes it once empty.
 //! * Eviction (pkg/registry/core/pod/storage/eviction.go): 404; terminal, Pending or
 //!   terminating pods are deleted without a PDB check; >1 matching PDB is 500 with the exact
 //!   upstream message; an unready pod is deleted without touching the budget when the PDB has
@@ -102,10 +122,13 @@
 //!   stored only. The Job controller creates exactly one pod, does not retry, and does not add
 //!   the `batch.kubernetes.io/job-tracking` finalizer; a failed Job gets no `completionTime`
 //!   (as upstream). Foreground deletion waits for every dependent (not only
-//!   `blockOwnerDeletion` ones). The garbage collector is synchronous.
+//!   `blockOwnerDeletion` ones). Background/Foreground dependents are deleted within the
+//!   deleting request (upstream's garbage collector does it moments later).
 //! * The disruption controller fails safe (disruptionsAllowed 0, condition reason
 //!   `SyncFailed`) when a percentage/maxUnavailable PDB covers a pod without a supported
 //!   controller (upstream would try the scale subresource of other kinds).
+//! * Validation is limited to names, namespaces, Job `restartPolicy` and Job immutability;
+//!   pod spec updates are not restricted; no projected service-account token volume is added.
 //! * Core `events` and `events.k8s.io` events are stored separately (upstream they are one).
 //! * Pod logs are one text per pod: the `container` parameter is accepted and ignored;
 //!   `tailLines` is honoured.
@@ -114,6 +137,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod defaults;
 pub mod fixtures;
 mod patch;
 mod resources;
@@ -190,7 +214,10 @@ impl Default for Fault {
 impl Fault {
     /// A fault answering `code` for every request (narrow it with the other builders).
     pub fn status(code: u16) -> Self {
-        Self { status: code, ..Self::default() }
+        Self {
+            status: code,
+            ..Self::default()
+        }
     }
     /// Only this HTTP method.
     pub fn method(mut self, m: &str) -> Self {
@@ -281,7 +308,9 @@ impl Builder {
     /// Binds 127.0.0.1:0 and serves in a background task until the server is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn start(self) -> TestApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, _) = broadcast::channel(65_536);
         let handle = tokio::runtime::Handle::current();
@@ -323,7 +352,12 @@ impl Builder {
                 }
             }
         });
-        TestApiServer { inner, addr, task, stop: stop_tx }
+        TestApiServer {
+            inner,
+            addr,
+            task,
+            stop: stop_tx,
+        }
     }
 }
 
@@ -373,7 +407,6 @@ impl TestApiServer {
     pub fn config(&self) -> kube::Config {
         let mut c = kube::Config::new(self.url().parse().expect("server url"));
         c.default_namespace = "default".into();
-        c.read_timeout = Some(Duration::from_secs(300));
         c
     }
 
@@ -409,7 +442,10 @@ impl TestApiServer {
     /// [`Self::insert`] for every document of a (multi-document) YAML string.
     pub fn apply_yaml(&self, yaml: &str) -> Vec<Value> {
         let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("valid YAML");
-        docs.into_iter().filter(|d| !d.is_null()).map(|d| self.insert(d)).collect()
+        docs.into_iter()
+            .filter(|d| !d.is_null())
+            .map(|d| self.insert(d))
+            .collect()
     }
 
     /// The stored object, typed. `ns` is ignored for cluster-scoped kinds.
@@ -417,7 +453,8 @@ impl TestApiServer {
     where
         K: kube::Resource<DynamicType = ()> + DeserializeOwned,
     {
-        self.get_value::<K>(ns, name).map(|v| serde_json::from_value(v).expect("stored object deserializes"))
+        self.get_value::<K>(ns, name)
+            .map(|v| serde_json::from_value(v).expect("stored object deserializes"))
     }
 
     /// The stored object as JSON.
@@ -427,7 +464,11 @@ impl TestApiServer {
         name: &str,
     ) -> Option<Value> {
         let res = res_of::<K>();
-        let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
+        let ns = if resources::RESOURCES[res].namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        };
         self.state().get(res, ns, name).cloned()
     }
 
@@ -452,39 +493,61 @@ impl TestApiServer {
         f: impl FnOnce(&mut Value),
     ) -> Option<Value> {
         let res = res_of::<K>();
-        let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
+        let ns = if resources::RESOURCES[res].namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        };
         self.state().modify(res, ns, name, f)
     }
 
     /// Deletes through the same path as an API DELETE with default options (pods get their
     /// grace period). Returns false if absent.
-    pub fn delete<K: kube::Resource<DynamicType = ()>>(&self, ns: Option<&str>, name: &str) -> bool {
+    pub fn delete<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+    ) -> bool {
         let res = res_of::<K>();
-        let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
-        self.state().delete(res, ns, name, &store::DeleteOpts::default()).is_ok()
+        let ns = if resources::RESOURCES[res].namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        };
+        self.state()
+            .delete(res, ns, name, &store::DeleteOpts::default())
+            .is_ok()
     }
 
     /// Completes a Job: its pods Succeeded, the Job `SuccessCriteriaMet` + `Complete`
     /// conditions, `succeeded=1`, `active=0`, `completionTime`. Panics if the Job is absent.
     pub fn complete_job(&self, ns: &str, name: &str) {
-        self.state().finish_job(ns, name, None).unwrap_or_else(|| panic!("no job {ns}/{name}"));
+        self.state()
+            .finish_job(ns, name, None)
+            .unwrap_or_else(|| panic!("no job {ns}/{name}"));
     }
 
     /// Fails a Job with `reason` (e.g. `BackoffLimitExceeded`, `DeadlineExceeded`): its pods
     /// Failed, `FailureTarget` + `Failed` conditions, `failed=1`, `active=0`.
     pub fn fail_job(&self, ns: &str, name: &str, reason: &str) {
-        self.state().finish_job(ns, name, Some(reason)).unwrap_or_else(|| panic!("no job {ns}/{name}"));
+        self.state()
+            .finish_job(ns, name, Some(reason))
+            .unwrap_or_else(|| panic!("no job {ns}/{name}"));
     }
 
     /// The names of the pods a Job owns.
     pub fn job_pods(&self, ns: &str, name: &str) -> Vec<String> {
         let st = self.state();
-        st.get(resources::JOBS, ns, name).map(|j| st.job_pods(j)).unwrap_or_default()
+        st.get(resources::JOBS, ns, name)
+            .map(|j| st.job_pods(j))
+            .unwrap_or_default()
     }
 
     /// What `GET pods/{pod}/log` returns (any container).
     pub fn set_pod_log(&self, ns: &str, pod: &str, text: &str) {
-        self.state().logs.insert((ns.to_string(), pod.to_string()), text.to_string());
+        self.state()
+            .logs
+            .insert((ns.to_string(), pod.to_string()), text.to_string());
     }
 
     /// Sets the node's Ready condition.
@@ -494,7 +557,11 @@ impl TestApiServer {
                 n,
                 "Ready",
                 ready,
-                if ready { "KubeletReady" } else { "KubeletNotReady" },
+                if ready {
+                    "KubeletReady"
+                } else {
+                    "KubeletNotReady"
+                },
             );
         });
     }
@@ -552,7 +619,13 @@ impl TestApiServer {
 
     /// How many requests had this verb (`get`, `list`, `watch`, `create`, `patch`, ...).
     pub fn count(&self, verb: &str) -> usize {
-        self.inner.requests.lock().unwrap().iter().filter(|r| r.verb == verb).count()
+        self.inner
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.verb == verb)
+            .count()
     }
 
     /// Request counts by verb.

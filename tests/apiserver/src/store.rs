@@ -82,7 +82,10 @@ pub(crate) fn now_str() -> String {
 }
 
 fn ts_str(t: jiff::Timestamp) -> String {
-    t.round(jiff::Unit::Second).unwrap_or(t).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn parse_ts(s: &str) -> Option<jiff::Timestamp> {
@@ -92,7 +95,9 @@ fn parse_ts(s: &str) -> Option<jiff::Timestamp> {
 fn rand_suffix() -> String {
     // The alphabet of apimachinery's rand.String (no vowels, no confusable digits).
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHA[fastrand::usize(..ALPHA.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHA[fastrand::usize(..ALPHA.len())] as char)
+        .collect()
 }
 
 fn uid() -> String {
@@ -103,27 +108,43 @@ fn uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub(crate) fn name_of(v: &Value) -> &str {
-    v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+    v.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 pub(crate) fn ns_of(v: &Value) -> &str {
-    v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default()
+    v.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 pub(crate) fn uid_of(v: &Value) -> &str {
-    v.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()
+    v.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn terminating(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+    v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
 }
 
 fn finalizers_empty(v: &Value) -> bool {
-    v.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty())
+    v.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
 }
 
 /// `podutil.IsPodReady`: condition Ready is True.
@@ -138,7 +159,9 @@ fn condition_true(v: &Value, typ: &str) -> bool {
 }
 
 fn phase(p: &Value) -> &str {
-    p.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default()
+    p.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn controller_ref(v: &Value) -> Option<&Value> {
@@ -160,7 +183,11 @@ fn set_condition(obj: &mut Value, mut cond: Value) {
     if !obj.get("status").is_some_and(Value::is_object) {
         obj["status"] = json!({});
     }
-    let conds = obj["status"].as_object_mut().unwrap().entry("conditions").or_insert_with(|| json!([]));
+    let conds = obj["status"]
+        .as_object_mut()
+        .unwrap()
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
     if !conds.is_array() {
         *conds = json!([]);
     }
@@ -317,7 +344,14 @@ impl State {
         }
         self.objs[res].insert((ns.clone(), name), obj.clone());
         let typ = if prev.is_some() { "MODIFIED" } else { "ADDED" };
-        self.record(Event { rv, typ, res, ns, obj: obj.clone(), prev: prev.clone() });
+        self.record(Event {
+            rv,
+            typ,
+            res,
+            ns,
+            obj: obj.clone(),
+            prev: prev.clone(),
+        });
         self.react(res, prev.as_ref(), Some(&obj));
         obj
     }
@@ -363,13 +397,18 @@ impl State {
         }
         let has_spec = obj.get("spec").is_some();
         let m = meta_mut(obj);
-        if m.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
+        if m.get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
             && let Some(g) = m.get("generateName").and_then(Value::as_str)
         {
             let n = format!("{g}{}", rand_suffix());
             m.insert("name".into(), json!(n));
         }
-        if m.get("uid").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if m.get("uid")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             m.insert("uid".into(), json!(uid()));
         }
         if m.get("creationTimestamp").is_none_or(Value::is_null) {
@@ -441,7 +480,9 @@ impl State {
             return Some(prev);
         }
         let out = self.commit(res, next, Some(prev));
-        if terminating(&out) && finalizers_empty(&out) && (res != PODS || self.killed.contains(uid_of(&out)))
+        if terminating(&out)
+            && finalizers_empty(&out)
+            && (res != PODS || self.killed.contains(uid_of(&out)))
         {
             self.erase(res, ns, name);
         }
@@ -461,8 +502,23 @@ impl State {
         let def = &RESOURCES[res];
         if def.namespaced {
             meta_mut(&mut obj).insert("namespace".into(), json!(ns));
-            if self.get(NAMESPACES, "", ns).is_none() {
-                return Err(ApiError::not_found(&RESOURCES[NAMESPACES], ns));
+            match self.get(NAMESPACES, "", ns) {
+                None => return Err(ApiError::not_found(&RESOURCES[NAMESPACES], ns)),
+                Some(n) if terminating(n) => {
+                    return Err(ApiError::for_code(
+                        403,
+                        Some(format!(
+                            "{} {:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            def.qualified(),
+                            name_of(&obj)
+                        )),
+                        Some(def),
+                        Some(name_of(&obj)),
+                        "create",
+                        Some(ns),
+                    ));
+                }
+                Some(_) => {}
             }
         }
         for k in [
@@ -476,9 +532,17 @@ impl State {
             meta_mut(&mut obj).remove(k);
         }
         let name = name_of(&obj).to_string();
-        let gen_name = obj.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or_default();
+        let gen_name = obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if name.is_empty() && gen_name.is_empty() {
-            return Err(ApiError::required(def, "", "metadata.name", "name or generateName is required"));
+            return Err(ApiError::required(
+                def,
+                "",
+                "metadata.name",
+                "name or generateName is required",
+            ));
         }
         if !name.is_empty() && self.get(res, ns, &name).is_some() {
             return Err(ApiError::already_exists(def, &name));
@@ -494,11 +558,12 @@ impl State {
         if res == JOBS {
             self.default_job(&mut obj);
         }
+        crate::defaults::for_kind(def.kind, &mut obj);
         if res == PODS {
-            let grace = obj.pointer("/spec/terminationGracePeriodSeconds").cloned();
-            if grace.is_none() && obj.get("spec").is_some_and(Value::is_object) {
-                obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
-            }
+            crate::defaults::pod_admission(&mut obj);
+        }
+        if res == JOBS {
+            validate_job(def, &obj)?;
         }
         if dry_run {
             meta_mut(&mut obj).remove("resourceVersion");
@@ -535,9 +600,14 @@ impl State {
                 name_of(&next)
             )));
         }
-        if let Some(rv) = next.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = next
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
             && !rv.is_empty()
-            && Some(rv) != prev.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+            && Some(rv)
+                != prev
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
         {
             return Err(ApiError::stale(def, name));
         }
@@ -593,10 +663,15 @@ impl State {
                 },
             }
         }
+        if sub != Some("status") {
+            crate::defaults::for_kind(def.kind, &mut next);
+        }
         if res == JOBS {
             for field in ["template", "selector"] {
-                let (a, b) =
-                    (prev.pointer(&format!("/spec/{field}")), next.pointer(&format!("/spec/{field}")));
+                let (a, b) = (
+                    prev.pointer(&format!("/spec/{field}")),
+                    next.pointer(&format!("/spec/{field}")),
+                );
                 if a != b {
                     return Err(ApiError::invalid(
                         def,
@@ -609,13 +684,20 @@ impl State {
             }
         }
         if prev.get("spec") != next.get("spec") && next.get("spec").is_some() {
-            let g = prev.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            let g = prev
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             meta_mut(&mut next).insert("generation".into(), json!(g));
         }
         if terminating(&prev) {
             // New finalizers cannot be added to an object that is being deleted.
-            let old: Vec<Value> =
-                prev.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let old: Vec<Value> = prev
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if let Some(Value::Array(nf)) = next.pointer("/metadata/finalizers")
                 && nf.iter().any(|f| !old.contains(f))
             {
@@ -636,7 +718,9 @@ impl State {
             return Ok(if next == prev { prev } else { next });
         }
         let out = self.commit(res, next, Some(prev));
-        if terminating(&out) && finalizers_empty(&out) && (res != PODS || self.killed.contains(uid_of(&out)))
+        if terminating(&out)
+            && finalizers_empty(&out)
+            && (res != PODS || self.killed.contains(uid_of(&out)))
         {
             self.erase(res, ns, name);
             return Ok(out);
@@ -673,7 +757,10 @@ impl State {
             ));
         }
         if let Some(rv) = &opts.resource_version {
-            let cur = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+            let cur = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if rv != cur {
                 return Err(ApiError::conflict(
                     def,
@@ -687,15 +774,22 @@ impl State {
         if res == PODS {
             return Ok(self.delete_pod(obj, opts));
         }
+        if res == NAMESPACES && !opts.dry_run {
+            return Ok(self.delete_namespace(obj));
+        }
         if terminating(&obj) {
             return Ok(Deleted::Marked(obj));
         }
         let propagation = opts.propagation.clone().unwrap_or_else(|| {
             // batch/v1 Jobs default to orphaning their pods (kubernetes/kubernetes#20902).
-            if res == JOBS { "Orphan".into() } else { "Background".into() }
+            if res == JOBS {
+                "Orphan".into()
+            } else {
+                "Background".into()
+            }
         });
         if opts.dry_run {
-            return Ok(if finalizers_empty(&obj) && propagation != "Foreground" {
+            return Ok(if finalizers_empty(&obj) && propagation == "Background" {
                 Deleted::Removed(obj)
             } else {
                 Deleted::Marked(obj)
@@ -722,15 +816,29 @@ impl State {
                     None => Deleted::Marked(marked),
                 })
             }
-            p => {
-                if p == "Orphan" {
-                    self.orphan_dependents(ns, &uid);
+            "Orphan" => {
+                // The registry adds the `orphan` finalizer and answers with the object; the
+                // garbage collector then strips the dependents' ownerReferences, drops the
+                // finalizer and the object goes (asynchronously, as upstream).
+                let mut next = obj.clone();
+                let m = meta_mut(&mut next);
+                m.insert("deletionTimestamp".into(), json!(now_str()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let fins = m.entry("finalizers").or_insert_with(|| json!([]));
+                if let Value::Array(a) = fins
+                    && !a.contains(&json!("orphan"))
+                {
+                    a.push(json!("orphan"));
                 }
+                let out = self.commit(res, next, Some(obj));
+                let uid = uid.clone();
+                self.after(Duration::from_millis(1), move |st| st.finish_orphan(&uid));
+                Ok(Deleted::Marked(out))
+            }
+            _ => {
                 if finalizers_empty(&obj) {
                     let gone = self.erase(res, ns, name).unwrap_or(obj);
-                    if p != "Orphan" {
-                        self.delete_dependents(ns, &uid);
-                    }
+                    self.delete_dependents(ns, &uid);
                     Ok(Deleted::Removed(gone))
                 } else {
                     let mut next = obj.clone();
@@ -738,12 +846,72 @@ impl State {
                     m.insert("deletionTimestamp".into(), json!(now_str()));
                     m.insert("deletionGracePeriodSeconds".into(), json!(0));
                     let out = self.commit(res, next, Some(obj));
-                    if p != "Orphan" {
-                        self.delete_dependents(ns, &uid);
-                    }
+                    self.delete_dependents(ns, &uid);
                     Ok(Deleted::Marked(out))
                 }
             }
+        }
+    }
+
+    fn finish_orphan(&mut self, uid: &str) {
+        let Some((res, obj)) = self.by_uid(uid).map(|(r, v)| (r, v.clone())) else {
+            return;
+        };
+        let (ns, name) = (ns_of(&obj).to_string(), name_of(&obj).to_string());
+        self.orphan_dependents(&ns, uid);
+        self.modify(res, &ns, &name, |v| {
+            if let Some(Value::Array(a)) = v.pointer_mut("/metadata/finalizers") {
+                a.retain(|f| f != "orphan");
+            }
+            if finalizers_empty(v) {
+                meta_mut(v).remove("finalizers");
+            }
+        });
+    }
+
+    /// The namespace goes Terminating, its contents are deleted (pods gracefully), and it is
+    /// removed once empty (the namespace controller's job).
+    fn delete_namespace(&mut self, obj: Value) -> Deleted {
+        let name = name_of(&obj).to_string();
+        if !terminating(&obj) {
+            let mut next = obj.clone();
+            meta_mut(&mut next).insert("deletionTimestamp".into(), json!(now_str()));
+            meta_mut(&mut next).insert("deletionGracePeriodSeconds".into(), json!(0));
+            next["status"] = json!({"phase": "Terminating"});
+            self.commit(NAMESPACES, next, Some(obj.clone()));
+            for (res, def) in RESOURCES.iter().enumerate() {
+                if !def.namespaced {
+                    continue;
+                }
+                let names: Vec<String> = self
+                    .iter(res, Some(&name))
+                    .map(|(k, _)| k.1.clone())
+                    .collect();
+                for n in names {
+                    let _ = self.delete(res, &name, &n, &DeleteOpts::default());
+                }
+            }
+            self.namespace_gc(&name);
+        }
+        match self.get(NAMESPACES, "", &name) {
+            Some(v) => Deleted::Marked(v.clone()),
+            None => Deleted::Removed(obj),
+        }
+    }
+
+    fn namespace_gc(&mut self, ns: &str) {
+        let Some(n) = self.get(NAMESPACES, "", ns) else {
+            return;
+        };
+        if !terminating(n) || !finalizers_empty(n) {
+            return;
+        }
+        let empty = RESOURCES
+            .iter()
+            .enumerate()
+            .all(|(res, def)| !def.namespaced || self.iter(res, Some(ns)).next().is_none());
+        if empty {
+            self.erase(NAMESPACES, "", ns);
         }
     }
 
@@ -752,11 +920,17 @@ impl State {
         let name = name_of(&obj).to_string();
         let mut grace = opts
             .grace
-            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
             .unwrap_or(30)
             .max(0);
         // pod strategy CheckGracefulDelete: unscheduled or terminal pods go at once.
-        let node = obj.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+        let node = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if node.is_empty() || matches!(phase(&obj), "Succeeded" | "Failed") {
             grace = 0;
         }
@@ -768,8 +942,10 @@ impl State {
             };
         }
         if terminating(&obj) {
-            let cur =
-                obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+            let cur = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if grace >= cur {
                 return Deleted::Marked(obj);
             }
@@ -785,8 +961,11 @@ impl State {
         let out = self.commit(PODS, next, Some(obj));
         let uid = uid_of(&out).to_string();
         // The simulated kubelet stops a pod that never started at once, a running one after its grace.
-        let delay =
-            if phase(&out) == "Pending" { Duration::ZERO } else { self.scaled_duration(grace as f64) };
+        let delay = if phase(&out) == "Pending" {
+            Duration::ZERO
+        } else {
+            self.scaled_duration(grace as f64)
+        };
         if delay.is_zero() {
             self.kubelet_kill(&uid);
         } else {
@@ -817,7 +996,10 @@ impl State {
         if !self.opts.controllers {
             return;
         }
-        let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if node.is_empty() {
             return;
         }
@@ -914,16 +1096,27 @@ impl State {
             let owners: Vec<String> = p
                 .pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|o| o["uid"].as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|o| o["uid"].as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             for o in owners {
                 self.gc_foreground(&o);
+            }
+            if RESOURCES[res].namespaced {
+                let ns = ns_of(p).to_string();
+                self.namespace_gc(&ns);
             }
         }
         if res != PODS {
             return;
         }
-        let ns = prev.or(cur).map(|v| ns_of(v).to_string()).unwrap_or_default();
+        let ns = prev
+            .or(cur)
+            .map(|v| ns_of(v).to_string())
+            .unwrap_or_default();
         self.recompute_pdbs(&ns);
         if !self.opts.controllers {
             return;
@@ -965,10 +1158,16 @@ impl State {
     fn replace_pod(&mut self, old: &Value, owner: &Value, same_name: bool) {
         let ns = ns_of(old).to_string();
         let owner_res = if same_name { STATEFULSETS } else { REPLICASETS };
-        let Some(ctrl) = self.get(owner_res, &ns, owner["name"].as_str().unwrap_or_default()).cloned() else {
+        let Some(ctrl) = self
+            .get(owner_res, &ns, owner["name"].as_str().unwrap_or_default())
+            .cloned()
+        else {
             return;
         };
         if terminating(&ctrl) || uid_of(&ctrl) != owner["uid"].as_str().unwrap_or_default() {
+            return;
+        }
+        if self.get(NAMESPACES, "", &ns).is_none_or(terminating) {
             return;
         }
         let name = if same_name {
@@ -989,7 +1188,11 @@ impl State {
             .and_then(|t| t.get("spec").cloned())
             .or_else(|| old.get("spec").cloned())
             .unwrap_or_else(|| json!({}));
-        let old_node = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let old_node = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let node = self.pick_node(&old_node);
         if let Some(obj) = spec.as_object_mut() {
             obj.remove("nodeName");
@@ -1014,6 +1217,7 @@ impl State {
         if !same_name {
             pod["metadata"]["generateName"] = json!(format!("{}-", name_of(&ctrl)));
         }
+        crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         let created = self.commit(PODS, pod, None);
         if node.is_some() {
@@ -1032,9 +1236,20 @@ impl State {
         if job.get("spec").is_none() {
             job["spec"] = json!({});
         }
+        // batch/v1 SetDefaults_Job: an unlabelled Job takes its template's labels.
+        let tlabels = job.pointer("/spec/template/metadata/labels").cloned();
+        if let Some(l) = tlabels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+            && job
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+        {
+            meta_mut(job).insert("labels".into(), l);
+        }
         let manual = job.pointer("/spec/manualSelector") == Some(&json!(true));
         if !manual {
-            job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+            job["spec"]["selector"] =
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
             if !job["spec"].get("template").is_some_and(Value::is_object) {
                 job["spec"]["template"] = json!({});
             }
@@ -1057,11 +1272,8 @@ impl State {
         spec.entry("parallelism").or_insert(json!(1));
         spec.entry("completionMode").or_insert(json!("NonIndexed"));
         spec.entry("suspend").or_insert(json!(false));
-        spec.entry("podReplacementPolicy").or_insert(json!("TerminatingOrFailed"));
-        if let Some(ts) = job.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) {
-            ts.entry("restartPolicy").or_insert(json!("Never"));
-            ts.entry("terminationGracePeriodSeconds").or_insert(json!(30));
-        }
+        spec.entry("podReplacementPolicy")
+            .or_insert(json!("TerminatingOrFailed"));
     }
 
     /// The Job controller's first sync: one pod, status active=1.
@@ -1072,12 +1284,19 @@ impl State {
         if job.pointer("/spec/suspend") == Some(&json!(true)) {
             return;
         }
-        let tspec = job.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
+        let tspec = job
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let mut spec = tspec.clone();
         let node = tspec
             .get("nodeName")
             .and_then(Value::as_str)
-            .or_else(|| tspec.pointer("/nodeSelector/kubernetes.io~1hostname").and_then(Value::as_str))
+            .or_else(|| {
+                tspec
+                    .pointer("/nodeSelector/kubernetes.io~1hostname")
+                    .and_then(Value::as_str)
+            })
             .map(String::from);
         if let (Some(n), Some(o)) = (&node, spec.as_object_mut()) {
             o.insert("nodeName".into(), json!(n));
@@ -1102,6 +1321,7 @@ impl State {
             pod["metadata"]["annotations"] = a.clone();
         }
         running_status(&mut pod);
+        crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         self.commit(PODS, pod, None);
         self.modify(JOBS, ns, name, |j| {
@@ -1118,7 +1338,12 @@ impl State {
     }
 
     /// Test driver: finish a Job's pods and the Job, successfully or not.
-    pub(crate) fn finish_job(&mut self, ns: &str, name: &str, failure: Option<&str>) -> Option<Value> {
+    pub(crate) fn finish_job(
+        &mut self,
+        ns: &str,
+        name: &str,
+        failure: Option<&str>,
+    ) -> Option<Value> {
         let job = self.get(JOBS, ns, name)?.clone();
         let now = now_str();
         for pod in self.job_pods(&job) {
@@ -1168,7 +1393,9 @@ impl State {
         let labels = pod.pointer("/metadata/labels");
         self.iter(PDBS, Some(ns_of(pod)))
             .filter(|(_, pdb)| {
-                match LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)) {
+                match LabelSelector::from_object(
+                    pdb.pointer("/spec/selector").unwrap_or(&Value::Null),
+                ) {
                     Ok(Some(sel)) => sel.matches(labels),
                     _ => false,
                 }
@@ -1202,21 +1429,31 @@ impl State {
                     let rs = self.get(REPLICASETS, ns, oname)?;
                     match controller_ref(rs) {
                         Some(d) if d["kind"] == "Deployment" => {
-                            let dep = self.get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())?;
+                            let dep =
+                                self.get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())?;
                             (
                                 uid_of(dep).to_string(),
-                                dep.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+                                dep.pointer("/spec/replicas")
+                                    .and_then(Value::as_i64)
+                                    .unwrap_or(1),
                             )
                         }
                         _ => (
                             uid_of(rs).to_string(),
-                            rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+                            rs.pointer("/spec/replicas")
+                                .and_then(Value::as_i64)
+                                .unwrap_or(1),
                         ),
                     }
                 }
                 Some("StatefulSet") => {
                     let s = self.get(STATEFULSETS, ns, oname)?;
-                    (uid_of(s).to_string(), s.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))
+                    (
+                        uid_of(s).to_string(),
+                        s.pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1),
+                    )
                 }
                 _ => return None,
             };
@@ -1227,8 +1464,9 @@ impl State {
 
     fn pdb_status(&self, pdb: &Value) -> Value {
         let ns = ns_of(pdb);
-        let sel =
-            LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)).ok().flatten();
+        let sel = LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null))
+            .ok()
+            .flatten();
         let pods: Vec<&Value> = match &sel {
             Some(s) => self
                 .iter(PODS, Some(ns))
@@ -1239,31 +1477,35 @@ impl State {
         };
         let spec = pdb.get("spec").cloned().unwrap_or_else(|| json!({}));
         let mut fail = false;
-        let (expected, desired) = if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
-            match self.expected_scale(&pods) {
-                Some(e) => (e, (e - scaled(mu, e).unwrap_or(0)).max(0)),
-                None => {
-                    fail = true;
-                    (0, 0)
-                }
-            }
-        } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
-            match ma {
-                Value::Number(n) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
-                _ => match self.expected_scale(&pods) {
-                    Some(e) => (e, scaled(ma, e).unwrap_or(0)),
+        let (expected, desired) =
+            if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
+                match self.expected_scale(&pods) {
+                    Some(e) => (e, (e - scaled(mu, e).unwrap_or(0)).max(0)),
                     None => {
                         fail = true;
                         (0, 0)
                     }
-                },
-            }
-        } else {
-            (0, 0)
-        };
+                }
+            } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
+                match ma {
+                    Value::Number(n) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
+                    _ => match self.expected_scale(&pods) {
+                        Some(e) => (e, scaled(ma, e).unwrap_or(0)),
+                        None => {
+                            fail = true;
+                            (0, 0)
+                        }
+                    },
+                }
+            } else {
+                (0, 0)
+            };
         let now = jiff::Timestamp::now();
         let mut disrupted = Map::new();
-        if let Some(d) = pdb.pointer("/status/disruptedPods").and_then(Value::as_object) {
+        if let Some(d) = pdb
+            .pointer("/status/disruptedPods")
+            .and_then(Value::as_object)
+        {
             for (name, ts) in d {
                 let alive = pods.iter().any(|p| name_of(p) == name && !terminating(p));
                 let fresh = ts
@@ -1280,7 +1522,10 @@ impl State {
             .filter(|p| !terminating(p) && pod_ready(p) && !disrupted.contains_key(name_of(p)))
             .count() as i64;
         let allowed = if fail { 0 } else { (healthy - desired).max(0) };
-        let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let generation = pdb
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let mut status = json!({
             "observedGeneration": generation,
             "disruptionsAllowed": allowed,
@@ -1314,12 +1559,18 @@ impl State {
     }
 
     /// POST pods/{name}/eviction, after eviction.go. Ok = (HTTP code, body).
-    pub(crate) fn evict(&mut self, ns: &str, name: &str, opts: DeleteOpts) -> Result<(u16, Value), ApiError> {
+    pub(crate) fn evict(
+        &mut self,
+        ns: &str,
+        name: &str,
+        opts: DeleteOpts,
+    ) -> Result<(u16, Value), ApiError> {
         let Some(pod) = self.get(PODS, ns, name).cloned() else {
             return Err(ApiError::not_found(&RESOURCES[PODS], name));
         };
         let ok = || Ok((201, status::success(Some(201), None)));
-        let can_ignore = matches!(phase(&pod), "Succeeded" | "Failed" | "Pending") || terminating(&pod);
+        let can_ignore =
+            matches!(phase(&pod), "Succeeded" | "Failed" | "Pending") || terminating(&pod);
         if can_ignore {
             self.delete(PODS, ns, name, &opts)?;
             return ok();
@@ -1340,18 +1591,26 @@ impl State {
             let int = |k: &str| st.get(k).and_then(Value::as_i64).unwrap_or(0);
             let mut skip_budget = false;
             if !pod_ready(&pod) {
-                let always = pdb.pointer("/spec/unhealthyPodEvictionPolicy") == Some(&json!("AlwaysAllow"));
-                if always || (int("currentHealthy") >= int("desiredHealthy") && int("desiredHealthy") > 0) {
+                let always =
+                    pdb.pointer("/spec/unhealthyPodEvictionPolicy") == Some(&json!("AlwaysAllow"));
+                if always
+                    || (int("currentHealthy") >= int("desiredHealthy") && int("desiredHealthy") > 0)
+                {
                     skip_budget = true;
                 }
             }
             if !skip_budget {
                 let pdb_name = name_of(&pdb).to_string();
                 if int("observedGeneration")
-                    < pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0)
+                    < pdb
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
                 {
                     return Err(too_many(
-                        format!("The disruption budget {pdb_name} is still being processed by the server."),
+                        format!(
+                            "The disruption budget {pdb_name} is still being processed by the server."
+                        ),
                         10,
                     ));
                 }
@@ -1424,6 +1683,24 @@ impl State {
     }
 }
 
+/// The Job validation a client is most likely to trip over: the pod template's restart policy.
+fn validate_job(def: &crate::resources::ResDef, job: &Value) -> Result<(), ApiError> {
+    let rp = job
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if rp != "Never" && rp != "OnFailure" {
+        return Err(ApiError::unsupported(
+            def,
+            name_of(job),
+            "spec.template.spec.restartPolicy",
+            rp,
+            &["OnFailure", "Never"],
+        ));
+    }
+    Ok(())
+}
+
 fn too_many(cause: String, retry_after: i64) -> ApiError {
     let mut details = json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]});
     if retry_after > 0 {
@@ -1449,7 +1726,16 @@ pub(crate) fn running_status(p: &mut Value) {
     if p["status"].get("startTime").is_none() {
         p["status"]["startTime"] = json!(now);
     }
-    for t in ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"] {
-        set_condition(p, json!({"type": t, "status": "True", "lastProbeTime": null}));
+    for t in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ] {
+        set_condition(
+            p,
+            json!({"type": t, "status": "True", "lastProbeTime": null}),
+        );
     }
 }
