@@ -19,11 +19,14 @@ pub mod fixtures;
 pub mod job;
 pub mod killswitch;
 pub mod metrics;
+pub mod node_exec;
 pub mod plan;
+pub mod probes;
 pub mod settings;
 pub mod settle;
 pub mod slack;
 pub mod spawn;
+pub mod ssh;
 pub mod telemetry;
 pub mod version;
 

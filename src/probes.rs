@@ -1,0 +1,1 @@
+//! Probes and fixes run on nodes over [`crate::node_exec::NodeExec`].

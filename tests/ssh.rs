@@ -1,0 +1,304 @@
+//! SshExec against a real sshd on loopback (see tests/support/sshd.rs).
+//!
+//! Each test uses its own loopback address so parallel tests never share a server.
+
+mod support;
+
+use std::{fs, os::unix::fs::PermissionsExt, time::Duration};
+
+use k8s_upgrade_chain::{
+    node_exec::{ExecError, ExecRequest, ExitStatus, NodeExec},
+    ssh::{HostKeyPolicy, SshExec},
+};
+use support::sshd::SshdNode;
+
+fn exec_for(node: &SshdNode) -> SshExec {
+    SshExec::new(node.ssh_config()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_a_command_and_returns_output_and_status() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.11");
+    let exec = exec_for(&node);
+    let out = exec
+        .run(
+            &node.target(),
+            ExecRequest::command("echo hello; echo oops >&2; exit 3"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.status, ExitStatus::Code(3));
+    assert!(!out.success());
+    assert_eq!(out.stdout, "hello\n");
+    assert_eq!(out.stderr, "oops\n");
+
+    let ok = exec
+        .run(
+            &node.target(),
+            ExecRequest::command("cat").with_stdin("piped\n"),
+        )
+        .await
+        .unwrap();
+    assert!(ok.success());
+    assert_eq!(ok.stdout, "piped\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_is_reported_as_a_signal() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.12");
+    let out = exec_for(&node)
+        .run(&node.target(), ExecRequest::command("kill -TERM $$"))
+        .await
+        .unwrap();
+    assert_eq!(out.status, ExitStatus::Signal("TERM".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_run_under_sudo_bash_with_quoted_args() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.13");
+    let script = "printf '<%s>\\n' \"$@\"; echo \"user=$(id -un)\"\n";
+    let req = ExecRequest::script("args.sh", script, ["--role", "it's a $(test)", "*"])
+        .unwrap()
+        .capture(true);
+    let out = exec_for(&node).run(&node.target(), req).await.unwrap();
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout.starts_with("<--role>\n<it's a $(test)>\n<*>\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        node.calls()
+            .iter()
+            .any(|c| c.starts_with("sudo bash -s -- --role"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_megabytes_on_both_streams_at_once_all_arrive() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.14");
+    // 1_300_000 lines of 8 bytes ("0000001\n") = 10.4 MB on each stream, concurrently.
+    let cmd = "seq -w 1 1300000 & seq -w 1 1300000 >&2; wait";
+    let req = ExecRequest::command(cmd)
+        .stream(true)
+        .timeout(Duration::from_secs(120));
+    let out = exec_for(&node).run(&node.target(), req).await.unwrap();
+    assert!(out.success());
+    assert_eq!(out.stdout_bytes, 10_400_000);
+    assert_eq!(out.stderr_bytes, 10_400_000);
+    assert!(out.stdout.ends_with("1299999\n1300000\n"));
+    assert!(out.stderr.ends_with("1299999\n1300000\n"));
+    assert!(out.stdout.len() <= k8s_upgrade_chain::node_exec::CAPTURE_LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_is_refused_naming_node_address_and_fingerprint() {
+    let node = SshdNode::start("k8s-node2", "127.0.0.15");
+    let mut cfg = node.ssh_config();
+    // known_hosts lists a different key for this address.
+    let other = SshdNode::start("other", "127.0.0.16");
+    let line = other.known_hosts_line().replace(
+        &format!("[{}]:{}", other.ip, other.port),
+        &format!("[{}]:{}", node.ip, node.port),
+    );
+    cfg.known_hosts_file = node.dir.path().join("kh_wrong");
+    fs::write(&cfg.known_hosts_file, line).unwrap();
+    let err = SshExec::new(cfg)
+        .unwrap()
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::HostKeyMismatch { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("k8s-node2"), "{msg}");
+    assert!(msg.contains("127.0.0.15"), "{msg}");
+    assert!(msg.contains(&node.host_key_fingerprint()), "{msg}");
+    assert!(node.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_is_refused_in_strict_mode() {
+    let node = SshdNode::start("k8s-node3", "127.0.0.17");
+    let mut cfg = node.ssh_config();
+    cfg.known_hosts_file = node.dir.path().join("kh_empty");
+    fs::write(&cfg.known_hosts_file, "# nothing here\n").unwrap();
+    let err = SshExec::new(cfg.clone())
+        .unwrap()
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::HostKeyUnknown { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&node.host_key_fingerprint()),
+        "{err}"
+    );
+
+    // A missing known_hosts file is a setup error in strict mode, naming the path.
+    cfg.known_hosts_file = node.dir.path().join("absent");
+    let err = SshExec::new(cfg)
+        .unwrap()
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Setup { .. }), "{err:?}");
+    assert!(err.to_string().contains("absent"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_new_trusts_an_unknown_host_once_and_refuses_a_changed_key() {
+    let mut node = SshdNode::start("k8s-node4", "127.0.0.18");
+    let mut cfg = node.ssh_config();
+    cfg.known_hosts_file = node.dir.path().join("absent");
+    cfg.host_key_policy = HostKeyPolicy::AcceptNew;
+    let exec = SshExec::new(cfg).unwrap();
+    let out = exec
+        .run(&node.target(), ExecRequest::command("echo first"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "first\n");
+    let out = exec
+        .run(&node.target(), ExecRequest::command("echo again"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "again\n");
+
+    node.restart_with_new_host_key();
+    let err = exec
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::HostKeyMismatch { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&node.host_key_fingerprint()),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_new_still_refuses_a_key_that_contradicts_known_hosts() {
+    let mut node = SshdNode::start("k8s-node5", "127.0.0.19");
+    let mut cfg = node.ssh_config(); // lists the current key
+    cfg.host_key_policy = HostKeyPolicy::AcceptNew;
+    node.restart_with_new_host_key();
+    let err = SshExec::new(cfg)
+        .unwrap()
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::HostKeyMismatch { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_readable_key_file_still_works() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.20");
+    for mode in [0o644, 0o444] {
+        fs::set_permissions(node.client_key(), fs::Permissions::from_mode(mode)).unwrap();
+        let out = exec_for(&node)
+            .run(&node.target(), ExecRequest::command("echo ok"))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "ok\n", "mode {mode:o}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_server_does_not_know_fails_authentication() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.21");
+    let other = SshdNode::start("other", "127.0.0.22");
+    let mut cfg = node.ssh_config();
+    cfg.key_file = other.client_key();
+    let err = SshExec::new(cfg)
+        .unwrap()
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Auth { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("k8s-node1") && msg.contains("127.0.0.21"),
+        "{msg}"
+    );
+    assert!(!msg.contains("PRIVATE KEY"), "{msg}");
+}
+
+#[test]
+fn an_unreadable_key_file_is_an_error_naming_the_path_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = k8s_upgrade_chain::ssh::SshConfig {
+        key_file: dir.path().join("nope"),
+        ..Default::default()
+    };
+    let err = SshExec::new(cfg).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_command_fails_clearly() {
+    let mut node = SshdNode::start("k8s-node6", "127.0.0.23");
+    let exec = exec_for(&node);
+    let target = node.target();
+    let marker = node.state().join("started");
+    let cmd = format!(
+        "echo started; touch {}; sleep 60; echo never",
+        marker.display()
+    );
+    let req = ExecRequest::command(cmd).timeout(Duration::from_secs(100));
+    let run = tokio::spawn(async move { exec.run(&target, req).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "remote command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.kill_all();
+    let res = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("run did not return after the connection dropped")
+        .unwrap();
+    let err = res.unwrap_err();
+    // Dropped, not TimedOut: the drop was noticed without waiting for the 100 s deadline.
+    assert!(matches!(err, ExecError::Dropped { .. }), "{err:?}");
+    assert!(err.to_string().contains("k8s-node6"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_deadline_fires() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.24");
+    let req = ExecRequest::command("sleep 30").timeout(Duration::from_secs(2));
+    let err = exec_for(&node).run(&node.target(), req).await.unwrap_err();
+    assert!(matches!(err, ExecError::TimedOut { .. }), "{err:?}");
+    assert!(err.to_string().contains("sleep 30"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_is_a_connect_error() {
+    let node = SshdNode::start("k8s-node1", "127.0.0.25");
+    let mut cfg = node.ssh_config();
+    cfg.port = {
+        let l = std::net::TcpListener::bind("127.0.0.25:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = SshExec::new(cfg)
+        .unwrap()
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains("127.0.0.25"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_over_ipv6_loopback() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+        return;
+    }
+    let node = SshdNode::start("k8s-node1", "::1");
+    let out = exec_for(&node)
+        .run(&node.target(), ExecRequest::command("echo v6"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "v6\n");
+}
