@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{fs, os::unix::fs::PermissionsExt, time::Duration};
+use std::{fs, os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
 use k8s_upgrade_chain::{
     node_exec::{ExecError, ExecRequest, ExitStatus, NodeExec},
@@ -301,4 +301,212 @@ async fn works_over_ipv6_loopback() {
         .await
         .unwrap();
     assert_eq!(out.stdout, "v6\n");
+}
+
+// ----- probes over SSH, against the command shims -----
+
+mod probes_over_ssh {
+    use super::*;
+    use k8s_upgrade_chain::{
+        probes::{self, AuthConfigDrift, PlanTarget, ProbeError},
+        version::Version,
+    };
+
+    fn sample(name: &str) -> String {
+        fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/probe_samples")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn v(s: &str) -> Version {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plan_madison_containerd_and_diff_probes_parse_node_output() {
+        let node = SshdNode::start("k8s-master", "127.0.2.11");
+        node.set_state("plan.txt", &sample("kubeadm-plan-1.34-minor.txt"));
+        node.set_state("madison.txt", &sample("madison-kubeadm-1.35.txt"));
+        node.set_state("diff.txt", &sample("kubeadm-diff-authn-dropped.txt"));
+        node.set_state("installed/containerd.io", "1.7.27-1");
+        let exec = exec_for(&node);
+        let t = node.target();
+
+        let plan = probes::probe_upgrade_plan(&exec, &t, v("1.34.1"))
+            .await
+            .unwrap();
+        assert_eq!(plan, PlanTarget::Apply(v("1.34.1")));
+        let latest = probes::probe_latest_patch(&exec, &t, v("1.35.0"))
+            .await
+            .unwrap();
+        assert_eq!(latest, Some(v("1.35.5")));
+        let containerd = probes::probe_containerd_version(&exec, &t).await.unwrap();
+        assert_eq!(containerd, v("1.7.27"));
+        let drift = probes::probe_auth_config_drift(&exec, &t, v("1.34.1"))
+            .await
+            .unwrap();
+        assert!(matches!(drift, AuthConfigDrift::Dropped(_)), "{drift:?}");
+
+        let calls = node.calls();
+        for want in [
+            "kubeadm upgrade plan v1.34.1 --ignore-preflight-errors=CoreDNSMigration,CoreDNSUnsupportedPlugins",
+            "apt-get update -o Dir::Etc::sourcelist=sources.list.d/kubernetes.list -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0",
+            "apt-cache madison kubeadm",
+            "containerd --version",
+            "kubeadm upgrade diff v1.34.1",
+        ] {
+            assert!(
+                calls.iter().any(|c| c == want),
+                "missing {want:?} in {calls:#?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_probe_names_node_and_stderr() {
+        let node = SshdNode::start("k8s-node3", "127.0.2.12");
+        node.set_state("apt_get_fails", "");
+        let err = probes::probe_latest_patch(&exec_for(&node), &node.target(), v("1.35.0"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProbeError::Failed { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("k8s-node3") && msg.contains("simulated failure"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn containerd_skew_fix_installs_holds_and_restarts() {
+        let node = SshdNode::start("k8s-master", "127.0.2.13");
+        node.install(&["containerd.io"], "1.7.27-1");
+        let exec = exec_for(&node);
+        probes::fix_containerd_skew(&exec, &node.target(), v("1.7.28"))
+            .await
+            .unwrap();
+        let acts: Vec<String> = node
+            .calls()
+            .into_iter()
+            .filter(|c| !c.starts_with("sudo "))
+            .collect();
+        assert_eq!(
+            acts,
+            [
+                "apt-mark unhold containerd.io",
+                "apt-get install -y containerd.io=1.7.28-*",
+                "apt-mark hold containerd.io",
+                "systemctl restart containerd"
+            ]
+        );
+        assert_eq!(
+            probes::probe_containerd_version(&exec, &node.target())
+                .await
+                .unwrap(),
+            v("1.7.28")
+        );
+        assert!(node.state().join("held/containerd.io").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apt_repo_rewrite_points_at_the_new_minor() {
+        let node = SshdNode::start("k8s-node1", "127.0.2.14");
+        probes::rewrite_apt_repo(
+            &exec_for(&node),
+            &node.target(),
+            v("1.35.2"),
+            probes::K8S_APT_BASE,
+        )
+        .await
+        .unwrap();
+        let root = node.root();
+        assert_eq!(
+            fs::read_to_string(root.join("etc/apt/sources.list.d/kubernetes.list")).unwrap(),
+            "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.35/deb/ /\n"
+        );
+        let keyring =
+            fs::read_to_string(root.join("etc/apt/keyrings/kubernetes-apt-keyring.gpg")).unwrap();
+        assert_eq!(
+            keyring,
+            "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key\n"
+        );
+        let calls = node.calls();
+        assert!(
+            calls.iter().any(|c| c
+                == "curl -fsSL --retry 3 https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key"),
+            "{calls:#?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_removes_only_old_kubeadm_scratch() {
+        let node = SshdNode::start("k8s-master", "127.0.2.15");
+        let scratch = node.dir.path().join("etc-kubernetes-tmp");
+        for (name, age) in [
+            (
+                "kubeadm-backup-etcd-2026-06-24-03-11-52",
+                Some("5 days ago"),
+            ),
+            ("kubeadm-upgraded-manifests2387441093", Some("4 days ago")),
+            ("kubeadm-backup-manifests-fresh", None),
+            ("unrelated-old", Some("9 days ago")),
+        ] {
+            let d = scratch.join(name);
+            fs::create_dir_all(d.join("sub")).unwrap();
+            if let Some(age) = age {
+                let st = Command::new("touch")
+                    .arg("-d")
+                    .arg(age)
+                    .arg(&d)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+        }
+        let report = probes::prune_dir(
+            &exec_for(&node),
+            &node.target(),
+            scratch.to_str().unwrap(),
+            probes::KUBEADM_SCRATCH_MAX_AGE,
+        )
+        .await
+        .unwrap();
+        let mut pruned: Vec<String> = report
+            .pruned
+            .iter()
+            .map(|p| p.rsplit('/').next().unwrap().to_string())
+            .collect();
+        pruned.sort();
+        assert_eq!(
+            pruned,
+            [
+                "kubeadm-backup-etcd-2026-06-24-03-11-52",
+                "kubeadm-upgraded-manifests2387441093"
+            ]
+        );
+        assert!(
+            !scratch
+                .join("kubeadm-upgraded-manifests2387441093")
+                .exists()
+        );
+        assert!(scratch.join("kubeadm-backup-manifests-fresh").exists());
+        assert!(scratch.join("unrelated-old").exists());
+        let fs_usage = report.root_fs.expect("df output parsed");
+        assert!(fs_usage.size_kib > 0 && fs_usage.use_percent <= 100);
+
+        // A missing directory prunes nothing and still reports usage.
+        let report = probes::prune_dir(
+            &exec_for(&node),
+            &node.target(),
+            "/nonexistent/k8s-upgrade-test",
+            probes::KUBEADM_SCRATCH_MAX_AGE,
+        )
+        .await
+        .unwrap();
+        assert!(report.pruned.is_empty());
+        assert!(report.root_fs.is_some());
+    }
 }
