@@ -30,6 +30,8 @@ PACKAGES=(kubeadm kubelet kubectl)
 # preflight too (seed history bfb86e65, 037a609f).
 IGNORE_PREFLIGHT=--ignore-preflight-errors=CoreDNSMigration,CoreDNSUnsupportedPlugins
 export DEBIAN_FRONTEND=noninteractive
+# Keep our config files on package upgrades instead of prompting (there is no one to answer).
+APT_INSTALL_OPTS=(-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 
 usage() {
 	cat <<EOF
@@ -62,49 +64,6 @@ run() {
 	log "+ $*"
 	"$@"
 }
-
-role=""
-release=""
-preserve_keys=()
-while (($# > 0)); do
-	case "$1" in
-	--role | --release | --preserve-kubelet-keys)
-		(($# >= 2)) || usage_error "$1 needs a value"
-		opt=$1
-		val=$2
-		shift 2
-		;;
-	--role=* | --release=* | --preserve-kubelet-keys=*)
-		opt=${1%%=*}
-		val=${1#*=}
-		shift
-		;;
-	-h | --help)
-		usage
-		exit 0
-		;;
-	*) usage_error "unknown argument: $1" ;;
-	esac
-	case "$opt" in
-	--role) role=$val ;;
-	--release) release=$val ;;
-	--preserve-kubelet-keys)
-		[[ $val =~ ^[A-Za-z][A-Za-z0-9]*(,[A-Za-z][A-Za-z0-9]*)*$ ]] ||
-			usage_error "--preserve-kubelet-keys: expected KEY[,KEY...], got '$val'"
-		IFS=, read -r -a more <<<"$val"
-		preserve_keys+=("${more[@]}")
-		;;
-	esac
-done
-
-case "$role" in
-master | control-plane | worker) ;;
-"") usage_error "--role is required" ;;
-*) usage_error "--role must be master, control-plane or worker, got '$role'" ;;
-esac
-[[ -n $release ]] || usage_error "--release is required"
-[[ $release =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || usage_error "--release must be X.Y.Z, got '$release'"
-track=${release%.*}
 
 # Installed upstream version of a package (Debian revision stripped), or empty.
 installed_version() {
@@ -142,152 +101,202 @@ yaml_without_block() {
 		!inblk { print }' "$2"
 }
 
-changed=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# Everything runs inside main, called with stdin from /dev/null: bash has then read the whole
+# script (it arrives on stdin) before the first command runs, and no command (a dpkg prompt,
+# say) can swallow the rest of the script as its input.
+main() {
+	role=""
+	release=""
+	preserve_keys=()
+	while (($# > 0)); do
+		case "$1" in
+		--role | --release | --preserve-kubelet-keys)
+			(($# >= 2)) || usage_error "$1 needs a value"
+			opt=$1
+			val=$2
+			shift 2
+			;;
+		--role=* | --release=* | --preserve-kubelet-keys=*)
+			opt=${1%%=*}
+			val=${1#*=}
+			shift
+			;;
+		-h | --help)
+			usage
+			exit 0
+			;;
+		*) usage_error "unknown argument: $1" ;;
+		esac
+		case "$opt" in
+		--role) role=$val ;;
+		--release) release=$val ;;
+		--preserve-kubelet-keys)
+			[[ $val =~ ^[A-Za-z][A-Za-z0-9]*(,[A-Za-z][A-Za-z0-9]*)*$ ]] ||
+				usage_error "--preserve-kubelet-keys: expected KEY[,KEY...], got '$val'"
+			IFS=, read -r -a more <<<"$val"
+			preserve_keys+=("${more[@]}")
+			;;
+		esac
+	done
 
-log "role=$role release=$release track=v$track"
+	case "$role" in
+	master | control-plane | worker) ;;
+	"") usage_error "--role is required" ;;
+	*) usage_error "--role must be master, control-plane or worker, got '$role'" ;;
+	esac
+	[[ -n $release ]] || usage_error "--release is required"
+	[[ $release =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || usage_error "--release must be X.Y.Z, got '$release'"
+	track=${release%.*}
 
-# 1. apt source and keyring for the release's minor track.
-want_source="deb [signed-by=$KEYRING_NAME] $APT_BASE/v$track/deb/ /"
-mkdir -p "$(dirname "$SOURCES_LIST")" "$(dirname "$KEYRING")"
-if [[ ! -f $SOURCES_LIST || $(<"$SOURCES_LIST") != "$want_source" ]]; then
-	printf '%s\n' "$want_source" >"$SOURCES_LIST"
-	log "apt source set to $want_source"
-fi
-# -L: pkgs.k8s.io answers with a redirect (seed history cecd9fe2).
-run curl -fsSL --retry 3 -o "$tmp/Release.key" "$APT_BASE/v$track/deb/Release.key"
-run gpg --batch --yes --dearmor -o "$tmp/keyring.gpg" "$tmp/Release.key"
-if ! cmp -s "$tmp/keyring.gpg" "$KEYRING"; then
-	install -m 0644 "$tmp/keyring.gpg" "$KEYRING"
-	log "apt keyring for v$track updated"
-fi
+	changed=0
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
 
-# 2. Packages not yet at the release: unhold them and refresh the index.
-pending=()
-for p in "${PACKAGES[@]}"; do
-	at_release "$p" || pending+=("$p")
-done
-if ((${#pending[@]} > 0)); then
-	run apt-mark unhold "${pending[@]}"
-	run apt-get update
-else
-	log "kubeadm, kubelet and kubectl already at $release"
-fi
+	log "role=$role release=$release track=v$track"
 
-if ! at_release kubeadm; then
-	run apt-get install -y "kubeadm=$release-*"
-fi
-
-# 3. kubeadm. Keep the kubelet config as it was before the first kubeadm run for this
-# release: `kubeadm upgrade` rewrites it from the kubelet-config ConfigMap and drops
-# node-local tuning (seed history, 1.35.7 run). The copy survives a failed run so a re-run
-# restores from the original, not from kubeadm's rewrite.
-backup="$KUBELET_CONFIG.before-v$release"
-kubeadm_ran=0
-save_kubelet_config() {
-	if [[ -f $KUBELET_CONFIG && ! -f $backup ]]; then
-		cp -p "$KUBELET_CONFIG" "$backup"
-		log "saved $KUBELET_CONFIG to $backup"
+	# 1. apt source and keyring for the release's minor track.
+	want_source="deb [signed-by=$KEYRING_NAME] $APT_BASE/v$track/deb/ /"
+	mkdir -p "$(dirname "$SOURCES_LIST")" "$(dirname "$KEYRING")"
+	if [[ ! -f $SOURCES_LIST || $(<"$SOURCES_LIST") != "$want_source" ]]; then
+		printf '%s\n' "$want_source" >"$SOURCES_LIST"
+		log "apt source set to $want_source"
 	fi
-}
-if [[ $role == master ]]; then
-	if control_plane_at_release; then
-		log "control plane already at v$release; skipping kubeadm upgrade apply"
+	# -L: pkgs.k8s.io answers with a redirect (seed history cecd9fe2).
+	run curl -fsSL --retry 3 -o "$tmp/Release.key" "$APT_BASE/v$track/deb/Release.key"
+	run gpg --batch --yes --dearmor -o "$tmp/keyring.gpg" "$tmp/Release.key"
+	if ! cmp -s "$tmp/keyring.gpg" "$KEYRING"; then
+		install -m 0644 "$tmp/keyring.gpg" "$KEYRING"
+		log "apt keyring for v$track updated"
+	fi
+
+	# 2. Packages not yet at the release: unhold them and refresh the index.
+	pending=()
+	for p in "${PACKAGES[@]}"; do
+		at_release "$p" || pending+=("$p")
+	done
+	if ((${#pending[@]} > 0)); then
+		run apt-mark unhold "${pending[@]}"
+		run apt-get update
 	else
-		save_kubelet_config
-		# The explicit version matters: without it kubeadm only proposes patches of its
-		# current minor (seed history 566447a6).
-		run kubeadm upgrade plan "v$release" "$IGNORE_PREFLIGHT"
-		ok=0
-		for attempt in 1 2 3; do
-			args=(upgrade apply "v$release" -y "$IGNORE_PREFLIGHT" --skip-phases=addon/coredns)
-			# A retry must not wait for an etcd static-pod hash change that never comes
-			# when the etcd manifest is unchanged (seed history 2dc7e001, 4713c3a6).
-			if ((attempt > 1)); then
-				args+=(--etcd-upgrade=false)
+		log "kubeadm, kubelet and kubectl already at $release"
+	fi
+
+	if ! at_release kubeadm; then
+		run apt-get install -y "${APT_INSTALL_OPTS[@]}" "kubeadm=$release-*"
+	fi
+
+	# 3. kubeadm. Keep the kubelet config as it was before the first kubeadm run for this
+	# release: `kubeadm upgrade` rewrites it from the kubelet-config ConfigMap and drops
+	# node-local tuning (seed history, 1.35.7 run). The copy survives a failed run so a re-run
+	# restores from the original, not from kubeadm's rewrite.
+	backup="$KUBELET_CONFIG.before-v$release"
+	kubeadm_ran=0
+	save_kubelet_config() {
+		if [[ -f $KUBELET_CONFIG && ! -f $backup ]]; then
+			cp -p "$KUBELET_CONFIG" "$backup"
+			log "saved $KUBELET_CONFIG to $backup"
+		fi
+	}
+	if [[ $role == master ]]; then
+		if control_plane_at_release; then
+			log "control plane already at v$release; skipping kubeadm upgrade apply"
+		else
+			save_kubelet_config
+			# The explicit version matters: without it kubeadm only proposes patches of its
+			# current minor (seed history 566447a6).
+			run kubeadm upgrade plan "v$release" "$IGNORE_PREFLIGHT"
+			ok=0
+			for attempt in 1 2 3; do
+				args=(upgrade apply "v$release" -y "$IGNORE_PREFLIGHT" --skip-phases=addon/coredns)
+				# A retry must not wait for an etcd static-pod hash change that never comes
+				# when the etcd manifest is unchanged (seed history 2dc7e001, 4713c3a6).
+				if ((attempt > 1)); then
+					args+=(--etcd-upgrade=false)
+				fi
+				if run kubeadm "${args[@]}"; then
+					ok=1
+					break
+				fi
+				log "kubeadm upgrade apply failed (attempt $attempt of 3)"
+				if ((attempt < 3)); then
+					sleep "$RETRY_DELAY"
+				fi
+			done
+			if ((ok == 0)); then
+				log "kubeadm upgrade apply failed 3 times; giving up"
+				exit 1
 			fi
-			if run kubeadm "${args[@]}"; then
-				ok=1
-				break
-			fi
-			log "kubeadm upgrade apply failed (attempt $attempt of 3)"
-			if ((attempt < 3)); then
-				sleep "$RETRY_DELAY"
+			kubeadm_ran=1
+		fi
+	else
+		# The kubelet package is installed after `kubeadm upgrade node`, so a kubelet at the
+		# release means this step completed in an earlier run.
+		if at_release kubelet; then
+			log "kubelet already at $release; skipping kubeadm upgrade node"
+		else
+			save_kubelet_config
+			run kubeadm upgrade node
+			kubeadm_ran=1
+		fi
+	fi
+
+	if ((kubeadm_ran == 1)) && [[ -f $backup && -f $KUBELET_CONFIG ]]; then
+		if cmp -s "$backup" "$KUBELET_CONFIG"; then
+			log "kubeadm left $KUBELET_CONFIG unchanged"
+		else
+			log "kubeadm changed $KUBELET_CONFIG:"
+			diff -u "$backup" "$KUBELET_CONFIG" || true
+		fi
+	fi
+
+	# 4. Restore the node-local keys from the saved copy (a key absent before is removed).
+	if ((${#preserve_keys[@]} > 0)) && [[ -f $backup && -f $KUBELET_CONFIG ]]; then
+		cp -p "$KUBELET_CONFIG" "$tmp/restored.yaml"
+		for key in "${preserve_keys[@]}"; do
+			if [[ $(yaml_block "$key" "$backup") != "$(yaml_block "$key" "$tmp/restored.yaml")" ]]; then
+				yaml_without_block "$key" "$tmp/restored.yaml" >"$tmp/next.yaml"
+				yaml_block "$key" "$backup" >>"$tmp/next.yaml"
+				cat "$tmp/next.yaml" >"$tmp/restored.yaml"
+				log "restored kubelet config key $key"
 			fi
 		done
-		if ((ok == 0)); then
-			log "kubeadm upgrade apply failed 3 times; giving up"
-			exit 1
+		if ! cmp -s "$tmp/restored.yaml" "$KUBELET_CONFIG"; then
+			diff -u "$KUBELET_CONFIG" "$tmp/restored.yaml" || true
+			cat "$tmp/restored.yaml" >"$KUBELET_CONFIG"
+			changed=1
 		fi
-		kubeadm_ran=1
 	fi
-else
-	# The kubelet package is installed after `kubeadm upgrade node`, so a kubelet at the
-	# release means this step completed in an earlier run.
-	if at_release kubelet; then
-		log "kubelet already at $release; skipping kubeadm upgrade node"
-	else
-		save_kubelet_config
-		run kubeadm upgrade node
-		kubeadm_ran=1
-	fi
-fi
-
-if ((kubeadm_ran == 1)) && [[ -f $backup && -f $KUBELET_CONFIG ]]; then
-	if cmp -s "$backup" "$KUBELET_CONFIG"; then
-		log "kubeadm left $KUBELET_CONFIG unchanged"
-	else
-		log "kubeadm changed $KUBELET_CONFIG:"
-		diff -u "$backup" "$KUBELET_CONFIG" || true
-	fi
-fi
-
-# 4. Restore the node-local keys from the saved copy (a key absent before is removed).
-if ((${#preserve_keys[@]} > 0)) && [[ -f $backup && -f $KUBELET_CONFIG ]]; then
-	cp -p "$KUBELET_CONFIG" "$tmp/restored.yaml"
-	for key in "${preserve_keys[@]}"; do
-		if [[ $(yaml_block "$key" "$backup") != "$(yaml_block "$key" "$tmp/restored.yaml")" ]]; then
-			yaml_without_block "$key" "$tmp/restored.yaml" >"$tmp/next.yaml"
-			yaml_block "$key" "$backup" >>"$tmp/next.yaml"
-			cat "$tmp/next.yaml" >"$tmp/restored.yaml"
-			log "restored kubelet config key $key"
-		fi
-	done
-	if ! cmp -s "$tmp/restored.yaml" "$KUBELET_CONFIG"; then
-		diff -u "$KUBELET_CONFIG" "$tmp/restored.yaml" || true
-		cat "$tmp/restored.yaml" >"$KUBELET_CONFIG"
+	if ((kubeadm_ran == 1)); then
 		changed=1
 	fi
-fi
-if ((kubeadm_ran == 1)); then
-	changed=1
-fi
 
-# 5. kubelet and kubectl, then hold all three.
-later=()
-for p in kubelet kubectl; do
-	at_release "$p" || later+=("$p=$release-*")
-done
-if ((${#later[@]} > 0)); then
-	run apt-get install -y "${later[@]}"
-	changed=1
-fi
-held=$(apt-mark showhold)
-unheld=()
-for p in "${PACKAGES[@]}"; do
-	[[ $'\n'$held$'\n' == *$'\n'$p$'\n'* ]] || unheld+=("$p")
-done
-if ((${#unheld[@]} > 0)); then
-	run apt-mark hold "${unheld[@]}"
-fi
+	# 5. kubelet and kubectl, then hold all three.
+	later=()
+	for p in kubelet kubectl; do
+		at_release "$p" || later+=("$p=$release-*")
+	done
+	if ((${#later[@]} > 0)); then
+		run apt-get install -y "${APT_INSTALL_OPTS[@]}" "${later[@]}"
+		changed=1
+	fi
+	held=$(apt-mark showhold)
+	unheld=()
+	for p in "${PACKAGES[@]}"; do
+		[[ $'\n'$held$'\n' == *$'\n'$p$'\n'* ]] || unheld+=("$p")
+	done
+	if ((${#unheld[@]} > 0)); then
+		run apt-mark hold "${unheld[@]}"
+	fi
 
-# 6. Restart the kubelet onto the new binary and config.
-if ((changed == 1)); then
-	run systemctl daemon-reload
-	run systemctl restart kubelet
-else
-	log "nothing changed; kubelet not restarted"
-fi
-log "Done: node at $release (role $role)"
-echo "Done"
+	# 6. Restart the kubelet onto the new binary and config.
+	if ((changed == 1)); then
+		run systemctl daemon-reload
+		run systemctl restart kubelet
+	else
+		log "nothing changed; kubelet not restarted"
+	fi
+	log "Done: node at $release (role $role)"
+	echo "Done"
+}
+
+main "$@" </dev/null

@@ -37,6 +37,13 @@ pub const IGNORE_PREFLIGHT: &str =
 /// unrelated repos, and a stale cache reported an old patch (seed history 5d0e17b5).
 const APT_UPDATE_K8S_ONLY: &str = "apt-get update -o Dir::Etc::sourcelist=sources.list.d/kubernetes.list -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0";
 
+/// Wraps a script sent on stdin of `bash -s` in a function run with stdin from /dev/null:
+/// bash then reads the whole script before running any of it, and no command (an apt or
+/// dpkg prompt) can consume the rest of the script as its input.
+fn stdin_safe(body: &str) -> String {
+    format!("main() {{\n{body}}}\nmain \"$@\" </dev/null\n")
+}
+
 /// A probe or fix that did not give a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
@@ -284,11 +291,13 @@ pub fn containerd_skew_target(control_plane: Version, workers: &[Version]) -> Op
 /// version is matched as `<version>-*`: Docker's revisions vary by distro
 /// (`1.7.28-1`, `1.7.28-1~ubuntu.24.04~noble`), so the seed's fixed `-1` breaks on Ubuntu.
 pub fn containerd_fix_request(version: Version) -> ExecRequest {
-    let script = "set -euo pipefail\n\
-        apt-mark unhold containerd.io\n\
-        apt-get install -y \"containerd.io=$1-*\"\n\
-        apt-mark hold containerd.io\n\
-        systemctl restart containerd\n";
+    let script = stdin_safe(
+        "set -euo pipefail\n\
+         apt-mark unhold containerd.io\n\
+         apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \"containerd.io=$1-*\"\n\
+         apt-mark hold containerd.io\n\
+         systemctl restart containerd\n",
+    );
     ExecRequest::script("containerd-skew-fix", script, [version.to_string()])
         .expect("a version is a valid argument")
         .capture(true)
@@ -467,7 +476,7 @@ pub async fn prune_dir(
 /// cecd9fe2) and refreshes the Kubernetes source. `UPDATE_K8S_ROOT` prefixes the paths for
 /// tests; sudo's env_reset keeps it unset in production.
 pub fn apt_repo_request(target: Version, apt_base: &str) -> ExecRequest {
-    let script = format!(
+    let script = stdin_safe(&format!(
         "set -euo pipefail\n\
          root=\"${{UPDATE_K8S_ROOT:-}}\"\n\
          track=$1\n\
@@ -477,7 +486,7 @@ pub fn apt_repo_request(target: Version, apt_base: &str) -> ExecRequest {
          printf 'deb [signed-by=%s] %s/v%s/deb/ /\\n' \"$keyring\" \"$base\" \"$track\" >\"$root/etc/apt/sources.list.d/kubernetes.list\"\n\
          curl -fsSL --retry 3 \"$base/v$track/deb/Release.key\" | gpg --batch --yes --dearmor -o \"$root$keyring\"\n\
          {APT_UPDATE_K8S_ONLY}\n"
-    );
+    ));
     ExecRequest::script(
         "apt-repo-rewrite",
         script,

@@ -66,7 +66,8 @@ pub struct SshConfig {
     /// set their own, shorter, deadlines on the request.
     #[serde(with = "crate::duration::serde_str")]
     pub command_timeout: Duration,
-    /// Interval of SSH keepalives while a command runs. Default 15s.
+    /// Interval of SSH keepalives while a command runs; a node that stops acknowledging for
+    /// 4 intervals is treated as gone (TCP_USER_TIMEOUT). Default 15s.
     #[serde(with = "crate::duration::serde_str")]
     pub keepalive_interval: Duration,
 }
@@ -250,8 +251,8 @@ impl Run<'_> {
 
     /// Maps a libssh2 error in a blocking step: its timeout becomes ours.
     fn step_error(&self, stage: &'static str, e: ssh2::Error) -> ExecError {
-        if matches!(e.code(), ssh2::ErrorCode::Session(-9)) {
-            // LIBSSH2_ERROR_TIMEOUT: the step hit the connect timeout or the deadline.
+        if is_timeout(&e) {
+            // The step hit the connect timeout or the deadline.
             if self.remaining().is_none() {
                 return self.timed_out();
             }
@@ -289,6 +290,7 @@ impl Run<'_> {
             }
         })?;
         let _ = tcp.set_nodelay(true);
+        self.detect_dead_peer(&tcp);
 
         let known = self.known_hosts_text()?;
         let mut sess = Session::new().map_err(|e| self.protocol("session setup", e))?;
@@ -302,7 +304,7 @@ impl Run<'_> {
         sess.set_timeout(millis(self.step_timeout()?));
         sess.userauth_pubkey_memory(&self.cfg.user, None, &self.key.0, None)
             .map_err(|e| {
-                if matches!(e.code(), ssh2::ErrorCode::Session(-9)) {
+                if is_timeout(&e) {
                     return self.step_error("authentication", e);
                 }
                 ExecError::Auth {
@@ -327,6 +329,23 @@ impl Run<'_> {
             .clamp(1, u64::from(u32::MAX));
         sess.set_keepalive(true, keepalive as u32);
         Ok(sess)
+    }
+
+    /// Makes the kernel fail the socket when the peer stops acknowledging: our SSH
+    /// keepalives are data, so with TCP_USER_TIMEOUT a node that vanishes (power loss,
+    /// partition) errors the session after 4 keepalive intervals instead of hanging until
+    /// the request deadline. Best effort: failures to set the options are ignored.
+    fn detect_dead_peer(&self, tcp: &TcpStream) {
+        let sock = socket2::SockRef::from(tcp);
+        let every = self.cfg.keepalive_interval.max(Duration::from_secs(1));
+        let _ = sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(every)
+                .with_interval(every)
+                .with_retries(4),
+        );
+        #[cfg(target_os = "linux")]
+        let _ = sock.set_tcp_user_timeout(Some(every * 4));
     }
 
     /// known_hosts contents; `None` when the file is absent and the policy allows it.
@@ -565,8 +584,17 @@ impl Run<'_> {
     }
 }
 
+/// libssh2's LIBSSH2_ERROR_EAGAIN and LIBSSH2_ERROR_TIMEOUT (libssh2-sys is not a direct
+/// dependency).
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
 fn is_eagain(e: &ssh2::Error) -> bool {
-    matches!(e.code(), ssh2::ErrorCode::Session(-37))
+    matches!(e.code(), ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN))
+}
+
+fn is_timeout(e: &ssh2::Error) -> bool {
+    matches!(e.code(), ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT))
 }
 
 fn millis(d: Duration) -> u32 {

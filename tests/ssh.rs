@@ -397,7 +397,7 @@ mod probes_over_ssh {
             acts,
             [
                 "apt-mark unhold containerd.io",
-                "apt-get install -y containerd.io=1.7.28-*",
+                "apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold containerd.io=1.7.28-*",
                 "apt-mark hold containerd.io",
                 "systemctl restart containerd"
             ]

@@ -13,6 +13,9 @@ use support::sshd::SshdNode;
 
 const SCRIPT: &str = include_str!("../scripts/update_k8s.sh");
 const IGNORE: &str = "--ignore-preflight-errors=CoreDNSMigration,CoreDNSUnsupportedPlugins";
+/// Non-interactive conffile handling on every install.
+const INSTALL: &str =
+    "apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
 
 const NODE_KUBELET_CONFIG: &str = "\
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -140,10 +143,10 @@ async fn master_upgrade_runs_plan_then_apply_with_the_explicit_version() {
     want.extend([
         "apt-mark unhold kubeadm kubelet kubectl".to_string(),
         "apt-get update".into(),
-        "apt-get install -y kubeadm=1.34.2-*".into(),
+        format!("{INSTALL} kubeadm=1.34.2-*"),
         format!("kubeadm upgrade plan v1.34.2 {IGNORE}"),
         format!("kubeadm upgrade apply v1.34.2 -y {IGNORE} --skip-phases=addon/coredns"),
-        "apt-get install -y kubelet=1.34.2-* kubectl=1.34.2-*".into(),
+        format!("{INSTALL} kubelet=1.34.2-* kubectl=1.34.2-*"),
         "apt-mark hold kubeadm kubelet kubectl".into(),
         "systemctl daemon-reload".into(),
         "systemctl restart kubelet".into(),
@@ -188,9 +191,9 @@ async fn worker_upgrade_runs_upgrade_node_and_restores_node_local_kubelet_keys()
     want.extend([
         "apt-mark unhold kubeadm kubelet kubectl".to_string(),
         "apt-get update".into(),
-        "apt-get install -y kubeadm=1.34.2-*".into(),
+        format!("{INSTALL} kubeadm=1.34.2-*"),
         "kubeadm upgrade node".into(),
-        "apt-get install -y kubelet=1.34.2-* kubectl=1.34.2-*".into(),
+        format!("{INSTALL} kubelet=1.34.2-* kubectl=1.34.2-*"),
         "apt-mark hold kubeadm kubelet kubectl".into(),
         "systemctl daemon-reload".into(),
         "systemctl restart kubelet".into(),
@@ -361,6 +364,20 @@ async fn a_failing_command_fails_the_script() {
     let out = run_script(&node, &["--role", "worker", "--release", "1.34.2"]).await;
     assert_eq!(out.status, ExitStatus::Code(100), "{}", out.stdout);
     assert!(!actions(&node).iter().any(|c| c.starts_with("kubeadm")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_reading_stdin_cannot_swallow_the_script() {
+    let node = node_on_1_33("k8s-node3", "127.0.1.18");
+    node.set_state("read_stdin", "");
+    let out = run_script(&node, &["--role", "worker", "--release", "1.34.2"]).await;
+    assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.ends_with("Done\n"), "{}", out.stdout);
+    assert_eq!(node.state_file("stdin_seen").as_deref(), Some(""));
+    assert!(
+        node.calls()
+            .contains(&"systemctl restart kubelet".to_string())
+    );
 }
 
 fn local(args: &[&str]) -> std::process::Output {
