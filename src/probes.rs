@@ -706,4 +706,64 @@ mod tests {
             "sudo bash -s -- --role worker --release 1.34.2"
         );
     }
+
+    /// A node that answers every request with the same output.
+    struct Canned(ExecOutput);
+
+    impl NodeExec for Canned {
+        fn run<'a>(
+            &'a self,
+            _target: &'a NodeTarget,
+            _req: ExecRequest,
+        ) -> futures::future::BoxFuture<'a, Result<ExecOutput, ExecError>> {
+            let out = self.0.clone();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    fn canned(code: i32, stdout: &str, stderr: &str) -> std::sync::Arc<dyn NodeExec> {
+        std::sync::Arc::new(Canned(ExecOutput {
+            status: ExitStatus::Code(code),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            stdout_bytes: stdout.len() as u64,
+            stderr_bytes: stderr.len() as u64,
+        }))
+    }
+
+    fn node() -> NodeTarget {
+        NodeTarget::new("k8s-master", "10.0.20.100".parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_failing_diff_still_reports_drift_but_a_failing_plan_is_an_error() {
+        let exec = canned(
+            1,
+            sample!("kubeadm-diff-authn-dropped.txt"),
+            "error: boom\n",
+        );
+        let drift = probe_auth_config_drift(exec.as_ref(), &node(), v("1.34.1")).await;
+        assert!(
+            matches!(drift, Ok(AuthConfigDrift::Dropped(_))),
+            "{drift:?}"
+        );
+
+        let err = probe_upgrade_plan(exec.as_ref(), &node(), v("1.34.1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kubeadm upgrade plan on node k8s-master failed (exit status 1): error: boom"
+        );
+    }
+
+    #[tokio::test]
+    async fn unparsable_output_is_an_error_naming_the_node() {
+        let exec = canned(0, "containerd: weird\n", "");
+        let err = probe_containerd_version(exec.as_ref(), &node())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProbeError::Unparsable { .. }), "{err:?}");
+        assert!(err.to_string().contains("k8s-master"), "{err}");
+    }
 }

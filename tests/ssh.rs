@@ -510,3 +510,72 @@ mod probes_over_ssh {
         assert!(report.root_fs.is_some());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_speaks_ssh_fails_the_handshake_within_the_connect_timeout() {
+    let node = SshdNode::start("k8s-node7", "127.0.0.26");
+    // Accepts TCP and then says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.26:0").unwrap();
+    let mut cfg = node.ssh_config();
+    cfg.port = silent.local_addr().unwrap().port();
+    cfg.connect_timeout = Duration::from_secs(1);
+    let holder = std::thread::spawn(move || {
+        let conn = silent.accept();
+        std::thread::sleep(Duration::from_secs(5));
+        drop(conn);
+    });
+    let err = SshExec::new(cfg)
+        .unwrap()
+        .run(
+            &node.target(),
+            ExecRequest::command("true").timeout(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::Protocol {
+                stage: "handshake",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("k8s-node7"), "{err}");
+    holder.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_gets_no_answer_times_out() {
+    use socket2::{Domain, Socket, Type};
+    let node = SshdNode::start("k8s-node8", "127.0.0.27");
+    // A listener that never accepts, with its backlog filled: further SYNs are dropped, so a
+    // connect gets no answer at all (like a powered-off node).
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.27:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            fillers.push(s);
+        }
+    }
+    let mut cfg = node.ssh_config();
+    cfg.port = addr.port();
+    cfg.connect_timeout = Duration::from_secs(1);
+    let err = SshExec::new(cfg)
+        .unwrap()
+        .run(&node.target(), ExecRequest::command("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::ConnectTimeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("127.0.0.27"), "{err}");
+}
