@@ -11,7 +11,7 @@
 #
 # Environment (for tests; production leaves them unset):
 #   UPDATE_K8S_ROOT         prefix for every file path below (default: empty, i.e. /)
-#   K8S_APT_BASE            apt repo base (default https://pkgs.k8s.io/core:/stable:)
+#   K8S_APT_BASE            apt repo base when --apt-base is not given
 #   UPDATE_K8S_RETRY_DELAY  seconds between `kubeadm upgrade apply` attempts (default 30)
 #   KUBELET_CONFIG          kubelet config (default $UPDATE_K8S_ROOT/var/lib/kubelet/config.yaml)
 set -euo pipefail
@@ -36,6 +36,7 @@ APT_INSTALL_OPTS=(-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-
 usage() {
 	cat <<EOF
 Usage: $PROG --role ROLE --release X.Y.Z [--preserve-kubelet-keys KEY[,KEY...]]
+                     [--apt-base URL]
 
 Upgrade kubeadm, kubelet and kubectl on this node to Kubernetes X.Y.Z.
 
@@ -46,6 +47,8 @@ Upgrade kubeadm, kubelet and kubectl on this node to Kubernetes X.Y.Z.
   --preserve-kubelet-keys KEYS top-level keys of /var/lib/kubelet/config.yaml to keep as
                                they were before kubeadm rewrote the file (comma-separated,
                                repeatable), e.g. systemReserved,kubeReserved
+  --apt-base URL               Kubernetes apt repo base, the track is appended as
+                               /vX.Y/deb/ (default https://pkgs.k8s.io/core:/stable:)
   -h, --help                   show this help
 
 Exit status: 0 done (or nothing to do), 1 failed, 2 usage error.
@@ -110,13 +113,13 @@ main() {
 	preserve_keys=()
 	while (($# > 0)); do
 		case "$1" in
-		--role | --release | --preserve-kubelet-keys)
+		--role | --release | --preserve-kubelet-keys | --apt-base)
 			(($# >= 2)) || usage_error "$1 needs a value"
 			opt=$1
 			val=$2
 			shift 2
 			;;
-		--role=* | --release=* | --preserve-kubelet-keys=*)
+		--role=* | --release=* | --preserve-kubelet-keys=* | --apt-base=*)
 			opt=${1%%=*}
 			val=${1#*=}
 			shift
@@ -130,6 +133,11 @@ main() {
 		case "$opt" in
 		--role) role=$val ;;
 		--release) release=$val ;;
+		--apt-base)
+			[[ $val =~ ^https?://[^[:space:]]+$ ]] ||
+				usage_error "--apt-base must be an http(s) URL, got '$val'"
+			APT_BASE=${val%/}
+			;;
 		--preserve-kubelet-keys)
 			[[ $val =~ ^[A-Za-z][A-Za-z0-9]*(,[A-Za-z][A-Za-z0-9]*)*$ ]] ||
 				usage_error "--preserve-kubelet-keys: expected KEY[,KEY...], got '$val'"

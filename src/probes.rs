@@ -131,30 +131,79 @@ impl NodeRole {
     }
 }
 
-/// `update_k8s.sh --role R --release X.Y.Z [--preserve-kubelet-keys k1,k2]`, streamed to the
-/// log and captured (its tail goes into failure messages).
-pub fn update_node_request(
-    role: NodeRole,
-    release: Version,
-    preserve_kubelet_keys: &[String],
-    timeout: Duration,
-) -> Result<ExecRequest, crate::node_exec::InvalidArg> {
-    let mut args = vec![
-        "--role".to_string(),
-        role.as_arg().into(),
-        "--release".into(),
-        release.to_string(),
-    ];
-    if !preserve_kubelet_keys.is_empty() {
-        args.push("--preserve-kubelet-keys".into());
-        args.push(preserve_kubelet_keys.join(","));
+/// One run of `update_k8s.sh` on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateNode {
+    /// `--role`.
+    pub role: NodeRole,
+    /// `--release`.
+    pub release: Version,
+    /// `--preserve-kubelet-keys`: top-level kubelet config keys to restore after kubeadm
+    /// rewrote the file. Empty: nothing restored (kubeadm's changes are still shown).
+    pub preserve_kubelet_keys: Vec<String>,
+    /// `--apt-base`; `None` uses the script's default ([`K8S_APT_BASE`]).
+    pub apt_base: Option<String>,
+}
+
+impl UpdateNode {
+    /// An upgrade of a node in `role` to `release`, with no kubelet keys preserved.
+    pub fn new(role: NodeRole, release: Version) -> Self {
+        Self {
+            role,
+            release,
+            preserve_kubelet_keys: Vec::new(),
+            apt_base: None,
+        }
     }
-    Ok(
-        ExecRequest::script("update_k8s.sh", UPDATE_K8S_SCRIPT, args)?
-            .capture(true)
-            .stream(true)
-            .timeout(timeout),
-    )
+
+    /// The script arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--role".to_string(),
+            self.role.as_arg().into(),
+            "--release".into(),
+            self.release.to_string(),
+        ];
+        if !self.preserve_kubelet_keys.is_empty() {
+            args.push("--preserve-kubelet-keys".into());
+            args.push(self.preserve_kubelet_keys.join(","));
+        }
+        if let Some(base) = &self.apt_base {
+            args.push("--apt-base".into());
+            args.push(base.clone());
+        }
+        args
+    }
+
+    /// The request: the script on stdin of `sudo bash -s -- ARGS`, streamed to the log and
+    /// captured (its tail goes into failure messages). `timeout` is usually
+    /// [`crate::ssh::SshConfig::command_timeout`].
+    pub fn request(&self, timeout: Duration) -> Result<ExecRequest, crate::node_exec::InvalidArg> {
+        Ok(
+            ExecRequest::script("update_k8s.sh", UPDATE_K8S_SCRIPT, self.args())?
+                .capture(true)
+                .stream(true)
+                .timeout(timeout),
+        )
+    }
+}
+
+/// Runs `update_k8s.sh` on `node`; a non-zero exit is [`ProbeError::Failed`] with the tail
+/// of its output.
+pub async fn update_node(
+    exec: &dyn NodeExec,
+    node: &NodeTarget,
+    update: &UpdateNode,
+    timeout: Duration,
+) -> Result<ExecOutput, ProbeError> {
+    let req = update
+        .request(timeout)
+        .map_err(|e| ProbeError::Unparsable {
+            node: node.node.clone(),
+            what: "update_k8s.sh arguments",
+            detail: e.to_string(),
+        })?;
+    run_ok(exec, node, "update_k8s.sh", req).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -515,6 +564,73 @@ pub async fn rewrite_apt_repo(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// OIDC restore after the master upgrade (seed §2.2 step 11)
+
+/// The API server static pod manifest.
+pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
+
+/// Runs the operator's restore script (ConfigMap `kube-system/apiserver-oidc-restore`, key
+/// `restore.sh`) on stdin of `sudo bash -s`, verbatim.
+pub fn oidc_restore_request(script: &str) -> ExecRequest {
+    ExecRequest::script("apiserver-oidc-restore", script, Vec::<String>::new())
+        .expect("no arguments")
+        .capture(true)
+        .stream(true)
+        .timeout(Duration::from_secs(600))
+}
+
+/// Runs the restore script. The caller treats a failure as a warning (the seed never failed
+/// the phase here).
+pub async fn run_oidc_restore(
+    exec: &dyn NodeExec,
+    node: &NodeTarget,
+    script: &str,
+) -> Result<(), ProbeError> {
+    run_ok(
+        exec,
+        node,
+        "OIDC restore script",
+        oidc_restore_request(script),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Counts `--authentication-config=` in the API server manifest.
+pub fn auth_config_present_request() -> ExecRequest {
+    ExecRequest::command(format!(
+        "sudo grep -c -e --authentication-config= {APISERVER_MANIFEST}"
+    ))
+    .timeout(Duration::from_secs(60))
+}
+
+/// Reads `grep -c` output: `Some(true)` when the count is positive, `None` when the output
+/// is not a count (grep failed).
+pub fn parse_grep_count(output: &str) -> Option<bool> {
+    output.trim().parse::<u64>().ok().map(|n| n > 0)
+}
+
+/// Whether the API server manifest on `node` carries `--authentication-config=`.
+pub async fn probe_auth_config_present(
+    exec: &dyn NodeExec,
+    node: &NodeTarget,
+) -> Result<bool, ProbeError> {
+    const WHAT: &str = "API server manifest check";
+    let out = exec.run(node, auth_config_present_request()).await?;
+    // grep -c exits 1 when it counted zero; 2 is a real error (no such file...).
+    match (&out.status, parse_grep_count(&out.stdout)) {
+        (ExitStatus::Code(0 | 1), Some(present)) => Ok(present),
+        (ExitStatus::Code(0 | 1), None) => Err(unparsable(node, WHAT, &out.stdout)),
+        (status, _) => Err(ProbeError::Failed {
+            node: node.node.clone(),
+            what: WHAT,
+            status: status.clone(),
+            detail: tail(&out.stderr, 3),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,25 +802,34 @@ mod tests {
     }
 
     #[test]
-    fn update_node_request_passes_role_release_and_keys() {
-        let req = update_node_request(
-            NodeRole::ControlPlane,
-            v("1.34.2"),
-            &["systemReserved".into(), "kubeReserved".into()],
-            Duration::from_secs(2700),
-        )
-        .unwrap();
+    fn update_node_request_passes_role_release_keys_and_apt_base() {
+        let mut up = UpdateNode::new(NodeRole::ControlPlane, v("1.34.2"));
+        up.preserve_kubelet_keys = vec!["systemReserved".into(), "kubeReserved".into()];
+        up.apt_base = Some("https://mirror.example/k8s".into());
+        let req = up.request(Duration::from_secs(2700)).unwrap();
         assert_eq!(
             req.remote_command(),
-            "sudo bash -s -- --role control-plane --release 1.34.2 --preserve-kubelet-keys systemReserved,kubeReserved"
+            "sudo bash -s -- --role control-plane --release 1.34.2 --preserve-kubelet-keys systemReserved,kubeReserved --apt-base https://mirror.example/k8s"
         );
         assert_eq!(req.timeout, Duration::from_secs(2700));
-        let plain = update_node_request(NodeRole::Worker, v("1.34.2"), &[], Duration::from_secs(1))
+        assert_eq!(req.stdin_bytes(), UPDATE_K8S_SCRIPT.as_bytes());
+        let plain = UpdateNode::new(NodeRole::Worker, v("1.34.2"))
+            .request(Duration::from_secs(1))
             .unwrap();
         assert_eq!(
             plain.remote_command(),
             "sudo bash -s -- --role worker --release 1.34.2"
         );
+        let mut bad = UpdateNode::new(NodeRole::Worker, v("1.34.2"));
+        bad.apt_base = Some("https://x\nrm -rf /".into());
+        assert!(bad.request(Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn grep_count_reads_zero_as_absent() {
+        assert_eq!(parse_grep_count("1\n"), Some(true));
+        assert_eq!(parse_grep_count("0\n"), Some(false));
+        assert_eq!(parse_grep_count(""), None);
     }
 
     /// A node that answers every request with the same output.
@@ -765,5 +890,30 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ProbeError::Unparsable { .. }), "{err:?}");
         assert!(err.to_string().contains("k8s-master"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn auth_config_presence_reads_grep_count_and_exit_status() {
+        let yes = canned(0, "1\n", "");
+        assert!(
+            probe_auth_config_present(yes.as_ref(), &node())
+                .await
+                .unwrap()
+        );
+        let no = canned(1, "0\n", "");
+        assert!(
+            !probe_auth_config_present(no.as_ref(), &node())
+                .await
+                .unwrap()
+        );
+        let missing = canned(
+            2,
+            "",
+            "grep: /etc/kubernetes/manifests/kube-apiserver.yaml: No such file or directory\n",
+        );
+        let err = probe_auth_config_present(missing.as_ref(), &node())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("No such file"), "{err}");
     }
 }

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, fs, path::Path, process::Command, time::Duratio
 
 use k8s_upgrade_chain::{
     node_exec::{ExecOutput, ExecRequest, ExitStatus, NodeExec},
+    probes::{self, ProbeError},
     ssh::SshExec,
 };
 use support::sshd::SshdNode;
@@ -135,7 +136,12 @@ fn normalise(calls: Vec<String>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_upgrade_runs_plan_then_apply_with_the_explicit_version() {
     let node = node_on_1_33("k8s-master", "127.0.1.11");
-    let out = run_script(&node, &["--role", "master", "--release", "1.34.2"]).await;
+    // Through the chain's entry point rather than a hand-built request.
+    let exec = SshExec::new(node.ssh_config()).unwrap();
+    let update = probes::UpdateNode::new(probes::NodeRole::Master, "1.34.2".parse().unwrap());
+    let out = probes::update_node(&exec, &node.target(), &update, Duration::from_secs(120))
+        .await
+        .unwrap();
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.ends_with("Done\n"), "{}", out.stdout);
 
@@ -377,6 +383,60 @@ async fn a_command_reading_stdin_cannot_swallow_the_script() {
     assert!(
         node.calls()
             .contains(&"systemctl restart kubelet".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apt_base_option_points_source_and_key_at_a_mirror() {
+    let node = node_on_1_33("k8s-node4", "127.0.1.19");
+    let out = run_script(
+        &node,
+        &[
+            "--role",
+            "worker",
+            "--release",
+            "1.34.2",
+            "--apt-base",
+            "https://mirror.example/k8s/",
+        ],
+    )
+    .await;
+    assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        fs::read_to_string(node.root().join("etc/apt/sources.list.d/kubernetes.list")).unwrap(),
+        "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://mirror.example/k8s/v1.34/deb/ /\n"
+    );
+    assert!(
+        node.calls().iter().any(|c| c.starts_with("curl ")
+            && c.ends_with(" https://mirror.example/k8s/v1.34/deb/Release.key")),
+        "{:#?}",
+        node.calls()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_node_update_is_an_error_with_the_output_tail() {
+    let node = node_on_1_33("k8s-master", "127.0.1.20");
+    node.set_state("apply_failures", "3");
+    let exec = SshExec::new(node.ssh_config()).unwrap();
+    let update = probes::UpdateNode::new(probes::NodeRole::Master, "1.34.2".parse().unwrap());
+    let err = probes::update_node(&exec, &node.target(), &update, Duration::from_secs(120))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ProbeError::Failed {
+                status: ExitStatus::Code(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("k8s-master") && msg.contains("couldn't upgrade control plane"),
+        "{msg}"
     );
 }
 
