@@ -27,10 +27,7 @@ pub struct NodeTarget {
 impl NodeTarget {
     /// A target for `node` at `addr`.
     pub fn new(node: impl Into<String>, addr: IpAddr) -> Self {
-        Self {
-            node: node.into(),
-            addr,
-        }
+        Self { node: node.into(), addr }
     }
 }
 
@@ -117,23 +114,14 @@ pub fn validate_arg(arg: &str) -> Result<(), InvalidArg> {
     } else {
         return Ok(());
     };
-    Err(InvalidArg {
-        arg: arg.to_string(),
-        reason,
-    })
+    Err(InvalidArg { arg: arg.to_string(), reason })
 }
 
 /// Quotes `s` for a POSIX shell: unchanged when it only holds safe characters, otherwise
 /// wrapped in single quotes with embedded `'` written as `'\''`.
 pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-    if safe {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    let safe = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }
 
 impl ExecRequest {
@@ -149,11 +137,7 @@ impl ExecRequest {
             validate_arg(a)?;
         }
         Ok(Self {
-            payload: ExecPayload::Script {
-                name: name.into(),
-                body: body.into(),
-                args,
-            },
+            payload: ExecPayload::Script { name: name.into(), body: body.into(), args },
             timeout: DEFAULT_TIMEOUT,
             capture: false,
             stream: true,
@@ -163,10 +147,7 @@ impl ExecRequest {
     /// Runs one command line on the node, captured and not streamed (the probe default).
     pub fn command(line: impl Into<String>) -> Self {
         Self {
-            payload: ExecPayload::Command {
-                line: line.into(),
-                stdin: None,
-            },
+            payload: ExecPayload::Command { line: line.into(), stdin: None },
             timeout: DEFAULT_TIMEOUT,
             capture: true,
             stream: false,
@@ -276,81 +257,37 @@ impl ExecOutput {
 pub enum ExecError {
     /// The TCP connection could not be opened.
     #[error("cannot connect to node {node} at {addr}:{port}: {reason}")]
-    Connect {
-        node: String,
-        addr: IpAddr,
-        port: u16,
-        reason: String,
-    },
+    Connect { node: String, addr: IpAddr, port: u16, reason: String },
     /// The TCP connection did not open within the connect timeout.
     #[error("timed out after {after:?} connecting to node {node} at {addr}:{port}")]
-    ConnectTimeout {
-        node: String,
-        addr: IpAddr,
-        port: u16,
-        after: Duration,
-    },
+    ConnectTimeout { node: String, addr: IpAddr, port: u16, after: Duration },
     /// The SSH handshake or another protocol step failed.
     #[error("SSH {stage} with node {node} at {addr} failed: {reason}")]
-    Protocol {
-        node: String,
-        addr: IpAddr,
-        stage: &'static str,
-        reason: String,
-    },
+    Protocol { node: String, addr: IpAddr, stage: &'static str, reason: String },
     /// The host key differs from the one recorded for this address: refused.
     #[error(
         "host key of node {node} at {addr} does not match known_hosts (got {key_type} {fingerprint}): refusing to connect; if the node was reinstalled, update the known_hosts Secret"
     )]
-    HostKeyMismatch {
-        node: String,
-        addr: IpAddr,
-        key_type: String,
-        fingerprint: String,
-    },
+    HostKeyMismatch { node: String, addr: IpAddr, key_type: String, fingerprint: String },
     /// No host key is recorded for this address and the policy is strict: refused.
     #[error(
         "host key of node {node} at {addr} is not in known_hosts (got {key_type} {fingerprint}) and host_key_policy is strict: add it to the known_hosts Secret"
     )]
-    HostKeyUnknown {
-        node: String,
-        addr: IpAddr,
-        key_type: String,
-        fingerprint: String,
-    },
+    HostKeyUnknown { node: String, addr: IpAddr, key_type: String, fingerprint: String },
     /// Local SSH settings could not be used (unreadable key or known_hosts file, ...).
     #[error("SSH setup for node {node} at {addr} failed: {reason}")]
-    Setup {
-        node: String,
-        addr: IpAddr,
-        reason: String,
-    },
+    Setup { node: String, addr: IpAddr, reason: String },
     /// The server refused our key.
     #[error("SSH authentication as {user:?} on node {node} at {addr} failed: {reason}")]
-    Auth {
-        node: String,
-        addr: IpAddr,
-        user: String,
-        reason: String,
-    },
+    Auth { node: String, addr: IpAddr, user: String, reason: String },
     /// The connection broke while the command was running; its outcome is unknown.
     #[error(
         "connection to node {node} at {addr} dropped while running {what:?}: {reason} (the command's outcome is unknown)"
     )]
-    Dropped {
-        node: String,
-        addr: IpAddr,
-        what: String,
-        reason: String,
-    },
+    Dropped { node: String, addr: IpAddr, what: String, reason: String },
     /// The request's overall deadline passed.
     #[error("{what:?} on node {node} at {addr} timed out after {after:?}")]
-    TimedOut {
-        node: String,
-        addr: IpAddr,
-        what: String,
-        after: Duration,
-    },
+    TimedOut { node: String, addr: IpAddr, what: String, after: Duration },
 }
 
 impl ExecError {
@@ -398,61 +335,32 @@ mod tests {
 
     #[test]
     fn quoted_words_survive_a_real_shell() {
-        let nasty = [
-            "a b",
-            "it's",
-            "$(echo x)",
-            "`id`",
-            "*",
-            "a\\b",
-            "\"q\"",
-            ";&|",
-        ];
-        let line = nasty
-            .iter()
-            .map(|s| shell_quote(s))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let nasty = ["a b", "it's", "$(echo x)", "`id`", "*", "a\\b", "\"q\"", ";&|"];
+        let line = nasty.iter().map(|s| shell_quote(s)).collect::<Vec<_>>().join(" ");
         let out = std::process::Command::new("bash")
             .arg("-c")
             .arg(format!("printf '%s\\n' {line}"))
             .output()
             .unwrap();
-        let got: Vec<_> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
+        let got: Vec<_> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
         assert_eq!(got, nasty);
     }
 
     #[test]
     fn script_args_are_validated() {
         for bad in ["", "a\nb", "a\rb", "a\0b"] {
-            assert!(
-                ExecRequest::script("s", "", ["--x", bad]).is_err(),
-                "{bad:?}"
-            );
+            assert!(ExecRequest::script("s", "", ["--x", bad]).is_err(), "{bad:?}");
         }
-        let ok = ExecRequest::script(
-            "update_k8s.sh",
-            "echo",
-            ["--role", "master", "--release", "1.34.2"],
-        )
-        .unwrap();
-        assert_eq!(
-            ok.remote_command(),
-            "sudo bash -s -- --role master --release 1.34.2"
-        );
+        let ok = ExecRequest::script("update_k8s.sh", "echo", ["--role", "master", "--release", "1.34.2"])
+            .unwrap();
+        assert_eq!(ok.remote_command(), "sudo bash -s -- --role master --release 1.34.2");
         assert_eq!(ok.stdin_bytes(), b"echo");
         assert!(ok.stream && !ok.capture);
     }
 
     #[test]
     fn commands_capture_by_default_and_carry_stdin() {
-        let r = ExecRequest::command("cat")
-            .with_stdin("hi")
-            .timeout(Duration::from_secs(5));
+        let r = ExecRequest::command("cat").with_stdin("hi").timeout(Duration::from_secs(5));
         assert_eq!(r.remote_command(), "cat");
         assert_eq!(r.stdin_bytes(), b"hi");
         assert!(r.capture && !r.stream);

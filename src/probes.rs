@@ -9,9 +9,7 @@
 use std::time::Duration;
 
 use crate::{
-    node_exec::{
-        ExecError, ExecOutput, ExecRequest, ExitStatus, NodeExec, NodeTarget, shell_quote,
-    },
+    node_exec::{ExecError, ExecOutput, ExecRequest, ExitStatus, NodeExec, NodeTarget, shell_quote},
     version::Version,
 };
 
@@ -30,8 +28,7 @@ pub const KUBEADM_SCRATCH_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600)
 
 /// The preflight errors every plan/apply ignores: a CoreDNS ahead of kubeadm's migration
 /// table must not block (seed history 037a609f, bfb86e65).
-pub const IGNORE_PREFLIGHT: &str =
-    "--ignore-preflight-errors=CoreDNSMigration,CoreDNSUnsupportedPlugins";
+pub const IGNORE_PREFLIGHT: &str = "--ignore-preflight-errors=CoreDNSMigration,CoreDNSUnsupportedPlugins";
 
 /// Refreshes only the Kubernetes apt source: a full `apt-get update` is slow and fails on
 /// unrelated repos, and a stale cache reported an old patch (seed history 5d0e17b5).
@@ -52,19 +49,10 @@ pub enum ProbeError {
     Exec(#[from] ExecError),
     /// The command ran and failed.
     #[error("{what} on node {node} failed ({status}): {detail}")]
-    Failed {
-        node: String,
-        what: &'static str,
-        status: ExitStatus,
-        detail: String,
-    },
+    Failed { node: String, what: &'static str, status: ExitStatus, detail: String },
     /// The command succeeded but its output was not what the parser knows.
     #[error("{what} on node {node}: unexpected output: {detail}")]
-    Unparsable {
-        node: String,
-        what: &'static str,
-        detail: String,
-    },
+    Unparsable { node: String, what: &'static str, detail: String },
 }
 
 /// The last few lines of a text, for error messages.
@@ -85,12 +73,7 @@ async fn run_ok(
             s if s.is_empty() => tail(&out.stdout, 5),
             s => s,
         };
-        return Err(ProbeError::Failed {
-            node: node.node.clone(),
-            what,
-            status: out.status,
-            detail,
-        });
+        return Err(ProbeError::Failed { node: node.node.clone(), what, status: out.status, detail });
     }
     Ok(out)
 }
@@ -148,12 +131,7 @@ pub struct UpdateNode {
 impl UpdateNode {
     /// An upgrade of a node in `role` to `release`, with no kubelet keys preserved.
     pub fn new(role: NodeRole, release: Version) -> Self {
-        Self {
-            role,
-            release,
-            preserve_kubelet_keys: Vec::new(),
-            apt_base: None,
-        }
+        Self { role, release, preserve_kubelet_keys: Vec::new(), apt_base: None }
     }
 
     /// The script arguments.
@@ -179,12 +157,10 @@ impl UpdateNode {
     /// captured (its tail goes into failure messages). `timeout` is usually
     /// [`crate::ssh::SshConfig::command_timeout`].
     pub fn request(&self, timeout: Duration) -> Result<ExecRequest, crate::node_exec::InvalidArg> {
-        Ok(
-            ExecRequest::script("update_k8s.sh", UPDATE_K8S_SCRIPT, self.args())?
-                .capture(true)
-                .stream(true)
-                .timeout(timeout),
-        )
+        Ok(ExecRequest::script("update_k8s.sh", UPDATE_K8S_SCRIPT, self.args())?
+            .capture(true)
+            .stream(true)
+            .timeout(timeout))
     }
 }
 
@@ -196,13 +172,11 @@ pub async fn update_node(
     update: &UpdateNode,
     timeout: Duration,
 ) -> Result<ExecOutput, ProbeError> {
-    let req = update
-        .request(timeout)
-        .map_err(|e| ProbeError::Unparsable {
-            node: node.node.clone(),
-            what: "update_k8s.sh arguments",
-            detail: e.to_string(),
-        })?;
+    let req = update.request(timeout).map_err(|e| ProbeError::Unparsable {
+        node: node.node.clone(),
+        what: "update_k8s.sh arguments",
+        detail: e.to_string(),
+    })?;
     run_ok(exec, node, "update_k8s.sh", req).await
 }
 
@@ -223,10 +197,8 @@ pub enum PlanTarget {
 /// must be explicit: without it kubeadm proposes only patches of its current minor (seed
 /// history 566447a6).
 pub fn upgrade_plan_request(target: Version) -> ExecRequest {
-    ExecRequest::command(format!(
-        "sudo kubeadm upgrade plan v{target} {IGNORE_PREFLIGHT}"
-    ))
-    .timeout(Duration::from_secs(300))
+    ExecRequest::command(format!("sudo kubeadm upgrade plan v{target} {IGNORE_PREFLIGHT}"))
+        .timeout(Duration::from_secs(300))
 }
 
 /// Finds the first `kubeadm upgrade apply vX.Y.Z` in plan output. `Err` carries an apply
@@ -237,10 +209,7 @@ pub fn parse_upgrade_plan(output: &str) -> Result<PlanTarget, String> {
             continue;
         };
         let word = rest.split_whitespace().next().unwrap_or_default();
-        return word
-            .parse()
-            .map(PlanTarget::Apply)
-            .map_err(|_| line.trim().to_string());
+        return word.parse().map(PlanTarget::Apply).map_err(|_| line.trim().to_string());
     }
     Ok(PlanTarget::NothingToApply)
 }
@@ -261,10 +230,8 @@ pub async fn probe_upgrade_plan(
 
 /// Refreshes only the Kubernetes apt source, then lists kubeadm versions.
 pub fn madison_request() -> ExecRequest {
-    ExecRequest::command(format!(
-        "sudo {APT_UPDATE_K8S_ONLY} >/dev/null && apt-cache madison kubeadm"
-    ))
-    .timeout(Duration::from_secs(180))
+    ExecRequest::command(format!("sudo {APT_UPDATE_K8S_ONLY} >/dev/null && apt-cache madison kubeadm"))
+        .timeout(Duration::from_secs(180))
 }
 
 /// Upstream versions from `apt-cache madison` lines (`pkg | 1.35.2-1.1 | source`), Debian
@@ -310,17 +277,12 @@ pub fn containerd_version_request() -> ExecRequest {
 pub fn parse_containerd_version(output: &str) -> Option<Version> {
     let field = output.lines().next()?.split_whitespace().nth(2)?;
     let field = field.strip_prefix('v').unwrap_or(field);
-    let end = field
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(field.len());
+    let end = field.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(field.len());
     field[..end].parse().ok()
 }
 
 /// containerd's version on `node`.
-pub async fn probe_containerd_version(
-    exec: &dyn NodeExec,
-    node: &NodeTarget,
-) -> Result<Version, ProbeError> {
+pub async fn probe_containerd_version(exec: &dyn NodeExec, node: &NodeTarget) -> Result<Version, ProbeError> {
     const WHAT: &str = "containerd --version";
     let out = run_ok(exec, node, WHAT, containerd_version_request()).await?;
     parse_containerd_version(&out.stdout).ok_or_else(|| unparsable(node, WHAT, &out.stdout))
@@ -329,11 +291,7 @@ pub async fn probe_containerd_version(
 /// The containerd version the first control plane must move to: the highest worker version,
 /// when it is strictly above the control plane's (seed §2.1 step 10). `None`: no fix needed.
 pub fn containerd_skew_target(control_plane: Version, workers: &[Version]) -> Option<Version> {
-    workers
-        .iter()
-        .copied()
-        .max()
-        .filter(|max| *max > control_plane)
+    workers.iter().copied().max().filter(|max| *max > control_plane)
 }
 
 /// Installs `containerd.io` at `version` on the node and restarts containerd. The package
@@ -360,13 +318,7 @@ pub async fn fix_containerd_skew(
     node: &NodeTarget,
     to: Version,
 ) -> Result<(), ProbeError> {
-    run_ok(
-        exec,
-        node,
-        "containerd skew fix",
-        containerd_fix_request(to),
-    )
-    .await?;
+    run_ok(exec, node, "containerd skew fix", containerd_fix_request(to)).await?;
     Ok(())
 }
 
@@ -385,20 +337,15 @@ pub enum AuthConfigDrift {
 
 /// `sudo kubeadm upgrade diff v<target>`.
 pub fn upgrade_diff_request(target: Version) -> ExecRequest {
-    ExecRequest::command(format!("sudo kubeadm upgrade diff v{target}"))
-        .timeout(Duration::from_secs(300))
+    ExecRequest::command(format!("sudo kubeadm upgrade diff v{target}")).timeout(Duration::from_secs(300))
 }
 
 /// Looks for a removed line (`-` but not the `---` file header) containing
 /// `--authentication-config`.
 pub fn parse_auth_config_drift(diff: &str) -> AuthConfigDrift {
     diff.lines()
-        .find(|l| {
-            l.starts_with('-') && !l.starts_with("---") && l.contains("--authentication-config")
-        })
-        .map_or(AuthConfigDrift::Kept, |l| {
-            AuthConfigDrift::Dropped(l[1..].trim().to_string())
-        })
+        .find(|l| l.starts_with('-') && !l.starts_with("---") && l.contains("--authentication-config"))
+        .map_or(AuthConfigDrift::Kept, |l| AuthConfigDrift::Dropped(l[1..].trim().to_string()))
 }
 
 /// Runs the diff. A failing diff still yields whatever it printed: the seed tolerated errors
@@ -450,32 +397,19 @@ pub fn prune_request(dir: &str, older_than: Duration) -> ExecRequest {
         dir = shell_quote(dir),
         marker = shell_quote(DF_MARKER),
     );
-    ExecRequest::command(format!("sudo sh -c {}", shell_quote(&script)))
-        .timeout(Duration::from_secs(300))
+    ExecRequest::command(format!("sudo sh -c {}", shell_quote(&script))).timeout(Duration::from_secs(300))
 }
 
 /// Parses [`prune_request`] output.
 pub fn parse_prune(output: &str) -> PruneReport {
     let (paths, df) = output.split_once(DF_MARKER).unwrap_or((output, ""));
-    let pruned = paths
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    PruneReport {
-        pruned,
-        root_fs: parse_df(df),
-    }
+    let pruned = paths.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    PruneReport { pruned, root_fs: parse_df(df) }
 }
 
 /// The data line of `df -P` output (the line after the header).
 fn parse_df(df: &str) -> Option<FsUsage> {
-    let line = df
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .find(|l| !l.starts_with("Filesystem"))?;
+    let line = df.lines().map(str::trim).filter(|l| !l.is_empty()).find(|l| !l.starts_with("Filesystem"))?;
     let f: Vec<&str> = line.split_whitespace().collect();
     // Filesystem size used avail capacity mountpoint; the filesystem name has no spaces in
     // df -P output for block devices, so count from the end to be safe.
@@ -507,13 +441,7 @@ pub async fn prune_dir(
     dir: &str,
     older_than: Duration,
 ) -> Result<PruneReport, ProbeError> {
-    let out = run_ok(
-        exec,
-        node,
-        "kubeadm scratch prune",
-        prune_request(dir, older_than),
-    )
-    .await?;
+    let out = run_ok(exec, node, "kubeadm scratch prune", prune_request(dir, older_than)).await?;
     Ok(parse_prune(&out.stdout))
 }
 
@@ -536,15 +464,11 @@ pub fn apt_repo_request(target: Version, apt_base: &str) -> ExecRequest {
          curl -fsSL --retry 3 \"$base/v$track/deb/Release.key\" | gpg --batch --yes --dearmor -o \"$root$keyring\"\n\
          {APT_UPDATE_K8S_ONLY}\n"
     ));
-    ExecRequest::script(
-        "apt-repo-rewrite",
-        script,
-        [target.minor_track(), apt_base.to_string()],
-    )
-    .expect("track and base are single-line arguments")
-    .capture(true)
-    .stream(true)
-    .timeout(Duration::from_secs(300))
+    ExecRequest::script("apt-repo-rewrite", script, [target.minor_track(), apt_base.to_string()])
+        .expect("track and base are single-line arguments")
+        .capture(true)
+        .stream(true)
+        .timeout(Duration::from_secs(300))
 }
 
 /// Rewrites the apt repository on `node` for `target`'s minor ([`apt_repo_request`]).
@@ -554,13 +478,7 @@ pub async fn rewrite_apt_repo(
     target: Version,
     apt_base: &str,
 ) -> Result<(), ProbeError> {
-    run_ok(
-        exec,
-        node,
-        "apt repository rewrite",
-        apt_repo_request(target, apt_base),
-    )
-    .await?;
+    run_ok(exec, node, "apt repository rewrite", apt_repo_request(target, apt_base)).await?;
     Ok(())
 }
 
@@ -587,22 +505,14 @@ pub async fn run_oidc_restore(
     node: &NodeTarget,
     script: &str,
 ) -> Result<(), ProbeError> {
-    run_ok(
-        exec,
-        node,
-        "OIDC restore script",
-        oidc_restore_request(script),
-    )
-    .await?;
+    run_ok(exec, node, "OIDC restore script", oidc_restore_request(script)).await?;
     Ok(())
 }
 
 /// Counts `--authentication-config=` in the API server manifest.
 pub fn auth_config_present_request() -> ExecRequest {
-    ExecRequest::command(format!(
-        "sudo grep -c -e --authentication-config= {APISERVER_MANIFEST}"
-    ))
-    .timeout(Duration::from_secs(60))
+    ExecRequest::command(format!("sudo grep -c -e --authentication-config= {APISERVER_MANIFEST}"))
+        .timeout(Duration::from_secs(60))
 }
 
 /// Reads `grep -c` output: `Some(true)` when the count is positive, `None` when the output
@@ -612,10 +522,7 @@ pub fn parse_grep_count(output: &str) -> Option<bool> {
 }
 
 /// Whether the API server manifest on `node` carries `--authentication-config=`.
-pub async fn probe_auth_config_present(
-    exec: &dyn NodeExec,
-    node: &NodeTarget,
-) -> Result<bool, ProbeError> {
+pub async fn probe_auth_config_present(exec: &dyn NodeExec, node: &NodeTarget) -> Result<bool, ProbeError> {
     const WHAT: &str = "API server manifest check";
     let out = exec.run(node, auth_config_present_request()).await?;
     // grep -c exits 1 when it counted zero; 2 is a real error (no such file...).
@@ -664,11 +571,8 @@ mod tests {
 
     #[test]
     fn plan_without_apply_line_means_nothing_to_apply() {
-        for s in [
-            sample!("kubeadm-plan-1.11-up-to-date.txt"),
-            sample!("kubeadm-plan-1.34-at-target.txt"),
-            "",
-        ] {
+        for s in [sample!("kubeadm-plan-1.11-up-to-date.txt"), sample!("kubeadm-plan-1.34-at-target.txt"), ""]
+        {
             assert_eq!(parse_upgrade_plan(s), Ok(PlanTarget::NothingToApply));
         }
     }
@@ -676,11 +580,7 @@ mod tests {
     #[test]
     fn plan_with_an_unparsable_target_is_an_error() {
         let out = "You can now apply the upgrade by executing the following command:\n\n\tkubeadm upgrade apply v1.35.0-rc.1 --allow-release-candidate-upgrades\n";
-        assert!(
-            parse_upgrade_plan(out)
-                .unwrap_err()
-                .contains("v1.35.0-rc.1")
-        );
+        assert!(parse_upgrade_plan(out).unwrap_err().contains("v1.35.0-rc.1"));
     }
 
     #[test]
@@ -728,24 +628,15 @@ mod tests {
             parse_containerd_version(sample!("containerd-version-upstream-2.3.txt")),
             Some(v("2.3.6"))
         );
-        assert_eq!(
-            parse_containerd_version(sample!("containerd-version-debian-1.6.txt")),
-            Some(v("1.6.20"))
-        );
-        assert_eq!(
-            parse_containerd_version("containerd: command not found"),
-            None
-        );
+        assert_eq!(parse_containerd_version(sample!("containerd-version-debian-1.6.txt")), Some(v("1.6.20")));
+        assert_eq!(parse_containerd_version("containerd: command not found"), None);
         assert_eq!(parse_containerd_version(""), None);
     }
 
     #[test]
     fn containerd_skew_fix_only_when_control_plane_is_strictly_behind() {
         let workers = [v("1.7.27"), v("1.7.28"), v("1.7.9")];
-        assert_eq!(
-            containerd_skew_target(v("1.7.27"), &workers),
-            Some(v("1.7.28"))
-        );
+        assert_eq!(containerd_skew_target(v("1.7.27"), &workers), Some(v("1.7.28")));
         assert_eq!(containerd_skew_target(v("1.7.28"), &workers), None);
         assert_eq!(containerd_skew_target(v("2.0.0"), &workers), None);
         assert_eq!(containerd_skew_target(v("1.7.27"), &[]), None);
@@ -759,15 +650,10 @@ mod tests {
                 "- --authentication-config=/etc/kubernetes/auth/authentication-config.yaml".into()
             )
         );
-        assert_eq!(
-            parse_auth_config_drift(sample!("kubeadm-diff-clean.txt")),
-            AuthConfigDrift::Kept
-        );
+        assert_eq!(parse_auth_config_drift(sample!("kubeadm-diff-clean.txt")), AuthConfigDrift::Kept);
         // Kept in context or added: no drift.
         assert_eq!(
-            parse_auth_config_drift(
-                "     - --authentication-config=/x\n+    - --authentication-config=/x\n"
-            ),
+            parse_auth_config_drift("     - --authentication-config=/x\n+    - --authentication-config=/x\n"),
             AuthConfigDrift::Kept
         );
     }
@@ -776,10 +662,7 @@ mod tests {
     fn prune_report_lists_paths_and_root_usage() {
         let r = parse_prune(sample!("prune-output.txt"));
         assert_eq!(r.pruned.len(), 3);
-        assert_eq!(
-            r.pruned[2],
-            "/etc/kubernetes/tmp/kubeadm-upgraded-manifests2387441093"
-        );
+        assert_eq!(r.pruned[2], "/etc/kubernetes/tmp/kubeadm-upgraded-manifests2387441093");
         assert_eq!(
             r.root_fs,
             Some(FsUsage {
@@ -813,13 +696,8 @@ mod tests {
         );
         assert_eq!(req.timeout, Duration::from_secs(2700));
         assert_eq!(req.stdin_bytes(), UPDATE_K8S_SCRIPT.as_bytes());
-        let plain = UpdateNode::new(NodeRole::Worker, v("1.34.2"))
-            .request(Duration::from_secs(1))
-            .unwrap();
-        assert_eq!(
-            plain.remote_command(),
-            "sudo bash -s -- --role worker --release 1.34.2"
-        );
+        let plain = UpdateNode::new(NodeRole::Worker, v("1.34.2")).request(Duration::from_secs(1)).unwrap();
+        assert_eq!(plain.remote_command(), "sudo bash -s -- --role worker --release 1.34.2");
         let mut bad = UpdateNode::new(NodeRole::Worker, v("1.34.2"));
         bad.apt_base = Some("https://x\nrm -rf /".into());
         assert!(bad.request(Duration::from_secs(1)).is_err());
@@ -862,20 +740,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_diff_still_reports_drift_but_a_failing_plan_is_an_error() {
-        let exec = canned(
-            1,
-            sample!("kubeadm-diff-authn-dropped.txt"),
-            "error: boom\n",
-        );
+        let exec = canned(1, sample!("kubeadm-diff-authn-dropped.txt"), "error: boom\n");
         let drift = probe_auth_config_drift(exec.as_ref(), &node(), v("1.34.1")).await;
-        assert!(
-            matches!(drift, Ok(AuthConfigDrift::Dropped(_))),
-            "{drift:?}"
-        );
+        assert!(matches!(drift, Ok(AuthConfigDrift::Dropped(_))), "{drift:?}");
 
-        let err = probe_upgrade_plan(exec.as_ref(), &node(), v("1.34.1"))
-            .await
-            .unwrap_err();
+        let err = probe_upgrade_plan(exec.as_ref(), &node(), v("1.34.1")).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "kubeadm upgrade plan on node k8s-master failed (exit status 1): error: boom"
@@ -885,9 +754,7 @@ mod tests {
     #[tokio::test]
     async fn unparsable_output_is_an_error_naming_the_node() {
         let exec = canned(0, "containerd: weird\n", "");
-        let err = probe_containerd_version(exec.as_ref(), &node())
-            .await
-            .unwrap_err();
+        let err = probe_containerd_version(exec.as_ref(), &node()).await.unwrap_err();
         assert!(matches!(err, ProbeError::Unparsable { .. }), "{err:?}");
         assert!(err.to_string().contains("k8s-master"), "{err}");
     }
@@ -895,25 +762,12 @@ mod tests {
     #[tokio::test]
     async fn auth_config_presence_reads_grep_count_and_exit_status() {
         let yes = canned(0, "1\n", "");
-        assert!(
-            probe_auth_config_present(yes.as_ref(), &node())
-                .await
-                .unwrap()
-        );
+        assert!(probe_auth_config_present(yes.as_ref(), &node()).await.unwrap());
         let no = canned(1, "0\n", "");
-        assert!(
-            !probe_auth_config_present(no.as_ref(), &node())
-                .await
-                .unwrap()
-        );
-        let missing = canned(
-            2,
-            "",
-            "grep: /etc/kubernetes/manifests/kube-apiserver.yaml: No such file or directory\n",
-        );
-        let err = probe_auth_config_present(missing.as_ref(), &node())
-            .await
-            .unwrap_err();
+        assert!(!probe_auth_config_present(no.as_ref(), &node()).await.unwrap());
+        let missing =
+            canned(2, "", "grep: /etc/kubernetes/manifests/kube-apiserver.yaml: No such file or directory\n");
+        let err = probe_auth_config_present(missing.as_ref(), &node()).await.unwrap_err();
         assert!(err.to_string().contains("No such file"), "{err}");
     }
 }

@@ -24,9 +24,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
-use crate::node_exec::{
-    CAPTURE_LIMIT, ExecError, ExecOutput, ExecRequest, ExitStatus, NodeExec, NodeTarget,
-};
+use crate::node_exec::{CAPTURE_LIMIT, ExecError, ExecOutput, ExecRequest, ExitStatus, NodeExec, NodeTarget};
 
 /// What to do with a host key that known_hosts does not list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -120,15 +118,9 @@ pub struct SshExec {
 impl SshExec {
     /// Reads the private key into memory. Fails when the key file cannot be read.
     pub fn new(cfg: SshConfig) -> Result<Self, KeyFileError> {
-        let key = std::fs::read_to_string(&cfg.key_file).map_err(|source| KeyFileError {
-            path: cfg.key_file.clone(),
-            source,
-        })?;
-        Ok(Self {
-            cfg: Arc::new(cfg),
-            key: Arc::new(PrivateKey(key)),
-            learned: Arc::default(),
-        })
+        let key = std::fs::read_to_string(&cfg.key_file)
+            .map_err(|source| KeyFileError { path: cfg.key_file.clone(), source })?;
+        Ok(Self { cfg: Arc::new(cfg), key: Arc::new(PrivateKey(key)), learned: Arc::default() })
     }
 
     /// The settings in use.
@@ -211,12 +203,7 @@ impl Run<'_> {
     }
 
     fn protocol(&self, stage: &'static str, e: impl fmt::Display) -> ExecError {
-        ExecError::Protocol {
-            node: self.node(),
-            addr: self.target.addr,
-            stage,
-            reason: e.to_string(),
-        }
+        ExecError::Protocol { node: self.node(), addr: self.target.addr, stage, reason: e.to_string() }
     }
 
     fn dropped(&self, e: impl fmt::Display) -> ExecError {
@@ -229,17 +216,11 @@ impl Run<'_> {
     }
 
     fn setup(&self, reason: String) -> ExecError {
-        ExecError::Setup {
-            node: self.node(),
-            addr: self.target.addr,
-            reason,
-        }
+        ExecError::Setup { node: self.node(), addr: self.target.addr, reason }
     }
 
     fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
+        self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
     }
 
     /// The blocking-mode timeout for one connect-phase step: the connect timeout, capped by
@@ -256,10 +237,7 @@ impl Run<'_> {
             if self.remaining().is_none() {
                 return self.timed_out();
             }
-            return self.protocol(
-                stage,
-                format!("no answer within {:?}", self.cfg.connect_timeout),
-            );
+            return self.protocol(stage, format!("no answer within {:?}", self.cfg.connect_timeout));
         }
         self.protocol(stage, e.message())
     }
@@ -274,19 +252,9 @@ impl Run<'_> {
         let wait = self.step_timeout()?;
         let tcp = TcpStream::connect_timeout(&SocketAddr::new(addr, port), wait).map_err(|e| {
             if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock {
-                ExecError::ConnectTimeout {
-                    node: self.node(),
-                    addr,
-                    port,
-                    after: wait,
-                }
+                ExecError::ConnectTimeout { node: self.node(), addr, port, after: wait }
             } else {
-                ExecError::Connect {
-                    node: self.node(),
-                    addr,
-                    port,
-                    reason: e.to_string(),
-                }
+                ExecError::Connect { node: self.node(), addr, port, reason: e.to_string() }
             }
         })?;
         let _ = tcp.set_nodelay(true);
@@ -297,23 +265,21 @@ impl Run<'_> {
         sess.set_tcp_stream(tcp);
         sess.set_timeout(millis(self.step_timeout()?));
         self.pin_host_key_algorithms(&sess, known.as_deref());
-        sess.handshake()
-            .map_err(|e| self.step_error("handshake", e))?;
+        sess.handshake().map_err(|e| self.step_error("handshake", e))?;
         self.check_host_key(&sess, known.as_deref())?;
 
         sess.set_timeout(millis(self.step_timeout()?));
-        sess.userauth_pubkey_memory(&self.cfg.user, None, &self.key.0, None)
-            .map_err(|e| {
-                if is_timeout(&e) {
-                    return self.step_error("authentication", e);
-                }
-                ExecError::Auth {
-                    node: self.node(),
-                    addr,
-                    user: self.cfg.user.clone(),
-                    reason: e.message().to_string(),
-                }
-            })?;
+        sess.userauth_pubkey_memory(&self.cfg.user, None, &self.key.0, None).map_err(|e| {
+            if is_timeout(&e) {
+                return self.step_error("authentication", e);
+            }
+            ExecError::Auth {
+                node: self.node(),
+                addr,
+                user: self.cfg.user.clone(),
+                reason: e.message().to_string(),
+            }
+        })?;
         if !sess.authenticated() {
             return Err(ExecError::Auth {
                 node: self.node(),
@@ -322,11 +288,7 @@ impl Run<'_> {
                 reason: "server did not accept the key".into(),
             });
         }
-        let keepalive = self
-            .cfg
-            .keepalive_interval
-            .as_secs()
-            .clamp(1, u64::from(u32::MAX));
+        let keepalive = self.cfg.keepalive_interval.as_secs().clamp(1, u64::from(u32::MAX));
         sess.set_keepalive(true, keepalive as u32);
         Ok(sess)
     }
@@ -339,10 +301,7 @@ impl Run<'_> {
         let sock = socket2::SockRef::from(tcp);
         let every = self.cfg.keepalive_interval.max(Duration::from_secs(1));
         let _ = sock.set_tcp_keepalive(
-            &socket2::TcpKeepalive::new()
-                .with_time(every)
-                .with_interval(every)
-                .with_retries(4),
+            &socket2::TcpKeepalive::new().with_time(every).with_interval(every).with_retries(4),
         );
         #[cfg(target_os = "linux")]
         let _ = sock.set_tcp_user_timeout(Some(every * 4));
@@ -359,10 +318,7 @@ impl Run<'_> {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.setup(format!(
-                "cannot read known_hosts file {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(self.setup(format!("cannot read known_hosts file {}: {e}", path.display()))),
         }
     }
 
@@ -371,22 +327,12 @@ impl Run<'_> {
     /// offering ed25519 to a known_hosts listing only its RSA key reads as a MISMATCH.
     fn pin_host_key_algorithms(&self, sess: &Session, known: Option<&str>) {
         let host = self.target.addr.to_string();
-        let mut wanted = known
-            .map(|k| host_key_algorithms(k, &host, self.cfg.port))
-            .unwrap_or_default();
-        if let Some((algo, _)) = self
-            .learned
-            .lock()
-            .unwrap()
-            .get(&(self.target.addr, self.cfg.port))
-        {
+        let mut wanted = known.map(|k| host_key_algorithms(k, &host, self.cfg.port)).unwrap_or_default();
+        if let Some((algo, _)) = self.learned.lock().unwrap().get(&(self.target.addr, self.cfg.port)) {
             wanted.extend(algorithms_for_key_type(algo));
         }
         let supported = sess.supported_algs(MethodType::HostKey).unwrap_or_default();
-        let prefs: Vec<&str> = wanted
-            .into_iter()
-            .filter(|a| supported.contains(a))
-            .collect::<Vec<_>>();
+        let prefs: Vec<&str> = wanted.into_iter().filter(|a| supported.contains(a)).collect::<Vec<_>>();
         if !prefs.is_empty() {
             // Best effort: if libssh2 refuses the list it keeps its default order.
             let _ = sess.method_pref(MethodType::HostKey, &prefs.join(","));
@@ -395,14 +341,11 @@ impl Run<'_> {
 
     fn check_host_key(&self, sess: &Session, known: Option<&str>) -> Result<(), ExecError> {
         let (addr, port) = (self.target.addr, self.cfg.port);
-        let (key, kind) = sess
-            .host_key()
-            .ok_or_else(|| self.protocol("host key check", "server sent no host key"))?;
+        let (key, kind) =
+            sess.host_key().ok_or_else(|| self.protocol("host key check", "server sent no host key"))?;
         let key_type = host_key_type_name(kind);
-        let fingerprint = sess
-            .host_key_hash(HashType::Sha256)
-            .map(fingerprint_sha256)
-            .unwrap_or_else(|| "SHA256:?".into());
+        let fingerprint =
+            sess.host_key_hash(HashType::Sha256).map(fingerprint_sha256).unwrap_or_else(|| "SHA256:?".into());
         let mismatch = || ExecError::HostKeyMismatch {
             node: self.node(),
             addr,
@@ -412,9 +355,7 @@ impl Run<'_> {
 
         let mut result = CheckResult::NotFound;
         if let Some(text) = known {
-            let mut kh = sess
-                .known_hosts()
-                .map_err(|e| self.protocol("host key check", e))?;
+            let mut kh = sess.known_hosts().map_err(|e| self.protocol("host key check", e))?;
             // libssh2 only reads files; parse from the text we already hold.
             for line in text.lines() {
                 let l = line.trim();
@@ -461,11 +402,8 @@ impl Run<'_> {
 
     fn exec(&self, sess: &Session, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
         sess.set_timeout(millis(self.step_timeout()?));
-        let mut ch = sess
-            .channel_session()
-            .map_err(|e| self.step_error("channel open", e))?;
-        ch.exec(&req.remote_command())
-            .map_err(|e| self.step_error("exec", e))?;
+        let mut ch = sess.channel_session().map_err(|e| self.step_error("channel open", e))?;
+        ch.exec(&req.remote_command()).map_err(|e| self.step_error("exec", e))?;
         sess.set_blocking(false);
 
         let node = self.target.node.as_str();
@@ -560,11 +498,7 @@ impl Run<'_> {
                 Err(e) => return Err(self.dropped(e.message())),
             }
         }
-        let signal = ch
-            .exit_signal()
-            .ok()
-            .and_then(|s| s.exit_signal)
-            .filter(|s| !s.is_empty());
+        let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal).filter(|s| !s.is_empty());
         let status = match signal {
             Some(sig) => ExitStatus::Signal(sig),
             None => ExitStatus::Code(ch.exit_status().map_err(|e| self.dropped(e.message()))?),
@@ -617,15 +551,7 @@ const MAX_LINE: usize = 64 * 1024;
 
 impl<'a> Sink<'a> {
     fn new(node: &'a str, stream_name: &'static str, capture: bool, stream: bool) -> Self {
-        Self {
-            node,
-            stream_name,
-            capture,
-            stream,
-            partial: Vec::new(),
-            tail: Vec::new(),
-            total: 0,
-        }
+        Self { node, stream_name, capture, stream, partial: Vec::new(), tail: Vec::new(), total: 0 }
     }
 
     fn push(&mut self, data: &[u8]) {
@@ -707,9 +633,7 @@ pub fn host_key_algorithms(known_hosts: &str, host: &str, port: u16) -> Vec<&'st
         let (Some(hosts), Some(key_type)) = (fields.next(), fields.next()) else {
             continue;
         };
-        let matches = hosts
-            .split(',')
-            .any(|h| h == bracketed || (port == 22 && h == host));
+        let matches = hosts.split(',').any(|h| h == bracketed || (port == 22 && h == host));
         if matches {
             for a in algorithms_for_key_type(key_type) {
                 if !out.contains(&a) {
@@ -730,11 +654,7 @@ fn base64_nopad(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -806,19 +726,13 @@ mod tests {
             ["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
         );
         assert!(host_key_algorithms(kh, "10.0.0.5", 2222).is_empty());
-        assert_eq!(
-            host_key_algorithms(kh, "10.0.0.6", 2222),
-            ["ecdsa-sha2-nistp256"]
-        );
+        assert_eq!(host_key_algorithms(kh, "10.0.0.6", 2222), ["ecdsa-sha2-nistp256"]);
         assert!(host_key_algorithms(kh, "10.0.0.6", 22).is_empty());
         assert!(host_key_algorithms(kh, "10.0.0.7", 22).is_empty());
     }
 
     #[test]
     fn private_key_debug_is_redacted() {
-        assert_eq!(
-            format!("{:?}", PrivateKey("-----BEGIN".into())),
-            "PrivateKey(<redacted>)"
-        );
+        assert_eq!(format!("{:?}", PrivateKey("-----BEGIN".into())), "PrivateKey(<redacted>)");
     }
 }

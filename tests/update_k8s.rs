@@ -51,11 +51,7 @@ fn node_on_1_33(name: &str, ip: &str) -> SshdNode {
     node.install(&["kubeadm", "kubelet", "kubectl"], "1.33.5-1.1");
     node.set_state("cluster-kubelet-config.yaml", CLUSTER_KUBELET_CONFIG);
     let root = node.root();
-    fs::write(
-        root.join("var/lib/kubelet/config.yaml"),
-        NODE_KUBELET_CONFIG,
-    )
-    .unwrap();
+    fs::write(root.join("var/lib/kubelet/config.yaml"), NODE_KUBELET_CONFIG).unwrap();
     fs::create_dir_all(root.join("etc/kubernetes/manifests")).unwrap();
     fs::write(
         root.join("etc/kubernetes/manifests/kube-apiserver.yaml"),
@@ -70,20 +66,14 @@ async fn run_script(node: &SshdNode, args: &[&str]) -> ExecOutput {
         .unwrap()
         .capture(true)
         .timeout(Duration::from_secs(120));
-    SshExec::new(node.ssh_config())
-        .unwrap()
-        .run(&node.target(), req)
-        .await
-        .unwrap()
+    SshExec::new(node.ssh_config()).unwrap().run(&node.target(), req).await.unwrap()
 }
 
 /// The calls that act on the node, in order (reads like dpkg-query and showhold left out).
 fn actions(node: &SshdNode) -> Vec<String> {
     node.calls()
         .into_iter()
-        .filter(|c| {
-            !c.starts_with("sudo ") && !c.starts_with("dpkg-query ") && c != "apt-mark showhold"
-        })
+        .filter(|c| !c.starts_with("sudo ") && !c.starts_with("dpkg-query ") && c != "apt-mark showhold")
         .collect()
 }
 
@@ -119,7 +109,8 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 fn prelude() -> Vec<String> {
     vec![
-        "curl -fsSL --retry 3 -o TMP/Release.key https://pkgs.k8s.io/core:/stable:/v1.34/deb/Release.key".into(),
+        "curl -fsSL --retry 3 -o TMP/Release.key https://pkgs.k8s.io/core:/stable:/v1.34/deb/Release.key"
+            .into(),
         "gpg --batch --yes --dearmor -o TMP/keyring.gpg TMP/Release.key".into(),
     ]
 }
@@ -127,10 +118,7 @@ fn prelude() -> Vec<String> {
 /// Replaces the script's mktemp dir in recorded calls with TMP.
 fn normalise(calls: Vec<String>) -> Vec<String> {
     let re = regex::Regex::new(r"/tmp/tmp\.[A-Za-z0-9]+").unwrap();
-    calls
-        .into_iter()
-        .map(|c| re.replace_all(&c, "TMP").into_owned())
-        .collect()
+    calls.into_iter().map(|c| re.replace_all(&c, "TMP").into_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,9 +127,7 @@ async fn master_upgrade_runs_plan_then_apply_with_the_explicit_version() {
     // Through the chain's entry point rather than a hand-built request.
     let exec = SshExec::new(node.ssh_config()).unwrap();
     let update = probes::UpdateNode::new(probes::NodeRole::Master, "1.34.2".parse().unwrap());
-    let out = probes::update_node(&exec, &node.target(), &update, Duration::from_secs(120))
-        .await
-        .unwrap();
+    let out = probes::update_node(&exec, &node.target(), &update, Duration::from_secs(120)).await.unwrap();
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.ends_with("Done\n"), "{}", out.stdout);
 
@@ -168,8 +154,7 @@ async fn master_upgrade_runs_plan_then_apply_with_the_explicit_version() {
         fs::read_to_string(root.join("etc/apt/sources.list.d/kubernetes.list")).unwrap(),
         "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /\n"
     );
-    let keyring =
-        fs::read_to_string(root.join("etc/apt/keyrings/kubernetes-apt-keyring.gpg")).unwrap();
+    let keyring = fs::read_to_string(root.join("etc/apt/keyrings/kubernetes-apt-keyring.gpg")).unwrap();
     assert!(keyring.contains("/v1.34/deb/Release.key"), "{keyring}");
     // kubeadm's rewrite of the kubelet config is shown as a diff even when nothing is restored.
     assert!(out.stdout.contains("-systemReserved:"), "{}", out.stdout);
@@ -210,26 +195,11 @@ async fn worker_upgrade_runs_upgrade_node_and_restores_node_local_kubelet_keys()
     // Cluster-wide keys from kubeadm's rewrite stay; node-local ones come back; a listed key
     // the node did not have before (evictionHard) is removed again.
     assert!(config.contains("rotateCertificates: true\n"), "{config}");
-    assert!(
-        config.contains("systemReserved:\n  cpu: 500m\n  memory: 1Gi\n"),
-        "{config}"
-    );
-    assert!(
-        config.contains("allowedUnsafeSysctls:\n- net.core.somaxconn\n"),
-        "{config}"
-    );
+    assert!(config.contains("systemReserved:\n  cpu: 500m\n  memory: 1Gi\n"), "{config}");
+    assert!(config.contains("allowedUnsafeSysctls:\n- net.core.somaxconn\n"), "{config}");
     assert!(!config.contains("evictionHard"), "{config}");
-    assert!(
-        out.stdout
-            .contains("restored kubelet config key systemReserved"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("+rotateCertificates: true"),
-        "diff missing: {}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("restored kubelet config key systemReserved"), "{}", out.stdout);
+    assert!(out.stdout.contains("+rotateCertificates: true"), "diff missing: {}", out.stdout);
 
     // Running again changes nothing: the restore is already in place.
     let before = snapshot(&node.root());
@@ -257,18 +227,9 @@ async fn other_control_planes_run_upgrade_node() {
     let out = run_script(&node, &["--role", "control-plane", "--release", "1.34.2"]).await;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
     let acts = actions(&node);
-    assert!(
-        acts.contains(&"kubeadm upgrade node".to_string()),
-        "{acts:?}"
-    );
-    assert!(
-        !acts.iter().any(|c| c.starts_with("kubeadm upgrade apply")),
-        "{acts:?}"
-    );
-    assert!(
-        !acts.iter().any(|c| c.starts_with("kubeadm upgrade plan")),
-        "{acts:?}"
-    );
+    assert!(acts.contains(&"kubeadm upgrade node".to_string()), "{acts:?}");
+    assert!(!acts.iter().any(|c| c.starts_with("kubeadm upgrade apply")), "{acts:?}");
+    assert!(!acts.iter().any(|c| c.starts_with("kubeadm upgrade plan")), "{acts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,24 +238,14 @@ async fn apply_is_retried_with_etcd_upgrade_off() {
     node.set_state("apply_failures", "2");
     let out = run_script(&node, &["--role", "master", "--release", "1.34.2"]).await;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
-    let applies: Vec<String> = actions(&node)
-        .into_iter()
-        .filter(|c| c.starts_with("kubeadm upgrade apply"))
-        .collect();
+    let applies: Vec<String> =
+        actions(&node).into_iter().filter(|c| c.starts_with("kubeadm upgrade apply")).collect();
     let base = format!("kubeadm upgrade apply v1.34.2 -y {IGNORE} --skip-phases=addon/coredns");
     assert_eq!(
         applies,
-        [
-            base.clone(),
-            format!("{base} --etcd-upgrade=false"),
-            format!("{base} --etcd-upgrade=false")
-        ]
+        [base.clone(), format!("{base} --etcd-upgrade=false"), format!("{base} --etcd-upgrade=false")]
     );
-    assert!(
-        out.stdout.contains("failed (attempt 2 of 3)"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("failed (attempt 2 of 3)"), "{}", out.stdout);
     assert_eq!(installed(&node, "kubelet"), "1.34.2-1.1");
 }
 
@@ -306,12 +257,7 @@ async fn three_apply_failures_exit_1_before_touching_the_kubelet() {
     assert_eq!(out.status, ExitStatus::Code(1), "{}", out.stdout);
     assert!(out.stdout.contains("failed 3 times"), "{}", out.stdout);
     let acts = actions(&node);
-    assert_eq!(
-        acts.iter()
-            .filter(|c| c.starts_with("kubeadm upgrade apply"))
-            .count(),
-        3
-    );
+    assert_eq!(acts.iter().filter(|c| c.starts_with("kubeadm upgrade apply")).count(), 3);
     assert!(!acts.iter().any(|c| c.starts_with("systemctl")), "{acts:?}");
     assert_eq!(installed(&node, "kubelet"), "1.33.5-1.1");
 
@@ -321,12 +267,7 @@ async fn three_apply_failures_exit_1_before_touching_the_kubelet() {
     assert!(out.success(), "{}", out.stdout);
     let acts = actions(&node);
     assert!(!acts.iter().any(|c| c.contains("kubeadm=")), "{acts:?}");
-    assert_eq!(
-        acts.iter()
-            .filter(|c| c.starts_with("kubeadm upgrade apply"))
-            .count(),
-        1
-    );
+    assert_eq!(acts.iter().filter(|c| c.starts_with("kubeadm upgrade apply")).count(), 1);
     assert_eq!(installed(&node, "kubelet"), "1.34.2-1.1");
 }
 
@@ -336,31 +277,15 @@ async fn a_rerun_on_an_upgraded_master_changes_nothing() {
     let args = ["--role", "master", "--release", "1.34.2"];
     assert!(run_script(&node, &args).await.success());
     let files = snapshot(&node.root());
-    let state = (
-        held(&node),
-        installed(&node, "kubeadm"),
-        installed(&node, "kubelet"),
-    );
+    let state = (held(&node), installed(&node, "kubeadm"), installed(&node, "kubelet"));
     node.clear_calls();
 
     let out = run_script(&node, &args).await;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout
-            .contains("nothing changed; kubelet not restarted"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("nothing changed; kubelet not restarted"), "{}", out.stdout);
     assert_eq!(normalise(actions(&node)), prelude());
     assert_eq!(snapshot(&node.root()), files);
-    assert_eq!(
-        (
-            held(&node),
-            installed(&node, "kubeadm"),
-            installed(&node, "kubelet")
-        ),
-        state
-    );
+    assert_eq!((held(&node), installed(&node, "kubeadm"), installed(&node, "kubelet")), state);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,10 +305,7 @@ async fn a_command_reading_stdin_cannot_swallow_the_script() {
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.ends_with("Done\n"), "{}", out.stdout);
     assert_eq!(node.state_file("stdin_seen").as_deref(), Some(""));
-    assert!(
-        node.calls()
-            .contains(&"systemctl restart kubelet".to_string())
-    );
+    assert!(node.calls().contains(&"systemctl restart kubelet".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,14 +313,7 @@ async fn apt_base_option_points_source_and_key_at_a_mirror() {
     let node = node_on_1_33("k8s-node4", "127.0.1.19");
     let out = run_script(
         &node,
-        &[
-            "--role",
-            "worker",
-            "--release",
-            "1.34.2",
-            "--apt-base",
-            "https://mirror.example/k8s/",
-        ],
+        &["--role", "worker", "--release", "1.34.2", "--apt-base", "https://mirror.example/k8s/"],
     )
     .await;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
@@ -407,8 +322,10 @@ async fn apt_base_option_points_source_and_key_at_a_mirror() {
         "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://mirror.example/k8s/v1.34/deb/ /\n"
     );
     assert!(
-        node.calls().iter().any(|c| c.starts_with("curl ")
-            && c.ends_with(" https://mirror.example/k8s/v1.34/deb/Release.key")),
+        node.calls()
+            .iter()
+            .any(|c| c.starts_with("curl ")
+                && c.ends_with(" https://mirror.example/k8s/v1.34/deb/Release.key")),
         "{:#?}",
         node.calls()
     );
@@ -420,24 +337,11 @@ async fn a_failed_node_update_is_an_error_with_the_output_tail() {
     node.set_state("apply_failures", "3");
     let exec = SshExec::new(node.ssh_config()).unwrap();
     let update = probes::UpdateNode::new(probes::NodeRole::Master, "1.34.2".parse().unwrap());
-    let err = probes::update_node(&exec, &node.target(), &update, Duration::from_secs(120))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ProbeError::Failed {
-                status: ExitStatus::Code(1),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err =
+        probes::update_node(&exec, &node.target(), &update, Duration::from_secs(120)).await.unwrap_err();
+    assert!(matches!(&err, ProbeError::Failed { status: ExitStatus::Code(1), .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("k8s-master") && msg.contains("couldn't upgrade control plane"),
-        "{msg}"
-    );
+    assert!(msg.contains("k8s-master") && msg.contains("couldn't upgrade control plane"), "{msg}");
 }
 
 fn local(args: &[&str]) -> std::process::Output {
@@ -459,22 +363,8 @@ fn usage_errors_exit_2_before_doing_anything() {
         &["--role", "worker", "--release", "v1.34.2"],
         &["--role", "worker", "--release", "1.34.2", "--extra"],
         &["--role"],
-        &[
-            "--role",
-            "worker",
-            "--release",
-            "1.34.2",
-            "--preserve-kubelet-keys",
-            "a b",
-        ],
-        &[
-            "--role",
-            "worker",
-            "--release",
-            "1.34.2",
-            "--preserve-kubelet-keys",
-            "",
-        ],
+        &["--role", "worker", "--release", "1.34.2", "--preserve-kubelet-keys", "a b"],
+        &["--role", "worker", "--release", "1.34.2", "--preserve-kubelet-keys", ""],
     ] {
         let out = local(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

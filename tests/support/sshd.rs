@@ -40,22 +40,14 @@ pub struct SshdNode {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn keygen(path: &Path) {
     let _ = fs::remove_file(path);
     let _ = fs::remove_file(path.with_extension("pub"));
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-        .arg(path));
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"]).arg(path));
 }
 
 fn shims_dir() -> PathBuf {
@@ -81,10 +73,7 @@ impl SshdNode {
     /// Starts a node named `name` on loopback address `ip` (e.g. "127.0.0.11").
     pub fn start(name: &str, ip: &str) -> Self {
         let ip: IpAddr = ip.parse().unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("sshd-{name}-"))
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix(&format!("sshd-{name}-")).tempdir().unwrap();
         let d = dir.path();
         for sub in ["state", "root", "root/var/lib/kubelet"] {
             fs::create_dir_all(d.join(sub)).unwrap();
@@ -114,13 +103,7 @@ impl SshdNode {
         .unwrap();
         fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
 
-        let mut node = Self {
-            name: name.into(),
-            ip,
-            port: 0,
-            dir,
-            child: None,
-        };
+        let mut node = Self { name: name.into(), ip, port: 0, dir, child: None };
         node.launch(free_port(ip));
         node
     }
@@ -169,11 +152,7 @@ impl SshdNode {
                 self.child = Some(child);
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "sshd on {listen} did not start: {}",
-                self.sshd_log()
-            );
+            assert!(Instant::now() < deadline, "sshd on {listen} did not start: {}", self.sshd_log());
             std::thread::sleep(Duration::from_millis(100));
         }
         self.wait_accepting();
@@ -220,11 +199,8 @@ impl SshdNode {
 
     /// The host key fingerprint as `ssh-keygen -l` prints it (`SHA256:...`).
     pub fn host_key_fingerprint(&self) -> String {
-        let out = Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(self.dir.path().join("host_key.pub"))
-            .output()
-            .unwrap();
+        let out =
+            Command::new("ssh-keygen").arg("-lf").arg(self.dir.path().join("host_key.pub")).output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         text.split_whitespace().nth(1).unwrap().to_string()
     }
@@ -291,11 +267,7 @@ impl SshdNode {
 
     /// The recorded shim calls, one `name args` per entry.
     pub fn calls(&self) -> Vec<String> {
-        self.state_file("calls.log")
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
+        self.state_file("calls.log").unwrap_or_default().lines().map(String::from).collect()
     }
 
     /// Forgets the recorded calls.
@@ -330,11 +302,7 @@ fn kill_tree(pid: u32) {
         i += 1;
     }
     for p in all {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(p.to_string())
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("kill").arg("-KILL").arg(p.to_string()).stderr(Stdio::null()).status();
     }
 }
 
