@@ -483,35 +483,35 @@ pub async fn rewrite_apt_repo(
 }
 
 // ---------------------------------------------------------------------------------------
-// OIDC restore after the master upgrade (seed §2.2 step 11)
+// Post-upgrade scripts (the seed's OIDC restore, seed §2.2 step 11) and their check
 
 /// The API server static pod manifest.
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 
-/// Runs the operator's restore script (ConfigMap `kube-system/apiserver-oidc-restore`, key
-/// `restore.sh`) on stdin of `sudo bash -s`, verbatim.
-pub fn oidc_restore_request(script: &str) -> ExecRequest {
-    ExecRequest::script("apiserver-oidc-restore", script, Vec::<String>::new())
+/// Runs an operator script (from a ConfigMap; the seed's was `kube-system/
+/// apiserver-oidc-restore`, key `restore.sh`) verbatim on stdin of `sudo bash -s`.
+pub fn post_upgrade_script_request(name: &str, body: &str) -> ExecRequest {
+    ExecRequest::script(name, body, Vec::<String>::new())
         .expect("no arguments")
         .capture(true)
         .stream(true)
         .timeout(Duration::from_secs(600))
 }
 
-/// Runs the restore script. The caller treats a failure as a warning (the seed never failed
-/// the phase here).
-pub async fn run_oidc_restore(
+/// Runs a post-upgrade script. The caller treats a failure as a warning (the seed never
+/// failed the phase here).
+pub async fn run_post_upgrade_script(
     exec: &dyn NodeExec,
     node: &NodeTarget,
-    script: &str,
-) -> Result<(), ProbeError> {
-    run_ok(exec, node, "OIDC restore script", oidc_restore_request(script)).await?;
-    Ok(())
+    name: &str,
+    body: &str,
+) -> Result<ExecOutput, ProbeError> {
+    run_ok(exec, node, "post-upgrade script", post_upgrade_script_request(name, body)).await
 }
 
-/// Counts `--authentication-config=` in the API server manifest.
-pub fn auth_config_present_request() -> ExecRequest {
-    ExecRequest::command(format!("sudo grep -c -e --authentication-config= {APISERVER_MANIFEST}"))
+/// Counts lines of `path` containing the fixed string `needle` (`sudo grep -c -F`).
+pub fn file_contains_request(path: &str, needle: &str) -> ExecRequest {
+    ExecRequest::command(format!("sudo grep -c -F -e {} -- {}", shell_quote(needle), shell_quote(path)))
         .timeout(Duration::from_secs(60))
 }
 
@@ -521,10 +521,15 @@ pub fn parse_grep_count(output: &str) -> Option<bool> {
     output.trim().parse::<u64>().ok().map(|n| n > 0)
 }
 
-/// Whether the API server manifest on `node` carries `--authentication-config=`.
-pub async fn probe_auth_config_present(exec: &dyn NodeExec, node: &NodeTarget) -> Result<bool, ProbeError> {
-    const WHAT: &str = "API server manifest check";
-    let out = exec.run(node, auth_config_present_request()).await?;
+/// Whether `path` on `node` contains `needle`. A missing file is an error, not `false`.
+pub async fn probe_file_contains(
+    exec: &dyn NodeExec,
+    node: &NodeTarget,
+    path: &str,
+    needle: &str,
+) -> Result<bool, ProbeError> {
+    const WHAT: &str = "file check";
+    let out = exec.run(node, file_contains_request(path, needle)).await?;
     // grep -c exits 1 when it counted zero; 2 is a real error (no such file...).
     match (&out.status, parse_grep_count(&out.stdout)) {
         (ExitStatus::Code(0 | 1), Some(present)) => Ok(present),
@@ -536,6 +541,12 @@ pub async fn probe_auth_config_present(exec: &dyn NodeExec, node: &NodeTarget) -
             detail: tail(&out.stderr, 3),
         }),
     }
+}
+
+/// Whether the API server manifest on `node` carries `--authentication-config=` (checked
+/// after the OIDC restore).
+pub async fn probe_auth_config_present(exec: &dyn NodeExec, node: &NodeTarget) -> Result<bool, ProbeError> {
+    probe_file_contains(exec, node, APISERVER_MANIFEST, "--authentication-config=").await
 }
 
 #[cfg(test)]
@@ -701,6 +712,18 @@ mod tests {
         let mut bad = UpdateNode::new(NodeRole::Worker, v("1.34.2"));
         bad.apt_base = Some("https://x\nrm -rf /".into());
         assert!(bad.request(Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn file_check_quotes_needle_and_path() {
+        assert_eq!(
+            file_contains_request(APISERVER_MANIFEST, "--authentication-config=").remote_command(),
+            "sudo grep -c -F -e --authentication-config= -- /etc/kubernetes/manifests/kube-apiserver.yaml"
+        );
+        assert_eq!(
+            file_contains_request("/a b", "x y").remote_command(),
+            "sudo grep -c -F -e 'x y' -- '/a b'"
+        );
     }
 
     #[test]

@@ -329,6 +329,35 @@ mod probes_over_ssh {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_post_upgrade_script_runs_and_its_result_is_checked() {
+        let node = SshdNode::start("k8s-master", "127.0.2.16");
+        let exec = exec_for(&node);
+        let manifest = node.root().join("kube-apiserver.yaml");
+        fs::write(&manifest, "    - --authorization-mode=Node,RBAC\n").unwrap();
+        let path = manifest.to_str().unwrap();
+        let needle = "--authentication-config=";
+        assert!(!probes::probe_file_contains(&exec, &node.target(), path, needle).await.unwrap());
+
+        let restore = "set -eu\nf=\"$UPDATE_K8S_ROOT/kube-apiserver.yaml\"\n\
+                       sed -i 's|^    - --authorization-mode|    - --authentication-config=/etc/kubernetes/auth.yaml\\n&|' \"$f\"\n\
+                       echo restored\n";
+        let out =
+            probes::run_post_upgrade_script(&exec, &node.target(), "oidc-restore", restore).await.unwrap();
+        assert_eq!(out.stdout, "restored\n");
+        assert!(probes::probe_file_contains(&exec, &node.target(), path, needle).await.unwrap());
+
+        let err = probes::probe_file_contains(&exec, &node.target(), "/nonexistent/manifest", needle)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProbeError::Failed { .. }), "{err:?}");
+
+        let err = probes::run_post_upgrade_script(&exec, &node.target(), "oidc-restore", "exit 4\n")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("exit status 4"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prune_removes_only_old_kubeadm_scratch() {
         let node = SshdNode::start("k8s-master", "127.0.2.15");
         let scratch = node.dir.path().join("etc-kubernetes-tmp");
