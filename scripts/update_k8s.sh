@@ -25,6 +25,7 @@ SOURCES_LIST="$ROOT/etc/apt/sources.list.d/kubernetes.list"
 KEYRING_NAME=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
 KEYRING="$ROOT$KEYRING_NAME"
 APISERVER_MANIFEST="$ROOT/etc/kubernetes/manifests/kube-apiserver.yaml"
+LOCK_FILE="$ROOT/run/lock/update_k8s.lock"
 PACKAGES=(kubeadm kubelet kubectl)
 # Same list for plan and apply: once the new kubeadm is installed, plan fails the CoreDNS
 # preflight too (seed history bfb86e65, 037a609f).
@@ -155,6 +156,15 @@ main() {
 	[[ -n $release ]] || usage_error "--release is required"
 	[[ $release =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || usage_error "--release must be X.Y.Z, got '$release'"
 	track=${release%.*}
+
+	# One run at a time per node: a run whose SSH session timed out or dropped keeps going on
+	# the node, and a retried Job must not start a second apt/kubeadm next to it.
+	mkdir -p "$(dirname "$LOCK_FILE")"
+	exec 9>>"$LOCK_FILE"
+	if ! flock -n 9; then
+		log "another update_k8s.sh is still running on this node (lock $LOCK_FILE); not starting"
+		exit 1
+	fi
 
 	changed=0
 	tmp=$(mktemp -d)

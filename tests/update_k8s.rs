@@ -3,7 +3,9 @@
 
 mod support;
 
-use std::{collections::BTreeMap, fs, path::Path, process::Command, time::Duration};
+use std::{
+    collections::BTreeMap, fs, os::unix::process::CommandExt, path::Path, process::Command, time::Duration,
+};
 
 use k8s_upgrade_chain::{
     node_exec::{ExecOutput, ExecRequest, ExitStatus, NodeExec},
@@ -342,6 +344,34 @@ async fn a_failed_node_update_is_an_error_with_the_output_tail() {
     assert!(matches!(&err, ProbeError::Failed { status: ExitStatus::Code(1), .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("k8s-master") && msg.contains("couldn't upgrade control plane"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_refuses_while_one_is_still_running() {
+    let node = node_on_1_33("k8s-node5", "127.0.1.21");
+    let lock = node.root().join("run/lock/update_k8s.lock");
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    fs::write(&lock, "").unwrap();
+    // Hold the lock the way a still-running first run would.
+    // -o: the lock stays with flock itself (not its sleep child), so killing flock frees it.
+    let mut holder =
+        Command::new("flock").arg("-o").arg(&lock).args(["sleep", "60"]).process_group(0).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Command::new("flock").args(["-n"]).arg(&lock).arg("true").status().unwrap().success() {
+        assert!(std::time::Instant::now() < deadline, "lock holder never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run_script(&node, &["--role", "worker", "--release", "1.34.2"]).await;
+    // Kill flock and its sleep together (own process group).
+    let _ = Command::new("kill").args(["-KILL", "--"]).arg(format!("-{}", holder.id())).status();
+    let _ = holder.wait();
+    assert_eq!(out.status, ExitStatus::Code(1), "{}", out.stdout);
+    assert!(out.stdout.contains("another update_k8s.sh is still running"), "{}", out.stdout);
+    assert!(!actions(&node).iter().any(|c| c.starts_with("apt-") || c.starts_with("kubeadm")));
+
+    // Once the first run is gone, the lock is free again.
+    let out = run_script(&node, &["--role", "worker", "--release", "1.34.2"]).await;
+    assert!(out.success(), "{}", out.stdout);
 }
 
 fn local(args: &[&str]) -> std::process::Output {
