@@ -150,6 +150,8 @@ impl NodeExec for SshExec {
             let this = self.clone();
             let t = target.clone();
             let what = req.describe();
+            // Start the clock now: time spent queued for a blocking thread counts.
+            let deadline = Instant::now() + req.timeout;
             let joined = tokio::task::spawn_blocking(move || {
                 Run {
                     cfg: &this.cfg,
@@ -158,7 +160,7 @@ impl NodeExec for SshExec {
                     target: &t,
                     what: req.describe(),
                     cancel: &cancel,
-                    deadline: Instant::now() + req.timeout,
+                    deadline,
                     timeout: req.timeout,
                 }
                 .run(&req)
@@ -405,6 +407,7 @@ impl Run<'_> {
         let mut ch = sess.channel_session().map_err(|e| self.step_error("channel open", e))?;
         ch.exec(&req.remote_command()).map_err(|e| self.step_error("exec", e))?;
         sess.set_blocking(false);
+        tracing::info!(node = %self.target.node, addr = %self.target.addr, "running {}", self.what);
 
         let node = self.target.node.as_str();
         let mut out = Sink::new(node, "stdout", req.capture, req.stream);
@@ -505,6 +508,13 @@ impl Run<'_> {
         };
         out.finish();
         err.finish();
+        tracing::info!(
+            node = %self.target.node,
+            stdout_bytes = out.total,
+            stderr_bytes = err.total,
+            "{} finished: {status}",
+            self.what
+        );
         sess.set_blocking(true);
         sess.set_timeout(1000);
         let _ = sess.disconnect(None, "done", None);
@@ -734,5 +744,68 @@ mod tests {
     #[test]
     fn private_key_debug_is_redacted() {
         assert_eq!(format!("{:?}", PrivateKey("-----BEGIN".into())), "PrivateKey(<redacted>)");
+    }
+
+    /// Runs `f` with a subscriber that writes plain messages to the returned buffer.
+    fn capture_logs(f: impl FnOnce()) -> String {
+        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || SharedBuf(sink.clone()))
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.lock().unwrap().clone()).unwrap()
+    }
+
+    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn streamed_lines_are_logged_whole_and_prefixed_with_the_node() {
+        let logs = capture_logs(|| {
+            let mut s = Sink::new("k8s-node1", "stdout", true, true);
+            s.push(b"[upgrade] first li");
+            s.push(b"ne\r\nsecond\nthird without newline");
+            s.finish();
+            assert_eq!(s.total, 50);
+            assert_eq!(s.captured(), "[upgrade] first line\r\nsecond\nthird without newline");
+        });
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 3, "{logs}");
+        assert!(lines[0].starts_with("[k8s-node1] [upgrade] first line node="), "{logs}");
+        assert!(lines[1].starts_with("[k8s-node1] second node="), "{logs}");
+        assert!(lines[2].starts_with("[k8s-node1] third without newline node="), "{logs}");
+        assert!(lines.iter().all(|l| l.contains("stream=\"stdout\"")), "{logs}");
+    }
+
+    #[test]
+    fn capture_keeps_the_tail_and_counts_everything() {
+        let mut s = Sink::new("n", "stderr", true, false);
+        let chunk = vec![b'x'; 700 * 1024];
+        for _ in 0..5 {
+            s.push(&chunk);
+        }
+        s.push(b"END");
+        assert_eq!(s.total, 5 * 700 * 1024 + 3);
+        let got = s.captured();
+        assert_eq!(got.len(), CAPTURE_LIMIT);
+        assert!(got.ends_with("xEND"));
+        let mut quiet = Sink::new("n", "stdout", false, false);
+        quiet.push(b"hello\n");
+        assert_eq!(quiet.captured(), "");
+        assert_eq!(quiet.total, 6);
     }
 }
