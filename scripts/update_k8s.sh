@@ -42,7 +42,8 @@ Usage: $PROG --role ROLE --release X.Y.Z [--preserve-kubelet-keys KEY[,KEY...]]
 Upgrade kubeadm, kubelet and kubectl on this node to Kubernetes X.Y.Z.
 
   --role ROLE                  master: the first control plane (kubeadm upgrade apply)
-                               control-plane: another control plane (kubeadm upgrade node)
+                               control-plane: another control plane (kubeadm upgrade
+                               node, CoreDNS addon skipped)
                                worker: a worker (kubeadm upgrade node)
   --release X.Y.Z              the target release
   --preserve-kubelet-keys KEYS top-level keys of /var/lib/kubelet/config.yaml to keep as
@@ -253,7 +254,14 @@ main() {
 			log "kubelet already at $release; skipping kubeadm upgrade node"
 		else
 			save_kubelet_config
-			run kubeadm upgrade node
+			if [[ $role == control-plane ]]; then
+				# Current kubeadm's `upgrade node` has an addon phase that upgrades CoreDNS from
+				# a control plane: the same drifted-CoreDNS hazard as apply (seed history
+				# 037a609f). Workers have no addon work, so they get the plain command.
+				run kubeadm upgrade node "$IGNORE_PREFLIGHT" --skip-phases=addon/coredns
+			else
+				run kubeadm upgrade node
+			fi
 			kubeadm_ran=1
 		fi
 	fi
