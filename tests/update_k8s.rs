@@ -228,11 +228,18 @@ async fn other_control_planes_run_upgrade_node() {
     let node = node_on_1_33("k8s-master2", "127.0.1.13");
     let out = run_script(&node, &["--role", "control-plane", "--release", "1.34.2"]).await;
     assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
-    let acts = actions(&node);
-    let upgrade_node = format!("kubeadm upgrade node {IGNORE} --skip-phases=addon/coredns");
-    assert!(acts.contains(&upgrade_node), "{acts:?}");
-    assert!(!acts.iter().any(|c| c.starts_with("kubeadm upgrade apply")), "{acts:?}");
-    assert!(!acts.iter().any(|c| c.starts_with("kubeadm upgrade plan")), "{acts:?}");
+    let mut want = prelude();
+    want.extend([
+        "apt-mark unhold kubeadm kubelet kubectl".to_string(),
+        "apt-get update".into(),
+        format!("{INSTALL} kubeadm=1.34.2-*"),
+        format!("kubeadm upgrade node {IGNORE} --skip-phases=addon/coredns"),
+        format!("{INSTALL} kubelet=1.34.2-* kubectl=1.34.2-*"),
+        "apt-mark hold kubeadm kubelet kubectl".into(),
+        "systemctl daemon-reload".into(),
+        "systemctl restart kubelet".into(),
+    ]);
+    assert_eq!(normalise(actions(&node)), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
