@@ -455,3 +455,21 @@ async fn a_connect_that_gets_no_answer_times_out() {
     assert!(matches!(err, ExecError::ConnectTimeout { .. }), "{err:?}");
     assert!(err.to_string().contains("127.0.0.27"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_key_type_on_record_is_the_one_asked_for() {
+    // sshd offers ed25519 and RSA; known_hosts only lists the RSA key (and, for the second
+    // check, only the ed25519 key). Either must verify: the client asks for the type on record.
+    let node = SshdNode::start_with_host_keys("k8s-node9", "127.0.0.28", &["ed25519", "rsa", "ecdsa"]);
+    for file in ["host_key_rsa", "host_key_ecdsa", "host_key"] {
+        let mut cfg = node.ssh_config();
+        cfg.known_hosts_file = node.dir.path().join(format!("kh_{file}"));
+        fs::write(&cfg.known_hosts_file, node.known_hosts_line_of(file)).unwrap();
+        let out = SshExec::new(cfg)
+            .unwrap()
+            .run(&node.target(), ExecRequest::command("echo ok"))
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(out.stdout, "ok\n", "{file}");
+    }
+}

@@ -37,6 +37,10 @@ pub struct SshdNode {
     /// Temp dir holding config, keys, `state/` and `root/`.
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Host key files in `dir`, the first being `host_key`.
+    host_keys: Vec<String>,
+    /// `ssh-keygen -t` kind of `host_key`.
+    host_key_kind: String,
 }
 
 fn run(cmd: &mut Command) {
@@ -44,10 +48,10 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn keygen(path: &Path) {
+fn keygen(path: &Path, kind: &str) {
     let _ = fs::remove_file(path);
     let _ = fs::remove_file(path.with_extension("pub"));
-    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"]).arg(path));
+    run(Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"]).arg(path));
 }
 
 fn shims_dir() -> PathBuf {
@@ -72,14 +76,25 @@ fn whoami() -> String {
 impl SshdNode {
     /// Starts a node named `name` on loopback address `ip` (e.g. "127.0.0.11").
     pub fn start(name: &str, ip: &str) -> Self {
+        Self::start_with_host_keys(name, ip, &["ed25519"])
+    }
+
+    /// Starts a node whose sshd has host keys of these `ssh-keygen -t` kinds (e.g.
+    /// `["ed25519", "rsa"]`): the first in `host_key`, the others in `host_key_<kind>`.
+    pub fn start_with_host_keys(name: &str, ip: &str, kinds: &[&str]) -> Self {
         let ip: IpAddr = ip.parse().unwrap();
         let dir = tempfile::Builder::new().prefix(&format!("sshd-{name}-")).tempdir().unwrap();
         let d = dir.path();
         for sub in ["state", "root", "root/var/lib/kubelet"] {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
-        keygen(&d.join("host_key"));
-        keygen(&d.join("client_key"));
+        let mut host_keys = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let file = if i == 0 { "host_key".to_string() } else { format!("host_key_{kind}") };
+            keygen(&d.join(&file), kind);
+            host_keys.push(file);
+        }
+        keygen(&d.join("client_key"), "ed25519");
         fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
         // Privilege separation dir sshd insists on when run as root.
         let _ = fs::create_dir_all("/run/sshd");
@@ -103,7 +118,8 @@ impl SshdNode {
         .unwrap();
         fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
 
-        let mut node = Self { name: name.into(), ip, port: 0, dir, child: None };
+        let host_key_kind = kinds[0].to_string();
+        let mut node = Self { name: name.into(), ip, port: 0, dir, child: None, host_keys, host_key_kind };
         node.launch(free_port(ip));
         node
     }
@@ -117,7 +133,7 @@ impl SshdNode {
         };
         let config = format!(
             "ListenAddress {listen}\n\
-             HostKey {d}/host_key\n\
+             {host_keys}\
              PidFile none\n\
              AuthorizedKeysFile {d}/authorized_keys\n\
              AllowUsers {user}\n\
@@ -131,6 +147,8 @@ impl SshdNode {
              LogLevel VERBOSE\n",
             d = d.display(),
             user = whoami(),
+            host_keys =
+                self.host_keys.iter().map(|f| format!("HostKey {}/{f}\n", d.display())).collect::<String>(),
         );
         fs::write(d.join("sshd_config"), config).unwrap();
         let log = fs::File::create(d.join("sshd.log")).unwrap();
@@ -207,7 +225,12 @@ impl SshdNode {
 
     /// The known_hosts line OpenSSH writes for this node (`[ip]:port` since port != 22).
     pub fn known_hosts_line(&self) -> String {
-        let mut parts = self.host_key_pub();
+        self.known_hosts_line_of("host_key")
+    }
+
+    /// The known_hosts line for one host key file (`host_key`, `host_key_rsa`, ...).
+    pub fn known_hosts_line_of(&self, file: &str) -> String {
+        let mut parts = fs::read_to_string(self.dir.path().join(format!("{file}.pub"))).unwrap();
         parts.truncate(parts.trim_end().len());
         let mut it = parts.split_whitespace();
         let (t, k) = (it.next().unwrap(), it.next().unwrap());
@@ -287,7 +310,7 @@ impl SshdNode {
     /// and port.
     pub fn restart_with_new_host_key(&mut self) {
         self.kill_all();
-        keygen(&self.dir.path().join("host_key"));
+        keygen(&self.dir.path().join("host_key"), &self.host_key_kind.clone());
         self.launch(self.port);
     }
 }
