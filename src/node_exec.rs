@@ -40,7 +40,8 @@ impl fmt::Display for NodeTarget {
 /// What to run on the node.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ExecPayload {
-    /// A local script sent as the stdin of a remote `sudo bash -s -- ARGS`.
+    /// A local script sent as the stdin of a remote `sudo -n bash -s -- ARGS`. `-n`: sudo
+    /// must never prompt, or it would read the script from stdin as a password.
     Script {
         /// A short name for logs and errors, e.g. `update_k8s.sh`.
         name: String,
@@ -125,7 +126,7 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 impl ExecRequest {
-    /// Runs `body` on the node as `sudo bash -s -- ARGS`, streamed to the log and not
+    /// Runs `body` on the node as `sudo -n bash -s -- ARGS`, streamed to the log and not
     /// captured. Fails when an argument is refused by [`validate_arg`].
     pub fn script(
         name: impl Into<String>,
@@ -184,7 +185,7 @@ impl ExecRequest {
     pub fn remote_command(&self) -> String {
         match &self.payload {
             ExecPayload::Script { args, .. } => {
-                let mut line = String::from("sudo bash -s --");
+                let mut line = String::from("sudo -n bash -s --");
                 for a in args {
                     line.push(' ');
                     line.push_str(&shell_quote(a));
@@ -353,7 +354,7 @@ mod tests {
         }
         let ok = ExecRequest::script("update_k8s.sh", "echo", ["--role", "master", "--release", "1.34.2"])
             .unwrap();
-        assert_eq!(ok.remote_command(), "sudo bash -s -- --role master --release 1.34.2");
+        assert_eq!(ok.remote_command(), "sudo -n bash -s -- --role master --release 1.34.2");
         assert_eq!(ok.stdin_bytes(), b"echo");
         assert!(ok.stream && !ok.capture);
     }

@@ -13,7 +13,7 @@ use crate::{
     version::Version,
 };
 
-/// The per-node upgrade script, sent as stdin of `sudo bash -s`.
+/// The per-node upgrade script, sent as stdin of `sudo -n bash -s`.
 pub const UPDATE_K8S_SCRIPT: &str = include_str!("../scripts/update_k8s.sh");
 
 /// Default base of the Kubernetes apt repositories (`<base>/vX.Y/deb/`).
@@ -153,7 +153,7 @@ impl UpdateNode {
         args
     }
 
-    /// The request: the script on stdin of `sudo bash -s -- ARGS`, streamed to the log and
+    /// The request: the script on stdin of `sudo -n bash -s -- ARGS`, streamed to the log and
     /// captured (its tail goes into failure messages). `timeout` is usually
     /// [`crate::ssh::SshConfig::command_timeout`].
     pub fn request(&self, timeout: Duration) -> Result<ExecRequest, crate::node_exec::InvalidArg> {
@@ -193,11 +193,11 @@ pub enum PlanTarget {
     NothingToApply,
 }
 
-/// `sudo kubeadm upgrade plan v<target>` with the CoreDNS preflight errors ignored. The version
+/// `sudo -n kubeadm upgrade plan v<target>` with the CoreDNS preflight errors ignored. The version
 /// must be explicit: without it kubeadm proposes only patches of its current minor (seed
 /// history 566447a6).
 pub fn upgrade_plan_request(target: Version) -> ExecRequest {
-    ExecRequest::command(format!("sudo kubeadm upgrade plan v{target} {IGNORE_PREFLIGHT}"))
+    ExecRequest::command(format!("sudo -n kubeadm upgrade plan v{target} {IGNORE_PREFLIGHT}"))
         .timeout(Duration::from_secs(300))
 }
 
@@ -230,7 +230,7 @@ pub async fn probe_upgrade_plan(
 
 /// Refreshes only the Kubernetes apt source, then lists kubeadm versions.
 pub fn madison_request() -> ExecRequest {
-    ExecRequest::command(format!("sudo {APT_UPDATE_K8S_ONLY} >/dev/null && apt-cache madison kubeadm"))
+    ExecRequest::command(format!("sudo -n {APT_UPDATE_K8S_ONLY} >/dev/null && apt-cache madison kubeadm"))
         .timeout(Duration::from_secs(180))
 }
 
@@ -335,9 +335,9 @@ pub enum AuthConfigDrift {
     Kept,
 }
 
-/// `sudo kubeadm upgrade diff v<target>`.
+/// `sudo -n kubeadm upgrade diff v<target>`.
 pub fn upgrade_diff_request(target: Version) -> ExecRequest {
-    ExecRequest::command(format!("sudo kubeadm upgrade diff v{target}")).timeout(Duration::from_secs(300))
+    ExecRequest::command(format!("sudo -n kubeadm upgrade diff v{target}")).timeout(Duration::from_secs(300))
 }
 
 /// Looks for a removed line (`-` but not the `---` file header) containing
@@ -397,7 +397,7 @@ pub fn prune_request(dir: &str, older_than: Duration) -> ExecRequest {
         dir = shell_quote(dir),
         marker = shell_quote(DF_MARKER),
     );
-    ExecRequest::command(format!("sudo sh -c {}", shell_quote(&script))).timeout(Duration::from_secs(300))
+    ExecRequest::command(format!("sudo -n sh -c {}", shell_quote(&script))).timeout(Duration::from_secs(300))
 }
 
 /// Parses [`prune_request`] output.
@@ -489,7 +489,7 @@ pub async fn rewrite_apt_repo(
 pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 
 /// Runs an operator script (from a ConfigMap; the seed's was `kube-system/
-/// apiserver-oidc-restore`, key `restore.sh`) verbatim on stdin of `sudo bash -s`.
+/// apiserver-oidc-restore`, key `restore.sh`) verbatim on stdin of `sudo -n bash -s`.
 pub fn post_upgrade_script_request(name: &str, body: &str) -> ExecRequest {
     ExecRequest::script(name, body, Vec::<String>::new())
         .expect("no arguments")
@@ -509,9 +509,9 @@ pub async fn run_post_upgrade_script(
     run_ok(exec, node, "post-upgrade script", post_upgrade_script_request(name, body)).await
 }
 
-/// Counts lines of `path` containing the fixed string `needle` (`sudo grep -c -F`).
+/// Counts lines of `path` containing the fixed string `needle` (`sudo -n grep -c -F`).
 pub fn file_contains_request(path: &str, needle: &str) -> ExecRequest {
-    ExecRequest::command(format!("sudo grep -c -F -e {} -- {}", shell_quote(needle), shell_quote(path)))
+    ExecRequest::command(format!("sudo -n grep -c -F -e {} -- {}", shell_quote(needle), shell_quote(path)))
         .timeout(Duration::from_secs(60))
 }
 
@@ -598,7 +598,7 @@ mod tests {
     fn plan_request_names_the_version_and_ignores_coredns_preflight() {
         assert_eq!(
             upgrade_plan_request(v("1.34.2")).remote_command(),
-            "sudo kubeadm upgrade plan v1.34.2 --ignore-preflight-errors=CoreDNSMigration,CoreDNSUnsupportedPlugins"
+            "sudo -n kubeadm upgrade plan v1.34.2 --ignore-preflight-errors=CoreDNSMigration,CoreDNSUnsupportedPlugins"
         );
     }
 
@@ -692,7 +692,7 @@ mod tests {
     fn prune_request_uses_minutes_for_an_exact_age() {
         let cmd = prune_request(KUBEADM_SCRATCH_DIR, KUBEADM_SCRATCH_MAX_AGE).remote_command();
         assert!(cmd.contains("-mmin +4320"), "{cmd}");
-        assert!(cmd.starts_with("sudo sh -c "), "{cmd}");
+        assert!(cmd.starts_with("sudo -n sh -c "), "{cmd}");
     }
 
     #[test]
@@ -703,12 +703,12 @@ mod tests {
         let req = up.request(Duration::from_secs(2700)).unwrap();
         assert_eq!(
             req.remote_command(),
-            "sudo bash -s -- --role control-plane --release 1.34.2 --preserve-kubelet-keys systemReserved,kubeReserved --apt-base https://mirror.example/k8s"
+            "sudo -n bash -s -- --role control-plane --release 1.34.2 --preserve-kubelet-keys systemReserved,kubeReserved --apt-base https://mirror.example/k8s"
         );
         assert_eq!(req.timeout, Duration::from_secs(2700));
         assert_eq!(req.stdin_bytes(), UPDATE_K8S_SCRIPT.as_bytes());
         let plain = UpdateNode::new(NodeRole::Worker, v("1.34.2")).request(Duration::from_secs(1)).unwrap();
-        assert_eq!(plain.remote_command(), "sudo bash -s -- --role worker --release 1.34.2");
+        assert_eq!(plain.remote_command(), "sudo -n bash -s -- --role worker --release 1.34.2");
         let mut bad = UpdateNode::new(NodeRole::Worker, v("1.34.2"));
         bad.apt_base = Some("https://x\nrm -rf /".into());
         assert!(bad.request(Duration::from_secs(1)).is_err());
@@ -718,11 +718,11 @@ mod tests {
     fn file_check_quotes_needle_and_path() {
         assert_eq!(
             file_contains_request(APISERVER_MANIFEST, "--authentication-config=").remote_command(),
-            "sudo grep -c -F -e --authentication-config= -- /etc/kubernetes/manifests/kube-apiserver.yaml"
+            "sudo -n grep -c -F -e --authentication-config= -- /etc/kubernetes/manifests/kube-apiserver.yaml"
         );
         assert_eq!(
             file_contains_request("/a b", "x y").remote_command(),
-            "sudo grep -c -F -e 'x y' -- '/a b'"
+            "sudo -n grep -c -F -e 'x y' -- '/a b'"
         );
     }
 

@@ -48,7 +48,7 @@ async fn scripts_run_under_sudo_bash_with_quoted_args() {
     let out = exec_for(&node).run(&node.target(), req).await.unwrap();
     assert!(out.success(), "{out:?}");
     assert!(out.stdout.starts_with("<--role>\n<it's a $(test)>\n<*>\n"), "{}", out.stdout);
-    assert!(node.calls().iter().any(|c| c.starts_with("sudo bash -s -- --role")));
+    assert!(node.calls().iter().any(|c| c.starts_with("sudo -n bash -s -- --role")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
