@@ -40,6 +40,8 @@ pub struct Settings {
     pub slack: crate::slack::SlackConfig,
     /// SSH to the nodes (by InternalIP).
     pub ssh: crate::ssh::SshConfig,
+    /// Node drains.
+    pub drain: crate::drain::DrainConfig,
     /// Base URL of the Kubernetes apt repositories; `/v<X.Y>/deb/` is appended. Detection
     /// probes it for the next minor, and `update_k8s.sh` points apt at it.
     #[serde(with = "crate::alerts::url_str")]
@@ -60,6 +62,7 @@ impl Default for Settings {
             pushgateway: Default::default(),
             slack: Default::default(),
             ssh: Default::default(),
+            drain: Default::default(),
             apt_repository: url::Url::parse(crate::probes::K8S_APT_BASE).expect("default apt base parses"),
         }
     }
@@ -129,9 +132,6 @@ pub struct Timeouts {
     /// Wait for the pre-upgrade etcd snapshot Job.
     #[serde(with = "dur")]
     pub etcd_snapshot: Duration,
-    /// Deadline of a whole node drain.
-    #[serde(with = "dur")]
-    pub drain: Duration,
     /// Deadline of one short SSH probe (versions, plan, diff).
     #[serde(with = "dur")]
     pub probe: Duration,
@@ -151,7 +151,6 @@ impl Default for Timeouts {
             soak_interval: m(1),
             settle_window: Duration::from_secs(600),
             etcd_snapshot: Duration::from_secs(600),
-            drain: m(30),
             probe: m(5),
             job_delete: m(5),
         }
@@ -303,7 +302,6 @@ impl Settings {
             ("timeouts.alert_interval", t.alert_interval),
             ("timeouts.soak_interval", t.soak_interval),
             ("timeouts.etcd_snapshot", t.etcd_snapshot),
-            ("timeouts.drain", t.drain),
             ("ssh.command_timeout", self.ssh.command_timeout),
             ("ssh.connect_timeout", self.ssh.connect_timeout),
             ("timeouts.probe", t.probe),
@@ -340,6 +338,11 @@ impl Settings {
             check_dns_subdomain(&b.cronjob)
                 .map_err(|r| invalid("hooks.etcd_backup.cronjob", &b.cronjob, &r))?;
         }
+        self.drain.validate().map_err(|message| SettingsError::Key {
+            path: origin.into(),
+            key: "drain".into(),
+            message,
+        })?;
         let key_err =
             |key: &str, message: String| SettingsError::Key { path: origin.into(), key: key.into(), message };
         crate::alerts::Policy::from_config(&self.alerts).map_err(|e| key_err("alerts", e.to_string()))?;
@@ -487,7 +490,7 @@ mod tests {
         assert_eq!(s.timeouts.soak, Duration::from_secs(600));
         assert_eq!(s.timeouts.settle_window, Duration::from_secs(600));
         assert_eq!(s.timeouts.etcd_snapshot, Duration::from_secs(600));
-        assert_eq!(s.timeouts.drain, Duration::from_secs(1800));
+        assert_eq!(s.drain.timeout, Duration::from_secs(1800));
     }
 
     #[test]
@@ -544,8 +547,10 @@ hooks:
 
     #[test]
     fn zero_deadline_is_refused() {
-        let e = parse("timeouts: {drain: 0s}\n").unwrap_err().to_string();
-        assert!(e.contains("timeouts.drain"), "{e}");
+        let e = parse("timeouts: {node_ready: 0s}\n").unwrap_err().to_string();
+        assert!(e.contains("timeouts.node_ready"), "{e}");
+        let e = parse("drain: {timeout: 0s}\n").unwrap_err().to_string();
+        assert!(e.contains("drain.timeout"), "{e}");
     }
 
     #[test]

@@ -18,13 +18,7 @@ async fn drain_500_pods() {
     let srv = TestApiServer::builder().controllers(false).start().await;
     srv.insert(node("n1").ready());
     for i in 0..500 {
-        srv.insert(
-            pod(&format!("p-{i:03}"))
-                .ns("apps")
-                .on("n1")
-                .label("app", "web")
-                .grace(2),
-        );
+        srv.insert(pod(&format!("p-{i:03}")).ns("apps").on("n1").label("app", "web").grace(2));
     }
     srv.insert(pdb("web").ns("apps").min_available(0).select_all());
     let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
@@ -32,10 +26,7 @@ async fn drain_500_pods() {
     let results: Vec<_> = futures::stream::iter(0..500)
         .map(|i| {
             let pods = pods.clone();
-            async move {
-                pods.evict(&format!("p-{i:03}"), &EvictParams::default())
-                    .await
-            }
+            async move { pods.evict(&format!("p-{i:03}"), &EvictParams::default()).await }
         })
         .buffer_unordered(64)
         .collect()
@@ -57,12 +48,7 @@ async fn list_5000_nodes() {
     let srv = TestApiServer::start().await;
     let t = Instant::now();
     for i in 0..5000 {
-        srv.insert(
-            node(&format!("k8s-node{i:04}"))
-                .ready()
-                .kubelet("v1.34.1")
-                .internal_ip("127.0.0.1"),
-        );
+        srv.insert(node(&format!("k8s-node{i:04}")).ready().kubelet("v1.34.1").internal_ip("127.0.0.1"));
     }
     println!("seed: 5000 nodes in {:?}", t.elapsed());
     let nodes: Api<Node> = Api::all(srv.client());

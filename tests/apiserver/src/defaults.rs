@@ -23,11 +23,7 @@ fn pull_policy(image: &str) -> &'static str {
 
 fn container(c: &mut Value) {
     let Some(o) = c.as_object_mut() else { return };
-    let image = o
-        .get("image")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let image = o.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
     set_default(o, "imagePullPolicy", json!(pull_policy(&image)));
     set_default(o, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(o, "terminationMessagePolicy", json!("File"));
@@ -73,20 +69,14 @@ pub(crate) fn pod_admission(pod: &mut Value) {
         return;
     };
     set_default(spec, "serviceAccountName", json!("default"));
-    let sa = spec
-        .get("serviceAccountName")
-        .cloned()
-        .unwrap_or(json!("default"));
+    let sa = spec.get("serviceAccountName").cloned().unwrap_or(json!("default"));
     set_default(spec, "serviceAccount", sa);
     set_default(spec, "priority", json!(0));
     set_default(spec, "enableServiceLinks", json!(true));
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Value::Array(ts) = tolerations {
-        for key in [
-            "node.kubernetes.io/not-ready",
-            "node.kubernetes.io/unreachable",
-        ] {
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
             if !ts.iter().any(|t| t["key"] == key) {
                 ts.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
             }
@@ -137,9 +127,6 @@ mod tests {
         for_kind("Pod", &mut p);
         assert_eq!(p, once);
         assert_eq!(p["spec"]["restartPolicy"], "Always");
-        assert_eq!(
-            p["spec"]["containers"][0]["terminationMessagePolicy"],
-            "File"
-        );
+        assert_eq!(p["spec"]["containers"][0]["terminationMessagePolicy"], "File");
     }
 }

@@ -29,14 +29,7 @@ pub fn uid_for(kind: &str, ns: &str, name: &str) -> String {
         g = (g ^ b as u64).wrapping_mul(0x100000001b3).rotate_left(7);
     }
     let s = format!("{h:016x}{g:016x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &s[0..8],
-        &s[8..12],
-        &s[12..16],
-        &s[16..20],
-        &s[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32])
 }
 
 /// Sets (or replaces) a status condition `typ` to True/False.
@@ -86,10 +79,7 @@ macro_rules! serialize_via_build {
 }
 
 fn labels_obj(pairs: &[(&str, &str)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
 }
 
 // ----- nodes -----
@@ -137,9 +127,7 @@ impl NodeFixture {
     fn address(&mut self, typ: &str, a: &str) {
         let st = self.v["status"].as_object_mut().unwrap();
         let arr = st.entry("addresses").or_insert_with(|| json!([]));
-        arr.as_array_mut()
-            .unwrap()
-            .push(json!({"type": typ, "address": a}));
+        arr.as_array_mut().unwrap().push(json!({"type": typ, "address": a}));
     }
     /// Adds a taint.
     pub fn taint(mut self, key: &str, value: &str, effect: &str) -> Self {
@@ -164,10 +152,7 @@ impl NodeFixture {
     }
     /// Adds an annotation.
     pub fn annotation(mut self, k: &str, v: &str) -> Self {
-        if !self.v["metadata"]
-            .get("annotations")
-            .is_some_and(Value::is_object)
-        {
+        if !self.v["metadata"].get("annotations").is_some_and(Value::is_object) {
             self.v["metadata"]["annotations"] = json!({});
         }
         self.v["metadata"]["annotations"][k] = json!(v);
@@ -175,8 +160,11 @@ impl NodeFixture {
     }
     /// The kubeadm control-plane label and NoSchedule taint.
     pub fn control_plane(self) -> Self {
-        self.label("node-role.kubernetes.io/control-plane", "")
-            .taint("node-role.kubernetes.io/control-plane", "", "NoSchedule")
+        self.label("node-role.kubernetes.io/control-plane", "").taint(
+            "node-role.kubernetes.io/control-plane",
+            "",
+            "NoSchedule",
+        )
     }
     /// The JSON object.
     pub fn build(&self) -> Value {
@@ -247,10 +235,7 @@ impl PodFixture {
     }
     /// Adds a label.
     pub fn label(mut self, k: &str, v: &str) -> Self {
-        if !self.v["metadata"]
-            .get("labels")
-            .is_some_and(Value::is_object)
-        {
+        if !self.v["metadata"].get("labels").is_some_and(Value::is_object) {
             self.v["metadata"]["labels"] = json!({});
         }
         self.v["metadata"]["labels"][k] = json!(v);
@@ -258,10 +243,7 @@ impl PodFixture {
     }
     /// Adds an annotation.
     pub fn annotation(mut self, k: &str, v: &str) -> Self {
-        if !self.v["metadata"]
-            .get("annotations")
-            .is_some_and(Value::is_object)
-        {
+        if !self.v["metadata"].get("annotations").is_some_and(Value::is_object) {
             self.v["metadata"]["annotations"] = json!({});
         }
         self.v["metadata"]["annotations"][k] = json!(v);
@@ -275,16 +257,7 @@ impl PodFixture {
     pub fn phase(mut self, phase: &str) -> Self {
         self.v["status"]["phase"] = json!(phase);
         if matches!(phase, "Succeeded" | "Failed" | "Pending") {
-            set_condition(
-                &mut self.v,
-                "Ready",
-                false,
-                if phase == "Pending" {
-                    ""
-                } else {
-                    "PodCompleted"
-                },
-            );
+            set_condition(&mut self.v, "Ready", false, if phase == "Pending" { "" } else { "PodCompleted" });
             set_condition(&mut self.v, "ContainersReady", false, "");
         }
         self
@@ -311,19 +284,14 @@ impl PodFixture {
     pub fn empty_dir(mut self, name: &str) -> Self {
         let spec = self.v["spec"].as_object_mut().unwrap();
         let arr = spec.entry("volumes").or_insert_with(|| json!([]));
-        arr.as_array_mut()
-            .unwrap()
-            .push(json!({"name": name, "emptyDir": {}}));
+        arr.as_array_mut().unwrap().push(json!({"name": name, "emptyDir": {}}));
         self
     }
     /// The JSON object.
     pub fn build(&self) -> Value {
         let mut v = self.v.clone();
         if let Some((av, kind, name)) = &self.owner {
-            let ns = v["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default")
-                .to_string();
+            let ns = v["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
             v["metadata"]["ownerReferences"] = json!([{
                 "apiVersion": av, "kind": kind, "name": name, "uid": uid_for(kind, &ns, name),
                 "controller": true, "blockOwnerDeletion": true,
@@ -474,15 +442,9 @@ impl WorkloadFixture {
     /// The JSON object.
     pub fn build(&self) -> Value {
         let mut v = self.v.clone();
-        let ns = v["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_string();
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
-        let name = v["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
         v["metadata"]["uid"] = json!(uid_for(&kind, &ns, &name));
         if let Some((av, k, n)) = &self.owner {
             v["metadata"]["ownerReferences"] = json!([{

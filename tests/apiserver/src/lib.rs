@@ -214,10 +214,7 @@ impl Default for Fault {
 impl Fault {
     /// A fault answering `code` for every request (narrow it with the other builders).
     pub fn status(code: u16) -> Self {
-        Self {
-            status: code,
-            ..Self::default()
-        }
+        Self { status: code, ..Self::default() }
     }
     /// Only this HTTP method.
     pub fn method(mut self, m: &str) -> Self {
@@ -308,9 +305,7 @@ impl Builder {
     /// Binds 127.0.0.1:0 and serves in a background task until the server is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn start(self) -> TestApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, _) = broadcast::channel(65_536);
         let handle = tokio::runtime::Handle::current();
@@ -352,12 +347,7 @@ impl Builder {
                 }
             }
         });
-        TestApiServer {
-            inner,
-            addr,
-            task,
-            stop: stop_tx,
-        }
+        TestApiServer { inner, addr, task, stop: stop_tx }
     }
 }
 
@@ -442,10 +432,7 @@ impl TestApiServer {
     /// [`Self::insert`] for every document of a (multi-document) YAML string.
     pub fn apply_yaml(&self, yaml: &str) -> Vec<Value> {
         let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("valid YAML");
-        docs.into_iter()
-            .filter(|d| !d.is_null())
-            .map(|d| self.insert(d))
-            .collect()
+        docs.into_iter().filter(|d| !d.is_null()).map(|d| self.insert(d)).collect()
     }
 
     /// The stored object, typed. `ns` is ignored for cluster-scoped kinds.
@@ -453,8 +440,7 @@ impl TestApiServer {
     where
         K: kube::Resource<DynamicType = ()> + DeserializeOwned,
     {
-        self.get_value::<K>(ns, name)
-            .map(|v| serde_json::from_value(v).expect("stored object deserializes"))
+        self.get_value::<K>(ns, name).map(|v| serde_json::from_value(v).expect("stored object deserializes"))
     }
 
     /// The stored object as JSON.
@@ -464,11 +450,7 @@ impl TestApiServer {
         name: &str,
     ) -> Option<Value> {
         let res = res_of::<K>();
-        let ns = if resources::RESOURCES[res].namespaced {
-            ns.unwrap_or("default")
-        } else {
-            ""
-        };
+        let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
         self.state().get(res, ns, name).cloned()
     }
 
@@ -493,61 +475,39 @@ impl TestApiServer {
         f: impl FnOnce(&mut Value),
     ) -> Option<Value> {
         let res = res_of::<K>();
-        let ns = if resources::RESOURCES[res].namespaced {
-            ns.unwrap_or("default")
-        } else {
-            ""
-        };
+        let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
         self.state().modify(res, ns, name, f)
     }
 
     /// Deletes through the same path as an API DELETE with default options (pods get their
     /// grace period). Returns false if absent.
-    pub fn delete<K: kube::Resource<DynamicType = ()>>(
-        &self,
-        ns: Option<&str>,
-        name: &str,
-    ) -> bool {
+    pub fn delete<K: kube::Resource<DynamicType = ()>>(&self, ns: Option<&str>, name: &str) -> bool {
         let res = res_of::<K>();
-        let ns = if resources::RESOURCES[res].namespaced {
-            ns.unwrap_or("default")
-        } else {
-            ""
-        };
-        self.state()
-            .delete(res, ns, name, &store::DeleteOpts::default())
-            .is_ok()
+        let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
+        self.state().delete(res, ns, name, &store::DeleteOpts::default()).is_ok()
     }
 
     /// Completes a Job: its pods Succeeded, the Job `SuccessCriteriaMet` + `Complete`
     /// conditions, `succeeded=1`, `active=0`, `completionTime`. Panics if the Job is absent.
     pub fn complete_job(&self, ns: &str, name: &str) {
-        self.state()
-            .finish_job(ns, name, None)
-            .unwrap_or_else(|| panic!("no job {ns}/{name}"));
+        self.state().finish_job(ns, name, None).unwrap_or_else(|| panic!("no job {ns}/{name}"));
     }
 
     /// Fails a Job with `reason` (e.g. `BackoffLimitExceeded`, `DeadlineExceeded`): its pods
     /// Failed, `FailureTarget` + `Failed` conditions, `failed=1`, `active=0`.
     pub fn fail_job(&self, ns: &str, name: &str, reason: &str) {
-        self.state()
-            .finish_job(ns, name, Some(reason))
-            .unwrap_or_else(|| panic!("no job {ns}/{name}"));
+        self.state().finish_job(ns, name, Some(reason)).unwrap_or_else(|| panic!("no job {ns}/{name}"));
     }
 
     /// The names of the pods a Job owns.
     pub fn job_pods(&self, ns: &str, name: &str) -> Vec<String> {
         let st = self.state();
-        st.get(resources::JOBS, ns, name)
-            .map(|j| st.job_pods(j))
-            .unwrap_or_default()
+        st.get(resources::JOBS, ns, name).map(|j| st.job_pods(j)).unwrap_or_default()
     }
 
     /// What `GET pods/{pod}/log` returns (any container).
     pub fn set_pod_log(&self, ns: &str, pod: &str, text: &str) {
-        self.state()
-            .logs
-            .insert((ns.to_string(), pod.to_string()), text.to_string());
+        self.state().logs.insert((ns.to_string(), pod.to_string()), text.to_string());
     }
 
     /// Sets the node's Ready condition.
@@ -557,11 +517,7 @@ impl TestApiServer {
                 n,
                 "Ready",
                 ready,
-                if ready {
-                    "KubeletReady"
-                } else {
-                    "KubeletNotReady"
-                },
+                if ready { "KubeletReady" } else { "KubeletNotReady" },
             );
         });
     }
@@ -619,13 +575,7 @@ impl TestApiServer {
 
     /// How many requests had this verb (`get`, `list`, `watch`, `create`, `patch`, ...).
     pub fn count(&self, verb: &str) -> usize {
-        self.inner
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.verb == verb)
-            .count()
+        self.inner.requests.lock().unwrap().iter().filter(|r| r.verb == verb).count()
     }
 
     /// Request counts by verb.

@@ -94,9 +94,7 @@ pub(crate) fn strategic(target: &mut Value, patch: &Value) {
                         }
                     }
                 } else if let (Some(mk), Some(Value::Array(_))) = (merge_key(k, items), t.get(k)) {
-                    let Some(Value::Array(cur)) = t.get_mut(k) else {
-                        unreachable!()
-                    };
+                    let Some(Value::Array(cur)) = t.get_mut(k) else { unreachable!() };
                     for item in items {
                         let key = item.get(mk);
                         let del = item.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -360,12 +358,8 @@ pub(crate) fn apply(
     let mut conflicts = Vec::new();
     for e in es.iter().filter(|e| !mine(e)) {
         for q in &cfg_paths {
-            if e.paths.iter().any(|p| overlaps(p, q)) && value_at(current, q) != value_at(config, q)
-            {
-                conflicts.push(Conflict {
-                    manager: print_manager(e),
-                    field: format!(".{}", q.join(".")),
-                });
+            if e.paths.iter().any(|p| overlaps(p, q)) && value_at(current, q) != value_at(config, q) {
+                conflicts.push(Conflict { manager: print_manager(e), field: format!(".{}", q.join(".")) });
             }
         }
     }
@@ -375,23 +369,14 @@ pub(crate) fn apply(
     if force {
         for e in es.iter_mut().filter(|e| !mine(e)) {
             e.paths.retain(|p| {
-                !cfg_paths
-                    .iter()
-                    .any(|q| overlaps(p, q) && value_at(current, q) != value_at(config, q))
+                !cfg_paths.iter().any(|q| overlaps(p, q) && value_at(current, q) != value_at(config, q))
             });
         }
     }
-    let old_owned: BTreeSet<Path> = es
-        .iter()
-        .filter(|e| mine(e))
-        .flat_map(|e| e.paths.clone())
-        .collect();
+    let old_owned: BTreeSet<Path> = es.iter().filter(|e| mine(e)).flat_map(|e| e.paths.clone()).collect();
     let mut result = current.clone();
     for p in old_owned.difference(&cfg_paths) {
-        let shared = es
-            .iter()
-            .filter(|e| !mine(e))
-            .any(|e| e.paths.iter().any(|o| overlaps(o, p)));
+        let shared = es.iter().filter(|e| !mine(e)).any(|e| e.paths.iter().any(|o| overlaps(o, p)));
         if !shared && !cfg_paths.iter().any(|q| overlaps(q, p)) {
             remove_path(&mut result, p);
         }
@@ -416,20 +401,11 @@ pub(crate) fn apply(
 
 /// Records a non-apply write by `manager`: the leaves it changed become its own (operation
 /// `Update`) and leave every other manager; leaves that disappeared leave everyone.
-pub(crate) fn track_update(
-    old: &Value,
-    new: &mut Value,
-    manager: &str,
-    api_version: &str,
-    now: &str,
-) {
+pub(crate) fn track_update(old: &Value, new: &mut Value, manager: &str, api_version: &str, now: &str) {
     let old_paths = leaf_paths(old);
     let new_paths = leaf_paths(new);
-    let changed: BTreeSet<Path> = new_paths
-        .iter()
-        .filter(|p| value_at(old, p) != value_at(new, p))
-        .cloned()
-        .collect();
+    let changed: BTreeSet<Path> =
+        new_paths.iter().filter(|p| value_at(old, p) != value_at(new, p)).cloned().collect();
     let removed: BTreeSet<Path> = old_paths.difference(&new_paths).cloned().collect();
     let mut es = entries(old);
     for e in es.iter_mut() {
@@ -441,10 +417,7 @@ pub(crate) fn track_update(
         });
     }
     if !changed.is_empty() {
-        match es
-            .iter_mut()
-            .find(|e| e.manager == manager && e.operation == "Update")
-        {
+        match es.iter_mut().find(|e| e.manager == manager && e.operation == "Update") {
             Some(e) => {
                 e.paths.extend(changed);
                 e.time = now.into();
@@ -464,10 +437,7 @@ pub(crate) fn track_update(
 /// Upstream's `getConflictMessage` (managedfields/internal/conflict.go).
 pub(crate) fn conflict_message(cs: &[Conflict]) -> String {
     if cs.len() == 1 {
-        return format!(
-            "Apply failed with 1 conflict: conflict with {}: {}",
-            cs[0].manager, cs[0].field
-        );
+        return format!("Apply failed with 1 conflict: conflict with {}: {}", cs[0].manager, cs[0].field);
     }
     let mut managers: Vec<&str> = cs.iter().map(|c| c.manager.as_str()).collect();
     managers.sort();
@@ -475,17 +445,9 @@ pub(crate) fn conflict_message(cs: &[Conflict]) -> String {
     let mut lines = Vec::new();
     for m in managers {
         lines.push(format!("conflicts with {m}:"));
-        lines.extend(
-            cs.iter()
-                .filter(|c| c.manager == m)
-                .map(|c| format!("- {}", c.field)),
-        );
+        lines.extend(cs.iter().filter(|c| c.manager == m).map(|c| format!("- {}", c.field)));
     }
-    format!(
-        "Apply failed with {} conflicts: {}",
-        cs.len(),
-        lines.join("\n")
-    )
+    format!("Apply failed with {} conflicts: {}", cs.len(), lines.join("\n"))
 }
 
 #[cfg(test)]
@@ -501,15 +463,9 @@ mod tests {
             &json!({"spec": {"containers": [{"name": "b", "image": "z"}, {"name": "a", "$patch": "delete"}]},
                     "metadata": {"finalizers": ["f2"]}}),
         );
-        assert_eq!(
-            t["spec"]["containers"],
-            json!([{"name": "b", "image": "z"}])
-        );
+        assert_eq!(t["spec"]["containers"], json!([{"name": "b", "image": "z"}]));
         assert_eq!(t["metadata"]["finalizers"], json!(["f1", "f2"]));
-        strategic(
-            &mut t,
-            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["f1"]}}),
-        );
+        strategic(&mut t, &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["f1"]}}));
         assert_eq!(t["metadata"]["finalizers"], json!(["f2"]));
         strategic(&mut t, &json!({"metadata": {"finalizers": null}}));
         assert!(t["metadata"].get("finalizers").is_none());
@@ -517,67 +473,24 @@ mod tests {
 
     #[test]
     fn apply_conflicts_and_force() {
-        let a = apply(
-            None,
-            &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}),
-            "a",
-            false,
-            "v1",
-            "t",
-        )
-        .unwrap();
-        assert_eq!(
-            decode(&a["metadata"]["managedFields"][0]["fieldsV1"]).len(),
-            1
-        );
-        let err = apply(
-            Some(&a),
-            &json!({"metadata": {"name": "x"}, "data": {"k": "2"}}),
-            "b",
-            false,
-            "v1",
-            "t",
-        )
-        .unwrap_err();
+        let a = apply(None, &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}), "a", false, "v1", "t")
+            .unwrap();
+        assert_eq!(decode(&a["metadata"]["managedFields"][0]["fieldsV1"]).len(), 1);
+        let err =
+            apply(Some(&a), &json!({"metadata": {"name": "x"}, "data": {"k": "2"}}), "b", false, "v1", "t")
+                .unwrap_err();
         assert_eq!(err[0].field, ".data.k");
-        assert_eq!(
-            conflict_message(&err),
-            "Apply failed with 1 conflict: conflict with \"a\": .data.k"
-        );
+        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"a\": .data.k");
         // Same value: shared ownership, no conflict.
-        let shared = apply(
-            Some(&a),
-            &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}),
-            "b",
-            false,
-            "v1",
-            "t",
-        )
-        .unwrap();
-        assert_eq!(
-            shared["metadata"]["managedFields"]
-                .as_array()
-                .unwrap()
-                .len(),
-            2
-        );
-        let forced = apply(
-            Some(&a),
-            &json!({"metadata": {"name": "x"}, "data": {"k": "2"}}),
-            "b",
-            true,
-            "v1",
-            "t",
-        )
-        .unwrap();
+        let shared =
+            apply(Some(&a), &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}), "b", false, "v1", "t")
+                .unwrap();
+        assert_eq!(shared["metadata"]["managedFields"].as_array().unwrap().len(), 2);
+        let forced =
+            apply(Some(&a), &json!({"metadata": {"name": "x"}, "data": {"k": "2"}}), "b", true, "v1", "t")
+                .unwrap();
         assert_eq!(forced["data"]["k"], "2");
-        assert_eq!(
-            forced["metadata"]["managedFields"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(forced["metadata"]["managedFields"].as_array().unwrap().len(), 1);
         // Dropping a field from the config removes it.
         let two = apply(
             Some(&a),
@@ -588,29 +501,16 @@ mod tests {
             "t",
         )
         .unwrap();
-        let one = apply(
-            Some(&two),
-            &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}),
-            "a",
-            false,
-            "v1",
-            "t",
-        )
-        .unwrap();
+        let one =
+            apply(Some(&two), &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}), "a", false, "v1", "t")
+                .unwrap();
         assert!(one["data"].get("j").is_none());
     }
 
     #[test]
     fn updates_take_ownership() {
-        let a = apply(
-            None,
-            &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}),
-            "a",
-            false,
-            "v1",
-            "t",
-        )
-        .unwrap();
+        let a = apply(None, &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}), "a", false, "v1", "t")
+            .unwrap();
         let mut b = a.clone();
         b["data"]["k"] = json!("2");
         track_update(&a, &mut b, "kubectl", "v1", "t");
@@ -618,15 +518,8 @@ mod tests {
         assert_eq!(es.len(), 1);
         assert_eq!(es[0].manager, "kubectl");
         assert!(
-            apply(
-                Some(&b),
-                &json!({"metadata": {"name": "x"}, "data": {"k": "3"}}),
-                "a",
-                false,
-                "v1",
-                "t"
-            )
-            .is_err()
+            apply(Some(&b), &json!({"metadata": {"name": "x"}, "data": {"k": "3"}}), "a", false, "v1", "t")
+                .is_err()
         );
     }
 }

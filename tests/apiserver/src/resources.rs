@@ -34,11 +34,7 @@ impl ResDef {
 
     /// `Job.batch` / `Pod`: the qualified kind used by 422 Invalid messages.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.to_string()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        }
+        if self.group.is_empty() { self.kind.to_string() } else { format!("{}.{}", self.kind, self.group) }
     }
 }
 
@@ -50,14 +46,7 @@ const fn r(
     namespaced: bool,
     has_status: bool,
 ) -> ResDef {
-    ResDef {
-        group,
-        version,
-        plural,
-        kind,
-        namespaced,
-        has_status,
-    }
+    ResDef { group, version, plural, kind, namespaced, has_status }
 }
 
 /// Everything the server knows. Index into this table is the storage key.
@@ -76,14 +65,7 @@ pub(crate) const RESOURCES: &[ResDef] = &[
     r("apps", "v1", "statefulsets", "StatefulSet", true, true),
     r("batch", "v1", "jobs", "Job", true, true),
     r("batch", "v1", "cronjobs", "CronJob", true, true),
-    r(
-        "policy",
-        "v1",
-        "poddisruptionbudgets",
-        "PodDisruptionBudget",
-        true,
-        true,
-    ),
+    r("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true, true),
 ];
 
 pub(crate) const PODS: usize = 0;
@@ -97,9 +79,7 @@ pub(crate) const PDBS: usize = 14;
 
 /// Looks a resource up by group, version and plural.
 pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
-    RESOURCES
-        .iter()
-        .position(|d| d.group == group && d.version == version && d.plural == plural)
+    RESOURCES.iter().position(|d| d.group == group && d.version == version && d.plural == plural)
 }
 
 /// Looks a resource up by `apiVersion` and `kind` (what a manifest carries).
@@ -108,9 +88,7 @@ pub(crate) fn find_kind(api_version: &str, kind: &str) -> Option<usize> {
         Some((g, v)) => (g, v),
         None => ("", api_version),
     };
-    RESOURCES
-        .iter()
-        .position(|d| d.group == group && d.version == version && d.kind == kind)
+    RESOURCES.iter().position(|d| d.group == group && d.version == version && d.kind == kind)
 }
 
 /// A parsed resource URL.
@@ -142,11 +120,7 @@ pub(crate) enum Route {
 
 /// Parses an apiserver path (no query).
 pub(crate) fn route(path: &str) -> Route {
-    let segs: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest) = match segs.as_slice() {
         ["readyz" | "livez" | "healthz", ..] => return Route::Health,
         ["version"] => return Route::Version,
@@ -157,14 +131,8 @@ pub(crate) fn route(path: &str) -> Route {
         _ => return Route::Unknown,
     };
     if rest.is_empty() {
-        if RESOURCES
-            .iter()
-            .any(|d| d.group == group && d.version == version)
-        {
-            return Route::GroupVersion {
-                group: group.to_string(),
-                version: version.to_string(),
-            };
+        if RESOURCES.iter().any(|d| d.group == group && d.version == version) {
+            return Route::GroupVersion { group: group.to_string(), version: version.to_string() };
         }
         return Route::Unknown;
     }
@@ -184,18 +152,8 @@ pub(crate) fn route(path: &str) -> Route {
         return Route::Unknown;
     }
     match rest.len() {
-        1 => Route::Resource(Target {
-            res,
-            namespace,
-            name: None,
-            subresource: None,
-        }),
-        2 => Route::Resource(Target {
-            res,
-            namespace,
-            name: Some(rest[1].to_string()),
-            subresource: None,
-        }),
+        1 => Route::Resource(Target { res, namespace, name: None, subresource: None }),
+        2 => Route::Resource(Target { res, namespace, name: Some(rest[1].to_string()), subresource: None }),
         3 => Route::Resource(Target {
             res,
             namespace,
@@ -232,21 +190,11 @@ mod tests {
         );
         assert_eq!(
             route("/api/v1/pods"),
-            Route::Resource(Target {
-                res: PODS,
-                namespace: None,
-                name: None,
-                subresource: None
-            })
+            Route::Resource(Target { res: PODS, namespace: None, name: None, subresource: None })
         );
         assert_eq!(
             route("/apis/batch/v1/namespaces/x/jobs"),
-            Route::Resource(Target {
-                res: JOBS,
-                namespace: Some("x".into()),
-                name: None,
-                subresource: None
-            })
+            Route::Resource(Target { res: JOBS, namespace: Some("x".into()), name: None, subresource: None })
         );
         assert_eq!(route("/apis/batch/v2/jobs"), Route::Unknown);
         assert_eq!(route("/readyz"), Route::Health);

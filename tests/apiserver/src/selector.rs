@@ -43,32 +43,18 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = v.get("matchLabels").and_then(Value::as_object) {
             for (k, val) in m {
-                reqs.push(Req::Eq(
-                    k.clone(),
-                    val.as_str().unwrap_or_default().to_string(),
-                ));
+                reqs.push(Req::Eq(k.clone(), val.as_str().unwrap_or_default().to_string()));
             }
         }
         if let Some(exprs) = v.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
                     .unwrap_or_default();
-                let op = e
-                    .get("operator")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let op = e.get("operator").and_then(Value::as_str).unwrap_or_default();
                 reqs.push(match op {
                     "In" => Req::In(key, values),
                     "NotIn" => Req::NotIn(key, values),
@@ -93,12 +79,8 @@ impl LabelSelector {
             Req::NotIn(k, vs) => !get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
             Req::Exists(k) => get(k).is_some(),
             Req::NotExists(k) => get(k).is_none(),
-            Req::Gt(k, n) => get(k)
-                .and_then(|x| x.parse::<i64>().ok())
-                .is_some_and(|x| x > *n),
-            Req::Lt(k, n) => get(k)
-                .and_then(|x| x.parse::<i64>().ok())
-                .is_some_and(|x| x < *n),
+            Req::Gt(k, n) => get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x > *n),
+            Req::Lt(k, n) => get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x < *n),
         })
     }
 
@@ -144,8 +126,7 @@ fn split_top_level(s: &str) -> Vec<&str> {
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 317
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn parse_req(t: &str) -> Result<Req, String> {
@@ -156,17 +137,9 @@ fn parse_req(t: &str) -> Result<Req, String> {
     };
     if let Some(k) = t.strip_prefix('!') {
         let k = k.trim();
-        return if valid_key(k) {
-            Ok(Req::NotExists(k.into()))
-        } else {
-            Err(bad())
-        };
+        return if valid_key(k) { Ok(Req::NotExists(k.into())) } else { Err(bad()) };
     }
-    for (op, ctor) in [
-        ("!=", Req::NotEq as fn(String, String) -> Req),
-        ("==", Req::Eq),
-        ("=", Req::Eq),
-    ] {
+    for (op, ctor) in [("!=", Req::NotEq as fn(String, String) -> Req), ("==", Req::Eq), ("=", Req::Eq)] {
         if let Some((k, v)) = t.split_once(op) {
             let (k, v) = (k.trim(), v.trim());
             if !valid_key(k) || v.contains(['=', '!', '(', ')', ' ']) {
@@ -182,11 +155,7 @@ fn parse_req(t: &str) -> Result<Req, String> {
             if !valid_key(k) {
                 return Err(bad());
             }
-            return Ok(if gt {
-                Req::Gt(k.into(), n)
-            } else {
-                Req::Lt(k.into(), n)
-            });
+            return Ok(if gt { Req::Gt(k.into(), n) } else { Req::Lt(k.into(), n) });
         }
     }
     let words: Vec<&str> = t.splitn(2, char::is_whitespace).collect();
@@ -201,29 +170,15 @@ fn parse_req(t: &str) -> Result<Req, String> {
             return Err(bad());
         };
         let list = list.trim();
-        let inner = list
-            .strip_prefix('(')
-            .and_then(|l| l.strip_suffix(')'))
-            .ok_or_else(bad)?;
-        let values: Vec<String> = inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect();
+        let inner = list.strip_prefix('(').and_then(|l| l.strip_suffix(')')).ok_or_else(bad)?;
+        let values: Vec<String> =
+            inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
         if !valid_key(k) || values.is_empty() {
             return Err(bad());
         }
-        return Ok(if notin {
-            Req::NotIn(k.into(), values)
-        } else {
-            Req::In(k.into(), values)
-        });
+        return Ok(if notin { Req::NotIn(k.into(), values) } else { Req::In(k.into(), values) });
     }
-    if valid_key(t) {
-        Ok(Req::Exists(t.into()))
-    } else {
-        Err(bad())
-    }
+    if valid_key(t) { Ok(Req::Exists(t.into())) } else { Err(bad()) }
 }
 
 /// One field-selector term.
@@ -303,28 +258,19 @@ impl FieldSelector {
             {
                 return Err(format!("field label not supported: {field}"));
             }
-            out.push(FieldReq {
-                field: field.into(),
-                value: value.trim().into(),
-                negate,
-            });
+            out.push(FieldReq { field: field.into(), value: value.trim().into(), negate });
         }
         Ok(Self(out))
     }
 
     /// Whether the object satisfies every term.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.0
-            .iter()
-            .all(|r| (field_value(obj, &r.field) == r.value) != r.negate)
+        self.0.iter().all(|r| (field_value(obj, &r.field) == r.value) != r.negate)
     }
 
     /// The `metadata.name=` value if the selector pins one (used to short-cut lookups).
     pub fn pinned_name(&self) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|r| r.field == "metadata.name" && !r.negate)
-            .map(|r| r.value.as_str())
+        self.0.iter().find(|r| r.field == "metadata.name" && !r.negate).map(|r| r.value.as_str())
     }
 }
 
@@ -389,12 +335,7 @@ mod tests {
         assert!(s.matches(Some(&json!({"app": "web"}))));
         assert!(!s.matches(Some(&json!({"app": "web", "tier": "db"}))));
         assert!(LabelSelector::from_object(&Value::Null).unwrap().is_none());
-        assert!(
-            LabelSelector::from_object(&json!({}))
-                .unwrap()
-                .unwrap()
-                .matches(None)
-        );
+        assert!(LabelSelector::from_object(&json!({})).unwrap().unwrap().matches(None));
     }
 
     #[test]
@@ -402,20 +343,12 @@ mod tests {
         let pod = json!({"metadata": {"name": "a", "namespace": "n"}, "spec": {"nodeName": "k1"}, "status": {"phase": "Running"}});
         let f = FieldSelector::parse("spec.nodeName=k1,status.phase!=Succeeded", "pods").unwrap();
         assert!(f.matches(&pod));
-        assert!(
-            !FieldSelector::parse("spec.nodeName==k2", "pods")
-                .unwrap()
-                .matches(&pod)
-        );
+        assert!(!FieldSelector::parse("spec.nodeName==k2", "pods").unwrap().matches(&pod));
         assert_eq!(
             FieldSelector::parse("spec.foo=1", "pods").unwrap_err(),
             "field label not supported: spec.foo"
         );
         assert!(FieldSelector::parse("spec.nodeName=x", "configmaps").is_err());
-        assert!(
-            FieldSelector::parse("spec.unschedulable=false", "nodes")
-                .unwrap()
-                .matches(&json!({}))
-        );
+        assert!(FieldSelector::parse("spec.unschedulable=false", "nodes").unwrap().matches(&json!({})));
     }
 }

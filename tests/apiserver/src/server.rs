@@ -37,22 +37,13 @@ fn full(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body>
 }
 
 fn json_resp(code: u16, v: &Value) -> Response<Body> {
-    full(
-        code,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
+    full(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
 }
 
 fn err_resp(e: ApiError) -> Response<Body> {
     let mut r = json_resp(e.code, &e.body);
-    if let Some(ra) = e
-        .body
-        .pointer("/details/retryAfterSeconds")
-        .and_then(Value::as_i64)
-    {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, ra.to_string().parse().unwrap());
+    if let Some(ra) = e.body.pointer("/details/retryAfterSeconds").and_then(Value::as_i64) {
+        r.headers_mut().insert(header::RETRY_AFTER, ra.to_string().parse().unwrap());
     }
     r
 }
@@ -61,9 +52,7 @@ fn verb_of(method: &Method, route: &Route, params: &HashMap<String, String>) -> 
     let named = matches!(route, Route::Resource(Target { name: Some(_), .. }));
     match *method {
         Method::GET if named => "get",
-        Method::GET if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) => {
-            "watch"
-        }
+        Method::GET if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) => "watch",
         Method::GET if matches!(route, Route::Resource(_)) => "list",
         Method::GET => "get",
         Method::POST => "create",
@@ -76,34 +65,20 @@ fn verb_of(method: &Method, route: &Route, params: &HashMap<String, String>) -> 
 }
 
 /// Entry point for one HTTP request.
-pub(crate) async fn handle(
-    inner: Arc<Inner>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().clone();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let route = resources::route(&path);
     let verb = verb_of(&method, &route, &params);
     let resp = match inner.fault_for(&method, &path, &query, &route, verb) {
         Some(e) => err_resp(e),
         None => dispatch(&inner, &method, &route, &params, &headers, &body, verb),
     };
-    let path_q = if query.is_empty() {
-        path
-    } else {
-        format!("{path}?{query}")
-    };
+    let path_q = if query.is_empty() { path } else { format!("{path}?{query}") };
     inner.requests.lock().unwrap().push(RecordedRequest {
         method: method.to_string(),
         path: path_q,
@@ -124,22 +99,14 @@ impl Inner {
     ) -> Option<ApiError> {
         let mut faults = self.faults.lock().unwrap();
         let (def, name, ns) = match route {
-            Route::Resource(t) => (
-                Some(&RESOURCES[t.res]),
-                t.name.as_deref(),
-                t.namespace.as_deref(),
-            ),
+            Route::Resource(t) => (Some(&RESOURCES[t.res]), t.name.as_deref(), t.namespace.as_deref()),
             _ => (None, None, None),
         };
         let full_path = format!("{path}?{query}");
         let idx = faults.iter().position(|f| {
             f.times != Some(0)
-                && f.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-                && f.path_contains
-                    .as_deref()
-                    .is_none_or(|p| full_path.contains(p))
+                && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+                && f.path_contains.as_deref().is_none_or(|p| full_path.contains(p))
                 && f.resource
                     .as_deref()
                     .is_none_or(|r| def.is_some_and(|d| d.plural == r || d.qualified() == r))
@@ -149,14 +116,7 @@ impl Inner {
         if let Some(t) = f.times.as_mut() {
             *t -= 1;
         }
-        Some(ApiError::for_code(
-            f.status,
-            f.message.clone(),
-            def,
-            name,
-            verb,
-            ns,
-        ))
+        Some(ApiError::for_code(f.status, f.message.clone(), def, name, verb, ns))
     }
 }
 
@@ -166,11 +126,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(body)
         .or_else(|_| serde_saphyr::from_slice::<Value>(body))
-        .map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body of the request was in an unknown format: {e}"
-            ))
-        })
+        .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))
 }
 
 fn strip_type(mut v: Value) -> Value {
@@ -254,9 +210,7 @@ fn resource(
             }
             let mut obj = parse_body(body)?;
             if !obj.is_object() {
-                return Err(ApiError::bad_request(
-                    "the body of the request was in an unknown format",
-                ));
+                return Err(ApiError::bad_request("the body of the request was in an unknown format"));
             }
             check_ns(def, &obj, &ns)?;
             let mgr = manager(params, headers);
@@ -270,9 +224,7 @@ fn resource(
             let names: Vec<String> = st
                 .iter(t.res, t.namespace.as_deref())
                 .filter(|(_, v)| {
-                    sel.0
-                        .as_ref()
-                        .is_none_or(|s| s.matches(v.pointer("/metadata/labels")))
+                    sel.0.as_ref().is_none_or(|s| s.matches(v.pointer("/metadata/labels")))
                         && sel.1.as_ref().is_none_or(|f| f.matches(v))
                 })
                 .map(|(_, v)| format!("{}/{}", ns_of(v), name_of(v)))
@@ -280,9 +232,7 @@ fn resource(
             let mut items = Vec::new();
             for n in names {
                 let (o_ns, o_name) = n.split_once('/').unwrap();
-                if let Ok(Deleted::Marked(v) | Deleted::Removed(v)) =
-                    st.delete(t.res, o_ns, o_name, &opts)
-                {
+                if let Ok(Deleted::Marked(v) | Deleted::Removed(v)) = st.delete(t.res, o_ns, o_name, &opts) {
                     items.push(strip_type(v));
                 }
             }
@@ -298,10 +248,7 @@ fn resource(
         (Method::PUT, Some(name), None | Some("status")) => {
             let mut next = parse_body(body)?;
             check_ns(def, &next, &ns)?;
-            let prev = st
-                .get(t.res, &ns, name)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found(def, name))?;
+            let prev = st.get(t.res, &ns, name).cloned().ok_or_else(|| ApiError::not_found(def, name))?;
             if next.pointer("/metadata/managedFields").is_none()
                 && let Some(mf) = prev.pointer("/metadata/managedFields")
             {
@@ -341,9 +288,7 @@ fn resource(
         (Method::POST, Some(name), Some("eviction")) if t.res == PODS => {
             let ev = parse_body(body)?;
             if ev.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
-                return Err(ApiError::bad_request(
-                    "name in URL does not match name in Eviction object",
-                ));
+                return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
             }
             let mut opts = match ev.get("deleteOptions") {
                 Some(d) if d.is_object() => delete_opts_from(d),
@@ -360,19 +305,14 @@ fn resource(
             let Some(text) = st.logs.get(&(ns.clone(), name.to_string())) else {
                 return Err(ApiError::for_code(
                     404,
-                    Some(format!(
-                        "the server could not find the requested resource ( pods/log {name})"
-                    )),
+                    Some(format!("the server could not find the requested resource ( pods/log {name})")),
                     Some(def),
                     Some(name),
                     "get",
                     Some(&ns),
                 ));
             };
-            let text = match params
-                .get("tailLines")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
+            let text = match params.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) => {
                     let lines: Vec<&str> = text.lines().collect();
                     let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
@@ -388,31 +328,18 @@ fn resource(
         (m, Some(name), Some("scale"))
             if matches!(def.plural, "deployments" | "replicasets" | "statefulsets") =>
         {
-            let obj = st
-                .get(t.res, &ns, name)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found(def, name))?;
+            let obj = st.get(t.res, &ns, name).cloned().ok_or_else(|| ApiError::not_found(def, name))?;
             let scale = State::scale_of(&obj);
             let new_scale = match m {
                 Method::GET => return Ok(json_resp(200, &scale)),
                 Method::PUT => parse_body(body)?,
                 Method::PATCH => {
-                    let ct = headers
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|c| c.to_str().ok())
-                        .unwrap_or("");
+                    let ct = headers.get(header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).unwrap_or("");
                     let p = parse_body(body)?;
                     let mut s = scale.clone();
                     if ct.starts_with("application/json-patch+json") {
                         patch::json_patch(&mut s, &p).map_err(|e| {
-                            ApiError::for_code(
-                                422,
-                                Some(e),
-                                Some(def),
-                                Some(name),
-                                "patch",
-                                Some(&ns),
-                            )
+                            ApiError::for_code(422, Some(e), Some(def), Some(name), "patch", Some(&ns))
                         })?;
                     } else {
                         patch::strategic(&mut s, &p);
@@ -421,10 +348,7 @@ fn resource(
                 }
                 _ => return Err(ApiError::method_not_allowed()),
             };
-            let replicas = new_scale
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
             let mut next = obj.clone();
             next["spec"]["replicas"] = json!(replicas);
             meta_remove_rv(&mut next);
@@ -478,9 +402,7 @@ fn patch_object(
         };
         let force = params.get("force").is_some_and(|f| f == "true");
         if !p.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was in an unknown format",
-            ));
+            return Err(ApiError::bad_request("the body of the request was in an unknown format"));
         }
         let body_name = name_of(&p);
         if !body_name.is_empty() && body_name != name {
@@ -540,10 +462,7 @@ fn patch_object(
             "Forbidden: may not be specified for non-apply patch",
         ));
     }
-    let prev = st
-        .get(res, ns, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(def, name))?;
+    let prev = st.get(res, ns, name).cloned().ok_or_else(|| ApiError::not_found(def, name))?;
     let mut next = prev.clone();
     meta_remove_rv(&mut next);
     match ct {
@@ -554,9 +473,7 @@ fn patch_object(
             patch::json_patch(&mut with_rv, &p).map_err(|e| {
                 ApiError::for_code(
                     422,
-                    Some(format!(
-                        "the server rejected our request due to an error in our request: {e}"
-                    )),
+                    Some(format!("the server rejected our request due to an error in our request: {e}")),
                     Some(def),
                     Some(name),
                     "patch",
@@ -564,9 +481,7 @@ fn patch_object(
                 )
             })?;
             next = with_rv;
-            if next.pointer("/metadata/resourceVersion")
-                == prev.pointer("/metadata/resourceVersion")
-            {
+            if next.pointer("/metadata/resourceVersion") == prev.pointer("/metadata/resourceVersion") {
                 meta_remove_rv(&mut next);
             }
         }
@@ -616,9 +531,7 @@ fn selectors(def: &ResDef, params: &HashMap<String, String>) -> Result<Selectors
 }
 
 fn matches(sel: &Selectors, v: &Value) -> bool {
-    sel.0
-        .as_ref()
-        .is_none_or(|s| s.matches(v.pointer("/metadata/labels")))
+    sel.0.as_ref().is_none_or(|s| s.matches(v.pointer("/metadata/labels")))
         && sel.1.as_ref().is_none_or(|f| f.matches(v))
 }
 
@@ -630,24 +543,15 @@ fn unhex(s: &str) -> Option<String> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> =
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect();
     String::from_utf8(bytes?).ok()
 }
 
-fn list(
-    st: &State,
-    t: &Target,
-    params: &HashMap<String, String>,
-) -> Result<Response<Body>, ApiError> {
+fn list(st: &State, t: &Target, params: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
     let sel = selectors(def, params)?;
-    let limit = params
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
+    let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
     let (list_rv, start) = match params.get("continue").filter(|c| !c.is_empty()) {
         Some(c) => {
             let decoded = unhex(c).ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
@@ -671,11 +575,7 @@ fn list(
     let mut last_key = None;
     let mut more = false;
     let mut remaining = 0usize;
-    let pinned = sel
-        .1
-        .as_ref()
-        .and_then(|f| f.pinned_name())
-        .map(String::from);
+    let pinned = sel.1.as_ref().and_then(|f| f.pinned_name()).map(String::from);
     for (k, v) in iter {
         if pinned.as_deref().is_some_and(|n| n != k.1) || !matches(&sel, v) {
             continue;
@@ -705,10 +605,7 @@ fn list(
 }
 
 fn delete_opts_from(d: &Value) -> DeleteOpts {
-    let mut propagation = d
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .map(String::from);
+    let mut propagation = d.get("propagationPolicy").and_then(Value::as_str).map(String::from);
     if propagation.is_none() {
         propagation = match d.get("orphanDependents").and_then(Value::as_bool) {
             Some(true) => Some("Orphan".into()),
@@ -719,32 +616,19 @@ fn delete_opts_from(d: &Value) -> DeleteOpts {
     DeleteOpts {
         grace: d.get("gracePeriodSeconds").and_then(Value::as_i64),
         propagation,
-        uid: d
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(String::from),
+        uid: d.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
         resource_version: d
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(String::from),
-        dry_run: d
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x == "All")),
+        dry_run: d.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All")),
     }
 }
 
 fn delete_opts(params: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpts, ApiError> {
     let b = parse_body(body)?;
-    let mut o = if b.is_object() {
-        delete_opts_from(&b)
-    } else {
-        DeleteOpts::default()
-    };
-    if let Some(g) = params
-        .get("gracePeriodSeconds")
-        .and_then(|g| g.parse().ok())
-    {
+    let mut o = if b.is_object() { delete_opts_from(&b) } else { DeleteOpts::default() };
+    if let Some(g) = params.get("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
         o.grace = Some(g);
     }
     if let Some(p) = params.get("propagationPolicy") {
@@ -782,18 +666,10 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
         Ok(s) => s,
         Err(e) => return err_resp(e),
     };
-    let timeout = params
-        .get("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(1800);
-    let bookmarks = params
-        .get("allowWatchBookmarks")
-        .is_some_and(|b| b == "true");
+    let timeout = params.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1800);
+    let bookmarks = params.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let send_initial = params.get("sendInitialEvents").is_some_and(|b| b == "true");
-    let rv_param = params
-        .get("resourceVersion")
-        .and_then(|r| r.parse::<u64>().ok())
-        .filter(|r| *r > 0);
+    let rv_param = params.get("resourceVersion").and_then(|r| r.parse::<u64>().ok()).filter(|r| *r > 0);
     let ns = t.namespace.clone();
     let res = t.res;
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
@@ -876,9 +752,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -937,20 +811,8 @@ fn groups_body() -> Value {
 
 fn resource_list(group: &str, version: &str) -> Value {
     let mut out = Vec::new();
-    let verbs = json!([
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch"
-    ]);
-    for d in RESOURCES
-        .iter()
-        .filter(|d| d.group == group && d.version == version)
-    {
+    let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
+    for d in RESOURCES.iter().filter(|d| d.group == group && d.version == version) {
         let singular = d.kind.to_lowercase();
         out.push(json!({"name": d.plural, "singularName": singular, "namespaced": d.namespaced, "kind": d.kind, "verbs": verbs}));
         if d.has_status {
@@ -964,10 +826,6 @@ fn resource_list(group: &str, version: &str) -> Value {
             out.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
 }

@@ -38,22 +38,12 @@ fn details(def: &ResDef, name: &str) -> Value {
 
 impl ApiError {
     pub fn not_found(def: &ResDef, name: &str) -> Self {
-        status(
-            404,
-            "NotFound",
-            format!("{} {:?} not found", def.qualified(), name),
-            Some(details(def, name)),
-        )
+        status(404, "NotFound", format!("{} {:?} not found", def.qualified(), name), Some(details(def, name)))
     }
 
     /// 404 for an unknown path (`the server could not find the requested resource`).
     pub fn no_route() -> Self {
-        status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource".into(),
-            Some(json!({})),
-        )
+        status(404, "NotFound", "the server could not find the requested resource".into(), Some(json!({})))
     }
 
     pub fn already_exists(def: &ResDef, name: &str) -> Self {
@@ -70,11 +60,7 @@ impl ApiError {
         status(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} {:?}: {why}",
-                def.qualified(),
-                name
-            ),
+            format!("Operation cannot be fulfilled on {} {:?}: {why}", def.qualified(), name),
             Some(details(def, name)),
         )
     }
@@ -116,28 +102,15 @@ impl ApiError {
         status(
             422,
             "Invalid",
-            format!(
-                "{} {:?} is invalid: {field}: {detail}",
-                def.qualified_kind(),
-                name
-            ),
+            format!("{} {:?} is invalid: {field}: {detail}", def.qualified_kind(), name),
             Some(d),
         )
     }
 
     /// 422 Invalid with a `FieldValueNotSupported` cause.
-    pub fn unsupported(
-        def: &ResDef,
-        name: &str,
-        field: &str,
-        value: &str,
-        supported: &[&str],
-    ) -> Self {
+    pub fn unsupported(def: &ResDef, name: &str, field: &str, value: &str, supported: &[&str]) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-        let detail = format!(
-            "Unsupported value: {value:?}: supported values: {}",
-            list.join(", ")
-        );
+        let detail = format!("Unsupported value: {value:?}: supported values: {}", list.join(", "));
         let mut d = json!({
             "name": name,
             "kind": def.kind,
@@ -149,11 +122,7 @@ impl ApiError {
         status(
             422,
             "Invalid",
-            format!(
-                "{} {:?} is invalid: {field}: {detail}",
-                def.qualified_kind(),
-                name
-            ),
+            format!("{} {:?} is invalid: {field}: {detail}", def.qualified_kind(), name),
             Some(d),
         )
     }
@@ -172,11 +141,7 @@ impl ApiError {
         status(
             422,
             "Invalid",
-            format!(
-                "{} {:?} is invalid: {field}: {detail}",
-                def.qualified_kind(),
-                name
-            ),
+            format!("{} {:?} is invalid: {field}: {detail}", def.qualified_kind(), name),
             Some(d),
         )
     }
@@ -245,8 +210,7 @@ impl ApiError {
 
 /// A Success Status, optionally with details (as the generic registry returns for deletes).
 pub(crate) fn success(code: Option<u16>, details: Option<Value>) -> Value {
-    let mut body =
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+    let mut body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
     if let Some(c) = code {
         body["code"] = json!(c);
     }

@@ -82,10 +82,7 @@ pub(crate) fn now_str() -> String {
 }
 
 fn ts_str(t: jiff::Timestamp) -> String {
-    t.round(jiff::Unit::Second)
-        .unwrap_or(t)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    t.round(jiff::Unit::Second).unwrap_or(t).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn parse_ts(s: &str) -> Option<jiff::Timestamp> {
@@ -95,9 +92,7 @@ fn parse_ts(s: &str) -> Option<jiff::Timestamp> {
 fn rand_suffix() -> String {
     // The alphabet of apimachinery's rand.String (no vowels, no confusable digits).
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHA[fastrand::usize(..ALPHA.len())] as char)
-        .collect()
+    (0..5).map(|_| ALPHA[fastrand::usize(..ALPHA.len())] as char).collect()
 }
 
 fn uid() -> String {
@@ -108,43 +103,27 @@ fn uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 pub(crate) fn name_of(v: &Value) -> &str {
-    v.pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
 }
 
 pub(crate) fn ns_of(v: &Value) -> &str {
-    v.pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default()
 }
 
 pub(crate) fn uid_of(v: &Value) -> &str {
-    v.pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    v.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()
 }
 
 fn terminating(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
+    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
 }
 
 fn finalizers_empty(v: &Value) -> bool {
-    v.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_none_or(|a| a.is_empty())
+    v.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty())
 }
 
 /// `podutil.IsPodReady`: condition Ready is True.
@@ -159,9 +138,7 @@ fn condition_true(v: &Value, typ: &str) -> bool {
 }
 
 fn phase(p: &Value) -> &str {
-    p.pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    p.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default()
 }
 
 fn controller_ref(v: &Value) -> Option<&Value> {
@@ -183,11 +160,7 @@ fn set_condition(obj: &mut Value, mut cond: Value) {
     if !obj.get("status").is_some_and(Value::is_object) {
         obj["status"] = json!({});
     }
-    let conds = obj["status"]
-        .as_object_mut()
-        .unwrap()
-        .entry("conditions")
-        .or_insert_with(|| json!([]));
+    let conds = obj["status"].as_object_mut().unwrap().entry("conditions").or_insert_with(|| json!([]));
     if !conds.is_array() {
         *conds = json!([]);
     }
@@ -344,14 +317,7 @@ impl State {
         }
         self.objs[res].insert((ns.clone(), name), obj.clone());
         let typ = if prev.is_some() { "MODIFIED" } else { "ADDED" };
-        self.record(Event {
-            rv,
-            typ,
-            res,
-            ns,
-            obj: obj.clone(),
-            prev: prev.clone(),
-        });
+        self.record(Event { rv, typ, res, ns, obj: obj.clone(), prev: prev.clone() });
         self.react(res, prev.as_ref(), Some(&obj));
         obj
     }
@@ -397,18 +363,13 @@ impl State {
         }
         let has_spec = obj.get("spec").is_some();
         let m = meta_mut(obj);
-        if m.get("name")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
+        if m.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
             && let Some(g) = m.get("generateName").and_then(Value::as_str)
         {
             let n = format!("{g}{}", rand_suffix());
             m.insert("name".into(), json!(n));
         }
-        if m.get("uid")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        if m.get("uid").and_then(Value::as_str).is_none_or(str::is_empty) {
             m.insert("uid".into(), json!(uid()));
         }
         if m.get("creationTimestamp").is_none_or(Value::is_null) {
@@ -480,9 +441,7 @@ impl State {
             return Some(prev);
         }
         let out = self.commit(res, next, Some(prev));
-        if terminating(&out)
-            && finalizers_empty(&out)
-            && (res != PODS || self.killed.contains(uid_of(&out)))
+        if terminating(&out) && finalizers_empty(&out) && (res != PODS || self.killed.contains(uid_of(&out)))
         {
             self.erase(res, ns, name);
         }
@@ -532,17 +491,9 @@ impl State {
             meta_mut(&mut obj).remove(k);
         }
         let name = name_of(&obj).to_string();
-        let gen_name = obj
-            .pointer("/metadata/generateName")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let gen_name = obj.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or_default();
         if name.is_empty() && gen_name.is_empty() {
-            return Err(ApiError::required(
-                def,
-                "",
-                "metadata.name",
-                "name or generateName is required",
-            ));
+            return Err(ApiError::required(def, "", "metadata.name", "name or generateName is required"));
         }
         if !name.is_empty() && self.get(res, ns, &name).is_some() {
             return Err(ApiError::already_exists(def, &name));
@@ -600,14 +551,9 @@ impl State {
                 name_of(&next)
             )));
         }
-        if let Some(rv) = next
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
+        if let Some(rv) = next.pointer("/metadata/resourceVersion").and_then(Value::as_str)
             && !rv.is_empty()
-            && Some(rv)
-                != prev
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
+            && Some(rv) != prev.pointer("/metadata/resourceVersion").and_then(Value::as_str)
         {
             return Err(ApiError::stale(def, name));
         }
@@ -668,10 +614,8 @@ impl State {
         }
         if res == JOBS {
             for field in ["template", "selector"] {
-                let (a, b) = (
-                    prev.pointer(&format!("/spec/{field}")),
-                    next.pointer(&format!("/spec/{field}")),
-                );
+                let (a, b) =
+                    (prev.pointer(&format!("/spec/{field}")), next.pointer(&format!("/spec/{field}")));
                 if a != b {
                     return Err(ApiError::invalid(
                         def,
@@ -684,20 +628,13 @@ impl State {
             }
         }
         if prev.get("spec") != next.get("spec") && next.get("spec").is_some() {
-            let g = prev
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                + 1;
+            let g = prev.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             meta_mut(&mut next).insert("generation".into(), json!(g));
         }
         if terminating(&prev) {
             // New finalizers cannot be added to an object that is being deleted.
-            let old: Vec<Value> = prev
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let old: Vec<Value> =
+                prev.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
             if let Some(Value::Array(nf)) = next.pointer("/metadata/finalizers")
                 && nf.iter().any(|f| !old.contains(f))
             {
@@ -718,9 +655,7 @@ impl State {
             return Ok(if next == prev { prev } else { next });
         }
         let out = self.commit(res, next, Some(prev));
-        if terminating(&out)
-            && finalizers_empty(&out)
-            && (res != PODS || self.killed.contains(uid_of(&out)))
+        if terminating(&out) && finalizers_empty(&out) && (res != PODS || self.killed.contains(uid_of(&out)))
         {
             self.erase(res, ns, name);
             return Ok(out);
@@ -757,10 +692,7 @@ impl State {
             ));
         }
         if let Some(rv) = &opts.resource_version {
-            let cur = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let cur = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
             if rv != cur {
                 return Err(ApiError::conflict(
                     def,
@@ -782,11 +714,7 @@ impl State {
         }
         let propagation = opts.propagation.clone().unwrap_or_else(|| {
             // batch/v1 Jobs default to orphaning their pods (kubernetes/kubernetes#20902).
-            if res == JOBS {
-                "Orphan".into()
-            } else {
-                "Background".into()
-            }
+            if res == JOBS { "Orphan".into() } else { "Background".into() }
         });
         if opts.dry_run {
             return Ok(if finalizers_empty(&obj) && propagation == "Background" {
@@ -883,10 +811,7 @@ impl State {
                 if !def.namespaced {
                     continue;
                 }
-                let names: Vec<String> = self
-                    .iter(res, Some(&name))
-                    .map(|(k, _)| k.1.clone())
-                    .collect();
+                let names: Vec<String> = self.iter(res, Some(&name)).map(|(k, _)| k.1.clone()).collect();
                 for n in names {
                     let _ = self.delete(res, &name, &n, &DeleteOpts::default());
                 }
@@ -920,17 +845,11 @@ impl State {
         let name = name_of(&obj).to_string();
         let mut grace = opts
             .grace
-            .or_else(|| {
-                obj.pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-            })
+            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
             .unwrap_or(30)
             .max(0);
         // pod strategy CheckGracefulDelete: unscheduled or terminal pods go at once.
-        let node = obj
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let node = obj.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
         if node.is_empty() || matches!(phase(&obj), "Succeeded" | "Failed") {
             grace = 0;
         }
@@ -942,10 +861,8 @@ impl State {
             };
         }
         if terminating(&obj) {
-            let cur = obj
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let cur =
+                obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
             if grace >= cur {
                 return Deleted::Marked(obj);
             }
@@ -961,11 +878,8 @@ impl State {
         let out = self.commit(PODS, next, Some(obj));
         let uid = uid_of(&out).to_string();
         // The simulated kubelet stops a pod that never started at once, a running one after its grace.
-        let delay = if phase(&out) == "Pending" {
-            Duration::ZERO
-        } else {
-            self.scaled_duration(grace as f64)
-        };
+        let delay =
+            if phase(&out) == "Pending" { Duration::ZERO } else { self.scaled_duration(grace as f64) };
         if delay.is_zero() {
             self.kubelet_kill(&uid);
         } else {
@@ -996,10 +910,7 @@ impl State {
         if !self.opts.controllers {
             return;
         }
-        let node = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
         if node.is_empty() {
             return;
         }
@@ -1096,11 +1007,7 @@ impl State {
             let owners: Vec<String> = p
                 .pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| o["uid"].as_str().map(String::from))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|o| o["uid"].as_str().map(String::from)).collect())
                 .unwrap_or_default();
             for o in owners {
                 self.gc_foreground(&o);
@@ -1113,10 +1020,7 @@ impl State {
         if res != PODS {
             return;
         }
-        let ns = prev
-            .or(cur)
-            .map(|v| ns_of(v).to_string())
-            .unwrap_or_default();
+        let ns = prev.or(cur).map(|v| ns_of(v).to_string()).unwrap_or_default();
         self.recompute_pdbs(&ns);
         if !self.opts.controllers {
             return;
@@ -1158,10 +1062,7 @@ impl State {
     fn replace_pod(&mut self, old: &Value, owner: &Value, same_name: bool) {
         let ns = ns_of(old).to_string();
         let owner_res = if same_name { STATEFULSETS } else { REPLICASETS };
-        let Some(ctrl) = self
-            .get(owner_res, &ns, owner["name"].as_str().unwrap_or_default())
-            .cloned()
-        else {
+        let Some(ctrl) = self.get(owner_res, &ns, owner["name"].as_str().unwrap_or_default()).cloned() else {
             return;
         };
         if terminating(&ctrl) || uid_of(&ctrl) != owner["uid"].as_str().unwrap_or_default() {
@@ -1188,11 +1089,7 @@ impl State {
             .and_then(|t| t.get("spec").cloned())
             .or_else(|| old.get("spec").cloned())
             .unwrap_or_else(|| json!({}));
-        let old_node = old
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let old_node = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
         let node = self.pick_node(&old_node);
         if let Some(obj) = spec.as_object_mut() {
             obj.remove("nodeName");
@@ -1239,17 +1136,13 @@ impl State {
         // batch/v1 SetDefaults_Job: an unlabelled Job takes its template's labels.
         let tlabels = job.pointer("/spec/template/metadata/labels").cloned();
         if let Some(l) = tlabels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
-            && job
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .is_none_or(|m| m.is_empty())
+            && job.pointer("/metadata/labels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
         {
             meta_mut(job).insert("labels".into(), l);
         }
         let manual = job.pointer("/spec/manualSelector") == Some(&json!(true));
         if !manual {
-            job["spec"]["selector"] =
-                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+            job["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
             if !job["spec"].get("template").is_some_and(Value::is_object) {
                 job["spec"]["template"] = json!({});
             }
@@ -1272,8 +1165,7 @@ impl State {
         spec.entry("parallelism").or_insert(json!(1));
         spec.entry("completionMode").or_insert(json!("NonIndexed"));
         spec.entry("suspend").or_insert(json!(false));
-        spec.entry("podReplacementPolicy")
-            .or_insert(json!("TerminatingOrFailed"));
+        spec.entry("podReplacementPolicy").or_insert(json!("TerminatingOrFailed"));
     }
 
     /// The Job controller's first sync: one pod, status active=1.
@@ -1284,19 +1176,12 @@ impl State {
         if job.pointer("/spec/suspend") == Some(&json!(true)) {
             return;
         }
-        let tspec = job
-            .pointer("/spec/template/spec")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
+        let tspec = job.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
         let mut spec = tspec.clone();
         let node = tspec
             .get("nodeName")
             .and_then(Value::as_str)
-            .or_else(|| {
-                tspec
-                    .pointer("/nodeSelector/kubernetes.io~1hostname")
-                    .and_then(Value::as_str)
-            })
+            .or_else(|| tspec.pointer("/nodeSelector/kubernetes.io~1hostname").and_then(Value::as_str))
             .map(String::from);
         if let (Some(n), Some(o)) = (&node, spec.as_object_mut()) {
             o.insert("nodeName".into(), json!(n));
@@ -1338,12 +1223,7 @@ impl State {
     }
 
     /// Test driver: finish a Job's pods and the Job, successfully or not.
-    pub(crate) fn finish_job(
-        &mut self,
-        ns: &str,
-        name: &str,
-        failure: Option<&str>,
-    ) -> Option<Value> {
+    pub(crate) fn finish_job(&mut self, ns: &str, name: &str, failure: Option<&str>) -> Option<Value> {
         let job = self.get(JOBS, ns, name)?.clone();
         let now = now_str();
         for pod in self.job_pods(&job) {
@@ -1393,9 +1273,7 @@ impl State {
         let labels = pod.pointer("/metadata/labels");
         self.iter(PDBS, Some(ns_of(pod)))
             .filter(|(_, pdb)| {
-                match LabelSelector::from_object(
-                    pdb.pointer("/spec/selector").unwrap_or(&Value::Null),
-                ) {
+                match LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)) {
                     Ok(Some(sel)) => sel.matches(labels),
                     _ => false,
                 }
@@ -1429,31 +1307,21 @@ impl State {
                     let rs = self.get(REPLICASETS, ns, oname)?;
                     match controller_ref(rs) {
                         Some(d) if d["kind"] == "Deployment" => {
-                            let dep =
-                                self.get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())?;
+                            let dep = self.get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())?;
                             (
                                 uid_of(dep).to_string(),
-                                dep.pointer("/spec/replicas")
-                                    .and_then(Value::as_i64)
-                                    .unwrap_or(1),
+                                dep.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
                             )
                         }
                         _ => (
                             uid_of(rs).to_string(),
-                            rs.pointer("/spec/replicas")
-                                .and_then(Value::as_i64)
-                                .unwrap_or(1),
+                            rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
                         ),
                     }
                 }
                 Some("StatefulSet") => {
                     let s = self.get(STATEFULSETS, ns, oname)?;
-                    (
-                        uid_of(s).to_string(),
-                        s.pointer("/spec/replicas")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(1),
-                    )
+                    (uid_of(s).to_string(), s.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))
                 }
                 _ => return None,
             };
@@ -1464,9 +1332,8 @@ impl State {
 
     fn pdb_status(&self, pdb: &Value) -> Value {
         let ns = ns_of(pdb);
-        let sel = LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null))
-            .ok()
-            .flatten();
+        let sel =
+            LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)).ok().flatten();
         let pods: Vec<&Value> = match &sel {
             Some(s) => self
                 .iter(PODS, Some(ns))
@@ -1477,35 +1344,31 @@ impl State {
         };
         let spec = pdb.get("spec").cloned().unwrap_or_else(|| json!({}));
         let mut fail = false;
-        let (expected, desired) =
-            if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
-                match self.expected_scale(&pods) {
-                    Some(e) => (e, (e - scaled(mu, e).unwrap_or(0)).max(0)),
+        let (expected, desired) = if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
+            match self.expected_scale(&pods) {
+                Some(e) => (e, (e - scaled(mu, e).unwrap_or(0)).max(0)),
+                None => {
+                    fail = true;
+                    (0, 0)
+                }
+            }
+        } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
+            match ma {
+                Value::Number(n) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
+                _ => match self.expected_scale(&pods) {
+                    Some(e) => (e, scaled(ma, e).unwrap_or(0)),
                     None => {
                         fail = true;
                         (0, 0)
                     }
-                }
-            } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
-                match ma {
-                    Value::Number(n) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
-                    _ => match self.expected_scale(&pods) {
-                        Some(e) => (e, scaled(ma, e).unwrap_or(0)),
-                        None => {
-                            fail = true;
-                            (0, 0)
-                        }
-                    },
-                }
-            } else {
-                (0, 0)
-            };
+                },
+            }
+        } else {
+            (0, 0)
+        };
         let now = jiff::Timestamp::now();
         let mut disrupted = Map::new();
-        if let Some(d) = pdb
-            .pointer("/status/disruptedPods")
-            .and_then(Value::as_object)
-        {
+        if let Some(d) = pdb.pointer("/status/disruptedPods").and_then(Value::as_object) {
             for (name, ts) in d {
                 let alive = pods.iter().any(|p| name_of(p) == name && !terminating(p));
                 let fresh = ts
@@ -1522,10 +1385,7 @@ impl State {
             .filter(|p| !terminating(p) && pod_ready(p) && !disrupted.contains_key(name_of(p)))
             .count() as i64;
         let allowed = if fail { 0 } else { (healthy - desired).max(0) };
-        let generation = pdb
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
+        let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
         let mut status = json!({
             "observedGeneration": generation,
             "disruptionsAllowed": allowed,
@@ -1559,18 +1419,12 @@ impl State {
     }
 
     /// POST pods/{name}/eviction, after eviction.go. Ok = (HTTP code, body).
-    pub(crate) fn evict(
-        &mut self,
-        ns: &str,
-        name: &str,
-        opts: DeleteOpts,
-    ) -> Result<(u16, Value), ApiError> {
+    pub(crate) fn evict(&mut self, ns: &str, name: &str, opts: DeleteOpts) -> Result<(u16, Value), ApiError> {
         let Some(pod) = self.get(PODS, ns, name).cloned() else {
             return Err(ApiError::not_found(&RESOURCES[PODS], name));
         };
         let ok = || Ok((201, status::success(Some(201), None)));
-        let can_ignore =
-            matches!(phase(&pod), "Succeeded" | "Failed" | "Pending") || terminating(&pod);
+        let can_ignore = matches!(phase(&pod), "Succeeded" | "Failed" | "Pending") || terminating(&pod);
         if can_ignore {
             self.delete(PODS, ns, name, &opts)?;
             return ok();
@@ -1591,26 +1445,18 @@ impl State {
             let int = |k: &str| st.get(k).and_then(Value::as_i64).unwrap_or(0);
             let mut skip_budget = false;
             if !pod_ready(&pod) {
-                let always =
-                    pdb.pointer("/spec/unhealthyPodEvictionPolicy") == Some(&json!("AlwaysAllow"));
-                if always
-                    || (int("currentHealthy") >= int("desiredHealthy") && int("desiredHealthy") > 0)
-                {
+                let always = pdb.pointer("/spec/unhealthyPodEvictionPolicy") == Some(&json!("AlwaysAllow"));
+                if always || (int("currentHealthy") >= int("desiredHealthy") && int("desiredHealthy") > 0) {
                     skip_budget = true;
                 }
             }
             if !skip_budget {
                 let pdb_name = name_of(&pdb).to_string();
                 if int("observedGeneration")
-                    < pdb
-                        .pointer("/metadata/generation")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0)
+                    < pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0)
                 {
                     return Err(too_many(
-                        format!(
-                            "The disruption budget {pdb_name} is still being processed by the server."
-                        ),
+                        format!("The disruption budget {pdb_name} is still being processed by the server."),
                         10,
                     ));
                 }
@@ -1685,10 +1531,7 @@ impl State {
 
 /// The Job validation a client is most likely to trip over: the pod template's restart policy.
 fn validate_job(def: &crate::resources::ResDef, job: &Value) -> Result<(), ApiError> {
-    let rp = job
-        .pointer("/spec/template/spec/restartPolicy")
-        .and_then(Value::as_str)
-        .unwrap_or("Always");
+    let rp = job.pointer("/spec/template/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always");
     if rp != "Never" && rp != "OnFailure" {
         return Err(ApiError::unsupported(
             def,
@@ -1726,16 +1569,7 @@ pub(crate) fn running_status(p: &mut Value) {
     if p["status"].get("startTime").is_none() {
         p["status"]["startTime"] = json!(now);
     }
-    for t in [
-        "PodReadyToStartContainers",
-        "Initialized",
-        "Ready",
-        "ContainersReady",
-        "PodScheduled",
-    ] {
-        set_condition(
-            p,
-            json!({"type": t, "status": "True", "lastProbeTime": null}),
-        );
+    for t in ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"] {
+        set_condition(p, json!({"type": t, "status": "True", "lastProbeTime": null}));
     }
 }
