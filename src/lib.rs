@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod annotations;
 pub mod app;
+pub mod chain;
 pub mod cli;
 pub mod cluster;
 pub mod compat;

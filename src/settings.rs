@@ -158,7 +158,7 @@ impl Default for Timeouts {
 }
 
 /// Site hooks: what the seed system hard-coded for one cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hooks {
     /// Deployments scaled to 0 around a control-plane upgrade and restored on every exit path
@@ -174,6 +174,25 @@ pub struct Hooks {
     pub preserve_kubelet_keys: Vec<String>,
     /// DaemonSets whose pods must be Running on a worker after its upgrade (a warning only).
     pub expected_daemonsets: Vec<String>,
+    /// Upgrade without an etcd snapshot when `etcd_backup` is not set. Default false: the
+    /// seed's rule is never to skip the snapshot.
+    pub allow_no_etcd_snapshot: bool,
+    /// Name that postflight resolves as its DNS smoke test; empty skips it.
+    pub smoke_dns_name: Option<String>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            quiesce_deployments: vec![],
+            post_control_plane_scripts: vec![],
+            etcd_backup: None,
+            preserve_kubelet_keys: vec![],
+            expected_daemonsets: vec!["calico-node".into(), "kube-proxy".into()],
+            allow_no_etcd_snapshot: false,
+            smoke_dns_name: Some("kubernetes.default.svc.cluster.local".into()),
+        }
+    }
 }
 
 /// One Deployment to quiesce during control-plane upgrades.
