@@ -551,3 +551,63 @@ async fn subcommand_functions_print_reports() {
     let err = drain::drain_command(&e.clients, "no-such-node", TOOL_NS, &config(), false).await.unwrap_err();
     assert!(format!("{err:#}").contains("failed to read node no-such-node before cordoning it"), "{err:#}");
 }
+
+#[tokio::test]
+async fn pod_bound_to_the_node_during_the_drain_is_drained_too() {
+    let e = env().await;
+    // A finalizer keeps the drain running until the test releases it.
+    e.srv.insert(pod("held").on(NODE).owned_by_replicaset("held").finalizer("example.com/hold"));
+    let handle = {
+        let clients = e.clients.clone();
+        tokio::spawn(async move { drain::drain(&clients, &target(), &config()).await })
+    };
+    for _ in 0..100 {
+        if e.requests("create", "/pods/held/eviction") >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(e.requests("create", "/pods/held/eviction"), 1, "the drain never evicted the first pod");
+    // A pod that tolerates the cordon lands on the node after the drain listed its pods.
+    e.srv.insert(replicaset("late").replicas(1).labels(&[("app", "late")]));
+    e.srv.insert(pod("late-0").on(NODE).owned_by_replicaset("late").label("app", "late"));
+    for _ in 0..100 {
+        if e.requests("create", "/pods/late-0/eviction") >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.srv.modify::<Pod>(Some("default"), "held", |p| p["metadata"]["finalizers"] = serde_json::json!([]));
+
+    let report =
+        tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap().expect("drained");
+    assert_eq!(report.summary.evicted, 2);
+    assert_eq!(e.requests("create", "/pods/late-0/eviction"), 1);
+    assert!(e.pods_on(NODE).is_empty());
+}
+
+#[tokio::test]
+async fn cordon_retries_when_the_node_changed_under_it() {
+    let e = env().await;
+    // One resourceVersion conflict, as when the kubelet updates the node between our GET and PATCH.
+    e.srv.inject(Fault::status(409).method("PATCH").on("nodes", NODE).times(1));
+    assert_eq!(drain::cordon(&e.clients.api, NODE).await.unwrap(), Cordon::CordonedByUs);
+    assert_eq!(e.requests("patch", "/nodes/"), 2);
+    assert!(unschedulable(&e.node(NODE)));
+}
+
+#[tokio::test]
+async fn cordon_patch_is_guarded_by_the_resource_version() {
+    let e = env().await;
+    let nodes: Api<Node> = Api::all(e.clients.api.clone());
+    let stale = nodes.get(NODE).await.unwrap().metadata.resource_version.unwrap();
+    e.srv.set_kubelet_version(NODE, "v1.33.6"); // any write bumps the resourceVersion
+    let now = nodes.get(NODE).await.unwrap().metadata.resource_version.unwrap();
+    assert_ne!(now, stale);
+    let patch = serde_json::json!({"metadata": {"resourceVersion": stale}, "spec": {"unschedulable": true}});
+    let err = nodes
+        .patch(NODE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect_err("a stale resourceVersion in a merge patch is a conflict");
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err:?}");
+}
