@@ -455,19 +455,50 @@ async fn own_job_pod_is_never_evicted() {
     assert!(report.to_string().contains("the upgrade chain's own pod"));
 }
 
+/// Evicts `name` (held by a finalizer so the stored pod stays) and returns the
+/// `deletionGracePeriodSeconds` the apiserver recorded.
+async fn recorded_grace(e: &Env, name: &str, cfg: &DrainConfig) -> Option<i64> {
+    let cfg = DrainConfig { timeout: Duration::from_secs(2), ..cfg.clone() };
+    let err = drain::drain(&e.clients, &target(), &cfg).await.expect_err("held by its finalizer");
+    assert!(matches!(err, DrainError::Timeout { .. }), "{err:?}");
+    e.srv.get::<Pod>(Some("default"), name).expect("still there").metadata.deletion_grace_period_seconds
+}
+
+#[tokio::test]
+async fn pods_keep_their_own_grace_period_by_default() {
+    let e = env().await;
+    e.srv.insert(pod("own").on(NODE).owned_by_replicaset("own").grace(77).finalizer("example.com/hold"));
+    assert_eq!(recorded_grace(&e, "own", &config()).await, Some(77));
+}
+
 #[tokio::test]
 async fn grace_period_override_reaches_the_apiserver() {
+    // The typed Eviction carries deleteOptions; kube's EvictParams would send `delete_options`,
+    // which the apiserver drops (rust-ecosystem.md §0.3).
     let e = env().await;
-    // 100000 s of grace, scaled: 1000 s, far beyond the deadline; the override makes it 1 s.
-    e.srv.insert(replicaset("slow").replicas(1).labels(&[("app", "slow")]));
-    e.srv.insert(pod("slow-0").on(NODE).owned_by_replicaset("slow").label("app", "slow").grace(100_000));
-    let cfg = DrainConfig {
-        grace_period_override: Some(Duration::from_secs(1)),
-        timeout: Duration::from_secs(20),
-        ..config()
-    };
-    let report = drain::drain(&e.clients, &target(), &cfg).await.expect("drain succeeds");
-    assert_eq!(report.summary.evicted, 1);
+    e.srv.insert(
+        pod("slow").on(NODE).owned_by_replicaset("slow").grace(100_000).finalizer("example.com/hold"),
+    );
+    let cfg = DrainConfig { grace_period_override: Some(Duration::from_secs(5)), ..config() };
+    assert_eq!(recorded_grace(&e, "slow", &cfg).await, Some(5));
+}
+
+#[tokio::test]
+async fn grace_period_override_applies_to_fallback_deletes() {
+    let e = env().await;
+    e.srv.insert(replicaset("anubis").replicas(1).labels(&[("app", "anubis")]));
+    e.srv.insert(
+        pod("anubis-0")
+            .on(NODE)
+            .owned_by_replicaset("anubis")
+            .label("app", "anubis")
+            .grace(100_000)
+            .finalizer("example.com/hold"),
+    );
+    e.srv.insert(pdb("anubis").min_available(1).selector(&[("app", "anubis")]));
+    let cfg = DrainConfig { grace_period_override: Some(Duration::from_secs(5)), ..config() };
+    assert_eq!(recorded_grace(&e, "anubis-0", &cfg).await, Some(5));
+    assert_eq!(e.requests("delete", "/pods/anubis-0"), 1, "went through the fallback");
 }
 
 #[tokio::test]
