@@ -455,19 +455,50 @@ async fn own_job_pod_is_never_evicted() {
     assert!(report.to_string().contains("the upgrade chain's own pod"));
 }
 
+/// Evicts `name` (held by a finalizer so the stored pod stays) and returns the
+/// `deletionGracePeriodSeconds` the apiserver recorded.
+async fn recorded_grace(e: &Env, name: &str, cfg: &DrainConfig) -> Option<i64> {
+    let cfg = DrainConfig { timeout: Duration::from_secs(2), ..cfg.clone() };
+    let err = drain::drain(&e.clients, &target(), &cfg).await.expect_err("held by its finalizer");
+    assert!(matches!(err, DrainError::Timeout { .. }), "{err:?}");
+    e.srv.get::<Pod>(Some("default"), name).expect("still there").metadata.deletion_grace_period_seconds
+}
+
+#[tokio::test]
+async fn pods_keep_their_own_grace_period_by_default() {
+    let e = env().await;
+    e.srv.insert(pod("own").on(NODE).owned_by_replicaset("own").grace(77).finalizer("example.com/hold"));
+    assert_eq!(recorded_grace(&e, "own", &config()).await, Some(77));
+}
+
 #[tokio::test]
 async fn grace_period_override_reaches_the_apiserver() {
+    // The typed Eviction carries deleteOptions; kube's EvictParams would send `delete_options`,
+    // which the apiserver drops (rust-ecosystem.md §0.3).
     let e = env().await;
-    // 100000 s of grace, scaled: 1000 s, far beyond the deadline; the override makes it 1 s.
-    e.srv.insert(replicaset("slow").replicas(1).labels(&[("app", "slow")]));
-    e.srv.insert(pod("slow-0").on(NODE).owned_by_replicaset("slow").label("app", "slow").grace(100_000));
-    let cfg = DrainConfig {
-        grace_period_override: Some(Duration::from_secs(1)),
-        timeout: Duration::from_secs(20),
-        ..config()
-    };
-    let report = drain::drain(&e.clients, &target(), &cfg).await.expect("drain succeeds");
-    assert_eq!(report.summary.evicted, 1);
+    e.srv.insert(
+        pod("slow").on(NODE).owned_by_replicaset("slow").grace(100_000).finalizer("example.com/hold"),
+    );
+    let cfg = DrainConfig { grace_period_override: Some(Duration::from_secs(5)), ..config() };
+    assert_eq!(recorded_grace(&e, "slow", &cfg).await, Some(5));
+}
+
+#[tokio::test]
+async fn grace_period_override_applies_to_fallback_deletes() {
+    let e = env().await;
+    e.srv.insert(replicaset("anubis").replicas(1).labels(&[("app", "anubis")]));
+    e.srv.insert(
+        pod("anubis-0")
+            .on(NODE)
+            .owned_by_replicaset("anubis")
+            .label("app", "anubis")
+            .grace(100_000)
+            .finalizer("example.com/hold"),
+    );
+    e.srv.insert(pdb("anubis").min_available(1).selector(&[("app", "anubis")]));
+    let cfg = DrainConfig { grace_period_override: Some(Duration::from_secs(5)), ..config() };
+    assert_eq!(recorded_grace(&e, "anubis-0", &cfg).await, Some(5));
+    assert_eq!(e.requests("delete", "/pods/anubis-0"), 1, "went through the fallback");
 }
 
 #[tokio::test]
@@ -550,4 +581,64 @@ async fn subcommand_functions_print_reports() {
 
     let err = drain::drain_command(&e.clients, "no-such-node", TOOL_NS, &config(), false).await.unwrap_err();
     assert!(format!("{err:#}").contains("failed to read node no-such-node before cordoning it"), "{err:#}");
+}
+
+#[tokio::test]
+async fn pod_bound_to_the_node_during_the_drain_is_drained_too() {
+    let e = env().await;
+    // A finalizer keeps the drain running until the test releases it.
+    e.srv.insert(pod("held").on(NODE).owned_by_replicaset("held").finalizer("example.com/hold"));
+    let handle = {
+        let clients = e.clients.clone();
+        tokio::spawn(async move { drain::drain(&clients, &target(), &config()).await })
+    };
+    for _ in 0..100 {
+        if e.requests("create", "/pods/held/eviction") >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(e.requests("create", "/pods/held/eviction"), 1, "the drain never evicted the first pod");
+    // A pod that tolerates the cordon lands on the node after the drain listed its pods.
+    e.srv.insert(replicaset("late").replicas(1).labels(&[("app", "late")]));
+    e.srv.insert(pod("late-0").on(NODE).owned_by_replicaset("late").label("app", "late"));
+    for _ in 0..100 {
+        if e.requests("create", "/pods/late-0/eviction") >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.srv.modify::<Pod>(Some("default"), "held", |p| p["metadata"]["finalizers"] = serde_json::json!([]));
+
+    let report =
+        tokio::time::timeout(Duration::from_secs(30), handle).await.unwrap().unwrap().expect("drained");
+    assert_eq!(report.summary.evicted, 2);
+    assert_eq!(e.requests("create", "/pods/late-0/eviction"), 1);
+    assert!(e.pods_on(NODE).is_empty());
+}
+
+#[tokio::test]
+async fn cordon_retries_when_the_node_changed_under_it() {
+    let e = env().await;
+    // One resourceVersion conflict, as when the kubelet updates the node between our GET and PATCH.
+    e.srv.inject(Fault::status(409).method("PATCH").on("nodes", NODE).times(1));
+    assert_eq!(drain::cordon(&e.clients.api, NODE).await.unwrap(), Cordon::CordonedByUs);
+    assert_eq!(e.requests("patch", "/nodes/"), 2);
+    assert!(unschedulable(&e.node(NODE)));
+}
+
+#[tokio::test]
+async fn cordon_patch_is_guarded_by_the_resource_version() {
+    let e = env().await;
+    let nodes: Api<Node> = Api::all(e.clients.api.clone());
+    let stale = nodes.get(NODE).await.unwrap().metadata.resource_version.unwrap();
+    e.srv.set_kubelet_version(NODE, "v1.33.6"); // any write bumps the resourceVersion
+    let now = nodes.get(NODE).await.unwrap().metadata.resource_version.unwrap();
+    assert_ne!(now, stale);
+    let patch = serde_json::json!({"metadata": {"resourceVersion": stale}, "spec": {"unschedulable": true}});
+    let err = nodes
+        .patch(NODE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect_err("a stale resourceVersion in a merge patch is a conflict");
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err:?}");
 }
