@@ -107,7 +107,9 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
         match probes::probe_upgrade_plan(exec, &master_t, target).await? {
             PlanTarget::Apply(v) if v == target => info!("kubeadm upgrade plan proposes v{v}"),
             PlanTarget::Apply(v) => {
-                return Err(abort(format!("kubeadm upgrade plan proposes v{v}, not the requested v{target}")));
+                return Err(abort(format!(
+                    "kubeadm upgrade plan proposes v{v}, not the requested v{target}"
+                )));
             }
             PlanTarget::NothingToApply => {
                 return Err(abort(format!(

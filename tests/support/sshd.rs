@@ -82,6 +82,16 @@ impl SshdNode {
     /// Starts a node whose sshd has host keys of these `ssh-keygen -t` kinds (e.g.
     /// `["ed25519", "rsa"]`): the first in `host_key`, the others in `host_key_<kind>`.
     pub fn start_with_host_keys(name: &str, ip: &str, kinds: &[&str]) -> Self {
+        Self::build(name, ip, kinds, None)
+    }
+
+    /// Starts a node listening on a given port (several nodes on distinct loopback addresses
+    /// can share one, as real nodes share port 22).
+    pub fn start_on_port(name: &str, ip: &str, port: u16) -> Self {
+        Self::build(name, ip, &["ed25519"], Some(port))
+    }
+
+    fn build(name: &str, ip: &str, kinds: &[&str], port: Option<u16>) -> Self {
         let ip: IpAddr = ip.parse().unwrap();
         let dir = tempfile::Builder::new().prefix(&format!("sshd-{name}-")).tempdir().unwrap();
         let d = dir.path();
@@ -120,7 +130,7 @@ impl SshdNode {
 
         let host_key_kind = kinds[0].to_string();
         let mut node = Self { name: name.into(), ip, port: 0, dir, child: None, host_keys, host_key_kind };
-        node.launch(free_port(ip));
+        node.launch(port.unwrap_or_else(|| free_port(ip)));
         node
     }
 
