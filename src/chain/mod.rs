@@ -142,6 +142,11 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         let msg = format!("HALTED by kill switch before {step}: {reason}. {}", resume_hint(input));
         warn!("{msg}");
         slack.post(&msg).await;
+        let now = epoch_seconds(jiff::Timestamp::now());
+        ctx.push
+            .push(&group, &[Metric::PhaseFinished(now), Metric::PhaseOutcome(PhaseOutcome::Halted)])
+            .await;
+        record(ctx, own_job(ctx, input).await.as_ref(), &Milestone::Halted(reason.clone())).await;
         return Ok(Ended::Halted(reason));
     }
 

@@ -318,6 +318,11 @@ impl Cluster {
 
     /// Runs one Job's step in-process, as its pod would, and finishes the Job accordingly.
     pub async fn run_job(&self, job: &Job) -> RanJob {
+        self.run_job_with(job, self.settings.clone()).await
+    }
+
+    /// [`Self::run_job`] with other settings (as if the config ConfigMap said so).
+    pub async fn run_job_with(&self, job: &Job, settings: Settings) -> RanJob {
         let name = job.metadata.name.clone().unwrap();
         self.done.lock().unwrap().insert(job.metadata.uid.clone().unwrap());
         let pod_spec = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
@@ -336,7 +341,7 @@ impl Cluster {
             kind: env["KIND"].parse().unwrap(),
         };
         assert_eq!(env["IMAGE"], IMAGE, "the image is passed down the chain");
-        let mut ctx = self.ctx();
+        let mut ctx = self.ctx_with(settings);
         if let Some(pod) = self.srv.job_pods(NS, &name).first() {
             ctx.self_pod = Some(PodRef::new(NS.to_string(), pod.clone()));
         }
