@@ -333,3 +333,40 @@ async fn rerunning_a_completed_phase_is_safe() {
     assert!(!c.cordoned("k8s-node2"));
     assert_eq!(c.chain_jobs(), jobs_before, "the Complete postflight was not re-spawned");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minor_upgrade_is_detected_through_redirects_and_runs() {
+    let mut c = Cluster::start(Layout {
+        control_planes: &["k8s-master"],
+        workers: &["k8s-node1", "k8s-node2"],
+        running: "1.34.2",
+        target: "1.35.3",
+        net: 39,
+    })
+    .await;
+    let repo = support::chain::AptRepo::start(&[("1.35", &["1.35.0", "1.35.3", "1.35.1"])]).await;
+    c.settings.apt_repository = repo.url.parse().unwrap();
+    let d = k8s_upgrade_chain::chain::detect::detect(&c.ctx(), false).await.unwrap();
+    assert_eq!(
+        d,
+        Detection::Target {
+            running: "1.34.2".parse().unwrap(),
+            target: "1.35.3".parse().unwrap(),
+            kind: Kind::Minor,
+            spawned: Some(SpawnOutcome::Created)
+        }
+    );
+    let ran = c.run_chain().await;
+    assert_eq!(ran.len(), 5, "{ran:?}");
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    for n in &c.nodes {
+        assert_eq!(c.kubelet(&n.name), "v1.35.3");
+    }
+    assert!(c.node("k8s-master").calls().iter().any(|l| l.starts_with("kubeadm upgrade apply v1.35.3")));
+
+    // A repository without the next minor: nothing to do.
+    let empty = support::chain::AptRepo::start(&[]).await;
+    c.settings.apt_repository = empty.url.parse().unwrap();
+    let d = k8s_upgrade_chain::chain::detect::detect(&c.ctx(), true).await.unwrap();
+    assert_eq!(d, Detection::UpToDate { running: "1.35.3".parse().unwrap() });
+}

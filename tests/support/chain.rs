@@ -447,3 +447,95 @@ fn seed_node_pods(srv: &TestApiServer, node: &str, control_plane: bool) {
         }
     }
 }
+
+/// A local stand-in for pkgs.k8s.io: every path under `/v<X.Y>/deb/` answers 302 to a
+/// `/mirror/...` copy (as pkgs.k8s.io redirects everything), which serves `Release` and
+/// `Packages` for the minors given; anything else is 404.
+pub struct AptRepo {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AptRepo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AptRepo {
+    /// Serves `packages` (`(minor "1.35", versions ["1.35.0", ...])`).
+    pub async fn start(packages: &[(&str, &[&str])]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let index: std::collections::HashMap<String, String> = packages
+            .iter()
+            .map(|(minor, versions)| {
+                let text: String = versions
+                    .iter()
+                    .map(|v| format!("Package: kubeadm\nVersion: {v}-1.1\nArchitecture: amd64\n\n"))
+                    .collect();
+                (minor.to_string(), text)
+            })
+            .collect();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let index = index.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = 0;
+                    loop {
+                        let Ok(n) = sock.read(&mut buf[got..]).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        got += n;
+                        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") || got == buf.len() {
+                            break;
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&buf[..got]).to_string();
+                    let mut first = req.lines().next().unwrap_or_default().split_whitespace();
+                    let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
+                    let (code, location, body) = route(path, &index);
+                    let mut head = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        body.len()
+                    );
+                    if let Some(l) = location {
+                        head.push_str(&format!("location: {l}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    if method != "HEAD" {
+                        let _ = sock.write_all(body.as_bytes()).await;
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Self { url, task }
+    }
+}
+
+fn route(path: &str, index: &std::collections::HashMap<String, String>) -> (u16, Option<String>, String) {
+    if let Some(rest) = path.strip_prefix("/mirror/v") {
+        let mut parts = rest.splitn(3, '/');
+        let (minor, deb, file) = (parts.next().unwrap_or_default(), parts.next(), parts.next());
+        return match (index.get(minor), deb, file) {
+            (Some(_), Some("deb"), Some("Release")) => {
+                (200, None, format!("Origin: test\nSuite: v{minor}\n"))
+            }
+            (Some(p), Some("deb"), Some("Packages")) => (200, None, p.clone()),
+            (Some(_), Some("deb"), Some("Release.key")) => {
+                (200, None, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n".into())
+            }
+            _ => (404, None, "not found".into()),
+        };
+    }
+    if path.starts_with("/v") {
+        return (302, Some(format!("/mirror{path}")), String::new());
+    }
+    (404, None, "not found".into())
+}
