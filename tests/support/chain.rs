@@ -171,8 +171,7 @@ impl Cluster {
         ssh.known_hosts_file = kh;
         ssh.port = port;
 
-        let mut settings = Settings::default();
-        settings.ssh = ssh;
+        let mut settings = Settings { ssh, ..Settings::default() };
         settings.pushgateway.url = pgw.url.parse().unwrap();
         settings.alerts.prometheus_url = prom.url.parse().unwrap();
         settings.slack.webhook_file = "/nonexistent/slack_webhook".into();
