@@ -135,6 +135,26 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     let job: k8s_openapi::api::batch::v1::Job =
         c.srv.get(Some(NS), "k8s-upgrade-worker-1-34-2-k8s-node3").unwrap();
     assert_eq!(k8s_upgrade_chain::spawn::job_state(&job), k8s_upgrade_chain::spawn::JobState::Failed);
+
+    // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
+    // chain converges from there.
+    std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
+    let ctx = c.ctx();
+    let snap = ctx.snapshot().await.unwrap();
+    let step = Step::new(Phase::Worker, Some("k8s-node3"));
+    let out = k8s_upgrade_chain::chain::spawn_step(&ctx, &snap, &step, "1.34.2".parse().unwrap(), Kind::Patch, OnComplete::Skip)
+        .await
+        .unwrap();
+    assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
+    let ran = c.run_chain().await;
+    let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["k8s-upgrade-worker-1-34-2-k8s-node3", "k8s-upgrade-worker-1-34-2-k8s-node4", "k8s-upgrade-postflight-1-34-2"]
+    );
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    assert!(!c.cordoned("k8s-node3"));
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
