@@ -58,6 +58,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::drain::uncordon_command(&clients, &args.node).await?);
             Ok(())
         }
+        Command::Config => {
+            print!("{}", serde_saphyr::to_string(&settings).context("failed to serialise the settings")?);
+            Ok(())
+        }
         Command::Version => {
             println!("k8s-upgrade-chain {}", env!("CARGO_PKG_VERSION"));
             Ok(())

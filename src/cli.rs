@@ -70,6 +70,9 @@ pub enum Command {
     Drain(DrainArgs),
     /// Uncordon a node, only if the chain cordoned it.
     Uncordon(UncordonArgs),
+    /// Print the effective configuration (the `--config` file with every default filled in)
+    /// as YAML.
+    Config,
     /// Print this tool's version.
     Version,
 }
