@@ -108,6 +108,41 @@ async fn full_chain_one_control_plane_seven_workers() {
     let w = c.node("k8s-node10").calls();
     assert!(w.iter().any(|l| l.starts_with("kubeadm upgrade node")), "{w:?}");
     assert!(!w.iter().any(|l| l.starts_with("kubeadm upgrade apply")), "{w:?}");
+    // Progress is visible in `kubectl describe`: Events on the node and on the Job.
+    let events = c.srv.list::<k8s_openapi::api::events::v1::Event>(None);
+    let reasons = |kind: &str, name: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+            })
+            .filter_map(|e| e.reason.clone())
+            .collect()
+    };
+    let node_reasons = reasons("Node", "k8s-node10");
+    for want in ["DrainStarted", "PodsEvicted", "UpgradeRan", "Uncordoned", "NodeReady", "SoakDone"] {
+        assert!(node_reasons.iter().any(|r| r == want), "{want} missing on node: {node_reasons:?}");
+    }
+    assert!(
+        events.iter().any(|e| e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.uid.as_deref())
+            .is_some_and(|u| !u.is_empty()))
+    );
+    let job_reasons = reasons("Job", "k8s-upgrade-worker-1-34-2-k8s-node10");
+    assert!(
+        job_reasons.contains(&"PhaseStarted".to_string())
+            && job_reasons.contains(&"PhaseSucceeded".to_string()),
+        "{job_reasons:?}"
+    );
+    // The quiesced Deployment came back after the control-plane upgrade.
+    let op: k8s_openapi::api::apps::v1::Deployment =
+        c.srv.get(Some("tigera-operator"), "tigera-operator").unwrap();
+    assert_eq!(op.spec.unwrap().replicas, Some(1));
+    assert!(!op.metadata.annotations.unwrap_or_default().contains_key("k8s-upgrade-chain/quiesced-replicas"));
     assert_eq!(c.metric("k8s_upgrade_snapshot_taken").await, Some(0.0));
     assert_eq!(c.metric("k8s_upgrade_blocked").await, Some(0.0));
     assert_eq!(c.metric("k8s_upgrade_held").await, Some(0.0));
@@ -400,4 +435,62 @@ async fn a_minor_upgrade_is_detected_through_redirects_and_runs() {
     c.settings.apt_repository = empty.url.parse().unwrap();
     let d = k8s_upgrade_chain::chain::detect::detect(&c.ctx(), true).await.unwrap();
     assert_eq!(d, Detection::UpToDate { running: "1.35.3".parse().unwrap() });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_control_plane_upgrade_restores_quiesced_deployments() {
+    let c = Cluster::start(small(40)).await;
+    c.node("k8s-master").set_state("apply_failures", "3");
+    c.detect().await;
+    let ran = c.run_chain().await;
+    let last = ran.last().unwrap();
+    assert_eq!(last.name, "k8s-upgrade-master-1-34-2");
+    assert!(last.result.is_err(), "{:?}", last.result);
+    // Seed failure 27: the operator stayed at 0 replicas after a failed control-plane phase.
+    let op: k8s_openapi::api::apps::v1::Deployment =
+        c.srv.get(Some("tigera-operator"), "tigera-operator").unwrap();
+    assert_eq!(op.spec.unwrap().replicas, Some(1), "restored on the error path");
+    assert!(c.cordoned("k8s-master"), "its own upgrade failed: it stays cordoned");
+    let calls = c.node("k8s-master").calls();
+    assert_eq!(calls.iter().filter(|l| l.starts_with("kubeadm upgrade apply")).count(), 3, "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_refuses_inside_the_settle_window_and_without_prometheus() {
+    let c = Cluster::start(small(41)).await;
+    c.detect().await;
+    let job =
+        c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
+    // The simulated nodes turned Ready seconds ago: inside the default 10-minute window.
+    let mut settings = c.settings.clone();
+    settings.timeouts.settle_window = Duration::from_secs(600);
+    let ran = c.run_job_with(&job, settings).await;
+    let err = ran.result.unwrap_err();
+    assert!(err.contains("settle window") && err.contains("k8s-node1"), "{err}");
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "aborted before marking in flight");
+
+    // Prometheus unreachable: the alert gate fails closed (the seed ran on).
+    let ctx = c.ctx();
+    let snap = ctx.snapshot().await.unwrap();
+    let step = Step::new(Phase::Preflight, None);
+    k8s_upgrade_chain::chain::spawn_step(
+        &ctx,
+        &snap,
+        &step,
+        "1.34.2".parse().unwrap(),
+        Kind::Patch,
+        OnComplete::Skip,
+    )
+    .await
+    .unwrap();
+    let job =
+        c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
+    let mut settings = c.settings.clone();
+    settings.alerts.prometheus_url = "http://127.0.0.1:9/".parse().unwrap();
+    let ran = c.run_job_with(&job, settings).await;
+    match ran.result {
+        Ok(Ended::Refused(r)) => assert!(r.contains("could not query Prometheus"), "{r}"),
+        other => panic!("expected a blocked refusal, got {other:?}"),
+    }
+    assert_eq!(c.metric("k8s_upgrade_blocked").await, Some(1.0));
 }

@@ -229,15 +229,17 @@ async fn record(ctx: &Ctx, job: Option<&ObjectReference>, m: &Milestone) {
     }
 }
 
-/// Records a milestone on a node (and on the Job, when known).
+/// Records a milestone on a node. The reference carries the node's UID, which
+/// `kubectl describe node` matches events on.
 pub async fn record_node(ctx: &Ctx, node: &str, m: &Milestone) {
-    let r = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Node".into()),
-        name: Some(node.into()),
-        ..Default::default()
-    };
-    ctx.events.record(&r, m).await;
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.clients.api.clone());
+    match api.get_opt(node).await {
+        Ok(Some(n)) => {
+            ctx.events.record(&n.object_ref(&()), m).await;
+        }
+        Ok(None) => warn!("node {node} is gone; no Event recorded"),
+        Err(e) => warn!("failed to read node {node} for its Event: {e}"),
+    }
 }
 
 /// Renders and applies the Job after `input.step`, from a fresh snapshot.

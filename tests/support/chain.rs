@@ -148,6 +148,15 @@ impl Cluster {
                 .grace(1)
                 .build(),
         );
+        // A Deployment the site quiesces around control-plane upgrades (tigera-operator).
+        srv.insert(tf::namespace("tigera-operator"));
+        srv.insert(
+            tf::deployment("tigera-operator")
+                .ns("tigera-operator")
+                .replicas(1)
+                .labels(&[("app", "tigera-operator")])
+                .build(),
+        );
         // The etcd backup CronJob.
         srv.insert(json!({
             "apiVersion": "batch/v1", "kind": "CronJob",
@@ -186,6 +195,10 @@ impl Cluster {
         settings.timeouts.job_delete = Duration::from_secs(30);
         settings.drain.timeout = Duration::from_secs(60);
         settings.hooks.smoke_dns_name = Some("localhost".into());
+        settings.hooks.quiesce_deployments = vec![k8s_upgrade_chain::settings::QuiesceDeployment {
+            namespace: "tigera-operator".into(),
+            name: "tigera-operator".into(),
+        }];
         settings.hooks.etcd_backup = Some(EtcdBackup {
             namespace: "default".into(),
             cronjob: "backup-etcd".into(),
