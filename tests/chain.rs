@@ -494,3 +494,87 @@ async fn preflight_refuses_inside_the_settle_window_and_without_prometheus() {
     }
     assert_eq!(c.metric("k8s_upgrade_blocked").await, Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_etcd_snapshot_aborts_before_any_node_is_touched() {
+    let c = Cluster::start(small(42)).await;
+    *c.backup_log.lock().unwrap() = "Backup done: etcd-snapshot.db (512 bytes)\n".into();
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert_eq!(ran.len(), 1);
+    let err = ran[0].result.as_ref().unwrap_err();
+    assert!(err.contains("512 bytes") && err.contains("1024"), "{err}");
+    // In flight without a snapshot: exactly what EtcdPreUpgradeSnapshotMissing alerts on.
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(1.0));
+    assert_eq!(c.metric("k8s_upgrade_snapshot_taken").await, Some(0.0));
+    assert!(c.nodes.iter().all(|n| !n.calls().iter().any(|l| l.starts_with("kubeadm upgrade apply"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partial_chain_resumes_without_redoing_finished_nodes() {
+    let c = Cluster::start(small(43)).await;
+    // A previous run upgraded the control plane and node1, then stopped.
+    c.srv.set_kubelet_version("k8s-master", "v1.34.2");
+    c.srv.set_kubelet_version("k8s-node1", "v1.34.2");
+    // The post-upgrade script must not run either: the control plane is not upgraded again.
+    c.srv.insert(tf::configmap(
+        "kube-system",
+        "apiserver-oidc-restore",
+        &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
+    ));
+    let mut settings = c.settings.clone();
+    settings.hooks.post_control_plane_scripts = vec![k8s_upgrade_chain::settings::PostUpgradeScript {
+        name: "oidc-restore".into(),
+        configmap_namespace: "kube-system".into(),
+        configmap_name: "apiserver-oidc-restore".into(),
+        configmap_key: "restore.sh".into(),
+        verify_file: None,
+        verify_contains: None,
+    }];
+    k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(settings), false).await.unwrap();
+    let ran = c.run_chain().await;
+    let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "k8s-upgrade-preflight-1-34-2",
+            "k8s-upgrade-master-1-34-2",
+            "k8s-upgrade-worker-1-34-2-k8s-node2",
+            "k8s-upgrade-worker-1-34-2-k8s-node3",
+            "k8s-upgrade-worker-1-34-2-k8s-node4",
+            "k8s-upgrade-postflight-1-34-2",
+        ]
+    );
+    assert!(matches!(ran[1].result, Ok(Ended::Skipped(_))), "{:?}", ran[1].result);
+    let master = c.node("k8s-master").calls();
+    // Seed failure 28: kubeadm plan on an at-target control plane prints no apply line.
+    assert!(!master.iter().any(|l| l.starts_with("kubeadm")), "{master:?}");
+    assert!(!master.iter().any(|l| l.contains("oidc-restore-marker")), "{master:?}");
+    assert!(c.node("k8s-node1").calls().iter().all(|l| !l.starts_with("kubeadm")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_upgrade_scripts_run_on_the_upgraded_control_plane() {
+    let mut c = Cluster::start(Layout { workers: &["k8s-node1"], ..small(44) }).await;
+    c.srv.insert(tf::configmap(
+        "kube-system",
+        "apiserver-oidc-restore",
+        &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
+    ));
+    c.settings.hooks.post_control_plane_scripts = vec![k8s_upgrade_chain::settings::PostUpgradeScript {
+        name: "oidc-restore".into(),
+        configmap_namespace: "kube-system".into(),
+        configmap_name: "apiserver-oidc-restore".into(),
+        configmap_key: "restore.sh".into(),
+        verify_file: None,
+        verify_contains: None,
+    }];
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    let master = c.node("k8s-master").calls();
+    let apply = master.iter().position(|l| l.starts_with("kubeadm upgrade apply")).unwrap();
+    let script = master.iter().position(|l| l.contains("oidc-restore-marker")).expect("the script ran");
+    assert!(script > apply, "after the upgrade: {master:?}");
+    assert!(!c.node("k8s-node1").calls().iter().any(|l| l.contains("oidc-restore-marker")));
+}

@@ -52,6 +52,8 @@ pub struct Cluster {
     pub prom: Prometheus,
     pub settings: Settings,
     known_hosts: tempfile::TempDir,
+    /// The log the simulated etcd backup writes (tests may shrink the snapshot).
+    pub backup_log: Arc<std::sync::Mutex<String>>,
     done: std::sync::Mutex<HashSet<String>>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -215,6 +217,9 @@ impl Cluster {
             prom,
             settings,
             known_hosts,
+            backup_log: Arc::new(std::sync::Mutex::new(
+                "snapshot saved\nBackup done: etcd-snapshot.db (4194304 bytes)\n".into(),
+            )),
             done: Default::default(),
             _tasks: vec![],
         };
@@ -252,6 +257,7 @@ impl Cluster {
     /// The etcd backup: completes every `pre-upgrade-etcd-*` Job with its log line.
     fn etcd_backup_task(&self) -> tokio::task::JoinHandle<()> {
         let srv = self.srv.clone();
+        let log = self.backup_log.clone();
         tokio::spawn(async move {
             let mut handled = HashSet::new();
             loop {
@@ -261,11 +267,8 @@ impl Cluster {
                         continue;
                     }
                     for pod in srv.job_pods("default", &name) {
-                        srv.set_pod_log(
-                            "default",
-                            &pod,
-                            "snapshot saved\nBackup done: etcd-snapshot.db (4194304 bytes)\n",
-                        );
+                        let text = log.lock().unwrap().clone();
+                        srv.set_pod_log("default", &pod, &text);
                     }
                     srv.complete_job("default", &name);
                     handled.insert(name);
