@@ -20,9 +20,12 @@
 //! * Resources: core/v1 `pods` (+ `eviction`, `log`, `status`), `nodes`, `namespaces`,
 //!   `configmaps`, `secrets`, `events`, `services`; `events.k8s.io/v1` `events`;
 //!   `apps/v1` `deployments`/`replicasets`/`statefulsets` (+ `scale`), `daemonsets`;
-//!   `batch/v1` `jobs`, `cronjobs`; `policy/v1` `poddisruptionbudgets`. Namespaced and
+//!   `batch/v1` `jobs`, `cronjobs`; `policy/v1` `poddisruptionbudgets`;
+//!   `coordination.k8s.io/v1` `leases`. Namespaced and
 //!   cluster-scoped paths, `/status` subresources, `/readyz` `/livez` `/healthz` (`ok`),
 //!   `/version`, discovery (`/api`, `/apis`, `/api/v1`, `/apis/{g}/{v}`).
+//! * Metadata-only reads (`Accept: ...;as=PartialObjectMetadata`) for get, list and watch, as
+//!   kube's `Api<PartialObjectMeta<K>>` sends them.
 //! * Verbs: get, list (`limit`/`continue` with an opaque token, `remainingItemCount` when no
 //!   selector, list `metadata.resourceVersion`), watch, create (201 / 409 AlreadyExists /
 //!   404 for a missing namespace / 422 without a name), update (PUT, optimistic concurrency

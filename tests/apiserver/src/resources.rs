@@ -84,6 +84,7 @@ pub(crate) const RESOURCES: &[ResDef] = &[
         true,
         true,
     ),
+    r("coordination.k8s.io", "v1", "leases", "Lease", true, false),
 ];
 
 pub(crate) const PODS: usize = 0;

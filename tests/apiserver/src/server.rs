@@ -223,7 +223,7 @@ fn dispatch(
         Route::Unknown => Err(ApiError::no_route()),
         Route::Resource(t) => {
             if verb == "watch" {
-                return watch(inner, t, params);
+                return watch(inner, t, params, partial_metadata(headers));
             }
             resource(inner, method, t, params, headers, body)
         }
@@ -247,7 +247,7 @@ fn resource(
     let mut st = inner.shared.state.lock().unwrap();
     let sub = t.subresource.as_deref();
     match (method.clone(), t.name.as_deref(), sub) {
-        (Method::GET, None, None) => list(&st, t, params),
+        (Method::GET, None, None) => list(&st, t, params, partial_metadata(headers)),
         (Method::POST, None, None) => {
             if def.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed());
@@ -292,6 +292,7 @@ fn resource(
             ))
         }
         (Method::GET, Some(name), None | Some("status")) => match st.get(t.res, &ns, name) {
+            Some(v) if partial_metadata(headers) => Ok(json_resp(200, &to_partial(v))),
             Some(v) => Ok(json_resp(200, v)),
             None => Err(ApiError::not_found(def, name)),
         },
@@ -637,10 +638,24 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// Whether the client asked for `PartialObjectMetadata` (kube's `*_metadata` calls and
+/// `metadata_watcher`).
+fn partial_metadata(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+fn to_partial(v: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
 fn list(
     st: &State,
     t: &Target,
     params: &HashMap<String, String>,
+    partial: bool,
 ) -> Result<Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
     let sel = selectors(def, params)?;
@@ -688,7 +703,11 @@ fn list(
             }
             continue;
         }
-        items.push(strip_type(v.clone()));
+        items.push(if partial {
+            to_partial(v)
+        } else {
+            strip_type(v.clone())
+        });
         last_key = Some(k.clone());
     }
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
@@ -698,9 +717,17 @@ fn list(
             meta["remainingItemCount"] = json!(remaining);
         }
     }
+    let (kind, api_version) = if partial {
+        (
+            "PartialObjectMetadataList".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        )
+    } else {
+        (format!("{}List", def.kind), def.api_version())
+    };
     Ok(json_resp(
         200,
-        &json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(), "metadata": meta, "items": items}),
+        &json!({"kind": kind, "apiVersion": api_version, "metadata": meta, "items": items}),
     ))
 }
 
@@ -776,7 +803,12 @@ fn event_line(typ: &str, obj: &Value) -> Bytes {
     Bytes::from(v)
 }
 
-fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Response<Body> {
+fn watch(
+    inner: &Arc<Inner>,
+    t: &Target,
+    params: &HashMap<String, String>,
+    partial: bool,
+) -> Response<Body> {
     let def = RESOURCES[t.res];
     let sel = match selectors(&def, params) {
         Ok(s) => s,
@@ -804,7 +836,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
         if rv_param.is_none() || send_initial {
             for (_, v) in st.iter(res, ns.as_deref()) {
                 if matches(&sel, v) {
-                    first.push(event_line("ADDED", v));
+                    first.push(event_line("ADDED", &shape(v, partial)));
                 }
             }
             if send_initial && bookmarks {
@@ -814,7 +846,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
             match st.events_since(rv) {
                 Some(evs) => {
                     for ev in evs {
-                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel) {
+                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel, partial) {
                             first.push(line);
                         }
                     }
@@ -855,7 +887,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
                     Ok(ev) => {
                         if ev.rv <= last { continue; }
                         last = ev.rv;
-                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel)
+                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel, partial)
                             && tx.send(line).await.is_err() {
                             return;
                         }
@@ -889,7 +921,13 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
 }
 
 /// An event as a filtered watch delivers it (None = not for this watch).
-fn render(ev: &Event, res: usize, ns: Option<&str>, sel: &Selectors) -> Option<Bytes> {
+fn render(
+    ev: &Event,
+    res: usize,
+    ns: Option<&str>,
+    sel: &Selectors,
+    partial: bool,
+) -> Option<Bytes> {
     if ev.res != res || ns.is_some_and(|n| n != ev.ns) {
         return None;
     }
@@ -906,7 +944,15 @@ fn render(ev: &Event, res: usize, ns: Option<&str>, sel: &Selectors) -> Option<B
         "ADDED" if now => "ADDED",
         _ => return None,
     };
-    Some(event_line(typ, &ev.obj))
+    Some(event_line(typ, &shape(&ev.obj, partial)))
+}
+
+fn shape(v: &Value, partial: bool) -> std::borrow::Cow<'_, Value> {
+    if partial {
+        std::borrow::Cow::Owned(to_partial(v))
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
 }
 
 // ----- discovery -----

@@ -1454,3 +1454,33 @@ async fn watcher_in_streaming_list_mode() {
         other => panic!("expected an Apply, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn metadata_only_calls_and_leases() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("m1").on("n1").label("app", "m"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let meta = pods.get_metadata("m1").await.unwrap();
+    assert_eq!(meta.metadata.labels.unwrap()["app"], "m");
+    let list = pods.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let meta_api: Api<kube::core::PartialObjectMeta<Pod>> = Api::default_namespaced(srv.client());
+    let mut stream = watcher(meta_api, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("m1"));
+
+    let leases: Api<Lease> = Api::default_namespaced(srv.client());
+    let l: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "upgrade-lock"}, "spec": {"holderIdentity": "me"}}),
+    )
+    .unwrap();
+    leases.create(&PostParams::default(), &l).await.unwrap();
+    assert!(leases.get("upgrade-lock").await.is_ok());
+}
