@@ -91,7 +91,7 @@
 //!   `disruptionsAllowed == 0` is 429 TooManyRequests with the `DisruptionBudget` cause
 //!   `The disruption budget <pdb> needs <desired> healthy pods and has <current> currently`;
 //!   otherwise the budget is decremented, the pod recorded in `status.disruptedPods`, and the
-//!   pod deleted (grace from `deleteOptions`, else its own). Success is 201
+//!   pod marked with the `DisruptionTarget` condition (reason `EvictionByEvictionAPI`) and deleted (grace from `deleteOptions`, else its own). Success is 201
 //!   `{"kind":"Status",...,"status":"Success","code":201}`. `dryRun` honoured.
 //! * Disruption controller: PDB status recomputed on every pod change (currentHealthy,
 //!   desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods, observedGeneration,

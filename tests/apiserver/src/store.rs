@@ -1572,7 +1572,7 @@ impl State {
         let can_ignore =
             matches!(phase(&pod), "Succeeded" | "Failed" | "Pending") || terminating(&pod);
         if can_ignore {
-            self.delete(PODS, ns, name, &opts)?;
+            self.evict_delete(ns, name, &opts)?;
             return ok();
         }
         let pdbs = self.pdbs_for(&pod);
@@ -1652,8 +1652,40 @@ impl State {
                 }
             }
         }
-        self.delete(PODS, ns, name, &opts)?;
+        self.evict_delete(ns, name, &opts)?;
         ok()
+    }
+
+    /// eviction.go addConditionAndDeletePod: a `DisruptionTarget` condition, then the delete.
+    fn evict_delete(&mut self, ns: &str, name: &str, opts: &DeleteOpts) -> Result<(), ApiError> {
+        let mut opts = opts.clone();
+        if !opts.dry_run {
+            let pod = self
+                .get(PODS, ns, name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(&RESOURCES[PODS], name))?;
+            let uid_ok = opts.uid.as_deref().is_none_or(|u| u == uid_of(&pod));
+            let rv = pod
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let rv_ok = opts.resource_version.as_deref().is_none_or(|r| r == rv);
+            if !uid_ok || !rv_ok {
+                // The delete answers the precondition conflict.
+                return self.delete(PODS, ns, name, &opts).map(|_| ());
+            }
+            if !terminating(&pod) {
+                self.modify(PODS, ns, name, |p| {
+                    set_condition(
+                        p,
+                        json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting", "lastProbeTime": null}),
+                    )
+                });
+            }
+            // Checked above, against the pod as the client saw it (the condition bumped it).
+            opts.resource_version = None;
+        }
+        self.delete(PODS, ns, name, &opts).map(|_| ())
     }
 
     /// The scale subresource's view of a workload.

@@ -850,6 +850,18 @@ async fn eviction_honours_the_disruption_budget() {
     assert_eq!((last.verb.as_str(), last.status), ("create", 201));
     let evicted = srv.get::<Pod>(Some("apps"), "web-abc-0").unwrap();
     assert!(evicted.metadata.deletion_timestamp.is_some());
+    let dt = evicted
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("eviction marks the pod with DisruptionTarget");
+    assert_eq!(
+        (dt.status.as_str(), dt.reason.as_deref()),
+        ("True", Some("EvictionByEvictionAPI"))
+    );
 
     let blocked = api_err(
         pods.evict("web-abc-1", &EvictParams::default())
