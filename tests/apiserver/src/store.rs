@@ -1664,15 +1664,42 @@ impl State {
                 .get(PODS, ns, name)
                 .cloned()
                 .ok_or_else(|| ApiError::not_found(&RESOURCES[PODS], name))?;
-            let uid_ok = opts.uid.as_deref().is_none_or(|u| u == uid_of(&pod));
+            // addConditionAndDeletePod checks the preconditions against the latest pod, with
+            // its own messages (and "Pod" as the resource).
+            let pod_res = crate::resources::ResDef {
+                plural: "Pod",
+                ..RESOURCES[PODS]
+            };
+            if let Some(u) = opts
+                .uid
+                .as_deref()
+                .filter(|u| !u.is_empty() && *u != uid_of(&pod))
+            {
+                return Err(ApiError::conflict(
+                    &pod_res,
+                    name,
+                    &format!(
+                        "the UID in the precondition ({u}) does not match the UID in record ({}). The object might have been deleted and then recreated",
+                        uid_of(&pod)
+                    ),
+                ));
+            }
             let rv = pod
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let rv_ok = opts.resource_version.as_deref().is_none_or(|r| r == rv);
-            if !uid_ok || !rv_ok {
-                // The delete answers the precondition conflict.
-                return self.delete(PODS, ns, name, &opts).map(|_| ());
+            if let Some(r) = opts
+                .resource_version
+                .as_deref()
+                .filter(|r| !r.is_empty() && *r != rv)
+            {
+                return Err(ApiError::conflict(
+                    &pod_res,
+                    name,
+                    &format!(
+                        "the ResourceVersion in the precondition ({r}) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+                    ),
+                ));
             }
             if !terminating(&pod) {
                 self.modify(PODS, ns, name, |p| {

@@ -1496,3 +1496,35 @@ async fn metadata_only_calls_and_leases() {
     leases.create(&PostParams::default(), &l).await.unwrap();
     assert!(leases.get("upgrade-lock").await.is_ok());
 }
+
+#[tokio::test]
+async fn eviction_preconditions() {
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("p").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client_without_retry());
+    let ev = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"},
+                    "deleteOptions": {"preconditions": {"uid": "not-it"}}});
+    let e = api_err(
+        pods.create_subresource::<_, kube::core::Status>(
+            "eviction",
+            "p",
+            &PostParams::default(),
+            &ev,
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.starts_with(r#"Operation cannot be fulfilled on Pod "p": the UID in the precondition (not-it) does not match the UID in record ("#),
+        "{}",
+        e.message
+    );
+    assert!(
+        srv.get::<Pod>(Some("default"), "p")
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+}
