@@ -93,11 +93,18 @@
 //!   otherwise the budget is decremented, the pod recorded in `status.disruptedPods`, and the
 //!   pod marked with the `DisruptionTarget` condition (reason `EvictionByEvictionAPI`) and deleted (grace from `deleteOptions`, else its own). Success is 201
 //!   `{"kind":"Status",...,"status":"Success","code":201}`. `dryRun` honoured.
-//! * Disruption controller: PDB status recomputed on every pod change (currentHealthy,
-//!   desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods, observedGeneration,
-//!   `DisruptionAllowed` condition) following `getExpectedPodCount`: integer `minAvailable`
-//!   counts matching pods; `maxUnavailable` or a percentage uses the owning controllers'
-//!   replicas (ReplicaSet, Deployment through its ReplicaSet, StatefulSet).
+//! * Disruption controller (pkg/controller/disruption): PDB status recomputed on every pod
+//!   change (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods,
+//!   observedGeneration, `DisruptionAllowed` condition SufficientPods/InsufficientPods) after
+//!   `getExpectedPodCount`: integer `minAvailable` expects the number of matching pods;
+//!   `maxUnavailable` or a percentage sums the replicas of the pods' controllers (ReplicaSet,
+//!   Deployment through its ReplicaSet, StatefulSet); pods without a controller are skipped
+//!   (unmanaged); a controller that has no replicas to find (DaemonSet, Job, a missing owner)
+//!   makes the controller fail safe: `disruptionsAllowed: 0`, condition `SyncFailed` with
+//!   `found no controllers for pod "x"`, observedGeneration not advanced (so evictions answer
+//!   429 `The disruption budget x is still being processed by the server.`, Retry-After 10).
+//!   Nothing is allowed while expectedPods is 0. `disruptedPods` entries go when the pod is
+//!   gone or terminating, or after 2 minutes.
 //! * ReplicaSet / StatefulSet controllers (on unless [`Builder::controllers`]`(false)`): a
 //!   ReplicaSet-owned pod is replaced (`<rs>-xxxxx`, new uid) as soon as it starts terminating
 //!   (ReplicaSets ignore terminating pods); a StatefulSet-owned pod is replaced with the same
@@ -127,9 +134,9 @@
 //!   (as upstream). Foreground deletion waits for every dependent (not only
 //!   `blockOwnerDeletion` ones). Background/Foreground dependents are deleted within the
 //!   deleting request (upstream's garbage collector does it moments later).
-//! * The disruption controller fails safe (disruptionsAllowed 0, condition reason
-//!   `SyncFailed`) when a percentage/maxUnavailable PDB covers a pod without a supported
-//!   controller (upstream would try the scale subresource of other kinds).
+//! * The disruption controller resolves replicas for ReplicaSets, Deployments and
+//!   StatefulSets only (upstream also asks the scale subresource of any other kind, e.g. a
+//!   custom resource).
 //! * Validation is limited to names, namespaces, Job `restartPolicy` and Job immutability;
 //!   pod spec updates are not restricted; no projected service-account token volume is added.
 //! * Core `events` and `events.k8s.io` events are stored separately (upstream they are one).

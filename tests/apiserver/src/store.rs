@@ -1416,54 +1416,61 @@ impl State {
         }
     }
 
-    /// `getExpectedScale`: the sum of the owning controllers' replicas; None when a pod has no
-    /// controller or one we cannot scale (the real controller then fails safe).
-    fn expected_scale(&self, pods: &[&Value]) -> Option<i64> {
+    /// `getExpectedScale`: the sum of the replicas of the pods' controllers. Pods without a
+    /// controller are skipped (upstream calls them unmanaged); a controller that cannot be
+    /// resolved to ReplicaSet / Deployment / StatefulSet replicas is an error, as upstream's
+    /// finders (which fall back to a scale subresource that DaemonSets and Jobs lack).
+    fn expected_scale(&self, pods: &[&Value]) -> Result<i64, String> {
         let mut seen: HashMap<String, i64> = HashMap::new();
         for p in pods {
-            let owner = controller_ref(p)?;
+            let Some(owner) = controller_ref(p) else {
+                continue;
+            };
             let ns = ns_of(p);
             let oname = owner["name"].as_str().unwrap_or_default();
-            let (key, replicas) = match owner["kind"].as_str() {
+            let no_controller = || format!("found no controllers for pod {:?}", name_of(p));
+            let replicas = |v: &Value| {
+                v.pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+            };
+            let (key, n) = match owner["kind"].as_str() {
                 Some("ReplicaSet") => {
-                    let rs = self.get(REPLICASETS, ns, oname)?;
+                    let rs = self.get(REPLICASETS, ns, oname).ok_or_else(no_controller)?;
                     match controller_ref(rs) {
                         Some(d) if d["kind"] == "Deployment" => {
-                            let dep =
-                                self.get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())?;
-                            (
-                                uid_of(dep).to_string(),
-                                dep.pointer("/spec/replicas")
-                                    .and_then(Value::as_i64)
-                                    .unwrap_or(1),
-                            )
+                            let dep = self
+                                .get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())
+                                .ok_or_else(no_controller)?;
+                            (uid_of(dep).to_string(), replicas(dep))
                         }
-                        _ => (
-                            uid_of(rs).to_string(),
-                            rs.pointer("/spec/replicas")
-                                .and_then(Value::as_i64)
-                                .unwrap_or(1),
-                        ),
+                        _ => (uid_of(rs).to_string(), replicas(rs)),
                     }
                 }
                 Some("StatefulSet") => {
-                    let s = self.get(STATEFULSETS, ns, oname)?;
-                    (
-                        uid_of(s).to_string(),
-                        s.pointer("/spec/replicas")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(1),
-                    )
+                    let s = self
+                        .get(STATEFULSETS, ns, oname)
+                        .ok_or_else(no_controller)?;
+                    (uid_of(s).to_string(), replicas(s))
                 }
-                _ => return None,
+                Some("Deployment") => {
+                    let d = self.get(DEPLOYMENTS, ns, oname).ok_or_else(no_controller)?;
+                    (uid_of(d).to_string(), replicas(d))
+                }
+                _ => return Err(no_controller()),
             };
-            seen.insert(key, replicas);
+            seen.insert(key, n);
         }
-        Some(seen.values().sum())
+        Ok(seen.values().sum())
     }
 
+    /// The disruption controller's `trySync` for one PDB: the new status.
     fn pdb_status(&self, pdb: &Value) -> Value {
         let ns = ns_of(pdb);
+        let generation = pdb
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let sel = LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null))
             .ok()
             .flatten();
@@ -1476,36 +1483,50 @@ impl State {
             None => Vec::new(),
         };
         let spec = pdb.get("spec").cloned().unwrap_or_else(|| json!({}));
-        let mut fail = false;
-        let (expected, desired) =
+        let counts: Result<(i64, i64), String> =
             if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
-                match self.expected_scale(&pods) {
-                    Some(e) => (e, (e - scaled(mu, e).unwrap_or(0)).max(0)),
-                    None => {
-                        fail = true;
-                        (0, 0)
-                    }
-                }
+                self.expected_scale(&pods)
+                    .map(|e| (e, (e - scaled(mu, e).unwrap_or(0)).max(0)))
             } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
                 match ma {
-                    Value::Number(n) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
-                    _ => match self.expected_scale(&pods) {
-                        Some(e) => (e, scaled(ma, e).unwrap_or(0)),
-                        None => {
-                            fail = true;
-                            (0, 0)
-                        }
-                    },
+                    Value::Number(n) => Ok((pods.len() as i64, n.as_i64().unwrap_or(0))),
+                    _ => self
+                        .expected_scale(&pods)
+                        .map(|e| (e, scaled(ma, e).unwrap_or(0))),
                 }
             } else {
-                (0, 0)
+                Ok((0, 0))
             };
+        let old = pdb.get("status").cloned().filter(Value::is_object).unwrap_or_else(|| {
+            json!({"observedGeneration": 0, "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
+        });
+        let old_cond = old
+            .get("conditions")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|c| c["type"] == "DisruptionAllowed"))
+            .cloned();
         let now = jiff::Timestamp::now();
+        let condition = |st: &str, reason: &str, message: &str, observed: i64| {
+            let ltt = match &old_cond {
+                Some(c) if c["status"] == st => c["lastTransitionTime"].clone(),
+                _ => json!(ts_str(now)),
+            };
+            json!([{"type": "DisruptionAllowed", "status": st, "reason": reason, "message": message,
+                    "observedGeneration": observed, "lastTransitionTime": ltt}])
+        };
+        let (expected, desired) = match counts {
+            Ok(c) => c,
+            Err(e) => {
+                // failSafe: only disruptionsAllowed and the condition change.
+                let mut st = old.clone();
+                let observed = st["observedGeneration"].as_i64().unwrap_or(0);
+                st["disruptionsAllowed"] = json!(0);
+                st["conditions"] = condition("False", "SyncFailed", &e, observed);
+                return st;
+            }
+        };
         let mut disrupted = Map::new();
-        if let Some(d) = pdb
-            .pointer("/status/disruptedPods")
-            .and_then(Value::as_object)
-        {
+        if let Some(d) = old.get("disruptedPods").and_then(Value::as_object) {
             for (name, ts) in d {
                 let alive = pods.iter().any(|p| name_of(p) == name && !terminating(p));
                 let fresh = ts
@@ -1521,40 +1542,27 @@ impl State {
             .iter()
             .filter(|p| !terminating(p) && pod_ready(p) && !disrupted.contains_key(name_of(p)))
             .count() as i64;
-        let allowed = if fail { 0 } else { (healthy - desired).max(0) };
-        let generation = pdb
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
+        // updatePdbStatus: nothing is allowed while no pods are expected.
+        let allowed = if expected <= 0 {
+            0
+        } else {
+            (healthy - desired).max(0)
+        };
         let mut status = json!({
             "observedGeneration": generation,
             "disruptionsAllowed": allowed,
-            "currentHealthy": if fail { 0 } else { healthy },
+            "currentHealthy": healthy,
             "desiredHealthy": desired,
             "expectedPods": expected,
         });
         if !disrupted.is_empty() {
             status["disruptedPods"] = Value::Object(disrupted);
         }
-        let (st, reason) = if fail {
-            ("False", "SyncFailed")
-        } else if allowed > 0 {
-            ("True", "SufficientPods")
+        status["conditions"] = if allowed > 0 {
+            condition("True", "SufficientPods", "", generation)
         } else {
-            ("False", "InsufficientPods")
+            condition("False", "InsufficientPods", "", generation)
         };
-        let old_cond = pdb
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().find(|c| c["type"] == "DisruptionAllowed"));
-        let ltt = match old_cond {
-            Some(c) if c["status"] == st => c["lastTransitionTime"].clone(),
-            _ => json!(ts_str(now)),
-        };
-        status["conditions"] = json!([{
-            "type": "DisruptionAllowed", "status": st, "reason": reason, "message": "",
-            "observedGeneration": generation, "lastTransitionTime": ltt,
-        }]);
         status
     }
 

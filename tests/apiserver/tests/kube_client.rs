@@ -1072,7 +1072,7 @@ async fn pdb_math_from_controllers() {
         ),
         (4, 3, 3, 0)
     );
-    // A bare pod under a maxUnavailable budget: the controller fails safe.
+    // A bare pod under a maxUnavailable budget is unmanaged: expected 0, nothing allowed.
     srv.insert(pod("bare").ns("apps").on("n1").label("app", "bare"));
     srv.insert(
         pdb("bare")
@@ -1085,8 +1085,51 @@ async fn pdb_math_from_controllers() {
         .unwrap()
         .status
         .unwrap();
-    assert_eq!(st.disruptions_allowed, 0);
-    assert_eq!(st.conditions.unwrap()[0].reason, "SyncFailed");
+    assert_eq!(
+        (st.expected_pods, st.current_healthy, st.disruptions_allowed),
+        (0, 1, 0)
+    );
+    assert_eq!(st.conditions.unwrap()[0].reason, "InsufficientPods");
+    // A DaemonSet pod: no scale to find, the controller fails safe and never observes the
+    // PDB's generation, so the eviction API says the budget is still being processed.
+    srv.insert(
+        pod("agent")
+            .ns("apps")
+            .on("n1")
+            .owned_by_daemonset("agent")
+            .label("app", "agent"),
+    );
+    srv.insert(
+        pdb("agent")
+            .ns("apps")
+            .max_unavailable(1)
+            .selector(&[("app", "agent")]),
+    );
+    let st = srv
+        .get::<PodDisruptionBudget>(Some("apps"), "agent")
+        .unwrap()
+        .status
+        .unwrap();
+    let c = &st.conditions.unwrap()[0];
+    assert_eq!(
+        (c.reason.as_str(), c.message.as_str()),
+        ("SyncFailed", r#"found no controllers for pod "agent""#)
+    );
+    assert_eq!(
+        (st.disruptions_allowed, st.observed_generation),
+        (0, Some(0))
+    );
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
+    let e = api_err(
+        pods.evict("agent", &EvictParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 429);
+    assert_eq!(
+        e.details.unwrap().causes[0].message,
+        "The disruption budget agent is still being processed by the server."
+    );
     let _ = srv.get::<ReplicaSet>(Some("apps"), "web-1").unwrap();
 }
 
