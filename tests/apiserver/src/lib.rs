@@ -137,7 +137,10 @@
 //! * The disruption controller resolves replicas for ReplicaSets, Deployments and
 //!   StatefulSets only (upstream also asks the scale subresource of any other kind, e.g. a
 //!   custom resource).
-//! * Validation is limited to names, namespaces, Job `restartPolicy` and Job immutability;
+//! * Validation is limited to object names (RFC 1123 subdomain; namespaces RFC 1123 label;
+//!   services DNS-1035), label keys/values on `metadata.labels` and pod templates (so a Job
+//!   name over 63 characters is 422, as upstream: the controller copies it into a label), Job
+//!   `restartPolicy` and Job immutability; messages use the 1.33 wording (`characters`);
 //!   pod spec updates are not restricted; no projected service-account token volume is added.
 //! * Core `events` and `events.k8s.io` events are stored separately (upstream they are one).
 //! * Pod logs are one text per pod: the `container` parameter is accepted and ignored;
@@ -155,6 +158,7 @@ mod selector;
 mod server;
 mod status;
 mod store;
+mod validate;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

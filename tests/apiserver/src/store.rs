@@ -565,6 +565,10 @@ impl State {
         if res == JOBS {
             validate_job(def, &obj)?;
         }
+        let errs = crate::validate::object(def.plural, &obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid_fields(def, name_of(&obj), &errs));
+        }
         if dry_run {
             meta_mut(&mut obj).remove("resourceVersion");
             return Ok(obj);
@@ -665,6 +669,13 @@ impl State {
         }
         if sub != Some("status") {
             crate::defaults::for_kind(def.kind, &mut next);
+            let errs: Vec<_> = crate::validate::object(def.plural, &next)
+                .into_iter()
+                .filter(|(f, _)| f != "metadata.name")
+                .collect();
+            if !errs.is_empty() {
+                return Err(ApiError::invalid_fields(def, name, &errs));
+            }
         }
         if res == JOBS {
             for field in ["template", "selector"] {

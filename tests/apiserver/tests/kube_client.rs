@@ -499,6 +499,32 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
     let tmpl = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(tmpl.scheduler_name.as_deref(), Some("default-scheduler"));
 
+    // A Job name longer than a label value can be (the controller labels its pods with it).
+    let long = format!(
+        "upgrade-worker-{}",
+        "k8s-node-with-a-very-long-name-0123456789abcdefgh"
+    );
+    let e = api_err(
+        jobs.create(&PostParams::default(), &upgrade_job(&long, "n2", "img:1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Job.batch "{long}" is invalid: spec.template.labels: Invalid value: "{long}": must be no more than 63 characters"#
+        )
+    );
+    let bad: Pod = serde_json::from_value(json!({"metadata": {"name": "Web_1"}, "spec": {"containers": [{"name": "a", "image": "b"}]}})).unwrap();
+    let e = api_err(
+        Api::<Pod>::namespaced(srv.client(), "upgrade")
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.message.starts_with(r#"Pod "Web_1" is invalid: metadata.name: Invalid value: "Web_1": a lowercase RFC 1123 subdomain"#), "{}", e.message);
+
     // A Job whose pods would restart is invalid.
     let mut always = upgrade_job("bad", "n2", "img:1");
     always
