@@ -140,8 +140,10 @@
 //! * Validation is limited to object names (RFC 1123 subdomain; namespaces RFC 1123 label;
 //!   services DNS-1035), label keys/values on `metadata.labels` and pod templates (so a Job
 //!   name over 63 characters is 422, as upstream: the controller copies it into a label), Job
-//!   `restartPolicy` and Job immutability; messages use the 1.33 wording (`characters`);
-//!   pod spec updates are not restricted; no projected service-account token volume is added.
+//!   `restartPolicy`, Job immutability and pod spec immutability (only images,
+//!   `activeDeadlineSeconds`, `tolerations`, `terminationGracePeriodSeconds` may change; the
+//!   422 message lacks upstream's object diff); messages use the 1.33 wording (`characters`);
+//!   no projected service-account token volume is added.
 //! * Core `events` and `events.k8s.io` events are stored separately (upstream they are one).
 //! * Pod logs are one text per pod: the `container` parameter is accepted and ignored;
 //!   `tailLines` is honoured.

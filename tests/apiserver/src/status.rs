@@ -183,6 +183,29 @@ impl ApiError {
         )
     }
 
+    /// 422 Invalid with a `FieldValueForbidden` cause.
+    pub fn forbidden_field(def: &ResDef, name: &str, field: &str, why: &str) -> Self {
+        let detail = format!("Forbidden: {why}");
+        let mut d = json!({
+            "name": name,
+            "kind": def.kind,
+            "causes": [{"reason": "FieldValueForbidden", "message": detail, "field": field}],
+        });
+        if !def.group.is_empty() {
+            d["group"] = json!(def.group);
+        }
+        status(
+            422,
+            "Invalid",
+            format!(
+                "{} {:?} is invalid: {field}: {detail}",
+                def.qualified_kind(),
+                name
+            ),
+            Some(d),
+        )
+    }
+
     /// 422 Invalid with a `FieldValueRequired` cause.
     pub fn required(def: &ResDef, name: &str, field: &str, what: &str) -> Self {
         let detail = format!("Required value: {what}");

@@ -677,10 +677,25 @@ impl State {
                 return Err(ApiError::invalid_fields(def, name, &errs));
             }
         }
+        // Compare against the stored object as defaulting would leave it (seeded objects may
+        // lack defaults).
+        let mut prev_d = prev.clone();
+        crate::defaults::for_kind(def.kind, &mut prev_d);
+        if res == PODS
+            && sub != Some("status")
+            && !pod_spec_update_ok(prev_d.get("spec"), next.get("spec"))
+        {
+            return Err(ApiError::forbidden_field(
+                def,
+                name,
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
+        }
         if res == JOBS {
             for field in ["template", "selector"] {
                 let (a, b) = (
-                    prev.pointer(&format!("/spec/{field}")),
+                    prev_d.pointer(&format!("/spec/{field}")),
                     next.pointer(&format!("/spec/{field}")),
                 );
                 if a != b {
@@ -1759,6 +1774,32 @@ impl State {
         let av = next["apiVersion"].as_str().unwrap_or_default().to_string();
         patch::track_update(prev, next, manager, &av, &now_str());
     }
+}
+
+/// ValidatePodUpdate, simplified: everything but images, activeDeadlineSeconds, tolerations
+/// and terminationGracePeriodSeconds must stay.
+fn pod_spec_update_ok(prev: Option<&Value>, next: Option<&Value>) -> bool {
+    let strip = |v: Option<&Value>| {
+        let mut v = v.cloned().unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            for k in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
+                o.remove(k);
+            }
+            for k in ["containers", "initContainers"] {
+                if let Some(Value::Array(cs)) = o.get_mut(k) {
+                    for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        v
+    };
+    strip(prev) == strip(next)
 }
 
 /// The Job validation a client is most likely to trip over: the pod template's restart policy.

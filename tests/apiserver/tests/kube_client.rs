@@ -383,6 +383,27 @@ async fn patch_flavours() {
         .await
         .unwrap();
     assert_eq!(p.metadata.labels.unwrap()["x"], "y");
+    // Pod specs are immutable but for images and a few fields.
+    let e = api_err(
+        pods.patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "n2"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(e.message.starts_with(
+        r#"Pod "p" is invalid: spec: Forbidden: pod updates may not change fields other than"#
+    ));
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"containers": [{"name": "main", "image": "img:2"}]}})),
+    )
+    .await
+    .unwrap();
     // Status is not writable through the main resource.
     let p = pods
         .patch(
