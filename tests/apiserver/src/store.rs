@@ -1136,6 +1136,17 @@ impl State {
                 self.namespace_gc(&ns);
             }
         }
+        if matches!(res, REPLICASETS | DEPLOYMENTS | STATEFULSETS)
+            && prev.and_then(|p| p.pointer("/spec/replicas"))
+                != cur.and_then(|c| c.pointer("/spec/replicas"))
+        {
+            // The disruption controller also watches the workloads whose scale it reads.
+            let ns = prev
+                .or(cur)
+                .map(|v| ns_of(v).to_string())
+                .unwrap_or_default();
+            self.recompute_pdbs(&ns);
+        }
         if res != PODS {
             return;
         }
@@ -1143,7 +1154,9 @@ impl State {
             .or(cur)
             .map(|v| ns_of(v).to_string())
             .unwrap_or_default();
-        self.recompute_pdbs(&ns);
+        if pdb_relevant_change(prev, cur) {
+            self.recompute_pdbs_for(&ns, prev, cur);
+        }
         if !self.opts.controllers {
             return;
         }
@@ -1431,7 +1444,26 @@ impl State {
     }
 
     pub(crate) fn recompute_pdbs(&mut self, ns: &str) {
-        let pdbs: Vec<Value> = self.iter(PDBS, Some(ns)).map(|(_, v)| v.clone()).collect();
+        self.recompute_pdbs_for(ns, None, None);
+    }
+
+    /// Recomputes the PDBs of `ns`; with pods given, only those selecting one of them.
+    fn recompute_pdbs_for(&mut self, ns: &str, a: Option<&Value>, b: Option<&Value>) {
+        let selects = |pdb: &Value, pod: Option<&Value>| {
+            pod.is_some_and(|p| {
+                matches!(
+                    LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)),
+                    Ok(Some(sel)) if sel.matches(p.pointer("/metadata/labels"))
+                )
+            })
+        };
+        let all = a.is_none() && b.is_none();
+        let pdbs: Vec<Value> = self
+            .iter(PDBS, Some(ns))
+            .map(|(_, v)| v)
+            .filter(|v| all || selects(v, a) || selects(v, b))
+            .cloned()
+            .collect();
         for pdb in pdbs {
             let status = self.pdb_status(&pdb);
             if pdb.get("status") != Some(&status) {
@@ -1774,6 +1806,18 @@ impl State {
         let av = next["apiVersion"].as_str().unwrap_or_default().to_string();
         patch::track_update(prev, next, manager, &av, &now_str());
     }
+}
+
+/// Whether a pod change can move any PDB's numbers: existence, labels, readiness,
+/// termination, ownership.
+fn pdb_relevant_change(prev: Option<&Value>, cur: Option<&Value>) -> bool {
+    let (Some(p), Some(c)) = (prev, cur) else {
+        return true;
+    };
+    p.pointer("/metadata/labels") != c.pointer("/metadata/labels")
+        || terminating(p) != terminating(c)
+        || pod_ready(p) != pod_ready(c)
+        || p.pointer("/metadata/ownerReferences") != c.pointer("/metadata/ownerReferences")
 }
 
 /// ValidatePodUpdate, simplified: everything but images, activeDeadlineSeconds, tolerations

@@ -1119,6 +1119,24 @@ async fn pdb_math_from_controllers() {
         ),
         (4, 3, 3, 0)
     );
+    // Scaling the Deployment moves the budget.
+    let deps: Api<Deployment> = Api::namespaced(srv.client(), "apps");
+    deps.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    let st = srv
+        .get::<PodDisruptionBudget>(Some("apps"), "pct")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        (st.expected_pods, st.desired_healthy, st.disruptions_allowed),
+        (3, 2, 1)
+    );
     // A bare pod under a maxUnavailable budget is unmanaged: expected 0, nothing allowed.
     srv.insert(pod("bare").ns("apps").on("n1").label("app", "bare"));
     srv.insert(
