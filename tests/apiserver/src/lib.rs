@@ -211,6 +211,9 @@ pub struct Fault {
     pub times: Option<u32>,
     /// Status message; a realistic default per code otherwise.
     pub message: Option<String>,
+    /// When set, matching requests are not failed but held this long and then served
+    /// normally (a slow apiserver; `status` is ignored).
+    pub delay: Option<Duration>,
 }
 
 impl Default for Fault {
@@ -223,6 +226,7 @@ impl Default for Fault {
             status: 500,
             times: None,
             message: None,
+            delay: None,
         }
     }
 }
@@ -260,6 +264,13 @@ impl Fault {
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
         self
+    }
+    /// Matching requests are held for `d`, then served normally.
+    pub fn delay(d: Duration) -> Self {
+        Self {
+            delay: Some(d),
+            ..Self::default()
+        }
     }
     /// A custom Status message.
     pub fn message(mut self, m: &str) -> Self {
@@ -656,6 +667,39 @@ impl TestApiServer {
     /// The current (latest) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.state().rv
+    }
+
+    /// Removes an object at once, whatever its grace period or finalizers (a DELETED event;
+    /// controllers react as to any disappearance). Returns false if absent.
+    pub fn remove<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+    ) -> bool {
+        let res = res_of::<K>();
+        let ns = if resources::RESOURCES[res].namespaced {
+            ns.unwrap_or("default")
+        } else {
+            ""
+        };
+        self.state().remove(res, ns, name)
+    }
+
+    /// Polls `check` every 10 ms until it holds; panics naming `what` after `timeout`.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !check(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Drops the retained watch history, as an etcd compaction does: a watch from any

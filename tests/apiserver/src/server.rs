@@ -96,7 +96,11 @@ pub(crate) async fn handle(
     let route = resources::route(&path);
     let verb = verb_of(&method, &route, &params);
     let resp = match inner.fault_for(&method, &path, &query, &route, verb) {
-        Some(e) => err_resp(e),
+        Some(Err(e)) => err_resp(e),
+        Some(Ok(delay)) => {
+            tokio::time::sleep(delay).await;
+            dispatch(&inner, &method, &route, &params, &headers, &body, verb)
+        }
         None => dispatch(&inner, &method, &route, &params, &headers, &body, verb),
     };
     let path_q = if query.is_empty() {
@@ -121,7 +125,7 @@ impl Inner {
         query: &str,
         route: &Route,
         verb: &str,
-    ) -> Option<ApiError> {
+    ) -> Option<Result<Duration, ApiError>> {
         let mut faults = self.faults.lock().unwrap();
         let (def, name, ns) = match route {
             Route::Resource(t) => (
@@ -149,14 +153,17 @@ impl Inner {
         if let Some(t) = f.times.as_mut() {
             *t -= 1;
         }
-        Some(ApiError::for_code(
+        if let Some(d) = f.delay {
+            return Some(Ok(d));
+        }
+        Some(Err(ApiError::for_code(
             f.status,
             f.message.clone(),
             def,
             name,
             verb,
             ns,
-        ))
+        )))
     }
 }
 

@@ -489,6 +489,11 @@ impl State {
         Some(out)
     }
 
+    /// Test driver: the object vanishes now.
+    pub(crate) fn remove(&mut self, res: usize, ns: &str, name: &str) -> bool {
+        self.erase(res, ns, name).is_some()
+    }
+
     // ----- API writes -----
 
     /// Create (POST, or SSA of an absent object). `obj` is already validated for names.

@@ -760,6 +760,11 @@ async fn graceful_pod_deletion_is_seen_by_a_watch() {
     }
     assert_eq!(seen, ["MODIFIED terminating=true", "DELETED"]);
 
+    // remove() makes a pod vanish regardless of grace and finalizers.
+    srv.insert(pod("held").on("n1").finalizer("x/y"));
+    assert!(srv.remove::<Pod>(Some("default"), "held"));
+    assert!(pods.get_opt("held").await.unwrap().is_none());
+
     // Grace 0 removes at once.
     srv.insert(pod("fast").on("n1"));
     pods.delete(
@@ -1315,10 +1320,22 @@ async fn fault_injection() {
     srv.inject(Fault::status(500).path_contains("/configmaps"));
     let e = api_err(cms.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
+    assert_eq!(srv.count("get"), 2);
+    assert!(srv.counts()["list"] >= 1);
     srv.clear_faults();
     assert!(cms.list(&ListParams::default()).await.is_ok());
-    assert_eq!(srv.count("get"), 2);
-    assert!(srv.counts()["list"] >= 2);
+
+    // A slow apiserver: the request is held, then served.
+    srv.inject(
+        Fault::delay(Duration::from_secs(5))
+            .on("configmaps", "upgrade-kill-switch")
+            .times(1),
+    );
+    let slow =
+        tokio::time::timeout(Duration::from_millis(100), cms.get("upgrade-kill-switch")).await;
+    assert!(slow.is_err(), "the client's own deadline fires first");
+    assert!(cms.get("upgrade-kill-switch").await.is_ok());
+    srv.reset_requests();
 }
 
 #[tokio::test]
@@ -1467,7 +1484,7 @@ async fn statefulset_pods_come_back_with_the_same_name_elsewhere() {
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
     pods.evict("db-0", &EvictParams::default()).await.unwrap();
-    eventually("db-0 to come back Ready", || {
+    srv.wait_until("db-0 to come back Ready", WAIT, |srv| {
         srv.get::<Pod>(Some("apps"), "db-0").is_some_and(|p| {
             p.metadata.uid.as_deref() != Some(old_uid.as_str())
                 && p.status.unwrap().phase.as_deref() == Some("Running")
