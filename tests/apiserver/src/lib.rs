@@ -16,6 +16,29 @@
 //! # }
 //! ```
 //!
+//! ## Using it
+//! * Start: [`TestApiServer::start`] or [`TestApiServer::builder`] (`time_scale`,
+//!   `controllers`, `pod_start_delay`, `history_limit`, `server_version`). It binds
+//!   `127.0.0.1:0`, serves from a background task and stops when dropped.
+//! * Connect: [`TestApiServer::config`] (a `kube::Config` for `http://127.0.0.1:<port>`,
+//!   namespace `default`, kube's default retry on, so it also suits the main crate's
+//!   `Clients::from_config`), [`TestApiServer::client`] (retry on, like production) and
+//!   [`TestApiServer::client_without_retry`] (what the eviction client is: 429 surfaces at once).
+//! * Seed and inspect: [`TestApiServer::insert`] / [`TestApiServer::apply_yaml`] with the
+//!   [`fixtures`] builders or any k8s-openapi object; [`TestApiServer::get`],
+//!   [`TestApiServer::list`], [`TestApiServer::modify`], [`TestApiServer::delete`],
+//!   [`TestApiServer::remove`].
+//! * Drive: [`TestApiServer::complete_job`], [`TestApiServer::fail_job`],
+//!   [`TestApiServer::set_pod_log`], [`TestApiServer::set_node_ready`],
+//!   [`TestApiServer::set_kubelet_version`], [`TestApiServer::set_pod_ready`],
+//!   [`TestApiServer::set_pod_phase`], [`TestApiServer::compact`] (forces 410 on old
+//!   resourceVersions), [`TestApiServer::wait_until`].
+//! * Break: [`TestApiServer::inject`] a [`Fault`] (status code with a real-looking Status, or a
+//!   delay); observe with [`TestApiServer::requests`], [`TestApiServer::count`],
+//!   [`TestApiServer::counts`].
+//! * Time: every pod grace period is multiplied by the time scale (0.01 turns 30 s into
+//!   300 ms); `deletionTimestamp` still says now + the unscaled grace, as a real server would.
+//!
 //! ## Implemented
 //! * Resources: core/v1 `pods` (+ `eviction`, `log`, `status`), `nodes`, `namespaces`,
 //!   `configmaps`, `secrets`, `events`, `services`; `events.k8s.io/v1` `events`;
@@ -91,7 +114,9 @@
 //!   `disruptionsAllowed == 0` is 429 TooManyRequests with the `DisruptionBudget` cause
 //!   `The disruption budget <pdb> needs <desired> healthy pods and has <current> currently`;
 //!   otherwise the budget is decremented, the pod recorded in `status.disruptedPods`, and the
-//!   pod marked with the `DisruptionTarget` condition (reason `EvictionByEvictionAPI`) and deleted (grace from `deleteOptions`, else its own). Success is 201
+//!   pod marked with the `DisruptionTarget` condition (reason `EvictionByEvictionAPI`) and
+//!   deleted (grace from `deleteOptions`, else its own). Precondition mismatches are 409 with
+//!   `addConditionAndDeletePod`'s wording. Success is 201
 //!   `{"kind":"Status",...,"status":"Success","code":201}`. `dryRun` honoured.
 //! * Disruption controller (pkg/controller/disruption): PDB status recomputed on every pod
 //!   change (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods,
@@ -118,8 +143,11 @@
 //! * Lists and watches ignore `resourceVersion`/`resourceVersionMatch` semantics on lists and
 //!   always serve the latest state; continue tokens resume after the last key on the *current*
 //!   state (not a consistent snapshot) and never expire.
-//! * Only one version per group; no protobuf, no CBOR, no `Table` output, no `/watch/` paths,
-//!   no authentication/authorization (use [`Fault`] for 401/403).
+//! * Plain HTTP/1.1 only (no TLS, no HTTP/2); one version per group; no protobuf, no CBOR,
+//!   no `Table` output, no `/watch/` paths, no authentication/authorization (use [`Fault`] for
+//!   401/403). Watches send BOOKMARKs only at the end of `timeoutSeconds` (upstream also
+//!   sends one about every minute). A watcher too slow to keep up is closed (it resumes
+//!   from its last resourceVersion, as kube's watcher does).
 //! * Strategic merge patch: merge-patch semantics, plus keyed merge for `containers`,
 //!   `initContainers`, `env`, `volumes`, `volumeMounts`, `ports`, `conditions`, `addresses`,
 //!   `ownerReferences`, `imagePullSecrets`, `hostAliases`; union for `finalizers`; `$patch`
@@ -129,7 +157,8 @@
 //!   value differs from the applied one.
 //! * No scheduler: pods created through the API without `nodeName` stay Pending. No
 //!   Deployment/DaemonSet/CronJob controllers: `spec.replicas` (or the scale subresource) is
-//!   stored only. The Job controller creates exactly one pod, does not retry, and does not add
+//!   stored only; DaemonSet pods are not recreated. The Job controller creates exactly one
+//!   pod, does not replace a deleted or failed pod, and does not add
 //!   the `batch.kubernetes.io/job-tracking` finalizer; a failed Job gets no `completionTime`
 //!   (as upstream). Foreground deletion waits for every dependent (not only
 //!   `blockOwnerDeletion` ones). Background/Foreground dependents are deleted within the
