@@ -1047,7 +1047,28 @@ impl State {
             return;
         }
         let (ns, name) = (ns_of(&pod).to_string(), name_of(&pod).to_string());
-        self.modify(PODS, &ns, &name, running_status);
+        let ips = self.pod_ips(&pod);
+        self.modify(PODS, &ns, &name, |p| {
+            running_status(p);
+            set_ips(p, ips);
+        });
+    }
+
+    /// hostIP (the node's InternalIP) and a pod IP, as a kubelet reports them.
+    fn pod_ips(&self, pod: &Value) -> (Option<String>, String) {
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let host = self.get(NODES, "", node).and_then(|n| {
+            n.pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+                .and_then(|x| x["address"].as_str())
+                .map(String::from)
+        });
+        let pod_ip = format!("10.244.{}.{}", fastrand::u8(0..=254), fastrand::u8(2..=254));
+        (host, pod_ip)
     }
 
     fn dependents(&self, ns: &str, owner_uid: &str) -> Vec<(usize, String)> {
@@ -1365,6 +1386,8 @@ impl State {
             pod["metadata"]["annotations"] = a.clone();
         }
         running_status(&mut pod);
+        let ips = self.pod_ips(&pod);
+        set_ips(&mut pod, ips);
         crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         self.commit(PODS, pod, None);
@@ -1882,6 +1905,15 @@ fn too_many(cause: String, retry_after: i64) -> ApiError {
             "reason": "TooManyRequests", "details": details, "code": 429,
         }),
     }
+}
+
+fn set_ips(p: &mut Value, (host, pod_ip): (Option<String>, String)) {
+    if let Some(h) = host {
+        p["status"]["hostIP"] = json!(h);
+        p["status"]["hostIPs"] = json!([{"ip": h}]);
+    }
+    p["status"]["podIP"] = json!(pod_ip);
+    p["status"]["podIPs"] = json!([{"ip": pod_ip}]);
 }
 
 /// Running + Ready, as a started kubelet reports it.
