@@ -20,6 +20,9 @@
 //! * Start: [`TestApiServer::start`] or [`TestApiServer::builder`] (`time_scale`,
 //!   `controllers`, `pod_start_delay`, `history_limit`, `server_version`). It binds
 //!   `127.0.0.1:0`, serves from a background task and stops when dropped.
+//! * Subprocesses (the binary under test, `rehearse`): [`TestApiServer::write_kubeconfig`];
+//!   [`Builder::bind`] picks a fixed address. The server runs on the runtime that started it:
+//!   in `#[tokio::test]` never block that thread (use `tokio::time::sleep`).
 //! * Connect: [`TestApiServer::config`] (a `kube::Config` for `http://127.0.0.1:<port>`,
 //!   namespace `default`, kube's default retry on, so it also suits the main crate's
 //!   `Clients::from_config`), [`TestApiServer::client`] (retry on, like production) and
@@ -316,6 +319,7 @@ pub struct Builder {
     pod_start_delay: Duration,
     history_limit: usize,
     server_version: String,
+    bind: SocketAddr,
 }
 
 impl Default for Builder {
@@ -326,6 +330,7 @@ impl Default for Builder {
             pod_start_delay: Duration::from_millis(200),
             history_limit: 100_000,
             server_version: "v1.33.5".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -361,12 +366,18 @@ impl Builder {
         self
     }
 
-    /// Binds 127.0.0.1:0 and serves in a background task until the server is dropped.
+    /// The address to listen on. Default `127.0.0.1:0` (a free port on loopback).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Binds (127.0.0.1:0 unless [`Self::bind`] says otherwise) and serves in a background task until the server is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn start(self) -> TestApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(self.bind)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {}: {e}", self.bind));
         let addr = listener.local_addr().expect("local addr");
         let (tx, _) = broadcast::channel(65_536);
         let handle = tokio::runtime::Handle::current();
@@ -464,6 +475,20 @@ impl TestApiServer {
         let mut c = kube::Config::new(self.url().parse().expect("server url"));
         c.default_namespace = "default".into();
         c
+    }
+
+    /// A kubeconfig (YAML) for this server: cluster, user and context `testapi`, namespace
+    /// `default`, no credentials. For running the binary as a subprocess (`KUBECONFIG=...`).
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testapi\n  cluster:\n    server: {}\ncontexts:\n- name: testapi\n  context:\n    cluster: testapi\n    user: testapi\n    namespace: default\ncurrent-context: testapi\nusers:\n- name: testapi\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    /// Writes [`Self::kubeconfig_yaml`] to `path`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
     }
 
     /// A client built from [`Self::config`] (kube's default 429/503/504 retry ON).

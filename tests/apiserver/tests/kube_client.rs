@@ -1653,3 +1653,25 @@ async fn eviction_preconditions() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_kubeconfig_for_subprocesses() {
+    let srv = TestApiServer::start().await;
+    let kc = kube::config::Kubeconfig::from_yaml(&srv.kubeconfig_yaml()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(cfg.default_namespace, "default");
+    let client = kube::Client::try_from(cfg).unwrap();
+    srv.insert(node("n1").ready());
+    let nodes: Api<Node> = Api::all(client);
+    assert_eq!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
