@@ -504,7 +504,11 @@ impl TestApiServer {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, store::State> {
-        self.inner.shared.state.lock().unwrap()
+        self.inner
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stores any supported object (k8s-openapi type or `serde_json::Value` with `apiVersion`
@@ -680,22 +684,38 @@ impl TestApiServer {
 
     /// Adds a fault (see [`Fault`]); faults are checked in insertion order.
     pub fn inject(&self, fault: Fault) {
-        self.inner.faults.lock().unwrap().push(fault);
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(fault);
     }
 
     /// Removes every fault.
     pub fn clear_faults(&self) {
-        self.inner.faults.lock().unwrap().clear();
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Every request answered so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.inner.requests.lock().unwrap().clone()
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Forgets the recorded requests.
     pub fn reset_requests(&self) {
-        self.inner.requests.lock().unwrap().clear();
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// How many requests had this verb (`get`, `list`, `watch`, `create`, `patch`, ...).
@@ -712,7 +732,13 @@ impl TestApiServer {
     /// Request counts by verb.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
-        for r in self.inner.requests.lock().unwrap().iter() {
+        for r in self
+            .inner
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
             *m.entry(r.verb.clone()).or_insert(0) += 1;
         }
         m

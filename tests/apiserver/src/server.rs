@@ -108,12 +108,16 @@ pub(crate) async fn handle(
     } else {
         format!("{path}?{query}")
     };
-    inner.requests.lock().unwrap().push(RecordedRequest {
-        method: method.to_string(),
-        path: path_q,
-        verb: verb.to_string(),
-        status: resp.status().as_u16(),
-    });
+    inner
+        .requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(RecordedRequest {
+            method: method.to_string(),
+            path: path_q,
+            verb: verb.to_string(),
+            status: resp.status().as_u16(),
+        });
     Ok(resp)
 }
 
@@ -126,7 +130,10 @@ impl Inner {
         route: &Route,
         verb: &str,
     ) -> Option<Result<Duration, ApiError>> {
-        let mut faults = self.faults.lock().unwrap();
+        let mut faults = self
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (def, name, ns) = match route {
             Route::Resource(t) => (
                 Some(&RESOURCES[t.res]),
@@ -251,7 +258,11 @@ fn resource(
 ) -> Result<Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
     let ns = t.namespace.clone().unwrap_or_default();
-    let mut st = inner.shared.state.lock().unwrap();
+    let mut st = inner
+        .shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let sub = t.subresource.as_deref();
     match (method.clone(), t.name.as_deref(), sub) {
         (Method::GET, None, None) => list(&st, t, params, partial_metadata(headers)),
@@ -305,6 +316,11 @@ fn resource(
         },
         (Method::PUT, Some(name), None | Some("status")) => {
             let mut next = parse_body(body)?;
+            if !next.is_object() || !next.get("metadata").is_none_or(Value::is_object) {
+                return Err(ApiError::bad_request(
+                    "the body of the request was in an unknown format",
+                ));
+            }
             check_ns(def, &next, &ns)?;
             let prev = st
                 .get(t.res, &ns, name)
@@ -485,7 +501,7 @@ fn patch_object(
             ));
         };
         let force = params.get("force").is_some_and(|f| f == "true");
-        if !p.is_object() {
+        if !p.is_object() || !p.get("metadata").is_none_or(Value::is_object) {
             return Err(ApiError::bad_request(
                 "the body of the request was in an unknown format",
             ));
@@ -590,6 +606,16 @@ fn patch_object(
                 None,
             ));
         }
+    }
+    if !next.is_object() || !next.get("metadata").is_none_or(Value::is_object) {
+        return Err(ApiError::for_code(
+            422,
+            Some("the patched object is not a valid object".into()),
+            Some(def),
+            Some(name),
+            "patch",
+            Some(ns),
+        ));
     }
     State::track(&prev, &mut next, &manager(params, headers));
     Ok(json_resp(200, &st.update(res, ns, name, next, sub, dry)?))
@@ -839,7 +865,11 @@ fn watch(
     let mut first: Vec<Bytes> = Vec::new();
     let mut expired = false;
     let (start_rv, sub) = {
-        let st = inner.shared.state.lock().unwrap();
+        let st = inner
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if rv_param.is_none() || send_initial {
             for (_, v) in st.iter(res, ns.as_deref()) {
                 if matches(&sel, v) {
@@ -904,7 +934,7 @@ fn watch(
                 },
                 _ = &mut deadline => {
                     if bookmarks {
-                        let rv = shared.upgrade().map(|s| s.state.lock().unwrap().rv).unwrap_or(last);
+                        let rv = shared.upgrade().map(|s| s.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).rv).unwrap_or(last);
                         let _ = tx.send(event_line("BOOKMARK", &json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.max(last).to_string()}}))).await;
                     }
                     return;

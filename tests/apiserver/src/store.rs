@@ -263,7 +263,10 @@ impl State {
         self.handle.spawn(async move {
             tokio::time::sleep(delay).await;
             if let Some(shared) = weak.upgrade() {
-                let mut st = shared.state.lock().unwrap();
+                let mut st = shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 f(&mut st);
             }
         });
