@@ -1421,6 +1421,10 @@ impl State {
             self.modify(PODS, ns, &pod, |p| {
                 let ph = if failure.is_some() { "Failed" } else { "Succeeded" };
                 p["status"]["phase"] = json!(ph);
+                let (code, why) = if failure.is_some() { (1, "Error") } else { (0, "Completed") };
+                container_states(p, |started| {
+                    json!({"terminated": {"exitCode": code, "reason": why, "startedAt": started, "finishedAt": now, "containerID": ""}})
+                }, false);
                 set_condition(p, json!({"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}));
                 set_condition(p, json!({"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}));
             });
@@ -1919,6 +1923,36 @@ fn set_ips(p: &mut Value, (host, pod_ip): (Option<String>, String)) {
     p["status"]["podIPs"] = json!([{"ip": pod_ip}]);
 }
 
+/// `status.containerStatuses` for every container of the spec, with the given state.
+fn container_states(p: &mut Value, state: impl Fn(&Value) -> Value, ready: bool) {
+    let containers: Vec<(String, String)> = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap_or_default().to_string(),
+                        c["image"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let started = p
+        .pointer("/status/startTime")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let statuses: Vec<Value> = containers
+        .into_iter()
+        .map(|(name, image)| {
+            json!({"name": name, "image": image, "imageID": "", "containerID": "", "ready": ready,
+                   "restartCount": 0, "started": ready, "state": state(&started)})
+        })
+        .collect();
+    p["status"]["containerStatuses"] = Value::Array(statuses);
+}
+
 /// Running + Ready, as a started kubelet reports it.
 pub(crate) fn running_status(p: &mut Value) {
     let now = now_str();
@@ -1929,6 +1963,8 @@ pub(crate) fn running_status(p: &mut Value) {
     if p["status"].get("startTime").is_none() {
         p["status"]["startTime"] = json!(now);
     }
+    let started = now.clone();
+    container_states(p, |_| json!({"running": {"startedAt": started}}), true);
     for t in [
         "PodReadyToStartContainers",
         "Initialized",

@@ -621,6 +621,25 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
     .await
     .unwrap();
     srv.fail_job("upgrade", "worker-n3", "BackoffLimitExceeded");
+    let failed_pod = srv.job_pods("upgrade", "worker-n3").pop().unwrap();
+    let cs = srv
+        .get::<Pod>(Some("upgrade"), &failed_pod)
+        .unwrap()
+        .status
+        .unwrap()
+        .container_statuses
+        .unwrap();
+    assert_eq!(
+        cs[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        1
+    );
     let st = srv
         .get::<Job>(Some("upgrade"), "worker-n3")
         .unwrap()
