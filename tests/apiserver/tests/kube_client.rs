@@ -1694,3 +1694,37 @@ async fn a_kubeconfig_for_subprocesses() {
         1
     );
 }
+
+#[tokio::test]
+async fn kube_event_recorder_publishes_and_updates_series() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
+    let srv = TestApiServer::start().await;
+    srv.insert(node("n1").ready());
+    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some("n1".into()),
+        uid: srv.get::<Node>(None, "n1").unwrap().metadata.uid,
+        ..Default::default()
+    };
+    let recorder = Recorder::new(
+        srv.client(),
+        Reporter {
+            controller: "k8s-upgrade-chain".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let ev = RecEvent {
+        type_: EventType::Normal,
+        reason: "Drained".into(),
+        note: Some("drained n1".into()),
+        action: "Drain".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &node_ref).await.unwrap();
+    recorder.publish(&ev, &node_ref).await.unwrap();
+    let events = srv.list::<Event>(None);
+    assert_eq!(events.len(), 1, "the second publish patches the series");
+    assert_eq!(events[0].series.as_ref().map(|s| s.count), Some(2));
+}
