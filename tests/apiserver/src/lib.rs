@@ -92,7 +92,10 @@
 //!   `field is immutable`. Creating a Job through the API creates one pod (`<job>-xxxxx`,
 //!   controller ownerReference, the labels above, `nodeName` from `spec.template.spec.nodeName`
 //!   or the `kubernetes.io/hostname` nodeSelector, Running and Ready) and sets `status.active=1`,
-//!   `startTime`. [`TestApiServer::complete_job`] / [`TestApiServer::fail_job`] finish it.
+//!   `startTime`. [`TestApiServer::complete_job`] / [`TestApiServer::fail_job`] finish it; so
+//!   does the pod: Succeeded completes the Job, while Failed, terminating (evicted, deleted) or
+//!   vanished counts as a failure (`status.failed`), which fails the Job with
+//!   `BackoffLimitExceeded` past `spec.backoffLimit` or starts a new pod.
 //! * Deletion: `gracePeriodSeconds`, `preconditions` (uid/resourceVersion, 409 Conflict),
 //!   `propagationPolicy` Orphan/Background/Foreground (`orphanDependents` too), finalizers
 //!   (object stays with `deletionTimestamp` until they are removed). Pods: graceful deletion
@@ -160,8 +163,9 @@
 //!   value differs from the applied one.
 //! * No scheduler: pods created through the API without `nodeName` stay Pending. No
 //!   Deployment/DaemonSet/CronJob controllers: `spec.replicas` (or the scale subresource) is
-//!   stored only; DaemonSet pods are not recreated. The Job controller creates exactly one
-//!   pod, does not replace a deleted or failed pod, and does not add
+//!   stored only; DaemonSet pods are not recreated. The Job controller runs one pod at a
+//!   time (parallelism/completions/indexed Jobs, `podFailurePolicy`, `activeDeadlineSeconds`
+//!   and backoff delays are ignored), and does not add
 //!   the `batch.kubernetes.io/job-tracking` finalizer; a failed Job gets no `completionTime`
 //!   (as upstream). Foreground deletion waits for every dependent (not only
 //!   `blockOwnerDeletion` ones). Background/Foreground dependents are deleted within the

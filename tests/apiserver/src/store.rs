@@ -1190,6 +1190,7 @@ impl State {
             return;
         }
         let Some(p) = prev else { return };
+        self.job_pod_changed(p, cur);
         let was_terminating = terminating(p);
         let Some(owner) = controller_ref(p).cloned() else {
             return;
@@ -1349,6 +1350,9 @@ impl State {
         let Some(job) = self.get(JOBS, ns, name).cloned() else {
             return;
         };
+        if self.get(NAMESPACES, "", ns).is_none_or(terminating) {
+            return;
+        }
         if job.pointer("/spec/suspend") == Some(&json!(true)) {
             return;
         }
@@ -1395,7 +1399,15 @@ impl State {
         self.prepare_new(PODS, &mut pod);
         self.commit(PODS, pod, None);
         self.modify(JOBS, ns, name, |j| {
-            j["status"] = json!({"active": 1, "ready": 1, "terminating": 0, "startTime": now, "uncountedTerminatedPods": {}});
+            if !j.get("status").is_some_and(Value::is_object) {
+                j["status"] = json!({});
+            }
+            let st = j["status"].as_object_mut().unwrap();
+            st.insert("active".into(), json!(1));
+            st.insert("ready".into(), json!(1));
+            st.insert("terminating".into(), json!(0));
+            st.entry("startTime").or_insert(json!(now));
+            st.insert("uncountedTerminatedPods".into(), json!({}));
         });
     }
 
@@ -1415,10 +1427,16 @@ impl State {
         failure: Option<&str>,
     ) -> Option<Value> {
         let job = self.get(JOBS, ns, name)?.clone();
+        let pods = self.job_pods(&job);
+        // The Job's conditions first, so the pod updates below are not taken for failures.
+        self.set_job_finished(ns, name, failure, 1);
         let now = now_str();
-        for pod in self.job_pods(&job) {
+        for pod in pods {
             let now = now.clone();
             self.modify(PODS, ns, &pod, |p| {
+                if terminating(p) || matches!(phase(p), "Succeeded" | "Failed") {
+                    return;
+                }
                 let ph = if failure.is_some() { "Failed" } else { "Succeeded" };
                 p["status"]["phase"] = json!(ph);
                 let (code, why) = if failure.is_some() { (1, "Error") } else { (0, "Completed") };
@@ -1429,6 +1447,17 @@ impl State {
                 set_condition(p, json!({"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}));
             });
         }
+        self.get(JOBS, ns, name).cloned()
+    }
+
+    fn set_job_finished(
+        &mut self,
+        ns: &str,
+        name: &str,
+        failure: Option<&str>,
+        count: i64,
+    ) -> Option<Value> {
+        let now = now_str();
         self.modify(JOBS, ns, name, |j| {
             if !j.get("status").is_some_and(Value::is_object) {
                 j["status"] = json!({});
@@ -1440,14 +1469,14 @@ impl State {
             s.entry("startTime").or_insert(json!(now));
             match failure {
                 None => {
-                    s.insert("succeeded".into(), json!(1));
+                    s.insert("succeeded".into(), json!(count));
                     s.insert("completionTime".into(), json!(now));
                     let msg = "Reached expected number of succeeded pods";
                     set_condition(j, json!({"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": msg, "lastProbeTime": now, "lastTransitionTime": now}));
                     set_condition(j, json!({"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": msg, "lastProbeTime": now, "lastTransitionTime": now}));
                 }
                 Some(reason) => {
-                    s.insert("failed".into(), json!(1));
+                    s.insert("failed".into(), json!(count));
                     let msg = match reason {
                         "BackoffLimitExceeded" => "Job has reached the specified backoff limit",
                         "DeadlineExceeded" => "Job was active longer than specified deadline",
@@ -1458,6 +1487,57 @@ impl State {
                 }
             }
         })
+    }
+
+    /// The Job controller's view of one of its pods changing: a pod that succeeds completes
+    /// the Job; one that fails, starts terminating or vanishes before finishing counts as a
+    /// failure (upstream counts terminating pods as failed under the default
+    /// podReplacementPolicy), then the Job fails past `backoffLimit` or gets a new pod.
+    fn job_pod_changed(&mut self, prev: &Value, cur: Option<&Value>) {
+        let Some(owner) = controller_ref(prev).filter(|o| o["kind"] == "Job") else {
+            return;
+        };
+        let ns = ns_of(prev).to_string();
+        let job_name = owner["name"].as_str().unwrap_or_default().to_string();
+        let Some(job) = self.get(JOBS, &ns, &job_name).cloned() else {
+            return;
+        };
+        if uid_of(&job) != owner["uid"].as_str().unwrap_or_default()
+            || terminating(&job)
+            || condition_true(&job, "Complete")
+            || condition_true(&job, "Failed")
+        {
+            return;
+        }
+        if terminating(prev) || matches!(phase(prev), "Succeeded" | "Failed") {
+            return;
+        }
+        match cur {
+            Some(c) if !terminating(c) && phase(c) == "Succeeded" => {
+                self.finish_job(&ns, &job_name, None);
+            }
+            Some(c) if !terminating(c) && phase(c) != "Failed" => {}
+            _ => {
+                let failed = job
+                    .pointer("/status/failed")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    + 1;
+                let backoff = job
+                    .pointer("/spec/backoffLimit")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(6);
+                if failed > backoff {
+                    self.set_job_finished(&ns, &job_name, Some("BackoffLimitExceeded"), failed);
+                } else {
+                    self.modify(JOBS, &ns, &job_name, |j| {
+                        j["status"]["failed"] = json!(failed);
+                        j["status"]["active"] = json!(0);
+                    });
+                    self.run_job(&ns, &job_name);
+                }
+            }
+        }
     }
 
     // ----- disruption controller -----

@@ -1728,3 +1728,69 @@ async fn kube_event_recorder_publishes_and_updates_series() {
     assert_eq!(events.len(), 1, "the second publish patches the series");
     assert_eq!(events[0].series.as_ref().map(|s| s.count), Some(2));
 }
+
+#[tokio::test]
+async fn a_job_whose_pod_is_evicted_fails_or_retries_like_the_job_controller() {
+    let srv = TestApiServer::builder().time_scale(0.01).start().await;
+    srv.insert(namespace("upgrade"));
+    let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "upgrade");
+
+    // backoffLimit 0: evicting the running pod fails the Job.
+    jobs.create(&PostParams::default(), &upgrade_job("once", "n1", "img"))
+        .await
+        .unwrap();
+    let pod_name = srv.job_pods("upgrade", "once").pop().unwrap();
+    pods.evict(&pod_name, &EvictParams::default())
+        .await
+        .unwrap();
+    let st = srv
+        .get::<Job>(Some("upgrade"), "once")
+        .unwrap()
+        .status
+        .unwrap();
+    let failed = st
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!((st.failed, st.active), (Some(1), Some(0)));
+
+    // backoffLimit 1: a second pod is started.
+    let mut retrying = upgrade_job("twice", "n1", "img");
+    retrying.spec.as_mut().unwrap().backoff_limit = Some(1);
+    jobs.create(&PostParams::default(), &retrying)
+        .await
+        .unwrap();
+    let first = srv.job_pods("upgrade", "twice").pop().unwrap();
+    pods.delete(&first, &DeleteParams::default()).await.unwrap();
+    let names = srv.job_pods("upgrade", "twice");
+    assert_eq!(
+        names.len(),
+        2,
+        "the terminating pod and its replacement: {names:?}"
+    );
+    let st = srv
+        .get::<Job>(Some("upgrade"), "twice")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!((st.failed, st.active), (Some(1), Some(1)));
+
+    // The pod succeeding completes the Job.
+    let second = names.into_iter().find(|n| n != &first).unwrap();
+    srv.set_pod_phase("upgrade", &second, "Succeeded");
+    let st = srv
+        .get::<Job>(Some("upgrade"), "twice")
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(
+        st.conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+    );
+}
