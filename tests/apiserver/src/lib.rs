@@ -187,6 +187,7 @@
 //!   namespaces, and runs no create-time controller (a seeded Job gets no pod).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
 
 mod defaults;
 pub mod fixtures;
