@@ -402,14 +402,27 @@ pub(crate) fn apply(
         m.remove("resourceVersion");
     }
     deep_merge(&mut result, &cfg);
-    es.retain(|e| !mine(e));
-    es.push(Entry {
+    let without_mf = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        v
+    };
+    let unchanged = without_mf(&result) == without_mf(current);
+    let entry = Entry {
         manager: manager.into(),
         operation: "Apply".into(),
         api_version: api_version.into(),
         time: now.into(),
         paths: cfg_paths,
-    });
+    };
+    match es.iter().position(mine) {
+        // A no-op apply leaves the object, its resourceVersion included, as it was.
+        Some(i) if unchanged && es[i].paths == entry.paths => {}
+        Some(i) => es[i] = entry,
+        None => es.push(entry),
+    }
     store_entries(&mut result, es);
     Ok(result)
 }

@@ -264,6 +264,15 @@ async fn server_side_apply_create_update_conflict_force() {
     assert_eq!(mf[0].manager.as_deref(), Some("alpha"));
     assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
 
+    // The same apply again is a no-op: same resourceVersion.
+    let again = cms
+        .patch("s", &PatchParams::apply("alpha"), &Patch::Apply(cfg("1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        created.metadata.resource_version
+    );
     let updated = cms
         .patch("s", &PatchParams::apply("alpha"), &Patch::Apply(cfg("2")))
         .await
