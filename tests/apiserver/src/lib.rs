@@ -158,9 +158,14 @@
 //!   `initContainers`, `env`, `volumes`, `volumeMounts`, `ports`, `conditions`, `addresses`,
 //!   `ownerReferences`, `imagePullSecrets`, `hostAliases`; union for `finalizers`; `$patch`
 //!   replace/delete and `$deleteFromPrimitiveList`. Other lists are replaced whole.
-//! * Server-side apply ownership is tracked at leaf paths with lists atomic (no `k:`/`v:`
-//!   keys); merging replaces lists whole. Conflicts are only reported for fields whose live
-//!   value differs from the applied one.
+//! * Server-side apply ownership is tracked at leaf paths. Lists keyed by `name`
+//!   (`containers`, `initContainers`, `env`, `volumes`, `imagePullSecrets`), `mountPath`
+//!   (`volumeMounts`), `type` (`conditions`), `uid` (`ownerReferences`) and `ip`
+//!   (`hostAliases`) merge per item (`k:{"name":"x"}` in `fieldsV1`, conflicts name
+//!   `.spec.containers[name="x"].image`); every other list (ports, tolerations, taints,
+//!   finalizers, args, ...) is atomic (upstream has more map- and set-lists, and no `.` or
+//!   `v:` entries here). Conflicts are only reported for fields whose live value differs from
+//!   the applied one.
 //! * No scheduler: pods created through the API without `nodeName` stay Pending. No
 //!   Deployment/DaemonSet/CronJob controllers: `spec.replicas` (or the scale subresource) is
 //!   stored only; DaemonSet pods are not recreated. The Job controller runs one pod at a
