@@ -1404,6 +1404,13 @@ async fn health_version_and_yaml_seeding() {
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "False")
     );
+    // A mirror pod's owner is its Node, with the uid the node fixture has.
+    let mirror = srv.insert(pod("etcd-n1").ns("kube-system").on("n1").mirror());
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(
+        mirror["metadata"]["ownerReferences"][0]["uid"].as_str(),
+        srv.get::<Node>(None, "n1").unwrap().metadata.uid.as_deref()
+    );
     srv.set_pod_log("default", "p", "a\nb\nc\n");
     srv.insert(pod("p").on("n1"));
     let pods: Api<Pod> = Api::namespaced(srv.client(), "default");
