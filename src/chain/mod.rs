@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod nodes;
 mod phases;
 pub mod quiesce;
+pub mod started;
 
 use std::{sync::Arc, time::Duration};
 
@@ -256,9 +257,37 @@ pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::
             info!(job = %name, ?outcome, "next Job");
             if matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
                 slack.post(&format!("Dispatched {name} ({next})")).await;
+                check_started(ctx, &name, slack).await;
             }
             Ok(())
         }
+    }
+}
+
+/// Reports loudly when the Job just spawned cannot start (best effort: this phase is done).
+pub async fn check_started(ctx: &Ctx, job_name: &str, slack: &Slack) {
+    let ns = &ctx.settings.namespace;
+    match started::wait_started(&ctx.clients.api, ns, job_name, ctx.settings.timeouts.job_start).await {
+        Ok(started::Start::Started) => info!(job = job_name, "next Job started"),
+        Ok(started::Start::Stuck(why)) => {
+            let msg = format!(
+                "WARN: the next Job {job_name} cannot start: {why}. The chain is stalled until it can"
+            );
+            warn!("{msg}");
+            slack.post(&msg).await;
+            let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), ns);
+            if let Ok(Some(j)) = api.get_opt(job_name).await {
+                ctx.events
+                    .record(&j.object_ref(&()), &Milestone::Aborted(format!("cannot start: {why}")))
+                    .await;
+            }
+        }
+        Ok(started::Start::NotYet) => warn!(
+            job = job_name,
+            "the next Job's pod has not started within {}",
+            crate::duration::format(ctx.settings.timeouts.job_start)
+        ),
+        Err(e) => warn!("could not check that {job_name} started: {e:#}"),
     }
 }
 
