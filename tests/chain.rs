@@ -25,6 +25,32 @@ fn small(net: u8) -> Layout<'static> {
     }
 }
 
+/// Applies the Job of `step` as an operator would with `render | kubectl apply`.
+async fn spawn(c: &Cluster, step: Step, target: &str, kind: Kind) -> SpawnOutcome {
+    let ctx = c.ctx();
+    let snap = ctx.snapshot().await.unwrap();
+    k8s_upgrade_chain::chain::spawn_step(&ctx, &snap, &step, target.parse().unwrap(), kind, OnComplete::Skip)
+        .await
+        .unwrap()
+}
+
+/// The seed's OIDC restore, as a post-upgrade script whose run shows in the node's call log.
+fn oidc_restore(c: &Cluster) -> Vec<k8s_upgrade_chain::settings::PostUpgradeScript> {
+    c.srv.insert(tf::configmap(
+        "kube-system",
+        "apiserver-oidc-restore",
+        &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
+    ));
+    vec![k8s_upgrade_chain::settings::PostUpgradeScript {
+        name: "oidc-restore".into(),
+        configmap_namespace: "kube-system".into(),
+        configmap_name: "apiserver-oidc-restore".into(),
+        configmap_key: "restore.sh".into(),
+        verify_file: None,
+        verify_contains: None,
+    }]
+}
+
 async fn outcome(c: &Cluster, phase: &str, node: &str, outcome: &str) -> Option<f64> {
     let text = c.pgw.metrics_text().await;
     k8s_upgrade_chain::metrics::Scrape::parse(&text)
@@ -174,19 +200,7 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
     // chain converges from there.
     std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
-    let ctx = c.ctx();
-    let snap = ctx.snapshot().await.unwrap();
-    let step = Step::new(Phase::Worker, Some("k8s-node3"));
-    let out = k8s_upgrade_chain::chain::spawn_step(
-        &ctx,
-        &snap,
-        &step,
-        "1.34.2".parse().unwrap(),
-        Kind::Patch,
-        OnComplete::Skip,
-    )
-    .await
-    .unwrap();
+    let out = spawn(&c, Step::new(Phase::Worker, Some("k8s-node3")), "1.34.2", Kind::Patch).await;
     assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
@@ -470,19 +484,7 @@ async fn preflight_refuses_inside_the_settle_window_and_without_prometheus() {
     assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "aborted before marking in flight");
 
     // Prometheus unreachable: the alert gate fails closed (the seed ran on).
-    let ctx = c.ctx();
-    let snap = ctx.snapshot().await.unwrap();
-    let step = Step::new(Phase::Preflight, None);
-    k8s_upgrade_chain::chain::spawn_step(
-        &ctx,
-        &snap,
-        &step,
-        "1.34.2".parse().unwrap(),
-        Kind::Patch,
-        OnComplete::Skip,
-    )
-    .await
-    .unwrap();
+    spawn(&c, Step::new(Phase::Preflight, None), "1.34.2", Kind::Patch).await;
     let job =
         c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
     let mut settings = c.settings.clone();
@@ -517,20 +519,8 @@ async fn a_partial_chain_resumes_without_redoing_finished_nodes() {
     c.srv.set_kubelet_version("k8s-master", "v1.34.2");
     c.srv.set_kubelet_version("k8s-node1", "v1.34.2");
     // The post-upgrade script must not run either: the control plane is not upgraded again.
-    c.srv.insert(tf::configmap(
-        "kube-system",
-        "apiserver-oidc-restore",
-        &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
-    ));
     let mut settings = c.settings.clone();
-    settings.hooks.post_control_plane_scripts = vec![k8s_upgrade_chain::settings::PostUpgradeScript {
-        name: "oidc-restore".into(),
-        configmap_namespace: "kube-system".into(),
-        configmap_name: "apiserver-oidc-restore".into(),
-        configmap_key: "restore.sh".into(),
-        verify_file: None,
-        verify_contains: None,
-    }];
+    settings.hooks.post_control_plane_scripts = oidc_restore(&c);
     k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(settings), false).await.unwrap();
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
@@ -556,19 +546,7 @@ async fn a_partial_chain_resumes_without_redoing_finished_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn post_upgrade_scripts_run_on_the_upgraded_control_plane() {
     let mut c = Cluster::start(Layout { workers: &["k8s-node1"], ..small(44) }).await;
-    c.srv.insert(tf::configmap(
-        "kube-system",
-        "apiserver-oidc-restore",
-        &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
-    ));
-    c.settings.hooks.post_control_plane_scripts = vec![k8s_upgrade_chain::settings::PostUpgradeScript {
-        name: "oidc-restore".into(),
-        configmap_namespace: "kube-system".into(),
-        configmap_name: "apiserver-oidc-restore".into(),
-        configmap_key: "restore.sh".into(),
-        verify_file: None,
-        verify_contains: None,
-    }];
+    c.settings.hooks.post_control_plane_scripts = oidc_restore(&c);
     c.detect().await;
     let ran = c.run_chain().await;
     assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
