@@ -112,10 +112,10 @@ pub struct StepArgs {
 #[derive(Debug, Args)]
 pub struct DrainArgs {
     /// Node to drain.
-    #[arg(value_name = "NODE")]
+    #[arg(value_name = "NODE", env = "TARGET_NODE")]
     pub node: String,
     /// List what would be evicted, skipped and blocked; change nothing.
-    #[arg(long)]
+    #[arg(long, env = "DRY_RUN")]
     pub dry_run: bool,
 }
 
@@ -123,7 +123,7 @@ pub struct DrainArgs {
 #[derive(Debug, Args)]
 pub struct UncordonArgs {
     /// Node to uncordon.
-    #[arg(value_name = "NODE")]
+    #[arg(value_name = "NODE", env = "TARGET_NODE")]
     pub node: String,
 }
 
@@ -134,7 +134,7 @@ pub struct PlanArgs {
     #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
     pub version: Version,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, env = "OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Plan from a saved node list (`kubectl get nodes -o yaml > nodes.yaml`; `-` reads stdin)
     /// instead of the live cluster.
@@ -162,10 +162,16 @@ pub struct RenderArgs {
     pub image: String,
     /// Render without reading the cluster: pin the Job to this node instead of computing the
     /// placement (needs --kind).
-    #[arg(long, value_name = "NODE")]
+    #[arg(long, env = "RUN_ON", value_name = "NODE")]
     pub run_on: Option<String>,
     /// With --run-on: tolerate this taint (`KEY:EFFECT`, repeatable).
-    #[arg(long = "toleration", value_name = "KEY:EFFECT", requires = "run_on")]
+    #[arg(
+        long = "toleration",
+        env = "TOLERATIONS",
+        value_delimiter = ',',
+        value_name = "KEY:EFFECT",
+        requires = "run_on"
+    )]
     pub tolerations: Vec<String>,
 }
 
