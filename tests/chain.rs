@@ -556,3 +556,27 @@ async fn post_upgrade_scripts_run_on_the_upgraded_control_plane() {
     assert!(script > apply, "after the upgrade: {master:?}");
     assert!(!c.node("k8s-node1").calls().iter().any(|l| l.contains("oidc-restore-marker")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_removed_mid_chain_is_passed_over() {
+    let c = Cluster::start(small(45)).await;
+    c.detect().await;
+    let srv = c.srv.clone();
+    let ran = c
+        .run_chain_with(|name| {
+            if name.ends_with("k8s-node3") {
+                srv.remove::<k8s_openapi::api::core::v1::Node>(None, "k8s-node3");
+            }
+        })
+        .await;
+    let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    let node3 = ran.iter().find(|j| j.name.ends_with("k8s-node3")).unwrap();
+    assert!(
+        matches!(&node3.result, Ok(Ended::Skipped(why)) if why.contains("no longer exists")),
+        "{:?}",
+        node3.result
+    );
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    assert_eq!(c.kubelet("k8s-node4"), "v1.34.2");
+}

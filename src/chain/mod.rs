@@ -152,6 +152,13 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
     }
 
     let snap = ctx.snapshot().await?;
+    if let Some(node) = node.filter(|n| snap.node(n).is_none()) {
+        // Nodes are enumerated live: one removed since its Job was spawned is not an error.
+        let why = format!("node {node} no longer exists; passing the chain on");
+        warn!("{why}");
+        spawn_next(ctx, input, &slack).await?;
+        return Ok(Ended::Skipped(why));
+    }
     step.validate(&snap)?;
     let job_ref = own_job(ctx, input).await;
     let started = jiff::Timestamp::now();
