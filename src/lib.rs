@@ -18,12 +18,16 @@ pub mod exit;
 pub mod fixtures;
 pub mod job;
 pub mod killswitch;
+pub mod manifests;
 pub mod metrics;
 pub mod plan;
+pub mod rbac;
+pub mod report;
 pub mod settings;
 pub mod settle;
 pub mod slack;
 pub mod spawn;
+pub mod status;
 pub mod telemetry;
 pub mod version;
 
