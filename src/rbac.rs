@@ -50,16 +50,16 @@ impl Scope {
         }
     }
 
-    /// The namespace of this scope under `settings`; `Ok(None)` for the cluster scope,
-    /// `Err(())` when the scope does not apply (no etcd backup hook).
-    pub fn namespace(self, settings: &Settings) -> Result<Option<String>, ()> {
+    /// The namespace of this scope under `settings`: `Some(None)` for the cluster scope,
+    /// `None` when the scope does not apply (no etcd backup hook).
+    pub fn namespace(self, settings: &Settings) -> Option<Option<String>> {
         match self {
-            Scope::Cluster => Ok(None),
-            Scope::ToolNamespace => Ok(Some(settings.namespace.clone())),
+            Scope::Cluster => Some(None),
+            Scope::ToolNamespace => Some(Some(settings.namespace.clone())),
             Scope::EtcdBackupNamespace => {
-                settings.hooks.etcd_backup.as_ref().map(|b| Some(b.namespace.clone())).ok_or(())
+                settings.hooks.etcd_backup.as_ref().map(|b| Some(b.namespace.clone()))
             }
-            Scope::DefaultNamespace => Ok(Some("default".into())),
+            Scope::DefaultNamespace => Some(Some("default".into())),
         }
     }
 
@@ -283,7 +283,7 @@ fn resolve_names(names: Names, settings: &Settings) -> Option<Vec<String>> {
 pub fn required(settings: &Settings) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for c in CALLS {
-        let Ok(namespace) = c.scope.namespace(settings) else { continue };
+        let Some(namespace) = c.scope.namespace(settings) else { continue };
         let names: Vec<Option<String>> = match resolve_names(c.names, settings) {
             None => vec![None],
             Some(list) => list.into_iter().map(Some).collect(),
@@ -335,7 +335,7 @@ pub fn roles(settings: &Settings) -> Vec<RoleRules> {
     Scope::ALL
         .into_iter()
         .filter_map(|scope| {
-            let namespace = scope.namespace(settings).ok()?;
+            let namespace = scope.namespace(settings)?;
             let rules: Vec<PolicyRule> = CALLS
                 .iter()
                 .filter(|c| c.scope == scope)
