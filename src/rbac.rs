@@ -476,20 +476,25 @@ pub fn terraform_hcl() -> String {
             Scope::EtcdBackupNamespace => "etcd_backup",
             Scope::DefaultNamespace => "node_events",
         };
-        let (kind, binding) = match scope {
-            Scope::Cluster => ("kubernetes_cluster_role_v1", "kubernetes_cluster_role_binding_v1"),
-            _ => ("kubernetes_role_v1", "kubernetes_role_binding_v1"),
+        let (kind, binding, role_kind) = match scope {
+            Scope::Cluster => {
+                ("kubernetes_cluster_role_v1", "kubernetes_cluster_role_binding_v1", "ClusterRole")
+            }
+            _ => ("kubernetes_role_v1", "kubernetes_role_binding_v1", "Role"),
         };
-        let count = match scope {
-            Scope::EtcdBackupNamespace => "  count = var.etcd_backup_namespace == null ? 0 : 1\n",
-            _ => "",
+        let (count, count_ref) = match scope {
+            Scope::EtcdBackupNamespace => ("  count = var.etcd_backup_namespace == null ? 0 : 1\n\n", "[0]"),
+            _ => ("", ""),
         };
-        let ns_line =
-            scope.terraform_namespace().map(|n| format!("    namespace = {n}\n")).unwrap_or_default();
-        s.push_str(&format!(
-            "\nresource \"{kind}\" \"{ident}\" {{\n{count}  metadata {{\n    name      = \"{}\"\n{ns_line}    labels    = local.labels\n  }}\n",
-            scope.role_name()
-        ));
+        let name = scope.role_name();
+        // Aligned as `terraform fmt` aligns them, so the generated file is fmt-clean.
+        let metadata = match scope.terraform_namespace() {
+            Some(n) => format!(
+                "  metadata {{\n    name      = \"{name}\"\n    namespace = {n}\n    labels    = local.labels\n  }}\n"
+            ),
+            None => format!("  metadata {{\n    name   = \"{name}\"\n    labels = local.labels\n  }}\n"),
+        };
+        s.push_str(&format!("\nresource \"{kind}\" \"{ident}\" {{\n{count}{metadata}"));
         for c in CALLS.iter().filter(|c| c.scope == scope) {
             s.push_str(&format!("\n  # {}\n", c.needed_by));
             let verbs = hcl_list(c.verbs);
@@ -500,31 +505,35 @@ pub fn terraform_hcl() -> String {
                 ));
                 continue;
             }
-            let head = format!("    api_groups = [{:?}]\n    resources  = [{:?}]\n", c.group, c.resource);
-            match c.names {
-                Any => s.push_str(&format!("  rule {{\n{head}    verbs      = {verbs}\n  }}\n")),
-                ToolNs => s.push_str(&format!(
-                    "  rule {{\n{head}    resource_names = [var.namespace]\n    verbs      = {verbs}\n  }}\n"
-                )),
-                KillSwitch => s.push_str(&format!(
-                    "  rule {{\n{head}    resource_names = [{:?}]\n    verbs      = {verbs}\n  }}\n",
-                    crate::killswitch::NAME
-                )),
-                PostUpgradeConfigMaps => s.push_str(&format!(
-                    "  dynamic \"rule\" {{\n    for_each = length(var.post_upgrade_configmaps) > 0 ? [1] : []\n    content {{\n  {}      resource_names = var.post_upgrade_configmaps\n      verbs          = {verbs}\n    }}\n  }}\n",
-                    head.replace("\n    ", "\n      ")
-                )),
+            let (group, resource) = (format!("[{:?}]", c.group), format!("[{:?}]", c.resource));
+            let kill_switch = format!("[{:?}]", crate::killswitch::NAME);
+            let names = match c.names {
+                Any => None,
+                ToolNs => Some("[var.namespace]"),
+                KillSwitch => Some(kill_switch.as_str()),
+                PostUpgradeConfigMaps => Some("var.post_upgrade_configmaps"),
+            };
+            let body = |i: &str| match names {
+                None => {
+                    format!("{i}api_groups = {group}\n{i}resources  = {resource}\n{i}verbs      = {verbs}\n")
+                }
+                Some(n) => format!(
+                    "{i}api_groups     = {group}\n{i}resources      = {resource}\n{i}resource_names = {n}\n{i}verbs          = {verbs}\n"
+                ),
+            };
+            if c.names == PostUpgradeConfigMaps {
+                // An empty resource_names would grant every ConfigMap: no rule at all instead.
+                s.push_str(&format!(
+                    "  dynamic \"rule\" {{\n    for_each = length(var.post_upgrade_configmaps) > 0 ? [1] : []\n    content {{\n{}    }}\n  }}\n",
+                    body("      ")
+                ));
+            } else {
+                s.push_str(&format!("  rule {{\n{}  }}\n", body("    ")));
             }
         }
         s.push_str("}\n");
-        let count_ref = if count.is_empty() { "" } else { "[0]" };
-        let role_ref = match scope {
-            Scope::Cluster => "ClusterRole",
-            _ => "Role",
-        };
         s.push_str(&format!(
-            "\nresource \"{binding}\" \"{ident}\" {{\n{count}  metadata {{\n    name      = \"{}\"\n{ns_line}    labels    = local.labels\n  }}\n  role_ref {{\n    api_group = \"rbac.authorization.k8s.io\"\n    kind      = \"{role_ref}\"\n    name      = {kind}.{ident}{count_ref}.metadata[0].name\n  }}\n  subject {{\n    kind      = \"ServiceAccount\"\n    name      = kubernetes_service_account_v1.job.metadata[0].name\n    namespace = var.namespace\n  }}\n}}\n",
-            scope.role_name()
+            "\nresource \"{binding}\" \"{ident}\" {{\n{count}{metadata}  role_ref {{\n    api_group = \"rbac.authorization.k8s.io\"\n    kind      = \"{role_kind}\"\n    name      = {kind}.{ident}{count_ref}.metadata[0].name\n  }}\n  subject {{\n    kind      = \"ServiceAccount\"\n    name      = kubernetes_service_account_v1.job.metadata[0].name\n    namespace = var.namespace\n  }}\n}}\n"
         ));
     }
     s
