@@ -42,8 +42,11 @@ fn run_mutated(edit: impl Fn(&str) -> String) -> (bool, String) {
     let mutated = edit(&rules);
     assert_ne!(mutated, rules, "the mutation did not apply");
     std::fs::write(dir.path().join("k8s-upgrade-chain.rules.yaml"), mutated).unwrap();
-    std::fs::copy(alerts_dir().join("k8s-upgrade-chain.test.yaml"), dir.path().join("k8s-upgrade-chain.test.yaml"))
-        .unwrap();
+    std::fs::copy(
+        alerts_dir().join("k8s-upgrade-chain.test.yaml"),
+        dir.path().join("k8s-upgrade-chain.test.yaml"),
+    )
+    .unwrap();
     promtool(&["test", "rules", "k8s-upgrade-chain.test.yaml"], dir.path())
 }
 
