@@ -277,6 +277,15 @@ pub fn render(settings: &Settings, opts: &Options, prometheus_rule: bool) -> Str
     format!("{}---\n{}", to_yaml_stream(&objs), secret_template(settings))
 }
 
+/// The settings as a config file (what the config ConfigMap holds without `--config`).
+pub fn config_yaml(settings: &Settings) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    Ok(format!(
+        "# k8s-upgrade-chain settings (defaults written out; see examples/config.yaml)\n{}",
+        serde_saphyr::to_string(settings).context("failed to serialise the settings")?
+    ))
+}
+
 /// `manifests`: prints [`render`] for the loaded settings. The config ConfigMap holds the
 /// `--config` file verbatim (comments kept), or the defaults when there is none.
 pub fn command(
@@ -289,10 +298,7 @@ pub fn command(
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("failed to read config file {}", p.display()))
             .map_err(crate::exit::bad_input)?,
-        None => format!(
-            "# k8s-upgrade-chain settings (all defaults; see examples/config.yaml)\n{}",
-            serde_saphyr::to_string(settings).context("failed to serialise the default settings")?
-        ),
+        None => config_yaml(settings)?,
     };
     let opts = Options {
         image: args.image.clone(),
@@ -349,6 +355,17 @@ mod tests {
             disabled.iter().filter(|o| o["kind"] == "CronJob").all(|o| o["spec"]["suspend"] == true),
             "enabled=false suspends both CronJobs"
         );
+    }
+
+    #[test]
+    fn default_config_round_trips() {
+        for settings in [
+            Settings::default(),
+            Settings::from_yaml(include_str!("../examples/config.yaml"), "example").unwrap(),
+        ] {
+            let text = config_yaml(&settings).unwrap();
+            assert_eq!(Settings::from_yaml(&text, "configmap").unwrap(), settings, "{text}");
+        }
     }
 
     #[test]
