@@ -30,6 +30,7 @@ pub const PREFIX: &str = "[k8s-upgrade-report]";
 /// One recent Job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecentJob {
+    /// Job name.
     pub name: String,
     /// `Failed`, `Complete`, `Active` or `Pending`.
     pub status: String,
@@ -63,7 +64,9 @@ pub struct Detected {
     pub kind: Option<String>,
     /// The `running` label.
     pub running: Option<String>,
+    /// `k8s_upgrade_blocked == 1`.
     pub blocked: bool,
+    /// `k8s_upgrade_held == 1`.
     pub held: bool,
     /// `k8s_version_check_last_run_timestamp`.
     pub last_run: Option<f64>,

@@ -75,36 +75,48 @@ pub enum NodeState {
 /// One node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeStatus {
+    /// Node or Job name.
     pub name: String,
+    /// Whether it is a control-plane node.
     pub control_plane: bool,
     /// Kubelet version as reported (`v1.34.1`), or `unknown`.
     pub kubelet: String,
+    /// Its place in the chain.
     pub state: NodeState,
 }
 
 /// One chain Job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobStatus {
+    /// Node or Job name.
     pub name: String,
+    /// The `phase` label.
     pub phase: Option<String>,
+    /// The target node annotation.
     pub node: Option<String>,
     /// `active`, `complete` or `failed`.
     pub state: String,
+    /// `status.startTime`, else the creation time.
     pub started: Option<Timestamp>,
 }
 
 /// Why the newest failed Job failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LastError {
+    /// The failed Job.
     pub job: String,
+    /// The Failed condition's reason (`BackoffLimitExceeded`, `DeadlineExceeded`).
     pub reason: String,
+    /// The Failed condition's message.
     pub message: String,
 }
 
 /// What `status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
+    /// The chain as a whole.
     pub overall: Overall,
+    /// The target: the in-flight record's, else the newest unfinished chain's.
     pub target: Option<Version>,
     /// The phase of the running Job, else of the newest Job.
     pub current_phase: Option<String>,
@@ -112,9 +124,11 @@ pub struct Status {
     pub current_job: Option<String>,
     /// Seconds since the current Job started.
     pub seconds_in_phase: Option<i64>,
+    /// Every node, control planes first, in natural order.
     pub nodes: Vec<NodeStatus>,
     /// The target's Jobs, oldest first.
     pub jobs: Vec<JobStatus>,
+    /// The newest failed Job of the target, if any.
     pub last_error: Option<LastError>,
     /// Kill switch reason when present.
     pub kill_switch: Option<String>,
@@ -122,6 +136,7 @@ pub struct Status {
     pub in_flight_since: Option<Timestamp>,
     /// `k8s_upgrade_blocked` / `k8s_upgrade_held` from the Pushgateway, when read.
     pub blocked: Option<bool>,
+    /// `k8s_upgrade_held`, when read.
     pub held: Option<bool>,
     /// Reading problems.
     pub warnings: Vec<String>,
