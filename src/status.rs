@@ -209,8 +209,10 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
                     || inputs.nodes.iter().any(|n| version_of(n) != Some(*t))
             },
         );
+    // The Jobs of the target, or with none, of the newest chain (older chains are history).
+    let chain_target = target.or_else(|| jobs.last().and_then(|j| job_target(j)));
     let chain: Vec<&Job> =
-        jobs.iter().copied().filter(|j| target.is_none() || job_target(j) == target).collect();
+        jobs.iter().copied().filter(|j| chain_target.is_none() || job_target(j) == chain_target).collect();
 
     // The newest Job per node decides Current / Failed.
     let mut latest_per_node: BTreeMap<String, &Job> = BTreeMap::new();
@@ -723,6 +725,21 @@ mod tests {
         assert_eq!(s.target, None, "a completed chain is history");
         assert!(states(&s).iter().all(|(_, st)| *st == NodeState::Done));
         assert_eq!(s.next_steps, ["Nothing to do."]);
+    }
+
+    #[test]
+    fn an_old_chains_failure_does_not_taint_a_finished_one() {
+        let mut old = job(Phase::Worker, Some("k8s-node2"))
+            .started("2026-11-01T00:00:00Z")
+            .failed("DeadlineExceeded", "x")
+            .build();
+        old.metadata.name = Some("k8s-upgrade-worker-1-34-1-k8s-node2".into());
+        old.metadata.labels.as_mut().unwrap().insert("target-version".into(), "1-34-1".into());
+        let jobs = vec![old, job(Phase::Postflight, None).complete().build()];
+        let s = summarize_with(&jobs, &crate::fixtures::cluster(1, 2, "v1.34.2"), |_| {});
+        assert_eq!(s.overall, Overall::Idle);
+        assert!(s.last_error.is_none());
+        assert_eq!(s.jobs.len(), 1);
     }
 
     #[test]
