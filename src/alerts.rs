@@ -66,7 +66,7 @@ impl Default for AlertsConfig {
 }
 
 /// Serde adaptor: a [`Url`] as a string, validated on read.
-pub(crate) mod url_str {
+pub mod url_str {
     use url::Url;
 
     pub fn serialize<S: serde::Serializer>(u: &Url, s: S) -> Result<S::Ok, S::Error> {

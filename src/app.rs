@@ -24,6 +24,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan_command(&settings, context, &args).await,
         Command::Render(args) => render_command(&settings, context, &args).await,
+        Command::Detect(args) => {
+            let ctx = production_ctx(settings, context, args.image.clone()).await?;
+            let outcome = crate::chain::detect::detect(&ctx, args.dry_run).await?;
+            println!("{}", describe_detection(&outcome));
+            Ok(())
+        }
+        Command::Step(args) => {
+            let step = crate::chain::parse_step(args.phase, args.node.clone())?;
+            let ctx = production_ctx(settings, context, args.image.clone()).await?;
+            let input = crate::chain::StepInput { step, target: args.version, kind: args.kind };
+            let ended = crate::chain::run_step(&ctx, &input).await?;
+            println!("{}: {ended:?}", input.step);
+            Ok(())
+        }
+        Command::Drain(args) => {
+            check_node_name(&args.node)?;
+            let clients = cluster::connect(context).await?;
+            let out = crate::drain::drain_command(
+                &clients,
+                &args.node,
+                &settings.namespace,
+                &settings.drain,
+                args.dry_run,
+            )
+            .await?;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Uncordon(args) => {
+            check_node_name(&args.node)?;
+            let clients = cluster::connect(context).await?;
+            println!("{}", crate::drain::uncordon_command(&clients, &args.node).await?);
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", serde_saphyr::to_string(&settings).context("failed to serialise the settings")?);
+            Ok(())
+        }
         Command::Version => {
             println!("k8s-upgrade-chain {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -32,6 +70,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => crate::status::command(&settings, context, &args).await,
         Command::Report(args) => crate::report::command(&settings, context, &args).await,
     }
+}
+
+/// The production chain context: kube clients from the kubeconfig or service account, SSH to
+/// the nodes, Prometheus and the Pushgateway from the settings.
+async fn production_ctx(
+    settings: Settings,
+    context: Option<&str>,
+    image: String,
+) -> anyhow::Result<crate::chain::Ctx> {
+    let clients = cluster::connect(context).await?;
+    let exec = crate::ssh::SshExec::new(settings.ssh.clone())
+        .map_err(|e| bad_input(anyhow::anyhow!("failed to load the SSH key (ssh.key_file): {e}")))?;
+    crate::chain::Ctx::new(settings, clients, std::sync::Arc::new(exec), image)
+}
+
+fn describe_detection(d: &crate::chain::detect::Detection) -> String {
+    use crate::chain::detect::Detection;
+    match d {
+        Detection::Halted(r) => format!("halted by the kill switch: {r}"),
+        Detection::UpToDate { running } => format!("no upgrade needed: running {running}"),
+        Detection::Target { running, target, kind, spawned: None } => {
+            format!("target {target} ({kind} from {running}); dry run: nothing spawned")
+        }
+        Detection::Target { running, target, kind, spawned: Some(o) } => {
+            format!("target {target} ({kind} from {running}); preflight Job: {o:?}")
+        }
+    }
+}
+
+fn check_node_name(node: &str) -> anyhow::Result<()> {
+    crate::settings::check_dns_subdomain(node)
+        .map_err(|r| bad_input(anyhow::anyhow!("invalid node name {node:?}: {r}")))
 }
 
 /// Reads the nodes and builds the planner's snapshot.

@@ -61,6 +61,18 @@ pub enum Command {
     Plan(PlanArgs),
     /// Print the Job a phase would apply, as YAML (`... | kubectl apply -f -` runs one phase).
     Render(RenderArgs),
+    /// Detection (the CronJob): find the target version, push metrics, reconcile leaked
+    /// state, and start the chain by applying the preflight Job.
+    Detect(DetectArgs),
+    /// Run one chain phase (every chain Job runs this; the phase comes from `PHASE`).
+    Step(StepArgs),
+    /// Cordon and drain a node with the chain's PDB-aware drain engine.
+    Drain(DrainArgs),
+    /// Uncordon a node, only if the chain cordoned it.
+    Uncordon(UncordonArgs),
+    /// Print the effective configuration (the `--config` file with every default filled in)
+    /// as YAML.
+    Config,
     /// Print this tool's version.
     Version,
     /// Print every object the tool needs (namespace, RBAC, ConfigMaps, CronJobs) as YAML for
@@ -113,6 +125,56 @@ pub struct ReportArgs {
     /// Print the report instead of posting it to Slack.
     #[arg(long, env = "DRY_RUN")]
     pub dry_run: bool,
+}
+
+/// `detect` flags.
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Detect and push metrics, but spawn nothing.
+    #[arg(long, env = "DRY_RUN")]
+    pub dry_run: bool,
+    /// Image of the chain Jobs to spawn.
+    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    pub image: String,
+}
+
+/// `step` flags (set by the Job template through env).
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// Phase to run.
+    #[arg(long, env = "PHASE", value_parser = parse_phase)]
+    pub phase: Phase,
+    /// Target node (master, control-plane and worker phases).
+    #[arg(long, env = "TARGET_NODE", value_name = "NODE")]
+    pub node: Option<String>,
+    /// Target Kubernetes version (X.Y.Z).
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
+    pub version: Version,
+    /// `patch` or `minor`.
+    #[arg(long, env = "KIND", value_parser = parse_kind)]
+    pub kind: Kind,
+    /// Image of the chain Jobs this step spawns.
+    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    pub image: String,
+}
+
+/// `drain` flags.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Node to drain.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// List what would be evicted, skipped and blocked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `uncordon` flags.
+#[derive(Debug, Args)]
+pub struct UncordonArgs {
+    /// Node to uncordon.
+    #[arg(value_name = "NODE")]
+    pub node: String,
 }
 
 /// `plan` flags.

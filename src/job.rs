@@ -63,8 +63,12 @@ pub fn active_deadline(settings: &Settings, phase: Phase) -> Duration {
     let work = match phase {
         // Probes, plan and diff, the etcd snapshot, the containerd fix and its Ready wait.
         Phase::Preflight => t.probe * 6 + t.etcd_snapshot + t.node_ready,
-        Phase::Master | Phase::ControlPlane => t.drain + t.node_upgrade + t.node_ready + t.probe * 3,
-        Phase::Worker => t.alert_wait + t.drain + t.node_upgrade + t.node_ready + t.soak,
+        Phase::Master | Phase::ControlPlane => {
+            settings.drain.timeout + settings.ssh.command_timeout + t.node_ready + t.probe * 3
+        }
+        Phase::Worker => {
+            t.alert_wait + settings.drain.timeout + settings.ssh.command_timeout + t.node_ready + t.soak
+        }
         Phase::Postflight => t.probe * 2,
     };
     // Spawning the next Job may wait for a Failed one to be deleted first.

@@ -120,118 +120,33 @@ use Names::{Any, KillSwitch, PostUpgradeConfigMaps, ToolNamespace as ToolNs};
 use Scope::{Cluster, DefaultNamespace, EtcdBackupNamespace, ToolNamespace};
 
 /// Every API call the binary makes. THE list: extend it when code starts making a new call.
+#[rustfmt::skip]
 pub const CALLS: &[Call] = &[
     // Nodes: planning, cordon/uncordon, Ready waits.
-    call(
-        "",
-        "nodes",
-        &["get", "list", "watch"],
-        Cluster,
-        Any,
-        "cluster::list_nodes, step (Ready wait), status, report",
-    ),
-    call("", "nodes", &["patch"], Cluster, Any, "step: cordon / uncordon"),
-    // Drain.
-    call(
-        "",
-        "pods",
-        &["get", "list", "watch", "delete"],
-        Cluster,
-        Any,
-        "step: drain (list pods on the node, wait until gone, fallback delete)",
-    ),
-    call("", "pods/eviction", &["create"], Cluster, Any, "step: drain (eviction API)"),
-    call(
-        "policy",
-        "poddisruptionbudgets",
-        &["list"],
-        Cluster,
-        Any,
-        "step: predrain unstick (PDB of single replicas)",
-    ),
-    call("apps", "replicasets", &["get"], Cluster, Any, "step: drain (owner classification)"),
-    call(
-        "apps",
-        "statefulsets",
-        &["get"],
-        Cluster,
-        Any,
-        "step: drain (owner classification); compat::read_addon_images",
-    ),
-    call(
-        "apps",
-        "daemonsets",
-        &["get"],
-        Cluster,
-        Any,
-        "step: drain (DaemonSet pods stay); compat::read_addon_images",
-    ),
-    call(
-        "apps",
-        "deployments",
-        &["get", "patch"],
-        Cluster,
-        Any,
-        "compat::read_addon_images; step: quiesce (hooks.quiesce_deployments)",
-    ),
-    call("apps", "deployments/scale", &["get", "patch"], Cluster, Any, "step: quiesce (scale to 0 and back)"),
-    // Chain Jobs in the tool's namespace.
-    call(
-        "batch",
-        "jobs",
-        &["create", "get", "list", "watch", "patch", "delete"],
-        ToolNamespace,
-        Any,
-        "spawn (server-side apply, respawn of Failed Jobs, await deletion); detect; status; report",
-    ),
+    call("", "nodes", &["get", "list", "watch"], Cluster, Any, "cluster::list_nodes, chain (node lookups, Ready wait), drain, status, report"),
+    call("", "nodes", &["patch"], Cluster, Any, "drain: cordon / uncordon"),
+    // Drain and pod health checks.
+    call("", "pods", &["list", "watch", "delete"], Cluster, Any, "drain (pods on the node, watch them go, fallback delete); chain::nodes (system and control-plane pods); etcd snapshot pod"),
+    call("", "pods/eviction", &["create"], Cluster, Any, "drain (eviction API)"),
+    call("policy", "poddisruptionbudgets", &["list"], Cluster, Any, "drain (PDB classification)"),
+    call("apps", "daemonsets", &["get"], Cluster, Any, "drain (DaemonSet pods stay); compat::read_addon_images"),
+    call("apps", "statefulsets", &["get"], Cluster, Any, "compat::read_addon_images"),
+    call("apps", "deployments", &["get", "patch"], Cluster, Any, "compat::read_addon_images; chain::quiesce (replicas to 0 and back)"),
+    // Chain Jobs in the tool's namespace. `create` too: server-side apply of a new object needs it.
+    call("batch", "jobs", &["create", "get", "list", "watch", "patch", "delete"], ToolNamespace, Any, "spawn (server-side apply, respawn of Failed Jobs, await deletion); detect (reconcile); status; report"),
     call("", "configmaps", &["get"], ToolNamespace, KillSwitch, "killswitch::check"),
     call("", "namespaces", &["get", "patch"], Cluster, ToolNs, "annotations (in-flight record)"),
     call("events.k8s.io", "events", &["create", "patch"], ToolNamespace, Any, "events (milestones on Jobs)"),
-    call(
-        "events.k8s.io",
-        "events",
-        &["create", "patch"],
-        DefaultNamespace,
-        Any,
-        "events (milestones on Nodes: cluster-scoped objects report into default)",
-    ),
+    call("events.k8s.io", "events", &["create", "patch"], DefaultNamespace, Any, "events (milestones on Nodes: cluster-scoped objects report into default)"),
     // Pre-upgrade etcd snapshot: a Job created from the backup CronJob, its log verified.
-    call(
-        "batch",
-        "cronjobs",
-        &["get"],
-        EtcdBackupNamespace,
-        Any,
-        "step: etcd snapshot (create Job from CronJob)",
-    ),
-    call(
-        "batch",
-        "jobs",
-        &["create", "get", "list", "watch", "patch", "delete"],
-        EtcdBackupNamespace,
-        Any,
-        "step: etcd snapshot Job",
-    ),
-    call(
-        "",
-        "pods/log",
-        &["get"],
-        EtcdBackupNamespace,
-        Any,
-        "step: etcd snapshot (read the backup byte count; seed failure 25)",
-    ),
+    call("batch", "cronjobs", &["get"], EtcdBackupNamespace, Any, "chain::etcd (the Job template of the backup CronJob)"),
+    call("batch", "jobs", &["create", "list", "watch"], EtcdBackupNamespace, Any, "chain::etcd (create the snapshot Job, wait for it)"),
+    call("", "pods/log", &["get"], EtcdBackupNamespace, Any, "chain::etcd (read the backup byte count; seed failure 25)"),
     // Post-control-plane scripts.
-    call(
-        "",
-        "configmaps",
-        &["get"],
-        Cluster,
-        PostUpgradeConfigMaps,
-        "step: post-upgrade scripts (hooks.post_control_plane_scripts)",
-    ),
+    call("", "configmaps", &["get"], Cluster, PostUpgradeConfigMaps, "chain::phases (hooks.post_control_plane_scripts)"),
     // Control-plane health.
-    call("", "/readyz", &["get"], Cluster, Any, "step: apiserver health after the master upgrade"),
-    call("", "/livez", &["get"], Cluster, Any, "step: apiserver health after the master upgrade"),
+    call("", "/readyz", &["get"], Cluster, Any, "chain::nodes::health_endpoints"),
+    call("", "/livez", &["get"], Cluster, Any, "chain::nodes::health_endpoints"),
 ];
 
 /// One atomic permission: a verb on a resource (or URL) in a namespace (or cluster-wide), on

@@ -38,6 +38,14 @@ pub struct Settings {
     pub pushgateway: crate::metrics::PushgatewayConfig,
     /// Slack notifications.
     pub slack: crate::slack::SlackConfig,
+    /// SSH to the nodes (by InternalIP).
+    pub ssh: crate::ssh::SshConfig,
+    /// Node drains.
+    pub drain: crate::drain::DrainConfig,
+    /// Base URL of the Kubernetes apt repositories; `/v<X.Y>/deb/` is appended. Detection
+    /// probes it for the next minor, and `update_k8s.sh` points apt at it.
+    #[serde(with = "crate::alerts::url_str")]
+    pub apt_repository: url::Url,
 }
 
 impl Default for Settings {
@@ -53,6 +61,9 @@ impl Default for Settings {
             alerts: Default::default(),
             pushgateway: Default::default(),
             slack: Default::default(),
+            ssh: Default::default(),
+            drain: Default::default(),
+            apt_repository: url::Url::parse(crate::probes::K8S_APT_BASE).expect("default apt base parses"),
         }
     }
 }
@@ -121,12 +132,6 @@ pub struct Timeouts {
     /// Wait for the pre-upgrade etcd snapshot Job.
     #[serde(with = "dur")]
     pub etcd_snapshot: Duration,
-    /// Deadline of a whole node drain.
-    #[serde(with = "dur")]
-    pub drain: Duration,
-    /// Deadline of `update_k8s.sh` on one node.
-    #[serde(with = "dur")]
-    pub node_upgrade: Duration,
     /// Deadline of one short SSH probe (versions, plan, diff).
     #[serde(with = "dur")]
     pub probe: Duration,
@@ -146,8 +151,6 @@ impl Default for Timeouts {
             soak_interval: m(1),
             settle_window: Duration::from_secs(600),
             etcd_snapshot: Duration::from_secs(600),
-            drain: m(30),
-            node_upgrade: m(45),
             probe: m(5),
             job_delete: m(5),
         }
@@ -155,7 +158,7 @@ impl Default for Timeouts {
 }
 
 /// Site hooks: what the seed system hard-coded for one cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hooks {
     /// Deployments scaled to 0 around a control-plane upgrade and restored on every exit path
@@ -171,6 +174,25 @@ pub struct Hooks {
     pub preserve_kubelet_keys: Vec<String>,
     /// DaemonSets whose pods must be Running on a worker after its upgrade (a warning only).
     pub expected_daemonsets: Vec<String>,
+    /// Upgrade without an etcd snapshot when `etcd_backup` is not set. Default false: the
+    /// seed's rule is never to skip the snapshot.
+    pub allow_no_etcd_snapshot: bool,
+    /// Name that postflight resolves as its DNS smoke test; empty skips it.
+    pub smoke_dns_name: Option<String>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            quiesce_deployments: vec![],
+            post_control_plane_scripts: vec![],
+            etcd_backup: None,
+            preserve_kubelet_keys: vec![],
+            expected_daemonsets: vec!["calico-node".into(), "kube-proxy".into()],
+            allow_no_etcd_snapshot: false,
+            smoke_dns_name: Some("kubernetes.default.svc.cluster.local".into()),
+        }
+    }
 }
 
 /// One Deployment to quiesce during control-plane upgrades.
@@ -299,8 +321,8 @@ impl Settings {
             ("timeouts.alert_interval", t.alert_interval),
             ("timeouts.soak_interval", t.soak_interval),
             ("timeouts.etcd_snapshot", t.etcd_snapshot),
-            ("timeouts.drain", t.drain),
-            ("timeouts.node_upgrade", t.node_upgrade),
+            ("ssh.command_timeout", self.ssh.command_timeout),
+            ("ssh.connect_timeout", self.ssh.connect_timeout),
             ("timeouts.probe", t.probe),
             ("timeouts.job_delete", t.job_delete),
             ("job.ttl_after_finished", self.job.ttl_after_finished),
@@ -335,6 +357,11 @@ impl Settings {
             check_dns_subdomain(&b.cronjob)
                 .map_err(|r| invalid("hooks.etcd_backup.cronjob", &b.cronjob, &r))?;
         }
+        self.drain.validate().map_err(|message| SettingsError::Key {
+            path: origin.into(),
+            key: "drain".into(),
+            message,
+        })?;
         let key_err =
             |key: &str, message: String| SettingsError::Key { path: origin.into(), key: key.into(), message };
         crate::alerts::Policy::from_config(&self.alerts).map_err(|e| key_err("alerts", e.to_string()))?;
@@ -482,7 +509,7 @@ mod tests {
         assert_eq!(s.timeouts.soak, Duration::from_secs(600));
         assert_eq!(s.timeouts.settle_window, Duration::from_secs(600));
         assert_eq!(s.timeouts.etcd_snapshot, Duration::from_secs(600));
-        assert_eq!(s.timeouts.drain, Duration::from_secs(1800));
+        assert_eq!(s.drain.timeout, Duration::from_secs(1800));
     }
 
     #[test]
@@ -539,8 +566,10 @@ hooks:
 
     #[test]
     fn zero_deadline_is_refused() {
-        let e = parse("timeouts: {drain: 0s}\n").unwrap_err().to_string();
-        assert!(e.contains("timeouts.drain"), "{e}");
+        let e = parse("timeouts: {node_ready: 0s}\n").unwrap_err().to_string();
+        assert!(e.contains("timeouts.node_ready"), "{e}");
+        let e = parse("drain: {timeout: 0s}\n").unwrap_err().to_string();
+        assert!(e.contains("drain.timeout"), "{e}");
     }
 
     #[test]

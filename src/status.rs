@@ -308,10 +308,22 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
     }
     if let Some(f) = failure_open {
         let name = f.metadata.name.as_deref().unwrap_or_default();
-        next.push(format!(
+        let read = format!(
             "Read the failed Job's log: kubectl -n {ns} logs job/{name} (and kubectl -n {ns} describe job/{name}); fix \
-             the cause. Detection, or the previous phase, deletes and re-spawns a Failed Job: {trigger}"
-        ));
+             the cause."
+        );
+        let phase = job_label(f, "phase").unwrap_or_default();
+        // Detection re-spawns only a Failed preflight; a later phase is re-spawned by its
+        // predecessor's spawn, so by hand it is "delete, then apply the same Job again".
+        let retry = match (phase, target) {
+            ("preflight", _) | (_, None) => format!("Then detection re-spawns it: {trigger}"),
+            (phase, Some(t)) => format!(
+                "Then re-run it: kubectl -n {ns} delete job {name} --cascade=foreground && k8s-upgrade-chain render \
+                 --phase {phase}{} --version {t} | kubectl apply -f -",
+                job_node(f).map(|n| format!(" --node {n}")).unwrap_or_default()
+            ),
+        };
+        next.push(format!("{read} {retry}"));
     }
     if blocked == Some(true) {
         next.push(
@@ -637,7 +649,14 @@ mod tests {
                 .iter()
                 .any(|n| n.contains("kubectl -n k8s-upgrade logs job/k8s-upgrade-worker-1-34-2-k8s-node2"))
         );
-        assert!(s.next_steps.iter().any(|n| n.contains("re-spawns")));
+        assert!(
+            s.next_steps.iter().any(|n| n.contains(
+                "delete job k8s-upgrade-worker-1-34-2-k8s-node2 --cascade=foreground && k8s-upgrade-chain render \
+                 --phase worker --node k8s-node2 --version 1.34.2 | kubectl apply -f -"
+            )),
+            "{:?}",
+            s.next_steps
+        );
     }
 
     #[test]
@@ -661,6 +680,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_preflight_is_left_to_detection() {
+        let jobs = vec![job(Phase::Preflight, None).failed("BackoffLimitExceeded", "alerts firing").build()];
+        let s = summarize_with(&jobs, &crate::fixtures::cluster(1, 2, "v1.34.1"), |_| {});
+        assert_eq!(s.overall, Overall::Failed);
+        assert!(
+            s.next_steps
+                .iter()
+                .any(|n| n.contains("detection re-spawns it")
+                    && n.contains("--from=cronjob/k8s-version-check")),
+            "{:?}",
+            s.next_steps
+        );
+        assert!(s.nodes.iter().all(|n| n.state == NodeState::Pending));
+    }
+
+    #[test]
     fn a_respawned_job_supersedes_its_failure() {
         let mut jobs = done_so_far();
         jobs.push(
@@ -675,7 +710,7 @@ mod tests {
         assert_eq!(s.overall, Overall::Running);
         assert_eq!(states(&s)[2], ("k8s-node2", NodeState::Current));
         assert!(s.last_error.is_some(), "the old failure is still reported as history");
-        assert!(!s.next_steps.iter().any(|n| n.contains("re-spawns")));
+        assert!(!s.next_steps.iter().any(|n| n.contains("re-run it")));
     }
 
     #[test]

@@ -8,73 +8,59 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     labels = local.labels
   }
 
-  # cluster::list_nodes, step (Ready wait), status, report
+  # cluster::list_nodes, chain (node lookups, Ready wait), drain, status, report
   rule {
     api_groups = [""]
     resources  = ["nodes"]
     verbs      = ["get", "list", "watch"]
   }
 
-  # step: cordon / uncordon
+  # drain: cordon / uncordon
   rule {
     api_groups = [""]
     resources  = ["nodes"]
     verbs      = ["patch"]
   }
 
-  # step: drain (list pods on the node, wait until gone, fallback delete)
+  # drain (pods on the node, watch them go, fallback delete); chain::nodes (system and control-plane pods); etcd snapshot pod
   rule {
     api_groups = [""]
     resources  = ["pods"]
-    verbs      = ["get", "list", "watch", "delete"]
+    verbs      = ["list", "watch", "delete"]
   }
 
-  # step: drain (eviction API)
+  # drain (eviction API)
   rule {
     api_groups = [""]
     resources  = ["pods/eviction"]
     verbs      = ["create"]
   }
 
-  # step: predrain unstick (PDB of single replicas)
+  # drain (PDB classification)
   rule {
     api_groups = ["policy"]
     resources  = ["poddisruptionbudgets"]
     verbs      = ["list"]
   }
 
-  # step: drain (owner classification)
-  rule {
-    api_groups = ["apps"]
-    resources  = ["replicasets"]
-    verbs      = ["get"]
-  }
-
-  # step: drain (owner classification); compat::read_addon_images
-  rule {
-    api_groups = ["apps"]
-    resources  = ["statefulsets"]
-    verbs      = ["get"]
-  }
-
-  # step: drain (DaemonSet pods stay); compat::read_addon_images
+  # drain (DaemonSet pods stay); compat::read_addon_images
   rule {
     api_groups = ["apps"]
     resources  = ["daemonsets"]
     verbs      = ["get"]
   }
 
-  # compat::read_addon_images; step: quiesce (hooks.quiesce_deployments)
+  # compat::read_addon_images
+  rule {
+    api_groups = ["apps"]
+    resources  = ["statefulsets"]
+    verbs      = ["get"]
+  }
+
+  # compat::read_addon_images; chain::quiesce (replicas to 0 and back)
   rule {
     api_groups = ["apps"]
     resources  = ["deployments"]
-    verbs      = ["get", "patch"]
-  }
-
-  # step: quiesce (scale to 0 and back)
-  rule {
-    api_groups = ["apps"]
-    resources  = ["deployments/scale"]
     verbs      = ["get", "patch"]
   }
 
@@ -86,7 +72,7 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     verbs          = ["get", "patch"]
   }
 
-  # step: post-upgrade scripts (hooks.post_control_plane_scripts)
+  # chain::phases (hooks.post_control_plane_scripts)
   dynamic "rule" {
     for_each = length(var.post_upgrade_configmaps) > 0 ? [1] : []
     content {
@@ -97,13 +83,13 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     }
   }
 
-  # step: apiserver health after the master upgrade
+  # chain::nodes::health_endpoints
   rule {
     non_resource_urls = ["/readyz"]
     verbs             = ["get"]
   }
 
-  # step: apiserver health after the master upgrade
+  # chain::nodes::health_endpoints
   rule {
     non_resource_urls = ["/livez"]
     verbs             = ["get"]
@@ -134,7 +120,7 @@ resource "kubernetes_role_v1" "tool_namespace" {
     labels    = local.labels
   }
 
-  # spawn (server-side apply, respawn of Failed Jobs, await deletion); detect; status; report
+  # spawn (server-side apply, respawn of Failed Jobs, await deletion); detect (reconcile); status; report
   rule {
     api_groups = ["batch"]
     resources  = ["jobs"]
@@ -184,21 +170,21 @@ resource "kubernetes_role_v1" "etcd_backup" {
     labels    = local.labels
   }
 
-  # step: etcd snapshot (create Job from CronJob)
+  # chain::etcd (the Job template of the backup CronJob)
   rule {
     api_groups = ["batch"]
     resources  = ["cronjobs"]
     verbs      = ["get"]
   }
 
-  # step: etcd snapshot Job
+  # chain::etcd (create the snapshot Job, wait for it)
   rule {
     api_groups = ["batch"]
     resources  = ["jobs"]
-    verbs      = ["create", "get", "list", "watch", "patch", "delete"]
+    verbs      = ["create", "list", "watch"]
   }
 
-  # step: etcd snapshot (read the backup byte count; seed failure 25)
+  # chain::etcd (read the backup byte count; seed failure 25)
   rule {
     api_groups = [""]
     resources  = ["pods/log"]

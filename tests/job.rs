@@ -185,8 +185,10 @@ fn deadlines_cover_each_phase_waits() {
     let s = Settings::default();
     let t = &s.timeouts;
     let worker = job::active_deadline(&s, Phase::Worker);
-    assert!(worker >= t.alert_wait + t.drain + t.node_upgrade + t.node_ready + t.soak);
+    assert!(worker >= t.alert_wait + s.drain.timeout + s.ssh.command_timeout + t.node_ready + t.soak);
     assert!(job::active_deadline(&s, Phase::Preflight) >= t.etcd_snapshot + t.node_ready);
-    assert!(job::active_deadline(&s, Phase::Master) >= t.drain + t.node_upgrade + t.node_ready);
+    assert!(
+        job::active_deadline(&s, Phase::Master) >= s.drain.timeout + s.ssh.command_timeout + t.node_ready
+    );
     assert!(job::active_deadline(&s, Phase::Postflight) > std::time::Duration::ZERO);
 }

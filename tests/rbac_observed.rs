@@ -21,6 +21,8 @@ use k8s_upgrade_chain::{
 use kube::{Api, Resource};
 use testapi::{RecordedRequest, TestApiServer, fixtures as tf};
 
+mod support;
+
 const NS: &str = "k8s-upgrade";
 
 /// The RBAC view of one request: (namespace, group, resource[/sub], verb, name).
@@ -172,4 +174,60 @@ fn request_paths_map_to_rbac_terms() {
     assert_eq!((g.group.as_str(), g.resource.as_str(), g.name), ("batch", "jobs", None));
     let g = grant_of(&req("GET", "/readyz", "get"));
     assert_eq!(g.resource, "/readyz");
+}
+
+/// The whole chain (detect, then every Job) on the test apiserver with real sshd nodes, the
+/// etcd backup hook, a quiesced Deployment and a post-upgrade script: every request it makes
+/// must be granted by the RBAC generated for those settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_request_of_a_full_chain_is_granted() {
+    use support::chain::{Cluster, Layout};
+    let mut c = Cluster::start(Layout {
+        control_planes: &["k8s-master"],
+        workers: &["k8s-node1", "k8s-node2"],
+        running: "1.34.1",
+        target: "1.34.2",
+        net: 88,
+    })
+    .await;
+    c.srv.insert(tf::configmap("kube-system", "apiserver-oidc-restore", &[("restore.sh", "true\n")]));
+    c.settings.hooks.post_control_plane_scripts = vec![k8s_upgrade_chain::settings::PostUpgradeScript {
+        name: "oidc-restore".into(),
+        configmap_namespace: "kube-system".into(),
+        configmap_name: "apiserver-oidc-restore".into(),
+        configmap_key: "restore.sh".into(),
+        verify_file: None,
+        verify_contains: None,
+    }];
+    c.srv.reset_requests();
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+
+    let granted = rbac::flatten(&rbac::roles(&c.settings));
+    let mut denied = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in c.srv.requests() {
+        let g = grant_of(&r);
+        if !granted.iter().any(|(ns, rule)| rbac::allows(ns.as_deref(), rule, &g)) {
+            denied.insert(format!("{} {} -> {g}", r.method, r.path.split('?').next().unwrap()));
+        }
+        seen.insert(format!("{} {}/{}", g.verb, g.group, g.resource));
+    }
+    assert!(
+        denied.is_empty(),
+        "requests the generated RBAC would deny:\n{}",
+        denied.into_iter().collect::<Vec<_>>().join("\n")
+    );
+    for want in [
+        "create /pods/eviction",
+        "get /pods/log",
+        "get batch/cronjobs",
+        "patch apps/deployments",
+        "patch /nodes",
+        "get //readyz",
+        "get //livez",
+    ] {
+        assert!(seen.contains(want), "{want} not exercised: {seen:?}");
+    }
 }

@@ -3,9 +3,9 @@
 use clap::Parser as _;
 use k8s_upgrade_chain::cli::Cli;
 
-/// Subcommands the runbook documents before they exist in this build (the chain phases land
-/// separately). Remove each name once its command is implemented; the test then checks it.
-const PENDING_COMMANDS: &[&str] = &["detect", "step", "drain", "uncordon", "rehearse"];
+/// Subcommands the runbook documents before they exist in this build. Remove each name once
+/// its command is implemented; the test then checks it.
+const PENDING_COMMANDS: &[&str] = &["rehearse"];
 
 /// Splits a shell command line into words: quotes and backslash escapes handled, stops at a
 /// pipe, redirection, `&&`, `;` or comment.

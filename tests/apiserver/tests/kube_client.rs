@@ -180,6 +180,9 @@ async fn server_side_apply_create_update_conflict_force() {
     assert_eq!(mf[0].manager.as_deref(), Some("alpha"));
     assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
 
+    // The same apply again is a no-op: same resourceVersion.
+    let again = cms.patch("s", &PatchParams::apply("alpha"), &Patch::Apply(cfg("1"))).await.unwrap();
+    assert_eq!(again.metadata.resource_version, created.metadata.resource_version);
     let updated = cms.patch("s", &PatchParams::apply("alpha"), &Patch::Apply(cfg("2"))).await.unwrap();
     assert_eq!(updated.data.unwrap()["k"], "2");
     assert_eq!(srv.requests().last().unwrap().status, 200);
@@ -187,7 +190,7 @@ async fn server_side_apply_create_update_conflict_force() {
     let conflict =
         api_err(cms.patch("s", &PatchParams::apply("beta"), &Patch::Apply(cfg("3"))).await.unwrap_err());
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
-    assert_eq!(conflict.message, r#"Apply failed with 1 conflict: conflict with "alpha" using v1: .data.k"#);
+    assert_eq!(conflict.message, r#"Apply failed with 1 conflict: conflict with "alpha": .data.k"#);
     let causes = conflict.details.unwrap().causes;
     assert_eq!((causes[0].reason.as_str(), causes[0].field.as_str()), ("FieldManagerConflict", ".data.k"));
 
@@ -201,13 +204,25 @@ async fn server_side_apply_create_update_conflict_force() {
     cms.patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "4"}}))).await.unwrap();
     assert!(cms.patch("s", &PatchParams::apply("beta"), &Patch::Apply(cfg("5"))).await.is_err());
 
-    // Apply without a field manager is 400 (raw request: kube refuses to send it).
+    // Apply without a field manager is 422 on PatchOptions (raw request: kube refuses to send it).
     let req = http::Request::patch(format!("{}/api/v1/namespaces/default/configmaps/s", srv.url()))
         .header("content-type", "application/apply-patch+yaml")
         .body(serde_json::to_vec(&cfg("6")).unwrap())
         .unwrap();
     let e = api_err(srv.client().request::<Value>(req).await.unwrap_err());
-    assert_eq!(e.code, 400);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        r#"PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch"#
+    );
+
+    // An Update manager is printed with its apiVersion and time.
+    let e = api_err(cms.patch("s", &PatchParams::apply("gamma"), &Patch::Apply(cfg("7"))).await.unwrap_err());
+    assert!(
+        e.message.starts_with(r#"Apply failed with 1 conflict: conflict with "" using v1 at "#),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -236,6 +251,25 @@ async fn patch_flavours() {
         .await
         .unwrap();
     assert_eq!(p.metadata.labels.unwrap()["x"], "y");
+    // Pod specs are immutable but for images and a few fields.
+    let e = api_err(
+        pods.patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"nodeName": "n2"}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message.starts_with(
+            r#"Pod "p" is invalid: spec: Forbidden: pod updates may not change fields other than"#
+        )
+    );
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"containers": [{"name": "main", "image": "img:2"}]}})),
+    )
+    .await
+    .unwrap();
     // Status is not writable through the main resource.
     let p = pods
         .patch("p", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Failed"}})))
@@ -296,6 +330,53 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
         ("Job", uid.as_str(), Some(true))
     );
     assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    // API defaulting and admission, as a real server returns them.
+    let ps = p.spec.as_ref().unwrap();
+    assert_eq!(ps.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(ps.service_account_name.as_deref(), Some("default"));
+    assert_eq!(ps.containers[0].termination_message_path.as_deref(), Some("/dev/termination-log"));
+    assert_eq!(ps.containers[0].image_pull_policy.as_deref(), Some("IfNotPresent"));
+    let tmpl = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(tmpl.scheduler_name.as_deref(), Some("default-scheduler"));
+
+    // A Job name longer than a label value can be (the controller labels its pods with it).
+    let long = format!("upgrade-worker-{}", "k8s-node-with-a-very-long-name-0123456789abcdefgh");
+    let e =
+        api_err(jobs.create(&PostParams::default(), &upgrade_job(&long, "n2", "img:1")).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Job.batch "{long}" is invalid: spec.template.labels: Invalid value: "{long}": must be no more than 63 characters"#
+        )
+    );
+    let bad: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "Web_1"}, "spec": {"containers": [{"name": "a", "image": "b"}]}}),
+    )
+    .unwrap();
+    let e = api_err(
+        Api::<Pod>::namespaced(srv.client(), "upgrade")
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.starts_with(
+            r#"Pod "Web_1" is invalid: metadata.name: Invalid value: "Web_1": a lowercase RFC 1123 subdomain"#
+        ),
+        "{}",
+        e.message
+    );
+
+    // A Job whose pods would restart is invalid.
+    let mut always = upgrade_job("bad", "n2", "img:1");
+    always.spec.as_mut().unwrap().template.spec.as_mut().unwrap().restart_policy = None;
+    let e = api_err(jobs.create(&PostParams::default(), &always).await.unwrap_err());
+    assert_eq!(e.code, 422);
+    assert_eq!(
+        e.message,
+        r#"Job.batch "bad" is invalid: spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never""#
+    );
 
     // Same template again through SSA: fine. A new image: 422 field is immutable.
     let mut same = upgrade_job("worker-n2", "n2", "img:1");
@@ -328,6 +409,10 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
 
     jobs.create(&PostParams::default(), &upgrade_job("worker-n3", "n3", "img:1")).await.unwrap();
     srv.fail_job("upgrade", "worker-n3", "BackoffLimitExceeded");
+    let failed_pod = srv.job_pods("upgrade", "worker-n3").pop().unwrap();
+    let cs =
+        srv.get::<Pod>(Some("upgrade"), &failed_pod).unwrap().status.unwrap().container_statuses.unwrap();
+    assert_eq!(cs[0].state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
     let st = srv.get::<Job>(Some("upgrade"), "worker-n3").unwrap().status.unwrap();
     let failed = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
     assert_eq!((failed.status.as_str(), failed.reason.as_deref()), ("True", Some("BackoffLimitExceeded")));
@@ -343,9 +428,18 @@ async fn deleting_a_job_orphans_by_default_and_foreground_waits_for_the_pod() {
 
     jobs.create(&PostParams::default(), &upgrade_job("orphaned", "n1", "img")).await.unwrap();
     let pod_name = srv.job_pods("upgrade", "orphaned").pop().unwrap();
-    jobs.delete("orphaned", &DeleteParams::default()).await.unwrap();
+    // The default for batch/v1 Jobs is Orphan: the registry answers with the Job carrying the
+    // `orphan` finalizer, then the garbage collector frees the pod and the Job goes.
+    let marked = jobs
+        .delete("orphaned", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("an orphaning delete answers with the object");
+    assert_eq!(marked.metadata.finalizers.unwrap(), ["orphan"]);
+    eventually("the orphaned job to go", || srv.get::<Job>(Some("upgrade"), "orphaned").is_none()).await;
     let p = pods.get(&pod_name).await.unwrap();
-    assert!(p.metadata.owner_references.is_none(), "the default for batch/v1 Jobs is Orphan");
+    assert!(p.metadata.owner_references.is_none());
     assert!(p.metadata.deletion_timestamp.is_none());
 
     let j = jobs.create(&PostParams::default(), &upgrade_job("fg", "n1", "img")).await.unwrap();
@@ -403,6 +497,11 @@ async fn graceful_pod_deletion_is_seen_by_a_watch() {
         }
     }
     assert_eq!(seen, ["MODIFIED terminating=true", "DELETED"]);
+
+    // remove() makes a pod vanish regardless of grace and finalizers.
+    srv.insert(pod("held").on("n1").finalizer("x/y"));
+    assert!(srv.remove::<Pod>(Some("default"), "held"));
+    assert!(pods.get_opt("held").await.unwrap().is_none());
 
     // Grace 0 removes at once.
     srv.insert(pod("fast").on("n1"));
@@ -488,6 +587,15 @@ async fn eviction_honours_the_disruption_budget() {
     assert_eq!((last.verb.as_str(), last.status), ("create", 201));
     let evicted = srv.get::<Pod>(Some("apps"), "web-abc-0").unwrap();
     assert!(evicted.metadata.deletion_timestamp.is_some());
+    let dt = evicted
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("eviction marks the pod with DisruptionTarget");
+    assert_eq!((dt.status.as_str(), dt.reason.as_deref()), ("True", Some("EvictionByEvictionAPI")));
 
     let blocked = api_err(pods.evict("web-abc-1", &EvictParams::default()).await.unwrap_err());
     assert_eq!((blocked.code, blocked.reason.as_str()), (429, "TooManyRequests"));
@@ -602,12 +710,37 @@ async fn pdb_math_from_controllers() {
         (st.expected_pods, st.desired_healthy, st.current_healthy, st.disruptions_allowed),
         (4, 3, 3, 0)
     );
-    // A bare pod under a maxUnavailable budget: the controller fails safe.
+    // Scaling the Deployment moves the budget.
+    let deps: Api<Deployment> = Api::namespaced(srv.client(), "apps");
+    deps.patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .unwrap();
+    let st = srv.get::<PodDisruptionBudget>(Some("apps"), "pct").unwrap().status.unwrap();
+    assert_eq!((st.expected_pods, st.desired_healthy, st.disruptions_allowed), (3, 2, 1));
+    // A bare pod under a maxUnavailable budget is unmanaged: expected 0, nothing allowed.
     srv.insert(pod("bare").ns("apps").on("n1").label("app", "bare"));
     srv.insert(pdb("bare").ns("apps").max_unavailable(1).selector(&[("app", "bare")]));
     let st = srv.get::<PodDisruptionBudget>(Some("apps"), "bare").unwrap().status.unwrap();
-    assert_eq!(st.disruptions_allowed, 0);
-    assert_eq!(st.conditions.unwrap()[0].reason, "SyncFailed");
+    assert_eq!((st.expected_pods, st.current_healthy, st.disruptions_allowed), (0, 1, 0));
+    assert_eq!(st.conditions.unwrap()[0].reason, "InsufficientPods");
+    // A DaemonSet pod: no scale to find, the controller fails safe and never observes the
+    // PDB's generation, so the eviction API says the budget is still being processed.
+    srv.insert(pod("agent").ns("apps").on("n1").owned_by_daemonset("agent").label("app", "agent"));
+    srv.insert(pdb("agent").ns("apps").max_unavailable(1).selector(&[("app", "agent")]));
+    let st = srv.get::<PodDisruptionBudget>(Some("apps"), "agent").unwrap().status.unwrap();
+    let c = &st.conditions.unwrap()[0];
+    assert_eq!(
+        (c.reason.as_str(), c.message.as_str()),
+        ("SyncFailed", r#"found no controllers for pod "agent""#)
+    );
+    assert_eq!((st.disruptions_allowed, st.observed_generation), (0, Some(0)));
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
+    let e = api_err(pods.evict("agent", &EvictParams::default()).await.unwrap_err());
+    assert_eq!(e.code, 429);
+    assert_eq!(
+        e.details.unwrap().causes[0].message,
+        "The disruption budget agent is still being processed by the server."
+    );
     let _ = srv.get::<ReplicaSet>(Some("apps"), "web-1").unwrap();
 }
 
@@ -683,10 +816,17 @@ async fn fault_injection() {
     srv.inject(Fault::status(500).path_contains("/configmaps"));
     let e = api_err(cms.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
+    assert_eq!(srv.count("get"), 2);
+    assert!(srv.counts()["list"] >= 1);
     srv.clear_faults();
     assert!(cms.list(&ListParams::default()).await.is_ok());
-    assert_eq!(srv.count("get"), 2);
-    assert!(srv.counts()["list"] >= 2);
+
+    // A slow apiserver: the request is held, then served.
+    srv.inject(Fault::delay(Duration::from_secs(5)).on("configmaps", "upgrade-kill-switch").times(1));
+    let slow = tokio::time::timeout(Duration::from_millis(100), cms.get("upgrade-kill-switch")).await;
+    assert!(slow.is_err(), "the client's own deadline fires first");
+    assert!(cms.get("upgrade-kill-switch").await.is_ok());
+    srv.reset_requests();
 }
 
 #[tokio::test]
@@ -708,10 +848,271 @@ async fn health_version_and_yaml_seeding() {
     let n = srv.get::<Node>(None, "n1").unwrap().status.unwrap();
     assert_eq!(n.node_info.unwrap().kubelet_version, "v1.34.2");
     assert!(n.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "False"));
+    // A mirror pod's owner is its Node, with the uid the node fixture has.
+    let mirror = srv.insert(pod("etcd-n1").ns("kube-system").on("n1").mirror());
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(
+        mirror["metadata"]["ownerReferences"][0]["uid"].as_str(),
+        srv.get::<Node>(None, "n1").unwrap().metadata.uid.as_deref()
+    );
     srv.set_pod_log("default", "p", "a\nb\nc\n");
     srv.insert(pod("p").on("n1"));
     let pods: Api<Pod> = Api::namespaced(srv.client(), "default");
     let logs =
         pods.logs("p", &kube::api::LogParams { tail_lines: Some(2), ..Default::default() }).await.unwrap();
     assert_eq!(logs, "b\nc\n");
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_empties_it_first() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let srv = TestApiServer::builder().time_scale(0.5).start().await;
+    web_fleet(&srv);
+    let nss: Api<Namespace> = Api::all(srv.client());
+    let uid = nss.get("apps").await.unwrap().metadata.uid.unwrap();
+    let ns = nss.delete("apps", &DeleteParams::default()).await.unwrap().left().unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let cms: Api<ConfigMap> = Api::namespaced(srv.client(), "apps");
+    let e = api_err(
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    let gone = await_condition(nss.clone(), "apps", conditions::is_deleted(&uid));
+    tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
+    assert!(srv.list::<Pod>(Some("apps")).is_empty());
+}
+
+#[tokio::test]
+async fn the_default_client_retries_429_like_production_and_the_evict_client_does_not() {
+    let srv = TestApiServer::start().await;
+    srv.insert(configmap("default", "c", &[]));
+    srv.inject(Fault::status(429).on("configmaps", "c").times(2));
+    let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    assert!(cms.get("c").await.is_ok(), "kube's default retry rides over two 429s");
+    assert_eq!(srv.count("get"), 3);
+
+    srv.inject(Fault::status(429).on("configmaps", "c").times(1));
+    let raw: Api<ConfigMap> = Api::default_namespaced(srv.client_without_retry());
+    assert_eq!(api_err(raw.get("c").await.unwrap_err()).code, 429);
+
+    // Cordon is a merge patch of spec.unschedulable.
+    srv.insert(node("n1").ready());
+    let nodes: Api<Node> = Api::all(srv.client());
+    nodes.cordon("n1").await.unwrap();
+    assert_eq!(srv.get::<Node>(None, "n1").unwrap().spec.unwrap().unschedulable, Some(true));
+}
+
+#[tokio::test]
+async fn statefulset_pods_come_back_with_the_same_name_elsewhere() {
+    let srv =
+        TestApiServer::builder().time_scale(0.05).pod_start_delay(Duration::from_millis(50)).start().await;
+    for n in ["n1", "n2"] {
+        srv.insert(node(n).ready());
+    }
+    srv.insert(node("n3").ready().unschedulable());
+    srv.insert(statefulset("db").ns("apps").replicas(1).labels(&[("app", "db")]));
+    srv.insert(pod("db-0").ns("apps").on("n1").owned_by_statefulset("db").label("app", "db").grace(1));
+    let old_uid = srv.get::<Pod>(Some("apps"), "db-0").unwrap().metadata.uid.unwrap();
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
+    pods.evict("db-0", &EvictParams::default()).await.unwrap();
+    srv.wait_until("db-0 to come back Ready", WAIT, |srv| {
+        srv.get::<Pod>(Some("apps"), "db-0").is_some_and(|p| {
+            p.metadata.uid.as_deref() != Some(old_uid.as_str())
+                && p.status.unwrap().phase.as_deref() == Some("Running")
+        })
+    })
+    .await;
+    let p = srv.get::<Pod>(Some("apps"), "db-0").unwrap();
+    assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("n2"), "not the old node, not the cordoned one");
+}
+
+#[tokio::test]
+async fn events_logs_and_deletecollection() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let srv = TestApiServer::start().await;
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "upgrade-"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "k8s-upgrade-chain", "reportingInstance": "x",
+        "action": "Drain", "reason": "Drained", "type": "Normal", "note": "drained n1",
+        "regarding": {"kind": "Node", "name": "n1"},
+    }))
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(srv.client(), "default");
+    let created = events.create(&PostParams::default(), &ev).await.unwrap();
+    assert!(created.metadata.name.unwrap().starts_with("upgrade-"));
+    assert_eq!(events.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    let core: Api<CoreEvent> = Api::namespaced(srv.client(), "default");
+    let ce: CoreEvent = serde_json::from_value(json!({"metadata": {"name": "e1"}, "involvedObject": {"kind": "Node", "name": "n1"}, "reason": "Upgraded"})).unwrap();
+    core.create(&PostParams::default(), &ce).await.unwrap();
+    let by_reason = core.list(&ListParams::default().fields("reason=Upgraded")).await.unwrap();
+    assert_eq!(by_reason.items.len(), 1);
+
+    srv.insert(pod("quiet").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let e = api_err(pods.logs("quiet", &Default::default()).await.unwrap_err());
+    assert_eq!(e.code, 404);
+    let e = api_err(pods.logs("absent", &Default::default()).await.unwrap_err());
+    assert_eq!(e.message, r#"pods "absent" not found"#);
+
+    let cms: Api<ConfigMap> = Api::default_namespaced(srv.client());
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut cm = configmap("default", n, &[]);
+        cm["metadata"]["labels"] = json!({"k": l});
+        srv.insert(cm);
+    }
+    cms.delete_collection(&DeleteParams::default(), &ListParams::default().labels("k=x")).await.unwrap();
+    let left: Vec<String> =
+        srv.list::<ConfigMap>(Some("default")).into_iter().map(|c| c.metadata.name.unwrap()).collect();
+    assert_eq!(left, ["c"]);
+}
+
+#[tokio::test]
+async fn watcher_in_streaming_list_mode() {
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("s1").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let mut stream = watcher(pods, watcher::Config::default().streaming_lists()).boxed();
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap() {
+            watcher::Event::InitApply(p) => seen.push(p.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["s1"]);
+    srv.insert(pod("s2").on("n1"));
+    match tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap() {
+        watcher::Event::Apply(p) => assert_eq!(p.metadata.name.as_deref(), Some("s2")),
+        other => panic!("expected an Apply, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metadata_only_calls_and_leases() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("m1").on("n1").label("app", "m"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let meta = pods.get_metadata("m1").await.unwrap();
+    assert_eq!(meta.metadata.labels.unwrap()["app"], "m");
+    let list = pods.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let meta_api: Api<kube::core::PartialObjectMeta<Pod>> = Api::default_namespaced(srv.client());
+    let mut stream = watcher(meta_api, watcher::Config::default()).applied_objects().boxed();
+    let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("m1"));
+
+    let leases: Api<Lease> = Api::default_namespaced(srv.client());
+    let l: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "upgrade-lock"}, "spec": {"holderIdentity": "me"}}),
+    )
+    .unwrap();
+    leases.create(&PostParams::default(), &l).await.unwrap();
+    assert!(leases.get("upgrade-lock").await.is_ok());
+}
+
+#[tokio::test]
+async fn eviction_preconditions() {
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("p").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client_without_retry());
+    let ev = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"},
+                    "deleteOptions": {"preconditions": {"uid": "not-it"}}});
+    let e = api_err(
+        pods.create_subresource::<_, kube::core::Status>("eviction", "p", &PostParams::default(), &ev)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.starts_with(r#"Operation cannot be fulfilled on Pod "p": the UID in the precondition (not-it) does not match the UID in record ("#),
+        "{}",
+        e.message
+    );
+    assert!(srv.get::<Pod>(Some("default"), "p").unwrap().metadata.deletion_timestamp.is_none());
+}
+
+#[tokio::test]
+async fn a_kubeconfig_for_subprocesses() {
+    let srv = TestApiServer::start().await;
+    let kc = kube::config::Kubeconfig::from_yaml(&srv.kubeconfig_yaml()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    assert_eq!(cfg.default_namespace, "default");
+    let client = kube::Client::try_from(cfg).unwrap();
+    srv.insert(node("n1").ready());
+    let nodes: Api<Node> = Api::all(client);
+    assert_eq!(nodes.list(&ListParams::default()).await.unwrap().items.len(), 1);
+}
+
+#[tokio::test]
+async fn kube_event_recorder_publishes_and_updates_series() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
+    let srv = TestApiServer::start().await;
+    srv.insert(node("n1").ready());
+    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some("n1".into()),
+        uid: srv.get::<Node>(None, "n1").unwrap().metadata.uid,
+        ..Default::default()
+    };
+    let recorder = Recorder::new(
+        srv.client(),
+        Reporter { controller: "k8s-upgrade-chain".into(), instance: Some("test".into()) },
+    );
+    let ev = RecEvent {
+        type_: EventType::Normal,
+        reason: "Drained".into(),
+        note: Some("drained n1".into()),
+        action: "Drain".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &node_ref).await.unwrap();
+    recorder.publish(&ev, &node_ref).await.unwrap();
+    let events = srv.list::<Event>(None);
+    assert_eq!(events.len(), 1, "the second publish patches the series");
+    assert_eq!(events[0].series.as_ref().map(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn a_job_whose_pod_is_evicted_fails_or_retries_like_the_job_controller() {
+    let srv = TestApiServer::builder().time_scale(0.01).start().await;
+    srv.insert(namespace("upgrade"));
+    let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "upgrade");
+
+    // backoffLimit 0: evicting the running pod fails the Job.
+    jobs.create(&PostParams::default(), &upgrade_job("once", "n1", "img")).await.unwrap();
+    let pod_name = srv.job_pods("upgrade", "once").pop().unwrap();
+    pods.evict(&pod_name, &EvictParams::default()).await.unwrap();
+    let st = srv.get::<Job>(Some("upgrade"), "once").unwrap().status.unwrap();
+    let failed = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!((st.failed, st.active), (Some(1), Some(0)));
+
+    // backoffLimit 1: a second pod is started.
+    let mut retrying = upgrade_job("twice", "n1", "img");
+    retrying.spec.as_mut().unwrap().backoff_limit = Some(1);
+    jobs.create(&PostParams::default(), &retrying).await.unwrap();
+    let first = srv.job_pods("upgrade", "twice").pop().unwrap();
+    pods.delete(&first, &DeleteParams::default()).await.unwrap();
+    let names = srv.job_pods("upgrade", "twice");
+    assert_eq!(names.len(), 2, "the terminating pod and its replacement: {names:?}");
+    let st = srv.get::<Job>(Some("upgrade"), "twice").unwrap().status.unwrap();
+    assert_eq!((st.failed, st.active), (Some(1), Some(1)));
+
+    // The pod succeeding completes the Job.
+    let second = names.into_iter().find(|n| n != &first).unwrap();
+    srv.set_pod_phase("upgrade", &second, "Succeeded");
+    let st = srv.get::<Job>(Some("upgrade"), "twice").unwrap().status.unwrap();
+    assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Complete" && c.status == "True"));
 }

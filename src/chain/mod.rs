@@ -1,0 +1,294 @@
+//! The chain: `detect` (the CronJob) and `step` (every chain Job, phase from `PHASE`).
+//!
+//! Each phase follows seed-system.md §2 step by step, with its recorded failures turned into
+//! rules: the kill switch and the alert gate fail closed, Failed Jobs are re-spawned, every
+//! wait has a deadline, and every exit path leaves a consistent, resumable state.
+//!
+//! Only two things differ between production and a rehearsal: the Kubernetes endpoint (in
+//! [`Ctx::clients`]) and the node executor ([`Ctx::exec`]). There is one implementation of
+//! each phase.
+
+pub mod detect;
+pub mod etcd;
+pub mod nodes;
+mod phases;
+pub mod quiesce;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use k8s_openapi::api::{batch::v1::Job, core::v1::ObjectReference};
+use kube::{Api, Resource as _};
+use tracing::{info, warn};
+
+pub use phases::run_phase;
+
+use crate::{
+    alerts::AlertGate,
+    cluster::{self, Clients},
+    drain::PodRef,
+    events::{Events, Milestone},
+    exit::{GateAbort, bad_input},
+    job::{self, JobRequest},
+    killswitch::{self, KillSwitch},
+    metrics::{Grouping, Metric, PhaseOutcome, Pushgateway, epoch_seconds},
+    node_exec::{NodeExec, NodeTarget},
+    plan::{self, Kind, Next, Phase, Snapshot, Step},
+    settings::Settings,
+    slack::{self, Slack},
+    spawn::{self, OnComplete, SpawnOutcome},
+    version::Version,
+};
+
+/// Everything a phase talks to. Production builds it from the settings; a rehearsal swaps the
+/// endpoint and the executor.
+pub struct Ctx {
+    pub settings: Settings,
+    pub clients: Clients,
+    pub exec: Arc<dyn NodeExec>,
+    pub gate: AlertGate,
+    pub push: Pushgateway,
+    pub events: Events,
+    /// Image of the chain Jobs this run spawns.
+    pub image: String,
+    /// The pod this process runs in, never evicted by its own drain.
+    pub self_pod: Option<PodRef>,
+    /// HTTP client for the apt repository probes of detection.
+    pub http: reqwest::Client,
+}
+
+impl Ctx {
+    /// Builds the production context: in-cluster clients, SSH, Prometheus, Pushgateway.
+    pub fn new(
+        settings: Settings,
+        clients: Clients,
+        exec: Arc<dyn NodeExec>,
+        image: String,
+    ) -> anyhow::Result<Self> {
+        let gate = AlertGate::new(&settings.alerts).context("failed to set up the alert gate")?;
+        let push =
+            Pushgateway::new(&settings.pushgateway).context("failed to set up the Pushgateway client")?;
+        let events = Events::new(clients.api.clone(), crate::drain::self_pod_from_env().map(|p| p.name));
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeouts.probe.min(Duration::from_secs(60)))
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .build()
+            .context("failed to build the HTTP client")?;
+        Ok(Self {
+            settings,
+            clients,
+            exec,
+            gate,
+            push,
+            events,
+            image,
+            self_pod: crate::drain::self_pod_from_env(),
+            http,
+        })
+    }
+
+    /// Reads the nodes and builds the planner's snapshot.
+    pub async fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let nodes = cluster::list_nodes(&self.clients.api).await?;
+        Ok(Snapshot::from_nodes(&nodes, &self.settings.control_plane_selector())?)
+    }
+
+    /// The SSH target of a node: its InternalIP, never DNS.
+    pub fn target(snap: &Snapshot, node: &str) -> anyhow::Result<NodeTarget> {
+        let n = snap.node(node).ok_or_else(|| anyhow::anyhow!("node {node} does not exist"))?;
+        Ok(NodeTarget::new(n.name.clone(), n.internal_ip))
+    }
+
+    /// Reads the kill switch; `Some(reason)` means halt.
+    pub async fn kill_switch(&self) -> anyhow::Result<Option<String>> {
+        Ok(match killswitch::check(&self.clients.api, &self.settings.namespace).await? {
+            KillSwitch::Absent => None,
+            KillSwitch::Present { reason } => Some(reason),
+        })
+    }
+}
+
+/// The inputs of one chain Job, from its env.
+#[derive(Debug, Clone)]
+pub struct StepInput {
+    pub step: Step,
+    pub target: Version,
+    pub kind: Kind,
+}
+
+/// How a phase ended without an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// It did its work: spawn the next Job.
+    Done,
+    /// Its node was already on target: spawn the next Job.
+    Skipped(String),
+    /// A gate refused (held or blocked): the chain stops quietly, exit 0.
+    Refused(String),
+    /// The kill switch halted it: the chain stops, exit 0.
+    Halted(String),
+}
+
+/// Runs one chain Job: kill switch, phase body, metrics and Events, then the next Job.
+pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
+    let step = &input.step;
+    let node = step.node.as_deref();
+    let slack = Slack::from_config(&ctx.settings.slack, slack::phase_prefix(step.phase.as_str(), node));
+    let group = Grouping::phase(step.phase.as_str(), node);
+
+    // The kill switch first, before anything else (seed §2.0); unreadable fails closed.
+    if let Some(reason) = ctx.kill_switch().await? {
+        let msg = format!("HALTED by kill switch before {step}: {reason}. {}", resume_hint(input));
+        warn!("{msg}");
+        slack.post(&msg).await;
+        let now = epoch_seconds(jiff::Timestamp::now());
+        ctx.push
+            .push(&group, &[Metric::PhaseFinished(now), Metric::PhaseOutcome(PhaseOutcome::Halted)])
+            .await;
+        record(ctx, own_job(ctx, input).await.as_ref(), &Milestone::Halted(reason.clone())).await;
+        return Ok(Ended::Halted(reason));
+    }
+
+    let snap = ctx.snapshot().await?;
+    step.validate(&snap)?;
+    let job_ref = own_job(ctx, input).await;
+    let started = jiff::Timestamp::now();
+    ctx.push
+        .push(
+            &group,
+            &[Metric::PhaseStarted(epoch_seconds(started)), Metric::PhaseOutcome(PhaseOutcome::Running)],
+        )
+        .await;
+    record(ctx, job_ref.as_ref(), &Milestone::PhaseStarted { phase: step.phase.to_string() }).await;
+    info!(%step, target = %input.target, kind = %input.kind, "phase started");
+
+    let result = phases::run_phase(ctx, &snap, input, &slack).await;
+    let finished = Metric::PhaseFinished(epoch_seconds(jiff::Timestamp::now()));
+    match result {
+        Ok(ended) => {
+            let (outcome, milestone) = match &ended {
+                Ended::Done | Ended::Skipped(_) => {
+                    (PhaseOutcome::Succeeded, Milestone::PhaseSucceeded { phase: step.phase.to_string() })
+                }
+                Ended::Refused(r) => (PhaseOutcome::Refused, Milestone::Refused(r.clone())),
+                Ended::Halted(r) => (PhaseOutcome::Halted, Milestone::Halted(r.clone())),
+            };
+            ctx.push.push(&group, &[finished, Metric::PhaseOutcome(outcome)]).await;
+            record(ctx, job_ref.as_ref(), &milestone).await;
+            match &ended {
+                Ended::Done | Ended::Skipped(_) => spawn_next(ctx, input, &slack).await?,
+                Ended::Refused(r) => info!("chain stops here (gate refused): {r}"),
+                Ended::Halted(r) => {
+                    let msg = format!("HALTED by kill switch during {step}: {r}. {}", resume_hint(input));
+                    warn!("{msg}");
+                    slack.post(&msg).await;
+                }
+            }
+            Ok(ended)
+        }
+        Err(err) => {
+            ctx.push.push(&group, &[finished, Metric::PhaseOutcome(PhaseOutcome::Failed)]).await;
+            let why = format!("{err:#}");
+            record(ctx, job_ref.as_ref(), &Milestone::Aborted(why.clone())).await;
+            let msg = format!("ABORT {step}: {why}. {}", resume_hint(input));
+            warn!("{msg}");
+            slack.post(&msg).await;
+            Err(err)
+        }
+    }
+}
+
+/// How an operator resumes after this Job stopped.
+pub fn resume_hint(input: &StepInput) -> String {
+    let name = job::job_name(input.step.phase, input.target, input.step.node.as_deref());
+    format!(
+        "To resume: fix the cause, then delete Job {name} and re-run it (`k8s-upgrade-chain render --phase {} {}--version {} | kubectl apply -f -`), or let the next detection run re-spawn the chain",
+        input.step.phase,
+        input.step.node.as_deref().map(|n| format!("--node {n} ")).unwrap_or_default(),
+        input.target
+    )
+}
+
+async fn own_job(ctx: &Ctx, input: &StepInput) -> Option<ObjectReference> {
+    let name = job::job_name(input.step.phase, input.target, input.step.node.as_deref());
+    let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
+    match api.get_opt(&name).await {
+        Ok(Some(j)) => Some(j.object_ref(&())),
+        Ok(None) => None,
+        Err(e) => {
+            warn!("failed to read own Job {name} for Events: {e}");
+            None
+        }
+    }
+}
+
+async fn record(ctx: &Ctx, job: Option<&ObjectReference>, m: &Milestone) {
+    if let Some(r) = job {
+        ctx.events.record(r, m).await;
+    }
+}
+
+/// Records a milestone on a node. The reference carries the node's UID, which
+/// `kubectl describe node` matches events on.
+pub async fn record_node(ctx: &Ctx, node: &str, m: &Milestone) {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.clients.api.clone());
+    match api.get_opt(node).await {
+        Ok(Some(n)) => {
+            ctx.events.record(&n.object_ref(&()), m).await;
+        }
+        Ok(None) => warn!("node {node} is gone; no Event recorded"),
+        Err(e) => warn!("failed to read node {node} for its Event: {e}"),
+    }
+}
+
+/// Renders and applies the Job after `input.step`, from a fresh snapshot.
+pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::Result<()> {
+    let snap = ctx.snapshot().await?;
+    match plan::next_after(&snap, input.target, &input.step) {
+        Next::End => {
+            info!("end of the chain");
+            Ok(())
+        }
+        Next::Step(next) => {
+            let outcome = spawn_step(ctx, &snap, &next, input.target, input.kind, OnComplete::Skip).await?;
+            let name = job::job_name(next.phase, input.target, next.node.as_deref());
+            info!(job = %name, ?outcome, "next Job");
+            if matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
+                slack.post(&format!("Dispatched {name} ({next})")).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Renders the Job of `step` (placement from the snapshot) and applies it.
+pub async fn spawn_step(
+    ctx: &Ctx,
+    snap: &Snapshot,
+    step: &Step,
+    target: Version,
+    kind: Kind,
+    on_complete: OnComplete,
+) -> anyhow::Result<SpawnOutcome> {
+    let placement = plan::placement(snap, step)?;
+    let (template, origin) = job::load_template(&ctx.settings).map_err(bad_input)?;
+    let req = JobRequest { step, target, kind, image: &ctx.image, placement: &placement };
+    let job = job::render(&ctx.settings, &template, &origin, &req).map_err(bad_input)?;
+    spawn::spawn(&ctx.clients.api, &job, on_complete, ctx.settings.timeouts.job_delete).await
+}
+
+/// Fails the phase through a gate (exit 1).
+pub fn abort(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(GateAbort(msg.into()))
+}
+
+/// Phase is a recognised `PHASE`: used by `step` to give a clear error for the env.
+pub fn parse_step(phase: Phase, node: Option<String>) -> anyhow::Result<Step> {
+    let node = node.filter(|n| !n.is_empty());
+    match (phase.targets_a_node(), &node) {
+        (true, None) => Err(bad_input(anyhow::anyhow!("phase {phase} needs TARGET_NODE (--node)"))),
+        (false, Some(n)) => Err(bad_input(anyhow::anyhow!("phase {phase} takes no TARGET_NODE, got {n:?}"))),
+        _ => Ok(Step { phase, node }),
+    }
+}

@@ -1,0 +1,1512 @@
+//! PDB-aware node drain with bounded concurrency: the imperative shell around
+//! [`select`] (which pods), [`pdb`] (which budgets, when to fall back) and [`outcome`]
+//! (what an answer means, how long to wait).
+//!
+//! Compared with `kubectl drain --ignore-daemonsets --delete-emptydir-data --force` (what
+//! the seed ran, seed-system.md §3):
+//! - at most [`DrainConfig::concurrency`] evictions in flight instead of one goroutine per pod;
+//! - one watch on the node's pods to see them go (by UID, so a same-name StatefulSet
+//!   replacement counts as gone) instead of one GET per pod per second;
+//! - its own retry loop with a jittered delay of at least 1 s that honours
+//!   `retryAfterSeconds` (the `evict` client has kube's 429 retry off, kube-rs/kube#2007);
+//! - 429 and the 500 "more than one PodDisruptionBudget" are outcomes, not errors, and the
+//!   targeted fallback deletes only pods whose budget can never allow an eviction;
+//! - one deadline for the whole drain (the seed had none, §10 item 39), kill-switch checks
+//!   while it runs, and cordon bookkeeping so we only ever uncordon what we cordoned.
+
+pub mod outcome;
+pub mod pdb;
+pub mod select;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::{Eviction, PodDisruptionBudget};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::cluster::Clients;
+use crate::killswitch::{self, KillSwitch};
+pub use outcome::{DrainSummary, EvictOutcome, Remaining, RemainingPod};
+pub use select::{DrainPolicy, PodRef, RefuseReason, Selection, SkipReason};
+
+/// Annotation we set when we cordon a node; its value is [`OWNER`].
+pub const CORDONED_BY: &str = "k8s-upgrade-chain/cordoned-by";
+/// Annotation with the RFC 3339 time we cordoned the node.
+pub const CORDONED_AT: &str = "k8s-upgrade-chain/cordoned-at";
+/// Value of [`CORDONED_BY`].
+pub const OWNER: &str = "k8s-upgrade-chain";
+
+/// Transient eviction/delete errors (5xx, transport) tolerated in a row for one pod before
+/// the drain stops with an error naming it.
+const MAX_TRANSIENT_ERRORS: u32 = 5;
+/// How long a halting drain waits for requests already sent.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+
+/// Drain settings (the `drain:` section of the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Evictions in flight at once. Default 8 (kubectl: unbounded; brupop: 5).
+    pub concurrency: usize,
+    /// Deadline for the whole drain, cordon to last pod gone. Default `30m`.
+    #[serde(with = "crate::duration::serde_str")]
+    pub timeout: Duration,
+    /// How long a pod must have been refused by a deadlocked PDB (or by several PDBs)
+    /// before it is deleted directly. Default `0s`, as the seed's `predrain_unstick`.
+    #[serde(with = "crate::duration::serde_str")]
+    pub fallback_after: Duration,
+    /// Grace period for every evicted or deleted pod instead of each pod's own
+    /// `terminationGracePeriodSeconds`. Default none (the pod's own).
+    #[serde(with = "opt_duration")]
+    pub grace_period_override: Option<Duration>,
+    /// Evict pods no controller will recreate (bare pods, orphaned DaemonSet pods).
+    /// Default true, as the seed's `--force`.
+    pub force: bool,
+    /// Evict pods with emptyDir volumes. Default true, as the seed's `--delete-emptydir-data`.
+    pub delete_emptydir_data: bool,
+    /// How often the kill switch is re-read during the drain. Default `5s`.
+    #[serde(with = "crate::duration::serde_str")]
+    pub kill_switch_interval: Duration,
+    /// First retry delay after a refused eviction; at least 1 s. Default `1s`.
+    #[serde(with = "crate::duration::serde_str")]
+    pub backoff_min: Duration,
+    /// Cap of the exponential retry delay. Default `5s` (kubectl's fixed delay).
+    #[serde(with = "crate::duration::serde_str")]
+    pub backoff_max: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            timeout: Duration::from_secs(30 * 60),
+            fallback_after: Duration::ZERO,
+            grace_period_override: None,
+            force: true,
+            delete_emptydir_data: true,
+            kill_switch_interval: Duration::from_secs(5),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DrainConfig {
+    /// Refuses settings that would hot-loop or never start.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("drain.concurrency must be at least 1".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("drain.timeout must be more than 0s".into());
+        }
+        if self.backoff_min < outcome::MIN_RETRY_DELAY {
+            return Err(
+                "drain.backoff_min must be at least 1s (a zero retry delay hot-loops, kubeone#4181)".into()
+            );
+        }
+        if self.backoff_max < self.backoff_min {
+            return Err("drain.backoff_max must not be below drain.backoff_min".into());
+        }
+        if self.kill_switch_interval < Duration::from_secs(1) {
+            return Err("drain.kill_switch_interval must be at least 1s".into());
+        }
+        Ok(())
+    }
+
+    /// The pure selection policy these settings imply.
+    pub fn policy(&self, self_pod: Option<PodRef>) -> DrainPolicy {
+        DrainPolicy { force: self.force, delete_emptydir_data: self.delete_emptydir_data, self_pod }
+    }
+
+    fn grace_seconds(&self) -> Option<i64> {
+        self.grace_period_override.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// serde adaptor for `Option<Duration>` written as `"30s"` or absent / null.
+mod opt_duration {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&crate::duration::format(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let raw: Option<String> = serde::Deserialize::deserialize(d)?;
+        raw.map(|r| crate::duration::parse(&r).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// The node to drain and who is draining it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainTarget {
+    /// Node name.
+    pub node: String,
+    /// The tool's namespace, where the kill-switch ConfigMap lives.
+    pub namespace: String,
+    /// The pod running the drain, never evicted (see [`self_pod_from_env`]).
+    pub self_pod: Option<PodRef>,
+}
+
+/// The pod this process runs in, from the downward-API env `POD_NAMESPACE` and `POD_NAME`.
+pub fn self_pod_from_env() -> Option<PodRef> {
+    let name = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty())?;
+    let ns = std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty())?;
+    Some(PodRef::new(ns, name))
+}
+
+/// Errors of the drain. Once the node is cordoned, it stays cordoned after every one of them
+/// (as with kubectl); the caller decides whether to call [`uncordon_if_ours`].
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// An API call outside eviction failed.
+    #[error("failed to {step}")]
+    Api {
+        step: String,
+        node: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Some pods may not be drained under the current settings; nothing was evicted.
+    #[error("refusing to drain node {node} (it stays cordoned, nothing was evicted): {}", list_refused(.pods))]
+    Refused { node: String, pods: Vec<(PodRef, RefuseReason)> },
+    /// An eviction failed in a way retrying will not fix.
+    #[error("failed to evict pod {pod} on node {node}")]
+    Evict {
+        pod: PodRef,
+        node: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// A direct delete (finished pod or PDB fallback) failed.
+    #[error("failed to delete pod {pod} on node {node}")]
+    Delete {
+        pod: PodRef,
+        node: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The deadline passed with pods still on the node.
+    #[error(
+        "drain of node {node} timed out after {}: {} pod(s) still on the node, which stays cordoned: {}",
+        crate::duration::format(*.after), .remaining.len(), list(.remaining)
+    )]
+    Timeout { node: String, after: Duration, remaining: Vec<RemainingPod>, summary: Box<DrainSummary> },
+    /// The kill switch could not be read (fail closed).
+    #[error(transparent)]
+    KillSwitch(#[from] killswitch::Unreadable),
+    /// The settings are unusable.
+    #[error("invalid drain settings: {0}")]
+    Config(String),
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+fn list_refused(pods: &[(PodRef, RefuseReason)]) -> String {
+    pods.iter().map(|(p, r)| format!("{p} {r}")).collect::<Vec<_>>().join("; ")
+}
+
+fn api_err(step: impl Into<String>, node: &str) -> impl FnOnce(kube::Error) -> DrainError {
+    let (step, node) = (step.into(), node.to_string());
+    move |source| DrainError::Api { step, node, source: Box::new(source) }
+}
+
+// ---------------------------------------------------------------------------------------
+// Cordon bookkeeping
+// ---------------------------------------------------------------------------------------
+
+/// Who cordoned the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cordon {
+    /// We cordoned it now (and annotated it).
+    CordonedByUs,
+    /// It carried our annotation already: an earlier run cordoned it.
+    AlreadyOurs,
+    /// Someone else cordoned it; [`uncordon_if_ours`] will leave it cordoned.
+    NotOurs,
+}
+
+impl Cordon {
+    /// Whether the cordon is ours to undo.
+    pub fn ours(&self) -> bool {
+        !matches!(self, Cordon::NotOurs)
+    }
+}
+
+impl fmt::Display for Cordon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cordon::CordonedByUs => "cordoned by us now",
+            Cordon::AlreadyOurs => "already cordoned by an earlier run of the chain",
+            Cordon::NotOurs => "already cordoned by someone else (we will not uncordon it)",
+        })
+    }
+}
+
+/// What [`uncordon_if_ours`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uncordon {
+    /// It carried our annotation: now schedulable, annotation removed.
+    Uncordoned,
+    /// Not cordoned by us; left as it is.
+    NotOurs {
+        /// Whether the node is cordoned (by someone else).
+        cordoned: bool,
+    },
+}
+
+fn is_cordoned(node: &Node) -> bool {
+    node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+}
+
+/// Whether the node carries our cordon annotation.
+pub fn cordoned_by_us(node: &Node) -> bool {
+    node.metadata.annotations.as_ref().and_then(|a| a.get(CORDONED_BY)).is_some_and(|v| v == OWNER)
+}
+
+/// Writes after a read are guarded by the node's resourceVersion (merge patches carrying
+/// `metadata.resourceVersion` fail with 409 when the node changed); on 409 we re-read.
+const CORDON_ATTEMPTS: u32 = 5;
+
+/// Cordons `node` and records that we did (one merge patch: `spec.unschedulable` and our
+/// annotations, guarded by resourceVersion). A node already cordoned is left as it is.
+pub async fn cordon(client: &Client, node: &str) -> Result<Cordon, DrainError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for _ in 0..CORDON_ATTEMPTS {
+        let current =
+            nodes.get(node).await.map_err(api_err(format!("read node {node} before cordoning it"), node))?;
+        if is_cordoned(&current) {
+            return Ok(if cordoned_by_us(&current) { Cordon::AlreadyOurs } else { Cordon::NotOurs });
+        }
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": current.metadata.resource_version,
+                "annotations": { CORDONED_BY: OWNER, CORDONED_AT: jiff::Timestamp::now().to_string() },
+            },
+            "spec": { "unschedulable": true },
+        });
+        match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                info!(node, "cordoned node");
+                return Ok(Cordon::CordonedByUs);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(api_err(format!("cordon node {node}"), node)(e)),
+        }
+    }
+    Err(DrainError::Api {
+        step: format!("cordon node {node} (it changed under us {CORDON_ATTEMPTS} times)"),
+        node: node.into(),
+        source: Box::new(kube::Error::Api(Box::new(
+            kube::core::Status::failure("conflict", "Conflict").with_code(409),
+        ))),
+    })
+}
+
+/// Uncordons `node` only if it carries our annotation, and removes the annotation. For
+/// failure paths and later runs; a node someone else cordoned stays cordoned.
+pub async fn uncordon_if_ours(client: &Client, node: &str) -> Result<Uncordon, DrainError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for _ in 0..CORDON_ATTEMPTS {
+        let current = nodes
+            .get(node)
+            .await
+            .map_err(api_err(format!("read node {node} before uncordoning it"), node))?;
+        if !cordoned_by_us(&current) {
+            return Ok(Uncordon::NotOurs { cordoned: is_cordoned(&current) });
+        }
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": current.metadata.resource_version,
+                "annotations": { CORDONED_BY: null, CORDONED_AT: null },
+            },
+            "spec": { "unschedulable": null },
+        });
+        match nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                info!(node, "uncordoned node (we had cordoned it)");
+                return Ok(Uncordon::Uncordoned);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(api_err(format!("uncordon node {node}"), node)(e)),
+        }
+    }
+    Err(DrainError::Api {
+        step: format!("uncordon node {node} (it changed under us {CORDON_ATTEMPTS} times)"),
+        node: node.into(),
+        source: Box::new(kube::Error::Api(Box::new(
+            kube::core::Status::failure("conflict", "Conflict").with_code(409),
+        ))),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the node's pods
+// ---------------------------------------------------------------------------------------
+
+/// Field selector for the pods bound to `node`.
+fn on_node(node: &str) -> String {
+    format!("spec.nodeName={node}")
+}
+
+/// Page size for pod lists, as kubectl's drain.
+const PAGE: u32 = 500;
+
+/// Every pod bound to `node` (paginated).
+pub async fn list_pods_on_node(client: &Client, node: &str) -> Result<Vec<Pod>, DrainError> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut out = Vec::new();
+    let mut lp = ListParams::default().fields(&on_node(node)).limit(PAGE);
+    loop {
+        let page = pods.list(&lp).await.map_err(api_err(format!("list the pods on node {node}"), node))?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// `(namespace, name)` of the DaemonSets that the node's DaemonSet pods point at but that
+/// no longer exist (kubectl GETs each one too).
+async fn missing_daemonsets(
+    client: &Client,
+    node: &str,
+    pods: &[Pod],
+) -> Result<BTreeSet<(String, String)>, DrainError> {
+    let owners: BTreeSet<(String, String)> = pods
+        .iter()
+        .filter_map(|p| match select::controller_of(p) {
+            Some(("DaemonSet", name)) => {
+                Some((p.metadata.namespace.clone().unwrap_or_default(), name.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut missing = BTreeSet::new();
+    for (ns, name) in owners {
+        let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+        let found = api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("read DaemonSet {ns}/{name} (it owns pods on node {node})"), node))?;
+        if found.is_none() {
+            missing.insert((ns, name));
+        }
+    }
+    Ok(missing)
+}
+
+async fn pdbs_in(
+    client: &Client,
+    namespace: &str,
+    node: &str,
+) -> Result<Vec<PodDisruptionBudget>, DrainError> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default()).await.map_err(api_err(
+        format!("list PodDisruptionBudgets in namespace {namespace} (draining node {node})"),
+        node,
+    ))?;
+    Ok(list.items)
+}
+
+/// The pods on the node, sorted by [`select::select`].
+pub async fn select_on_node(
+    client: &Client,
+    node: &str,
+    policy: &DrainPolicy,
+) -> Result<Selection, DrainError> {
+    let pods = list_pods_on_node(client, node).await?;
+    let missing = missing_daemonsets(client, node, &pods).await?;
+    Ok(select::select(pods, policy, &missing))
+}
+
+// ---------------------------------------------------------------------------------------
+// The drain
+// ---------------------------------------------------------------------------------------
+
+/// How a drain ended without an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every pod that had to go is gone.
+    Drained,
+    /// The kill switch appeared: no new eviction was started after it was seen. The node stays
+    /// cordoned (if it was cordoned) with `remaining` pods still on it.
+    Halted { reason: String, remaining: Vec<RemainingPod> },
+}
+
+/// A pod the targeted PDB fallback deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackDeletion {
+    /// The pod.
+    pub pod: PodRef,
+    /// The PDBs covering it.
+    pub pdbs: Vec<String>,
+    /// Why the fallback applied.
+    pub why: String,
+}
+
+/// What a drain did.
+#[derive(Debug, Clone)]
+pub struct DrainReport {
+    /// Node name.
+    pub node: String,
+    /// Who cordoned the node; `None` when the kill switch stopped us before the cordon.
+    pub cordon: Option<Cordon>,
+    /// Drained or halted.
+    pub outcome: DrainOutcome,
+    /// Counts and times, for the metrics module.
+    pub summary: DrainSummary,
+    /// Pods left on the node on purpose.
+    pub skipped: Vec<(PodRef, SkipReason)>,
+    /// kubectl-style warnings (bare pods, orphaned DaemonSet pods evicted under force).
+    pub warnings: Vec<(PodRef, String)>,
+    /// Pods deleted by the targeted PDB fallback.
+    pub fallbacks: Vec<FallbackDeletion>,
+}
+
+impl fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cordon = self.cordon.as_ref().map_or("not cordoned".to_string(), ToString::to_string);
+        match &self.outcome {
+            DrainOutcome::Drained => writeln!(f, "node {}: drained ({cordon})", self.node)?,
+            DrainOutcome::Halted { reason, remaining } => {
+                writeln!(
+                    f,
+                    "node {}: drain halted by the kill switch ({reason}); node {cordon}; {} pod(s) remaining",
+                    self.node,
+                    remaining.len()
+                )?;
+                for r in remaining {
+                    writeln!(f, "  remaining: {r}")?;
+                }
+            }
+        }
+        writeln!(f, "  {}", self.summary)?;
+        for fb in &self.fallbacks {
+            writeln!(f, "  deleted by PDB fallback: {} ({})", fb.pod, fb.why)?;
+        }
+        for (p, w) in &self.warnings {
+            writeln!(f, "  warning: {p}: {w}")?;
+        }
+        for (p, why) in &self.skipped {
+            writeln!(f, "  skipped: {p} ({why})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Cordons `target.node` and drains it. See the module docs for how this differs from
+/// `kubectl drain`. On every error the node stays cordoned; call [`uncordon_if_ours`] on the
+/// failure path if the caller wants it schedulable again.
+pub async fn drain(
+    clients: &Clients,
+    target: &DrainTarget,
+    config: &DrainConfig,
+) -> Result<DrainReport, DrainError> {
+    config.validate().map_err(DrainError::Config)?;
+    let started = Instant::now();
+    let deadline = started + config.timeout;
+    let node = target.node.as_str();
+    let mut report = DrainReport {
+        node: node.to_string(),
+        cordon: None,
+        outcome: DrainOutcome::Drained,
+        summary: DrainSummary::default(),
+        skipped: Vec::new(),
+        warnings: Vec::new(),
+        fallbacks: Vec::new(),
+    };
+    if let KillSwitch::Present { reason } = killswitch::check(&clients.api, &target.namespace).await? {
+        info!(node, %reason, "kill switch present: not cordoning");
+        report.outcome = DrainOutcome::Halted { reason, remaining: Vec::new() };
+        return Ok(report);
+    }
+    let cordon = cordon(&clients.api, node).await?;
+    info!(node, cordon = %cordon, "node cordoned");
+    report.cordon = Some(cordon);
+    let policy = config.policy(target.self_pod.clone());
+    let selection = select_on_node(&clients.api, node, &policy).await?;
+    if !selection.refuse.is_empty() {
+        return Err(DrainError::Refused { node: node.into(), pods: selection.refuse });
+    }
+    for (p, w) in &selection.warnings {
+        warn!(node, pod = %p, "{w}");
+    }
+    for (p, why) in &selection.skipped_view() {
+        info!(node, pod = %p, "skipping pod: {why}");
+    }
+    report.skipped = selection.skip.clone();
+    report.warnings = selection.warnings.clone();
+    info!(
+        node,
+        evict = selection.evict.len(),
+        delete_finished = selection.delete.len(),
+        terminating = selection.terminating.len(),
+        skipped = selection.skip.len(),
+        "draining"
+    );
+    let mut engine = Engine::new(clients, target, config, policy, selection);
+    let result = engine.run(deadline).await;
+    engine.summary.duration = started.elapsed();
+    engine.summary.blocked_time = engine.blocked.total(Instant::now());
+    engine.summary.remaining =
+        engine.tracks.iter().filter(|t| !matches!(t.state, State::Gone)).count() as u32;
+    report.fallbacks = std::mem::take(&mut engine.fallbacks);
+    report.summary = engine.summary.clone();
+    match result {
+        Ok(outcome) => {
+            info!(node, summary = %report.summary, "drain finished");
+            report.outcome = outcome;
+            Ok(report)
+        }
+        Err(DrainError::Timeout { node, after, remaining, .. }) => {
+            Err(DrainError::Timeout { node, after, remaining, summary: Box::new(report.summary) })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Selection {
+    fn skipped_view(&self) -> Vec<(PodRef, String)> {
+        self.skip.iter().map(|(p, r)| (p.clone(), r.to_string())).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Evict,
+    DeleteFinished,
+    Terminating,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Queued {
+        not_before: Instant,
+    },
+    InFlight,
+    /// Eviction or deletion accepted; waiting for the pod to go.
+    Requested,
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Evict,
+    Delete { fallback: bool },
+}
+
+struct Track {
+    pod: Pod,
+    key: PodRef,
+    kind: Kind,
+    state: State,
+    refusals: u32,
+    transient: u32,
+    blocked_since: Option<Instant>,
+    in_blocked_clock: bool,
+    last: Option<Remaining>,
+    fallback: bool,
+}
+
+/// What the watch last said about a pod.
+#[derive(Debug, Clone)]
+struct Seen {
+    deleting: bool,
+    finalizers: Vec<String>,
+}
+
+impl Seen {
+    fn of(pod: &Pod) -> Self {
+        Self {
+            deleting: select::is_terminating(pod),
+            finalizers: pod.metadata.finalizers.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Wall time with at least one PDB-blocked pod.
+#[derive(Debug, Default)]
+struct BlockedClock {
+    n: usize,
+    since: Option<Instant>,
+    total: Duration,
+}
+
+impl BlockedClock {
+    fn enter(&mut self, now: Instant) {
+        if self.n == 0 {
+            self.since = Some(now);
+        }
+        self.n += 1;
+    }
+    fn leave(&mut self, now: Instant) {
+        self.n = self.n.saturating_sub(1);
+        if self.n == 0
+            && let Some(s) = self.since.take()
+        {
+            self.total += now - s;
+        }
+    }
+    fn total(&self, now: Instant) -> Duration {
+        self.total + self.since.map_or(Duration::ZERO, |s| now - s)
+    }
+}
+
+type Request = futures::future::BoxFuture<'static, (usize, Action, Result<(), kube::Error>)>;
+
+struct Engine<'a> {
+    clients: &'a Clients,
+    target: &'a DrainTarget,
+    config: &'a DrainConfig,
+    policy: DrainPolicy,
+    tracks: Vec<Track>,
+    by_uid: HashMap<String, usize>,
+    seen_uids: HashSet<String>,
+    present: HashMap<String, Seen>,
+    init_buf: Option<HashMap<String, Seen>>,
+    watch_ready: bool,
+    summary: DrainSummary,
+    blocked: BlockedClock,
+    fallbacks: Vec<FallbackDeletion>,
+}
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+impl<'a> Engine<'a> {
+    fn new(
+        clients: &'a Clients,
+        target: &'a DrainTarget,
+        config: &'a DrainConfig,
+        policy: DrainPolicy,
+        selection: Selection,
+    ) -> Self {
+        let mut engine = Engine {
+            clients,
+            target,
+            config,
+            policy,
+            tracks: Vec::new(),
+            by_uid: HashMap::new(),
+            seen_uids: HashSet::new(),
+            present: HashMap::new(),
+            init_buf: None,
+            watch_ready: false,
+            summary: DrainSummary::default(),
+            blocked: BlockedClock::default(),
+            fallbacks: Vec::new(),
+        };
+        engine.admit(selection, Instant::now());
+        engine
+    }
+
+    fn node(&self) -> &str {
+        &self.target.node
+    }
+
+    /// Adds the pods of a selection to the work list.
+    fn admit(&mut self, selection: Selection, now: Instant) {
+        self.summary.skipped += selection.skip.len() as u32;
+        for (p, _) in &selection.skip {
+            self.seen_uids.insert(p.uid.clone());
+        }
+        for (p, _) in &selection.refuse {
+            self.seen_uids.insert(p.uid.clone());
+        }
+        let groups = [
+            (selection.evict, Kind::Evict, State::Queued { not_before: now }),
+            (selection.delete, Kind::DeleteFinished, State::Queued { not_before: now }),
+            (selection.terminating, Kind::Terminating, State::Requested),
+        ];
+        for (pods, kind, state) in groups {
+            for pod in pods {
+                let uid = uid_of(&pod);
+                if !self.seen_uids.insert(uid.clone()) && self.by_uid.contains_key(&uid) {
+                    continue;
+                }
+                if kind == Kind::Terminating {
+                    self.summary.already_terminating += 1;
+                }
+                self.by_uid.insert(uid, self.tracks.len());
+                self.tracks.push(Track {
+                    key: PodRef::of(&pod),
+                    pod,
+                    kind,
+                    state,
+                    refusals: 0,
+                    transient: 0,
+                    blocked_since: None,
+                    in_blocked_clock: false,
+                    last: None,
+                    fallback: false,
+                });
+            }
+        }
+    }
+
+    fn outstanding(&self) -> usize {
+        self.tracks.iter().filter(|t| t.state != State::Gone).count()
+    }
+
+    fn progress(&self, pod: &PodRef, outcome: &str) {
+        info!(
+            node = self.node(),
+            pod = %pod,
+            outcome,
+            evicted = self.summary.evicted,
+            fallback_deleted = self.summary.fallback_deleted,
+            deleted_finished = self.summary.deleted_finished,
+            remaining = self.outstanding(),
+            "pod {outcome}"
+        );
+    }
+
+    fn leave_blocked(&mut self, i: usize, now: Instant) {
+        if std::mem::take(&mut self.tracks[i].in_blocked_clock) {
+            self.blocked.leave(now);
+        }
+    }
+
+    fn on_event(&mut self, event: watcher::Event<Pod>, now: Instant) {
+        match event {
+            watcher::Event::Init => self.init_buf = Some(HashMap::new()),
+            watcher::Event::InitApply(pod) => {
+                if let Some(buf) = self.init_buf.as_mut() {
+                    buf.insert(uid_of(&pod), Seen::of(&pod));
+                }
+                self.consider_new(pod, now);
+            }
+            watcher::Event::InitDone => {
+                self.present = self.init_buf.take().unwrap_or_default();
+                self.watch_ready = true;
+            }
+            watcher::Event::Apply(pod) => {
+                self.present.insert(uid_of(&pod), Seen::of(&pod));
+                self.consider_new(pod, now);
+            }
+            watcher::Event::Delete(pod) => {
+                self.present.remove(&uid_of(&pod));
+            }
+        }
+    }
+
+    /// A pod we have not seen before showed up on the node (bound after our list, e.g. one
+    /// tolerating the cordon): sort it like the others. The seed re-ran its unstick loop every
+    /// 60 s for the same reason.
+    fn consider_new(&mut self, pod: Pod, now: Instant) {
+        let uid = uid_of(&pod);
+        if self.seen_uids.contains(&uid) {
+            return;
+        }
+        let key = PodRef::of(&pod);
+        // Without a fresh DaemonSet lookup, treat DaemonSet owners as present (skip).
+        let selection = select::select([pod], &self.policy, &BTreeSet::new());
+        if let Some((_, why)) = selection.refuse.first() {
+            warn!(node = self.node(), pod = %key, "pod appeared on the node during the drain and is left alone: {why}");
+        } else if selection.to_remove() > 0 {
+            info!(node = self.node(), pod = %key, "pod appeared on the node during the drain; adding it");
+        }
+        self.admit(selection, now);
+    }
+
+    /// Marks tracked pods the watch no longer shows as gone (by UID: a same-name replacement
+    /// has another UID, kubernetes#34782).
+    fn mark_gone(&mut self, now: Instant) {
+        if !self.watch_ready {
+            return;
+        }
+        for i in 0..self.tracks.len() {
+            let t = &self.tracks[i];
+            if matches!(t.state, State::Gone | State::InFlight) || self.present.contains_key(&uid_of(&t.pod))
+            {
+                continue;
+            }
+            self.tracks[i].state = State::Gone;
+            self.leave_blocked(i, now);
+            let key = self.tracks[i].key.clone();
+            self.progress(&key, "gone");
+        }
+    }
+
+    fn next_ready(&self, now: Instant) -> Option<usize> {
+        self.tracks.iter().position(|t| matches!(t.state, State::Queued { not_before } if not_before <= now))
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.tracks
+            .iter()
+            .filter_map(|t| match t.state {
+                State::Queued { not_before } => Some(not_before),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn start(&mut self, i: usize) -> Request {
+        let t = &mut self.tracks[i];
+        t.state = State::InFlight;
+        let key = t.key.clone();
+        let grace = self.config.grace_seconds();
+        if t.kind == Kind::DeleteFinished || t.fallback {
+            let action = Action::Delete { fallback: t.fallback };
+            let api: Api<Pod> = Api::namespaced(self.clients.api.clone(), &key.namespace);
+            // The UID precondition keeps a delete from hitting a same-name replacement.
+            let mut dp = DeleteParams::default()
+                .preconditions(Preconditions { uid: Some(key.uid.clone()), resource_version: None });
+            dp.grace_period_seconds = grace.map(|g| u32::try_from(g).unwrap_or(u32::MAX));
+            async move { (i, action, api.delete(&key.name, &dp).await.map(drop)) }.boxed()
+        } else {
+            self.summary.eviction_requests += 1;
+            let api: Api<Pod> = Api::namespaced(self.clients.evict.clone(), &key.namespace);
+            // A typed Eviction: kube's EvictParams serialises `delete_options` in snake case,
+            // which the apiserver ignores, so a grace override would be lost (rust-ecosystem.md §0.3).
+            let body = Eviction {
+                metadata: ObjectMeta {
+                    name: Some(key.name.clone()),
+                    namespace: Some(key.namespace.clone()),
+                    ..Default::default()
+                },
+                delete_options: grace
+                    .map(|g| DeleteOptions { grace_period_seconds: Some(g), ..Default::default() }),
+            };
+            async move {
+                let res = api
+                    .create_subresource::<_, serde_json::Value>(
+                        "eviction",
+                        &key.name,
+                        &PostParams::default(),
+                        &body,
+                    )
+                    .await
+                    .map(drop);
+                (i, Action::Evict, res)
+            }
+            .boxed()
+        }
+    }
+
+    fn retry_later(&mut self, i: usize, retry_after: Option<Duration>, attempt: u32, now: Instant) {
+        let delay = outcome::retry_delay(
+            attempt,
+            retry_after,
+            self.config.backoff_min,
+            self.config.backoff_max,
+            fastrand::f64(),
+        );
+        self.tracks[i].state = State::Queued { not_before: now + delay };
+    }
+
+    async fn on_result(
+        &mut self,
+        i: usize,
+        action: Action,
+        result: Result<(), kube::Error>,
+        now: Instant,
+    ) -> Result<(), DrainError> {
+        let key = self.tracks[i].key.clone();
+        match action {
+            Action::Evict => match outcome::classify_eviction(result) {
+                Ok(EvictOutcome::Evicted) => {
+                    self.tracks[i].state = State::Requested;
+                    self.tracks[i].transient = 0;
+                    self.summary.evicted += 1;
+                    self.leave_blocked(i, now);
+                    self.progress(&key, "evicted");
+                }
+                Ok(EvictOutcome::Gone) => {
+                    self.tracks[i].state = State::Gone;
+                    self.summary.evicted += 1;
+                    self.leave_blocked(i, now);
+                    self.progress(&key, "already gone");
+                }
+                Ok(EvictOutcome::Blocked { pdb, message, retry_after }) => {
+                    self.refused(i, now);
+                    self.tracks[i].last = Some(Remaining::Blocked { pdb, message, since: Duration::ZERO });
+                    self.after_refusal(i, retry_after, now).await;
+                }
+                Ok(EvictOutcome::MultiplePdbs { .. }) => {
+                    self.refused(i, now);
+                    self.tracks[i].last = Some(Remaining::MultiplePdbs { pdbs: Vec::new() });
+                    self.after_refusal(i, None, now).await;
+                }
+                Err(outcome::EvictError::Transient(e)) => self.transient(i, e, false, now)?,
+                Err(outcome::EvictError::Fatal(source)) => {
+                    return Err(DrainError::Evict {
+                        pod: key,
+                        node: self.node().into(),
+                        source: Box::new(source),
+                    });
+                }
+            },
+            Action::Delete { fallback } => match result {
+                Ok(()) => {
+                    self.tracks[i].state = State::Requested;
+                    if fallback {
+                        self.summary.fallback_deleted += 1;
+                        self.leave_blocked(i, now);
+                        self.progress(&key, "deleted by PDB fallback");
+                    } else {
+                        self.summary.deleted_finished += 1;
+                        self.progress(&key, "deleted (finished)");
+                    }
+                }
+                // 404: gone; 409: the UID precondition failed, so the pod we meant is gone.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                    self.tracks[i].state = State::Gone;
+                    self.leave_blocked(i, now);
+                    self.progress(&key, "already gone");
+                }
+                Err(e @ kube::Error::Api(_)) if !is_transient_api(&e) => {
+                    return Err(DrainError::Delete {
+                        pod: key,
+                        node: self.node().into(),
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => self.transient(i, e, true, now)?,
+            },
+        }
+        Ok(())
+    }
+
+    fn refused(&mut self, i: usize, now: Instant) {
+        self.summary.eviction_refusals += 1;
+        let t = &mut self.tracks[i];
+        t.refusals += 1;
+        t.transient = 0;
+        t.blocked_since.get_or_insert(now);
+        if !t.in_blocked_clock {
+            t.in_blocked_clock = true;
+            self.blocked.enter(now);
+        }
+    }
+
+    fn transient(&mut self, i: usize, e: kube::Error, delete: bool, now: Instant) -> Result<(), DrainError> {
+        let node = self.target.node.as_str();
+        let t = &mut self.tracks[i];
+        t.transient += 1;
+        let (key, n) = (t.key.clone(), t.transient);
+        if n > MAX_TRANSIENT_ERRORS {
+            let node = node.to_string();
+            return Err(if delete {
+                DrainError::Delete { pod: key, node, source: Box::new(e) }
+            } else {
+                DrainError::Evict { pod: key, node, source: Box::new(e) }
+            });
+        }
+        warn!(node, pod = %key, attempt = n, error = %e, "transient error; retrying");
+        t.last = Some(Remaining::Failing { error: e.to_string() });
+        self.retry_later(i, None, n - 1, now);
+        Ok(())
+    }
+
+    /// After a 429 or a multi-PDB 500: decide between the targeted fallback and a retry.
+    async fn after_refusal(&mut self, i: usize, retry_after: Option<Duration>, now: Instant) {
+        let ns = self.tracks[i].key.namespace.clone();
+        let pdbs = match pdbs_in(&self.clients.api, &ns, self.node()).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(node = self.node(), error = %e, "cannot read PodDisruptionBudgets; retrying the eviction later");
+                Vec::new()
+            }
+        };
+        let node = self.target.node.as_str();
+        let t = &mut self.tracks[i];
+        let covering: Vec<String> = pdb::matching(&t.pod, &pdbs).into_iter().map(pdb::name_of).collect();
+        match &mut t.last {
+            Some(Remaining::MultiplePdbs { pdbs }) => *pdbs = covering.clone(),
+            Some(Remaining::Blocked { pdb: name @ None, .. }) if covering.len() == 1 => {
+                *name = covering.first().cloned()
+            }
+            _ => {}
+        }
+        let blocked_for = now - t.blocked_since.unwrap_or(now);
+        let key = t.key.clone();
+        let refusals = t.refusals;
+        match pdb::fallback(&t.pod, &pdbs, blocked_for, self.config.fallback_after) {
+            pdb::Fallback::Delete { pdbs, why } => {
+                warn!(node, pod = %key, pdbs = ?pdbs, "eviction refused: {why}; deleting the pod directly (PDB fallback)");
+                t.fallback = true;
+                t.state = State::Queued { not_before: now };
+                self.fallbacks.push(FallbackDeletion { pod: key, pdbs, why });
+            }
+            pdb::Fallback::Wait { why } => {
+                info!(node, pod = %key, refusals, pdbs = ?covering, "eviction refused: {why}");
+                self.retry_later(i, retry_after, refusals - 1, now);
+            }
+        }
+    }
+
+    fn remaining(&self, now: Instant) -> Vec<RemainingPod> {
+        self.tracks
+            .iter()
+            .filter(|t| t.state != State::Gone)
+            .map(|t| {
+                let seen = self.present.get(&uid_of(&t.pod));
+                let why = match (seen, t.state, &t.last) {
+                    (Some(s), _, _) if s.deleting => {
+                        Remaining::Terminating { finalizers: s.finalizers.clone() }
+                    }
+                    (_, State::Requested, _) => Remaining::Terminating { finalizers: Vec::new() },
+                    (_, _, Some(Remaining::Blocked { pdb, message, .. })) => Remaining::Blocked {
+                        pdb: pdb.clone(),
+                        message: message.clone(),
+                        since: now - t.blocked_since.unwrap_or(now),
+                    },
+                    (_, _, Some(other)) => other.clone(),
+                    _ => Remaining::NotStarted,
+                };
+                RemainingPod { pod: t.key.clone(), why }
+            })
+            .collect()
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<DrainOutcome, DrainError> {
+        let node = self.node().to_string();
+        let pods: Api<Pod> = Api::all(self.clients.api.clone());
+        let config = watcher::Config::default().fields(&on_node(&node)).page_size(PAGE);
+        let mut events = pin!(watcher(pods, config).default_backoff());
+        let mut inflight: FuturesUnordered<Request> = FuturesUnordered::new();
+        let interval = self.config.kill_switch_interval;
+        let mut next_kill_check = Instant::now() + interval;
+        let mut watch_open = true;
+        let halt_reason = loop {
+            let now = Instant::now();
+            self.mark_gone(now);
+            if inflight.is_empty() && self.outstanding() == 0 {
+                return Ok(DrainOutcome::Drained);
+            }
+            if now >= deadline {
+                return Err(DrainError::Timeout {
+                    node: node.clone(),
+                    after: self.config.timeout,
+                    remaining: self.remaining(now),
+                    summary: Box::default(),
+                });
+            }
+            if now >= next_kill_check {
+                if let KillSwitch::Present { reason } =
+                    killswitch::check(&self.clients.api, &self.target.namespace).await?
+                {
+                    break reason;
+                }
+                next_kill_check = Instant::now() + interval;
+            }
+            while inflight.len() < self.config.concurrency
+                && let Some(i) = self.next_ready(now)
+            {
+                inflight.push(self.start(i));
+            }
+            let wake = [self.next_due(), Some(next_kill_check), Some(deadline)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(deadline);
+            tokio::select! {
+                event = events.next(), if watch_open => match event {
+                    Some(Ok(event)) => self.on_event(event, Instant::now()),
+                    Some(Err(e)) => {
+                        warn!(node = %node, error = %e, "watch on the node's pods failed; it restarts with backoff");
+                    }
+                    None => {
+                        // kube's watcher never ends by itself; if it does, the deadline still holds.
+                        watch_open = false;
+                        warn!(node = %node, "watch on the node's pods ended");
+                    }
+                },
+                Some((i, action, result)) = inflight.next(), if !inflight.is_empty() => {
+                    self.on_result(i, action, result, Instant::now()).await?;
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        };
+        warn!(node = %node, reason = %halt_reason, in_flight = inflight.len(), "kill switch present: stopping the drain (no new evictions)");
+        let _ = tokio::time::timeout(IN_FLIGHT_GRACE, async {
+            while let Some((i, action, result)) = inflight.next().await {
+                if let Err(e) = self.on_result(i, action, result, Instant::now()).await {
+                    warn!(node = %node, error = %e, "request in flight at halt failed");
+                }
+            }
+        })
+        .await;
+        // Nothing new may start after a halt: drop anything a result queued.
+        Ok(DrainOutcome::Halted { reason: halt_reason, remaining: self.remaining(Instant::now()) })
+    }
+}
+
+fn is_transient_api(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 429 || s.code >= 500)
+}
+
+// ---------------------------------------------------------------------------------------
+// Dry run and the subcommands
+// ---------------------------------------------------------------------------------------
+
+/// What a dry run predicts for one pod to evict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No PDB stands in the way (or one with disruptions to spare).
+    Evict,
+    /// A PDB allows no more disruptions now but will once replacements are healthy: retried.
+    Waits { pdb: String },
+    /// The eviction API can never evict it: deleted directly after `fallback_after`.
+    Fallback { pdbs: Vec<String>, why: String },
+    /// The PDB has no current status: retried until it has one.
+    Unknown { pdb: String },
+}
+
+/// One pod a dry run would evict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEviction {
+    /// The pod.
+    pub pod: PodRef,
+    /// The PDBs covering it.
+    pub pdbs: Vec<String>,
+    /// What the drain would run into.
+    pub verdict: Verdict,
+}
+
+/// What a drain would do, computed from one read of the cluster; nothing is changed.
+#[derive(Debug, Clone)]
+pub struct DryRunReport {
+    /// Node name.
+    pub node: String,
+    /// The node's cordon now: `None` not cordoned, `Some(true)` by us, `Some(false)` by others.
+    pub cordoned: Option<bool>,
+    /// Pods to evict, in order, with what their PDBs would say.
+    pub evict: Vec<PlannedEviction>,
+    /// Finished pods to delete.
+    pub delete: Vec<PodRef>,
+    /// Pods already terminating (waited for).
+    pub terminating: Vec<PodRef>,
+    /// Pods left alone.
+    pub skip: Vec<(PodRef, SkipReason)>,
+    /// Pods that would make the drain refuse to start.
+    pub refuse: Vec<(PodRef, RefuseReason)>,
+    /// kubectl-style warnings.
+    pub warnings: Vec<(PodRef, String)>,
+    /// The fallback budget used for the prediction.
+    pub fallback_after: Duration,
+}
+
+/// Predicts, per pod in order, what the eviction API would answer, spending each PDB's
+/// `disruptionsAllowed` as the drain would. Pure.
+pub fn plan_evictions(pods: &[Pod], pdbs: &[PodDisruptionBudget]) -> Vec<PlannedEviction> {
+    let mut allowance: HashMap<(String, String), i32> = pdbs
+        .iter()
+        .map(|p| {
+            let key = (p.metadata.namespace.clone().unwrap_or_default(), pdb::name_of(p));
+            (key, p.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        })
+        .collect();
+    pods.iter()
+        .map(|pod| {
+            let covering = pdb::matching(pod, pdbs);
+            let names: Vec<String> = covering.iter().map(|p| pdb::name_of(p)).collect();
+            let verdict = match covering.as_slice() {
+                [] => Verdict::Evict,
+                [one] => {
+                    let key = (one.metadata.namespace.clone().unwrap_or_default(), pdb::name_of(one));
+                    let left = allowance.entry(key).or_insert(0);
+                    if *left > 0 {
+                        *left -= 1;
+                        Verdict::Evict
+                    } else {
+                        match pdb::budget_of(one) {
+                            pdb::Budget::Deadlocked => Verdict::Fallback {
+                                pdbs: names.clone(),
+                                why: format!(
+                                    "PodDisruptionBudget {} allows no disruption even at full health",
+                                    pdb::name_of(one)
+                                ),
+                            },
+                            pdb::Budget::Unknown => Verdict::Unknown { pdb: pdb::name_of(one) },
+                            pdb::Budget::Allows(_) | pdb::Budget::Recovering => {
+                                Verdict::Waits { pdb: pdb::name_of(one) }
+                            }
+                        }
+                    }
+                }
+                _ => Verdict::Fallback {
+                    pdbs: names.clone(),
+                    why: format!(
+                        "covered by {} PodDisruptionBudgets ({}); the eviction API cannot evict it",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                },
+            };
+            PlannedEviction { pod: PodRef::of(pod), pdbs: names, verdict }
+        })
+        .collect()
+}
+
+impl fmt::Display for DryRunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "dry run: drain of node {} (nothing was changed)", self.node)?;
+        writeln!(
+            f,
+            "  {}",
+            match self.cordoned {
+                None => "would cordon the node",
+                Some(true) => "node already cordoned by an earlier run of the chain",
+                Some(false) => "node already cordoned by someone else (it would stay cordoned)",
+            }
+        )?;
+        if !self.refuse.is_empty() {
+            writeln!(f, "  the drain would REFUSE to start (nothing would be evicted):")?;
+            for (p, why) in &self.refuse {
+                writeln!(f, "    {p} {why}")?;
+            }
+        }
+        let after = crate::duration::format(self.fallback_after);
+        for e in &self.evict {
+            match &e.verdict {
+                Verdict::Evict => writeln!(f, "  would evict {}", e.pod)?,
+                Verdict::Waits { pdb } => writeln!(
+                    f,
+                    "  would evict {} (blocked by PodDisruptionBudget {pdb} until replacements are healthy; retried)",
+                    e.pod
+                )?,
+                Verdict::Fallback { why, .. } => {
+                    writeln!(f, "  would evict {} ({why}; would be deleted directly after {after})", e.pod)?
+                }
+                Verdict::Unknown { pdb } => writeln!(
+                    f,
+                    "  would evict {} (PodDisruptionBudget {pdb} has no current status; retried)",
+                    e.pod
+                )?,
+            }
+        }
+        for p in &self.delete {
+            writeln!(f, "  would delete {p} (finished)")?;
+        }
+        for p in &self.terminating {
+            writeln!(f, "  would wait for {p} (already terminating)")?;
+        }
+        for (p, why) in &self.skip {
+            writeln!(f, "  would skip {p} ({why})")?;
+        }
+        for (p, w) in &self.warnings {
+            writeln!(f, "  warning: {p}: {w}")?;
+        }
+        let mut blocking: Vec<String> = Vec::new();
+        for e in &self.evict {
+            let line = match &e.verdict {
+                Verdict::Evict => continue,
+                Verdict::Waits { pdb } => format!("{pdb} (waits)"),
+                Verdict::Unknown { pdb } => format!("{pdb} (no status yet)"),
+                Verdict::Fallback { pdbs, .. } => format!("{} (fallback delete)", pdbs.join(" + ")),
+            };
+            if !blocking.contains(&line) {
+                blocking.push(line);
+            }
+        }
+        if blocking.is_empty() {
+            writeln!(f, "  no PodDisruptionBudget would block")?;
+        } else {
+            writeln!(f, "  PodDisruptionBudgets that would block: {}", blocking.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Lists what [`drain`] would evict, delete, wait for, skip or refuse, and which PDBs would
+/// block, from one read of the cluster. Changes nothing (GET and LIST only).
+pub async fn dry_run(
+    clients: &Clients,
+    target: &DrainTarget,
+    config: &DrainConfig,
+) -> Result<DryRunReport, DrainError> {
+    config.validate().map_err(DrainError::Config)?;
+    let node = target.node.as_str();
+    let nodes: Api<Node> = Api::all(clients.api.clone());
+    let current = nodes.get(node).await.map_err(api_err(format!("read node {node}"), node))?;
+    let cordoned = is_cordoned(&current).then(|| cordoned_by_us(&current));
+    let selection = select_on_node(&clients.api, node, &config.policy(target.self_pod.clone())).await?;
+    let all: Api<PodDisruptionBudget> = Api::all(clients.api.clone());
+    let pdbs = all
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err(format!("list PodDisruptionBudgets (dry run of node {node})"), node))?
+        .items;
+    Ok(DryRunReport {
+        node: node.into(),
+        cordoned,
+        evict: plan_evictions(&selection.evict, &pdbs),
+        delete: selection.delete.iter().map(PodRef::of).collect(),
+        terminating: selection.terminating.iter().map(PodRef::of).collect(),
+        skip: selection.skip,
+        refuse: selection.refuse,
+        warnings: selection.warnings,
+        fallback_after: config.fallback_after,
+    })
+}
+
+/// The `drain` subcommand: drains `node` (or, with `dry_run`, says what it would do) and
+/// returns the printable report. The pod running it is found from `POD_NAMESPACE`/`POD_NAME`.
+/// A kill-switch halt is `Ok` (the report says so); a refusal, a timeout or an API failure is
+/// an error and leaves the node cordoned.
+pub async fn drain_command(
+    clients: &Clients,
+    node: &str,
+    namespace: &str,
+    config: &DrainConfig,
+    dry_run: bool,
+) -> anyhow::Result<String> {
+    let target =
+        DrainTarget { node: node.into(), namespace: namespace.into(), self_pod: self_pod_from_env() };
+    if dry_run {
+        return Ok(self::dry_run(clients, &target, config).await?.to_string());
+    }
+    Ok(drain(clients, &target, config).await?.to_string())
+}
+
+/// The `uncordon` subcommand: uncordons `node` only if the chain cordoned it.
+pub async fn uncordon_command(clients: &Clients, node: &str) -> anyhow::Result<String> {
+    Ok(match uncordon_if_ours(&clients.api, node).await? {
+        Uncordon::Uncordoned => {
+            format!("node {node}: uncordoned (the upgrade chain had cordoned it)")
+        }
+        Uncordon::NotOurs { cordoned: true } => {
+            format!("node {node}: left cordoned (cordoned by someone else, not by the upgrade chain)")
+        }
+        Uncordon::NotOurs { cordoned: false } => {
+            format!("node {node}: not cordoned; nothing to do")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixtures::{PdbFixture as _, PodFixture as _};
+
+    #[test]
+    fn config_defaults_are_documented_values() {
+        let c = DrainConfig::default();
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.timeout, Duration::from_secs(1800));
+        assert_eq!(c.fallback_after, Duration::ZERO);
+        assert_eq!(c.grace_period_override, None);
+        assert!(c.force && c.delete_emptydir_data);
+        assert_eq!(c.kill_switch_interval, Duration::from_secs(5));
+        assert_eq!((c.backoff_min, c.backoff_max), (Duration::from_secs(1), Duration::from_secs(5)));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn config_reads_yaml_with_durations() {
+        let c: DrainConfig = serde_saphyr::from_str(
+            "concurrency: 4\ntimeout: 45m\nfallback_after: 2m\ngrace_period_override: 30s\nforce: false\n",
+        )
+        .unwrap();
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.timeout, Duration::from_secs(2700));
+        assert_eq!(c.fallback_after, Duration::from_secs(120));
+        assert_eq!(c.grace_period_override, Some(Duration::from_secs(30)));
+        assert!(!c.force);
+        assert!(c.delete_emptydir_data, "unset keys keep their defaults");
+        let back: DrainConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn config_refuses_unknown_keys_and_bad_values() {
+        assert!(serde_saphyr::from_str::<DrainConfig>("concurency: 4\n").is_err());
+        assert!(serde_saphyr::from_str::<DrainConfig>("timeout: 600\n").is_err());
+        let bad = |c: DrainConfig| c.validate().unwrap_err();
+        assert!(bad(DrainConfig { concurrency: 0, ..Default::default() }).contains("concurrency"));
+        assert!(
+            bad(DrainConfig { backoff_min: Duration::ZERO, ..Default::default() }).contains("backoff_min")
+        );
+        assert!(
+            bad(DrainConfig {
+                backoff_max: Duration::from_millis(1500),
+                backoff_min: Duration::from_secs(2),
+                ..Default::default()
+            })
+            .contains("backoff_max")
+        );
+        assert!(bad(DrainConfig { timeout: Duration::ZERO, ..Default::default() }).contains("timeout"));
+    }
+
+    #[test]
+    fn plan_spends_each_budget_in_order() {
+        let web = |n: &str| Pod::test(n).label("app", "web");
+        let pods =
+            vec![web("web-0"), web("web-1"), Pod::test("anubis-0").label("app", "anubis"), Pod::test("free")];
+        let pdbs = vec![
+            PodDisruptionBudget::test("web").selecting("app", "web").min_available(2).status(1, 3, 2, 3),
+            PodDisruptionBudget::test("anubis")
+                .selecting("app", "anubis")
+                .min_available(1)
+                .status(0, 1, 1, 1),
+        ];
+        let plan = plan_evictions(&pods, &pdbs);
+        assert_eq!(plan[0].verdict, Verdict::Evict);
+        assert_eq!(plan[1].verdict, Verdict::Waits { pdb: "web".into() });
+        assert!(matches!(&plan[2].verdict, Verdict::Fallback { pdbs, .. } if pdbs == &["anubis"]));
+        assert_eq!(plan[3].verdict, Verdict::Evict);
+        assert!(plan[3].pdbs.is_empty());
+    }
+
+    #[test]
+    fn plan_sends_multi_pdb_pods_to_the_fallback() {
+        let pdbs = vec![
+            PodDisruptionBudget::test("a").selecting("app", "web").status(5, 5, 0, 5),
+            PodDisruptionBudget::test("b").empty_selector().status(5, 5, 0, 5),
+        ];
+        let plan = plan_evictions(&[Pod::test("web-0").label("app", "web")], &pdbs);
+        assert!(matches!(&plan[0].verdict, Verdict::Fallback { pdbs, .. } if pdbs == &["a", "b"]));
+    }
+
+    #[test]
+    fn blocked_clock_counts_overlaps_once() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = BlockedClock::default();
+        c.enter(t0);
+        c.enter(t0 + s(1));
+        c.leave(t0 + s(2));
+        assert_eq!(c.total(t0 + s(3)), s(3), "still one pod blocked");
+        c.leave(t0 + s(4));
+        c.enter(t0 + s(10));
+        c.leave(t0 + s(11));
+        assert_eq!(c.total(t0 + s(20)), s(5));
+    }
+
+    #[test]
+    fn cordon_annotation_is_recognised() {
+        let mut n = Node::default();
+        assert!(!cordoned_by_us(&n));
+        n.metadata.annotations = Some([(CORDONED_BY.to_string(), "someone-else".to_string())].into());
+        assert!(!cordoned_by_us(&n));
+        n.metadata.annotations = Some([(CORDONED_BY.to_string(), OWNER.to_string())].into());
+        assert!(cordoned_by_us(&n));
+    }
+}

@@ -1,0 +1,556 @@
+//! A whole simulated cluster for chain tests: the in-process apiserver, one real sshd per node
+//! (shim `kubeadm`/`apt-get`/... on its PATH), a real Pushgateway and Prometheus, and a Job
+//! runner that plays the cluster's part: it runs each chain Job's `step` in-process, as the
+//! Job's pod would, then marks the Job Complete or Failed.
+//!
+//! Two background tasks stand in for what the nodes and the backup CronJob would do: a
+//! "kubelet" that reports the version `update_k8s.sh` installed, and an etcd backup that
+//! completes its Job with a realistic log line.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_upgrade_chain::{
+    chain::{self, Ctx, Ended, StepInput, detect::Detection},
+    cluster::Clients,
+    drain::PodRef,
+    plan::{Phase, Step},
+    settings::{EtcdBackup, Settings},
+    ssh::SshExec,
+};
+use serde_json::json;
+use testapi::{TestApiServer, fixtures as tf};
+
+use super::{
+    prom::{Prometheus, Pushgateway},
+    sshd::SshdNode,
+};
+
+pub const NS: &str = "k8s-upgrade";
+pub const IMAGE: &str = "registry.local/k8s-upgrade-chain:test";
+
+/// What the runner saw of one chain Job.
+#[derive(Debug, Clone)]
+pub struct RanJob {
+    pub name: String,
+    pub phase: Phase,
+    pub node: Option<String>,
+    pub run_on: String,
+    pub tolerations: Vec<String>,
+    pub result: Result<Ended, String>,
+    /// `k8s_upgrade_in_flight` right after the Job ended.
+    pub in_flight: Option<f64>,
+    /// Whether the namespace carried the in-flight annotations right after the Job ended.
+    pub annotated: bool,
+}
+
+/// The cluster under test.
+pub struct Cluster {
+    pub srv: Arc<TestApiServer>,
+    pub nodes: Vec<SshdNode>,
+    pub pgw: Pushgateway,
+    pub prom: Prometheus,
+    pub settings: Settings,
+    known_hosts: tempfile::TempDir,
+    /// The log the simulated etcd backup writes (tests may shrink the snapshot).
+    pub backup_log: Arc<std::sync::Mutex<String>>,
+    done: std::sync::Mutex<HashSet<String>>,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Node layout: control planes then workers, all on `from` and ready on `from`.
+pub struct Layout<'a> {
+    pub control_planes: &'a [&'a str],
+    pub workers: &'a [&'a str],
+    pub running: &'a str,
+    pub target: &'a str,
+    /// Third octet of the loopback addresses (distinct per test: tests run in parallel).
+    pub net: u8,
+}
+
+fn debian(v: &str) -> String {
+    format!("{v}-1.1")
+}
+
+impl Cluster {
+    pub async fn start(layout: Layout<'_>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let srv = TestApiServer::builder()
+            .time_scale(0.01)
+            .pod_start_delay(Duration::from_millis(50))
+            .start()
+            .await;
+        for ns in [NS, "kube-system", "default", "apps"] {
+            srv.insert(tf::namespace(ns));
+        }
+        let port = super::prom::free_port();
+        let mut nodes = Vec::new();
+        let names: Vec<(&str, bool)> = layout
+            .control_planes
+            .iter()
+            .map(|n| (*n, true))
+            .chain(layout.workers.iter().map(|n| (*n, false)))
+            .collect();
+        for (i, (name, cp)) in names.iter().enumerate() {
+            let ip = format!("127.0.{}.{}", layout.net, 10 + i);
+            let sshd = SshdNode::start_on_port(name, &ip, port);
+            sshd.install(&["kubeadm", "kubelet", "kubectl"], &debian(layout.running));
+            sshd.install(&["containerd.io"], "2.0.5-1");
+            sshd.set_state(
+                "madison.txt",
+                &format!(
+                    "   kubeadm | {t}-1.1 | https://pkgs.k8s.io/core:/stable:/v1.34/deb  Packages\n   kubeadm | {r}-1.1 | https://pkgs.k8s.io/core:/stable:/v1.34/deb  Packages\n",
+                    t = layout.target,
+                    r = layout.running
+                ),
+            );
+            sshd.set_state(
+                "plan.txt",
+                &format!(
+                    "Upgrade to the latest version in the v1.34 series:\n\nYou can now apply the upgrade by executing the following command:\n\n\tkubeadm upgrade apply v{}\n",
+                    layout.target
+                ),
+            );
+            let mut node = tf::node(name).ready().kubelet(&format!("v{}", layout.running)).internal_ip(&ip);
+            if *cp {
+                node = node.control_plane();
+            }
+            srv.insert(node.build());
+            seed_node_pods(&srv, name, *cp);
+            nodes.push(sshd);
+        }
+        // Workloads: a Deployment-like ReplicaSet with a PDB, and CoreDNS.
+        let first_worker = layout.workers[0];
+        srv.insert(tf::replicaset("web").ns("apps").replicas(2).labels(&[("app", "web")]).grace(1).build());
+        srv.insert(tf::pdb("web").ns("apps").min_available(1).selector(&[("app", "web")]).build());
+        for (i, w) in layout.workers.iter().take(2).enumerate() {
+            srv.insert(
+                tf::pod(&format!("web-{i}"))
+                    .ns("apps")
+                    .on(w)
+                    .owned_by_replicaset("web")
+                    .labels(&[("app", "web")])
+                    .grace(1)
+                    .build(),
+            );
+        }
+        srv.insert(
+            tf::replicaset("coredns")
+                .ns("kube-system")
+                .replicas(1)
+                .labels(&[("k8s-app", "kube-dns")])
+                .build(),
+        );
+        srv.insert(
+            tf::pod("coredns-abc12")
+                .ns("kube-system")
+                .on(first_worker)
+                .owned_by_replicaset("coredns")
+                .labels(&[("k8s-app", "kube-dns")])
+                .grace(1)
+                .build(),
+        );
+        // A Deployment the site quiesces around control-plane upgrades (tigera-operator).
+        srv.insert(tf::namespace("tigera-operator"));
+        srv.insert(
+            tf::deployment("tigera-operator")
+                .ns("tigera-operator")
+                .replicas(1)
+                .labels(&[("app", "tigera-operator")])
+                .build(),
+        );
+        // The etcd backup CronJob.
+        srv.insert(json!({
+            "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": "backup-etcd", "namespace": "default"},
+            "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "backup-manage", "image": "backup:1"}]}}}}}
+        }));
+
+        let pgw = Pushgateway::start().await;
+        let prom = Prometheus::start(&["chain.rules.yml"], Some(&pgw)).await;
+        let known_hosts = tempfile::tempdir().unwrap();
+        let kh = known_hosts.path().join("known_hosts");
+        std::fs::write(&kh, nodes.iter().map(SshdNode::known_hosts_line).collect::<String>()).unwrap();
+        // One client key for every node, as the chain's Secret holds one.
+        let authorized = std::fs::read_to_string(nodes[0].dir.path().join("client_key.pub")).unwrap();
+        for n in &nodes[1..] {
+            std::fs::write(n.dir.path().join("authorized_keys"), &authorized).unwrap();
+        }
+        let mut ssh = nodes[0].ssh_config();
+        ssh.known_hosts_file = kh;
+        ssh.port = port;
+
+        let mut settings = Settings { ssh, ..Settings::default() };
+        settings.pushgateway.url = pgw.url.parse().unwrap();
+        settings.alerts.prometheus_url = prom.url.parse().unwrap();
+        settings.slack.webhook_file = "/nonexistent/slack_webhook".into();
+        settings.timeouts.node_ready = Duration::from_secs(60);
+        settings.timeouts.alert_wait = Duration::from_secs(3);
+        settings.timeouts.alert_interval = Duration::from_secs(1);
+        settings.timeouts.soak = Duration::from_secs(1);
+        settings.timeouts.soak_interval = Duration::from_secs(1);
+        settings.timeouts.etcd_snapshot = Duration::from_secs(30);
+        // The simulated nodes became Ready a moment ago; the settle window has its own test.
+        settings.timeouts.settle_window = Duration::ZERO;
+        settings.timeouts.job_delete = Duration::from_secs(30);
+        settings.drain.timeout = Duration::from_secs(60);
+        settings.hooks.smoke_dns_name = Some("localhost".into());
+        settings.hooks.quiesce_deployments = vec![k8s_upgrade_chain::settings::QuiesceDeployment {
+            namespace: "tigera-operator".into(),
+            name: "tigera-operator".into(),
+        }];
+        settings.hooks.etcd_backup = Some(EtcdBackup {
+            namespace: "default".into(),
+            cronjob: "backup-etcd".into(),
+            container: Some("backup-manage".into()),
+            location_prefix: "nfs://nas:/srv/etcd-backup/".into(),
+            min_bytes: 1024,
+        });
+        settings.validate("test").unwrap();
+
+        let mut cluster = Cluster {
+            srv: Arc::new(srv),
+            nodes,
+            pgw,
+            prom,
+            settings,
+            known_hosts,
+            backup_log: Arc::new(std::sync::Mutex::new(
+                "snapshot saved\nBackup done: etcd-snapshot.db (4194304 bytes)\n".into(),
+            )),
+            done: Default::default(),
+            _tasks: vec![],
+        };
+        cluster._tasks.push(cluster.kubelet_task());
+        cluster._tasks.push(cluster.etcd_backup_task());
+        cluster
+    }
+
+    /// The "kubelets": when `update_k8s.sh` installs a kubelet version and restarts it, the
+    /// node reports that version.
+    fn kubelet_task(&self) -> tokio::task::JoinHandle<()> {
+        let srv = self.srv.clone();
+        let nodes: Vec<(String, std::path::PathBuf)> =
+            self.nodes.iter().map(|n| (n.name.clone(), n.state())).collect();
+        tokio::spawn(async move {
+            let mut seen: std::collections::HashMap<String, String> = Default::default();
+            loop {
+                for (name, state) in &nodes {
+                    let calls = std::fs::read_to_string(state.join("calls.log")).unwrap_or_default();
+                    if !calls.lines().any(|l| l.starts_with("systemctl restart kubelet")) {
+                        continue;
+                    }
+                    let Ok(v) = std::fs::read_to_string(state.join("installed/kubelet")) else { continue };
+                    let v = v.split('-').next().unwrap_or_default().to_string();
+                    if seen.get(name) != Some(&v) {
+                        srv.set_kubelet_version(name, &format!("v{v}"));
+                        seen.insert(name.clone(), v);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    /// The etcd backup: completes every `pre-upgrade-etcd-*` Job with its log line.
+    fn etcd_backup_task(&self) -> tokio::task::JoinHandle<()> {
+        let srv = self.srv.clone();
+        let log = self.backup_log.clone();
+        tokio::spawn(async move {
+            let mut handled = HashSet::new();
+            loop {
+                for job in srv.list::<Job>(Some("default")) {
+                    let name = job.metadata.name.clone().unwrap_or_default();
+                    if !name.starts_with("pre-upgrade-etcd-") || handled.contains(&name) {
+                        continue;
+                    }
+                    for pod in srv.job_pods("default", &name) {
+                        let text = log.lock().unwrap().clone();
+                        srv.set_pod_log("default", &pod, &text);
+                    }
+                    srv.complete_job("default", &name);
+                    handled.insert(name);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    pub fn node(&self, name: &str) -> &SshdNode {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    /// A production context pointed at this cluster.
+    pub fn ctx(&self) -> Ctx {
+        self.ctx_with(self.settings.clone())
+    }
+
+    pub fn ctx_with(&self, settings: Settings) -> Ctx {
+        let clients = Clients::from_config(self.srv.config()).unwrap();
+        let exec = SshExec::new(settings.ssh.clone()).unwrap();
+        Ctx::new(settings, clients, Arc::new(exec), IMAGE.into()).unwrap()
+    }
+
+    pub async fn detect(&self) -> Detection {
+        chain::detect::detect(&self.ctx(), false).await.unwrap()
+    }
+
+    /// Runs every chain Job as it appears, in order, until none is left to run.
+    pub async fn run_chain(&self) -> Vec<RanJob> {
+        self.run_chain_with(|_| {}).await
+    }
+
+    /// Like [`Self::run_chain`], calling `before` with each Job's name before running it.
+    pub async fn run_chain_with(&self, mut before: impl FnMut(&str)) -> Vec<RanJob> {
+        let mut ran = Vec::new();
+        for _ in 0..64 {
+            let Some(job) = self.next_job() else { break };
+            let name = job.metadata.name.clone().unwrap();
+            before(&name);
+            ran.push(self.run_job(&job).await);
+        }
+        ran
+    }
+
+    fn next_job(&self) -> Option<Job> {
+        let done = self.done.lock().unwrap();
+        let mut jobs: Vec<Job> = self
+            .srv
+            .list::<Job>(Some(NS))
+            .into_iter()
+            .filter(|j| {
+                j.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str)
+                    == Some("k8s-upgrade-chain")
+            })
+            .filter(|j| k8s_upgrade_chain::spawn::job_state(j) == k8s_upgrade_chain::spawn::JobState::Active)
+            .filter(|j| !done.contains(j.metadata.uid.as_deref().unwrap_or_default()))
+            .collect();
+        jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
+        jobs.into_iter().next()
+    }
+
+    /// Runs one Job's step in-process, as its pod would, and finishes the Job accordingly.
+    pub async fn run_job(&self, job: &Job) -> RanJob {
+        self.run_job_with(job, self.settings.clone()).await
+    }
+
+    /// [`Self::run_job`] with other settings (as if the config ConfigMap said so).
+    pub async fn run_job_with(&self, job: &Job, settings: Settings) -> RanJob {
+        let name = job.metadata.name.clone().unwrap();
+        self.done.lock().unwrap().insert(job.metadata.uid.clone().unwrap());
+        let pod_spec = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let env: std::collections::HashMap<String, String> = pod_spec.containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
+        let phase: Phase = env["PHASE"].parse().unwrap();
+        let node = Some(env["TARGET_NODE"].clone()).filter(|n| !n.is_empty());
+        let input = StepInput {
+            step: Step { phase, node: node.clone() },
+            target: env["TARGET_VERSION"].parse().unwrap(),
+            kind: env["KIND"].parse().unwrap(),
+        };
+        assert_eq!(env["IMAGE"], IMAGE, "the image is passed down the chain");
+        let mut ctx = self.ctx_with(settings);
+        if let Some(pod) = self.srv.job_pods(NS, &name).first() {
+            ctx.self_pod = Some(PodRef::new(NS.to_string(), pod.clone()));
+        }
+        let result = chain::run_step(&ctx, &input).await.map_err(|e| format!("{e:#}"));
+        match &result {
+            Ok(_) => self.srv.complete_job(NS, &name),
+            Err(_) => self.srv.fail_job(NS, &name, "BackoffLimitExceeded"),
+        }
+        let run_on = pod_spec
+            .node_selector
+            .clone()
+            .unwrap_or_default()
+            .get("kubernetes.io/hostname")
+            .cloned()
+            .unwrap_or_default();
+        let tolerations = pod_spec
+            .tolerations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| format!("{}:{}", t.key.unwrap_or_default(), t.effect.unwrap_or_default()))
+            .collect();
+        let in_flight = self.metric("k8s_upgrade_in_flight").await;
+        let ns: k8s_openapi::api::core::v1::Namespace = self.srv.get(None, NS).unwrap();
+        let annotated = ns
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(&format!("{}in-flight", self.settings.annotation_prefix));
+        RanJob { name, phase, node, run_on, tolerations, result, in_flight, annotated }
+    }
+
+    /// A chain-group gauge read back from the Pushgateway.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        self.metric_in(name, "k8s-version-upgrade").await
+    }
+
+    /// A gauge of the group `job` read back from the Pushgateway.
+    pub async fn metric_in(&self, name: &str, job: &str) -> Option<f64> {
+        let text = self.pgw.metrics_text().await;
+        k8s_upgrade_chain::metrics::Scrape::parse(&text).value(name, &[("job", job)])
+    }
+
+    /// The kubelet version a node reports.
+    pub fn kubelet(&self, node: &str) -> String {
+        let n: k8s_openapi::api::core::v1::Node = self.srv.get(None, node).unwrap();
+        n.status.unwrap().node_info.unwrap().kubelet_version
+    }
+
+    pub fn cordoned(&self, node: &str) -> bool {
+        let n: k8s_openapi::api::core::v1::Node = self.srv.get(None, node).unwrap();
+        n.spec.and_then(|s| s.unschedulable).unwrap_or(false)
+    }
+
+    pub fn chain_jobs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .srv
+            .list::<Job>(Some(NS))
+            .into_iter()
+            .filter(|j| {
+                j.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str)
+                    == Some("k8s-upgrade-chain")
+            })
+            .filter_map(|j| j.metadata.name)
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn pods_on(&self, node: &str) -> Vec<String> {
+        self.srv
+            .list::<Pod>(None)
+            .into_iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
+    #[allow(dead_code)]
+    pub fn known_hosts_dir(&self) -> &std::path::Path {
+        self.known_hosts.path()
+    }
+}
+
+/// DaemonSet pods on every node; static control-plane pods on control planes.
+fn seed_node_pods(srv: &TestApiServer, node: &str, control_plane: bool) {
+    for ds in ["calico-node", "kube-proxy"] {
+        srv.insert(
+            tf::pod(&format!("{ds}-{node}")).ns("kube-system").on(node).owned_by_daemonset(ds).build(),
+        );
+    }
+    if control_plane {
+        for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"] {
+            srv.insert(
+                tf::pod(&format!("{c}-{node}"))
+                    .ns("kube-system")
+                    .on(node)
+                    .mirror()
+                    .owned_by("v1", "Node", node)
+                    .labels(&[("tier", "control-plane"), ("component", c)])
+                    .build(),
+            );
+        }
+    }
+}
+
+/// A local stand-in for pkgs.k8s.io: every path under `/v<X.Y>/deb/` answers 302 to a
+/// `/mirror/...` copy (as pkgs.k8s.io redirects everything), which serves `Release` and
+/// `Packages` for the minors given; anything else is 404.
+pub struct AptRepo {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AptRepo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AptRepo {
+    /// Serves `packages` (`(minor "1.35", versions ["1.35.0", ...])`).
+    pub async fn start(packages: &[(&str, &[&str])]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let index: std::collections::HashMap<String, String> = packages
+            .iter()
+            .map(|(minor, versions)| {
+                let text: String = versions
+                    .iter()
+                    .map(|v| format!("Package: kubeadm\nVersion: {v}-1.1\nArchitecture: amd64\n\n"))
+                    .collect();
+                (minor.to_string(), text)
+            })
+            .collect();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let index = index.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = 0;
+                    loop {
+                        let Ok(n) = sock.read(&mut buf[got..]).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        got += n;
+                        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") || got == buf.len() {
+                            break;
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&buf[..got]).to_string();
+                    let mut first = req.lines().next().unwrap_or_default().split_whitespace();
+                    let (method, path) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
+                    let (code, location, body) = route(path, &index);
+                    let mut head = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        body.len()
+                    );
+                    if let Some(l) = location {
+                        head.push_str(&format!("location: {l}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    if method != "HEAD" {
+                        let _ = sock.write_all(body.as_bytes()).await;
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Self { url, task }
+    }
+}
+
+fn route(path: &str, index: &std::collections::HashMap<String, String>) -> (u16, Option<String>, String) {
+    if let Some(rest) = path.strip_prefix("/mirror/v") {
+        let mut parts = rest.splitn(3, '/');
+        let (minor, deb, file) = (parts.next().unwrap_or_default(), parts.next(), parts.next());
+        return match (index.get(minor), deb, file) {
+            (Some(_), Some("deb"), Some("Release")) => {
+                (200, None, format!("Origin: test\nSuite: v{minor}\n"))
+            }
+            (Some(p), Some("deb"), Some("Packages")) => (200, None, p.clone()),
+            (Some(_), Some("deb"), Some("Release.key")) => {
+                (200, None, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n".into())
+            }
+            _ => (404, None, "not found".into()),
+        };
+    }
+    if path.starts_with("/v") {
+        return (302, Some(format!("/mirror{path}")), String::new());
+    }
+    (404, None, "not found".into())
+}
