@@ -9,6 +9,9 @@ FROM rust:bookworm AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
+# zlib (pulled in by libssh2) is linked statically: the distroless runtime is not guaranteed to
+# carry libz.so.1. OpenSSL stays dynamic: libssl3 is part of the distroless base.
+ENV LIBZ_SYS_STATIC=1
 WORKDIR /src
 COPY . .
 # Release profile (Cargo.toml): LTO, one codegen unit, opt-level s, stripped.

@@ -12,8 +12,8 @@ use crate::{rbac, settings::Settings};
 
 /// The alert rules file (`deploy/alerts/k8s-upgrade-chain.rules.yaml`), compiled in.
 pub const ALERT_RULES: &str = include_str!("../deploy/alerts/k8s-upgrade-chain.rules.yaml");
-/// `scripts/update_k8s.sh`, compiled in for the scripts ConfigMap.
-pub const UPDATE_K8S_SH: &str = include_str!("../scripts/update_k8s.sh");
+/// `scripts/update_k8s.sh`, compiled in, for the scripts ConfigMap.
+pub const UPDATE_K8S_SH: &str = crate::probes::UPDATE_K8S_SCRIPT;
 /// Name of the detection CronJob (and prefix of its Jobs).
 pub const DETECTION_CRONJOB: &str = "k8s-version-check";
 /// Name of the weekly report CronJob. It must not start with `k8s-upgrade-<phase>-`, or a

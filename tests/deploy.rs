@@ -395,3 +395,44 @@ fn prometheus_rule_has_the_rules_file_groups() {
         ]
     );
 }
+
+#[test]
+fn dockerfile_builds_a_nonroot_distroless_image_from_a_complete_context() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    for want in [
+        "FROM rust:bookworm AS builder",
+        "libssl-dev",
+        "cargo build --release --locked --bin k8s-upgrade-chain",
+        "FROM gcr.io/distroless/cc-debian12:nonroot",
+        "COPY templates/job.yaml.j2 ",
+        "COPY scripts/update_k8s.sh ",
+        "USER 65532:65532",
+        "ENTRYPOINT [\"/usr/local/bin/k8s-upgrade-chain\"]",
+    ] {
+        assert!(dockerfile.contains(want), "Dockerfile lacks {want:?}");
+    }
+    // The build context must keep everything the release build reads (include_str! targets,
+    // the workspace member, the lock file).
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let patterns: Vec<&str> =
+        ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/lib.rs",
+        "benches/plan.rs",
+        "tests/apiserver/Cargo.toml",
+        "templates/job.yaml.j2",
+        "scripts/update_k8s.sh",
+        "deploy/alerts/k8s-upgrade-chain.rules.yaml",
+    ] {
+        assert!(root().join(needed).exists(), "{needed} does not exist");
+        for p in &patterns {
+            let p = p.trim_start_matches("**/");
+            let excluded = needed == p
+                || needed.starts_with(&format!("{p}/"))
+                || p.strip_prefix('*').is_some_and(|suffix| needed.ends_with(suffix));
+            assert!(!excluded, ".dockerignore pattern {p:?} drops {needed}");
+        }
+    }
+}
