@@ -66,6 +66,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("k8s-upgrade-chain {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Manifests(args) => crate::manifests::command(&settings, cli.global.config.as_deref(), &args),
+        Command::Status(args) => crate::status::command(&settings, context, &args).await,
+        Command::Report(args) => crate::report::command(&settings, context, &args).await,
     }
 }
 

@@ -75,6 +75,56 @@ pub enum Command {
     Config,
     /// Print this tool's version.
     Version,
+    /// Print every object the tool needs (namespace, RBAC, ConfigMaps, CronJobs) as YAML for
+    /// `... | kubectl apply -f -`. The credentials Secret is printed only as a commented template.
+    Manifests(ManifestsArgs),
+    /// Show the chain's progress: target, phase, each node's state, the last error and what to
+    /// do next (read-only).
+    Status(StatusArgs),
+    /// Compose the weekly Slack report and post it (`--dry-run` prints it instead).
+    Report(ReportArgs),
+}
+
+/// `manifests` flags.
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    /// Image of the CronJobs and the chain Jobs.
+    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Detection schedule (cron, UTC).
+    #[arg(long, value_name = "CRON", default_value = crate::manifests::DEFAULT_SCHEDULE)]
+    pub schedule: String,
+    /// Weekly report schedule (cron, UTC).
+    #[arg(long, value_name = "CRON", default_value = crate::manifests::DEFAULT_REPORT_SCHEDULE)]
+    pub report_schedule: String,
+    /// Detection runs fully and pushes metrics but spawns no chain Job (`DRY_RUN=true`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create both CronJobs suspended.
+    #[arg(long)]
+    pub suspend: bool,
+    /// Also print the alert rules as a PrometheusRule (Prometheus Operator).
+    #[arg(long)]
+    pub prometheus_rule: bool,
+}
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Also read the chain's gauges from the Pushgateway (`pushgateway.url` in the config).
+    #[arg(long)]
+    pub pushgateway: bool,
+}
+
+/// `report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Print the report instead of posting it to Slack.
+    #[arg(long, env = "DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// `detect` flags.

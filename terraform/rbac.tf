@@ -1,0 +1,246 @@
+# GENERATED from src/rbac.rs (CALLS) by `UPDATE_GENERATED=1 cargo test --test deploy`.
+# Do not edit: add the API call to src/rbac.rs and regenerate. tests/deploy.rs fails when
+# this file differs from the generator or grants more or less than the code needs.
+
+resource "kubernetes_cluster_role_v1" "cluster" {
+  metadata {
+    name   = "k8s-upgrade-job"
+    labels = local.labels
+  }
+
+  # cluster::list_nodes, chain (node lookups, Ready wait), drain, status, report
+  rule {
+    api_groups = [""]
+    resources  = ["nodes"]
+    verbs      = ["get", "list", "watch"]
+  }
+
+  # drain: cordon / uncordon
+  rule {
+    api_groups = [""]
+    resources  = ["nodes"]
+    verbs      = ["patch"]
+  }
+
+  # drain (pods on the node, watch them go, fallback delete); chain::nodes (system and control-plane pods); etcd snapshot pod
+  rule {
+    api_groups = [""]
+    resources  = ["pods"]
+    verbs      = ["list", "watch", "delete"]
+  }
+
+  # drain (eviction API)
+  rule {
+    api_groups = [""]
+    resources  = ["pods/eviction"]
+    verbs      = ["create"]
+  }
+
+  # drain (PDB classification)
+  rule {
+    api_groups = ["policy"]
+    resources  = ["poddisruptionbudgets"]
+    verbs      = ["list"]
+  }
+
+  # drain (DaemonSet pods stay); compat::read_addon_images
+  rule {
+    api_groups = ["apps"]
+    resources  = ["daemonsets"]
+    verbs      = ["get"]
+  }
+
+  # compat::read_addon_images
+  rule {
+    api_groups = ["apps"]
+    resources  = ["statefulsets"]
+    verbs      = ["get"]
+  }
+
+  # compat::read_addon_images; chain::quiesce (replicas to 0 and back)
+  rule {
+    api_groups = ["apps"]
+    resources  = ["deployments"]
+    verbs      = ["get", "patch"]
+  }
+
+  # annotations (in-flight record)
+  rule {
+    api_groups     = [""]
+    resources      = ["namespaces"]
+    resource_names = [var.namespace]
+    verbs          = ["get", "patch"]
+  }
+
+  # chain::phases (hooks.post_control_plane_scripts)
+  dynamic "rule" {
+    for_each = length(var.post_upgrade_configmaps) > 0 ? [1] : []
+    content {
+      api_groups     = [""]
+      resources      = ["configmaps"]
+      resource_names = var.post_upgrade_configmaps
+      verbs          = ["get"]
+    }
+  }
+
+  # chain::nodes::health_endpoints
+  rule {
+    non_resource_urls = ["/readyz"]
+    verbs             = ["get"]
+  }
+
+  # chain::nodes::health_endpoints
+  rule {
+    non_resource_urls = ["/livez"]
+    verbs             = ["get"]
+  }
+}
+
+resource "kubernetes_cluster_role_binding_v1" "cluster" {
+  metadata {
+    name   = "k8s-upgrade-job"
+    labels = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "ClusterRole"
+    name      = kubernetes_cluster_role_v1.cluster.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.job.metadata[0].name
+    namespace = var.namespace
+  }
+}
+
+resource "kubernetes_role_v1" "tool_namespace" {
+  metadata {
+    name      = "k8s-upgrade-job"
+    namespace = var.namespace
+    labels    = local.labels
+  }
+
+  # spawn (server-side apply, respawn of Failed Jobs, await deletion); detect (reconcile); status; report
+  rule {
+    api_groups = ["batch"]
+    resources  = ["jobs"]
+    verbs      = ["create", "get", "list", "watch", "patch", "delete"]
+  }
+
+  # killswitch::check
+  rule {
+    api_groups     = [""]
+    resources      = ["configmaps"]
+    resource_names = ["k8s-upgrade-killswitch"]
+    verbs          = ["get"]
+  }
+
+  # events (milestones on Jobs)
+  rule {
+    api_groups = ["events.k8s.io"]
+    resources  = ["events"]
+    verbs      = ["create", "patch"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "tool_namespace" {
+  metadata {
+    name      = "k8s-upgrade-job"
+    namespace = var.namespace
+    labels    = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.tool_namespace.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.job.metadata[0].name
+    namespace = var.namespace
+  }
+}
+
+resource "kubernetes_role_v1" "etcd_backup" {
+  count = var.etcd_backup_namespace == null ? 0 : 1
+
+  metadata {
+    name      = "k8s-upgrade-job-etcd-backup"
+    namespace = var.etcd_backup_namespace
+    labels    = local.labels
+  }
+
+  # chain::etcd (the Job template of the backup CronJob)
+  rule {
+    api_groups = ["batch"]
+    resources  = ["cronjobs"]
+    verbs      = ["get"]
+  }
+
+  # chain::etcd (create the snapshot Job, wait for it)
+  rule {
+    api_groups = ["batch"]
+    resources  = ["jobs"]
+    verbs      = ["create", "list", "watch"]
+  }
+
+  # chain::etcd (read the backup byte count; seed failure 25)
+  rule {
+    api_groups = [""]
+    resources  = ["pods/log"]
+    verbs      = ["get"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "etcd_backup" {
+  count = var.etcd_backup_namespace == null ? 0 : 1
+
+  metadata {
+    name      = "k8s-upgrade-job-etcd-backup"
+    namespace = var.etcd_backup_namespace
+    labels    = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.etcd_backup[0].metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.job.metadata[0].name
+    namespace = var.namespace
+  }
+}
+
+resource "kubernetes_role_v1" "node_events" {
+  metadata {
+    name      = "k8s-upgrade-job-node-events"
+    namespace = "default"
+    labels    = local.labels
+  }
+
+  # events (milestones on Nodes: cluster-scoped objects report into default)
+  rule {
+    api_groups = ["events.k8s.io"]
+    resources  = ["events"]
+    verbs      = ["create", "patch"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "node_events" {
+  metadata {
+    name      = "k8s-upgrade-job-node-events"
+    namespace = "default"
+    labels    = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.node_events.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.job.metadata[0].name
+    namespace = var.namespace
+  }
+}

@@ -1,0 +1,90 @@
+//! The alert rules file passes `promtool check rules` and its unit tests
+//! (`deploy/alerts/k8s-upgrade-chain.test.yaml`) under `promtool test rules`; the unit tests
+//! fail when a guard the seed learned the hard way is removed.
+//!
+//! Needs /usr/bin/promtool (Debian package `prometheus`; CI installs it with apt).
+
+use std::{path::PathBuf, process::Command};
+
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+fn alerts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/alerts")
+}
+
+fn promtool(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    assert!(
+        std::path::Path::new(PROMTOOL).exists(),
+        "{PROMTOOL} is missing: install the Debian package `prometheus` (apt-get install prometheus)"
+    );
+    let out = Command::new(PROMTOOL).args(args).current_dir(dir).output().expect("failed to run promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn rules_pass_promtool_check() {
+    let (ok, out) = promtool(&["check", "rules", "k8s-upgrade-chain.rules.yaml"], &alerts_dir());
+    assert!(ok, "{out}");
+    assert!(out.contains("5 rules found"), "{out}");
+}
+
+#[test]
+fn rules_pass_their_unit_tests() {
+    let (ok, out) = promtool(&["test", "rules", "k8s-upgrade-chain.test.yaml"], &alerts_dir());
+    assert!(ok, "{out}");
+}
+
+/// Copies the rules and tests to a temp dir with `edit` applied to the rules, runs the tests.
+fn run_mutated(edit: impl Fn(&str) -> String) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = std::fs::read_to_string(alerts_dir().join("k8s-upgrade-chain.rules.yaml")).unwrap();
+    let mutated = edit(&rules);
+    assert_ne!(mutated, rules, "the mutation did not apply");
+    std::fs::write(dir.path().join("k8s-upgrade-chain.rules.yaml"), mutated).unwrap();
+    std::fs::copy(
+        alerts_dir().join("k8s-upgrade-chain.test.yaml"),
+        dir.path().join("k8s-upgrade-chain.test.yaml"),
+    )
+    .unwrap();
+    promtool(&["test", "rules", "k8s-upgrade-chain.test.yaml"], dir.path())
+}
+
+#[test]
+fn stalled_without_the_live_job_guard_fails_the_leaked_latch_test() {
+    let (ok, out) = run_mutated(|r| {
+        r.replacen(
+            "(time() - max(k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} > 0)) > 14400\n          and on ()\n          sum(kube_job_status_active{namespace=\"k8s-upgrade\", job_name=~\"k8s-upgrade-(preflight|master|control-plane|worker|postflight)-.*\"}) > 0",
+            "(time() - max(k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} > 0)) > 14400",
+            1,
+        )
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("leaked latch"), "{out}");
+}
+
+#[test]
+fn chain_job_failed_on_any_failed_pod_fails_the_retry_test() {
+    let (ok, out) = run_mutated(|r| r.replacen(", reason=~\"BackoffLimitExceeded|DeadlineExceeded\"", "", 1));
+    assert!(!ok, "{out}");
+    assert!(out.contains("retry succeeded"), "{out}");
+}
+
+#[test]
+fn skew_without_the_job_guard_fails_the_active_chain_test() {
+    let (ok, out) = run_mutated(|r| {
+        r.replacen(
+            "count(count by (kubelet_version) (kube_node_info)) > 1\n          unless on ()\n          sum(kube_job_status_active{namespace=\"k8s-upgrade\", job_name=~\"k8s-upgrade-(preflight|master|control-plane|worker|postflight)-.*\"}) > 0",
+            "count(count by (kubelet_version) (kube_node_info)) > 1",
+            1,
+        )
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("chain Job is active"), "{out}");
+}
+
+#[test]
+fn phase_regex_without_control_plane_fails() {
+    let (ok, out) = run_mutated(|r| r.replace("master|control-plane|worker", "master|worker"));
+    assert!(!ok, "{out}");
+}
