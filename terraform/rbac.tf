@@ -83,6 +83,13 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     }
   }
 
+  # rbac::verify_access (preflight)
+  rule {
+    api_groups = ["authorization.k8s.io"]
+    resources  = ["selfsubjectaccessreviews"]
+    verbs      = ["create"]
+  }
+
   # chain::nodes::health_endpoints
   rule {
     non_resource_urls = ["/readyz"]

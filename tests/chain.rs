@@ -580,3 +580,21 @@ async fn a_node_removed_mid_chain_is_passed_over() {
     assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
     assert_eq!(c.kubelet("k8s-node4"), "v1.34.2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_rbac_stops_preflight_before_anything_changes() {
+    let c = Cluster::start(small(46)).await;
+    // Seed failure 25: without pods/log the etcd check aborted after the latch was set.
+    c.srv.deny("get", "", "pods/log");
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert_eq!(ran.len(), 1);
+    let err = ran[0].result.as_ref().unwrap_err();
+    assert!(err.contains("lacks 1 permission") && err.contains("get core/pods/log"), "{err}");
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "nothing marked in flight");
+    // Detection's apt-cache query is all that ran on a node.
+    assert!(
+        c.nodes.iter().flat_map(|n| n.calls()).all(|l| l.starts_with("apt-") || l.starts_with("sudo")),
+        "nothing changed on any node"
+    );
+}

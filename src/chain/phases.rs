@@ -60,6 +60,17 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
     let target = input.target;
     slack.post(&format!("Starting preflight (target v{target}, {})", input.kind)).await;
 
+    // 0. Every permission the chain will need, before anything changes (seed failure 25).
+    let denied = crate::rbac::verify_access(&ctx.clients.api, s).await?;
+    if !denied.is_empty() {
+        let list: Vec<String> = denied.iter().map(ToString::to_string).collect();
+        return Err(abort(format!(
+            "the service account lacks {} permission(s) the chain needs: {} (re-apply the RBAC from `k8s-upgrade-chain manifests` or terraform/)",
+            list.len(),
+            list.join("; ")
+        )));
+    }
+
     // 1. The compatibility gate, before any change. Each verdict pushes its gauges once: no
     // pre-reset, so the alert on k8s_upgrade_blocked does not flap (seed failure 35).
     let verdict = compat_verdict(ctx, snap, input).await;

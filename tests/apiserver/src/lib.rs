@@ -401,6 +401,7 @@ impl Builder {
             requests: Mutex::new(Vec::new()),
             shutdown: stop_rx,
             server_version: self.server_version,
+            denied: Default::default(),
             addr,
         });
         let accept_inner = inner.clone();
@@ -651,6 +652,16 @@ impl TestApiServer {
     /// Removes every fault.
     pub fn clear_faults(&self) {
         self.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
+    /// SelfSubjectAccessReviews answer `allowed: false` for `verb` on `group`/`resource`
+    /// (`resource/subresource` for subresources) from now on, as RBAC without that rule would.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str) {
+        self.inner.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+            verb.into(),
+            group.into(),
+            resource.into(),
+        ));
     }
 
     /// Every request answered so far, in order.

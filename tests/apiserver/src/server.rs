@@ -26,6 +26,8 @@ pub(crate) struct Inner {
     pub shutdown: watch::Receiver<bool>,
     pub server_version: String,
     pub addr: std::net::SocketAddr,
+    /// `(verb, group, resource)` that SelfSubjectAccessReviews answer as not allowed.
+    pub denied: Mutex<Vec<(String, String, String)>>,
 }
 
 fn full(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -76,6 +78,11 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<
     let verb = verb_of(&method, &route, &params);
     let resp = match inner.fault_for(&method, &path, &query, &route, verb) {
         Some(Err(e)) => err_resp(e),
+        None if method == Method::POST
+            && path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" =>
+        {
+            access_review(&inner, &body)
+        }
         Some(Ok(delay)) => {
             tokio::time::sleep(delay).await;
             dispatch(&inner, &method, &route, &params, &headers, &body, verb)
@@ -873,4 +880,30 @@ fn resource_list(group: &str, version: &str) -> Value {
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
+}
+
+/// SelfSubjectAccessReview (authorization.k8s.io/v1): never stored; answered 201 with the spec
+/// and `status.allowed`, which is false only for what [`Inner::denied`] lists.
+fn access_review(inner: &Inner, body: &[u8]) -> Response<Body> {
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+        return json_resp(
+            400,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "BadRequest", "code": 400, "message": "invalid SelfSubjectAccessReview body"}),
+        );
+    };
+    let attrs = review.pointer("/spec/resourceAttributes").cloned().unwrap_or(Value::Null);
+    let field = |k: &str| attrs.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let resource = match field("subresource") {
+        s if s.is_empty() => field("resource"),
+        s => format!("{}/{s}", field("resource")),
+    };
+    let denied = inner.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let allowed = attrs.is_null()
+        || !denied.iter().any(|(v, g, r)| *v == field("verb") && *g == field("group") && *r == resource);
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "testapi allows everything not denied"})
+    } else {
+        json!({"allowed": false})
+    };
+    json_resp(201, &review)
 }
