@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node_exec;
 pub mod plan;
 pub mod probes;
+pub mod rehearse;
 pub mod settings;
 pub mod settle;
 pub mod slack;

@@ -142,15 +142,26 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     let ctx = c.ctx();
     let snap = ctx.snapshot().await.unwrap();
     let step = Step::new(Phase::Worker, Some("k8s-node3"));
-    let out = k8s_upgrade_chain::chain::spawn_step(&ctx, &snap, &step, "1.34.2".parse().unwrap(), Kind::Patch, OnComplete::Skip)
-        .await
-        .unwrap();
+    let out = k8s_upgrade_chain::chain::spawn_step(
+        &ctx,
+        &snap,
+        &step,
+        "1.34.2".parse().unwrap(),
+        Kind::Patch,
+        OnComplete::Skip,
+    )
+    .await
+    .unwrap();
     assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(
         names,
-        ["k8s-upgrade-worker-1-34-2-k8s-node3", "k8s-upgrade-worker-1-34-2-k8s-node4", "k8s-upgrade-postflight-1-34-2"]
+        [
+            "k8s-upgrade-worker-1-34-2-k8s-node3",
+            "k8s-upgrade-worker-1-34-2-k8s-node4",
+            "k8s-upgrade-postflight-1-34-2"
+        ]
     );
     assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
     assert!(!c.cordoned("k8s-node3"));
