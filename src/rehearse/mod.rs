@@ -16,6 +16,7 @@ pub mod runner;
 pub mod sim;
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
@@ -273,32 +274,28 @@ pub async fn rehearse(
     progress(&format!("detect: {detection_text}"));
 
     let runner = runner::JobRunner::new(srv.clone(), settings.namespace.clone());
-    let mut jobs = Vec::new();
-    for i in 1..=runner::MAX_JOBS {
-        let Some(job) = runner.next_job() else { break };
-        let env = runner::job_env(&job)?;
-        let step = &env.input.step;
-        progress(&format!(
-            "[{i}] {}{}: Job {} runs on {}{}",
-            step.phase,
-            step.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
-            job.metadata.name.as_deref().unwrap_or_default(),
-            env.run_on,
-            if env.tolerations.is_empty() {
-                String::new()
-            } else {
-                format!(", tolerating {}", env.tolerations.join(", "))
-            }
-        ));
-        let before = Observe::start(&srv, &prom, &exec);
-        let ran = runner.run_job(&job, make_ctx()?).await;
-        let mut r = before.finish(&srv, &prom, &exec, &ran, &settings.timeouts);
-        r.projected = report::project(&r, &real);
-        for line in job_lines(&r) {
-            progress(&line);
-        }
-        jobs.push(r);
-    }
+    let observing: RefCell<Option<Observe>> = RefCell::new(None);
+    let jobs: RefCell<Vec<JobReport>> = RefCell::new(Vec::new());
+    runner
+        .run_chain(
+            make_ctx,
+            |job| {
+                let n = jobs.borrow().len() + 1;
+                progress(&job_header(n, job));
+                *observing.borrow_mut() = Some(Observe::start(&srv, &prom, &exec));
+            },
+            |ran| {
+                let Some(o) = observing.borrow_mut().take() else { return };
+                let mut r = o.finish(&srv, &prom, &exec, ran, &settings.timeouts);
+                r.projected = report::project(&r, &real);
+                for line in job_lines(&r) {
+                    progress(&line);
+                }
+                jobs.borrow_mut().push(r);
+            },
+        )
+        .await?;
+    let jobs = jobs.into_inner();
     let completed = jobs.last().is_some_and(|j| j.phase == Phase::Postflight && j.ok);
     let projected = jobs.iter().map(|j| j.projected).sum();
     let report = Report {
@@ -319,6 +316,24 @@ pub async fn rehearse(
     Ok(report)
 }
 
+fn job_header(n: usize, job: &k8s_openapi::api::batch::v1::Job) -> String {
+    let name = job.metadata.name.as_deref().unwrap_or_default();
+    match runner::job_env(job) {
+        Ok(env) => format!(
+            "[{n}] {}{}: Job {name} runs on {}{}",
+            env.input.step.phase,
+            env.input.step.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+            env.run_on,
+            if env.tolerations.is_empty() {
+                String::new()
+            } else {
+                format!(", tolerating {}", env.tolerations.join(", "))
+            }
+        ),
+        Err(e) => format!("[{n}] Job {name}: {e:#}"),
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -334,6 +349,14 @@ struct Observe {
     calls: usize,
     pods: HashMap<(String, String), Pod>,
     pdbs: Vec<PodDisruptionBudget>,
+    snapshots: usize,
+}
+
+fn snapshot_jobs(srv: &TestApiServer) -> usize {
+    srv.list::<k8s_openapi::api::batch::v1::Job>(None)
+        .iter()
+        .filter(|j| j.metadata.name.as_deref().is_some_and(|n| n.starts_with("pre-upgrade-etcd-")))
+        .count()
 }
 
 impl Observe {
@@ -357,6 +380,7 @@ impl Observe {
             calls: exec.calls().len(),
             pods,
             pdbs: srv.list::<PodDisruptionBudget>(None),
+            snapshots: snapshot_jobs(srv),
         }
     }
 
@@ -450,6 +474,7 @@ impl Observe {
             alert_checks: prom.alert_checks() - self.alert_checks,
             node_actions,
             node_probes,
+            etcd_snapshots: snapshot_jobs(srv) - self.snapshots,
             projected: Duration::ZERO,
         }
     }
@@ -540,6 +565,12 @@ fn job_lines(r: &JobReport) -> Vec<String> {
     }
     for a in &r.node_actions {
         out.push(format!("    node {a}"));
+    }
+    if r.etcd_snapshots > 0 {
+        out.push(
+            "    etcd snapshot: Job created from the backup CronJob, completed by the simulated backup"
+                .into(),
+        );
     }
     if r.alert_checks > 0 {
         out.push(format!("    alert gate: {} check(s), no blocking alert", r.alert_checks));

@@ -75,6 +75,8 @@ pub struct JobReport {
     pub node_actions: Vec<String>,
     /// Commands (probes) run on nodes.
     pub node_probes: usize,
+    /// etcd snapshot Jobs created from the backup CronJob.
+    pub etcd_snapshots: usize,
     /// The projection of this Job with the real waits.
     #[serde(with = "secs")]
     pub projected: Duration,
@@ -165,6 +167,7 @@ mod tests {
             alert_checks: 0,
             node_actions: vec![],
             node_probes: 0,
+            etcd_snapshots: 0,
             projected: Duration::ZERO,
         }
     }

@@ -189,19 +189,19 @@ impl JobRunner {
     /// context of each Job, `before` sees each Job before it runs and `after` each result.
     pub async fn run_chain(
         &self,
-        mut ctx: impl FnMut() -> Ctx,
+        mut ctx: impl FnMut() -> anyhow::Result<Ctx>,
         mut before: impl FnMut(&Job),
         mut after: impl FnMut(&RanJob),
-    ) -> Vec<RanJob> {
+    ) -> anyhow::Result<Vec<RanJob>> {
         let mut ran = Vec::new();
         for _ in 0..MAX_JOBS {
             let Some(job) = self.next_job() else { break };
             before(&job);
-            let r = self.run_job(&job, ctx()).await;
+            let r = self.run_job(&job, ctx()?).await;
             after(&r);
             ran.push(r);
         }
-        ran
+        Ok(ran)
     }
 }
 
