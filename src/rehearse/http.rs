@@ -217,7 +217,7 @@ impl Pushgateway {
 /// `job/<job>/<label>/<value>...` (values possibly `<label>@base64/<value>`) to labels.
 fn grouping_key(path: &str) -> Option<Vec<(String, String)>> {
     let segs: Vec<&str> = path.split('/').collect();
-    if segs.len() < 2 || segs.len() % 2 != 0 || segs[0] != "job" {
+    if segs.len() < 2 || !segs.len().is_multiple_of(2) || segs[0] != "job" {
         return None;
     }
     segs.chunks(2)

@@ -403,11 +403,9 @@ impl Observe {
             let pod = self.pods.get(&key);
             let id = format!("{ns}/{name}");
             match (r.method.as_str(), sub.as_deref(), r.status) {
-                ("POST", Some("eviction"), 200 | 201) => {
-                    if !evicted.contains(&id) {
-                        evicted.push(id);
-                        grace = grace.max(pod.map_or(0, grace_of));
-                    }
+                ("POST", Some("eviction"), 200 | 201) if !evicted.contains(&id) => {
+                    evicted.push(id);
+                    grace = grace.max(pod.map_or(0, grace_of));
                 }
                 ("POST", Some("eviction"), 429 | 500) => refusals += 1,
                 ("DELETE", None, 200 | 202) => {
