@@ -209,6 +209,8 @@ async fn from_cluster_rehearses_on_a_read_only_copy() {
             .await
             .unwrap();
     let out = lines.lock().unwrap().join("\n");
+    // Shown with --nocapture: what a user of --from-cluster sees.
+    println!("{out}{}", rehearse::summary_text(&report));
     assert!(report.completed, "{out}");
     assert_eq!(report.jobs.len(), 1 + 1 + 3 + 1, "one Job per phase and worker");
     assert!(!report.hypothetical_target);

@@ -221,7 +221,9 @@ pub async fn rehearse(
             Some(summary)
         }
     };
-    srv.insert(testapi::fixtures::namespace(&site.namespace));
+    if srv.get::<k8s_openapi::api::core::v1::Namespace>(None, &site.namespace).is_none() {
+        srv.insert(testapi::fixtures::namespace(&site.namespace));
+    }
 
     let sim_clients = Clients::from_config(srv.config())?;
     let nodes = crate::cluster::list_nodes(&sim_clients.api).await?;
@@ -267,9 +269,14 @@ pub async fn rehearse(
     let detection_text = match &detection {
         Detection::Halted(r) => format!("halted by the kill switch: {r}"),
         Detection::UpToDate { running } => format!("no upgrade found (running v{running})"),
-        Detection::Target { running, target, kind, spawned } => {
-            format!("target v{target} ({kind} from v{running}); preflight Job {spawned:?}")
-        }
+        Detection::Target { running, target, kind, spawned } => format!(
+            "target v{target} ({kind} from v{running}); preflight Job {}",
+            match spawned {
+                Some(crate::spawn::SpawnOutcome::Created) => "created".to_string(),
+                Some(other) => format!("{other:?}"),
+                None => "not spawned".to_string(),
+            }
+        ),
     };
     progress(&format!("detect: {detection_text}"));
 
