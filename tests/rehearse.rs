@@ -318,3 +318,37 @@ async fn the_binary_rehearses_from_a_kubeconfig_without_writing() {
     assert_eq!(report["jobs"].as_array().unwrap().len(), 6);
     assert_read_only(&live);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minor_target_is_detected_through_the_simulated_apt_repository() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (lines, progress) = collector();
+    let report =
+        rehearse::rehearse(&Settings::default(), options(Source::Builtin, Some("1.35.0")), &progress)
+            .await
+            .unwrap();
+    let out = lines.lock().unwrap().join("\n");
+    assert!(report.completed, "{out}");
+    assert_eq!(report.kind, k8s_upgrade_chain::plan::Kind::Minor);
+    assert!(out.contains("detect: target v1.35.0 (minor from v1.34.1)"), "{out}");
+    // Preflight points every node's apt source at the new minor.
+    let rewrites = report.jobs[0].node_actions.iter().filter(|a| a.contains("apt-repo-rewrite 1.35")).count();
+    assert_eq!(rewrites, 5, "{:?}", report.jobs[0].node_actions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unhealthy_live_node_stops_the_rehearsal_at_preflight() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let live = live_cluster().await;
+    live.set_node_ready("k8s-node3", false);
+    let clients = Clients::from_config(live.config()).unwrap();
+    let (_lines, progress) = collector();
+    let report =
+        rehearse::rehearse(&Settings::default(), options(Source::Live(clients), Some("1.34.2")), &progress)
+            .await
+            .unwrap();
+    assert!(!report.completed);
+    assert_eq!(report.jobs.len(), 1, "{:?}", report.jobs);
+    assert!(report.jobs[0].result.contains("k8s-node3 (not Ready)"), "{}", report.jobs[0].result);
+    assert!(rehearse::summary_text(&report).contains("chain STOPPED before the end"));
+}
