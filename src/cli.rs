@@ -82,16 +82,16 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RehearseArgs {
     /// Copy the live cluster (read-only: get and list only) into the simulator and rehearse on it.
-    #[arg(long)]
+    #[arg(long, env = "FROM_CLUSTER")]
     pub from_cluster: bool,
     /// Target Kubernetes version (X.Y.Z). Default: the next patch of the running version.
     #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
     pub version: Option<Version>,
     /// Divide the waits and soaks by this (600: a 10m soak takes 1s).
-    #[arg(long, default_value_t = crate::rehearse::DEFAULT_SPEED, value_parser = parse_speed)]
+    #[arg(long, env = "REHEARSE_SPEED", default_value_t = crate::rehearse::DEFAULT_SPEED, value_parser = parse_speed)]
     pub speed: f64,
     /// Output format: progress and a summary as text, or one JSON report at the end.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, env = "OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
