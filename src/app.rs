@@ -59,6 +59,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rehearse(args) => rehearse_command(&settings, context, &args).await,
+        Command::Config => {
+            print!("{}", serde_saphyr::to_string(&settings).context("failed to serialise the settings")?);
+            Ok(())
+        }
         Command::Version => {
             println!("k8s-upgrade-chain {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -74,6 +74,9 @@ pub enum Command {
     /// live one with --from-cluster): the real detect and step code, simulated nodes, scaled
     /// waits; ends with a summary and the projected real duration.
     Rehearse(RehearseArgs),
+    /// Print the effective configuration (the `--config` file with every default filled in)
+    /// as YAML.
+    Config,
     /// Print this tool's version.
     Version,
 }
@@ -137,10 +140,10 @@ pub struct StepArgs {
 #[derive(Debug, Args)]
 pub struct DrainArgs {
     /// Node to drain.
-    #[arg(value_name = "NODE")]
+    #[arg(value_name = "NODE", env = "TARGET_NODE")]
     pub node: String,
     /// List what would be evicted, skipped and blocked; change nothing.
-    #[arg(long)]
+    #[arg(long, env = "DRY_RUN")]
     pub dry_run: bool,
 }
 
@@ -148,7 +151,7 @@ pub struct DrainArgs {
 #[derive(Debug, Args)]
 pub struct UncordonArgs {
     /// Node to uncordon.
-    #[arg(value_name = "NODE")]
+    #[arg(value_name = "NODE", env = "TARGET_NODE")]
     pub node: String,
 }
 
@@ -159,7 +162,7 @@ pub struct PlanArgs {
     #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
     pub version: Version,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, env = "OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Plan from a saved node list (`kubectl get nodes -o yaml > nodes.yaml`; `-` reads stdin)
     /// instead of the live cluster.
@@ -187,10 +190,16 @@ pub struct RenderArgs {
     pub image: String,
     /// Render without reading the cluster: pin the Job to this node instead of computing the
     /// placement (needs --kind).
-    #[arg(long, value_name = "NODE")]
+    #[arg(long, env = "RUN_ON", value_name = "NODE")]
     pub run_on: Option<String>,
     /// With --run-on: tolerate this taint (`KEY:EFFECT`, repeatable).
-    #[arg(long = "toleration", value_name = "KEY:EFFECT", requires = "run_on")]
+    #[arg(
+        long = "toleration",
+        env = "TOLERATIONS",
+        value_delimiter = ',',
+        value_name = "KEY:EFFECT",
+        requires = "run_on"
+    )]
     pub tolerations: Vec<String>,
 }
 

@@ -138,6 +138,10 @@ pub struct Timeouts {
     /// Wait for an old Job to be gone before it is re-created.
     #[serde(with = "dur")]
     pub job_delete: Duration,
+    /// How long a phase watches the next Job's pod start; a pod that cannot be scheduled or
+    /// cannot pull its image within it is reported (the phase itself has succeeded).
+    #[serde(with = "dur")]
+    pub job_start: Duration,
 }
 
 impl Default for Timeouts {
@@ -153,6 +157,7 @@ impl Default for Timeouts {
             etcd_snapshot: Duration::from_secs(600),
             probe: m(5),
             job_delete: m(5),
+            job_start: m(2),
         }
     }
 }

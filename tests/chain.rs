@@ -25,6 +25,32 @@ fn small(net: u8) -> Layout<'static> {
     }
 }
 
+/// Applies the Job of `step` as an operator would with `render | kubectl apply`.
+async fn spawn(c: &Cluster, step: Step, target: &str, kind: Kind) -> SpawnOutcome {
+    let ctx = c.ctx();
+    let snap = ctx.snapshot().await.unwrap();
+    k8s_upgrade_chain::chain::spawn_step(&ctx, &snap, &step, target.parse().unwrap(), kind, OnComplete::Skip)
+        .await
+        .unwrap()
+}
+
+/// The seed's OIDC restore, as a post-upgrade script whose run shows in the node's call log.
+fn oidc_restore(c: &Cluster) -> Vec<k8s_upgrade_chain::settings::PostUpgradeScript> {
+    c.srv.insert(tf::configmap(
+        "kube-system",
+        "apiserver-oidc-restore",
+        &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
+    ));
+    vec![k8s_upgrade_chain::settings::PostUpgradeScript {
+        name: "oidc-restore".into(),
+        configmap_namespace: "kube-system".into(),
+        configmap_name: "apiserver-oidc-restore".into(),
+        configmap_key: "restore.sh".into(),
+        verify_file: None,
+        verify_contains: None,
+    }]
+}
+
 async fn outcome(c: &Cluster, phase: &str, node: &str, outcome: &str) -> Option<f64> {
     let text = c.pgw.metrics_text().await;
     k8s_upgrade_chain::metrics::Scrape::parse(&text)
@@ -108,6 +134,41 @@ async fn full_chain_one_control_plane_seven_workers() {
     let w = c.node("k8s-node10").calls();
     assert!(w.iter().any(|l| l.starts_with("kubeadm upgrade node")), "{w:?}");
     assert!(!w.iter().any(|l| l.starts_with("kubeadm upgrade apply")), "{w:?}");
+    // Progress is visible in `kubectl describe`: Events on the node and on the Job.
+    let events = c.srv.list::<k8s_openapi::api::events::v1::Event>(None);
+    let reasons = |kind: &str, name: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+            })
+            .filter_map(|e| e.reason.clone())
+            .collect()
+    };
+    let node_reasons = reasons("Node", "k8s-node10");
+    for want in ["DrainStarted", "PodsEvicted", "UpgradeRan", "Uncordoned", "NodeReady", "SoakDone"] {
+        assert!(node_reasons.iter().any(|r| r == want), "{want} missing on node: {node_reasons:?}");
+    }
+    assert!(
+        events.iter().any(|e| e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.uid.as_deref())
+            .is_some_and(|u| !u.is_empty()))
+    );
+    let job_reasons = reasons("Job", "k8s-upgrade-worker-1-34-2-k8s-node10");
+    assert!(
+        job_reasons.contains(&"PhaseStarted".to_string())
+            && job_reasons.contains(&"PhaseSucceeded".to_string()),
+        "{job_reasons:?}"
+    );
+    // The quiesced Deployment came back after the control-plane upgrade.
+    let op: k8s_openapi::api::apps::v1::Deployment =
+        c.srv.get(Some("tigera-operator"), "tigera-operator").unwrap();
+    assert_eq!(op.spec.unwrap().replicas, Some(1));
+    assert!(!op.metadata.annotations.unwrap_or_default().contains_key("k8s-upgrade-chain/quiesced-replicas"));
     assert_eq!(c.metric("k8s_upgrade_snapshot_taken").await, Some(0.0));
     assert_eq!(c.metric("k8s_upgrade_blocked").await, Some(0.0));
     assert_eq!(c.metric("k8s_upgrade_held").await, Some(0.0));
@@ -139,19 +200,7 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
     // chain converges from there.
     std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
-    let ctx = c.ctx();
-    let snap = ctx.snapshot().await.unwrap();
-    let step = Step::new(Phase::Worker, Some("k8s-node3"));
-    let out = k8s_upgrade_chain::chain::spawn_step(
-        &ctx,
-        &snap,
-        &step,
-        "1.34.2".parse().unwrap(),
-        Kind::Patch,
-        OnComplete::Skip,
-    )
-    .await
-    .unwrap();
+    let out = spawn(&c, Step::new(Phase::Worker, Some("k8s-node3")), "1.34.2", Kind::Patch).await;
     assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
@@ -400,4 +449,134 @@ async fn a_minor_upgrade_is_detected_through_redirects_and_runs() {
     c.settings.apt_repository = empty.url.parse().unwrap();
     let d = k8s_upgrade_chain::chain::detect::detect(&c.ctx(), true).await.unwrap();
     assert_eq!(d, Detection::UpToDate { running: "1.35.3".parse().unwrap() });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_control_plane_upgrade_restores_quiesced_deployments() {
+    let c = Cluster::start(small(40)).await;
+    c.node("k8s-master").set_state("apply_failures", "3");
+    c.detect().await;
+    let ran = c.run_chain().await;
+    let last = ran.last().unwrap();
+    assert_eq!(last.name, "k8s-upgrade-master-1-34-2");
+    assert!(last.result.is_err(), "{:?}", last.result);
+    // Seed failure 27: the operator stayed at 0 replicas after a failed control-plane phase.
+    let op: k8s_openapi::api::apps::v1::Deployment =
+        c.srv.get(Some("tigera-operator"), "tigera-operator").unwrap();
+    assert_eq!(op.spec.unwrap().replicas, Some(1), "restored on the error path");
+    assert!(c.cordoned("k8s-master"), "its own upgrade failed: it stays cordoned");
+    let calls = c.node("k8s-master").calls();
+    assert_eq!(calls.iter().filter(|l| l.starts_with("kubeadm upgrade apply")).count(), 3, "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_refuses_inside_the_settle_window_and_without_prometheus() {
+    let c = Cluster::start(small(41)).await;
+    c.detect().await;
+    let job =
+        c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
+    // The simulated nodes turned Ready seconds ago: inside the default 10-minute window.
+    let mut settings = c.settings.clone();
+    settings.timeouts.settle_window = Duration::from_secs(600);
+    let ran = c.run_job_with(&job, settings).await;
+    let err = ran.result.unwrap_err();
+    assert!(err.contains("settle window") && err.contains("k8s-node1"), "{err}");
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "aborted before marking in flight");
+
+    // Prometheus unreachable: the alert gate fails closed (the seed ran on).
+    spawn(&c, Step::new(Phase::Preflight, None), "1.34.2", Kind::Patch).await;
+    let job =
+        c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
+    let mut settings = c.settings.clone();
+    settings.alerts.prometheus_url = "http://127.0.0.1:9/".parse().unwrap();
+    let ran = c.run_job_with(&job, settings).await;
+    match ran.result {
+        Ok(Ended::Refused(r)) => assert!(r.contains("could not query Prometheus"), "{r}"),
+        other => panic!("expected a blocked refusal, got {other:?}"),
+    }
+    assert_eq!(c.metric("k8s_upgrade_blocked").await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_etcd_snapshot_aborts_before_any_node_is_touched() {
+    let c = Cluster::start(small(42)).await;
+    *c.backup_log.lock().unwrap() = "Backup done: etcd-snapshot.db (512 bytes)\n".into();
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert_eq!(ran.len(), 1);
+    let err = ran[0].result.as_ref().unwrap_err();
+    assert!(err.contains("512 bytes") && err.contains("1024"), "{err}");
+    // In flight without a snapshot: exactly what EtcdPreUpgradeSnapshotMissing alerts on.
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(1.0));
+    assert_eq!(c.metric("k8s_upgrade_snapshot_taken").await, Some(0.0));
+    assert!(c.nodes.iter().all(|n| !n.calls().iter().any(|l| l.starts_with("kubeadm upgrade apply"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partial_chain_resumes_without_redoing_finished_nodes() {
+    let c = Cluster::start(small(43)).await;
+    // A previous run upgraded the control plane and node1, then stopped.
+    c.srv.set_kubelet_version("k8s-master", "v1.34.2");
+    c.srv.set_kubelet_version("k8s-node1", "v1.34.2");
+    // The post-upgrade script must not run either: the control plane is not upgraded again.
+    let mut settings = c.settings.clone();
+    settings.hooks.post_control_plane_scripts = oidc_restore(&c);
+    k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(settings), false).await.unwrap();
+    let ran = c.run_chain().await;
+    let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "k8s-upgrade-preflight-1-34-2",
+            "k8s-upgrade-master-1-34-2",
+            "k8s-upgrade-worker-1-34-2-k8s-node2",
+            "k8s-upgrade-worker-1-34-2-k8s-node3",
+            "k8s-upgrade-worker-1-34-2-k8s-node4",
+            "k8s-upgrade-postflight-1-34-2",
+        ]
+    );
+    assert!(matches!(ran[1].result, Ok(Ended::Skipped(_))), "{:?}", ran[1].result);
+    let master = c.node("k8s-master").calls();
+    // Seed failure 28: kubeadm plan on an at-target control plane prints no apply line.
+    assert!(!master.iter().any(|l| l.starts_with("kubeadm")), "{master:?}");
+    assert!(!master.iter().any(|l| l.contains("oidc-restore-marker")), "{master:?}");
+    assert!(c.node("k8s-node1").calls().iter().all(|l| !l.starts_with("kubeadm")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_upgrade_scripts_run_on_the_upgraded_control_plane() {
+    let mut c = Cluster::start(Layout { workers: &["k8s-node1"], ..small(44) }).await;
+    c.settings.hooks.post_control_plane_scripts = oidc_restore(&c);
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    let master = c.node("k8s-master").calls();
+    let apply = master.iter().position(|l| l.starts_with("kubeadm upgrade apply")).unwrap();
+    let script = master.iter().position(|l| l.contains("oidc-restore-marker")).expect("the script ran");
+    assert!(script > apply, "after the upgrade: {master:?}");
+    assert!(!c.node("k8s-node1").calls().iter().any(|l| l.contains("oidc-restore-marker")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_removed_mid_chain_is_passed_over() {
+    let c = Cluster::start(small(45)).await;
+    c.detect().await;
+    let srv = c.srv.clone();
+    let ran = c
+        .run_chain_with(|name| {
+            if name.ends_with("k8s-node3") {
+                srv.remove::<k8s_openapi::api::core::v1::Node>(None, "k8s-node3");
+            }
+        })
+        .await;
+    let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    let node3 = ran.iter().find(|j| j.name.ends_with("k8s-node3")).unwrap();
+    assert!(
+        matches!(&node3.result, Ok(Ended::Skipped(why)) if why.contains("no longer exists")),
+        "{:?}",
+        node3.result
+    );
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    assert_eq!(c.kubelet("k8s-node4"), "v1.34.2");
 }

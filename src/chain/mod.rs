@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod nodes;
 mod phases;
 pub mod quiesce;
+pub mod started;
 
 use std::{sync::Arc, time::Duration};
 
@@ -151,6 +152,13 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
     }
 
     let snap = ctx.snapshot().await?;
+    if let Some(node) = node.filter(|n| snap.node(n).is_none()) {
+        // Nodes are enumerated live: one removed since its Job was spawned is not an error.
+        let why = format!("node {node} no longer exists; passing the chain on");
+        warn!("{why}");
+        spawn_next(ctx, input, &slack).await?;
+        return Ok(Ended::Skipped(why));
+    }
     step.validate(&snap)?;
     let job_ref = own_job(ctx, input).await;
     let started = jiff::Timestamp::now();
@@ -229,15 +237,17 @@ async fn record(ctx: &Ctx, job: Option<&ObjectReference>, m: &Milestone) {
     }
 }
 
-/// Records a milestone on a node (and on the Job, when known).
+/// Records a milestone on a node. The reference carries the node's UID, which
+/// `kubectl describe node` matches events on.
 pub async fn record_node(ctx: &Ctx, node: &str, m: &Milestone) {
-    let r = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Node".into()),
-        name: Some(node.into()),
-        ..Default::default()
-    };
-    ctx.events.record(&r, m).await;
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.clients.api.clone());
+    match api.get_opt(node).await {
+        Ok(Some(n)) => {
+            ctx.events.record(&n.object_ref(&()), m).await;
+        }
+        Ok(None) => warn!("node {node} is gone; no Event recorded"),
+        Err(e) => warn!("failed to read node {node} for its Event: {e}"),
+    }
 }
 
 /// Renders and applies the Job after `input.step`, from a fresh snapshot.
@@ -254,9 +264,37 @@ pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::
             info!(job = %name, ?outcome, "next Job");
             if matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
                 slack.post(&format!("Dispatched {name} ({next})")).await;
+                check_started(ctx, &name, slack).await;
             }
             Ok(())
         }
+    }
+}
+
+/// Reports loudly when the Job just spawned cannot start (best effort: this phase is done).
+pub async fn check_started(ctx: &Ctx, job_name: &str, slack: &Slack) {
+    let ns = &ctx.settings.namespace;
+    match started::wait_started(&ctx.clients.api, ns, job_name, ctx.settings.timeouts.job_start).await {
+        Ok(started::Start::Started) => info!(job = job_name, "next Job started"),
+        Ok(started::Start::Stuck(why)) => {
+            let msg = format!(
+                "WARN: the next Job {job_name} cannot start: {why}. The chain is stalled until it can"
+            );
+            warn!("{msg}");
+            slack.post(&msg).await;
+            let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), ns);
+            if let Ok(Some(j)) = api.get_opt(job_name).await {
+                ctx.events
+                    .record(&j.object_ref(&()), &Milestone::Aborted(format!("cannot start: {why}")))
+                    .await;
+            }
+        }
+        Ok(started::Start::NotYet) => warn!(
+            job = job_name,
+            "the next Job's pod has not started within {}",
+            crate::duration::format(ctx.settings.timeouts.job_start)
+        ),
+        Err(e) => warn!("could not check that {job_name} started: {e:#}"),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::future::join_all;
+use futures::{StreamExt as _, future::join_all};
 use tracing::{info, warn};
 
 use super::{Ctx, Ended, StepInput, abort, etcd, nodes, quiesce, record_node};
@@ -20,6 +20,9 @@ use crate::{
     probes::{self, AuthConfigDrift, NodeRole, PlanTarget, UpdateNode},
     slack::Slack,
 };
+
+/// SSH sessions a fleet-wide probe keeps open at once (containerd versions, apt sources).
+const SSH_FANOUT: usize = 16;
 
 /// Dispatches to the phase body.
 pub async fn run_phase(
@@ -181,7 +184,11 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
     // 10. containerd skew: the control plane must not run an older containerd than workers.
     let workers: Vec<_> =
         snap.workers.iter().map(|w| Ctx::target(snap, &w.name)).collect::<anyhow::Result<_>>()?;
-    let probes_done = join_all(workers.iter().map(|w| probes::probe_containerd_version(exec, w))).await;
+    let probes_done: Vec<_> =
+        futures::stream::iter(workers.iter().map(|w| probes::probe_containerd_version(exec, w)))
+            .buffered(SSH_FANOUT)
+            .collect()
+            .await;
     let worker_versions = probes_done.into_iter().collect::<Result<Vec<_>, _>>()?;
     let master_containerd = probes::probe_containerd_version(exec, &master_t).await?;
     if let Some(to) = probes::containerd_skew_target(master_containerd, &worker_versions) {
@@ -200,7 +207,11 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
         let all_t: Vec<_> =
             snap.nodes().map(|n| Ctx::target(snap, &n.name)).collect::<anyhow::Result<_>>()?;
         let base = s.apt_repository.as_str().trim_end_matches('/').to_string();
-        let results = join_all(all_t.iter().map(|t| probes::rewrite_apt_repo(exec, t, target, &base))).await;
+        let results: Vec<_> =
+            futures::stream::iter(all_t.iter().map(|t| probes::rewrite_apt_repo(exec, t, target, &base)))
+                .buffered(SSH_FANOUT)
+                .collect()
+                .await;
         for r in results {
             r?;
         }
@@ -328,19 +339,12 @@ async fn uncordon_after_failure(ctx: &Ctx, node: &str) -> String {
     }
 }
 
-/// Drain, upgrade over SSH, uncordon, wait Ready on target. A failed upgrade leaves the node
-/// cordoned; everything before it leaves the node as it was.
-async fn upgrade_node(
-    ctx: &Ctx,
-    snap: &Snapshot,
-    input: &StepInput,
-    role: NodeRole,
-) -> anyhow::Result<Option<String>> {
+/// Drains the node of a node phase, then re-reads the kill switch. `Some(reason)` means the
+/// phase halts (the node was uncordoned again if we had cordoned it).
+async fn drain_for_upgrade(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Option<String>> {
     let node = input.step.node.as_deref().expect("validated: node phases have a node");
-    let s = &ctx.settings;
     let t0 = std::time::Instant::now();
-    let drained = drain_node(ctx, input.step.phase, node).await?;
-    if let Some(reason) = drained {
+    if let Some(reason) = drain_node(ctx, input.step.phase, node).await? {
         return Ok(Some(reason));
     }
     info!(node, took = ?t0.elapsed(), "drained");
@@ -349,6 +353,19 @@ async fn upgrade_node(
         warn!("kill switch before the upgrade of {node}: {state}");
         return Ok(Some(reason));
     }
+    Ok(None)
+}
+
+/// Upgrades a drained node over SSH, uncordons it and waits until it is Ready on target. A
+/// failed upgrade leaves the node cordoned for a human.
+async fn upgrade_drained(
+    ctx: &Ctx,
+    snap: &Snapshot,
+    input: &StepInput,
+    role: NodeRole,
+) -> anyhow::Result<()> {
+    let node = input.step.node.as_deref().expect("validated: node phases have a node");
+    let s = &ctx.settings;
     let target = Ctx::target(snap, node)?;
     let update = UpdateNode {
         role,
@@ -368,7 +385,7 @@ async fn upgrade_node(
     }
     nodes::wait_node_ready(&ctx.clients.api, node, input.target, s.timeouts.node_ready).await?;
     record_node(ctx, node, &Milestone::NodeReady(input.target)).await;
-    Ok(None)
+    Ok(())
 }
 
 // === control plane ===
@@ -389,14 +406,16 @@ async fn control_plane(
     slack.post(&format!("Draining {node}")).await;
     alert_check(ctx, &format!("alert check before draining {node}")).await?;
 
-    // Quiesce after the drain decision and restore on every exit path, errors included.
+    if let Some(reason) = drain_for_upgrade(ctx, input).await? {
+        return Ok(Ended::Halted(reason));
+    }
+    // Quiesce after the drain (as the seed did) and restore on every exit path, errors
+    // included (seed failure 27).
     let role = if input.step.phase == Phase::Master { NodeRole::Master } else { NodeRole::ControlPlane };
     let deployments = &s.hooks.quiesce_deployments;
     let result = async {
         quiesce::quiesce(&ctx.clients.api, &s.annotation_prefix, deployments).await?;
-        if let Some(reason) = upgrade_node(ctx, snap, input, role).await? {
-            return Ok(Ended::Halted(reason));
-        }
+        upgrade_drained(ctx, snap, input, role).await?;
         let bad = nodes::control_plane_pods_not_running(&ctx.clients.api, node).await?;
         if !bad.is_empty() {
             return Err(abort(format!(
@@ -486,9 +505,10 @@ async fn worker(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack) ->
             gate_text(&v)
         )));
     }
-    if let Some(reason) = upgrade_node(ctx, snap, input, NodeRole::Worker).await? {
+    if let Some(reason) = drain_for_upgrade(ctx, input).await? {
         return Ok(Ended::Halted(reason));
     }
+    upgrade_drained(ctx, snap, input, NodeRole::Worker).await?;
     let missing = nodes::missing_daemonset_pods(&ctx.clients.api, node, &s.hooks.expected_daemonsets).await?;
     if !missing.is_empty() {
         slack.post(&format!("WARN: no Running {} pod on {node}", missing.join(", "))).await;

@@ -249,7 +249,8 @@ pub async fn rehearse(
     settings.validate("rehearsal settings")?;
     cluster::load_backup_cronjob(&srv, &settings);
     let backup_ns = settings.hooks.etcd_backup.as_ref().map(|b| b.namespace.clone()).unwrap_or_default();
-    let backup = runner::spawn_etcd_backup(srv.clone(), backup_ns, 4 << 20);
+    let log = Arc::new(std::sync::Mutex::new(runner::backup_log(4 << 20)));
+    let backup = runner::spawn_etcd_backup(srv.clone(), backup_ns, log);
     let _backup = AbortOnDrop(backup);
     let exec = Arc::new(sim::SimExec::new(srv.clone(), repo, Version::new(1, 7, 27), KUBELET_RESTART));
 

@@ -205,13 +205,18 @@ impl JobRunner {
     }
 }
 
-/// The site's etcd backup, simulated: completes every `pre-upgrade-etcd-*` Job in `namespace`
-/// with the log line the snapshot check reads (`Backup done: <file> (<bytes> bytes)`). Runs
-/// until the returned task is aborted.
+/// The log line of a successful backup of `bytes` bytes, as the snapshot check reads it.
+pub fn backup_log(bytes: u64) -> String {
+    format!("snapshot saved\nBackup done: etcd-snapshot.db ({bytes} bytes)\n")
+}
+
+/// The site's etcd backup, simulated: completes every `pre-upgrade-etcd-*` Job in `namespace`,
+/// its pod's log set to what `log` holds then (see [`backup_log`]). Runs until the returned
+/// task is aborted.
 pub fn spawn_etcd_backup(
     srv: Arc<TestApiServer>,
     namespace: String,
-    bytes: u64,
+    log: Arc<Mutex<String>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut handled = HashSet::new();
@@ -221,12 +226,9 @@ pub fn spawn_etcd_backup(
                 if !name.starts_with("pre-upgrade-etcd-") || handled.contains(&name) {
                     continue;
                 }
+                let text = log.lock().map(|l| l.clone()).unwrap_or_default();
                 for pod in srv.job_pods(&namespace, &name) {
-                    srv.set_pod_log(
-                        &namespace,
-                        &pod,
-                        &format!("snapshot saved\nBackup done: etcd-snapshot.db ({bytes} bytes)\n"),
-                    );
+                    srv.set_pod_log(&namespace, &pod, &text);
                 }
                 srv.complete_job(&namespace, &name);
                 handled.insert(name);

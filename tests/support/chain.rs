@@ -54,6 +54,8 @@ pub struct Cluster {
     pub settings: Settings,
     known_hosts: tempfile::TempDir,
     runner: JobRunner,
+    /// The log the simulated etcd backup writes (tests may shrink the snapshot).
+    pub backup_log: Arc<std::sync::Mutex<String>>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -149,6 +151,15 @@ impl Cluster {
                 .grace(1)
                 .build(),
         );
+        // A Deployment the site quiesces around control-plane upgrades (tigera-operator).
+        srv.insert(tf::namespace("tigera-operator"));
+        srv.insert(
+            tf::deployment("tigera-operator")
+                .ns("tigera-operator")
+                .replicas(1)
+                .labels(&[("app", "tigera-operator")])
+                .build(),
+        );
         // The etcd backup CronJob.
         srv.insert(json!({
             "apiVersion": "batch/v1", "kind": "CronJob",
@@ -187,6 +198,10 @@ impl Cluster {
         settings.timeouts.job_delete = Duration::from_secs(30);
         settings.drain.timeout = Duration::from_secs(60);
         settings.hooks.smoke_dns_name = Some("localhost".into());
+        settings.hooks.quiesce_deployments = vec![k8s_upgrade_chain::settings::QuiesceDeployment {
+            namespace: "tigera-operator".into(),
+            name: "tigera-operator".into(),
+        }];
         settings.hooks.etcd_backup = Some(EtcdBackup {
             namespace: "default".into(),
             cronjob: "backup-etcd".into(),
@@ -198,9 +213,15 @@ impl Cluster {
 
         let srv = Arc::new(srv);
         let runner = JobRunner::new(srv.clone(), NS);
-        let mut cluster = Cluster { srv, nodes, pgw, prom, settings, known_hosts, runner, _tasks: vec![] };
+        let backup_log = Arc::new(std::sync::Mutex::new(runner::backup_log(4194304)));
+        let mut cluster =
+            Cluster { srv, nodes, pgw, prom, settings, known_hosts, runner, backup_log, _tasks: vec![] };
         cluster._tasks.push(cluster.kubelet_task());
-        cluster._tasks.push(runner::spawn_etcd_backup(cluster.srv.clone(), "default".into(), 4194304));
+        cluster._tasks.push(runner::spawn_etcd_backup(
+            cluster.srv.clone(),
+            "default".into(),
+            cluster.backup_log.clone(),
+        ));
         cluster
     }
 

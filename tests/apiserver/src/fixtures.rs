@@ -13,8 +13,8 @@
 //! # let _ = (n, b);
 //! ```
 //!
-//! Owner references use deterministic uids ([`uid_for`]), and the workload builders give
-//! themselves the same uid, so a pod fixture and its ReplicaSet fixture line up.
+//! Owner references use deterministic uids ([`uid_for`]), and the node and workload builders
+//! give themselves the same uid, so a pod fixture and its ReplicaSet (or Node) line up.
 
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
@@ -95,7 +95,7 @@ pub fn node(name: &str) -> NodeFixture {
     NodeFixture {
         v: json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+            "metadata": {"name": name, "uid": uid_for("Node", "", name), "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
             "spec": {},
             "status": {"nodeInfo": {"kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "architecture": "amd64", "operatingSystem": "linux",
                 "bootID": "", "containerRuntimeVersion": "containerd://1.7.0", "kernelVersion": "6.1.0", "machineID": "", "osImage": "Debian GNU/Linux 12 (bookworm)", "systemUUID": ""}},
@@ -180,6 +180,7 @@ serialize_via_build!(NodeFixture);
 pub struct PodFixture {
     v: Value,
     owner: Option<(String, String, String)>,
+    mirror: bool,
 }
 
 /// Starts a Pod in `default`, Running and Ready, not scheduled, one container `main`.
@@ -191,7 +192,7 @@ pub fn pod(name: &str) -> PodFixture {
         "status": {"phase": "Running"},
     });
     crate::store::running_status(&mut v);
-    PodFixture { v, owner: None }
+    PodFixture { v, owner: None, mirror: false }
 }
 
 impl PodFixture {
@@ -249,8 +250,10 @@ impl PodFixture {
         self.v["metadata"]["annotations"][k] = json!(v);
         self
     }
-    /// A static (mirror) pod: the `kubernetes.io/config.mirror` annotation and a Node owner.
-    pub fn mirror(self) -> Self {
+    /// A static (mirror) pod: the `kubernetes.io/config.mirror` annotation and, once the pod
+    /// is [`Self::on`] a node, that Node as its controller owner (as the kubelet creates them).
+    pub fn mirror(mut self) -> Self {
+        self.mirror = true;
         self.annotation("kubernetes.io/config.mirror", "mirror-hash")
     }
     /// `status.phase` (Ready stays as is).
@@ -290,6 +293,12 @@ impl PodFixture {
     /// The JSON object.
     pub fn build(&self) -> Value {
         let mut v = self.v.clone();
+        let node = v.pointer("/spec/nodeName").and_then(Value::as_str).map(String::from);
+        if let (true, Some(n)) = (self.mirror, node) {
+            v["metadata"]["ownerReferences"] = json!([{
+                "apiVersion": "v1", "kind": "Node", "name": n, "uid": uid_for("Node", "", &n), "controller": true,
+            }]);
+        }
         if let Some((av, kind, name)) = &self.owner {
             let ns = v["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
             v["metadata"]["ownerReferences"] = json!([{

@@ -16,13 +16,42 @@
 //! # }
 //! ```
 //!
+//! ## Using it
+//! * Start: [`TestApiServer::start`] or [`TestApiServer::builder`] (`time_scale`,
+//!   `controllers`, `pod_start_delay`, `history_limit`, `server_version`). It binds
+//!   `127.0.0.1:0`, serves from a background task and stops when dropped.
+//! * Subprocesses (the binary under test, `rehearse`): [`TestApiServer::write_kubeconfig`];
+//!   [`Builder::bind`] picks a fixed address. The server runs on the runtime that started it:
+//!   in `#[tokio::test]` never block that thread (use `tokio::time::sleep`).
+//! * Connect: [`TestApiServer::config`] (a `kube::Config` for `http://127.0.0.1:<port>`,
+//!   namespace `default`, kube's default retry on, so it also suits the main crate's
+//!   `Clients::from_config`), [`TestApiServer::client`] (retry on, like production) and
+//!   [`TestApiServer::client_without_retry`] (what the eviction client is: 429 surfaces at once).
+//! * Seed and inspect: [`TestApiServer::insert`] / [`TestApiServer::apply_yaml`] with the
+//!   [`fixtures`] builders or any k8s-openapi object; [`TestApiServer::get`],
+//!   [`TestApiServer::list`], [`TestApiServer::modify`], [`TestApiServer::delete`],
+//!   [`TestApiServer::remove`].
+//! * Drive: [`TestApiServer::complete_job`], [`TestApiServer::fail_job`],
+//!   [`TestApiServer::set_pod_log`], [`TestApiServer::set_node_ready`],
+//!   [`TestApiServer::set_kubelet_version`], [`TestApiServer::set_pod_ready`],
+//!   [`TestApiServer::set_pod_phase`], [`TestApiServer::compact`] (forces 410 on old
+//!   resourceVersions), [`TestApiServer::wait_until`].
+//! * Break: [`TestApiServer::inject`] a [`Fault`] (status code with a real-looking Status, or a
+//!   delay); observe with [`TestApiServer::requests`], [`TestApiServer::count`],
+//!   [`TestApiServer::counts`].
+//! * Time: every pod grace period is multiplied by the time scale (0.01 turns 30 s into
+//!   300 ms); `deletionTimestamp` still says now + the unscaled grace, as a real server would.
+//!
 //! ## Implemented
 //! * Resources: core/v1 `pods` (+ `eviction`, `log`, `status`), `nodes`, `namespaces`,
 //!   `configmaps`, `secrets`, `events`, `services`; `events.k8s.io/v1` `events`;
 //!   `apps/v1` `deployments`/`replicasets`/`statefulsets` (+ `scale`), `daemonsets`;
-//!   `batch/v1` `jobs`, `cronjobs`; `policy/v1` `poddisruptionbudgets`. Namespaced and
+//!   `batch/v1` `jobs`, `cronjobs`; `policy/v1` `poddisruptionbudgets`;
+//!   `coordination.k8s.io/v1` `leases`. Namespaced and
 //!   cluster-scoped paths, `/status` subresources, `/readyz` `/livez` `/healthz` (`ok`),
 //!   `/version`, discovery (`/api`, `/apis`, `/api/v1`, `/apis/{g}/{v}`).
+//! * Metadata-only reads (`Accept: ...;as=PartialObjectMetadata`) for get, list and watch, as
+//!   kube's `Api<PartialObjectMeta<K>>` sends them.
 //! * Verbs: get, list (`limit`/`continue` with an opaque token, `remainingItemCount` when no
 //!   selector, list `metadata.resourceVersion`), watch, create (201 / 409 AlreadyExists /
 //!   404 for a missing namespace / 422 without a name), update (PUT, optimistic concurrency
@@ -63,7 +92,10 @@
 //!   `field is immutable`. Creating a Job through the API creates one pod (`<job>-xxxxx`,
 //!   controller ownerReference, the labels above, `nodeName` from `spec.template.spec.nodeName`
 //!   or the `kubernetes.io/hostname` nodeSelector, Running and Ready) and sets `status.active=1`,
-//!   `startTime`. [`TestApiServer::complete_job`] / [`TestApiServer::fail_job`] finish it.
+//!   `startTime`. [`TestApiServer::complete_job`] / [`TestApiServer::fail_job`] finish it; so
+//!   does the pod: Succeeded completes the Job, while Failed, terminating (evicted, deleted) or
+//!   vanished counts as a failure (`status.failed`), which fails the Job with
+//!   `BackoffLimitExceeded` past `spec.backoffLimit` or starts a new pod.
 //! * Deletion: `gracePeriodSeconds`, `preconditions` (uid/resourceVersion, 409 Conflict),
 //!   `propagationPolicy` Orphan/Background/Foreground (`orphanDependents` too), finalizers
 //!   (object stays with `deletionTimestamp` until they are removed). Pods: graceful deletion
@@ -88,13 +120,22 @@
 //!   `disruptionsAllowed == 0` is 429 TooManyRequests with the `DisruptionBudget` cause
 //!   `The disruption budget <pdb> needs <desired> healthy pods and has <current> currently`;
 //!   otherwise the budget is decremented, the pod recorded in `status.disruptedPods`, and the
-//!   pod deleted (grace from `deleteOptions`, else its own). Success is 201
+//!   pod marked with the `DisruptionTarget` condition (reason `EvictionByEvictionAPI`) and
+//!   deleted (grace from `deleteOptions`, else its own). Precondition mismatches are 409 with
+//!   `addConditionAndDeletePod`'s wording. Success is 201
 //!   `{"kind":"Status",...,"status":"Success","code":201}`. `dryRun` honoured.
-//! * Disruption controller: PDB status recomputed on every pod change (currentHealthy,
-//!   desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods, observedGeneration,
-//!   `DisruptionAllowed` condition) following `getExpectedPodCount`: integer `minAvailable`
-//!   counts matching pods; `maxUnavailable` or a percentage uses the owning controllers'
-//!   replicas (ReplicaSet, Deployment through its ReplicaSet, StatefulSet).
+//! * Disruption controller (pkg/controller/disruption): PDB status recomputed on every pod
+//!   change (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods,
+//!   observedGeneration, `DisruptionAllowed` condition SufficientPods/InsufficientPods) after
+//!   `getExpectedPodCount`: integer `minAvailable` expects the number of matching pods;
+//!   `maxUnavailable` or a percentage sums the replicas of the pods' controllers (ReplicaSet,
+//!   Deployment through its ReplicaSet, StatefulSet); pods without a controller are skipped
+//!   (unmanaged); a controller that has no replicas to find (DaemonSet, Job, a missing owner)
+//!   makes the controller fail safe: `disruptionsAllowed: 0`, condition `SyncFailed` with
+//!   `found no controllers for pod "x"`, observedGeneration not advanced (so evictions answer
+//!   429 `The disruption budget x is still being processed by the server.`, Retry-After 10).
+//!   Nothing is allowed while expectedPods is 0. `disruptedPods` entries go when the pod is
+//!   gone or terminating, or after 2 minutes.
 //! * ReplicaSet / StatefulSet controllers (on unless [`Builder::controllers`]`(false)`): a
 //!   ReplicaSet-owned pod is replaced (`<rs>-xxxxx`, new uid) as soon as it starts terminating
 //!   (ReplicaSets ignore terminating pods); a StatefulSet-owned pod is replaced with the same
@@ -108,27 +149,42 @@
 //! * Lists and watches ignore `resourceVersion`/`resourceVersionMatch` semantics on lists and
 //!   always serve the latest state; continue tokens resume after the last key on the *current*
 //!   state (not a consistent snapshot) and never expire.
-//! * Only one version per group; no protobuf, no CBOR, no `Table` output, no `/watch/` paths,
-//!   no authentication/authorization (use [`Fault`] for 401/403).
+//! * Plain HTTP/1.1 only (no TLS, no HTTP/2); one version per group; no protobuf, no CBOR,
+//!   no `Table` output, no `/watch/` paths, no authentication/authorization (use [`Fault`] for
+//!   401/403). Watches send BOOKMARKs only at the end of `timeoutSeconds` (upstream also
+//!   sends one about every minute). A watcher too slow to keep up is closed (it resumes
+//!   from its last resourceVersion, as kube's watcher does).
 //! * Strategic merge patch: merge-patch semantics, plus keyed merge for `containers`,
 //!   `initContainers`, `env`, `volumes`, `volumeMounts`, `ports`, `conditions`, `addresses`,
 //!   `ownerReferences`, `imagePullSecrets`, `hostAliases`; union for `finalizers`; `$patch`
 //!   replace/delete and `$deleteFromPrimitiveList`. Other lists are replaced whole.
-//! * Server-side apply ownership is tracked at leaf paths with lists atomic (no `k:`/`v:`
-//!   keys); merging replaces lists whole. Conflicts are only reported for fields whose live
-//!   value differs from the applied one.
+//! * Server-side apply ownership is tracked at leaf paths. Lists keyed by `name`
+//!   (`containers`, `initContainers`, `env`, `volumes`, `imagePullSecrets`), `mountPath`
+//!   (`volumeMounts`), `type` (`conditions`), `uid` (`ownerReferences`) and `ip`
+//!   (`hostAliases`) merge per item (`k:{"name":"x"}` in `fieldsV1`, conflicts name
+//!   `.spec.containers[name="x"].image`); every other list (ports, tolerations, taints,
+//!   finalizers, args, ...) is atomic (upstream has more map- and set-lists, and no `.` or
+//!   `v:` entries here). Conflicts are only reported for fields whose live value differs from
+//!   the applied one.
 //! * No scheduler: pods created through the API without `nodeName` stay Pending. No
 //!   Deployment/DaemonSet/CronJob controllers: `spec.replicas` (or the scale subresource) is
-//!   stored only. The Job controller creates exactly one pod, does not retry, and does not add
+//!   stored only; DaemonSet pods are not recreated. The Job controller runs one pod at a
+//!   time (parallelism/completions/indexed Jobs, `podFailurePolicy`, `activeDeadlineSeconds`
+//!   and backoff delays are ignored), and does not add
 //!   the `batch.kubernetes.io/job-tracking` finalizer; a failed Job gets no `completionTime`
 //!   (as upstream). Foreground deletion waits for every dependent (not only
 //!   `blockOwnerDeletion` ones). Background/Foreground dependents are deleted within the
 //!   deleting request (upstream's garbage collector does it moments later).
-//! * The disruption controller fails safe (disruptionsAllowed 0, condition reason
-//!   `SyncFailed`) when a percentage/maxUnavailable PDB covers a pod without a supported
-//!   controller (upstream would try the scale subresource of other kinds).
-//! * Validation is limited to names, namespaces, Job `restartPolicy` and Job immutability;
-//!   pod spec updates are not restricted; no projected service-account token volume is added.
+//! * The disruption controller resolves replicas for ReplicaSets, Deployments and
+//!   StatefulSets only (upstream also asks the scale subresource of any other kind, e.g. a
+//!   custom resource).
+//! * Validation is limited to object names (RFC 1123 subdomain; namespaces RFC 1123 label;
+//!   services DNS-1035), label keys/values on `metadata.labels` and pod templates (so a Job
+//!   name over 63 characters is 422, as upstream: the controller copies it into a label), Job
+//!   `restartPolicy`, Job immutability and pod spec immutability (only images,
+//!   `activeDeadlineSeconds`, `tolerations`, `terminationGracePeriodSeconds` may change; the
+//!   422 message lacks upstream's object diff); messages use the 1.33 wording (`characters`);
+//!   no projected service-account token volume is added.
 //! * Core `events` and `events.k8s.io` events are stored separately (upstream they are one).
 //! * Pod logs are one text per pod: the `container` parameter is accepted and ignored;
 //!   `tailLines` is honoured.
@@ -136,6 +192,7 @@
 //!   namespaces, and runs no create-time controller (a seeded Job gets no pod).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
 
 mod defaults;
 pub mod fixtures;
@@ -145,6 +202,7 @@ mod selector;
 mod server;
 mod status;
 mod store;
+mod validate;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -195,6 +253,9 @@ pub struct Fault {
     pub times: Option<u32>,
     /// Status message; a realistic default per code otherwise.
     pub message: Option<String>,
+    /// When set, matching requests are not failed but held this long and then served
+    /// normally (a slow apiserver; `status` is ignored).
+    pub delay: Option<Duration>,
 }
 
 impl Default for Fault {
@@ -207,6 +268,7 @@ impl Default for Fault {
             status: 500,
             times: None,
             message: None,
+            delay: None,
         }
     }
 }
@@ -242,6 +304,10 @@ impl Fault {
         self.times = Some(n);
         self
     }
+    /// Matching requests are held for `d`, then served normally.
+    pub fn delay(d: Duration) -> Self {
+        Self { delay: Some(d), ..Self::default() }
+    }
     /// A custom Status message.
     pub fn message(mut self, m: &str) -> Self {
         self.message = Some(m.to_string());
@@ -257,6 +323,7 @@ pub struct Builder {
     pod_start_delay: Duration,
     history_limit: usize,
     server_version: String,
+    bind: SocketAddr,
 }
 
 impl Default for Builder {
@@ -267,6 +334,7 @@ impl Default for Builder {
             pod_start_delay: Duration::from_millis(200),
             history_limit: 100_000,
             server_version: "v1.33.5".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -302,10 +370,18 @@ impl Builder {
         self
     }
 
-    /// Binds 127.0.0.1:0 and serves in a background task until the server is dropped.
+    /// The address to listen on. Default `127.0.0.1:0` (a free port on loopback).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Binds (127.0.0.1:0 unless [`Self::bind`] says otherwise) and serves in a background task until the server is dropped.
     /// Must be called inside a tokio runtime.
     pub async fn start(self) -> TestApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind(self.bind)
+            .await
+            .unwrap_or_else(|e| panic!("bind {}: {e}", self.bind));
         let addr = listener.local_addr().expect("local addr");
         let (tx, _) = broadcast::channel(65_536);
         let handle = tokio::runtime::Handle::current();
@@ -400,6 +476,20 @@ impl TestApiServer {
         c
     }
 
+    /// A kubeconfig (YAML) for this server: cluster, user and context `testapi`, namespace
+    /// `default`, no credentials. For running the binary as a subprocess (`KUBECONFIG=...`).
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testapi\n  cluster:\n    server: {}\ncontexts:\n- name: testapi\n  context:\n    cluster: testapi\n    user: testapi\n    namespace: default\ncurrent-context: testapi\nusers:\n- name: testapi\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    /// Writes [`Self::kubeconfig_yaml`] to `path`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
     /// A client built from [`Self::config`] (kube's default 429/503/504 retry ON).
     pub fn client(&self) -> kube::Client {
         kube::Client::try_from(self.config()).expect("kube client")
@@ -413,7 +503,7 @@ impl TestApiServer {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, store::State> {
-        self.inner.shared.state.lock().unwrap()
+        self.inner.shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stores any supported object (k8s-openapi type or `serde_json::Value` with `apiVersion`
@@ -555,22 +645,22 @@ impl TestApiServer {
 
     /// Adds a fault (see [`Fault`]); faults are checked in insertion order.
     pub fn inject(&self, fault: Fault) {
-        self.inner.faults.lock().unwrap().push(fault);
+        self.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(fault);
     }
 
     /// Removes every fault.
     pub fn clear_faults(&self) {
-        self.inner.faults.lock().unwrap().clear();
+        self.inner.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     /// Every request answered so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.inner.requests.lock().unwrap().clone()
+        self.inner.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Forgets the recorded requests.
     pub fn reset_requests(&self) {
-        self.inner.requests.lock().unwrap().clear();
+        self.inner.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     /// How many requests had this verb (`get`, `list`, `watch`, `create`, `patch`, ...).
@@ -581,7 +671,7 @@ impl TestApiServer {
     /// Request counts by verb.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
-        for r in self.inner.requests.lock().unwrap().iter() {
+        for r in self.inner.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
             *m.entry(r.verb.clone()).or_insert(0) += 1;
         }
         m
@@ -590,6 +680,23 @@ impl TestApiServer {
     /// The current (latest) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.state().rv
+    }
+
+    /// Removes an object at once, whatever its grace period or finalizers (a DELETED event;
+    /// controllers react as to any disappearance). Returns false if absent.
+    pub fn remove<K: kube::Resource<DynamicType = ()>>(&self, ns: Option<&str>, name: &str) -> bool {
+        let res = res_of::<K>();
+        let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
+        self.state().remove(res, ns, name)
+    }
+
+    /// Polls `check` every 10 ms until it holds; panics naming `what` after `timeout`.
+    pub async fn wait_until(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !check(self) {
+            assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Drops the retained watch history, as an etcd compaction does: a watch from any

@@ -6,8 +6,8 @@
 //!   Kubernetes types mark `patchStrategy: merge` (containers/env/volumes/conditions/... by
 //!   their merge key), union of `finalizers`, and the directives `$patch: replace|delete`,
 //!   `$deleteFromPrimitiveList/<field>`; `$setElementOrder` and `$retainKeys` are ignored.
-//! * Server-side apply: ownership is tracked per manager at leaf paths (lists are atomic
-//!   leaves), see [`apply`].
+//! * Server-side apply: ownership is tracked per manager at leaf paths (map-lists by item,
+//!   other lists atomic), see [`apply`].
 
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -151,7 +151,44 @@ fn untracked(path: &[String]) -> bool {
     }
 }
 
-/// Leaf paths of a value: objects are descended into, anything else (lists included) is a leaf.
+/// The key of the lists server-side apply treats as maps (`listType=map` in the OpenAPI
+/// schema) here; other lists are atomic.
+fn ssa_key(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => {
+            "name"
+        }
+        "volumeMounts" => "mountPath",
+        "conditions" => "type",
+        "ownerReferences" => "uid",
+        "hostAliases" => "ip",
+        _ => return None,
+    })
+}
+
+/// The path component of a keyed list item: `k:{"name":"main"}` (the fieldsV1 spelling).
+fn item_component(field: &str, item: &Value) -> Option<String> {
+    let k = ssa_key(field)?;
+    let v = item.get(k).filter(|v| v.is_string() || v.is_number())?;
+    let mut m = Map::new();
+    m.insert(k.to_string(), v.clone());
+    Some(format!("k:{}", Value::Object(m)))
+}
+
+/// Whether a list is handled as a map (an empty one too, when the field is a map-list).
+fn keyed(field: &str, items: &[Value]) -> bool {
+    ssa_key(field).is_some() && items.iter().all(|i| item_component(field, i).is_some())
+}
+
+/// (key field, key value) of a `k:{...}` component.
+fn parse_component(c: &str) -> Option<(String, Value)> {
+    let v: Value = serde_json::from_str(c.strip_prefix("k:")?).ok()?;
+    let (k, val) = v.as_object()?.iter().next()?;
+    Some((k.clone(), val.clone()))
+}
+
+/// Leaf paths of a value: objects and keyed lists are descended into, anything else (atomic
+/// lists included) is a leaf.
 pub(crate) fn leaf_paths(v: &Value) -> BTreeSet<Path> {
     fn walk(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
         match v {
@@ -159,6 +196,14 @@ pub(crate) fn leaf_paths(v: &Value) -> BTreeSet<Path> {
                 for (k, c) in m {
                     prefix.push(k.clone());
                     walk(c, prefix, out);
+                    prefix.pop();
+                }
+            }
+            Value::Array(items) if prefix.last().is_some_and(|f| keyed(f, items)) => {
+                let field = prefix.last().cloned().unwrap_or_default();
+                for item in items {
+                    prefix.push(item_component(&field, item).unwrap_or_default());
+                    walk(item, prefix, out);
                     prefix.pop();
                 }
             }
@@ -174,17 +219,48 @@ pub(crate) fn leaf_paths(v: &Value) -> BTreeSet<Path> {
     out
 }
 
-fn value_at<'a>(v: &'a Value, p: &[String]) -> Option<&'a Value> {
-    p.iter().try_fold(v, |cur, k| cur.get(k))
+fn step<'a>(cur: &'a Value, comp: &str) -> Option<&'a Value> {
+    match parse_component(comp) {
+        Some((k, val)) => cur.as_array()?.iter().find(|i| i.get(&k) == Some(&val)),
+        None => cur.get(comp),
+    }
 }
 
+fn step_mut<'a>(cur: &'a mut Value, comp: &str) -> Option<&'a mut Value> {
+    match parse_component(comp) {
+        Some((k, val)) => cur.as_array_mut()?.iter_mut().find(|i| i.get(&k) == Some(&val)),
+        None => cur.get_mut(comp),
+    }
+}
+
+fn value_at<'a>(v: &'a Value, p: &[String]) -> Option<&'a Value> {
+    p.iter().try_fold(v, |cur, k| step(cur, k))
+}
+
+/// Removes a leaf; removing a keyed item's key field removes the whole item.
 fn remove_path(v: &mut Value, p: &[String]) {
     let Some((last, parents)) = p.split_last() else {
         return;
     };
+    if let Some((item, list_path)) = parents.split_last()
+        && let Some((k, val)) = parse_component(item)
+        && *last == k
+    {
+        let mut cur = &mut *v;
+        for c in list_path {
+            match step_mut(cur, c) {
+                Some(n) => cur = n,
+                None => return,
+            }
+        }
+        if let Some(a) = cur.as_array_mut() {
+            a.retain(|i| i.get(&k) != Some(&val));
+        }
+        return;
+    }
     let mut cur = v;
     for k in parents {
-        match cur.get_mut(k) {
+        match step_mut(cur, k) {
             Some(c) => cur = c,
             None => return,
         }
@@ -200,6 +276,16 @@ fn deep_merge(target: &mut Value, src: &Value) {
             for (k, v) in s {
                 match t.get_mut(k) {
                     Some(tv) if tv.is_object() && v.is_object() => deep_merge(tv, v),
+                    Some(Value::Array(ta)) if v.as_array().is_some_and(|sa| keyed(k, sa)) && keyed(k, ta) => {
+                        for item in v.as_array().into_iter().flatten() {
+                            let comp = item_component(k, item).unwrap_or_default();
+                            let (key, val) = parse_component(&comp).unwrap_or_default();
+                            match ta.iter_mut().find(|i| i.get(&key) == Some(&val)) {
+                                Some(existing) => deep_merge(existing, item),
+                                None => ta.push(item.clone()),
+                            }
+                        }
+                    }
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }
@@ -210,17 +296,24 @@ fn deep_merge(target: &mut Value, src: &Value) {
     }
 }
 
+/// `.spec.containers[name="main"].image`, as upstream prints a field path.
+fn render_path(p: &[String]) -> String {
+    p.iter()
+        .map(|c| match parse_component(c) {
+            Some((k, v)) => format!("[{k}={v}]"),
+            None => format!(".{c}"),
+        })
+        .collect()
+}
+
 /// Encodes paths as `fieldsV1` (`{"f:spec":{"f:replicas":{}}}`).
 fn encode(paths: &BTreeSet<Path>) -> Value {
     let mut root = Value::Object(Map::new());
     for p in paths {
         let mut cur = &mut root;
         for k in p {
-            cur = cur
-                .as_object_mut()
-                .unwrap()
-                .entry(format!("f:{k}"))
-                .or_insert_with(|| Value::Object(Map::new()));
+            let key = if k.starts_with("k:") { k.clone() } else { format!("f:{k}") };
+            cur = cur.as_object_mut().unwrap().entry(key).or_insert_with(|| Value::Object(Map::new()));
         }
     }
     root
@@ -230,7 +323,7 @@ fn decode(v: &Value) -> BTreeSet<Path> {
     fn walk(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
         let children: Vec<(&String, &Value)> = v
             .as_object()
-            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
+            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:") || k.starts_with("k:")).collect())
             .unwrap_or_default();
         if children.is_empty() {
             if !prefix.is_empty() {
@@ -239,7 +332,7 @@ fn decode(v: &Value) -> BTreeSet<Path> {
             return;
         }
         for (k, c) in children {
-            prefix.push(k[2..].to_string());
+            prefix.push(if k.starts_with("k:") { k.clone() } else { k[2..].to_string() });
             walk(c, prefix, out);
             prefix.pop();
         }
@@ -326,7 +419,7 @@ fn print_manager(e: &Entry) -> String {
 
 /// Server-side apply of `config` by `manager` onto `current` (None = create).
 ///
-/// Simplification: ownership at leaf paths, lists atomic. A config leaf conflicts when another
+/// Simplification: ownership at leaf paths (map-lists per item, other lists atomic). A config leaf conflicts when another
 /// manager owns an overlapping path and the live value differs from the applied one; `force`
 /// takes such fields over. Fields this manager applied before and no longer applies are
 /// removed unless another manager also owns them.
@@ -359,7 +452,7 @@ pub(crate) fn apply(
     for e in es.iter().filter(|e| !mine(e)) {
         for q in &cfg_paths {
             if e.paths.iter().any(|p| overlaps(p, q)) && value_at(current, q) != value_at(config, q) {
-                conflicts.push(Conflict { manager: print_manager(e), field: format!(".{}", q.join(".")) });
+                conflicts.push(Conflict { manager: print_manager(e), field: render_path(q) });
             }
         }
     }
@@ -376,7 +469,18 @@ pub(crate) fn apply(
     let old_owned: BTreeSet<Path> = es.iter().filter(|e| mine(e)).flat_map(|e| e.paths.clone()).collect();
     let mut result = current.clone();
     for p in old_owned.difference(&cfg_paths) {
-        let shared = es.iter().filter(|e| !mine(e)).any(|e| e.paths.iter().any(|o| overlaps(o, p)));
+        // Dropping a keyed item's key field drops the item: only when nobody else owns any
+        // field in it.
+        let scope: &[String] = match p.split_last() {
+            Some((last, parents))
+                if parents.last().and_then(|c| parse_component(c)).is_some_and(|(k, _)| k == *last) =>
+            {
+                parents
+            }
+            _ => p,
+        };
+        let shared = es.iter().filter(|e| !mine(e)).any(|e| e.paths.iter().any(|o| overlaps(o, scope)))
+            || (scope.len() < p.len() && cfg_paths.iter().any(|q| q.starts_with(scope)));
         if !shared && !cfg_paths.iter().any(|q| overlaps(q, p)) {
             remove_path(&mut result, p);
         }
@@ -387,14 +491,27 @@ pub(crate) fn apply(
         m.remove("resourceVersion");
     }
     deep_merge(&mut result, &cfg);
-    es.retain(|e| !mine(e));
-    es.push(Entry {
+    let without_mf = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        v
+    };
+    let unchanged = without_mf(&result) == without_mf(current);
+    let entry = Entry {
         manager: manager.into(),
         operation: "Apply".into(),
         api_version: api_version.into(),
         time: now.into(),
         paths: cfg_paths,
-    });
+    };
+    match es.iter().position(mine) {
+        // A no-op apply leaves the object, its resourceVersion included, as it was.
+        Some(i) if unchanged && es[i].paths == entry.paths => {}
+        Some(i) => es[i] = entry,
+        None => es.push(entry),
+    }
     store_entries(&mut result, es);
     Ok(result)
 }
@@ -505,6 +622,36 @@ mod tests {
             apply(Some(&two), &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}), "a", false, "v1", "t")
                 .unwrap();
         assert!(one["data"].get("j").is_none());
+    }
+
+    #[test]
+    fn keyed_lists_merge_by_key_under_apply() {
+        let dep = |containers: Value| json!({"metadata": {"name": "d"}, "spec": {"containers": containers}});
+        let a = apply(None, &dep(json!([{"name": "app", "image": "a:1"}])), "alpha", false, "apps/v1", "t")
+            .unwrap();
+        // Another manager adds a sidecar: both containers stay.
+        let b = apply(
+            Some(&a),
+            &dep(json!([{"name": "sidecar", "image": "s:1"}])),
+            "beta",
+            false,
+            "apps/v1",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(b["spec"]["containers"].as_array().unwrap().len(), 2);
+        let mf = &b["metadata"]["managedFields"][1]["fieldsV1"];
+        assert!(mf.pointer("/f:spec/f:containers/k:{\"name\":\"sidecar\"}/f:image").is_some(), "{mf}");
+        // A conflicting image names the item.
+        let err =
+            apply(Some(&b), &dep(json!([{"name": "app", "image": "a:2"}])), "beta", false, "apps/v1", "t")
+                .unwrap_err();
+        assert_eq!(err[0].field, ".spec.containers[name=\"app\"].image");
+        // beta drops its sidecar: it goes, app stays.
+        let c = apply(Some(&b), &dep(json!([])), "beta", false, "apps/v1", "t").unwrap();
+        let names: Vec<&str> =
+            c["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["app"]);
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub(crate) const RESOURCES: &[ResDef] = &[
     r("batch", "v1", "jobs", "Job", true, true),
     r("batch", "v1", "cronjobs", "CronJob", true, true),
     r("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true, true),
+    r("coordination.k8s.io", "v1", "leases", "Lease", true, false),
 ];
 
 pub(crate) const PODS: usize = 0;

@@ -75,11 +75,15 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<
     let route = resources::route(&path);
     let verb = verb_of(&method, &route, &params);
     let resp = match inner.fault_for(&method, &path, &query, &route, verb) {
-        Some(e) => err_resp(e),
+        Some(Err(e)) => err_resp(e),
+        Some(Ok(delay)) => {
+            tokio::time::sleep(delay).await;
+            dispatch(&inner, &method, &route, &params, &headers, &body, verb)
+        }
         None => dispatch(&inner, &method, &route, &params, &headers, &body, verb),
     };
     let path_q = if query.is_empty() { path } else { format!("{path}?{query}") };
-    inner.requests.lock().unwrap().push(RecordedRequest {
+    inner.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(RecordedRequest {
         method: method.to_string(),
         path: path_q,
         verb: verb.to_string(),
@@ -96,8 +100,8 @@ impl Inner {
         query: &str,
         route: &Route,
         verb: &str,
-    ) -> Option<ApiError> {
-        let mut faults = self.faults.lock().unwrap();
+    ) -> Option<Result<Duration, ApiError>> {
+        let mut faults = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (def, name, ns) = match route {
             Route::Resource(t) => (Some(&RESOURCES[t.res]), t.name.as_deref(), t.namespace.as_deref()),
             _ => (None, None, None),
@@ -116,7 +120,10 @@ impl Inner {
         if let Some(t) = f.times.as_mut() {
             *t -= 1;
         }
-        Some(ApiError::for_code(f.status, f.message.clone(), def, name, verb, ns))
+        if let Some(d) = f.delay {
+            return Some(Ok(d));
+        }
+        Some(Err(ApiError::for_code(f.status, f.message.clone(), def, name, verb, ns)))
     }
 }
 
@@ -179,7 +186,7 @@ fn dispatch(
         Route::Unknown => Err(ApiError::no_route()),
         Route::Resource(t) => {
             if verb == "watch" {
-                return watch(inner, t, params);
+                return watch(inner, t, params, partial_metadata(headers));
             }
             resource(inner, method, t, params, headers, body)
         }
@@ -200,10 +207,10 @@ fn resource(
 ) -> Result<Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
     let ns = t.namespace.clone().unwrap_or_default();
-    let mut st = inner.shared.state.lock().unwrap();
+    let mut st = inner.shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let sub = t.subresource.as_deref();
     match (method.clone(), t.name.as_deref(), sub) {
-        (Method::GET, None, None) => list(&st, t, params),
+        (Method::GET, None, None) => list(&st, t, params, partial_metadata(headers)),
         (Method::POST, None, None) => {
             if def.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed());
@@ -242,11 +249,15 @@ fn resource(
             ))
         }
         (Method::GET, Some(name), None | Some("status")) => match st.get(t.res, &ns, name) {
+            Some(v) if partial_metadata(headers) => Ok(json_resp(200, &to_partial(v))),
             Some(v) => Ok(json_resp(200, v)),
             None => Err(ApiError::not_found(def, name)),
         },
         (Method::PUT, Some(name), None | Some("status")) => {
             let mut next = parse_body(body)?;
+            if !next.is_object() || !next.get("metadata").is_none_or(Value::is_object) {
+                return Err(ApiError::bad_request("the body of the request was in an unknown format"));
+            }
             check_ns(def, &next, &ns)?;
             let prev = st.get(t.res, &ns, name).cloned().ok_or_else(|| ApiError::not_found(def, name))?;
             if next.pointer("/metadata/managedFields").is_none()
@@ -401,7 +412,7 @@ fn patch_object(
             ));
         };
         let force = params.get("force").is_some_and(|f| f == "true");
-        if !p.is_object() {
+        if !p.is_object() || !p.get("metadata").is_none_or(Value::is_object) {
             return Err(ApiError::bad_request("the body of the request was in an unknown format"));
         }
         let body_name = name_of(&p);
@@ -498,6 +509,16 @@ fn patch_object(
             ));
         }
     }
+    if !next.is_object() || !next.get("metadata").is_none_or(Value::is_object) {
+        return Err(ApiError::for_code(
+            422,
+            Some("the patched object is not a valid object".into()),
+            Some(def),
+            Some(name),
+            "patch",
+            Some(ns),
+        ));
+    }
     State::track(&prev, &mut next, &manager(params, headers));
     Ok(json_resp(200, &st.update(res, ns, name, next, sub, dry)?))
 }
@@ -548,7 +569,25 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-fn list(st: &State, t: &Target, params: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+/// Whether the client asked for `PartialObjectMetadata` (kube's `*_metadata` calls and
+/// `metadata_watcher`).
+fn partial_metadata(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+fn to_partial(v: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
+fn list(
+    st: &State,
+    t: &Target,
+    params: &HashMap<String, String>,
+    partial: bool,
+) -> Result<Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
     let sel = selectors(def, params)?;
     let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
@@ -588,7 +627,7 @@ fn list(st: &State, t: &Target, params: &HashMap<String, String>) -> Result<Resp
             }
             continue;
         }
-        items.push(strip_type(v.clone()));
+        items.push(if partial { to_partial(v) } else { strip_type(v.clone()) });
         last_key = Some(k.clone());
     }
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
@@ -598,10 +637,12 @@ fn list(st: &State, t: &Target, params: &HashMap<String, String>) -> Result<Resp
             meta["remainingItemCount"] = json!(remaining);
         }
     }
-    Ok(json_resp(
-        200,
-        &json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(), "metadata": meta, "items": items}),
-    ))
+    let (kind, api_version) = if partial {
+        ("PartialObjectMetadataList".to_string(), "meta.k8s.io/v1".to_string())
+    } else {
+        (format!("{}List", def.kind), def.api_version())
+    };
+    Ok(json_resp(200, &json!({"kind": kind, "apiVersion": api_version, "metadata": meta, "items": items})))
 }
 
 fn delete_opts_from(d: &Value) -> DeleteOpts {
@@ -660,7 +701,7 @@ fn event_line(typ: &str, obj: &Value) -> Bytes {
     Bytes::from(v)
 }
 
-fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Response<Body> {
+fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>, partial: bool) -> Response<Body> {
     let def = RESOURCES[t.res];
     let sel = match selectors(&def, params) {
         Ok(s) => s,
@@ -676,11 +717,11 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
     let mut first: Vec<Bytes> = Vec::new();
     let mut expired = false;
     let (start_rv, sub) = {
-        let st = inner.shared.state.lock().unwrap();
+        let st = inner.shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if rv_param.is_none() || send_initial {
             for (_, v) in st.iter(res, ns.as_deref()) {
                 if matches(&sel, v) {
-                    first.push(event_line("ADDED", v));
+                    first.push(event_line("ADDED", &shape(v, partial)));
                 }
             }
             if send_initial && bookmarks {
@@ -690,7 +731,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
             match st.events_since(rv) {
                 Some(evs) => {
                     for ev in evs {
-                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel) {
+                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel, partial) {
                             first.push(line);
                         }
                     }
@@ -731,7 +772,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
                     Ok(ev) => {
                         if ev.rv <= last { continue; }
                         last = ev.rv;
-                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel)
+                        if let Some(line) = render(&ev, res, ns.as_deref(), &sel, partial)
                             && tx.send(line).await.is_err() {
                             return;
                         }
@@ -741,7 +782,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
                 },
                 _ = &mut deadline => {
                     if bookmarks {
-                        let rv = shared.upgrade().map(|s| s.state.lock().unwrap().rv).unwrap_or(last);
+                        let rv = shared.upgrade().map(|s| s.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).rv).unwrap_or(last);
                         let _ = tx.send(event_line("BOOKMARK", &json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.max(last).to_string()}}))).await;
                     }
                     return;
@@ -763,7 +804,7 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>) -> Re
 }
 
 /// An event as a filtered watch delivers it (None = not for this watch).
-fn render(ev: &Event, res: usize, ns: Option<&str>, sel: &Selectors) -> Option<Bytes> {
+fn render(ev: &Event, res: usize, ns: Option<&str>, sel: &Selectors, partial: bool) -> Option<Bytes> {
     if ev.res != res || ns.is_some_and(|n| n != ev.ns) {
         return None;
     }
@@ -780,7 +821,11 @@ fn render(ev: &Event, res: usize, ns: Option<&str>, sel: &Selectors) -> Option<B
         "ADDED" if now => "ADDED",
         _ => return None,
     };
-    Some(event_line(typ, &ev.obj))
+    Some(event_line(typ, &shape(&ev.obj, partial)))
+}
+
+fn shape(v: &Value, partial: bool) -> std::borrow::Cow<'_, Value> {
+    if partial { std::borrow::Cow::Owned(to_partial(v)) } else { std::borrow::Cow::Borrowed(v) }
 }
 
 // ----- discovery -----

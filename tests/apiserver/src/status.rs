@@ -127,6 +127,42 @@ impl ApiError {
         )
     }
 
+    /// 422 Invalid for a list of `FieldValueInvalid` errors (the aggregate message brackets
+    /// more than one).
+    pub fn invalid_fields(def: &ResDef, name: &str, errs: &[(String, String)]) -> Self {
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f}))
+            .collect();
+        let rendered: Vec<String> = errs.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        let all =
+            if rendered.len() == 1 { rendered[0].clone() } else { format!("[{}]", rendered.join(", ")) };
+        let mut d = json!({"name": name, "kind": def.kind, "causes": causes});
+        if !def.group.is_empty() {
+            d["group"] = json!(def.group);
+        }
+        status(422, "Invalid", format!("{} {:?} is invalid: {all}", def.qualified_kind(), name), Some(d))
+    }
+
+    /// 422 Invalid with a `FieldValueForbidden` cause.
+    pub fn forbidden_field(def: &ResDef, name: &str, field: &str, why: &str) -> Self {
+        let detail = format!("Forbidden: {why}");
+        let mut d = json!({
+            "name": name,
+            "kind": def.kind,
+            "causes": [{"reason": "FieldValueForbidden", "message": detail, "field": field}],
+        });
+        if !def.group.is_empty() {
+            d["group"] = json!(def.group);
+        }
+        status(
+            422,
+            "Invalid",
+            format!("{} {:?} is invalid: {field}: {detail}", def.qualified_kind(), name),
+            Some(d),
+        )
+    }
+
     /// 422 Invalid with a `FieldValueRequired` cause.
     pub fn required(def: &ResDef, name: &str, field: &str, what: &str) -> Self {
         let detail = format!("Required value: {what}");

@@ -236,7 +236,7 @@ impl State {
         self.handle.spawn(async move {
             tokio::time::sleep(delay).await;
             if let Some(shared) = weak.upgrade() {
-                let mut st = shared.state.lock().unwrap();
+                let mut st = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 f(&mut st);
             }
         });
@@ -448,6 +448,11 @@ impl State {
         Some(out)
     }
 
+    /// Test driver: the object vanishes now.
+    pub(crate) fn remove(&mut self, res: usize, ns: &str, name: &str) -> bool {
+        self.erase(res, ns, name).is_some()
+    }
+
     // ----- API writes -----
 
     /// Create (POST, or SSA of an absent object). `obj` is already validated for names.
@@ -515,6 +520,10 @@ impl State {
         }
         if res == JOBS {
             validate_job(def, &obj)?;
+        }
+        let errs = crate::validate::object(def.plural, &obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid_fields(def, name_of(&obj), &errs));
         }
         if dry_run {
             meta_mut(&mut obj).remove("resourceVersion");
@@ -611,11 +620,30 @@ impl State {
         }
         if sub != Some("status") {
             crate::defaults::for_kind(def.kind, &mut next);
+            let errs: Vec<_> = crate::validate::object(def.plural, &next)
+                .into_iter()
+                .filter(|(f, _)| f != "metadata.name")
+                .collect();
+            if !errs.is_empty() {
+                return Err(ApiError::invalid_fields(def, name, &errs));
+            }
+        }
+        // Compare against the stored object as defaulting would leave it (seeded objects may
+        // lack defaults).
+        let mut prev_d = prev.clone();
+        crate::defaults::for_kind(def.kind, &mut prev_d);
+        if res == PODS && sub != Some("status") && !pod_spec_update_ok(prev_d.get("spec"), next.get("spec")) {
+            return Err(ApiError::forbidden_field(
+                def,
+                name,
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
         }
         if res == JOBS {
             for field in ["template", "selector"] {
                 let (a, b) =
-                    (prev.pointer(&format!("/spec/{field}")), next.pointer(&format!("/spec/{field}")));
+                    (prev_d.pointer(&format!("/spec/{field}")), next.pointer(&format!("/spec/{field}")));
                 if a != b {
                     return Err(ApiError::invalid(
                         def,
@@ -927,7 +955,25 @@ impl State {
             return;
         }
         let (ns, name) = (ns_of(&pod).to_string(), name_of(&pod).to_string());
-        self.modify(PODS, &ns, &name, running_status);
+        let ips = self.pod_ips(&pod);
+        self.modify(PODS, &ns, &name, |p| {
+            running_status(p);
+            set_ips(p, ips);
+        });
+    }
+
+    /// hostIP (the node's InternalIP) and a pod IP, as a kubelet reports them.
+    fn pod_ips(&self, pod: &Value) -> (Option<String>, String) {
+        let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+        let host = self.get(NODES, "", node).and_then(|n| {
+            n.pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+                .and_then(|x| x["address"].as_str())
+                .map(String::from)
+        });
+        let pod_ip = format!("10.244.{}.{}", fastrand::u8(0..=254), fastrand::u8(2..=254));
+        (host, pod_ip)
     }
 
     fn dependents(&self, ns: &str, owner_uid: &str) -> Vec<(usize, String)> {
@@ -1017,15 +1063,25 @@ impl State {
                 self.namespace_gc(&ns);
             }
         }
+        if matches!(res, REPLICASETS | DEPLOYMENTS | STATEFULSETS)
+            && prev.and_then(|p| p.pointer("/spec/replicas")) != cur.and_then(|c| c.pointer("/spec/replicas"))
+        {
+            // The disruption controller also watches the workloads whose scale it reads.
+            let ns = prev.or(cur).map(|v| ns_of(v).to_string()).unwrap_or_default();
+            self.recompute_pdbs(&ns);
+        }
         if res != PODS {
             return;
         }
         let ns = prev.or(cur).map(|v| ns_of(v).to_string()).unwrap_or_default();
-        self.recompute_pdbs(&ns);
+        if pdb_relevant_change(prev, cur) {
+            self.recompute_pdbs_for(&ns, prev, cur);
+        }
         if !self.opts.controllers {
             return;
         }
         let Some(p) = prev else { return };
+        self.job_pod_changed(p, cur);
         let was_terminating = terminating(p);
         let Some(owner) = controller_ref(p).cloned() else {
             return;
@@ -1173,6 +1229,9 @@ impl State {
         let Some(job) = self.get(JOBS, ns, name).cloned() else {
             return;
         };
+        if self.get(NAMESPACES, "", ns).is_none_or(terminating) {
+            return;
+        }
         if job.pointer("/spec/suspend") == Some(&json!(true)) {
             return;
         }
@@ -1206,11 +1265,21 @@ impl State {
             pod["metadata"]["annotations"] = a.clone();
         }
         running_status(&mut pod);
+        let ips = self.pod_ips(&pod);
+        set_ips(&mut pod, ips);
         crate::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         self.commit(PODS, pod, None);
         self.modify(JOBS, ns, name, |j| {
-            j["status"] = json!({"active": 1, "ready": 1, "terminating": 0, "startTime": now, "uncountedTerminatedPods": {}});
+            if !j.get("status").is_some_and(Value::is_object) {
+                j["status"] = json!({});
+            }
+            let st = j["status"].as_object_mut().unwrap();
+            st.insert("active".into(), json!(1));
+            st.insert("ready".into(), json!(1));
+            st.insert("terminating".into(), json!(0));
+            st.entry("startTime").or_insert(json!(now));
+            st.insert("uncountedTerminatedPods".into(), json!({}));
         });
     }
 
@@ -1225,16 +1294,31 @@ impl State {
     /// Test driver: finish a Job's pods and the Job, successfully or not.
     pub(crate) fn finish_job(&mut self, ns: &str, name: &str, failure: Option<&str>) -> Option<Value> {
         let job = self.get(JOBS, ns, name)?.clone();
+        let pods = self.job_pods(&job);
+        // The Job's conditions first, so the pod updates below are not taken for failures.
+        self.set_job_finished(ns, name, failure, 1);
         let now = now_str();
-        for pod in self.job_pods(&job) {
+        for pod in pods {
             let now = now.clone();
             self.modify(PODS, ns, &pod, |p| {
+                if terminating(p) || matches!(phase(p), "Succeeded" | "Failed") {
+                    return;
+                }
                 let ph = if failure.is_some() { "Failed" } else { "Succeeded" };
                 p["status"]["phase"] = json!(ph);
+                let (code, why) = if failure.is_some() { (1, "Error") } else { (0, "Completed") };
+                container_states(p, |started| {
+                    json!({"terminated": {"exitCode": code, "reason": why, "startedAt": started, "finishedAt": now, "containerID": ""}})
+                }, false);
                 set_condition(p, json!({"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}));
                 set_condition(p, json!({"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}));
             });
         }
+        self.get(JOBS, ns, name).cloned()
+    }
+
+    fn set_job_finished(&mut self, ns: &str, name: &str, failure: Option<&str>, count: i64) -> Option<Value> {
+        let now = now_str();
         self.modify(JOBS, ns, name, |j| {
             if !j.get("status").is_some_and(Value::is_object) {
                 j["status"] = json!({});
@@ -1246,14 +1330,14 @@ impl State {
             s.entry("startTime").or_insert(json!(now));
             match failure {
                 None => {
-                    s.insert("succeeded".into(), json!(1));
+                    s.insert("succeeded".into(), json!(count));
                     s.insert("completionTime".into(), json!(now));
                     let msg = "Reached expected number of succeeded pods";
                     set_condition(j, json!({"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": msg, "lastProbeTime": now, "lastTransitionTime": now}));
                     set_condition(j, json!({"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": msg, "lastProbeTime": now, "lastTransitionTime": now}));
                 }
                 Some(reason) => {
-                    s.insert("failed".into(), json!(1));
+                    s.insert("failed".into(), json!(count));
                     let msg = match reason {
                         "BackoffLimitExceeded" => "Job has reached the specified backoff limit",
                         "DeadlineExceeded" => "Job was active longer than specified deadline",
@@ -1264,6 +1348,50 @@ impl State {
                 }
             }
         })
+    }
+
+    /// The Job controller's view of one of its pods changing: a pod that succeeds completes
+    /// the Job; one that fails, starts terminating or vanishes before finishing counts as a
+    /// failure (upstream counts terminating pods as failed under the default
+    /// podReplacementPolicy), then the Job fails past `backoffLimit` or gets a new pod.
+    fn job_pod_changed(&mut self, prev: &Value, cur: Option<&Value>) {
+        let Some(owner) = controller_ref(prev).filter(|o| o["kind"] == "Job") else {
+            return;
+        };
+        let ns = ns_of(prev).to_string();
+        let job_name = owner["name"].as_str().unwrap_or_default().to_string();
+        let Some(job) = self.get(JOBS, &ns, &job_name).cloned() else {
+            return;
+        };
+        if uid_of(&job) != owner["uid"].as_str().unwrap_or_default()
+            || terminating(&job)
+            || condition_true(&job, "Complete")
+            || condition_true(&job, "Failed")
+        {
+            return;
+        }
+        if terminating(prev) || matches!(phase(prev), "Succeeded" | "Failed") {
+            return;
+        }
+        match cur {
+            Some(c) if !terminating(c) && phase(c) == "Succeeded" => {
+                self.finish_job(&ns, &job_name, None);
+            }
+            Some(c) if !terminating(c) && phase(c) != "Failed" => {}
+            _ => {
+                let failed = job.pointer("/status/failed").and_then(Value::as_i64).unwrap_or(0) + 1;
+                let backoff = job.pointer("/spec/backoffLimit").and_then(Value::as_i64).unwrap_or(6);
+                if failed > backoff {
+                    self.set_job_finished(&ns, &job_name, Some("BackoffLimitExceeded"), failed);
+                } else {
+                    self.modify(JOBS, &ns, &job_name, |j| {
+                        j["status"]["failed"] = json!(failed);
+                        j["status"]["active"] = json!(0);
+                    });
+                    self.run_job(&ns, &job_name);
+                }
+            }
+        }
     }
 
     // ----- disruption controller -----
@@ -1283,7 +1411,26 @@ impl State {
     }
 
     pub(crate) fn recompute_pdbs(&mut self, ns: &str) {
-        let pdbs: Vec<Value> = self.iter(PDBS, Some(ns)).map(|(_, v)| v.clone()).collect();
+        self.recompute_pdbs_for(ns, None, None);
+    }
+
+    /// Recomputes the PDBs of `ns`; with pods given, only those selecting one of them.
+    fn recompute_pdbs_for(&mut self, ns: &str, a: Option<&Value>, b: Option<&Value>) {
+        let selects = |pdb: &Value, pod: Option<&Value>| {
+            pod.is_some_and(|p| {
+                matches!(
+                    LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)),
+                    Ok(Some(sel)) if sel.matches(p.pointer("/metadata/labels"))
+                )
+            })
+        };
+        let all = a.is_none() && b.is_none();
+        let pdbs: Vec<Value> = self
+            .iter(PDBS, Some(ns))
+            .map(|(_, v)| v)
+            .filter(|v| all || selects(v, a) || selects(v, b))
+            .cloned()
+            .collect();
         for pdb in pdbs {
             let status = self.pdb_status(&pdb);
             if pdb.get("status") != Some(&status) {
@@ -1294,44 +1441,52 @@ impl State {
         }
     }
 
-    /// `getExpectedScale`: the sum of the owning controllers' replicas; None when a pod has no
-    /// controller or one we cannot scale (the real controller then fails safe).
-    fn expected_scale(&self, pods: &[&Value]) -> Option<i64> {
+    /// `getExpectedScale`: the sum of the replicas of the pods' controllers. Pods without a
+    /// controller are skipped (upstream calls them unmanaged); a controller that cannot be
+    /// resolved to ReplicaSet / Deployment / StatefulSet replicas is an error, as upstream's
+    /// finders (which fall back to a scale subresource that DaemonSets and Jobs lack).
+    fn expected_scale(&self, pods: &[&Value]) -> Result<i64, String> {
         let mut seen: HashMap<String, i64> = HashMap::new();
         for p in pods {
-            let owner = controller_ref(p)?;
+            let Some(owner) = controller_ref(p) else {
+                continue;
+            };
             let ns = ns_of(p);
             let oname = owner["name"].as_str().unwrap_or_default();
-            let (key, replicas) = match owner["kind"].as_str() {
+            let no_controller = || format!("found no controllers for pod {:?}", name_of(p));
+            let replicas = |v: &Value| v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let (key, n) = match owner["kind"].as_str() {
                 Some("ReplicaSet") => {
-                    let rs = self.get(REPLICASETS, ns, oname)?;
+                    let rs = self.get(REPLICASETS, ns, oname).ok_or_else(no_controller)?;
                     match controller_ref(rs) {
                         Some(d) if d["kind"] == "Deployment" => {
-                            let dep = self.get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())?;
-                            (
-                                uid_of(dep).to_string(),
-                                dep.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
-                            )
+                            let dep = self
+                                .get(DEPLOYMENTS, ns, d["name"].as_str().unwrap_or_default())
+                                .ok_or_else(no_controller)?;
+                            (uid_of(dep).to_string(), replicas(dep))
                         }
-                        _ => (
-                            uid_of(rs).to_string(),
-                            rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
-                        ),
+                        _ => (uid_of(rs).to_string(), replicas(rs)),
                     }
                 }
                 Some("StatefulSet") => {
-                    let s = self.get(STATEFULSETS, ns, oname)?;
-                    (uid_of(s).to_string(), s.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))
+                    let s = self.get(STATEFULSETS, ns, oname).ok_or_else(no_controller)?;
+                    (uid_of(s).to_string(), replicas(s))
                 }
-                _ => return None,
+                Some("Deployment") => {
+                    let d = self.get(DEPLOYMENTS, ns, oname).ok_or_else(no_controller)?;
+                    (uid_of(d).to_string(), replicas(d))
+                }
+                _ => return Err(no_controller()),
             };
-            seen.insert(key, replicas);
+            seen.insert(key, n);
         }
-        Some(seen.values().sum())
+        Ok(seen.values().sum())
     }
 
+    /// The disruption controller's `trySync` for one PDB: the new status.
     fn pdb_status(&self, pdb: &Value) -> Value {
         let ns = ns_of(pdb);
+        let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
         let sel =
             LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)).ok().flatten();
         let pods: Vec<&Value> = match &sel {
@@ -1343,32 +1498,47 @@ impl State {
             None => Vec::new(),
         };
         let spec = pdb.get("spec").cloned().unwrap_or_else(|| json!({}));
-        let mut fail = false;
-        let (expected, desired) = if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
-            match self.expected_scale(&pods) {
-                Some(e) => (e, (e - scaled(mu, e).unwrap_or(0)).max(0)),
-                None => {
-                    fail = true;
-                    (0, 0)
+        let counts: Result<(i64, i64), String> =
+            if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
+                self.expected_scale(&pods).map(|e| (e, (e - scaled(mu, e).unwrap_or(0)).max(0)))
+            } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
+                match ma {
+                    Value::Number(n) => Ok((pods.len() as i64, n.as_i64().unwrap_or(0))),
+                    _ => self.expected_scale(&pods).map(|e| (e, scaled(ma, e).unwrap_or(0))),
                 }
-            }
-        } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
-            match ma {
-                Value::Number(n) => (pods.len() as i64, n.as_i64().unwrap_or(0)),
-                _ => match self.expected_scale(&pods) {
-                    Some(e) => (e, scaled(ma, e).unwrap_or(0)),
-                    None => {
-                        fail = true;
-                        (0, 0)
-                    }
-                },
-            }
-        } else {
-            (0, 0)
-        };
+            } else {
+                Ok((0, 0))
+            };
+        let old = pdb.get("status").cloned().filter(Value::is_object).unwrap_or_else(|| {
+            json!({"observedGeneration": 0, "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
+        });
+        let old_cond = old
+            .get("conditions")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|c| c["type"] == "DisruptionAllowed"))
+            .cloned();
         let now = jiff::Timestamp::now();
+        let condition = |st: &str, reason: &str, message: &str, observed: i64| {
+            let ltt = match &old_cond {
+                Some(c) if c["status"] == st => c["lastTransitionTime"].clone(),
+                _ => json!(ts_str(now)),
+            };
+            json!([{"type": "DisruptionAllowed", "status": st, "reason": reason, "message": message,
+                    "observedGeneration": observed, "lastTransitionTime": ltt}])
+        };
+        let (expected, desired) = match counts {
+            Ok(c) => c,
+            Err(e) => {
+                // failSafe: only disruptionsAllowed and the condition change.
+                let mut st = old.clone();
+                let observed = st["observedGeneration"].as_i64().unwrap_or(0);
+                st["disruptionsAllowed"] = json!(0);
+                st["conditions"] = condition("False", "SyncFailed", &e, observed);
+                return st;
+            }
+        };
         let mut disrupted = Map::new();
-        if let Some(d) = pdb.pointer("/status/disruptedPods").and_then(Value::as_object) {
+        if let Some(d) = old.get("disruptedPods").and_then(Value::as_object) {
             for (name, ts) in d {
                 let alive = pods.iter().any(|p| name_of(p) == name && !terminating(p));
                 let fresh = ts
@@ -1384,37 +1554,23 @@ impl State {
             .iter()
             .filter(|p| !terminating(p) && pod_ready(p) && !disrupted.contains_key(name_of(p)))
             .count() as i64;
-        let allowed = if fail { 0 } else { (healthy - desired).max(0) };
-        let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        // updatePdbStatus: nothing is allowed while no pods are expected.
+        let allowed = if expected <= 0 { 0 } else { (healthy - desired).max(0) };
         let mut status = json!({
             "observedGeneration": generation,
             "disruptionsAllowed": allowed,
-            "currentHealthy": if fail { 0 } else { healthy },
+            "currentHealthy": healthy,
             "desiredHealthy": desired,
             "expectedPods": expected,
         });
         if !disrupted.is_empty() {
             status["disruptedPods"] = Value::Object(disrupted);
         }
-        let (st, reason) = if fail {
-            ("False", "SyncFailed")
-        } else if allowed > 0 {
-            ("True", "SufficientPods")
+        status["conditions"] = if allowed > 0 {
+            condition("True", "SufficientPods", "", generation)
         } else {
-            ("False", "InsufficientPods")
+            condition("False", "InsufficientPods", "", generation)
         };
-        let old_cond = pdb
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().find(|c| c["type"] == "DisruptionAllowed"));
-        let ltt = match old_cond {
-            Some(c) if c["status"] == st => c["lastTransitionTime"].clone(),
-            _ => json!(ts_str(now)),
-        };
-        status["conditions"] = json!([{
-            "type": "DisruptionAllowed", "status": st, "reason": reason, "message": "",
-            "observedGeneration": generation, "lastTransitionTime": ltt,
-        }]);
         status
     }
 
@@ -1426,7 +1582,7 @@ impl State {
         let ok = || Ok((201, status::success(Some(201), None)));
         let can_ignore = matches!(phase(&pod), "Succeeded" | "Failed" | "Pending") || terminating(&pod);
         if can_ignore {
-            self.delete(PODS, ns, name, &opts)?;
+            self.evict_delete(ns, name, &opts)?;
             return ok();
         }
         let pdbs = self.pdbs_for(&pod);
@@ -1498,8 +1654,53 @@ impl State {
                 }
             }
         }
-        self.delete(PODS, ns, name, &opts)?;
+        self.evict_delete(ns, name, &opts)?;
         ok()
+    }
+
+    /// eviction.go addConditionAndDeletePod: a `DisruptionTarget` condition, then the delete.
+    fn evict_delete(&mut self, ns: &str, name: &str, opts: &DeleteOpts) -> Result<(), ApiError> {
+        let mut opts = opts.clone();
+        if !opts.dry_run {
+            let pod = self
+                .get(PODS, ns, name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(&RESOURCES[PODS], name))?;
+            // addConditionAndDeletePod checks the preconditions against the latest pod, with
+            // its own messages (and "Pod" as the resource).
+            let pod_res = crate::resources::ResDef { plural: "Pod", ..RESOURCES[PODS] };
+            if let Some(u) = opts.uid.as_deref().filter(|u| !u.is_empty() && *u != uid_of(&pod)) {
+                return Err(ApiError::conflict(
+                    &pod_res,
+                    name,
+                    &format!(
+                        "the UID in the precondition ({u}) does not match the UID in record ({}). The object might have been deleted and then recreated",
+                        uid_of(&pod)
+                    ),
+                ));
+            }
+            let rv = pod.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+            if let Some(r) = opts.resource_version.as_deref().filter(|r| !r.is_empty() && *r != rv) {
+                return Err(ApiError::conflict(
+                    &pod_res,
+                    name,
+                    &format!(
+                        "the ResourceVersion in the precondition ({r}) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+                    ),
+                ));
+            }
+            if !terminating(&pod) {
+                self.modify(PODS, ns, name, |p| {
+                    set_condition(
+                        p,
+                        json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting", "lastProbeTime": null}),
+                    )
+                });
+            }
+            // Checked above, against the pod as the client saw it (the condition bumped it).
+            opts.resource_version = None;
+        }
+        self.delete(PODS, ns, name, &opts).map(|_| ())
     }
 
     /// The scale subresource's view of a workload.
@@ -1527,6 +1728,40 @@ impl State {
         let av = next["apiVersion"].as_str().unwrap_or_default().to_string();
         patch::track_update(prev, next, manager, &av, &now_str());
     }
+}
+
+/// Whether a pod change can move any PDB's numbers: existence, labels, readiness,
+/// termination, ownership.
+fn pdb_relevant_change(prev: Option<&Value>, cur: Option<&Value>) -> bool {
+    let (Some(p), Some(c)) = (prev, cur) else {
+        return true;
+    };
+    p.pointer("/metadata/labels") != c.pointer("/metadata/labels")
+        || terminating(p) != terminating(c)
+        || pod_ready(p) != pod_ready(c)
+        || p.pointer("/metadata/ownerReferences") != c.pointer("/metadata/ownerReferences")
+}
+
+/// ValidatePodUpdate, simplified: everything but images, activeDeadlineSeconds, tolerations
+/// and terminationGracePeriodSeconds must stay.
+fn pod_spec_update_ok(prev: Option<&Value>, next: Option<&Value>) -> bool {
+    let strip = |v: Option<&Value>| {
+        let mut v = v.cloned().unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"] {
+                o.remove(k);
+            }
+            for k in ["containers", "initContainers"] {
+                if let Some(Value::Array(cs)) = o.get_mut(k) {
+                    for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                        c.remove("image");
+                    }
+                }
+            }
+        }
+        v
+    };
+    strip(prev) == strip(next)
 }
 
 /// The Job validation a client is most likely to trip over: the pod template's restart policy.
@@ -1559,6 +1794,42 @@ fn too_many(cause: String, retry_after: i64) -> ApiError {
     }
 }
 
+fn set_ips(p: &mut Value, (host, pod_ip): (Option<String>, String)) {
+    if let Some(h) = host {
+        p["status"]["hostIP"] = json!(h);
+        p["status"]["hostIPs"] = json!([{"ip": h}]);
+    }
+    p["status"]["podIP"] = json!(pod_ip);
+    p["status"]["podIPs"] = json!([{"ip": pod_ip}]);
+}
+
+/// `status.containerStatuses` for every container of the spec, with the given state.
+fn container_states(p: &mut Value, state: impl Fn(&Value) -> Value, ready: bool) {
+    let containers: Vec<(String, String)> = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap_or_default().to_string(),
+                        c["image"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let started = p.pointer("/status/startTime").cloned().unwrap_or(Value::Null);
+    let statuses: Vec<Value> = containers
+        .into_iter()
+        .map(|(name, image)| {
+            json!({"name": name, "image": image, "imageID": "", "containerID": "", "ready": ready,
+                   "restartCount": 0, "started": ready, "state": state(&started)})
+        })
+        .collect();
+    p["status"]["containerStatuses"] = Value::Array(statuses);
+}
+
 /// Running + Ready, as a started kubelet reports it.
 pub(crate) fn running_status(p: &mut Value) {
     let now = now_str();
@@ -1569,6 +1840,8 @@ pub(crate) fn running_status(p: &mut Value) {
     if p["status"].get("startTime").is_none() {
         p["status"]["startTime"] = json!(now);
     }
+    let started = now.clone();
+    container_states(p, |_| json!({"running": {"startedAt": started}}), true);
     for t in ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"] {
         set_condition(p, json!({"type": t, "status": "True", "lastProbeTime": null}));
     }

@@ -180,6 +180,9 @@ async fn server_side_apply_create_update_conflict_force() {
     assert_eq!(mf[0].manager.as_deref(), Some("alpha"));
     assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
 
+    // The same apply again is a no-op: same resourceVersion.
+    let again = cms.patch("s", &PatchParams::apply("alpha"), &Patch::Apply(cfg("1"))).await.unwrap();
+    assert_eq!(again.metadata.resource_version, created.metadata.resource_version);
     let updated = cms.patch("s", &PatchParams::apply("alpha"), &Patch::Apply(cfg("2"))).await.unwrap();
     assert_eq!(updated.data.unwrap()["k"], "2");
     assert_eq!(srv.requests().last().unwrap().status, 200);
@@ -248,6 +251,25 @@ async fn patch_flavours() {
         .await
         .unwrap();
     assert_eq!(p.metadata.labels.unwrap()["x"], "y");
+    // Pod specs are immutable but for images and a few fields.
+    let e = api_err(
+        pods.patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"nodeName": "n2"}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message.starts_with(
+            r#"Pod "p" is invalid: spec: Forbidden: pod updates may not change fields other than"#
+        )
+    );
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"containers": [{"name": "main", "image": "img:2"}]}})),
+    )
+    .await
+    .unwrap();
     // Status is not writable through the main resource.
     let p = pods
         .patch("p", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Failed"}})))
@@ -317,6 +339,35 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
     let tmpl = j.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(tmpl.scheduler_name.as_deref(), Some("default-scheduler"));
 
+    // A Job name longer than a label value can be (the controller labels its pods with it).
+    let long = format!("upgrade-worker-{}", "k8s-node-with-a-very-long-name-0123456789abcdefgh");
+    let e =
+        api_err(jobs.create(&PostParams::default(), &upgrade_job(&long, "n2", "img:1")).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Job.batch "{long}" is invalid: spec.template.labels: Invalid value: "{long}": must be no more than 63 characters"#
+        )
+    );
+    let bad: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "Web_1"}, "spec": {"containers": [{"name": "a", "image": "b"}]}}),
+    )
+    .unwrap();
+    let e = api_err(
+        Api::<Pod>::namespaced(srv.client(), "upgrade")
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.starts_with(
+            r#"Pod "Web_1" is invalid: metadata.name: Invalid value: "Web_1": a lowercase RFC 1123 subdomain"#
+        ),
+        "{}",
+        e.message
+    );
+
     // A Job whose pods would restart is invalid.
     let mut always = upgrade_job("bad", "n2", "img:1");
     always.spec.as_mut().unwrap().template.spec.as_mut().unwrap().restart_policy = None;
@@ -358,6 +409,10 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
 
     jobs.create(&PostParams::default(), &upgrade_job("worker-n3", "n3", "img:1")).await.unwrap();
     srv.fail_job("upgrade", "worker-n3", "BackoffLimitExceeded");
+    let failed_pod = srv.job_pods("upgrade", "worker-n3").pop().unwrap();
+    let cs =
+        srv.get::<Pod>(Some("upgrade"), &failed_pod).unwrap().status.unwrap().container_statuses.unwrap();
+    assert_eq!(cs[0].state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
     let st = srv.get::<Job>(Some("upgrade"), "worker-n3").unwrap().status.unwrap();
     let failed = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
     assert_eq!((failed.status.as_str(), failed.reason.as_deref()), ("True", Some("BackoffLimitExceeded")));
@@ -443,6 +498,11 @@ async fn graceful_pod_deletion_is_seen_by_a_watch() {
     }
     assert_eq!(seen, ["MODIFIED terminating=true", "DELETED"]);
 
+    // remove() makes a pod vanish regardless of grace and finalizers.
+    srv.insert(pod("held").on("n1").finalizer("x/y"));
+    assert!(srv.remove::<Pod>(Some("default"), "held"));
+    assert!(pods.get_opt("held").await.unwrap().is_none());
+
     // Grace 0 removes at once.
     srv.insert(pod("fast").on("n1"));
     pods.delete("fast", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
@@ -527,6 +587,15 @@ async fn eviction_honours_the_disruption_budget() {
     assert_eq!((last.verb.as_str(), last.status), ("create", 201));
     let evicted = srv.get::<Pod>(Some("apps"), "web-abc-0").unwrap();
     assert!(evicted.metadata.deletion_timestamp.is_some());
+    let dt = evicted
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("eviction marks the pod with DisruptionTarget");
+    assert_eq!((dt.status.as_str(), dt.reason.as_deref()), ("True", Some("EvictionByEvictionAPI")));
 
     let blocked = api_err(pods.evict("web-abc-1", &EvictParams::default()).await.unwrap_err());
     assert_eq!((blocked.code, blocked.reason.as_str()), (429, "TooManyRequests"));
@@ -641,12 +710,37 @@ async fn pdb_math_from_controllers() {
         (st.expected_pods, st.desired_healthy, st.current_healthy, st.disruptions_allowed),
         (4, 3, 3, 0)
     );
-    // A bare pod under a maxUnavailable budget: the controller fails safe.
+    // Scaling the Deployment moves the budget.
+    let deps: Api<Deployment> = Api::namespaced(srv.client(), "apps");
+    deps.patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .unwrap();
+    let st = srv.get::<PodDisruptionBudget>(Some("apps"), "pct").unwrap().status.unwrap();
+    assert_eq!((st.expected_pods, st.desired_healthy, st.disruptions_allowed), (3, 2, 1));
+    // A bare pod under a maxUnavailable budget is unmanaged: expected 0, nothing allowed.
     srv.insert(pod("bare").ns("apps").on("n1").label("app", "bare"));
     srv.insert(pdb("bare").ns("apps").max_unavailable(1).selector(&[("app", "bare")]));
     let st = srv.get::<PodDisruptionBudget>(Some("apps"), "bare").unwrap().status.unwrap();
-    assert_eq!(st.disruptions_allowed, 0);
-    assert_eq!(st.conditions.unwrap()[0].reason, "SyncFailed");
+    assert_eq!((st.expected_pods, st.current_healthy, st.disruptions_allowed), (0, 1, 0));
+    assert_eq!(st.conditions.unwrap()[0].reason, "InsufficientPods");
+    // A DaemonSet pod: no scale to find, the controller fails safe and never observes the
+    // PDB's generation, so the eviction API says the budget is still being processed.
+    srv.insert(pod("agent").ns("apps").on("n1").owned_by_daemonset("agent").label("app", "agent"));
+    srv.insert(pdb("agent").ns("apps").max_unavailable(1).selector(&[("app", "agent")]));
+    let st = srv.get::<PodDisruptionBudget>(Some("apps"), "agent").unwrap().status.unwrap();
+    let c = &st.conditions.unwrap()[0];
+    assert_eq!(
+        (c.reason.as_str(), c.message.as_str()),
+        ("SyncFailed", r#"found no controllers for pod "agent""#)
+    );
+    assert_eq!((st.disruptions_allowed, st.observed_generation), (0, Some(0)));
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
+    let e = api_err(pods.evict("agent", &EvictParams::default()).await.unwrap_err());
+    assert_eq!(e.code, 429);
+    assert_eq!(
+        e.details.unwrap().causes[0].message,
+        "The disruption budget agent is still being processed by the server."
+    );
     let _ = srv.get::<ReplicaSet>(Some("apps"), "web-1").unwrap();
 }
 
@@ -722,10 +816,17 @@ async fn fault_injection() {
     srv.inject(Fault::status(500).path_contains("/configmaps"));
     let e = api_err(cms.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
+    assert_eq!(srv.count("get"), 2);
+    assert!(srv.counts()["list"] >= 1);
     srv.clear_faults();
     assert!(cms.list(&ListParams::default()).await.is_ok());
-    assert_eq!(srv.count("get"), 2);
-    assert!(srv.counts()["list"] >= 2);
+
+    // A slow apiserver: the request is held, then served.
+    srv.inject(Fault::delay(Duration::from_secs(5)).on("configmaps", "upgrade-kill-switch").times(1));
+    let slow = tokio::time::timeout(Duration::from_millis(100), cms.get("upgrade-kill-switch")).await;
+    assert!(slow.is_err(), "the client's own deadline fires first");
+    assert!(cms.get("upgrade-kill-switch").await.is_ok());
+    srv.reset_requests();
 }
 
 #[tokio::test]
@@ -747,6 +848,13 @@ async fn health_version_and_yaml_seeding() {
     let n = srv.get::<Node>(None, "n1").unwrap().status.unwrap();
     assert_eq!(n.node_info.unwrap().kubelet_version, "v1.34.2");
     assert!(n.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "False"));
+    // A mirror pod's owner is its Node, with the uid the node fixture has.
+    let mirror = srv.insert(pod("etcd-n1").ns("kube-system").on("n1").mirror());
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(
+        mirror["metadata"]["ownerReferences"][0]["uid"].as_str(),
+        srv.get::<Node>(None, "n1").unwrap().metadata.uid.as_deref()
+    );
     srv.set_pod_log("default", "p", "a\nb\nc\n");
     srv.insert(pod("p").on("n1"));
     let pods: Api<Pod> = Api::namespaced(srv.client(), "default");
@@ -812,7 +920,7 @@ async fn statefulset_pods_come_back_with_the_same_name_elsewhere() {
     let old_uid = srv.get::<Pod>(Some("apps"), "db-0").unwrap().metadata.uid.unwrap();
     let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
     pods.evict("db-0", &EvictParams::default()).await.unwrap();
-    eventually("db-0 to come back Ready", || {
+    srv.wait_until("db-0 to come back Ready", WAIT, |srv| {
         srv.get::<Pod>(Some("apps"), "db-0").is_some_and(|p| {
             p.metadata.uid.as_deref() != Some(old_uid.as_str())
                 && p.status.unwrap().phase.as_deref() == Some("Running")
@@ -885,4 +993,126 @@ async fn watcher_in_streaming_list_mode() {
         watcher::Event::Apply(p) => assert_eq!(p.metadata.name.as_deref(), Some("s2")),
         other => panic!("expected an Apply, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn metadata_only_calls_and_leases() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("m1").on("n1").label("app", "m"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client());
+    let meta = pods.get_metadata("m1").await.unwrap();
+    assert_eq!(meta.metadata.labels.unwrap()["app"], "m");
+    let list = pods.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let meta_api: Api<kube::core::PartialObjectMeta<Pod>> = Api::default_namespaced(srv.client());
+    let mut stream = watcher(meta_api, watcher::Config::default()).applied_objects().boxed();
+    let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("m1"));
+
+    let leases: Api<Lease> = Api::default_namespaced(srv.client());
+    let l: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "upgrade-lock"}, "spec": {"holderIdentity": "me"}}),
+    )
+    .unwrap();
+    leases.create(&PostParams::default(), &l).await.unwrap();
+    assert!(leases.get("upgrade-lock").await.is_ok());
+}
+
+#[tokio::test]
+async fn eviction_preconditions() {
+    let srv = TestApiServer::start().await;
+    srv.insert(pod("p").on("n1"));
+    let pods: Api<Pod> = Api::default_namespaced(srv.client_without_retry());
+    let ev = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"},
+                    "deleteOptions": {"preconditions": {"uid": "not-it"}}});
+    let e = api_err(
+        pods.create_subresource::<_, kube::core::Status>("eviction", "p", &PostParams::default(), &ev)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.starts_with(r#"Operation cannot be fulfilled on Pod "p": the UID in the precondition (not-it) does not match the UID in record ("#),
+        "{}",
+        e.message
+    );
+    assert!(srv.get::<Pod>(Some("default"), "p").unwrap().metadata.deletion_timestamp.is_none());
+}
+
+#[tokio::test]
+async fn a_kubeconfig_for_subprocesses() {
+    let srv = TestApiServer::start().await;
+    let kc = kube::config::Kubeconfig::from_yaml(&srv.kubeconfig_yaml()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    assert_eq!(cfg.default_namespace, "default");
+    let client = kube::Client::try_from(cfg).unwrap();
+    srv.insert(node("n1").ready());
+    let nodes: Api<Node> = Api::all(client);
+    assert_eq!(nodes.list(&ListParams::default()).await.unwrap().items.len(), 1);
+}
+
+#[tokio::test]
+async fn kube_event_recorder_publishes_and_updates_series() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
+    let srv = TestApiServer::start().await;
+    srv.insert(node("n1").ready());
+    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some("n1".into()),
+        uid: srv.get::<Node>(None, "n1").unwrap().metadata.uid,
+        ..Default::default()
+    };
+    let recorder = Recorder::new(
+        srv.client(),
+        Reporter { controller: "k8s-upgrade-chain".into(), instance: Some("test".into()) },
+    );
+    let ev = RecEvent {
+        type_: EventType::Normal,
+        reason: "Drained".into(),
+        note: Some("drained n1".into()),
+        action: "Drain".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &node_ref).await.unwrap();
+    recorder.publish(&ev, &node_ref).await.unwrap();
+    let events = srv.list::<Event>(None);
+    assert_eq!(events.len(), 1, "the second publish patches the series");
+    assert_eq!(events[0].series.as_ref().map(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn a_job_whose_pod_is_evicted_fails_or_retries_like_the_job_controller() {
+    let srv = TestApiServer::builder().time_scale(0.01).start().await;
+    srv.insert(namespace("upgrade"));
+    let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "upgrade");
+
+    // backoffLimit 0: evicting the running pod fails the Job.
+    jobs.create(&PostParams::default(), &upgrade_job("once", "n1", "img")).await.unwrap();
+    let pod_name = srv.job_pods("upgrade", "once").pop().unwrap();
+    pods.evict(&pod_name, &EvictParams::default()).await.unwrap();
+    let st = srv.get::<Job>(Some("upgrade"), "once").unwrap().status.unwrap();
+    let failed = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!((st.failed, st.active), (Some(1), Some(0)));
+
+    // backoffLimit 1: a second pod is started.
+    let mut retrying = upgrade_job("twice", "n1", "img");
+    retrying.spec.as_mut().unwrap().backoff_limit = Some(1);
+    jobs.create(&PostParams::default(), &retrying).await.unwrap();
+    let first = srv.job_pods("upgrade", "twice").pop().unwrap();
+    pods.delete(&first, &DeleteParams::default()).await.unwrap();
+    let names = srv.job_pods("upgrade", "twice");
+    assert_eq!(names.len(), 2, "the terminating pod and its replacement: {names:?}");
+    let st = srv.get::<Job>(Some("upgrade"), "twice").unwrap().status.unwrap();
+    assert_eq!((st.failed, st.active), (Some(1), Some(1)));
+
+    // The pod succeeding completes the Job.
+    let second = names.into_iter().find(|n| n != &first).unwrap();
+    srv.set_pod_phase("upgrade", &second, "Succeeded");
+    let st = srv.get::<Job>(Some("upgrade"), "twice").unwrap().status.unwrap();
+    assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Complete" && c.status == "True"));
 }
