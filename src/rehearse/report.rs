@@ -114,7 +114,7 @@ pub fn project(job: &JobReport, real: &Timeouts) -> Duration {
 /// How the projection is computed, for the output.
 pub fn model_text(real: &Timeouts) -> Vec<String> {
     vec![
-        "model, per Job: the work measured here (API calls, drain, gates; pod grace periods scaled x0.01)"
+        "model, per Job: the work measured here (API calls, drain, gates; pod grace periods scaled x0.01; includes the simulator's own overhead, which grows with the cluster)"
             .into(),
         format!("  + {} Job start (scheduling, container start; estimate)", fmt_d(JOB_START_OVERHEAD)),
         format!(
