@@ -58,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::drain::uncordon_command(&clients, &args.node).await?);
             Ok(())
         }
+        Command::Rehearse(args) => rehearse_command(&settings, context, &args).await,
         Command::Config => {
             print!("{}", serde_saphyr::to_string(&settings).context("failed to serialise the settings")?);
             Ok(())
@@ -70,6 +71,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => crate::status::command(&settings, context, &args).await,
         Command::Report(args) => crate::report::command(&settings, context, &args).await,
     }
+}
+
+/// `rehearse`: progress on stdout as it happens, then the summary (or one JSON report).
+async fn rehearse_command(
+    settings: &Settings,
+    context: Option<&str>,
+    args: &crate::cli::RehearseArgs,
+) -> anyhow::Result<()> {
+    use crate::rehearse::{Options, Source};
+    let source =
+        if args.from_cluster { Source::Live(cluster::connect(context).await?) } else { Source::Builtin };
+    let opts =
+        Options { source, version: args.version, speed: args.speed, image: crate::DEFAULT_IMAGE.into() };
+    let text = args.output == Output::Text;
+    let progress = move |line: &str| {
+        if text {
+            println!("{line}");
+        }
+    };
+    let report = crate::rehearse::rehearse(settings, opts, &progress).await?;
+    match args.output {
+        Output::Text => print!("{}", crate::rehearse::summary_text(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if !report.completed {
+        let last =
+            report.jobs.last().map_or("detection".to_string(), |j| format!("{} ({})", j.name, j.result));
+        return Err(crate::chain::abort(format!("rehearsal: the chain stopped at {last}")));
+    }
+    Ok(())
 }
 
 /// The production chain context: kube clients from the kubeconfig or service account, SSH to

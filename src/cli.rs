@@ -70,6 +70,10 @@ pub enum Command {
     Drain(DrainArgs),
     /// Uncordon a node, only if the chain cordoned it.
     Uncordon(UncordonArgs),
+    /// Rehearse the whole chain on a simulated cluster (built-in, or a read-only copy of the
+    /// live one with --from-cluster): the real detect and step code, simulated nodes, scaled
+    /// waits; ends with a summary and the projected real duration.
+    Rehearse(RehearseArgs),
     /// Print the effective configuration (the `--config` file with every default filled in)
     /// as YAML.
     Config,
@@ -125,6 +129,30 @@ pub struct ReportArgs {
     /// Print the report instead of posting it to Slack.
     #[arg(long, env = "DRY_RUN")]
     pub dry_run: bool,
+}
+
+/// `rehearse` flags.
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    /// Copy the live cluster (read-only: get and list only) into the simulator and rehearse on it.
+    #[arg(long, env = "FROM_CLUSTER")]
+    pub from_cluster: bool,
+    /// Target Kubernetes version (X.Y.Z). Default: the next patch of the running version.
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
+    pub version: Option<Version>,
+    /// Divide the waits and soaks by this (600: a 10m soak takes 1s).
+    #[arg(long, env = "REHEARSE_SPEED", default_value_t = crate::rehearse::DEFAULT_SPEED, value_parser = parse_speed)]
+    pub speed: f64,
+    /// Output format: progress and a summary as text, or one JSON report at the end.
+    #[arg(short = 'o', long, env = "OUTPUT", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!("invalid speed {s:?}: expected a number of at least 1")),
+    }
 }
 
 /// `detect` flags.

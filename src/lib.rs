@@ -26,6 +26,7 @@ pub mod node_exec;
 pub mod plan;
 pub mod probes;
 pub mod rbac;
+pub mod rehearse;
 pub mod report;
 pub mod settings;
 pub mod settle;

@@ -4,11 +4,16 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use k8s_upgrade_chain::{app, cli::Cli, exit, telemetry};
+use k8s_upgrade_chain::{
+    app,
+    cli::{Cli, Command},
+    exit, telemetry,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.global.log_format);
+    let default_log = if matches!(cli.command, Command::Rehearse(_)) { "warn" } else { "info" };
+    telemetry::init_with_default(cli.global.log_format, default_log);
     // One process-wide crypto provider for kube and reqwest (see rust-ecosystem.md §0.2).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

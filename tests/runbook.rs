@@ -3,10 +3,6 @@
 use clap::Parser as _;
 use k8s_upgrade_chain::cli::Cli;
 
-/// Subcommands the runbook documents before they exist in this build. Remove each name once
-/// its command is implemented; the test then checks it.
-const PENDING_COMMANDS: &[&str] = &["rehearse"];
-
 /// Splits a shell command line into words: quotes and backslash escapes handled, stops at a
 /// pipe, redirection, `&&`, `;` or comment.
 fn shell_words(line: &str) -> Vec<String> {
@@ -96,30 +92,13 @@ fn runbook_commands_parse_with_the_real_cli() {
     let mut checked = 0;
     for (line, cmd) in &commands {
         let words = shell_words(cmd);
-        let sub =
-            subcommand(&words).unwrap_or_else(|| panic!("docs/runbook.md:{line}: no subcommand in {cmd:?}"));
-        if PENDING_COMMANDS.contains(&sub) {
-            continue;
-        }
+        subcommand(&words).unwrap_or_else(|| panic!("docs/runbook.md:{line}: no subcommand in {cmd:?}"));
         if let Err(e) = Cli::try_parse_from(&words) {
             panic!("docs/runbook.md:{line}: {cmd:?} does not parse:\n{e}");
         }
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} commands were checked");
-}
-
-#[test]
-fn pending_commands_are_really_pending() {
-    // Once the lead adds a command, this fails until its name leaves PENDING_COMMANDS.
-    for name in PENDING_COMMANDS {
-        let err = Cli::try_parse_from(["k8s-upgrade-chain", name]).unwrap_err();
-        assert_eq!(
-            err.kind(),
-            clap::error::ErrorKind::InvalidSubcommand,
-            "{name} exists now: remove it from PENDING_COMMANDS"
-        );
-    }
 }
 
 #[test]

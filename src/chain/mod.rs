@@ -22,7 +22,7 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::ObjectReference};
 use kube::{Api, Resource as _};
 use tracing::{info, warn};
 
-pub use phases::run_phase;
+pub use phases::{run_phase, soak_rounds};
 
 use crate::{
     alerts::AlertGate,

@@ -1,20 +1,21 @@
 //! A whole simulated cluster for chain tests: the in-process apiserver, one real sshd per node
-//! (shim `kubeadm`/`apt-get`/... on its PATH), a real Pushgateway and Prometheus, and a Job
-//! runner that plays the cluster's part: it runs each chain Job's `step` in-process, as the
-//! Job's pod would, then marks the Job Complete or Failed.
+//! (shim `kubeadm`/`apt-get`/... on its PATH), a real Pushgateway and Prometheus, and the
+//! library's Job runner (`k8s_upgrade_chain::rehearse::runner`, the one `rehearse` uses) that
+//! plays the cluster's part: it runs each chain Job's `step` in-process, as the Job's pod would,
+//! then marks the Job Complete or Failed.
 //!
 //! Two background tasks stand in for what the nodes and the backup CronJob would do: a
-//! "kubelet" that reports the version `update_k8s.sh` installed, and an etcd backup that
-//! completes its Job with a realistic log line.
+//! "kubelet" that reports the version `update_k8s.sh` installed, and the runner's simulated etcd
+//! backup that completes its Job with a realistic log line.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use k8s_upgrade_chain::{
-    chain::{self, Ctx, Ended, StepInput, detect::Detection},
+    chain::{self, Ctx, Ended, detect::Detection},
     cluster::Clients,
-    drain::PodRef,
-    plan::{Phase, Step},
+    plan::Phase,
+    rehearse::runner::{self, JobRunner},
     settings::{EtcdBackup, Settings},
     ssh::SshExec,
 };
@@ -52,9 +53,9 @@ pub struct Cluster {
     pub prom: Prometheus,
     pub settings: Settings,
     known_hosts: tempfile::TempDir,
+    runner: JobRunner,
     /// The log the simulated etcd backup writes (tests may shrink the snapshot).
     pub backup_log: Arc<std::sync::Mutex<String>>,
-    done: std::sync::Mutex<HashSet<String>>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -210,21 +211,17 @@ impl Cluster {
         });
         settings.validate("test").unwrap();
 
-        let mut cluster = Cluster {
-            srv: Arc::new(srv),
-            nodes,
-            pgw,
-            prom,
-            settings,
-            known_hosts,
-            backup_log: Arc::new(std::sync::Mutex::new(
-                "snapshot saved\nBackup done: etcd-snapshot.db (4194304 bytes)\n".into(),
-            )),
-            done: Default::default(),
-            _tasks: vec![],
-        };
+        let srv = Arc::new(srv);
+        let runner = JobRunner::new(srv.clone(), NS);
+        let backup_log = Arc::new(std::sync::Mutex::new(runner::backup_log(4194304)));
+        let mut cluster =
+            Cluster { srv, nodes, pgw, prom, settings, known_hosts, runner, backup_log, _tasks: vec![] };
         cluster._tasks.push(cluster.kubelet_task());
-        cluster._tasks.push(cluster.etcd_backup_task());
+        cluster._tasks.push(runner::spawn_etcd_backup(
+            cluster.srv.clone(),
+            "default".into(),
+            cluster.backup_log.clone(),
+        ));
         cluster
     }
 
@@ -248,30 +245,6 @@ impl Cluster {
                         srv.set_kubelet_version(name, &format!("v{v}"));
                         seen.insert(name.clone(), v);
                     }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    }
-
-    /// The etcd backup: completes every `pre-upgrade-etcd-*` Job with its log line.
-    fn etcd_backup_task(&self) -> tokio::task::JoinHandle<()> {
-        let srv = self.srv.clone();
-        let log = self.backup_log.clone();
-        tokio::spawn(async move {
-            let mut handled = HashSet::new();
-            loop {
-                for job in srv.list::<Job>(Some("default")) {
-                    let name = job.metadata.name.clone().unwrap_or_default();
-                    if !name.starts_with("pre-upgrade-etcd-") || handled.contains(&name) {
-                        continue;
-                    }
-                    for pod in srv.job_pods("default", &name) {
-                        let text = log.lock().unwrap().clone();
-                        srv.set_pod_log("default", &pod, &text);
-                    }
-                    srv.complete_job("default", &name);
-                    handled.insert(name);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -306,29 +279,11 @@ impl Cluster {
     pub async fn run_chain_with(&self, mut before: impl FnMut(&str)) -> Vec<RanJob> {
         let mut ran = Vec::new();
         for _ in 0..64 {
-            let Some(job) = self.next_job() else { break };
-            let name = job.metadata.name.clone().unwrap();
-            before(&name);
+            let Some(job) = self.runner.next_job() else { break };
+            before(job.metadata.name.as_deref().unwrap());
             ran.push(self.run_job(&job).await);
         }
         ran
-    }
-
-    fn next_job(&self) -> Option<Job> {
-        let done = self.done.lock().unwrap();
-        let mut jobs: Vec<Job> = self
-            .srv
-            .list::<Job>(Some(NS))
-            .into_iter()
-            .filter(|j| {
-                j.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str)
-                    == Some("k8s-upgrade-chain")
-            })
-            .filter(|j| k8s_upgrade_chain::spawn::job_state(j) == k8s_upgrade_chain::spawn::JobState::Active)
-            .filter(|j| !done.contains(j.metadata.uid.as_deref().unwrap_or_default()))
-            .collect();
-        jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
-        jobs.into_iter().next()
     }
 
     /// Runs one Job's step in-process, as its pod would, and finishes the Job accordingly.
@@ -338,47 +293,8 @@ impl Cluster {
 
     /// [`Self::run_job`] with other settings (as if the config ConfigMap said so).
     pub async fn run_job_with(&self, job: &Job, settings: Settings) -> RanJob {
-        let name = job.metadata.name.clone().unwrap();
-        self.done.lock().unwrap().insert(job.metadata.uid.clone().unwrap());
-        let pod_spec = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
-        let env: std::collections::HashMap<String, String> = pod_spec.containers[0]
-            .env
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|e| Some((e.name, e.value?)))
-            .collect();
-        let phase: Phase = env["PHASE"].parse().unwrap();
-        let node = Some(env["TARGET_NODE"].clone()).filter(|n| !n.is_empty());
-        let input = StepInput {
-            step: Step { phase, node: node.clone() },
-            target: env["TARGET_VERSION"].parse().unwrap(),
-            kind: env["KIND"].parse().unwrap(),
-        };
-        assert_eq!(env["IMAGE"], IMAGE, "the image is passed down the chain");
-        let mut ctx = self.ctx_with(settings);
-        if let Some(pod) = self.srv.job_pods(NS, &name).first() {
-            ctx.self_pod = Some(PodRef::new(NS.to_string(), pod.clone()));
-        }
-        let result = chain::run_step(&ctx, &input).await.map_err(|e| format!("{e:#}"));
-        match &result {
-            Ok(_) => self.srv.complete_job(NS, &name),
-            Err(_) => self.srv.fail_job(NS, &name, "BackoffLimitExceeded"),
-        }
-        let run_on = pod_spec
-            .node_selector
-            .clone()
-            .unwrap_or_default()
-            .get("kubernetes.io/hostname")
-            .cloned()
-            .unwrap_or_default();
-        let tolerations = pod_spec
-            .tolerations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| format!("{}:{}", t.key.unwrap_or_default(), t.effect.unwrap_or_default()))
-            .collect();
+        let ran = self.runner.run_job(job, self.ctx_with(settings)).await;
+        assert_eq!(ran.image, IMAGE, "the image is passed down the chain");
         let in_flight = self.metric("k8s_upgrade_in_flight").await;
         let ns: k8s_openapi::api::core::v1::Namespace = self.srv.get(None, NS).unwrap();
         let annotated = ns
@@ -386,7 +302,16 @@ impl Cluster {
             .annotations
             .unwrap_or_default()
             .contains_key(&format!("{}in-flight", self.settings.annotation_prefix));
-        RanJob { name, phase, node, run_on, tolerations, result, in_flight, annotated }
+        RanJob {
+            name: ran.name,
+            phase: ran.phase,
+            node: ran.node,
+            run_on: ran.run_on,
+            tolerations: ran.tolerations,
+            result: ran.result,
+            in_flight,
+            annotated,
+        }
     }
 
     /// A chain-group gauge read back from the Pushgateway.

@@ -1,0 +1,239 @@
+//! The cluster's part in a rehearsal (and in the end-to-end tests): a Job runner that runs each
+//! chain Job's `step` in-process, exactly as the Job's pod would (same env, same
+//! [`chain::run_step`]), then marks the Job Complete or Failed; and an etcd backup that
+//! completes the snapshot Jobs the preflight creates from the backup CronJob.
+//!
+//! There is one runner: `rehearse` and `tests/support/chain.rs` both use this one.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::batch::v1::Job;
+use testapi::TestApiServer;
+
+use crate::{
+    chain::{self, Ctx, Ended, StepInput},
+    drain::PodRef,
+    job::APP_LABEL,
+    plan::{Kind, Phase, Step},
+    spawn::{self, JobState},
+    version::Version,
+};
+
+/// The most Jobs one [`JobRunner::run_chain`] runs: far more than any chain has, so a bug that
+/// re-spawns forever still ends.
+pub const MAX_JOBS: usize = 512;
+
+/// What the runner saw of one chain Job.
+#[derive(Debug, Clone)]
+pub struct RanJob {
+    /// Job name.
+    pub name: String,
+    /// `PHASE`.
+    pub phase: Phase,
+    /// `TARGET_NODE`, if any.
+    pub node: Option<String>,
+    /// `TARGET_VERSION`.
+    pub target: Version,
+    /// `KIND`.
+    pub kind: Kind,
+    /// `IMAGE` (passed down the chain).
+    pub image: String,
+    /// The node the Job's pod is pinned to (`kubernetes.io/hostname` nodeSelector).
+    pub run_on: String,
+    /// Its tolerations, as `KEY:EFFECT`.
+    pub tolerations: Vec<String>,
+    /// How the step ended; an error as its full chain of causes.
+    pub result: Result<Ended, String>,
+    /// Wall time of the step.
+    pub elapsed: Duration,
+}
+
+/// The inputs a chain Job's pod reads from its env, and where it is scheduled.
+#[derive(Debug, Clone)]
+pub struct JobEnv {
+    /// What `step` would run.
+    pub input: StepInput,
+    /// `IMAGE`.
+    pub image: String,
+    /// Run-on node.
+    pub run_on: String,
+    /// `KEY:EFFECT` per toleration.
+    pub tolerations: Vec<String>,
+}
+
+/// Reads a chain Job's env (`PHASE`, `TARGET_NODE`, `TARGET_VERSION`, `KIND`, `IMAGE`) and its
+/// placement. Pure.
+pub fn job_env(job: &Job) -> anyhow::Result<JobEnv> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let spec = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("Job {name} has no pod template"))?;
+    let container = spec.containers.first().ok_or_else(|| anyhow::anyhow!("Job {name} has no container"))?;
+    let env: HashMap<String, String> = container
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    let var = |k: &str| env.get(k).cloned().ok_or_else(|| anyhow::anyhow!("Job {name} has no env {k}"));
+    let phase: Phase = var("PHASE")?.parse().map_err(|e: String| anyhow::anyhow!("Job {name}: {e}"))?;
+    let node = env.get("TARGET_NODE").cloned().filter(|n| !n.is_empty());
+    let target: Version = var("TARGET_VERSION")?.parse()?;
+    let kind: Kind = var("KIND")?.parse().map_err(|e: String| anyhow::anyhow!("Job {name}: {e}"))?;
+    let run_on = spec
+        .node_selector
+        .as_ref()
+        .and_then(|s| s.get("kubernetes.io/hostname"))
+        .cloned()
+        .or_else(|| spec.node_name.clone())
+        .unwrap_or_default();
+    let tolerations = spec
+        .tolerations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| format!("{}:{}", t.key.unwrap_or_default(), t.effect.unwrap_or_default()))
+        .collect();
+    Ok(JobEnv {
+        input: StepInput { step: Step { phase, node }, target, kind },
+        image: env.get("IMAGE").cloned().unwrap_or_default(),
+        run_on,
+        tolerations,
+    })
+}
+
+/// Plays the Job controller and the Job pods for the chain's Jobs on a [`TestApiServer`].
+pub struct JobRunner {
+    srv: Arc<TestApiServer>,
+    namespace: String,
+    done: Mutex<HashSet<String>>,
+}
+
+impl JobRunner {
+    /// A runner for the chain Jobs in `namespace` (the settings' namespace).
+    pub fn new(srv: Arc<TestApiServer>, namespace: impl Into<String>) -> Self {
+        Self { srv, namespace: namespace.into(), done: Mutex::default() }
+    }
+
+    /// The oldest active chain Job this runner has not run yet.
+    pub fn next_job(&self) -> Option<Job> {
+        let done = self.done.lock().expect("runner lock");
+        let mut jobs: Vec<Job> = self
+            .srv
+            .list::<Job>(Some(&self.namespace))
+            .into_iter()
+            .filter(|j| {
+                j.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str) == Some(APP_LABEL)
+            })
+            .filter(|j| spawn::job_state(j) == JobState::Active)
+            .filter(|j| !done.contains(j.metadata.uid.as_deref().unwrap_or_default()))
+            .collect();
+        jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
+        jobs.into_iter().next()
+    }
+
+    /// Runs one Job's step in-process with `ctx`, as its pod would (the pod is the drain's own
+    /// pod), then completes or fails the Job.
+    pub async fn run_job(&self, job: &Job, mut ctx: Ctx) -> RanJob {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        self.done.lock().expect("runner lock").insert(job.metadata.uid.clone().unwrap_or_default());
+        let started = Instant::now();
+        let env = match job_env(job) {
+            Ok(env) => env,
+            Err(e) => {
+                self.srv.fail_job(&self.namespace, &name, "BadEnv");
+                return RanJob {
+                    name,
+                    phase: Phase::Preflight,
+                    node: None,
+                    target: Version { major: 0, minor: 0, patch: 0 },
+                    kind: Kind::Patch,
+                    image: String::new(),
+                    run_on: String::new(),
+                    tolerations: vec![],
+                    result: Err(format!("{e:#}")),
+                    elapsed: started.elapsed(),
+                };
+            }
+        };
+        if let Some(pod) = self.srv.job_pods(&self.namespace, &name).first() {
+            ctx.self_pod = Some(PodRef::new(self.namespace.clone(), pod.clone()));
+        }
+        let result = chain::run_step(&ctx, &env.input).await.map_err(|e| format!("{e:#}"));
+        match &result {
+            Ok(_) => self.srv.complete_job(&self.namespace, &name),
+            Err(_) => self.srv.fail_job(&self.namespace, &name, "BackoffLimitExceeded"),
+        }
+        RanJob {
+            name,
+            phase: env.input.step.phase,
+            node: env.input.step.node,
+            target: env.input.target,
+            kind: env.input.kind,
+            image: env.image,
+            run_on: env.run_on,
+            tolerations: env.tolerations,
+            result,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Runs every chain Job as it appears, oldest first, until none is left: `ctx` builds the
+    /// context of each Job, `before` sees each Job before it runs and `after` each result.
+    pub async fn run_chain(
+        &self,
+        mut ctx: impl FnMut() -> anyhow::Result<Ctx>,
+        mut before: impl FnMut(&Job),
+        mut after: impl FnMut(&RanJob),
+    ) -> anyhow::Result<Vec<RanJob>> {
+        let mut ran = Vec::new();
+        for _ in 0..MAX_JOBS {
+            let Some(job) = self.next_job() else { break };
+            before(&job);
+            let r = self.run_job(&job, ctx()?).await;
+            after(&r);
+            ran.push(r);
+        }
+        Ok(ran)
+    }
+}
+
+/// The log line of a successful backup of `bytes` bytes, as the snapshot check reads it.
+pub fn backup_log(bytes: u64) -> String {
+    format!("snapshot saved\nBackup done: etcd-snapshot.db ({bytes} bytes)\n")
+}
+
+/// The site's etcd backup, simulated: completes every `pre-upgrade-etcd-*` Job in `namespace`,
+/// its pod's log set to what `log` holds then (see [`backup_log`]). Runs until the returned
+/// task is aborted.
+pub fn spawn_etcd_backup(
+    srv: Arc<TestApiServer>,
+    namespace: String,
+    log: Arc<Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut handled = HashSet::new();
+        loop {
+            for job in srv.list::<Job>(Some(&namespace)) {
+                let name = job.metadata.name.clone().unwrap_or_default();
+                if !name.starts_with("pre-upgrade-etcd-") || handled.contains(&name) {
+                    continue;
+                }
+                let text = log.lock().map(|l| l.clone()).unwrap_or_default();
+                for pod in srv.job_pods(&namespace, &name) {
+                    srv.set_pod_log(&namespace, &pod, &text);
+                }
+                srv.complete_job(&namespace, &name);
+                handled.insert(name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}

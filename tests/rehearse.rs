@@ -1,0 +1,362 @@
+//! `rehearse`: the built-in rehearsal runs every phase to the end; `--from-cluster` rehearses
+//! on a read-only copy of a "live" cluster (a testapi instance) and never writes to it; and the
+//! binary runs as a new user would run it.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use assert_cmd::Command;
+use k8s_openapi::api::core::v1::Node;
+use k8s_upgrade_chain::{
+    cluster::Clients,
+    plan::Phase,
+    rehearse::{self, Options, Source},
+    settings::Settings,
+};
+use testapi::{TestApiServer, fixtures as tf};
+
+fn options(source: Source, version: Option<&str>) -> Options {
+    Options {
+        source,
+        version: version.map(|v| v.parse().unwrap()),
+        speed: rehearse::DEFAULT_SPEED,
+        image: "registry.local/k8s-upgrade-chain:test".into(),
+    }
+}
+
+/// Collects progress lines.
+fn collector() -> (Arc<Mutex<Vec<String>>>, impl Fn(&str) + Send + Sync) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    (lines, move |s: &str| l.lock().unwrap().push(s.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_builtin_rehearsal_runs_every_phase_and_resolves_the_pdb_deadlock() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (lines, progress) = collector();
+    let report =
+        rehearse::rehearse(&Settings::default(), options(Source::Builtin, None), &progress).await.unwrap();
+    let out = lines.lock().unwrap().join("\n");
+    assert!(report.completed, "{out}");
+    let steps: Vec<(Phase, Option<&str>)> =
+        report.jobs.iter().map(|j| (j.phase, j.node.as_deref())).collect();
+    assert_eq!(
+        steps,
+        [
+            (Phase::Preflight, None),
+            (Phase::Master, Some("k8s-master")),
+            (Phase::Worker, Some("k8s-node1")),
+            (Phase::Worker, Some("k8s-node2")),
+            (Phase::Worker, Some("k8s-node3")),
+            (Phase::Worker, Some("k8s-node4")),
+            (Phase::Postflight, None),
+        ]
+    );
+    assert_eq!(report.target.to_string(), "1.34.2");
+    for j in &report.jobs {
+        assert_eq!(j.result, "Done", "{}", j.name);
+        assert_ne!(j.node.as_deref(), Some(j.run_on.as_str()), "{} runs on the node it drains", j.name);
+    }
+    // The single-replica Deployment's PDB (minAvailable 1) is a deadlock: the fallback deletes it.
+    let node3 = &report.jobs[4];
+    assert_eq!(node3.fallback_deleted.len(), 1, "{out}");
+    assert!(node3.fallback_deleted[0].pod.starts_with("apps/billing-"), "{:?}", node3.fallback_deleted);
+    assert_eq!(node3.fallback_deleted[0].pdbs, ["billing"]);
+    // The 3-replica minAvailable 2 PDB makes node1's second web pod wait for a replacement.
+    let node1 = &report.jobs[2];
+    assert!(node1.eviction_refusals >= 1, "{node1:?}");
+    assert_eq!(node1.evicted.iter().filter(|p| p.starts_with("apps/web-")).count(), 2, "{node1:?}");
+    assert!(report.jobs[0].etcd_snapshots == 1, "preflight took the etcd snapshot");
+    assert!(report.projected > report.wall, "the projection uses the real waits");
+
+    for want in [
+        "[1] preflight: Job k8s-upgrade-preflight-1-34-2 runs on k8s-node1",
+        "[2] master k8s-master",
+        "node k8s-master: update_k8s.sh --role master --release 1.34.2",
+        "worker k8s-node1: Job k8s-upgrade-worker-1-34-2-k8s-node1 runs on k8s-master, tolerating node-role.kubernetes.io/control-plane:NoSchedule",
+        "[6] worker k8s-node4",
+        "[7] postflight",
+        "PDB fallback deleted apps/billing-",
+        "alert gate:",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let summary = rehearse::summary_text(&report);
+    for want in [
+        "Summary",
+        "chain completed",
+        "pods evicted:",
+        "(PDB billing)",
+        "projected duration with the real waits",
+        "model, per Job",
+    ] {
+        assert!(summary.contains(want), "missing {want:?} in:\n{summary}");
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["jobs"].as_array().unwrap().len(), 7);
+    assert_eq!(json["completed"], true);
+}
+
+/// A "live" cluster: one control plane, three workers (the first with a GPU NoSchedule taint),
+/// a single-replica Deployment whose PDB says minAvailable 1 on k8s-node2, CoreDNS, DaemonSet
+/// and static control-plane pods.
+async fn live_cluster() -> TestApiServer {
+    let srv = TestApiServer::start().await;
+    for ns in ["kube-system", "apps", "k8s-upgrade"] {
+        srv.insert(tf::namespace(ns));
+    }
+    let hour_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600)).to_string();
+    for (i, name) in ["k8s-cp", "k8s-node1", "k8s-node2", "k8s-node3"].iter().enumerate() {
+        let mut n = tf::node(name).ready().kubelet("v1.34.1").internal_ip(&format!("10.1.0.{}", 10 + i));
+        if i == 0 {
+            n = n.control_plane();
+        }
+        if *name == "k8s-node1" {
+            n = n.taint("nvidia.com/gpu", "present", "NoSchedule");
+        }
+        srv.insert(n.build());
+        srv.modify::<Node>(None, name, |n| {
+            for c in n["status"]["conditions"].as_array_mut().unwrap() {
+                c["lastTransitionTime"] = serde_json::json!(hour_ago);
+            }
+        });
+        srv.insert(
+            tf::pod(&format!("kube-proxy-{i}"))
+                .ns("kube-system")
+                .on(name)
+                .owned_by_daemonset("kube-proxy")
+                .build(),
+        );
+        srv.insert(
+            tf::pod(&format!("calico-node-{i}"))
+                .ns("kube-system")
+                .on(name)
+                .owned_by_daemonset("calico-node")
+                .build(),
+        );
+    }
+    for ds in ["kube-proxy", "calico-node"] {
+        srv.insert(tf::daemonset(ds).ns("kube-system").build());
+    }
+    for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"] {
+        srv.insert(
+            tf::pod(&format!("{c}-k8s-cp"))
+                .ns("kube-system")
+                .on("k8s-cp")
+                .mirror()
+                .owned_by("v1", "Node", "k8s-cp")
+                .labels(&[("tier", "control-plane"), ("component", c)])
+                .build(),
+        );
+    }
+    srv.insert(
+        tf::replicaset("coredns-5d78c9869d")
+            .ns("kube-system")
+            .replicas(1)
+            .labels(&[("k8s-app", "kube-dns")])
+            .build(),
+    );
+    srv.insert(
+        tf::pod("coredns-5d78c9869d-abcde")
+            .ns("kube-system")
+            .on("k8s-node3")
+            .owned_by_replicaset("coredns-5d78c9869d")
+            .labels(&[("k8s-app", "kube-dns")])
+            .build(),
+    );
+    srv.insert(tf::deployment("ledger").ns("apps").replicas(1).labels(&[("app", "ledger")]).build());
+    srv.insert(
+        tf::replicaset("ledger-6b7f9c")
+            .ns("apps")
+            .replicas(1)
+            .labels(&[("app", "ledger")])
+            .owned_by_deployment("ledger")
+            .build(),
+    );
+    srv.insert(
+        tf::pod("ledger-6b7f9c-q2w3e")
+            .ns("apps")
+            .on("k8s-node2")
+            .owned_by_replicaset("ledger-6b7f9c")
+            .labels(&[("app", "ledger")])
+            .build(),
+    );
+    srv.insert(tf::pdb("ledger").ns("apps").min_available(1).selector(&[("app", "ledger")]).build());
+    srv
+}
+
+fn assert_read_only(live: &TestApiServer) {
+    let requests = live.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert!(matches!(r.verb.as_str(), "get" | "list" | "watch"), "the live cluster got a write: {r:?}");
+        assert_eq!(r.method, "GET", "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn from_cluster_rehearses_on_a_read_only_copy() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let live = live_cluster().await;
+    live.reset_requests();
+    let clients = Clients::from_config(live.config()).unwrap();
+    let (lines, progress) = collector();
+    let report =
+        rehearse::rehearse(&Settings::default(), options(Source::Live(clients), Some("1.34.2")), &progress)
+            .await
+            .unwrap();
+    let out = lines.lock().unwrap().join("\n");
+    // Shown with --nocapture: what a user of --from-cluster sees.
+    println!("{out}{}", rehearse::summary_text(&report));
+    assert!(report.completed, "{out}");
+    assert_eq!(report.jobs.len(), 1 + 1 + 3 + 1, "one Job per phase and worker");
+    assert!(!report.hypothetical_target);
+
+    // The drain of k8s-node2 is predicted to block on the deadlocked PDB, and the fallback
+    // deletes the pod when the rehearsal drains it.
+    let node2 = report.drains.iter().find(|d| d.node == "k8s-node2").unwrap();
+    assert_eq!(node2.fallback.len(), 1, "{node2:?}");
+    assert_eq!(node2.fallback[0].pod, "apps/ledger-6b7f9c-q2w3e");
+    assert_eq!(node2.fallback[0].pdbs, ["ledger"]);
+    assert!(out.contains("blocks: apps/ledger-6b7f9c-q2w3e by PDB ledger"), "{out}");
+    let w2 = report.jobs.iter().find(|j| j.node.as_deref() == Some("k8s-node2")).unwrap();
+    assert_eq!(w2.fallback_deleted.len(), 1, "{w2:?}");
+    assert_eq!(w2.fallback_deleted[0].pod, "apps/ledger-6b7f9c-q2w3e");
+    assert!(out.contains("PDB fallback deleted apps/ledger-6b7f9c-q2w3e (PDB ledger"), "{out}");
+
+    // Jobs that run on the GPU worker tolerate its taint; worker Jobs run on the control plane.
+    let pre = &report.jobs[0];
+    assert_eq!(pre.run_on, "k8s-node1");
+    assert_eq!(pre.tolerations, ["nvidia.com/gpu:NoSchedule"]);
+    assert!(out.contains("runs on k8s-node1, tolerating nvidia.com/gpu:NoSchedule"), "{out}");
+    let w1 = report.jobs.iter().find(|j| j.node.as_deref() == Some("k8s-node1")).unwrap();
+    assert_eq!(w1.run_on, "k8s-cp");
+    assert!(rehearse::summary_text(&report).contains("nvidia.com/gpu:NoSchedule"));
+
+    assert_read_only(&live);
+    // The live cluster is as it was: nothing upgraded, cordoned or evicted there.
+    let n2: Node = live.get(None, "k8s-node2").unwrap();
+    assert_eq!(n2.status.unwrap().node_info.unwrap().kubelet_version, "v1.34.1");
+    assert!(live.get::<k8s_openapi::api::core::v1::Pod>(Some("apps"), "ledger-6b7f9c-q2w3e").is_some());
+}
+
+#[test]
+fn the_binary_rehearses_the_builtin_cluster() {
+    let out = Command::cargo_bin("k8s-upgrade-chain")
+        .unwrap()
+        .arg("rehearse")
+        .env_remove("TARGET_VERSION")
+        .env_remove("CONFIG")
+        .env_remove("OUTPUT")
+        .env_remove("FROM_CLUSTER")
+        .env_remove("REHEARSE_SPEED")
+        .env("RUST_LOG", "warn")
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "preflight",
+        "master k8s-master",
+        "worker k8s-node1",
+        "worker k8s-node2",
+        "worker k8s-node3",
+        "worker k8s-node4",
+        "postflight",
+        "Summary",
+        "projected duration with the real waits",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_binary_rehearses_from_a_kubeconfig_without_writing() {
+    let live = live_cluster().await;
+    live.reset_requests();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: live\n  cluster:\n    server: {}\ncontexts:\n- name: live\n  context:\n    cluster: live\n    user: me\nusers:\n- name: me\n  user: {{}}\ncurrent-context: live\n",
+            live.url()
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::cargo_bin("k8s-upgrade-chain")
+            .unwrap()
+            .args(["rehearse", "--from-cluster", "-o", "json"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("TARGET_VERSION")
+            .env_remove("CONFIG")
+            .env_remove("OUTPUT")
+            .env_remove("REHEARSE_SPEED")
+            .env_remove("OUTPUT")
+            .env_remove("FROM_CLUSTER")
+            .env_remove("REHEARSE_SPEED")
+            .env("RUST_LOG", "warn")
+            .timeout(Duration::from_secs(300))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["target"], "1.34.2", "the next patch");
+    assert_eq!(report["hypothetical_target"], true);
+    assert_eq!(report["completed"], true);
+    assert_eq!(report["jobs"].as_array().unwrap().len(), 6);
+    assert_read_only(&live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minor_target_is_detected_through_the_simulated_apt_repository() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (lines, progress) = collector();
+    let report =
+        rehearse::rehearse(&Settings::default(), options(Source::Builtin, Some("1.35.0")), &progress)
+            .await
+            .unwrap();
+    let out = lines.lock().unwrap().join("\n");
+    assert!(report.completed, "{out}");
+    assert_eq!(report.kind, k8s_upgrade_chain::plan::Kind::Minor);
+    assert!(out.contains("detect: target v1.35.0 (minor from v1.34.1)"), "{out}");
+    // Preflight points every node's apt source at the new minor.
+    let rewrites = report.jobs[0].node_actions.iter().filter(|a| a.contains("apt-repo-rewrite 1.35")).count();
+    assert_eq!(rewrites, 5, "{:?}", report.jobs[0].node_actions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unhealthy_live_node_stops_the_rehearsal_at_preflight() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let live = live_cluster().await;
+    live.set_node_ready("k8s-node3", false);
+    let clients = Clients::from_config(live.config()).unwrap();
+    let (_lines, progress) = collector();
+    let report =
+        rehearse::rehearse(&Settings::default(), options(Source::Live(clients), Some("1.34.2")), &progress)
+            .await
+            .unwrap();
+    assert!(!report.completed);
+    assert_eq!(report.jobs.len(), 1, "{:?}", report.jobs);
+    assert!(report.jobs[0].result.contains("k8s-node3 (not Ready)"), "{}", report.jobs[0].result);
+    assert!(rehearse::summary_text(&report).contains("chain STOPPED before the end"));
+}
