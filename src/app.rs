@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Step(args) => {
-            let step = crate::chain::parse_step(args.phase, args.node.clone())?;
+            let step = Step::checked(args.phase, args.node.as_deref())?;
             let ctx = production_ctx(settings, context, args.image.clone()).await?;
             let input = crate::chain::StepInput { step, target: args.version, kind: args.kind };
             let ended = crate::chain::run_step(&ctx, &input).await?;
@@ -252,7 +252,8 @@ fn describe_tolerations(t: &[Toleration]) -> String {
 }
 
 async fn render_command(settings: &Settings, context: Option<&str>, args: &RenderArgs) -> anyhow::Result<()> {
-    let step = Step::new(args.phase, args.node.as_deref().filter(|n| !n.is_empty()));
+    // The phase/node pairing holds offline too; the cluster checks the rest below.
+    let step = Step::checked(args.phase, args.node.as_deref())?;
     let (placement, kind) = match &args.run_on {
         Some(run_on) => {
             let kind = args
@@ -275,14 +276,6 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
             (plan::placement(&snap, &step)?, kind)
         }
     };
-    if step.phase.targets_a_node() != step.node.is_some() {
-        // Offline rendering cannot look the node up, but the phase/node pairing still holds.
-        return Err(bad_input(anyhow::anyhow!(
-            "phase {} {} a target node (--node / TARGET_NODE)",
-            step.phase,
-            if step.phase.targets_a_node() { "needs" } else { "takes no" }
-        )));
-    }
     if let Some(node) = &step.node {
         crate::settings::check_dns_subdomain(node).map_err(|r| {
             bad_input(anyhow::anyhow!("invalid node name {node:?} (--node / TARGET_NODE): {r}"))

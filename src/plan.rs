@@ -321,14 +321,24 @@ impl Step {
         Self { phase, node: node.map(Into::into) }
     }
 
+    /// A step from `PHASE` and `TARGET_NODE` (empty = none), checking only that they pair:
+    /// node phases need a node, the others take none. [`Step::validate`] checks the rest.
+    pub fn checked(phase: Phase, node: Option<&str>) -> Result<Self, PlanError> {
+        let step = Self::new(phase, node.filter(|n| !n.is_empty()));
+        match (&step.node, phase.targets_a_node()) {
+            (None, true) => Err(PlanError::MissingTargetNode { phase }),
+            (Some(node), false) => Err(PlanError::UnexpectedTargetNode { phase, node: node.clone() }),
+            _ => Ok(step),
+        }
+    }
+
     /// Checks that the phase and target node fit the cluster.
     pub fn validate<'s>(&self, snap: &'s Snapshot) -> Result<Option<&'s NodeView>, PlanError> {
         let phase = self.phase;
-        match (&self.node, phase.targets_a_node()) {
-            (None, true) => Err(PlanError::MissingTargetNode { phase }),
-            (Some(node), false) => Err(PlanError::UnexpectedTargetNode { phase, node: node.clone() }),
-            (None, false) => Ok(None),
-            (Some(name), true) => {
+        Self::checked(phase, self.node.as_deref())?;
+        match &self.node {
+            None => Ok(None),
+            Some(name) => {
                 let node = snap.node(name).ok_or_else(|| PlanError::UnknownNode { node: name.clone() })?;
                 let wrong = |actual| Err(PlanError::WrongRole { phase, node: name.clone(), actual });
                 match (phase, node.role) {

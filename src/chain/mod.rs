@@ -34,7 +34,7 @@ use crate::{
     killswitch::{self, KillSwitch},
     metrics::{Grouping, Metric, PhaseOutcome, Pushgateway, epoch_seconds},
     node_exec::{NodeExec, NodeTarget},
-    plan::{self, Kind, Next, Phase, Snapshot, Step},
+    plan::{self, Kind, Next, Snapshot, Step},
     settings::Settings,
     slack::{self, Slack},
     spawn::{self, OnComplete, SpawnOutcome},
@@ -69,24 +69,15 @@ impl Ctx {
         let gate = AlertGate::new(&settings.alerts).context("failed to set up the alert gate")?;
         let push =
             Pushgateway::new(&settings.pushgateway).context("failed to set up the Pushgateway client")?;
-        let events = Events::new(clients.api.clone(), crate::drain::self_pod_from_env().map(|p| p.name));
+        let self_pod = crate::drain::self_pod_from_env();
+        let events = Events::new(clients.api.clone(), self_pod.as_ref().map(|p| p.name.clone()));
         let http = reqwest::Client::builder()
             .timeout(settings.timeouts.probe.min(Duration::from_secs(60)))
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::limited(10))
             .build()
             .context("failed to build the HTTP client")?;
-        Ok(Self {
-            settings,
-            clients,
-            exec,
-            gate,
-            push,
-            events,
-            image,
-            self_pod: crate::drain::self_pod_from_env(),
-            http,
-        })
+        Ok(Self { settings, clients, exec, gate, push, events, image, self_pod, http })
     }
 
     /// Reads the nodes and builds the planner's snapshot.
@@ -317,14 +308,4 @@ pub async fn spawn_step(
 /// Fails the phase through a gate (exit 1).
 pub fn abort(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(GateAbort(msg.into()))
-}
-
-/// Phase is a recognised `PHASE`: used by `step` to give a clear error for the env.
-pub fn parse_step(phase: Phase, node: Option<String>) -> anyhow::Result<Step> {
-    let node = node.filter(|n| !n.is_empty());
-    match (phase.targets_a_node(), &node) {
-        (true, None) => Err(bad_input(anyhow::anyhow!("phase {phase} needs TARGET_NODE (--node)"))),
-        (false, Some(n)) => Err(bad_input(anyhow::anyhow!("phase {phase} takes no TARGET_NODE, got {n:?}"))),
-        _ => Ok(Step { phase, node }),
-    }
 }
