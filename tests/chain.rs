@@ -34,23 +34,6 @@ async fn spawn(c: &Cluster, step: Step, target: &str, kind: Kind) -> SpawnOutcom
         .unwrap()
 }
 
-/// The seed's OIDC restore, as a post-upgrade script whose run shows in the node's call log.
-fn oidc_restore(c: &Cluster) -> Vec<k8s_upgrade_chain::settings::PostUpgradeScript> {
-    c.srv.insert(tf::configmap(
-        "kube-system",
-        "apiserver-oidc-restore",
-        &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
-    ));
-    vec![k8s_upgrade_chain::settings::PostUpgradeScript {
-        name: "oidc-restore".into(),
-        configmap_namespace: "kube-system".into(),
-        configmap_name: "apiserver-oidc-restore".into(),
-        configmap_key: "restore.sh".into(),
-        verify_file: None,
-        verify_contains: None,
-    }]
-}
-
 async fn outcome(c: &Cluster, phase: &str, node: &str, outcome: &str) -> Option<f64> {
     let text = c.pgw.metrics_text().await;
     k8s_upgrade_chain::metrics::Scrape::parse(&text)
@@ -520,7 +503,7 @@ async fn a_partial_chain_resumes_without_redoing_finished_nodes() {
     c.srv.set_kubelet_version("k8s-node1", "v1.34.2");
     // The post-upgrade script must not run either: the control plane is not upgraded again.
     let mut settings = c.settings.clone();
-    settings.hooks.post_control_plane_scripts = oidc_restore(&c);
+    settings.hooks.post_control_plane_scripts = c.oidc_restore();
     k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(settings), false).await.unwrap();
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
@@ -546,7 +529,7 @@ async fn a_partial_chain_resumes_without_redoing_finished_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn post_upgrade_scripts_run_on_the_upgraded_control_plane() {
     let mut c = Cluster::start(Layout { workers: &["k8s-node1"], ..small(44) }).await;
-    c.settings.hooks.post_control_plane_scripts = oidc_restore(&c);
+    c.settings.hooks.post_control_plane_scripts = c.oidc_restore();
     c.detect().await;
     let ran = c.run_chain().await;
     assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");

@@ -190,15 +190,7 @@ async fn every_request_of_a_full_chain_is_granted() {
         net: 88,
     })
     .await;
-    c.srv.insert(tf::configmap("kube-system", "apiserver-oidc-restore", &[("restore.sh", "true\n")]));
-    c.settings.hooks.post_control_plane_scripts = vec![k8s_upgrade_chain::settings::PostUpgradeScript {
-        name: "oidc-restore".into(),
-        configmap_namespace: "kube-system".into(),
-        configmap_name: "apiserver-oidc-restore".into(),
-        configmap_key: "restore.sh".into(),
-        verify_file: None,
-        verify_contains: None,
-    }];
+    c.settings.hooks.post_control_plane_scripts = c.oidc_restore();
     c.srv.reset_requests();
     c.detect().await;
     let ran = c.run_chain().await;

@@ -251,6 +251,24 @@ impl Cluster {
         })
     }
 
+    /// The seed's OIDC restore, as a post-upgrade script whose run shows in the node's call
+    /// log (its ConfigMap is created here).
+    pub fn oidc_restore(&self) -> Vec<k8s_upgrade_chain::settings::PostUpgradeScript> {
+        self.srv.insert(tf::configmap(
+            "kube-system",
+            "apiserver-oidc-restore",
+            &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
+        ));
+        vec![k8s_upgrade_chain::settings::PostUpgradeScript {
+            name: "oidc-restore".into(),
+            configmap_namespace: "kube-system".into(),
+            configmap_name: "apiserver-oidc-restore".into(),
+            configmap_key: "restore.sh".into(),
+            verify_file: None,
+            verify_contains: None,
+        }]
+    }
+
     pub fn node(&self, name: &str) -> &SshdNode {
         self.nodes.iter().find(|n| n.name == name).unwrap()
     }
