@@ -101,7 +101,8 @@ pub async fn next_minor(ctx: &Ctx, running: Version) -> anyhow::Result<Option<Ve
     Ok(parse_packages(&text, next))
 }
 
-async fn active_chain_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Job>> {
+/// Every chain Job (label `app=k8s-upgrade-chain`) in the tool's namespace.
+async fn chain_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Job>> {
     let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
     let jobs = api
         .list(&ListParams::default().labels(&format!("app={}", job::APP_LABEL)))
@@ -119,7 +120,7 @@ pub async fn reconcile(ctx: &Ctx, slack: &Slack) -> anyhow::Result<bool> {
             return Ok(false);
         }
     };
-    let jobs = active_chain_jobs(ctx).await?;
+    let jobs = chain_jobs(ctx).await?;
     let active = jobs.iter().filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) >= 1).count();
     let Some(age) = latch_leaked(&latch, active, jiff::Timestamp::now()) else { return Ok(false) };
     let msg = format!(

@@ -73,7 +73,9 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
 
     // 1. The compatibility gate, before any change. Each verdict pushes its gauges once: no
     // pre-reset, so the alert on k8s_upgrade_blocked does not flap (seed failure 35).
-    let verdict = compat_verdict(ctx, snap, input).await;
+    // One read of the nodes serves the gate (which fails safe if it failed) and the checks below.
+    let listed = crate::cluster::list_nodes(&ctx.clients.api).await;
+    let verdict = compat_verdict(ctx, snap, input, listed.as_ref()).await;
     let chain = Grouping::chain();
     match &verdict {
         Verdict::Pass => {
@@ -96,7 +98,7 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
     }
 
     // 2. Node health.
-    let all = crate::cluster::list_nodes(&ctx.clients.api).await?;
+    let all = listed?;
     let bad = nodes::unhealthy(&all);
     if !bad.is_empty() {
         return Err(abort(format!("nodes unhealthy: {}", bad.join(", "))));
@@ -232,7 +234,12 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
     Ok(Ended::Done)
 }
 
-async fn compat_verdict(ctx: &Ctx, snap: &Snapshot, input: &StepInput) -> Verdict {
+async fn compat_verdict(
+    ctx: &Ctx,
+    snap: &Snapshot,
+    input: &StepInput,
+    nodes: Result<&Vec<k8s_openapi::api::core::v1::Node>, &anyhow::Error>,
+) -> Verdict {
     let s = &ctx.settings.compat;
     let addon_images =
         join_all(s.addons.iter().map(|a| compat::read_addon_images(&ctx.clients.api, a))).await;
@@ -248,7 +255,7 @@ async fn compat_verdict(ctx: &Ctx, snap: &Snapshot, input: &StepInput) -> Verdic
             .collect()),
         Err(e) => Err(e.to_string()),
     };
-    let nodes = match crate::cluster::list_nodes(&ctx.clients.api).await {
+    let nodes = match nodes {
         Ok(n) => n,
         Err(e) => {
             return Verdict::Blocked(vec![compat::Reason {
