@@ -28,10 +28,9 @@ pub const APP_LABEL: &str = "k8s-upgrade-chain";
 /// Kubernetes caps label values (and so Job names, which become the `job-name` pod label) at 63.
 pub const MAX_NAME: usize = 63;
 
-/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, at most 63 characters: a longer name keeps its
-/// head and ends in `-` plus 8 hex digits of a hash of the full name, so it stays unique and
-/// deterministic. The master Job keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>`
-/// (there is one per target, and existing alerts and runbooks know it by that name).
+/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, a DNS-1123 label (see [`fit_name`]). The master Job
+/// keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>` (there is one per target, and
+/// existing alerts and runbooks know it by that name).
 pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
     let mut full = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
     if let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) {
@@ -41,18 +40,60 @@ pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
     fit_name(&full)
 }
 
-/// Shortens a name to [`MAX_NAME`] with a hash suffix when needed.
+/// Makes `full` a DNS-1123 label of at most [`MAX_NAME`] characters, deterministically.
+///
+/// A name that already is one is kept. Otherwise every character outside `[a-z0-9-]` (the
+/// dots of an FQDN node name, upper case) becomes `-`, as much of that as fits is kept, and
+/// `-` plus 16 hex digits of a 64-bit FNV-1a hash of the *original* name is appended: `a.b`
+/// and `a-b` get different names, and so do two long names sharing their first 46 characters.
+/// The apiserver warns on Job names with dots ("a DNS label is recommended"), and the pods
+/// and hostnames of the Job inherit them.
 pub fn fit_name(full: &str) -> String {
-    if full.len() <= MAX_NAME {
+    let is_label = full.len() <= MAX_NAME
+        && full.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !full.starts_with('-')
+        && !full.ends_with('-');
+    if is_label {
         return full.to_string();
     }
-    let hash = format!("{:08x}", fnv1a32(full.as_bytes()));
-    let head = full[..MAX_NAME - 1 - hash.len()].trim_end_matches(['-', '.']);
+    let hash = format!("{:016x}", fnv1a64(full.as_bytes()));
+    let readable: String =
+        full.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let keep = readable.len().min(MAX_NAME - 1 - hash.len());
+    let head = readable[..keep].trim_matches('-');
+    if head.is_empty() {
+        return format!("x{hash}");
+    }
     format!("{head}-{hash}")
 }
 
-fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+/// 64-bit FNV-1a: deterministic across builds and platforms (std's hasher is not).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The node a chain Job's pod is pinned to: `nodeName`, else the one `metadata.name` of the
+/// required node affinity's `matchFields` (how the template pins it), else the
+/// `kubernetes.io/hostname` nodeSelector that Jobs rendered by earlier versions used.
+pub fn pinned_node(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<String> {
+    if let Some(n) = spec.node_name.clone().filter(|n| !n.is_empty()) {
+        return Some(n);
+    }
+    let by_name = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|r| {
+            r.node_selector_terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find_map(|f| {
+                (f.key == "metadata.name" && f.operator == "In")
+                    .then(|| f.values.as_ref().and_then(|v| v.first().cloned()))
+                    .flatten()
+            })
+        });
+    by_name.or_else(|| spec.node_selector.as_ref().and_then(|s| s.get("kubernetes.io/hostname")).cloned())
 }
 
 /// `activeDeadlineSeconds` of a phase's Job: the sum of the deadlines of the waits the phase

@@ -407,7 +407,9 @@ pub fn next_after(snap: &Snapshot, target: Version, done: &Step) -> Next {
 /// Where a Job runs and what it tolerates.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Placement {
-    /// Pinned with `nodeSelector: kubernetes.io/hostname=<run_on>`.
+    /// The node the Job runs on, by name: pinned with a required node affinity on
+    /// `metadata.name` (`matchFields`), as the DaemonSet controller pins its pods. The
+    /// `kubernetes.io/hostname` label is not the node name on every cluster.
     pub run_on: String,
     pub tolerations: Vec<Toleration>,
 }
@@ -461,6 +463,58 @@ pub fn tolerations_for(node: &NodeView) -> Vec<Toleration> {
         if !out.contains(&tol) {
             out.push(tol);
         }
+    }
+    out
+}
+
+/// Whether `t` tolerates taint `key`=`value`:`effect` (`v1.Toleration.ToleratesTaint`): an
+/// empty effect matches every effect, an empty key with `Exists` every key, `Equal` (the
+/// default operator) compares the value.
+pub fn tolerates(t: &Toleration, key: &str, value: &str, effect: &str) -> bool {
+    let t_effect = t.effect.as_deref().unwrap_or_default();
+    let t_key = t.key.as_deref().unwrap_or_default();
+    if !t_effect.is_empty() && t_effect != effect {
+        return false;
+    }
+    if !t_key.is_empty() && t_key != key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" => t_key == key && t.value.as_deref().unwrap_or_default() == value,
+        _ => false,
+    }
+}
+
+/// Why a Job pinned to `node` with `tolerations` would stay Pending, as kube-scheduler would
+/// see it: each `NoSchedule`/`NoExecute` taint no toleration covers, a cordon
+/// (`node.kubernetes.io/unschedulable`) not tolerated, a node that is not Ready. Empty when the
+/// Job can start there. Pure.
+pub fn placement_problems(node: &Node, tolerations: &[Toleration]) -> Vec<String> {
+    let covered =
+        |key: &str, value: &str, effect: &str| tolerations.iter().any(|t| tolerates(t, key, value, effect));
+    let mut out = Vec::new();
+    let spec = node.spec.clone().unwrap_or_default();
+    if spec.unschedulable == Some(true) && !covered("node.kubernetes.io/unschedulable", "", "NoSchedule") {
+        out.push("the node is cordoned (spec.unschedulable)".to_string());
+    }
+    for t in spec.taints.unwrap_or_default() {
+        let value = t.value.clone().unwrap_or_default();
+        if matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !covered(&t.key, &value, &t.effect) {
+            let shown = if value.is_empty() { t.key.clone() } else { format!("{}={value}", t.key) };
+            out.push(format!(
+                "taint {shown}:{} is not tolerated (--toleration {}:{})",
+                t.effect, t.key, t.effect
+            ));
+        }
+    }
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready {
+        out.push("the node is not Ready".to_string());
     }
     out
 }
