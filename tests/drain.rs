@@ -1038,3 +1038,21 @@ async fn the_dry_run_tells_the_truth_about_a_node_holding_every_case() {
     );
     assert!(removed_as(removed, "default", "calm-0", &Removal::Evicted { refusals: 0 }), "{removed:?}");
 }
+
+#[tokio::test]
+async fn a_pod_that_changed_before_its_deletion_as_not_ready_goes_back_to_the_eviction_api() {
+    let e = env().await;
+    e.srv.insert(replicaset("crash").replicas(1).labels(&[("app", "crash")]).crash_looping());
+    e.srv.insert(pod("crash-0").on(NODE).owned_by_replicaset("crash").label("app", "crash").crash_looping());
+    e.srv.insert(pdb("crash").min_available(1).selector(&[("app", "crash")]));
+    // The delete is pinned to the resourceVersion the pod was judged on; the first one finds
+    // it changed (409), as when the kubelet reports a restart in between.
+    e.srv.inject(Fault::status(409).method("DELETE").path_contains("/pods/crash-0").times(1));
+
+    let report = e.drain(&config()).await.expect("drained");
+
+    assert_eq!(e.requests("delete", "/pods/crash-0"), 2);
+    assert!(e.evictions("crash-0", 429) >= 2, "judged again through the eviction API");
+    assert_eq!(report.summary.unhealthy_deleted, 1);
+    assert_eq!(report.fallbacks.len(), 1, "named once: {:?}", report.fallbacks);
+}
