@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Step(args) => {
-            let step = Step::checked(args.phase, args.node.as_deref())?;
+            let step = Step::from_parts(args.phase, args.node.as_deref())?;
             let ctx = production_ctx(settings, context, args.image.clone()).await?;
             let input = crate::chain::StepInput { step, target: args.version, kind: args.kind };
             let ended = crate::chain::run_step(&ctx, &input).await?;
@@ -218,8 +218,8 @@ pub fn plan_text(report: &PlanReport) -> String {
             [
                 (i + 1).to_string(),
                 j.job_name.clone(),
-                j.step.phase.to_string(),
-                j.step.node.clone().unwrap_or_else(|| "-".into()),
+                j.step.phase().to_string(),
+                j.step.node().unwrap_or("-").to_string(),
                 j.placement.run_on.clone(),
                 describe_tolerations(&j.placement.tolerations)
                     + if j.skip { "  (on target: skips its work)" } else { "" },
@@ -253,13 +253,13 @@ fn describe_tolerations(t: &[Toleration]) -> String {
 
 async fn render_command(settings: &Settings, context: Option<&str>, args: &RenderArgs) -> anyhow::Result<()> {
     // The phase/node pairing holds offline too; the cluster checks the rest below.
-    let step = Step::checked(args.phase, args.node.as_deref())?;
+    let step = Step::from_parts(args.phase, args.node.as_deref())?;
     let (placement, kind) = match &args.run_on {
         Some(run_on) => {
             let kind = args
                 .kind
                 .ok_or_else(|| bad_input(anyhow::anyhow!("--run-on needs --kind (patch or minor)")))?;
-            if step.node.as_deref() == Some(run_on.as_str()) {
+            if step.node() == Some(run_on.as_str()) {
                 return Err(bad_input(anyhow::anyhow!(
                     "--run-on {run_on} is the node this phase drains: a Job never runs on the node it drains"
                 )));
@@ -276,7 +276,7 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
             (plan::placement(&snap, &step)?, kind)
         }
     };
-    if let Some(node) = &step.node {
+    if let Some(node) = step.node() {
         crate::settings::check_dns_subdomain(node).map_err(|r| {
             bad_input(anyhow::anyhow!("invalid node name {node:?} (--node / TARGET_NODE): {r}"))
         })?;

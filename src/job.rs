@@ -25,36 +25,6 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("../templates/job.yaml.j2");
 /// Label every chain Job carries (`app=k8s-upgrade-chain`).
 pub const APP_LABEL: &str = "k8s-upgrade-chain";
 
-/// Kubernetes caps label values (and so Job names, which become the `job-name` pod label) at 63.
-pub const MAX_NAME: usize = 63;
-
-/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, at most 63 characters: a longer name keeps its
-/// head and ends in `-` plus 8 hex digits of a hash of the full name, so it stays unique and
-/// deterministic. The master Job keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>`
-/// (there is one per target, and existing alerts and runbooks know it by that name).
-pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
-    let mut full = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
-    if let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) {
-        full.push('-');
-        full.push_str(node);
-    }
-    fit_name(&full)
-}
-
-/// Shortens a name to [`MAX_NAME`] with a hash suffix when needed.
-pub fn fit_name(full: &str) -> String {
-    if full.len() <= MAX_NAME {
-        return full.to_string();
-    }
-    let hash = format!("{:08x}", fnv1a32(full.as_bytes()));
-    let head = full[..MAX_NAME - 1 - hash.len()].trim_end_matches(['-', '.']);
-    format!("{head}-{hash}")
-}
-
-fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-}
-
 /// `activeDeadlineSeconds` of a phase's Job: the sum of the deadlines of the waits the phase
 /// performs, plus `job.deadline_margin`. The seed had none and a hung drain wedged for days
 /// (seed failure 39).
@@ -152,12 +122,12 @@ pub fn render_text(
     if req.image.is_empty() || req.image.chars().any(char::is_whitespace) {
         return Err(RenderError::BadImage(req.image.to_string()));
     }
-    let name = job_name(req.step.phase, req.target, req.step.node.as_deref());
+    let name = req.step.job_name(req.target);
     let ctx = Context {
         job_name: &name,
         namespace: &settings.namespace,
-        phase: req.step.phase.as_str(),
-        target_node: req.step.node.as_deref().unwrap_or(""),
+        phase: req.step.phase().as_str(),
+        target_node: req.step.node().unwrap_or(""),
         target_version: req.target.to_string(),
         version_label: req.target.label(),
         kind: req.kind.as_str(),
@@ -175,7 +145,7 @@ pub fn render_text(
         config_map: &settings.job.config_map,
         scripts_config_map: &settings.job.scripts_config_map,
         ttl_seconds: settings.job.ttl_after_finished.as_secs(),
-        active_deadline_seconds: active_deadline(settings, req.step.phase).as_secs(),
+        active_deadline_seconds: active_deadline(settings, req.step.phase()).as_secs(),
         tool_version: env!("CARGO_PKG_VERSION"),
     };
     let mut env = Environment::new();
@@ -199,7 +169,7 @@ pub fn render(
         message: e.to_string(),
         text: text.clone(),
     })?;
-    let want_name = job_name(req.step.phase, req.target, req.step.node.as_deref());
+    let want_name = req.step.job_name(req.target);
     let checks = [
         ("metadata.name", job.metadata.name.clone().unwrap_or_default(), want_name),
         (

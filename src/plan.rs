@@ -309,53 +309,111 @@ pub fn node_view(node: &Node, selector: &ControlPlaneSelector) -> Result<NodeVie
     })
 }
 
-/// One Job of the chain: a phase and, for node phases, its target node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Step {
-    pub phase: Phase,
-    pub node: Option<String>,
+/// One Job of the chain. The node phases carry their node, so a node phase without a node (or
+/// a preflight with one) cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Gates and preparation.
+    Preflight,
+    /// `kubeadm upgrade apply` on the first control-plane node.
+    Master { node: String },
+    /// `kubeadm upgrade node` on a further control-plane node of an HA cluster.
+    ControlPlane { node: String },
+    /// One worker.
+    Worker { node: String },
+    /// Final verification and cleanup.
+    Postflight,
 }
 
 impl Step {
-    pub fn new(phase: Phase, node: Option<&str>) -> Self {
-        Self { phase, node: node.map(Into::into) }
+    /// The master step of `node`.
+    pub fn master(node: impl Into<String>) -> Self {
+        Step::Master { node: node.into() }
+    }
+
+    /// The control-plane step of `node`.
+    pub fn control_plane(node: impl Into<String>) -> Self {
+        Step::ControlPlane { node: node.into() }
+    }
+
+    /// The worker step of `node`.
+    pub fn worker(node: impl Into<String>) -> Self {
+        Step::Worker { node: node.into() }
     }
 
     /// A step from `PHASE` and `TARGET_NODE` (empty = none), checking only that they pair:
     /// node phases need a node, the others take none. [`Step::validate`] checks the rest.
-    pub fn checked(phase: Phase, node: Option<&str>) -> Result<Self, PlanError> {
-        let step = Self::new(phase, node.filter(|n| !n.is_empty()));
-        match (&step.node, phase.targets_a_node()) {
-            (None, true) => Err(PlanError::MissingTargetNode { phase }),
-            (Some(node), false) => Err(PlanError::UnexpectedTargetNode { phase, node: node.clone() }),
-            _ => Ok(step),
+    pub fn from_parts(phase: Phase, node: Option<&str>) -> Result<Self, PlanError> {
+        match (phase, node.filter(|n| !n.is_empty())) {
+            (Phase::Preflight, None) => Ok(Step::Preflight),
+            (Phase::Postflight, None) => Ok(Step::Postflight),
+            (Phase::Master, Some(n)) => Ok(Step::master(n)),
+            (Phase::ControlPlane, Some(n)) => Ok(Step::control_plane(n)),
+            (Phase::Worker, Some(n)) => Ok(Step::worker(n)),
+            (Phase::Master | Phase::ControlPlane | Phase::Worker, None) => {
+                Err(PlanError::MissingTargetNode { phase })
+            }
+            (Phase::Preflight | Phase::Postflight, Some(n)) => {
+                Err(PlanError::UnexpectedTargetNode { phase, node: n.to_string() })
+            }
         }
     }
 
-    /// Checks that the phase and target node fit the cluster.
-    pub fn validate<'s>(&self, snap: &'s Snapshot) -> Result<Option<&'s NodeView>, PlanError> {
-        let phase = self.phase;
-        Self::checked(phase, self.node.as_deref())?;
-        match &self.node {
-            None => Ok(None),
-            Some(name) => {
-                let node = snap.node(name).ok_or_else(|| PlanError::UnknownNode { node: name.clone() })?;
-                let wrong = |actual| Err(PlanError::WrongRole { phase, node: name.clone(), actual });
-                match (phase, node.role) {
-                    (Phase::Worker, Role::ControlPlane) => wrong("control-plane node"),
-                    (Phase::Master | Phase::ControlPlane, Role::Worker) => wrong("worker"),
-                    _ => Ok(Some(node)),
-                }
-            }
+    /// The phase, as `PHASE` names it.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Step::Preflight => Phase::Preflight,
+            Step::Master { .. } => Phase::Master,
+            Step::ControlPlane { .. } => Phase::ControlPlane,
+            Step::Worker { .. } => Phase::Worker,
+            Step::Postflight => Phase::Postflight,
         }
+    }
+
+    /// The node a node phase acts on.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Step::Master { node } | Step::ControlPlane { node } | Step::Worker { node } => Some(node),
+            Step::Preflight | Step::Postflight => None,
+        }
+    }
+
+    /// The deterministic name of this step's Job for `target` (see [`job_name`]).
+    pub fn job_name(&self, target: Version) -> String {
+        job_name(self.phase(), target, self.node())
+    }
+
+    /// Checks that the target node exists and has the role the phase acts on; returns it.
+    pub fn validate<'s>(&self, snap: &'s Snapshot) -> Result<Option<&'s NodeView>, PlanError> {
+        let phase = self.phase();
+        let Some(name) = self.node() else { return Ok(None) };
+        let node = snap.node(name).ok_or_else(|| PlanError::UnknownNode { node: name.to_string() })?;
+        let wrong = |actual| Err(PlanError::WrongRole { phase, node: name.to_string(), actual });
+        match (phase, node.role) {
+            (Phase::Worker, Role::ControlPlane) => wrong("control-plane node"),
+            (Phase::Master | Phase::ControlPlane, Role::Worker) => wrong("worker"),
+            _ => Ok(Some(node)),
+        }
+    }
+}
+
+/// Serialised as `{phase, node}` (`node` null for preflight and postflight), as `plan -o json`
+/// prints it.
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("Step", 2)?;
+        st.serialize_field("phase", &self.phase())?;
+        st.serialize_field("node", &self.node())?;
+        st.end()
     }
 }
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.node {
-            Some(n) => write!(f, "{} {n}", self.phase),
-            None => write!(f, "{}", self.phase),
+        match self.node() {
+            Some(n) => write!(f, "{} {n}", self.phase()),
+            None => write!(f, "{}", self.phase()),
         }
     }
 }
@@ -374,34 +432,62 @@ pub enum Next {
 /// Control planes go one at a time before any worker (HA: the first with
 /// `kubeadm upgrade apply`, the rest with `kubeadm upgrade node`).
 pub fn next_after(snap: &Snapshot, target: Version, done: &Step) -> Next {
-    let exclude = done.node.as_deref();
+    let exclude = done.node();
     let pending = |nodes: &[NodeView]| {
         nodes
             .iter()
             .find(|n| !n.on_target(target) && Some(n.name.as_str()) != exclude)
             .map(|n| n.name.clone())
     };
-    match done.phase {
-        Phase::Preflight => {
-            Next::Step(Step { phase: Phase::Master, node: Some(snap.first_control_plane().name.clone()) })
-        }
-        Phase::Master | Phase::ControlPlane => {
+    match done {
+        Step::Preflight => Next::Step(Step::master(&snap.first_control_plane().name)),
+        Step::Master { .. } | Step::ControlPlane { .. } => {
             // The first control plane is the master's; later control planes use `upgrade node`.
             let others = &snap.control_planes[1..];
             if let Some(node) = pending(others) {
-                Next::Step(Step { phase: Phase::ControlPlane, node: Some(node) })
+                Next::Step(Step::control_plane(node))
             } else if let Some(node) = pending(&snap.workers) {
-                Next::Step(Step { phase: Phase::Worker, node: Some(node) })
+                Next::Step(Step::worker(node))
             } else {
-                Next::Step(Step { phase: Phase::Postflight, node: None })
+                Next::Step(Step::Postflight)
             }
         }
-        Phase::Worker => match pending(&snap.workers) {
-            Some(node) => Next::Step(Step { phase: Phase::Worker, node: Some(node) }),
-            None => Next::Step(Step { phase: Phase::Postflight, node: None }),
+        Step::Worker { .. } => match pending(&snap.workers) {
+            Some(node) => Next::Step(Step::worker(node)),
+            None => Next::Step(Step::Postflight),
         },
-        Phase::Postflight => Next::End,
+        Step::Postflight => Next::End,
     }
+}
+
+/// Kubernetes caps label values (and so Job names, which become the `job-name` pod label) at 63.
+pub const MAX_NAME: usize = 63;
+
+/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, at most 63 characters: a longer name keeps its
+/// head and ends in `-` plus 8 hex digits of a hash of the full name, so it stays unique and
+/// deterministic. The master Job keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>`
+/// (there is one per target, and existing alerts and runbooks know it by that name).
+pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
+    let mut full = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
+    if let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) {
+        full.push('-');
+        full.push_str(node);
+    }
+    fit_name(&full)
+}
+
+/// Shortens a name to [`MAX_NAME`] with a hash suffix when needed.
+pub fn fit_name(full: &str) -> String {
+    if full.len() <= MAX_NAME {
+        return full.to_string();
+    }
+    let hash = format!("{:08x}", fnv1a32(full.as_bytes()));
+    let head = full[..MAX_NAME - 1 - hash.len()].trim_end_matches(['-', '.']);
+    format!("{head}-{hash}")
+}
+
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// Where a Job runs and what it tolerates.
@@ -417,8 +503,8 @@ pub struct Placement {
 /// Preflight, control-plane and postflight Jobs run on the first schedulable worker; worker
 /// Jobs on the first schedulable control-plane node. Either way never on the node drained.
 pub fn placement(snap: &Snapshot, step: &Step) -> Result<Placement, PlanError> {
-    let phase = step.phase;
-    let target = step.node.as_deref();
+    let phase = step.phase();
+    let target = step.node();
     fn pick<'a>(nodes: &'a [NodeView], target: Option<&str>) -> Option<&'a NodeView> {
         nodes.iter().find(|n| n.schedulable() && Some(n.name.as_str()) != target)
     }
@@ -479,20 +565,15 @@ pub struct PlannedJob {
 pub fn chain(snap: &Snapshot, target: Version) -> Result<Vec<PlannedJob>, PlanError> {
     let mut sim = snap.clone();
     let mut out = Vec::new();
-    let mut step = Step::new(Phase::Preflight, None);
+    let mut step = Step::Preflight;
     loop {
         let placement = placement(&sim, &step)?;
-        let skip = step.node.as_deref().and_then(|n| snap.node(n)).is_some_and(|n| n.on_target(target));
-        out.push(PlannedJob {
-            job_name: crate::job::job_name(step.phase, target, step.node.as_deref()),
-            step: step.clone(),
-            placement,
-            skip,
-        });
-        if let Some(node) = &step.node {
+        let skip = step.node().and_then(|n| snap.node(n)).is_some_and(|n| n.on_target(target));
+        out.push(PlannedJob { job_name: step.job_name(target), step: step.clone(), placement, skip });
+        if let Some(node) = step.node() {
             // The phase leaves its node on the target version.
             for n in sim.control_planes.iter_mut().chain(sim.workers.iter_mut()) {
-                if &n.name == node {
+                if n.name == node {
                     n.kubelet = target;
                 }
             }

@@ -530,7 +530,7 @@ mod tests {
         }
         JobBuilder(Job {
             metadata: ObjectMeta {
-                name: Some(crate::job::job_name(phase, target, node)),
+                name: Some(crate::plan::job_name(phase, target, node)),
                 labels: Some(BTreeMap::from([
                     ("app".to_string(), "k8s-upgrade-chain".to_string()),
                     ("phase".to_string(), phase.as_str().to_string()),

@@ -183,7 +183,7 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
     // chain converges from there.
     std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
-    let out = spawn(&c, Step::new(Phase::Worker, Some("k8s-node3")), "1.34.2", Kind::Patch).await;
+    let out = spawn(&c, Step::worker("k8s-node3"), "1.34.2", Kind::Patch).await;
     assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
@@ -251,7 +251,7 @@ async fn a_held_compatibility_verdict_stops_quietly() {
     k8s_upgrade_chain::chain::spawn_step(
         &ctx,
         &snap,
-        &Step::new(Phase::Preflight, None),
+        &Step::Preflight,
         target,
         Kind::Minor,
         OnComplete::Skip,
@@ -386,7 +386,7 @@ async fn rerunning_a_completed_phase_is_safe() {
 
     // The operator re-runs node2's phase by hand.
     let input = k8s_upgrade_chain::chain::StepInput {
-        step: Step::new(Phase::Worker, Some("k8s-node2")),
+        step: Step::worker("k8s-node2"),
         target: "1.34.2".parse().unwrap(),
         kind: Kind::Patch,
     };
@@ -467,7 +467,7 @@ async fn preflight_refuses_inside_the_settle_window_and_without_prometheus() {
     assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "aborted before marking in flight");
 
     // Prometheus unreachable: the alert gate fails closed (the seed ran on).
-    spawn(&c, Step::new(Phase::Preflight, None), "1.34.2", Kind::Patch).await;
+    spawn(&c, Step::Preflight, "1.34.2", Kind::Patch).await;
     let job =
         c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
     let mut settings = c.settings.clone();

@@ -11,7 +11,7 @@ use k8s_upgrade_chain::{
     events::{Events, Milestone},
     job::{self, JobRequest},
     killswitch,
-    plan::{Kind, Phase, Snapshot, Step, placement},
+    plan::{Kind, Snapshot, Step, placement},
     rbac::{self, Grant},
     report,
     settings::Settings,
@@ -78,7 +78,7 @@ async fn every_request_the_code_makes_is_granted() {
     // spawn: create, then replace a Failed Job (delete with preconditions, watch until gone).
     let nodes = cluster::list_nodes(api).await.unwrap();
     let snap = Snapshot::from_nodes(&nodes, &settings.control_plane_selector()).unwrap();
-    let step = Step::new(Phase::Worker, Some("k8s-node1"));
+    let step = Step::worker("k8s-node1");
     let p = placement(&snap, &step).unwrap();
     let req = JobRequest {
         step: &step,

@@ -9,7 +9,7 @@ use k8s_upgrade_chain::{
     fixtures::cluster,
     job::{self, JobRequest},
     killswitch::{self, KillSwitch},
-    plan::{Kind, Phase, Snapshot, Step, placement},
+    plan::{Kind, Snapshot, Step, placement},
     settings::Settings,
     spawn::{self, JobState, OnComplete, SpawnOutcome},
 };
@@ -29,7 +29,7 @@ async fn server() -> (TestApiServer, Clients) {
 }
 
 fn worker_job(settings: &Settings, nodes_snap: &Snapshot, node: &str) -> Job {
-    let step = Step::new(Phase::Worker, Some(node));
+    let step = Step::worker(node);
     let p = placement(nodes_snap, &step).unwrap();
     let req = JobRequest {
         step: &step,
@@ -195,5 +195,5 @@ async fn plan_reads_the_live_cluster_across_pages() {
     let report = app::plan_report(&snap, "1.34.2".parse().unwrap()).unwrap();
     // 1 preflight + 1 master + 1199 workers (node10 is on target) + 1 postflight.
     assert_eq!(report.jobs.len(), 1202);
-    assert!(report.jobs.iter().all(|j| j.step.node.as_deref() != Some("k8s-node10")));
+    assert!(report.jobs.iter().all(|j| j.step.node() != Some("k8s-node10")));
 }

@@ -53,7 +53,7 @@ async fn run_phase(clients: &Clients, phase: Phase, node: Option<&str>) -> Strin
     let settings = Settings::default();
     let nodes = k8s_upgrade_chain::cluster::list_nodes(&clients.api).await.unwrap();
     let snap = Snapshot::from_nodes(&nodes, &settings.control_plane_selector()).unwrap();
-    let step = Step::new(phase, node);
+    let step = Step::from_parts(phase, node).unwrap();
     let p = placement(&snap, &step).unwrap();
     let req = JobRequest {
         step: &step,

@@ -51,7 +51,7 @@ pub async fn take_snapshot(
         .spec
         .map(|s| s.job_template)
         .ok_or_else(|| anyhow::anyhow!("etcd backup CronJob {ns}/{} has no jobTemplate", cfg.cronjob))?;
-    let name = crate::job::fit_name(&format!(
+    let name = crate::plan::fit_name(&format!(
         "pre-upgrade-etcd-{}-{}",
         target.label(),
         jiff::Timestamp::now().as_second()

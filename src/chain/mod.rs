@@ -125,9 +125,9 @@ pub enum Ended {
 /// Runs one chain Job: kill switch, phase body, metrics and Events, then the next Job.
 pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
     let step = &input.step;
-    let node = step.node.as_deref();
-    let slack = Slack::from_config(&ctx.settings.slack, slack::phase_prefix(step.phase.as_str(), node));
-    let group = Grouping::phase(step.phase.as_str(), node);
+    let node = step.node();
+    let slack = Slack::from_config(&ctx.settings.slack, slack::phase_prefix(step.phase().as_str(), node));
+    let group = Grouping::phase(step.phase().as_str(), node);
 
     // The kill switch first, before anything else (seed §2.0); unreadable fails closed.
     if let Some(reason) = ctx.kill_switch().await? {
@@ -159,7 +159,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             &[Metric::PhaseStarted(epoch_seconds(started)), Metric::PhaseOutcome(PhaseOutcome::Running)],
         )
         .await;
-    record(ctx, job_ref.as_ref(), &Milestone::PhaseStarted { phase: step.phase.to_string() }).await;
+    record(ctx, job_ref.as_ref(), &Milestone::PhaseStarted { phase: step.phase().to_string() }).await;
     info!(%step, target = %input.target, kind = %input.kind, "phase started");
 
     let result = phases::run_phase(ctx, &snap, input, &slack).await;
@@ -168,7 +168,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         Ok(ended) => {
             let (outcome, milestone) = match &ended {
                 Ended::Done | Ended::Skipped(_) => {
-                    (PhaseOutcome::Succeeded, Milestone::PhaseSucceeded { phase: step.phase.to_string() })
+                    (PhaseOutcome::Succeeded, Milestone::PhaseSucceeded { phase: step.phase().to_string() })
                 }
                 Ended::Refused(r) => (PhaseOutcome::Refused, Milestone::Refused(r.clone())),
                 Ended::Halted(r) => (PhaseOutcome::Halted, Milestone::Halted(r.clone())),
@@ -200,17 +200,17 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
 
 /// How an operator resumes after this Job stopped.
 pub fn resume_hint(input: &StepInput) -> String {
-    let name = job::job_name(input.step.phase, input.target, input.step.node.as_deref());
+    let name = input.step.job_name(input.target);
     format!(
         "To resume: fix the cause, then delete Job {name} and re-run it (`k8s-upgrade-chain render --phase {} {}--version {} | kubectl apply -f -`), or let the next detection run re-spawn the chain",
-        input.step.phase,
-        input.step.node.as_deref().map(|n| format!("--node {n} ")).unwrap_or_default(),
+        input.step.phase(),
+        input.step.node().map(|n| format!("--node {n} ")).unwrap_or_default(),
         input.target
     )
 }
 
 async fn own_job(ctx: &Ctx, input: &StepInput) -> Option<ObjectReference> {
-    let name = job::job_name(input.step.phase, input.target, input.step.node.as_deref());
+    let name = input.step.job_name(input.target);
     let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
     match api.get_opt(&name).await {
         Ok(Some(j)) => Some(j.object_ref(&())),
@@ -251,7 +251,7 @@ pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::
         }
         Next::Step(next) => {
             let outcome = spawn_step(ctx, &snap, &next, input.target, input.kind, OnComplete::Skip).await?;
-            let name = job::job_name(next.phase, input.target, next.node.as_deref());
+            let name = next.job_name(input.target);
             info!(job = %name, ?outcome, "next Job");
             if matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
                 slack.post(&format!("Dispatched {name} ({next})")).await;

@@ -16,7 +16,7 @@ use crate::{
     drain::{self, DrainError, DrainOutcome, DrainSummary, DrainTarget, Uncordon},
     events::Milestone,
     metrics::{Grouping, Metric, epoch_seconds},
-    plan::{Kind, Phase, Snapshot},
+    plan::{Kind, NodeView, Phase, PlanError, Snapshot, Step},
     probes::{self, AuthConfigDrift, NodeRole, PlanTarget, UpdateNode},
     slack::Slack,
 };
@@ -31,12 +31,20 @@ pub async fn run_phase(
     input: &StepInput,
     slack: &Slack,
 ) -> anyhow::Result<Ended> {
-    match input.step.phase {
-        Phase::Preflight => preflight(ctx, snap, input, slack).await,
-        Phase::Master | Phase::ControlPlane => control_plane(ctx, snap, input, slack).await,
-        Phase::Worker => worker(ctx, snap, input, slack).await,
-        Phase::Postflight => postflight(ctx, snap, input, slack).await,
+    match &input.step {
+        Step::Preflight => preflight(ctx, snap, input, slack).await,
+        Step::Master { node } => control_plane(ctx, snap, input, node, NodeRole::Master, slack).await,
+        Step::ControlPlane { node } => {
+            control_plane(ctx, snap, input, node, NodeRole::ControlPlane, slack).await
+        }
+        Step::Worker { node } => worker(ctx, snap, input, node, slack).await,
+        Step::Postflight => postflight(ctx, snap, input, slack).await,
     }
+}
+
+/// The node of a node phase in the phase's snapshot.
+fn node_view<'s>(snap: &'s Snapshot, node: &str) -> anyhow::Result<&'s NodeView> {
+    Ok(snap.node(node).ok_or_else(|| PlanError::UnknownNode { node: node.to_string() })?)
 }
 
 fn gate_text(v: &GateVerdict) -> String {
@@ -359,10 +367,9 @@ async fn uncordon_after_failure(ctx: &Ctx, node: &str) -> String {
 
 /// Drains the node of a node phase, then re-reads the kill switch. `Some(reason)` means the
 /// phase halts (the node was uncordoned again if we had cordoned it).
-async fn drain_for_upgrade(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Option<String>> {
-    let node = input.step.node.as_deref().expect("validated: node phases have a node");
+async fn drain_for_upgrade(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Option<String>> {
     let t0 = std::time::Instant::now();
-    if let Some(reason) = drain_node(ctx, input.step.phase, node).await? {
+    if let Some(reason) = drain_node(ctx, phase, node).await? {
         return Ok(Some(reason));
     }
     info!(node, took = ?t0.elapsed(), "drained");
@@ -380,9 +387,9 @@ async fn upgrade_drained(
     ctx: &Ctx,
     snap: &Snapshot,
     input: &StepInput,
+    node: &str,
     role: NodeRole,
 ) -> anyhow::Result<()> {
-    let node = input.step.node.as_deref().expect("validated: node phases have a node");
     let s = &ctx.settings;
     let target = Ctx::target(snap, node)?;
     let update = UpdateNode {
@@ -412,11 +419,12 @@ async fn control_plane(
     ctx: &Ctx,
     snap: &Snapshot,
     input: &StepInput,
+    node: &str,
+    role: NodeRole,
     slack: &Slack,
 ) -> anyhow::Result<Ended> {
-    let node = input.step.node.as_deref().expect("validated");
     let s = &ctx.settings;
-    let view = snap.node(node).expect("validated");
+    let view = node_view(snap, node)?;
     if view.on_target(input.target) {
         slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
         return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
@@ -424,16 +432,15 @@ async fn control_plane(
     slack.post(&format!("Draining {node}")).await;
     alert_check(ctx, &format!("alert check before draining {node}")).await?;
 
-    if let Some(reason) = drain_for_upgrade(ctx, input).await? {
+    if let Some(reason) = drain_for_upgrade(ctx, input.step.phase(), node).await? {
         return Ok(Ended::Halted(reason));
     }
     // Quiesce after the drain (as the seed did) and restore on every exit path, errors
     // included (seed failure 27).
-    let role = if input.step.phase == Phase::Master { NodeRole::Master } else { NodeRole::ControlPlane };
     let deployments = &s.hooks.quiesce_deployments;
     let result = async {
         quiesce::quiesce(&ctx.clients.api, &s.annotation_prefix, deployments).await?;
-        upgrade_drained(ctx, snap, input, role).await?;
+        upgrade_drained(ctx, snap, input, node, role).await?;
         let bad = nodes::control_plane_pods_not_running(&ctx.clients.api, node).await?;
         if !bad.is_empty() {
             return Err(abort(format!(
@@ -507,10 +514,15 @@ async fn post_upgrade_scripts(ctx: &Ctx, snap: &Snapshot, node: &str, slack: &Sl
 
 // === worker ===
 
-async fn worker(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack) -> anyhow::Result<Ended> {
-    let node = input.step.node.as_deref().expect("validated");
+async fn worker(
+    ctx: &Ctx,
+    snap: &Snapshot,
+    input: &StepInput,
+    node: &str,
+    slack: &Slack,
+) -> anyhow::Result<Ended> {
     let s = &ctx.settings;
-    if snap.node(node).expect("validated").on_target(input.target) {
+    if node_view(snap, node)?.on_target(input.target) {
         slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
         return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
     }
@@ -523,10 +535,10 @@ async fn worker(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack) ->
             gate_text(&v)
         )));
     }
-    if let Some(reason) = drain_for_upgrade(ctx, input).await? {
+    if let Some(reason) = drain_for_upgrade(ctx, Phase::Worker, node).await? {
         return Ok(Ended::Halted(reason));
     }
-    upgrade_drained(ctx, snap, input, NodeRole::Worker).await?;
+    upgrade_drained(ctx, snap, input, node, NodeRole::Worker).await?;
     let missing = nodes::missing_daemonset_pods(&ctx.clients.api, node, &s.hooks.expected_daemonsets).await?;
     if !missing.is_empty() {
         slack.post(&format!("WARN: no Running {} pod on {node}", missing.join(", "))).await;

@@ -332,8 +332,8 @@ fn job_header(n: usize, job: &k8s_openapi::api::batch::v1::Job) -> String {
     match runner::job_env(job) {
         Ok(env) => format!(
             "[{n}] {}{}: Job {name} runs on {}{}",
-            env.input.step.phase,
-            env.input.step.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+            env.input.step.phase(),
+            env.input.step.node().map(|n| format!(" {n}")).unwrap_or_default(),
             env.run_on,
             if env.tolerations.is_empty() {
                 String::new()
