@@ -5,15 +5,17 @@ mod support;
 
 use std::time::Duration;
 
+use chain_core::{
+    compat::{Addon, AddonKind, Minor},
+    plan::{Kind, Phase, Step},
+};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_upgrade_chain::{
     chain::{Ended, detect::Detection},
-    compat::{Addon, AddonKind, Minor},
-    plan::{Kind, Phase, Step},
-    spawn::{OnComplete, SpawnOutcome},
+    k8s::spawn::{OnComplete, SpawnOutcome},
 };
+use sim::apiserver::fixtures as tf;
 use support::chain::{Cluster, Layout, NS};
-use testapi::fixtures as tf;
 
 fn small(net: u8) -> Layout<'static> {
     Layout {
@@ -36,7 +38,7 @@ async fn spawn(c: &Cluster, step: Step, target: &str, kind: Kind) -> SpawnOutcom
 
 async fn outcome(c: &Cluster, phase: &str, node: &str, outcome: &str) -> Option<f64> {
     let text = c.pgw.metrics_text().await;
-    k8s_upgrade_chain::metrics::Scrape::parse(&text)
+    chain_core::metrics::Scrape::parse(&text)
         .value("k8s_upgrade_phase_outcome", &[("phase", phase), ("node", node), ("outcome", outcome)])
 }
 
@@ -178,7 +180,10 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     assert_eq!(outcome(&c, "worker", "k8s-node2", "succeeded").await, Some(1.0));
     let job: k8s_openapi::api::batch::v1::Job =
         c.srv.get(Some(NS), "k8s-upgrade-worker-1-34-2-k8s-node3").unwrap();
-    assert_eq!(k8s_upgrade_chain::spawn::job_state(&job), k8s_upgrade_chain::spawn::JobState::Failed);
+    assert_eq!(
+        k8s_upgrade_chain::k8s::spawn::job_state(&job),
+        k8s_upgrade_chain::k8s::spawn::JobState::Failed
+    );
 
     // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
     // chain converges from there.

@@ -1,6 +1,6 @@
 //! Job rendering: snapshot tests of the rendered text, parse-back into a typed Job, names.
 
-use k8s_upgrade_chain::{
+use chain_core::{
     fixtures::{cluster, node},
     job::{self, JobRequest},
     plan::{Kind, MAX_NAME, Phase, Snapshot, Step, job_name, placement},
@@ -150,7 +150,7 @@ fn bad_inputs_and_templates_are_clear_errors() {
 
     let mut s = settings.clone();
     s.job.template = Some("/nonexistent/job.yaml.j2".into());
-    let e = job::load_template(&s).unwrap_err().to_string();
+    let e = k8s_upgrade_chain::config::load_template(&s).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/job.yaml.j2"), "{e}");
 }
 
@@ -175,7 +175,7 @@ fn names_are_deterministic_and_fit_63() {
     assert_ne!(a, b, "different nodes keep different names");
     assert_eq!(a, job_name(Phase::Worker, v("1.34.12"), Some(long_a)), "deterministic");
     assert!(a.starts_with("k8s-upgrade-worker-1-34-12-worker-node"));
-    k8s_upgrade_chain::settings::check_dns_subdomain(&a).unwrap();
+    chain_core::names::check_dns_subdomain(&a).unwrap();
     assert!(!a.contains("-."), "{a}");
 }
 

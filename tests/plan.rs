@@ -1,12 +1,12 @@
 //! Planner tests: table-driven, over fixture clusters that read like prose.
 
-use k8s_openapi::api::core::v1::Node;
-use k8s_upgrade_chain::{
+use chain_core::{
     fixtures::{cluster, node},
     plan::{self, Next, Phase, PlanError, Snapshot, Step, chain, natural_cmp, next_after, placement},
     settings::ControlPlaneSelector,
     version::Version,
 };
+use k8s_openapi::api::core::v1::Node;
 
 fn v(s: &str) -> Version {
     s.parse().unwrap()

@@ -11,15 +11,20 @@ use kube::{
 use tracing::{info, warn};
 
 use super::{Ctx, spawn_step};
-use crate::{
-    annotations::NamespaceAnnotations,
+use chain_core::{
     compat::Minor,
     metrics::{ChainLatch, Grouping, Metric, epoch_seconds},
     plan::{self, Kind, Phase, Step},
-    probes,
-    slack::{self, Slack},
-    spawn::{self, JobState, OnComplete, SpawnOutcome},
     version::Version,
+};
+
+use crate::{
+    k8s::{
+        annotations::NamespaceAnnotations,
+        spawn::{self, JobState, OnComplete, SpawnOutcome},
+    },
+    node::probes,
+    slack::{self, Slack},
 };
 
 /// A leaked in-flight latch older than this, with no chain Job active, is cleared (seed §1.2).
@@ -104,7 +109,7 @@ pub async fn next_minor(ctx: &Ctx, running: Version) -> anyhow::Result<Option<Ve
 async fn chain_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Job>> {
     let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
     let jobs = api
-        .list(&ListParams::default().labels(&format!("app={}", crate::job::APP_LABEL)))
+        .list(&ListParams::default().labels(&format!("app={}", chain_core::job::APP_LABEL)))
         .await
         .map_err(|e| anyhow::anyhow!("failed to list chain Jobs in {}: {e}", ctx.settings.namespace))?;
     Ok(jobs.items)

@@ -22,23 +22,30 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::ObjectReference};
 use kube::{Api, Resource as _};
 use tracing::{info, warn};
 
-pub use phases::{run_phase, soak_rounds};
+pub use phases::run_phase;
 
-use crate::{
-    alerts::AlertGate,
-    cluster::{self, Clients},
-    drain::PodRef,
-    events::{Events, Milestone},
-    exit::{GateAbort, bad_input},
+use chain_core::{
     job::{self, JobRequest},
-    killswitch::{self, KillSwitch},
-    metrics::{Grouping, Metric, PhaseOutcome, Pushgateway, epoch_seconds},
+    killswitch::KillSwitch,
+    metrics::{Grouping, Metric, PhaseOutcome, epoch_seconds},
     node_exec::{NodeExec, NodeTarget},
     plan::{self, Kind, Next, Snapshot, Step},
     settings::Settings,
-    slack::{self, Slack},
-    spawn::{self, OnComplete, SpawnOutcome},
     version::Version,
+};
+
+use crate::{
+    drain::PodRef,
+    exit::{GateAbort, bad_input},
+    k8s::{
+        self, Clients,
+        events::{Events, Milestone},
+        killswitch,
+        spawn::{self, OnComplete, SpawnOutcome},
+    },
+    prometheus::AlertGate,
+    pushgateway::Pushgateway,
+    slack::{self, Slack},
 };
 
 /// Everything a phase talks to. Production builds it from the settings; a rehearsal swaps the
@@ -82,7 +89,7 @@ impl Ctx {
 
     /// Reads the nodes and builds the planner's snapshot.
     pub async fn snapshot(&self) -> anyhow::Result<Snapshot> {
-        let nodes = cluster::list_nodes(&self.clients.api).await?;
+        let nodes = k8s::list_nodes(&self.clients.api).await?;
         Ok(Snapshot::from_nodes(&nodes, &self.settings.control_plane_selector())?)
     }
 
@@ -283,7 +290,7 @@ pub async fn check_started(ctx: &Ctx, job_name: &str, slack: &Slack) {
         Ok(started::Start::NotYet) => warn!(
             job = job_name,
             "the next Job's pod has not started within {}",
-            crate::duration::format(ctx.settings.timeouts.job_start)
+            chain_core::duration::format(ctx.settings.timeouts.job_start)
         ),
         Err(e) => warn!("could not check that {job_name} started: {e:#}"),
     }
@@ -299,7 +306,7 @@ pub async fn spawn_step(
     on_complete: OnComplete,
 ) -> anyhow::Result<SpawnOutcome> {
     let placement = plan::placement(snap, step)?;
-    let (template, origin) = job::load_template(&ctx.settings).map_err(bad_input)?;
+    let (template, origin) = crate::config::load_template(&ctx.settings).map_err(bad_input)?;
     let req = JobRequest { step, target, kind, image: &ctx.image, placement: &placement };
     let job = job::render(&ctx.settings, &template, &origin, &req).map_err(bad_input)?;
     spawn::spawn(&ctx.clients.api, &job, on_complete, ctx.settings.timeouts.job_delete).await

@@ -9,15 +9,19 @@ use futures::{StreamExt as _, future::join_all};
 use tracing::{info, warn};
 
 use super::{Ctx, Ended, StepInput, abort, etcd, nodes, quiesce, record_node};
-use crate::{
-    alerts::{GateVerdict, RatioVerdict},
-    annotations::{InFlight, NamespaceAnnotations},
+use chain_core::{
+    alerts::{GateVerdict, RatioVerdict, soak_rounds},
+    annotations::InFlight,
     compat::{self, DeprecatedApi, Minor, Verdict},
-    drain::{self, DrainError, DrainOutcome, DrainSummary, DrainTarget, Uncordon},
-    events::Milestone,
+    health,
     metrics::{Grouping, Metric, epoch_seconds},
     plan::{Kind, NodeView, Phase, PlanError, Snapshot, Step},
-    probes::{self, AuthConfigDrift, NodeRole, PlanTarget, UpdateNode},
+};
+
+use crate::{
+    drain::{self, DrainError, DrainOutcome, DrainSummary, DrainTarget, Uncordon},
+    k8s::{self, annotations::NamespaceAnnotations, events::Milestone},
+    node::probes::{self, AuthConfigDrift, NodeRole, PlanTarget, UpdateNode},
     slack::Slack,
 };
 
@@ -69,7 +73,7 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
     slack.post(&format!("Starting preflight (target v{target}, {})", input.kind)).await;
 
     // 0. Every permission the chain will need, before anything changes (seed failure 25).
-    let denied = crate::rbac::verify_access(&ctx.clients.api, s).await?;
+    let denied = k8s::access::verify_access(&ctx.clients.api, s).await?;
     if !denied.is_empty() {
         let list: Vec<String> = denied.iter().map(ToString::to_string).collect();
         return Err(abort(format!(
@@ -82,7 +86,7 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
     // 1. The compatibility gate, before any change. Each verdict pushes its gauges once: no
     // pre-reset, so the alert on k8s_upgrade_blocked does not flap (seed failure 35).
     // One read of the nodes serves the gate (which fails safe if it failed) and the checks below.
-    let listed = crate::cluster::list_nodes(&ctx.clients.api).await;
+    let listed = crate::k8s::list_nodes(&ctx.clients.api).await;
     let verdict = compat_verdict(ctx, snap, input, listed.as_ref()).await;
     let chain = Grouping::chain();
     match &verdict {
@@ -107,14 +111,14 @@ async fn preflight(ctx: &Ctx, snap: &Snapshot, input: &StepInput, slack: &Slack)
 
     // 2. Node health.
     let all = listed?;
-    let bad = nodes::unhealthy(&all);
+    let bad = health::unhealthy(&all);
     if !bad.is_empty() {
         return Err(abort(format!("nodes unhealthy: {}", bad.join(", "))));
     }
     // 3. Alerts, once.
     alert_check(ctx, "pre-flight alert check").await?;
     // 4. Settle window: no node's Ready condition changed recently (parsed strictly).
-    let settle = crate::settle::evaluate(&all, jiff::Timestamp::now(), s.timeouts.settle_window);
+    let settle = chain_core::settle::evaluate(&all, jiff::Timestamp::now(), s.timeouts.settle_window);
     if settle.blocks() {
         return Err(abort(format!("settle window: {settle}")));
     }
@@ -250,7 +254,7 @@ async fn compat_verdict(
 ) -> Verdict {
     let s = &ctx.settings.compat;
     let addon_images =
-        join_all(s.addons.iter().map(|a| compat::read_addon_images(&ctx.clients.api, a))).await;
+        join_all(s.addons.iter().map(|a| k8s::addons::read_addon_images(&ctx.clients.api, a))).await;
     let deprecated_apis = match ctx.gate.instant_query(&s.deprecated_api_query).await {
         Ok(samples) => Ok(samples
             .into_iter()
@@ -531,7 +535,7 @@ async fn worker(
     if v.blocks() {
         return Err(abort(format!(
             "{node}: still blocked after {}: {}",
-            crate::duration::format(s.timeouts.alert_wait),
+            chain_core::duration::format(s.timeouts.alert_wait),
             gate_text(&v)
         )));
     }
@@ -557,18 +561,10 @@ async fn worker(
         .post(&format!(
             "{node} on v{}. Soaked clean ({}).",
             input.target,
-            crate::duration::format(s.timeouts.soak)
+            chain_core::duration::format(s.timeouts.soak)
         ))
         .await;
     Ok(Ended::Done)
-}
-
-/// Alert checks during a soak: one per interval, at least one.
-pub fn soak_rounds(soak: Duration, interval: Duration) -> u32 {
-    if soak.is_zero() {
-        return 0;
-    }
-    ((soak.as_millis() / interval.as_millis().max(1)) as u32).max(1)
 }
 
 // === postflight ===
@@ -622,16 +618,4 @@ async fn postflight(ctx: &Ctx, _snap: &Snapshot, input: &StepInput, slack: &Slac
         ))
         .await;
     Ok(Ended::Done)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn soak_rounds_cover_the_soak() {
-        assert_eq!(soak_rounds(Duration::from_secs(600), Duration::from_secs(60)), 10);
-        assert_eq!(soak_rounds(Duration::from_secs(30), Duration::from_secs(60)), 1);
-        assert_eq!(soak_rounds(Duration::ZERO, Duration::from_secs(60)), 0);
-    }
 }

@@ -12,14 +12,16 @@ use std::{
 };
 
 use k8s_openapi::api::batch::v1::Job;
-use testapi::TestApiServer;
+use sim::apiserver::TestApiServer;
 
 use crate::{
     chain::{self, Ctx, Ended, StepInput},
     drain::PodRef,
+    k8s::spawn::{self, JobState},
+};
+use chain_core::{
     job::APP_LABEL,
     plan::{Kind, Phase, Step},
-    spawn::{self, JobState},
     version::Version,
 };
 
