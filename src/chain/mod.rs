@@ -8,6 +8,7 @@
 //! [`Ctx::clients`]) and the node executor ([`Ctx::exec`]). There is one implementation of
 //! each phase.
 
+pub mod compat;
 pub mod detect;
 pub mod etcd;
 pub mod nodes;

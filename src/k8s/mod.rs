@@ -1,9 +1,8 @@
 //! The Kubernetes API: the clients every caller takes, listing nodes, and one module per kind of
 //! call: applying Jobs ([`spawn`]), the kill switch, Events, the in-flight annotations, the
-//! access review of preflight, and reading addon images for the compatibility gate.
+//! access review of preflight.
 
 pub mod access;
-pub mod addons;
 pub mod annotations;
 pub mod events;
 pub mod killswitch;

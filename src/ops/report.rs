@@ -4,7 +4,7 @@
 use chain_core::{
     compat::{self, Reason},
     metrics::Scrape,
-    report::{Inputs, deprecated_apis, detected, kubelet, needs_gate, recent_jobs},
+    report::{Inputs, detected, kubelet, needs_gate, recent_jobs},
     settings::Settings,
     version::Version,
 };
@@ -25,38 +25,17 @@ pub async fn gate_reasons(
         .min()
         .map(compat::Minor::of)
         .ok_or("no node reports a kubelet version")?;
-    let mut addon_images = Vec::new();
-    for addon in &settings.compat.addons {
-        addon_images.push(crate::k8s::addons::read_addon_images(client, addon).await);
-    }
-    let deprecated = match crate::prometheus::AlertGate::new(&settings.alerts) {
-        Ok(gate) => gate
-            .instant_query(&settings.compat.deprecated_api_query)
-            .await
-            .map(|s| deprecated_apis(&s))
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let runtimes: Vec<(String, String)> = nodes
-        .iter()
-        .map(|n| {
-            let rt = n
-                .status
-                .as_ref()
-                .and_then(|s| s.node_info.as_ref())
-                .map(|i| i.container_runtime_version.clone())
-                .unwrap_or_default();
-            (n.metadata.name.clone().unwrap_or_default(), rt)
-        })
-        .collect();
-    let inputs = compat::Inputs {
+    let prometheus = crate::prometheus::AlertGate::new(&settings.alerts).map_err(|e| e.to_string());
+    let verdict = crate::chain::compat::verdict(
+        client,
+        prometheus.as_ref().map_err(Clone::clone),
+        &settings.compat,
         target,
         running,
-        addon_images: &addon_images,
-        deprecated_apis: &deprecated,
-        runtimes: &runtimes,
-    };
-    Ok(match compat::evaluate(&settings.compat, &inputs) {
+        nodes,
+    )
+    .await;
+    Ok(match verdict {
         compat::Verdict::Pass => vec![],
         compat::Verdict::Held(r) | compat::Verdict::Blocked(r) => r,
     })

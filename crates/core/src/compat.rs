@@ -319,6 +319,39 @@ fn check_addon(addon: &Addon, running: Minor, target: Minor) -> Option<(Tag, Str
     })
 }
 
+/// `apiserver_requested_deprecated_apis` samples as the gate's input .
+pub fn deprecated_apis(samples: &[crate::alerts::Sample]) -> Vec<DeprecatedApi> {
+    samples
+        .iter()
+        .map(|s| {
+            let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+            DeprecatedApi {
+                group: l("group"),
+                version: l("version"),
+                resource: l("resource"),
+                removed_release: s.labels.get("removed_release").filter(|r| !r.is_empty()).cloned(),
+            }
+        })
+        .collect()
+}
+
+/// Each node's name and `status.nodeInfo.containerRuntimeVersion` (empty when missing), the
+/// runtime input of [`evaluate`].
+pub fn runtimes(nodes: &[k8s_openapi::api::core::v1::Node]) -> Vec<(String, String)> {
+    nodes
+        .iter()
+        .map(|n| {
+            let rt = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.container_runtime_version.clone())
+                .unwrap_or_default();
+            (n.metadata.name.clone().unwrap_or_default(), rt)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,9 +129,9 @@ pub const CALLS: &[Call] = &[
     call("", "pods", &["list", "watch", "delete"], Cluster, Any, "drain (pods on the node, watch them go, fallback delete); chain::nodes (system and control-plane pods); etcd snapshot pod"),
     call("", "pods/eviction", &["create"], Cluster, Any, "drain (eviction API)"),
     call("policy", "poddisruptionbudgets", &["list"], Cluster, Any, "drain (PDB classification)"),
-    call("apps", "daemonsets", &["get"], Cluster, Any, "drain (DaemonSet pods stay); compat::read_addon_images"),
-    call("apps", "statefulsets", &["get"], Cluster, Any, "compat::read_addon_images"),
-    call("apps", "deployments", &["get", "patch"], Cluster, Any, "compat::read_addon_images; chain::quiesce (replicas to 0 and back)"),
+    call("apps", "daemonsets", &["get"], Cluster, Any, "drain (DaemonSet pods stay); chain::compat::read_addon_images"),
+    call("apps", "statefulsets", &["get"], Cluster, Any, "chain::compat::read_addon_images"),
+    call("apps", "deployments", &["get", "patch"], Cluster, Any, "chain::compat::read_addon_images; chain::quiesce (replicas to 0 and back)"),
     // Chain Jobs in the tool's namespace. `create` too: server-side apply of a new object needs it.
     call("batch", "jobs", &["create", "get", "list", "watch", "patch", "delete"], ToolNamespace, Any, "spawn (server-side apply, respawn of Failed Jobs, await deletion); detect (reconcile); status; report"),
     call("", "configmaps", &["get"], ToolNamespace, KillSwitch, "killswitch::check"),

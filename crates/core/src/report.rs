@@ -15,7 +15,7 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::Node};
 use serde::Serialize;
 
 use crate::{
-    compat::{DeprecatedApi, Reason, Tag},
+    compat::{Reason, Tag},
     metrics::{CHAIN_JOB, DETECTION_JOB, Scrape},
 };
 
@@ -239,22 +239,6 @@ pub fn recent_jobs(jobs: &[Job], now: Timestamp) -> Vec<RecentJob> {
         .collect();
     out.sort_by_key(|j| (j.age_seconds, j.name.clone()));
     out
-}
-
-/// `apiserver_requested_deprecated_apis` samples as the gate's input (pure).
-pub fn deprecated_apis(samples: &[crate::alerts::Sample]) -> Vec<DeprecatedApi> {
-    samples
-        .iter()
-        .map(|s| {
-            let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-            DeprecatedApi {
-                group: l("group"),
-                version: l("version"),
-                resource: l("resource"),
-                removed_release: s.labels.get("removed_release").filter(|r| !r.is_empty()).cloned(),
-            }
-        })
-        .collect()
 }
 
 /// A node's `status.nodeInfo.kubeletVersion` as reported (empty when missing).
@@ -497,7 +481,7 @@ mod tests {
             ]),
             value: 1.0,
         };
-        let d = deprecated_apis(&[s]);
+        let d = crate::compat::deprecated_apis(&[s]);
         assert_eq!(d[0].removed_release.as_deref(), Some("1.32"));
         assert_eq!(d[0].resource, "flowschemas");
     }

@@ -1,9 +1,50 @@
-//! Reads what the compatibility gate ([`chain_core::compat`]) needs from the API: the images
-//! of each addon's workload.
+//! The compatibility gate of preflight (and of the weekly report) with what it reads: each
+//! addon's images from the API, the deprecated APIs still requested from Prometheus, and the
+//! nodes' runtimes; the decision is [`chain_core::compat::evaluate`].
 
 use std::fmt;
 
-use chain_core::compat::{Addon, AddonKind};
+use chain_core::{
+    compat::{self, Addon, AddonKind, CompatSettings, Minor, Verdict},
+    version::Version,
+};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Node;
+
+use crate::prometheus::AlertGate;
+
+/// Reads the gate's inputs and evaluates it for `target` from `running` (the oldest kubelet's
+/// minor). `prometheus` is `Err` when no Prometheus client could be built: the deprecated-API
+/// check then reports it, and the gate fails safe.
+pub async fn verdict(
+    client: &kube::Client,
+    prometheus: Result<&AlertGate, String>,
+    settings: &CompatSettings,
+    target: Version,
+    running: Minor,
+    nodes: &[Node],
+) -> Verdict {
+    let addon_images = join_all(settings.addons.iter().map(|a| read_addon_images(client, a))).await;
+    let deprecated_apis = match prometheus {
+        Ok(gate) => gate
+            .instant_query(&settings.deprecated_api_query)
+            .await
+            .map(|samples| compat::deprecated_apis(&samples))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let runtimes = compat::runtimes(nodes);
+    compat::evaluate(
+        settings,
+        &compat::Inputs {
+            target,
+            running,
+            addon_images: &addon_images,
+            deprecated_apis: &deprecated_apis,
+            runtimes: &runtimes,
+        },
+    )
+}
 
 /// Reads the image references of an addon's workload (all containers and init containers).
 pub async fn read_addon_images(client: &kube::Client, addon: &Addon) -> Result<Vec<String>, String> {
