@@ -5,15 +5,17 @@ mod support;
 
 use std::time::Duration;
 
+use chain_core::{
+    compat::{Addon, AddonKind, Minor},
+    plan::{Kind, Phase, Step},
+};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_upgrade_chain::{
     chain::{Ended, detect::Detection},
-    compat::{Addon, AddonKind, Minor},
-    plan::{Kind, Phase, Step},
-    spawn::{OnComplete, SpawnOutcome},
+    k8s::spawn::{OnComplete, SpawnOutcome},
 };
+use sim::apiserver::fixtures as tf;
 use support::chain::{Cluster, Layout, NS};
-use testapi::fixtures as tf;
 
 fn small(net: u8) -> Layout<'static> {
     Layout {
@@ -36,7 +38,7 @@ async fn spawn(c: &Cluster, step: Step, target: &str, kind: Kind) -> SpawnOutcom
 
 async fn outcome(c: &Cluster, phase: &str, node: &str, outcome: &str) -> Option<f64> {
     let text = c.pgw.metrics_text().await;
-    k8s_upgrade_chain::metrics::Scrape::parse(&text)
+    chain_core::metrics::Scrape::parse(&text)
         .value("k8s_upgrade_phase_outcome", &[("phase", phase), ("node", node), ("outcome", outcome)])
 }
 
@@ -178,12 +180,15 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     assert_eq!(outcome(&c, "worker", "k8s-node2", "succeeded").await, Some(1.0));
     let job: k8s_openapi::api::batch::v1::Job =
         c.srv.get(Some(NS), "k8s-upgrade-worker-1-34-2-k8s-node3").unwrap();
-    assert_eq!(k8s_upgrade_chain::spawn::job_state(&job), k8s_upgrade_chain::spawn::JobState::Failed);
+    assert_eq!(
+        k8s_upgrade_chain::k8s::spawn::job_state(&job),
+        k8s_upgrade_chain::k8s::spawn::JobState::Failed
+    );
 
     // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
     // chain converges from there.
     std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
-    let out = spawn(&c, Step::new(Phase::Worker, Some("k8s-node3")), "1.34.2", Kind::Patch).await;
+    let out = spawn(&c, Step::worker("k8s-node3"), "1.34.2", Kind::Patch).await;
     assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
@@ -251,7 +256,7 @@ async fn a_held_compatibility_verdict_stops_quietly() {
     k8s_upgrade_chain::chain::spawn_step(
         &ctx,
         &snap,
-        &Step::new(Phase::Preflight, None),
+        &Step::Preflight,
         target,
         Kind::Minor,
         OnComplete::Skip,
@@ -386,7 +391,7 @@ async fn rerunning_a_completed_phase_is_safe() {
 
     // The operator re-runs node2's phase by hand.
     let input = k8s_upgrade_chain::chain::StepInput {
-        step: Step::new(Phase::Worker, Some("k8s-node2")),
+        step: Step::worker("k8s-node2"),
         target: "1.34.2".parse().unwrap(),
         kind: Kind::Patch,
     };
@@ -467,7 +472,7 @@ async fn preflight_refuses_inside_the_settle_window_and_without_prometheus() {
     assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "aborted before marking in flight");
 
     // Prometheus unreachable: the alert gate fails closed (the seed ran on).
-    spawn(&c, Step::new(Phase::Preflight, None), "1.34.2", Kind::Patch).await;
+    spawn(&c, Step::Preflight, "1.34.2", Kind::Patch).await;
     let job =
         c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
     let mut settings = c.settings.clone();

@@ -160,8 +160,8 @@ fn no_cluster_is_an_unexpected_failure_exit_3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn render_run_on_warns_when_a_taint_is_not_tolerated() {
-    use testapi::fixtures::node;
-    let srv = testapi::TestApiServer::start().await;
+    use sim::apiserver::fixtures::node;
+    let srv = sim::apiserver::TestApiServer::start().await;
     srv.insert(node("gpu-1").ready().taint("nvidia.com/gpu", "", "NoSchedule"));
     srv.insert(node("k8s-master").ready().control_plane());
     let dir = tempfile::tempdir().unwrap();

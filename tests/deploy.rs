@@ -8,16 +8,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use chain_core::{
+    manifests::{self, Options},
+    rbac::{self, Grant},
+    settings::Settings,
+};
 use hcl::{
     Block, Body, Expression, Value,
     eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType},
 };
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use k8s_upgrade_chain::{
-    manifests::{self, Options},
-    rbac::{self, Grant},
-    settings::Settings,
-};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +40,7 @@ fn parse(path: &Path) -> Body {
 }
 
 fn example() -> Settings {
-    Settings::load(&root().join("examples/config.yaml")).unwrap()
+    k8s_upgrade_chain::config::load(&root().join("examples/config.yaml")).unwrap()
 }
 
 #[test]
@@ -362,7 +362,7 @@ fn manifests_objects_are_valid_kubernetes_objects() {
 
 #[test]
 fn chain_job_template_mounts_match_the_manifests() {
-    let t = k8s_upgrade_chain::job::BUILTIN_TEMPLATE;
+    let t = chain_core::job::BUILTIN_TEMPLATE;
     for path in ["/secrets/k8s-upgrade", "/etc/k8s-upgrade-chain", "/scripts", "/tmp"] {
         assert!(t.contains(&format!("mountPath: {path}")), "template lacks {path}");
     }
@@ -421,7 +421,8 @@ fn dockerfile_builds_a_nonroot_distroless_image_from_a_complete_context() {
         "Cargo.lock",
         "src/lib.rs",
         "benches/plan.rs",
-        "tests/apiserver/Cargo.toml",
+        "crates/core/Cargo.toml",
+        "crates/sim/Cargo.toml",
         "templates/job.yaml.j2",
         "scripts/update_k8s.sh",
         "deploy/alerts/k8s-upgrade-chain.rules.yaml",

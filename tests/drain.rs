@@ -1,4 +1,4 @@
-//! The drain engine against the in-process test apiserver (crate `testapi`), through the real
+//! The drain engine against the in-process test apiserver (`sim::apiserver`), through the real
 //! `kube::Client`s the tool builds (`Clients::from_config`: the eviction client has retry off).
 //!
 //! Every test starts its own server on 127.0.0.1:0 with grace periods scaled by 0.01 (a 30 s
@@ -6,7 +6,7 @@
 //!
 //! Two checks run in every test (issue 12):
 //! - a PDB watcher: when the test ends, no PodDisruptionBudget may have lost healthy pods below
-//!   its `desiredHealthy` through a request of the drain ([`testapi::BudgetBreach`], counted
+//!   its `desiredHealthy` through a request of the drain ([`sim::apiserver::BudgetBreach`], counted
 //!   from the pods, not from statuses that can understate), except the documented deadlock
 //!   fallback (a direct DELETE under a PDB that can never allow a disruption);
 //! - the dry run's prediction: [`Env::drain`] runs `drain --dry-run` first, then the drain,
@@ -19,14 +19,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::PostParams;
-use testapi::fixtures::*;
-use testapi::{Fault, TestApiServer};
+use sim::apiserver::fixtures::*;
+use sim::apiserver::{Fault, TestApiServer};
 
-use k8s_upgrade_chain::cluster::Clients;
 use k8s_upgrade_chain::drain::{
     self, CORDONED_BY, Cordon, Decision, DrainConfig, DrainError, DrainOutcome, DrainReport, DrainTarget,
     DryRunReport, FallbackKind, PodRef, Remaining, Removal, Uncordon,
 };
+use k8s_upgrade_chain::k8s::Clients;
 
 const NODE: &str = "k8s-node1";
 const TOOL_NS: &str = "upgrade";
@@ -58,7 +58,7 @@ async fn env() -> Env {
     env_on(TestApiServer::builder()).await
 }
 
-async fn env_on(builder: testapi::Builder) -> Env {
+async fn env_on(builder: sim::apiserver::Builder) -> Env {
     let srv = builder.time_scale(0.01).start().await;
     for n in [NODE, "k8s-node2", "k8s-node3"] {
         srv.insert(node(n).ready().kubelet("v1.33.5"));
