@@ -1,5 +1,5 @@
 # Inputs of the k8s-upgrade-chain module. The RBAC rules (rbac.tf) are generated from the
-# binary's list of API calls (src/rbac.rs); etcd_backup_namespace and post_upgrade_configmaps
+# binary's list of API calls (crates/core/src/rbac.rs); etcd_backup_namespace and post_upgrade_configmaps
 # must match the `hooks:` of config_yaml, or the chain is denied the calls those hooks make.
 
 variable "namespace" {
