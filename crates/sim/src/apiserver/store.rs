@@ -1548,6 +1548,10 @@ impl State {
         via: &'static str,
         f: impl FnOnce(&mut Self) -> T,
     ) -> T {
+        // Most requests touch namespaces without budgets: nothing to watch, nothing to copy.
+        if self.iter(PDBS, Some(ns)).next().is_none() {
+            return f(self);
+        }
         let Some(pod) = self.get(PODS, ns, name).cloned() else {
             return f(self);
         };
