@@ -78,17 +78,18 @@ pub struct JobSettings {
     pub image_pull_secrets: Vec<String>,
     /// Secret holding `ssh_key`, `known_hosts` and `slack_webhook`, mounted read-only.
     pub credentials_secret: String,
-    /// ConfigMap holding this configuration (`config.yaml`), mounted read-only.
+    /// ConfigMap holding this configuration (`config.yaml`, and the `template` file when one
+    /// is configured), mounted read-only at `/etc/k8s-upgrade-chain` in every Job.
     pub config_map: String,
-    /// ConfigMap holding `update_k8s.sh`, mounted read-only at `/scripts`.
-    pub scripts_config_map: String,
     /// `ttlSecondsAfterFinished` of chain Jobs.
     #[serde(with = "dur")]
     pub ttl_after_finished: Duration,
     /// Added to the sum of a phase's own deadlines to give the Job's `activeDeadlineSeconds`.
     #[serde(with = "dur")]
     pub deadline_margin: Duration,
-    /// A Job template file to use instead of the built-in one.
+    /// A Job template file to use instead of the built-in one: a file name next to the config
+    /// file (in a cluster, a key of the config ConfigMap, so every Job that renders the next one
+    /// has it through the config mount), or an absolute path.
     pub template: Option<String>,
 }
 
@@ -99,7 +100,6 @@ impl Default for JobSettings {
             image_pull_secrets: vec![],
             credentials_secret: "k8s-upgrade-creds".into(),
             config_map: "k8s-upgrade-config".into(),
-            scripts_config_map: "k8s-upgrade-scripts".into(),
             ttl_after_finished: Duration::from_secs(7 * 24 * 3600),
             deadline_margin: Duration::from_secs(15 * 60),
             template: None,
@@ -260,12 +260,19 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file. A `job.template` file name is resolved next to it.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|source| SettingsError::Read { path: display.clone(), source })?;
-        Self::from_yaml(&text, &display)
+        let mut settings = Self::from_yaml(&text, &display)?;
+        if let Some(t) = settings.job.template.as_mut()
+            && Path::new(t.as_str()).is_relative()
+        {
+            let dir = path.parent().unwrap_or(Path::new(""));
+            *t = dir.join(t.as_str()).display().to_string();
+        }
+        Ok(settings)
     }
 
     /// Parses and validates YAML text; `origin` names it in errors.
@@ -313,9 +320,11 @@ impl Settings {
             ("job.service_account", &self.job.service_account),
             ("job.credentials_secret", &self.job.credentials_secret),
             ("job.config_map", &self.job.config_map),
-            ("job.scripts_config_map", &self.job.scripts_config_map),
         ] {
             check_dns_subdomain(name).map_err(|r| invalid(key, name, &r))?;
+        }
+        if let Some(t) = &self.job.template {
+            check_template_path(t).map_err(|r| invalid("job.template", t, &r))?;
         }
         for (i, s) in self.job.image_pull_secrets.iter().enumerate() {
             check_dns_subdomain(s).map_err(|r| invalid(&format!("job.image_pull_secrets[{i}]"), s, &r))?;
@@ -456,6 +465,29 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `job.template`: an absolute path, or a file name next to the config file. A relative path
+/// must be a bare file name because in a cluster it is a key of the config ConfigMap (keys are
+/// flat: `-`, `_`, `.` and alphanumerics), mounted beside `config.yaml`.
+fn check_template_path(t: &str) -> Result<(), String> {
+    if Path::new(t).is_absolute() {
+        return Ok(());
+    }
+    let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if t.is_empty() || t.len() > 253 || !t.chars().all(key_char) || t == "." || t == ".." {
+        return Err("must be an absolute path or a file name next to the config file (a ConfigMap key: \
+                    letters, digits, '-', '_' and '.')"
+            .into());
+    }
+    if t == CONFIG_KEY {
+        return Err(format!("must not be {CONFIG_KEY}, the config file itself"));
+    }
+    Ok(())
+}
+
+/// The key of the config file in the config ConfigMap (`CONFIG` is
+/// `/etc/k8s-upgrade-chain/config.yaml` in every Job).
+pub const CONFIG_KEY: &str = "config.yaml";
+
 /// RFC 1123 subdomain: what most object names (and node names) must be.
 pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 253 {
@@ -535,6 +567,25 @@ hooks:
         assert_eq!(s.timeouts.soak, Duration::from_secs(5400));
         assert_eq!(s.timeouts.probe, Timeouts::default().probe, "unset keys keep defaults");
         assert_eq!(s.hooks.quiesce_deployments[0].name, "tigera-operator");
+    }
+
+    #[test]
+    fn template_is_a_file_name_next_to_the_config_or_an_absolute_path() {
+        for ok in ["job.yaml.j2", "site_job-2.j2", "/etc/k8s-upgrade-chain/job.yaml.j2"] {
+            parse(&format!("job: {{template: {ok:?}}}\n")).unwrap();
+        }
+        for bad in ["templates/job.yaml.j2", "../job.yaml.j2", "", "config.yaml", "job yaml"] {
+            let e = parse(&format!("job: {{template: {bad:?}}}\n")).unwrap_err().to_string();
+            assert!(e.contains("job.template"), "{bad}: {e}");
+        }
+        // Loaded from a file, a file name is resolved next to it (the ConfigMap's mount).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "job:\n  template: job.yaml.j2\n").unwrap();
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.job.template.unwrap(), dir.path().join("job.yaml.j2").display().to_string());
+        std::fs::write(&path, "job:\n  template: /opt/site/job.yaml.j2\n").unwrap();
+        assert_eq!(Settings::load(&path).unwrap().job.template.unwrap(), "/opt/site/job.yaml.j2");
     }
 
     #[test]
