@@ -10,11 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use testapi::TestApiServer;
-use testapi::fixtures::*;
+use sim::apiserver::TestApiServer;
+use sim::apiserver::fixtures::*;
 
-use k8s_upgrade_chain::cluster::Clients;
 use k8s_upgrade_chain::drain::{self, DrainConfig, DrainOutcome, DrainTarget};
+use k8s_upgrade_chain::k8s::Clients;
 
 const NODE: &str = "bench-node";
 const GRACE_SECS: u64 = 2;

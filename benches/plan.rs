@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use k8s_upgrade_chain::{
+use chain_core::{
     fixtures::cluster,
     plan::{Snapshot, chain},
     settings::ControlPlaneSelector,

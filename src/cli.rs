@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{
+use chain_core::{
     plan::{Kind, Phase},
     version::Version,
 };
@@ -93,13 +93,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ManifestsArgs {
     /// Image of the CronJobs and the chain Jobs.
-    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
     /// Detection schedule (cron, UTC).
-    #[arg(long, value_name = "CRON", default_value = crate::manifests::DEFAULT_SCHEDULE)]
+    #[arg(long, value_name = "CRON", default_value = chain_core::manifests::DEFAULT_SCHEDULE)]
     pub schedule: String,
     /// Weekly report schedule (cron, UTC).
-    #[arg(long, value_name = "CRON", default_value = crate::manifests::DEFAULT_REPORT_SCHEDULE)]
+    #[arg(long, value_name = "CRON", default_value = chain_core::manifests::DEFAULT_REPORT_SCHEDULE)]
     pub report_schedule: String,
     /// Detection runs fully and pushes metrics but spawns no chain Job (`DRY_RUN=true`).
     #[arg(long)]
@@ -166,7 +166,7 @@ pub struct DetectArgs {
     #[arg(long, env = "DRY_RUN")]
     pub dry_run: bool,
     /// Image of the chain Jobs to spawn.
-    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
 }
 
@@ -186,7 +186,7 @@ pub struct StepArgs {
     #[arg(long, env = "KIND", value_parser = parse_kind)]
     pub kind: Kind,
     /// Image of the chain Jobs this step spawns.
-    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
 }
 
@@ -240,7 +240,7 @@ pub struct RenderArgs {
     #[arg(long, env = "KIND", value_parser = parse_kind)]
     pub kind: Option<Kind>,
     /// Image of the chain Jobs.
-    #[arg(long, env = "IMAGE", default_value = crate::DEFAULT_IMAGE)]
+    #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
     /// Render without reading the cluster: pin the Job to this node instead of computing the
     /// placement (needs --kind).
@@ -258,7 +258,7 @@ pub struct RenderArgs {
 }
 
 fn parse_version(s: &str) -> Result<Version, String> {
-    s.parse().map_err(|e: crate::version::VersionError| e.to_string())
+    s.parse().map_err(|e: chain_core::version::VersionError| e.to_string())
 }
 
 fn parse_phase(s: &str) -> Result<Phase, String> {

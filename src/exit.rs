@@ -31,10 +31,10 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             return 1;
         }
         if cause.is::<BadInput>()
-            || cause.is::<crate::settings::SettingsError>()
-            || cause.is::<crate::plan::PlanError>()
-            || cause.is::<crate::job::RenderError>()
-            || cause.is::<crate::version::VersionError>()
+            || cause.is::<chain_core::settings::SettingsError>()
+            || cause.is::<chain_core::plan::PlanError>()
+            || cause.is::<chain_core::job::RenderError>()
+            || cause.is::<chain_core::version::VersionError>()
         {
             return 2;
         }
@@ -56,7 +56,7 @@ mod tests {
     fn codes() {
         assert_eq!(code_for(&anyhow::Error::new(GateAbort("alerts firing".into()))), 1);
         assert_eq!(code_for(&bad_input(anyhow::anyhow!("bad node name"))), 2);
-        let plan = anyhow::Error::new(crate::plan::PlanError::NoNodes).context("failed to plan");
+        let plan = anyhow::Error::new(chain_core::plan::PlanError::NoNodes).context("failed to plan");
         assert_eq!(code_for(&plan), 2);
         assert_eq!(code_for(&anyhow::anyhow!("connection refused")), 3);
     }

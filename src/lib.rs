@@ -1,42 +1,34 @@
 //! k8s-upgrade-chain: upgrades a kubeadm cluster node by node as a chain of Kubernetes Jobs.
 //!
-//! The crate is a functional core (pure planning over snapshots of the cluster: [`plan`],
-//! [`job`], [`settings`]) wrapped in a thin imperative shell (one module per outside system:
-//! [`cluster`], [`spawn`], [`killswitch`]). See README.md for the overview.
+//! This crate is the imperative shell around the functional core ([`chain_core`]): it reads
+//! the cluster and the nodes, asks the core what to do, does it, records it, and spawns the
+//! next Job. See `docs/architecture.md` for the layers and how one phase flows through them.
+//!
+//! - One module per outside system, each thin: [`k8s`] (the Kubernetes API: clients, Job
+//!   apply, kill switch, Events, annotations, access review), [`node`] (nodes, over SSH:
+//!   the executor and the probes), [`prometheus`] (the alert gate), [`pushgateway`],
+//!   [`slack`], [`http`] (the HTTP client they share), [`config`] (the config and template
+//!   files).
+//! - [`drain`]: the drain engine (the PDB-aware eviction loop) around the core's drain policy.
+//! - [`chain`]: the orchestration: `detect` and each phase.
+//! - [`ops`]: the read-only `status` and `report`.
+//! - [`rehearse`]: the whole chain on a simulated cluster (crate `sim`).
+//! - [`cli`] (raw flags), [`commands`] (each command), [`exit`] (exit codes), [`telemetry`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod alerts;
-pub mod annotations;
-pub mod app;
 pub mod chain;
 pub mod cli;
-pub mod cluster;
-pub mod compat;
+pub mod commands;
+pub mod config;
 pub mod drain;
-pub mod duration;
-pub mod events;
 pub mod exit;
-pub mod fixtures;
-pub mod job;
-pub mod killswitch;
-pub mod manifests;
-pub mod metrics;
-pub mod node_exec;
-pub mod plan;
-pub mod probes;
-pub mod rbac;
+pub mod http;
+pub mod k8s;
+pub mod node;
+pub mod ops;
+pub mod prometheus;
+pub mod pushgateway;
 pub mod rehearse;
-pub mod report;
-pub mod settings;
-pub mod settle;
 pub mod slack;
-pub mod spawn;
-pub mod ssh;
-pub mod status;
 pub mod telemetry;
-pub mod version;
-
-/// Image of the chain Jobs when neither `--image` nor `IMAGE` is set.
-pub const DEFAULT_IMAGE: &str =
-    concat!("ghcr.io/k8s-upgrade-chain/k8s-upgrade-chain:", env!("CARGO_PKG_VERSION"));

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use k8s_upgrade_chain::{
-    app,
     cli::{Cli, Command},
-    exit, telemetry,
+    commands, exit, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -20,7 +19,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return exit::report(&anyhow::Error::new(e).context("failed to start the async runtime")),
     };
-    match runtime.block_on(app::run(cli)) {
+    match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => exit::report(&e),
     }

@@ -9,32 +9,12 @@
 //! - Messages carry a prefix naming the sender: `[k8s-upgrade-<phase>(:<node>)]`, or
 //!   `[k8s-version-check]` for detection.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use chain_core::settings::SlackConfig;
 
-/// Default path of the file holding the webhook URL.
-pub const DEFAULT_WEBHOOK_FILE: &str = "/secrets/k8s-upgrade/slack_webhook";
 /// The detection step's prefix.
 pub const DETECTION_PREFIX: &str = "[k8s-version-check]";
-
-/// Slack settings (`slack:` in the config file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SlackConfig {
-    /// File containing the webhook URL. Default [`DEFAULT_WEBHOOK_FILE`]. Missing = disabled.
-    pub webhook_file: PathBuf,
-    /// Timeout of one post. Default `5s`.
-    #[serde(with = "crate::duration::serde_str")]
-    pub timeout: Duration,
-}
-
-impl Default for SlackConfig {
-    fn default() -> Self {
-        Self { webhook_file: DEFAULT_WEBHOOK_FILE.into(), timeout: Duration::from_secs(5) }
-    }
-}
 
 /// The prefix of a phase's messages: `[k8s-upgrade-worker:k8s-node2]`, `[k8s-upgrade-preflight]`.
 pub fn phase_prefix(phase: &str, node: Option<&str>) -> String {
@@ -82,7 +62,7 @@ impl Slack {
     pub fn from_config(cfg: &SlackConfig, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
         let target =
-            read_webhook(&cfg.webhook_file).and_then(|hook| match crate::alerts::http_client(cfg.timeout) {
+            read_webhook(&cfg.webhook_file).and_then(|hook| match crate::http::client(cfg.timeout) {
                 Ok(client) => Some((client, hook)),
                 Err(e) => {
                     tracing::warn!(
@@ -132,7 +112,7 @@ impl Slack {
                 let detail: String = detail.trim().chars().take(100).collect();
                 format!("Slack answered HTTP {status}{retry}: {detail}")
             }
-            Err(e) => crate::alerts::describe(&e.without_url()),
+            Err(e) => crate::http::describe(&e.without_url()),
         };
         tracing::warn!("failed to post to Slack (notifications are best-effort; carrying on): {reason}");
         Delivery::Failed { reason }
@@ -207,7 +187,7 @@ mod tests {
     #[test]
     fn config_defaults() {
         let cfg: SlackConfig = serde_json::from_str("{}").unwrap();
-        assert_eq!(cfg.webhook_file, Path::new(DEFAULT_WEBHOOK_FILE));
-        assert_eq!(cfg.timeout, Duration::from_secs(5));
+        assert_eq!(cfg.webhook_file, Path::new(chain_core::settings::DEFAULT_WEBHOOK_FILE));
+        assert_eq!(cfg.timeout, std::time::Duration::from_secs(5));
     }
 }

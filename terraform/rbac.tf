@@ -43,21 +43,21 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     verbs      = ["list"]
   }
 
-  # drain (DaemonSet pods stay); compat::read_addon_images
+  # drain (DaemonSet pods stay); chain::compat::read_addon_images
   rule {
     api_groups = ["apps"]
     resources  = ["daemonsets"]
     verbs      = ["get"]
   }
 
-  # compat::read_addon_images
+  # chain::compat::read_addon_images
   rule {
     api_groups = ["apps"]
     resources  = ["statefulsets"]
     verbs      = ["get"]
   }
 
-  # compat::read_addon_images; chain::quiesce (replicas to 0 and back)
+  # chain::compat::read_addon_images; chain::quiesce (replicas to 0 and back)
   rule {
     api_groups = ["apps"]
     resources  = ["deployments"]

@@ -4,9 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_upgrade_chain::alerts::{
-    AlertGate, AlertsConfig, GateVerdict, QueryError, RatioVerdict, ratio_verdict,
-};
+use chain_core::alerts::{AlertsConfig, GateVerdict, QueryError, RatioVerdict, ratio_verdict};
+use k8s_upgrade_chain::prometheus::AlertGate;
 use support::prom::{Prometheus, Pushgateway, Reply, StubHttp, fixture};
 
 fn config(url: &str) -> AlertsConfig {

@@ -1,9 +1,10 @@
 //! The namespace in-flight annotations against the in-process test apiserver (`testapi`).
 
+use chain_core::annotations::{AnnotationsConfig, InFlight};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_upgrade_chain::annotations::{AnnotationError, AnnotationsConfig, InFlight, NamespaceAnnotations};
-use testapi::TestApiServer;
-use testapi::fixtures::namespace;
+use k8s_upgrade_chain::k8s::annotations::{AnnotationError, NamespaceAnnotations};
+use sim::apiserver::TestApiServer;
+use sim::apiserver::fixtures::namespace;
 
 const NS: &str = "k8s-upgrade";
 

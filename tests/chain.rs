@@ -5,18 +5,20 @@ mod support;
 
 use std::time::Duration;
 
+use chain_core::{
+    compat::{Addon, AddonKind, Minor},
+    plan::{Kind, Phase, Step},
+};
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Namespace, PodSpec},
 };
 use k8s_upgrade_chain::{
     chain::{Ended, detect::Detection},
-    compat::{Addon, AddonKind, Minor},
-    plan::{Kind, Phase, Step},
-    spawn::{OnComplete, SpawnOutcome},
+    k8s::spawn::{OnComplete, SpawnOutcome},
 };
+use sim::apiserver::fixtures as tf;
 use support::chain::{Cluster, Layout, NS};
-use testapi::fixtures as tf;
 
 fn small(net: u8) -> Layout<'static> {
     Layout {
@@ -39,7 +41,7 @@ async fn spawn(c: &Cluster, step: Step, target: &str, kind: Kind) -> SpawnOutcom
 
 async fn outcome(c: &Cluster, phase: &str, node: &str, outcome: &str) -> Option<f64> {
     let text = c.pgw.metrics_text().await;
-    k8s_upgrade_chain::metrics::Scrape::parse(&text)
+    chain_core::metrics::Scrape::parse(&text)
         .value("k8s_upgrade_phase_outcome", &[("phase", phase), ("node", node), ("outcome", outcome)])
 }
 
@@ -181,12 +183,15 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     assert_eq!(outcome(&c, "worker", "k8s-node2", "succeeded").await, Some(1.0));
     let job: k8s_openapi::api::batch::v1::Job =
         c.srv.get(Some(NS), "k8s-upgrade-worker-1-34-2-k8s-node3").unwrap();
-    assert_eq!(k8s_upgrade_chain::spawn::job_state(&job), k8s_upgrade_chain::spawn::JobState::Failed);
+    assert_eq!(
+        k8s_upgrade_chain::k8s::spawn::job_state(&job),
+        k8s_upgrade_chain::k8s::spawn::JobState::Failed
+    );
 
     // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
     // chain converges from there.
     std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
-    let out = spawn(&c, Step::new(Phase::Worker, Some("k8s-node3")), "1.34.2", Kind::Patch).await;
+    let out = spawn(&c, Step::worker("k8s-node3"), "1.34.2", Kind::Patch).await;
     assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
     let ran = c.run_chain().await;
     let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
@@ -254,7 +259,7 @@ async fn a_held_compatibility_verdict_stops_quietly() {
     k8s_upgrade_chain::chain::spawn_step(
         &ctx,
         &snap,
-        &Step::new(Phase::Preflight, None),
+        &Step::Preflight,
         target,
         Kind::Minor,
         OnComplete::Skip,
@@ -389,7 +394,7 @@ async fn rerunning_a_completed_phase_is_safe() {
 
     // The operator re-runs node2's phase by hand.
     let input = k8s_upgrade_chain::chain::StepInput {
-        step: Step::new(Phase::Worker, Some("k8s-node2")),
+        step: Step::worker("k8s-node2"),
         target: "1.34.2".parse().unwrap(),
         kind: Kind::Patch,
     };
@@ -470,7 +475,7 @@ async fn preflight_refuses_inside_the_settle_window_and_without_prometheus() {
     assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "aborted before marking in flight");
 
     // Prometheus unreachable: the alert gate fails closed (the seed ran on).
-    spawn(&c, Step::new(Phase::Preflight, None), "1.34.2", Kind::Patch).await;
+    spawn(&c, Step::Preflight, "1.34.2", Kind::Patch).await;
     let job =
         c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
     let mut settings = c.settings.clone();
@@ -588,26 +593,26 @@ async fn missing_rbac_stops_preflight_before_anything_changes() {
 /// The site's `job.template` override: the built-in template plus a marker annotation, so
 /// every Job rendered from it can be told apart.
 fn site_template() -> String {
-    let marked = k8s_upgrade_chain::job::BUILTIN_TEMPLATE.replacen(
+    let marked = chain_core::job::BUILTIN_TEMPLATE.replacen(
         "  annotations:\n",
         "  annotations:\n    site.example/template: override\n",
         1,
     );
-    assert_ne!(marked, k8s_upgrade_chain::job::BUILTIN_TEMPLATE);
+    assert_ne!(marked, chain_core::job::BUILTIN_TEMPLATE);
     marked
 }
 
 /// Installs the chain's objects as `manifests` prints them for `settings` with `template` in
 /// the config ConfigMap, and returns the detection CronJob's pod spec.
-fn install(c: &Cluster, settings: &k8s_upgrade_chain::settings::Settings, template: Option<&str>) -> PodSpec {
-    use k8s_upgrade_chain::manifests::{self, Options};
+fn install(c: &Cluster, settings: &chain_core::settings::Settings, template: Option<&str>) -> PodSpec {
+    use chain_core::manifests::{self, Options};
     let opts = Options {
         image: support::chain::IMAGE.into(),
         schedule: manifests::DEFAULT_SCHEDULE.into(),
         report_schedule: manifests::DEFAULT_REPORT_SCHEDULE.into(),
         dry_run: false,
         enabled: true,
-        config_yaml: manifests::config_yaml(settings).unwrap(),
+        config_yaml: manifests::config_yaml(settings),
         job_template: template.map(|t| (settings.job.template.clone().unwrap(), t.to_string())),
     };
     let objects = manifests::objects(settings, &opts);

@@ -1,13 +1,13 @@
 //! The compatibility gate, on the seed's own matrix (examples/config.yaml) and edge cases.
 
-use k8s_upgrade_chain::{
+use chain_core::{
     compat::{DeprecatedApi, Inputs, Minor, Tag, Verdict, evaluate},
     settings::Settings,
     version::Version,
 };
 
 fn example() -> Settings {
-    Settings::load(std::path::Path::new("examples/config.yaml")).unwrap()
+    k8s_upgrade_chain::config::load(std::path::Path::new("examples/config.yaml")).unwrap()
 }
 
 fn v(s: &str) -> Version {

@@ -16,16 +16,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use chain_core::{
+    manifests::{self, Options},
+    rbac::{self, Grant},
+    settings::Settings,
+};
 use hcl::{
     Block, Body, Expression, Value,
     eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType},
 };
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use k8s_upgrade_chain::{
-    manifests::{self, Options},
-    rbac::{self, Grant},
-    settings::Settings,
-};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -129,7 +129,7 @@ fn parse(path: &Path) -> Body {
 }
 
 fn example() -> Settings {
-    Settings::load(&root().join("examples/config.yaml")).unwrap()
+    k8s_upgrade_chain::config::load(&root().join("examples/config.yaml")).unwrap()
 }
 
 fn example_yaml() -> String {
@@ -464,7 +464,7 @@ fn manifests_objects_are_valid_kubernetes_objects() {
 
 #[test]
 fn chain_job_template_mounts_match_the_manifests() {
-    let t = k8s_upgrade_chain::job::BUILTIN_TEMPLATE;
+    let t = chain_core::job::BUILTIN_TEMPLATE;
     let tf = std::fs::read_to_string(root().join("terraform/main.tf")).unwrap();
     let mounts = |text: &str, key: &str| -> Vec<String> {
         text.lines()
@@ -565,7 +565,7 @@ fn changing_the_namespace_changes_every_install_path() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("site.yaml");
     std::fs::write(&config, SITE_CONFIG).unwrap();
-    let settings = Settings::load(&config).unwrap();
+    let settings = k8s_upgrade_chain::config::load(&config).unwrap();
     let ns = "ops-upgrades";
     assert_eq!(settings.namespace, ns);
 
@@ -666,7 +666,7 @@ fn a_template_override_travels_in_the_config_configmap_on_every_path() {
     let config = dir.path().join("site.yaml");
     let yaml = "namespace: ops-upgrades\njob:\n  template: site-job.yaml.j2\n";
     std::fs::write(&config, yaml).unwrap();
-    let template = format!("{{#- site override -#}}\n{}", k8s_upgrade_chain::job::BUILTIN_TEMPLATE);
+    let template = format!("{{#- site override -#}}\n{}", chain_core::job::BUILTIN_TEMPLATE);
     std::fs::write(dir.path().join("site-job.yaml.j2"), &template).unwrap();
 
     let docs: Vec<serde_json::Value> = manifests_cli(&config, &[])
@@ -736,7 +736,8 @@ fn dockerfile_builds_the_script_image_from_a_complete_context() {
         "Cargo.lock",
         "src/lib.rs",
         "benches/plan.rs",
-        "tests/apiserver/Cargo.toml",
+        "crates/core/Cargo.toml",
+        "crates/sim/Cargo.toml",
         "templates/job.yaml.j2",
         "scripts/update_k8s.sh",
         "scripts/build-image.sh",

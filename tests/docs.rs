@@ -1,6 +1,6 @@
 //! Documentation that must match the code.
 
-use k8s_upgrade_chain::settings::Settings;
+use chain_core::settings::Settings;
 
 fn yaml_block(markdown: &str) -> String {
     let start = markdown.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
@@ -40,5 +40,5 @@ fn configuration_reference_is_the_defaults_and_lists_every_key() {
 
 #[test]
 fn example_config_is_valid() {
-    Settings::load(std::path::Path::new("examples/config.yaml")).unwrap();
+    k8s_upgrade_chain::config::load(std::path::Path::new("examples/config.yaml")).unwrap();
 }

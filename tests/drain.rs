@@ -10,14 +10,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::PostParams;
-use testapi::fixtures::*;
-use testapi::{Fault, TestApiServer};
+use sim::apiserver::fixtures::*;
+use sim::apiserver::{Fault, TestApiServer};
 
-use k8s_upgrade_chain::cluster::Clients;
 use k8s_upgrade_chain::drain::{
     self, CORDONED_BY, Cordon, DrainConfig, DrainError, DrainOutcome, DrainTarget, PodRef, Remaining,
     Uncordon,
 };
+use k8s_upgrade_chain::k8s::Clients;
 
 const NODE: &str = "k8s-node1";
 const TOOL_NS: &str = "upgrade";

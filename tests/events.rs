@@ -1,14 +1,14 @@
 //! Milestone Events against the in-process test apiserver (`testapi`).
 
+use chain_core::version::Version;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::api::events::v1::Event;
-use k8s_upgrade_chain::events::{EventOutcome, Events, Milestone, REPORTING_CONTROLLER};
-use k8s_upgrade_chain::version::Version;
+use k8s_upgrade_chain::k8s::events::{EventOutcome, Events, Milestone, REPORTING_CONTROLLER};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
-use testapi::TestApiServer;
-use testapi::fixtures::{job, namespace, node};
+use sim::apiserver::TestApiServer;
+use sim::apiserver::fixtures::{job, namespace, node};
 
 async fn events_in(client: &kube::Client, ns: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items
@@ -99,7 +99,8 @@ async fn an_event_failure_is_a_warning_value() {
         namespace: Some("no-such-namespace".into()),
         ..Default::default()
     };
-    let outcome = k8s_upgrade_chain::events::record(&srv.client(), &regarding, Milestone::SoakDone).await;
+    let outcome =
+        k8s_upgrade_chain::k8s::events::record(&srv.client(), &regarding, Milestone::SoakDone).await;
     match outcome {
         EventOutcome::Failed { reason } => {
             assert!(reason.contains("Job no-such-namespace/k8s-upgrade-preflight-1-34-2"), "{reason}")

@@ -252,10 +252,7 @@ fn the_image_is_scratch_plus_the_static_binary_and_its_files() {
     assert_eq!(read("etc/passwd"), "nonroot:x:65532:65532:nonroot:/tmp:/sbin/nologin\n");
     assert_eq!(read("etc/group"), "nonroot:x:65532:\n");
     assert_eq!(read("etc/nsswitch.conf"), "hosts: files dns\n");
-    assert_eq!(
-        read("usr/share/k8s-upgrade-chain/templates/job.yaml.j2"),
-        k8s_upgrade_chain::job::BUILTIN_TEMPLATE
-    );
+    assert_eq!(read("usr/share/k8s-upgrade-chain/templates/job.yaml.j2"), chain_core::job::BUILTIN_TEMPLATE);
     assert_eq!(
         read("usr/share/k8s-upgrade-chain/scripts/update_k8s.sh"),
         std::fs::read_to_string(root().join("scripts/update_k8s.sh")).unwrap()
@@ -370,7 +367,7 @@ fn version_render_and_manifests_run_from_an_empty_root() {
         assert!(kinds.contains(&k), "no {k} in {kinds:?}");
     }
     let alert_rules = stdout(&run_in(rootfs, &["manifests", "--alert-rules"], &[]));
-    assert_eq!(alert_rules, k8s_upgrade_chain::manifests::ALERT_RULES);
+    assert_eq!(alert_rules, chain_core::manifests::ALERT_RULES);
 
     // Bad input is still exit 2 in the image (the error path works without a libc on disk).
     let out = run_in(rootfs, &["render", "--phase", "worker", "--version", "1.34.2"], &[]);
@@ -382,7 +379,7 @@ fn a_template_override_in_the_config_mount_is_used_in_the_image() {
     let pod = Pod::new();
     // What the config ConfigMap mount gives a Job: config.yaml and the override beside it.
     pod.mount("/etc/k8s-upgrade-chain/config.yaml", "job:\n  template: site-job.yaml.j2\n");
-    let marked = k8s_upgrade_chain::job::BUILTIN_TEMPLATE.replacen(
+    let marked = chain_core::job::BUILTIN_TEMPLATE.replacen(
         "  annotations:\n",
         "  annotations:\n    site.example/template: override\n",
         1,
@@ -467,8 +464,8 @@ impl Drop for Dns {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_pushgateway_and_slack_resolve_by_name_inside_the_image() {
+    use sim::apiserver::{TestApiServer, fixtures as tf};
     use support::prom::{Prometheus, Pushgateway, Reply, StubHttp};
-    use testapi::{TestApiServer, fixtures as tf};
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Build first (minutes, blocking) so the servers below do not idle meanwhile.
     let pod = tokio::task::spawn_blocking(Pod::new).await.unwrap();

@@ -1,9 +1,9 @@
 //! Job rendering: snapshot tests of the rendered text, parse-back into a typed Job, names.
 
-use k8s_upgrade_chain::{
+use chain_core::{
     fixtures::{cluster, node},
-    job::{self, JobRequest, MAX_NAME, job_name},
-    plan::{Kind, Phase, Snapshot, Step, placement},
+    job::{self, JobRequest},
+    plan::{Kind, MAX_NAME, Phase, Snapshot, Step, job_name, placement},
     settings::Settings,
     version::Version,
 };
@@ -35,8 +35,7 @@ fn render_step(
 fn worker_job_renders_as_expected() {
     let mut settings = Settings::default();
     settings.job.image_pull_secrets = vec!["registry-credentials".into()];
-    let (text, job) =
-        render_step(&settings, &cluster(1, 3, "v1.34.1"), Step::new(Phase::Worker, Some("k8s-node2")));
+    let (text, job) = render_step(&settings, &cluster(1, 3, "v1.34.1"), Step::worker("k8s-node2"));
     insta::assert_snapshot!("worker_job", text);
 
     assert_eq!(job.metadata.name.as_deref(), Some("k8s-upgrade-worker-1-34-2-k8s-node2"));
@@ -95,7 +94,7 @@ fn preflight_job_on_a_gpu_worker() {
         node("k8s-master").control_plane().kubelet("1.34.1").ip("10.0.0.1").build(),
         node("k8s-node1").kubelet("1.34.1").ip("10.0.0.11").taint("nvidia.com/gpu", "NoSchedule").build(),
     ];
-    let (text, job) = render_step(&Settings::default(), &nodes, Step::new(Phase::Preflight, None));
+    let (text, job) = render_step(&Settings::default(), &nodes, Step::Preflight);
     insta::assert_snapshot!("preflight_job", text);
     let pod = job.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("nvidia.com/gpu"));
@@ -109,7 +108,7 @@ fn hostile_values_cannot_break_the_document() {
     settings.job.service_account = "sa".into();
     let nodes = cluster(1, 2, "1.34.1");
     let snap = Snapshot::from_nodes(&nodes, &settings.control_plane_selector()).unwrap();
-    let step = Step::new(Phase::Preflight, None);
+    let step = Step::Preflight;
     let mut p = placement(&snap, &step).unwrap();
     p.run_on = "weird: value # not a comment\n  injected: true".into();
     let req =
@@ -124,7 +123,7 @@ fn bad_inputs_and_templates_are_clear_errors() {
     let settings = Settings::default();
     let nodes = cluster(1, 2, "1.34.1");
     let snap = Snapshot::from_nodes(&nodes, &settings.control_plane_selector()).unwrap();
-    let step = Step::new(Phase::Preflight, None);
+    let step = Step::Preflight;
     let p = placement(&snap, &step).unwrap();
     let req =
         |image| JobRequest { step: &step, target: v("1.34.2"), kind: Kind::Minor, image, placement: &p };
@@ -151,7 +150,7 @@ fn bad_inputs_and_templates_are_clear_errors() {
 
     let mut s = settings.clone();
     s.job.template = Some("/nonexistent/job.yaml.j2".into());
-    let e = job::load_template(&s).unwrap_err().to_string();
+    let e = k8s_upgrade_chain::config::load_template(&s).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/job.yaml.j2"), "{e}");
 }
 
@@ -176,7 +175,7 @@ fn names_are_deterministic_and_fit_63() {
     assert_ne!(a, b, "different nodes keep different names");
     assert_eq!(a, job_name(Phase::Worker, v("1.34.12"), Some(long_a)), "deterministic");
     assert!(a.starts_with("k8s-upgrade-worker-1-34-12-worker-node"));
-    k8s_upgrade_chain::settings::check_dns_subdomain(&a).unwrap();
+    chain_core::names::check_dns_subdomain(&a).unwrap();
     assert!(!a.contains("-."), "{a}");
 }
 

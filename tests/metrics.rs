@@ -4,10 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_upgrade_chain::metrics::{
-    CHAIN_JOB, ChainLatch, DETECTION_JOB, FAMILIES, Grouping, Metric, PhaseOutcome, PushOutcome, Pushgateway,
-    PushgatewayConfig, Scrape,
+use chain_core::metrics::{
+    CHAIN_JOB, ChainLatch, DETECTION_JOB, FAMILIES, Grouping, Metric, PhaseOutcome, PushgatewayConfig, Scrape,
 };
+use k8s_upgrade_chain::pushgateway::{PushOutcome, Pushgateway};
 use support::prom::{Pushgateway as PgwProcess, free_port};
 
 fn client(url: &str) -> Pushgateway {

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use k8s_upgrade_chain::{chain::nodes::wait_node_ready, cluster::Clients, exit, fixtures::node};
-use testapi::TestApiServer;
+use chain_core::fixtures::node;
+use k8s_upgrade_chain::{chain::nodes::wait_node_ready, exit, k8s::Clients};
+use sim::apiserver::TestApiServer;
 
 #[tokio::test]
 async fn waits_for_ready_on_the_target_then_times_out_clearly() {

@@ -1,12 +1,12 @@
 //! Planner tests: table-driven, over fixture clusters that read like prose.
 
-use k8s_openapi::api::core::v1::Node;
-use k8s_upgrade_chain::{
+use chain_core::{
     fixtures::{cluster, node},
     plan::{self, Next, Phase, PlanError, Snapshot, Step, chain, natural_cmp, next_after, placement},
     settings::ControlPlaneSelector,
     version::Version,
 };
+use k8s_openapi::api::core::v1::Node;
 
 fn v(s: &str) -> Version {
     s.parse().unwrap()
@@ -34,8 +34,8 @@ fn describe(nodes: &[Node], target: &str) -> Vec<String> {
                 .collect();
             format!(
                 "{}{} @{}{}{}",
-                j.step.phase,
-                j.step.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+                j.step.phase(),
+                j.step.node().map(|n| format!(" {n}")).unwrap_or_default(),
                 j.placement.run_on,
                 if tol.is_empty() { String::new() } else { format!(" [{}]", tol.join(",")) },
                 if j.skip { " (skip)" } else { "" }
@@ -131,7 +131,7 @@ fn tainted_run_on_nodes_get_matching_tolerations() {
         ]
     );
     let snap = snapshot(&nodes).unwrap();
-    let p = placement(&snap, &Step::new(Phase::Preflight, None)).unwrap();
+    let p = placement(&snap, &Step::Preflight).unwrap();
     assert!(p.tolerations.iter().all(|t| t.operator.as_deref() == Some("Exists")));
 }
 
@@ -144,9 +144,9 @@ fn cordoned_or_not_ready_workers_are_not_run_on() {
         node("k8s-node3").kubelet("1.34.1").ip("10.0.0.13").build(),
     ];
     let snap = snapshot(&nodes).unwrap();
-    assert_eq!(placement(&snap, &Step::new(Phase::Preflight, None)).unwrap().run_on, "k8s-node3");
+    assert_eq!(placement(&snap, &Step::Preflight).unwrap().run_on, "k8s-node3");
     // A worker Job for node3 itself still runs on the control plane, never on node3.
-    assert_eq!(placement(&snap, &Step::new(Phase::Worker, Some("k8s-node3"))).unwrap().run_on, "k8s-master");
+    assert_eq!(placement(&snap, &Step::worker("k8s-node3")).unwrap().run_on, "k8s-master");
 }
 
 #[test]
@@ -156,10 +156,10 @@ fn no_schedulable_worker_is_a_clear_error() {
         node("k8s-node1").kubelet("1.34.1").ip("10.0.0.11").cordoned().build(),
     ];
     let snap = snapshot(&nodes).unwrap();
-    let e = placement(&snap, &Step::new(Phase::Master, Some("k8s-master"))).unwrap_err();
+    let e = placement(&snap, &Step::master("k8s-master")).unwrap_err();
     assert_eq!(e, PlanError::NoSchedulableWorker { phase: Phase::Master });
     // Postflight falls back to the control plane.
-    assert_eq!(placement(&snap, &Step::new(Phase::Postflight, None)).unwrap().run_on, "k8s-master");
+    assert_eq!(placement(&snap, &Step::Postflight).unwrap().run_on, "k8s-master");
 }
 
 #[test]
@@ -204,20 +204,11 @@ fn next_after_each_phase_skips_the_node_just_upgraded() {
     let snap = snapshot(&nodes).unwrap();
     let t = v("1.34.2");
     let cases: &[(Step, Next)] = &[
-        (Step::new(Phase::Preflight, None), Next::Step(Step::new(Phase::Master, Some("k8s-master")))),
-        (
-            Step::new(Phase::Master, Some("k8s-master")),
-            Next::Step(Step::new(Phase::Worker, Some("k8s-node1"))),
-        ),
-        (
-            Step::new(Phase::Worker, Some("k8s-node1")),
-            Next::Step(Step::new(Phase::Worker, Some("k8s-node2"))),
-        ),
-        (
-            Step::new(Phase::Worker, Some("k8s-node2")),
-            Next::Step(Step::new(Phase::Worker, Some("k8s-node1"))),
-        ),
-        (Step::new(Phase::Postflight, None), Next::End),
+        (Step::Preflight, Next::Step(Step::master("k8s-master"))),
+        (Step::master("k8s-master"), Next::Step(Step::worker("k8s-node1"))),
+        (Step::worker("k8s-node1"), Next::Step(Step::worker("k8s-node2"))),
+        (Step::worker("k8s-node2"), Next::Step(Step::worker("k8s-node1"))),
+        (Step::Postflight, Next::End),
     ];
     for (done, want) in cases {
         assert_eq!(&next_after(&snap, t, done), want, "after {done}");
@@ -229,10 +220,7 @@ fn next_after_each_phase_skips_the_node_just_upgraded() {
         node("k8s-node2").kubelet("1.34.1").ip("10.0.0.12").build(),
     ];
     let snap = snapshot(&nodes).unwrap();
-    assert_eq!(
-        next_after(&snap, t, &Step::new(Phase::Worker, Some("k8s-node2"))),
-        Next::Step(Step::new(Phase::Postflight, None))
-    );
+    assert_eq!(next_after(&snap, t, &Step::worker("k8s-node2")), Next::Step(Step::Postflight));
 }
 
 #[test]
@@ -281,12 +269,15 @@ fn ipv6_internal_ips_work() {
 fn steps_are_validated_against_the_cluster() {
     let snap = snapshot(&cluster(1, 2, "1.34.1")).unwrap();
     let err = |s: Step| s.validate(&snap).unwrap_err().to_string();
-    assert!(err(Step::new(Phase::Worker, None)).contains("needs a target node"));
-    assert!(err(Step::new(Phase::Worker, Some("k8s-node7"))).contains("k8s-node7 does not exist"));
-    assert!(err(Step::new(Phase::Worker, Some("k8s-master"))).contains("control-plane node"));
-    assert!(err(Step::new(Phase::Master, Some("k8s-node1"))).contains("worker"));
-    assert!(err(Step::new(Phase::Preflight, Some("k8s-node1"))).contains("takes no target node"));
-    assert!(Step::new(Phase::Worker, Some("k8s-node2")).validate(&snap).is_ok());
+    let pair = |p: Phase, n: Option<&str>| Step::from_parts(p, n).unwrap_err().to_string();
+    assert!(pair(Phase::Worker, None).contains("needs a target node"));
+    assert!(pair(Phase::Master, Some("")).contains("needs a target node"));
+    assert!(err(Step::worker("k8s-node7")).contains("k8s-node7 does not exist"));
+    assert!(err(Step::worker("k8s-master")).contains("control-plane node"));
+    assert!(err(Step::master("k8s-node1")).contains("worker"));
+    assert!(pair(Phase::Preflight, Some("k8s-node1")).contains("takes no target node"));
+    assert_eq!(Step::from_parts(Phase::Worker, Some("k8s-node2")).unwrap(), Step::worker("k8s-node2"));
+    assert!(Step::worker("k8s-node2").validate(&snap).is_ok());
 }
 
 #[test]

@@ -4,22 +4,26 @@
 
 use std::time::Duration;
 
+use chain_core::{
+    annotations::InFlight,
+    job::{self, JobRequest},
+    plan::{Kind, Snapshot, Step, placement},
+    rbac::{self, Grant},
+    settings::Settings,
+};
 use k8s_openapi::api::{batch::v1::Job, core::v1::Node};
 use k8s_upgrade_chain::{
-    annotations::{InFlight, NamespaceAnnotations},
-    cluster::{self, Clients},
-    events::{Events, Milestone},
-    job::{self, JobRequest},
-    killswitch,
-    plan::{Kind, Phase, Snapshot, Step, placement},
-    rbac::{self, Grant},
-    report,
-    settings::Settings,
-    spawn::{self, OnComplete},
-    status,
+    k8s::{
+        self, Clients,
+        annotations::NamespaceAnnotations,
+        events::{Events, Milestone},
+        killswitch,
+        spawn::{self, OnComplete},
+    },
+    ops::{report, status},
 };
 use kube::{Api, Resource};
-use testapi::{RecordedRequest, TestApiServer, fixtures as tf};
+use sim::apiserver::{RecordedRequest, TestApiServer, fixtures as tf};
 
 mod support;
 
@@ -54,9 +58,11 @@ fn grant_of(r: &RecordedRequest) -> Grant {
 }
 
 fn settings() -> Settings {
-    let mut s =
-        Settings::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml")))
-            .unwrap();
+    let mut s = k8s_upgrade_chain::config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/config.yaml"
+    )))
+    .unwrap();
     s.alerts.prometheus_url = "http://127.0.0.1:1".parse().unwrap();
     s.pushgateway.url = "http://127.0.0.1:1".parse().unwrap();
     s
@@ -67,7 +73,7 @@ async fn every_request_the_code_makes_is_granted() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let srv = TestApiServer::builder().time_scale(0.01).start().await;
     srv.insert(tf::namespace(NS));
-    for n in k8s_upgrade_chain::fixtures::cluster(1, 2, "v1.34.1") {
+    for n in chain_core::fixtures::cluster(1, 2, "v1.34.1") {
         srv.insert(n);
     }
     srv.insert(tf::daemonset("calico-node").ns("calico-system").build());
@@ -76,9 +82,9 @@ async fn every_request_the_code_makes_is_granted() {
     let api = &clients.api;
 
     // spawn: create, then replace a Failed Job (delete with preconditions, watch until gone).
-    let nodes = cluster::list_nodes(api).await.unwrap();
+    let nodes = k8s::list_nodes(api).await.unwrap();
     let snap = Snapshot::from_nodes(&nodes, &settings.control_plane_selector()).unwrap();
-    let step = Step::new(Phase::Worker, Some("k8s-node1"));
+    let step = Step::worker("k8s-node1");
     let p = placement(&snap, &step).unwrap();
     let req = JobRequest {
         step: &step,

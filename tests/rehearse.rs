@@ -8,14 +8,13 @@ use std::{
 };
 
 use assert_cmd::Command;
+use chain_core::{plan::Phase, settings::Settings};
 use k8s_openapi::api::core::v1::Node;
 use k8s_upgrade_chain::{
-    cluster::Clients,
-    plan::Phase,
+    k8s::Clients,
     rehearse::{self, Options, Source},
-    settings::Settings,
 };
-use testapi::{TestApiServer, fixtures as tf};
+use sim::apiserver::{TestApiServer, fixtures as tf};
 
 fn options(source: Source, version: Option<&str>) -> Options {
     Options {
@@ -337,7 +336,7 @@ async fn a_minor_target_is_detected_through_the_simulated_apt_repository() {
             .unwrap();
     let out = lines.lock().unwrap().join("\n");
     assert!(report.completed, "{out}");
-    assert_eq!(report.kind, k8s_upgrade_chain::plan::Kind::Minor);
+    assert_eq!(report.kind, chain_core::plan::Kind::Minor);
     assert!(out.contains("detect: target v1.35.0 (minor from v1.34.1)"), "{out}");
     // Preflight points every node's apt source at the new minor.
     let rewrites = report.jobs[0].node_actions.iter().filter(|a| a.contains("apt-repo-rewrite 1.35")).count();

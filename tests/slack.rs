@@ -6,7 +6,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_upgrade_chain::slack::{Delivery, Slack, SlackConfig, phase_prefix};
+use chain_core::settings::SlackConfig;
+use k8s_upgrade_chain::slack::{Delivery, Slack, phase_prefix};
 use support::prom::{Reply, StubHttp, free_port};
 
 /// The secret part of the webhook path; it must never show up in logs or results.

@@ -2,18 +2,20 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
-use k8s_upgrade_chain::{
-    app,
-    cluster::Clients,
+use chain_core::{
     fixtures::cluster,
     job::{self, JobRequest},
-    killswitch::{self, KillSwitch},
-    plan::{Kind, Phase, Snapshot, Step, placement},
+    plan::{Kind, Snapshot, Step, placement},
     settings::Settings,
-    spawn::{self, JobState, OnComplete, SpawnOutcome},
 };
-use testapi::{Fault, TestApiServer, fixtures as tf};
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_upgrade_chain::{
+    commands,
+    k8s::Clients,
+    k8s::killswitch::{self, KillSwitch},
+    k8s::spawn::{self, JobState, OnComplete, SpawnOutcome},
+};
+use sim::apiserver::{Fault, TestApiServer, fixtures as tf};
 
 const NS: &str = "k8s-upgrade";
 
@@ -29,7 +31,7 @@ async fn server() -> (TestApiServer, Clients) {
 }
 
 fn worker_job(settings: &Settings, nodes_snap: &Snapshot, node: &str) -> Job {
-    let step = Step::new(Phase::Worker, Some(node));
+    let step = Step::worker(node);
     let p = placement(nodes_snap, &step).unwrap();
     let req = JobRequest {
         step: &step,
@@ -44,7 +46,7 @@ fn worker_job(settings: &Settings, nodes_snap: &Snapshot, node: &str) -> Job {
 async fn setup() -> (TestApiServer, Clients, Job) {
     let (srv, clients) = server().await;
     let settings = Settings::default();
-    let snap = app::snapshot(&clients, &settings).await.unwrap();
+    let snap = commands::snapshot(&clients, &settings).await.unwrap();
     let job = worker_job(&settings, &snap, "k8s-node2");
     (srv, clients, job)
 }
@@ -189,11 +191,11 @@ async fn plan_reads_the_live_cluster_across_pages() {
         srv.insert(n);
     }
     let clients = Clients::from_config(srv.config()).unwrap();
-    let snap = app::snapshot(&clients, &Settings::default()).await.unwrap();
+    let snap = commands::snapshot(&clients, &Settings::default()).await.unwrap();
     assert_eq!(snap.workers.len(), 1200);
     assert!(srv.requests().iter().filter(|r| r.verb == "list").count() >= 3, "paged by 500");
-    let report = app::plan_report(&snap, "1.34.2".parse().unwrap()).unwrap();
+    let report = commands::plan_report(&snap, "1.34.2".parse().unwrap()).unwrap();
     // 1 preflight + 1 master + 1199 workers (node10 is on target) + 1 postflight.
     assert_eq!(report.jobs.len(), 1202);
-    assert!(report.jobs.iter().all(|j| j.step.node.as_deref() != Some("k8s-node10")));
+    assert!(report.jobs.iter().all(|j| j.step.node() != Some("k8s-node10")));
 }

@@ -6,10 +6,11 @@ mod support;
 
 use std::{fs, os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
-use k8s_upgrade_chain::{
+use chain_core::{
     node_exec::{ExecError, ExecRequest, ExitStatus, NodeExec},
-    ssh::{HostKeyPolicy, SshExec},
+    settings::{HostKeyPolicy, SshConfig},
 };
+use k8s_upgrade_chain::node::ssh::SshExec;
 use support::sshd::SshdNode;
 
 fn exec_for(node: &SshdNode) -> SshExec {
@@ -63,7 +64,7 @@ async fn ten_megabytes_on_both_streams_at_once_all_arrive() {
     assert_eq!(out.stderr_bytes, 10_400_000);
     assert!(out.stdout.ends_with("1299999\n1300000\n"));
     assert!(out.stderr.ends_with("1299999\n1300000\n"));
-    assert!(out.stdout.len() <= k8s_upgrade_chain::node_exec::CAPTURE_LIMIT);
+    assert!(out.stdout.len() <= chain_core::node_exec::CAPTURE_LIMIT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +162,7 @@ async fn a_key_the_server_does_not_know_fails_authentication() {
 #[test]
 fn an_unreadable_key_file_is_an_error_naming_the_path_only() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = k8s_upgrade_chain::ssh::SshConfig { key_file: dir.path().join("nope"), ..Default::default() };
+    let cfg = SshConfig { key_file: dir.path().join("nope"), ..Default::default() };
     let err = SshExec::new(cfg).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
@@ -228,10 +229,8 @@ async fn works_over_ipv6_loopback() {
 
 mod probes_over_ssh {
     use super::*;
-    use k8s_upgrade_chain::{
-        probes::{self, AuthConfigDrift, PlanTarget, ProbeError},
-        version::Version,
-    };
+    use chain_core::version::Version;
+    use k8s_upgrade_chain::node::probes::{self, AuthConfigDrift, PlanTarget, ProbeError};
 
     fn sample(name: &str) -> String {
         fs::read_to_string(

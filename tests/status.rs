@@ -5,19 +5,25 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_upgrade_chain::{
-    annotations::{InFlight, NamespaceAnnotations},
-    cluster::Clients,
+use chain_core::{
+    annotations::InFlight,
     fixtures::node,
     job::{self, JobRequest},
     plan::{Kind, Phase, Snapshot, Step, placement},
     report,
     settings::Settings,
-    spawn::{self, OnComplete},
-    status::{self, NodeState, Overall},
+    status::{NodeState, Overall},
 };
-use testapi::{TestApiServer, fixtures as tf};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_upgrade_chain::{
+    k8s::{
+        Clients,
+        annotations::NamespaceAnnotations,
+        spawn::{self, OnComplete},
+    },
+    ops::status,
+};
+use sim::apiserver::{TestApiServer, fixtures as tf};
 
 const NS: &str = "k8s-upgrade";
 
@@ -51,9 +57,9 @@ async fn half_upgraded() -> (TestApiServer, Clients) {
 /// Renders a phase's Job with the real template and applies it like the chain does.
 async fn run_phase(clients: &Clients, phase: Phase, node: Option<&str>) -> String {
     let settings = Settings::default();
-    let nodes = k8s_upgrade_chain::cluster::list_nodes(&clients.api).await.unwrap();
+    let nodes = k8s_upgrade_chain::k8s::list_nodes(&clients.api).await.unwrap();
     let snap = Snapshot::from_nodes(&nodes, &settings.control_plane_selector()).unwrap();
-    let step = Step::new(phase, node);
+    let step = Step::from_parts(phase, node).unwrap();
     let p = placement(&snap, &step).unwrap();
     let req = JobRequest {
         step: &step,
@@ -67,7 +73,7 @@ async fn run_phase(clients: &Clients, phase: Phase, node: Option<&str>) -> Strin
     job.metadata.name.unwrap()
 }
 
-fn node_states(s: &status::Status) -> Vec<(String, NodeState)> {
+fn node_states(s: &chain_core::status::Status) -> Vec<(String, NodeState)> {
     s.nodes.iter().map(|n| (n.name.clone(), n.state)).collect()
 }
 
@@ -92,7 +98,7 @@ async fn status_mid_chain_shows_every_node() {
         .unwrap();
 
     let s = status::read(&clients.api, &settings(None), false).await.unwrap();
-    assert_eq!(s.overall, Overall::Running, "{}", status::text(&s));
+    assert_eq!(s.overall, Overall::Running, "{}", chain_core::status::text(&s));
     assert_eq!(s.target, Some("1.34.2".parse().unwrap()));
     assert_eq!(
         node_states(&s),
@@ -113,7 +119,7 @@ async fn status_mid_chain_shows_every_node() {
     // The worker fails for good: node2 shows as failed, with the condition and the way out.
     srv.fail_job(NS, &current, "BackoffLimitExceeded");
     let s = status::read(&clients.api, &settings(None), false).await.unwrap();
-    assert_eq!(s.overall, Overall::Failed, "{}", status::text(&s));
+    assert_eq!(s.overall, Overall::Failed, "{}", chain_core::status::text(&s));
     assert_eq!(node_states(&s)[2], ("k8s-node2".to_string(), NodeState::Failed));
     assert_eq!(node_states(&s)[3], ("k8s-node3".to_string(), NodeState::Pending));
     let err = s.last_error.as_ref().unwrap();
@@ -158,7 +164,8 @@ async fn report_gathers_and_reruns_the_gate_when_blocked() {
     )
     .await;
     pgw.push_raw("k8s-version-upgrade", "k8s_upgrade_blocked 1\n").await;
-    let inputs = report::gather(&clients.api, &settings(Some(&pgw.url)), now).await.unwrap();
+    let inputs =
+        k8s_upgrade_chain::ops::report::gather(&clients.api, &settings(Some(&pgw.url)), now).await.unwrap();
     let text = report::compose(&inputs);
     assert!(
         text.starts_with("Weekly Kubernetes upgrade report: 🔴 BLOCKED (action needed) — 1.34.2"),

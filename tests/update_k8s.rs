@@ -7,10 +7,10 @@ use std::{
     collections::BTreeMap, fs, os::unix::process::CommandExt, path::Path, process::Command, time::Duration,
 };
 
+use chain_core::node_exec::{ExecOutput, ExecRequest, ExitStatus, NodeExec};
 use k8s_upgrade_chain::{
-    node_exec::{ExecOutput, ExecRequest, ExitStatus, NodeExec},
-    probes::{self, ProbeError},
-    ssh::SshExec,
+    node::probes::{self, ProbeError},
+    node::ssh::SshExec,
 };
 use support::sshd::SshdNode;
 

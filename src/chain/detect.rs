@@ -11,16 +11,20 @@ use kube::{
 use tracing::{info, warn};
 
 use super::{Ctx, spawn_step};
-use crate::{
-    annotations::NamespaceAnnotations,
+use chain_core::{
     compat::Minor,
-    job,
     metrics::{ChainLatch, Grouping, Metric, epoch_seconds},
-    plan::{Kind, Phase, Step},
-    probes,
-    slack::{self, Slack},
-    spawn::{self, JobState, OnComplete, SpawnOutcome},
+    plan::{self, Kind, Phase, Step},
     version::Version,
+};
+
+use crate::{
+    k8s::{
+        annotations::NamespaceAnnotations,
+        spawn::{self, JobState, OnComplete, SpawnOutcome},
+    },
+    node::probes,
+    slack::{self, Slack},
 };
 
 /// A leaked in-flight latch older than this, with no chain Job active, is cleared (seed §1.2).
@@ -105,7 +109,7 @@ pub async fn next_minor(ctx: &Ctx, running: Version) -> anyhow::Result<Option<Ve
 async fn chain_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Job>> {
     let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
     let jobs = api
-        .list(&ListParams::default().labels(&format!("app={}", job::APP_LABEL)))
+        .list(&ListParams::default().labels(&format!("app={}", chain_core::job::APP_LABEL)))
         .await
         .map_err(|e| anyhow::anyhow!("failed to list chain Jobs in {}: {e}", ctx.settings.namespace))?;
     Ok(jobs.items)
@@ -213,7 +217,7 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
     // whose chain never advanced (the gate refused, or a kill switch stopped it) is re-spawned
     // silently; anything else is left alone.
     let jobs: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
-    let preflight_name = job::job_name(Phase::Preflight, target, None);
+    let preflight_name = Step::Preflight.job_name(target);
     let existing = jobs
         .get_opt(&preflight_name)
         .await
@@ -225,7 +229,7 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
             (OnComplete::Skip, true)
         }
         Some(JobState::Complete) => {
-            let master_name = job::job_name(Phase::Master, target, None);
+            let master_name = plan::job_name(Phase::Master, target, None);
             let advanced = jobs
                 .get_opt(&master_name)
                 .await
@@ -235,8 +239,7 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
         }
         Some(JobState::Active) => (OnComplete::Skip, false),
     };
-    let outcome =
-        spawn_step(ctx, &snap, &Step::new(Phase::Preflight, None), target, kind, on_complete).await?;
+    let outcome = spawn_step(ctx, &snap, &Step::Preflight, target, kind, on_complete).await?;
     if announce && matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
         slack.post(&format!("Spawned {preflight_name} (target v{target}, {kind})")).await;
     }

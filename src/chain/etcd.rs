@@ -14,7 +14,8 @@ use kube::{
     runtime::wait::await_condition,
 };
 
-use crate::{settings::EtcdBackup, spawn, version::Version};
+use crate::k8s::spawn;
+use chain_core::{settings::EtcdBackup, version::Version};
 
 /// A verified snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub async fn take_snapshot(
         .spec
         .map(|s| s.job_template)
         .ok_or_else(|| anyhow::anyhow!("etcd backup CronJob {ns}/{} has no jobTemplate", cfg.cronjob))?;
-    let name = crate::job::fit_name(&format!(
+    let name = chain_core::plan::fit_name(&format!(
         "pre-upgrade-etcd-{}-{}",
         target.label(),
         jiff::Timestamp::now().as_second()
@@ -84,7 +85,7 @@ pub async fn take_snapshot(
         Err(_) => {
             return Err(super::abort(format!(
                 "etcd snapshot Job {ns}/{name} did not complete within {}",
-                crate::duration::format(timeout)
+                chain_core::duration::format(timeout)
             )));
         }
     };

@@ -8,6 +8,7 @@
 //! [`Ctx::clients`]) and the node executor ([`Ctx::exec`]). There is one implementation of
 //! each phase.
 
+pub mod compat;
 pub mod detect;
 pub mod etcd;
 pub mod nodes;
@@ -22,23 +23,30 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::ObjectReference};
 use kube::{Api, Resource as _};
 use tracing::{info, warn};
 
-pub use phases::{run_phase, soak_rounds};
+pub use phases::run_phase;
 
-use crate::{
-    alerts::AlertGate,
-    cluster::{self, Clients},
-    drain::PodRef,
-    events::{Events, Milestone},
-    exit::{GateAbort, bad_input},
+use chain_core::{
     job::{self, JobRequest},
-    killswitch::{self, KillSwitch},
-    metrics::{Grouping, Metric, PhaseOutcome, Pushgateway, epoch_seconds},
+    killswitch::KillSwitch,
+    metrics::{Grouping, Metric, PhaseOutcome, epoch_seconds},
     node_exec::{NodeExec, NodeTarget},
     plan::{self, Kind, Next, Snapshot, Step},
     settings::Settings,
-    slack::{self, Slack},
-    spawn::{self, OnComplete, SpawnOutcome},
     version::Version,
+};
+
+use crate::{
+    drain::PodRef,
+    exit::{GateAbort, bad_input},
+    k8s::{
+        self, Clients,
+        events::{Events, Milestone},
+        killswitch,
+        spawn::{self, OnComplete, SpawnOutcome},
+    },
+    prometheus::AlertGate,
+    pushgateway::Pushgateway,
+    slack::{self, Slack},
 };
 
 /// Everything a phase talks to. Production builds it from the settings; a rehearsal swaps the
@@ -82,7 +90,7 @@ impl Ctx {
 
     /// Reads the nodes and builds the planner's snapshot.
     pub async fn snapshot(&self) -> anyhow::Result<Snapshot> {
-        let nodes = cluster::list_nodes(&self.clients.api).await?;
+        let nodes = k8s::list_nodes(&self.clients.api).await?;
         Ok(Snapshot::from_nodes(&nodes, &self.settings.control_plane_selector())?)
     }
 
@@ -125,9 +133,9 @@ pub enum Ended {
 /// Runs one chain Job: kill switch, phase body, metrics and Events, then the next Job.
 pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
     let step = &input.step;
-    let node = step.node.as_deref();
-    let slack = Slack::from_config(&ctx.settings.slack, slack::phase_prefix(step.phase.as_str(), node));
-    let group = Grouping::phase(step.phase.as_str(), node);
+    let node = step.node();
+    let slack = Slack::from_config(&ctx.settings.slack, slack::phase_prefix(step.phase().as_str(), node));
+    let group = Grouping::phase(step.phase().as_str(), node);
 
     // The kill switch first, before anything else (seed §2.0); unreadable fails closed.
     if let Some(reason) = ctx.kill_switch().await? {
@@ -159,7 +167,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             &[Metric::PhaseStarted(epoch_seconds(started)), Metric::PhaseOutcome(PhaseOutcome::Running)],
         )
         .await;
-    record(ctx, job_ref.as_ref(), &Milestone::PhaseStarted { phase: step.phase.to_string() }).await;
+    record(ctx, job_ref.as_ref(), &Milestone::PhaseStarted { phase: step.phase().to_string() }).await;
     info!(%step, target = %input.target, kind = %input.kind, "phase started");
 
     let result = phases::run_phase(ctx, &snap, input, &slack).await;
@@ -168,7 +176,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         Ok(ended) => {
             let (outcome, milestone) = match &ended {
                 Ended::Done | Ended::Skipped(_) => {
-                    (PhaseOutcome::Succeeded, Milestone::PhaseSucceeded { phase: step.phase.to_string() })
+                    (PhaseOutcome::Succeeded, Milestone::PhaseSucceeded { phase: step.phase().to_string() })
                 }
                 Ended::Refused(r) => (PhaseOutcome::Refused, Milestone::Refused(r.clone())),
                 Ended::Halted(r) => (PhaseOutcome::Halted, Milestone::Halted(r.clone())),
@@ -200,17 +208,17 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
 
 /// How an operator resumes after this Job stopped.
 pub fn resume_hint(input: &StepInput) -> String {
-    let name = job::job_name(input.step.phase, input.target, input.step.node.as_deref());
+    let name = input.step.job_name(input.target);
     format!(
         "To resume: fix the cause, then delete Job {name} and re-run it (`k8s-upgrade-chain render --phase {} {}--version {} | kubectl apply -f -`), or let the next detection run re-spawn the chain",
-        input.step.phase,
-        input.step.node.as_deref().map(|n| format!("--node {n} ")).unwrap_or_default(),
+        input.step.phase(),
+        input.step.node().map(|n| format!("--node {n} ")).unwrap_or_default(),
         input.target
     )
 }
 
 async fn own_job(ctx: &Ctx, input: &StepInput) -> Option<ObjectReference> {
-    let name = job::job_name(input.step.phase, input.target, input.step.node.as_deref());
+    let name = input.step.job_name(input.target);
     let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
     match api.get_opt(&name).await {
         Ok(Some(j)) => Some(j.object_ref(&())),
@@ -251,7 +259,7 @@ pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::
         }
         Next::Step(next) => {
             let outcome = spawn_step(ctx, &snap, &next, input.target, input.kind, OnComplete::Skip).await?;
-            let name = job::job_name(next.phase, input.target, next.node.as_deref());
+            let name = next.job_name(input.target);
             info!(job = %name, ?outcome, "next Job");
             if matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
                 slack.post(&format!("Dispatched {name} ({next})")).await;
@@ -283,7 +291,7 @@ pub async fn check_started(ctx: &Ctx, job_name: &str, slack: &Slack) {
         Ok(started::Start::NotYet) => warn!(
             job = job_name,
             "the next Job's pod has not started within {}",
-            crate::duration::format(ctx.settings.timeouts.job_start)
+            chain_core::duration::format(ctx.settings.timeouts.job_start)
         ),
         Err(e) => warn!("could not check that {job_name} started: {e:#}"),
     }
@@ -299,7 +307,7 @@ pub async fn spawn_step(
     on_complete: OnComplete,
 ) -> anyhow::Result<SpawnOutcome> {
     let placement = plan::placement(snap, step)?;
-    let (template, origin) = job::load_template(&ctx.settings).map_err(bad_input)?;
+    let (template, origin) = crate::config::load_template(&ctx.settings).map_err(bad_input)?;
     let req = JobRequest { step, target, kind, image: &ctx.image, placement: &placement };
     let job = job::render(&ctx.settings, &template, &origin, &req).map_err(bad_input)?;
     spawn::spawn(&ctx.clients.api, &job, on_complete, ctx.settings.timeouts.job_delete).await

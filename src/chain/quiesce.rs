@@ -12,7 +12,7 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use crate::settings::QuiesceDeployment;
+use chain_core::settings::QuiesceDeployment;
 
 /// Annotation key holding the replica count to restore.
 pub fn annotation(prefix: &str) -> String {

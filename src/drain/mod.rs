@@ -14,13 +14,6 @@
 //! - one deadline for the whole drain (the seed had none, §10 item 39), kill-switch checks
 //!   while it runs, and cordon bookkeeping so we only ever uncordon what we cordoned.
 
-pub mod outcome;
-pub mod pdb;
-pub mod select;
-
-#[cfg(test)]
-mod fixtures;
-
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::pin::pin;
@@ -35,21 +28,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::cluster::Clients;
-use crate::killswitch::{self, KillSwitch};
-pub use outcome::{DrainSummary, EvictOutcome, Remaining, RemainingPod};
-pub use select::{DrainPolicy, PodRef, RefuseReason, Selection, SkipReason};
+pub use chain_core::drain::{
+    CORDONED_AT, CORDONED_BY, DrainConfig, DrainPolicy, DrainSummary, EvictOutcome, OWNER, PodRef,
+    RefuseReason, Remaining, RemainingPod, Selection, SkipReason, outcome, pdb, select,
+};
+use chain_core::killswitch::KillSwitch;
 
-/// Annotation we set when we cordon a node; its value is [`OWNER`].
-pub const CORDONED_BY: &str = "k8s-upgrade-chain/cordoned-by";
-/// Annotation with the RFC 3339 time we cordoned the node.
-pub const CORDONED_AT: &str = "k8s-upgrade-chain/cordoned-at";
-/// Value of [`CORDONED_BY`].
-pub const OWNER: &str = "k8s-upgrade-chain";
+use crate::k8s::{Clients, killswitch};
 
 /// Transient eviction/delete errors (5xx, transport) tolerated in a row for one pod before
 /// the drain stops with an error naming it.
@@ -57,102 +45,28 @@ const MAX_TRANSIENT_ERRORS: u32 = 5;
 /// How long a halting drain waits for requests already sent.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
-/// Drain settings (the `drain:` section of the config file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DrainConfig {
-    /// Evictions in flight at once. Default 8 (kubectl: unbounded; brupop: 5).
-    pub concurrency: usize,
-    /// Deadline for the whole drain, cordon to last pod gone. Default `30m`.
-    #[serde(with = "crate::duration::serde_str")]
-    pub timeout: Duration,
-    /// How long a pod must have been refused by a deadlocked PDB (or by several PDBs)
-    /// before it is deleted directly. Default `0s`, as the seed's `predrain_unstick`.
-    #[serde(with = "crate::duration::serde_str")]
-    pub fallback_after: Duration,
-    /// Grace period for every evicted or deleted pod instead of each pod's own
-    /// `terminationGracePeriodSeconds`. Default none (the pod's own).
-    #[serde(with = "opt_duration")]
-    pub grace_period_override: Option<Duration>,
-    /// Evict pods no controller will recreate (bare pods, orphaned DaemonSet pods).
-    /// Default true, as the seed's `--force`.
-    pub force: bool,
-    /// Evict pods with emptyDir volumes. Default true, as the seed's `--delete-emptydir-data`.
-    pub delete_emptydir_data: bool,
-    /// How often the kill switch is re-read during the drain. Default `5s`.
-    #[serde(with = "crate::duration::serde_str")]
-    pub kill_switch_interval: Duration,
-    /// First retry delay after a refused eviction; at least 1 s. Default `1s`.
-    #[serde(with = "crate::duration::serde_str")]
-    pub backoff_min: Duration,
-    /// Cap of the exponential retry delay. Default `5s` (kubectl's fixed delay).
-    #[serde(with = "crate::duration::serde_str")]
-    pub backoff_max: Duration,
+/// How an eviction error is handled by the engine.
+#[derive(Debug)]
+enum EvictError {
+    /// Worth retrying: 5xx other than multi-PDB, 409, transport errors.
+    Transient(kube::Error),
+    /// Not worth retrying: stops the drain with an error naming the pod.
+    Fatal(kube::Error),
 }
 
-impl Default for DrainConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: 8,
-            timeout: Duration::from_secs(30 * 60),
-            fallback_after: Duration::ZERO,
-            grace_period_override: None,
-            force: true,
-            delete_emptydir_data: true,
-            kill_switch_interval: Duration::from_secs(5),
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl DrainConfig {
-    /// Refuses settings that would hot-loop or never start.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.concurrency == 0 {
-            return Err("drain.concurrency must be at least 1".into());
-        }
-        if self.timeout.is_zero() {
-            return Err("drain.timeout must be more than 0s".into());
-        }
-        if self.backoff_min < outcome::MIN_RETRY_DELAY {
-            return Err(
-                "drain.backoff_min must be at least 1s (a zero retry delay hot-loops, kubeone#4181)".into()
-            );
-        }
-        if self.backoff_max < self.backoff_min {
-            return Err("drain.backoff_max must not be below drain.backoff_min".into());
-        }
-        if self.kill_switch_interval < Duration::from_secs(1) {
-            return Err("drain.kill_switch_interval must be at least 1s".into());
-        }
-        Ok(())
-    }
-
-    /// The pure selection policy these settings imply.
-    pub fn policy(&self, self_pod: Option<PodRef>) -> DrainPolicy {
-        DrainPolicy { force: self.force, delete_emptydir_data: self.delete_emptydir_data, self_pod }
-    }
-
-    fn grace_seconds(&self) -> Option<i64> {
-        self.grace_period_override.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
-}
-
-/// serde adaptor for `Option<Duration>` written as `"30s"` or absent / null.
-mod opt_duration {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&crate::duration::format(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let raw: Option<String> = serde::Deserialize::deserialize(d)?;
-        raw.map(|r| crate::duration::parse(&r).map_err(serde::de::Error::custom)).transpose()
+/// Classifies the answer to an eviction POST ([`outcome::classify_status`] for API answers).
+fn classify_eviction(result: Result<(), kube::Error>) -> Result<EvictOutcome, EvictError> {
+    let err = match result {
+        Ok(()) => return Ok(EvictOutcome::Evicted),
+        Err(e) => e,
+    };
+    let kube::Error::Api(status) = &err else {
+        return Err(EvictError::Transient(err));
+    };
+    match outcome::classify_status(status) {
+        outcome::StatusClass::Outcome(o) => Ok(o),
+        outcome::StatusClass::Transient => Err(EvictError::Transient(err)),
+        outcome::StatusClass::Fatal => Err(EvictError::Fatal(err)),
     }
 }
 
@@ -208,7 +122,7 @@ pub enum DrainError {
     /// The deadline passed with pods still on the node.
     #[error(
         "drain of node {node} timed out after {}: {} pod(s) still on the node, which stays cordoned: {}",
-        crate::duration::format(*.after), .remaining.len(), list(.remaining)
+        chain_core::duration::format(*.after), .remaining.len(), list(.remaining)
     )]
     Timeout { node: String, after: Duration, remaining: Vec<RemainingPod>, summary: Box<DrainSummary> },
     /// The kill switch could not be read (fail closed).
@@ -554,7 +468,7 @@ pub async fn drain(
     for (p, w) in &selection.warnings {
         warn!(node, pod = %p, "{w}");
     }
-    for (p, why) in &selection.skipped_view() {
+    for (p, why) in &skipped_view(&selection) {
         info!(node, pod = %p, "skipping pod: {why}");
     }
     report.skipped = selection.skip.clone();
@@ -588,10 +502,8 @@ pub async fn drain(
     }
 }
 
-impl Selection {
-    fn skipped_view(&self) -> Vec<(PodRef, String)> {
-        self.skip.iter().map(|(p, r)| (p.clone(), r.to_string())).collect()
-    }
+fn skipped_view(selection: &Selection) -> Vec<(PodRef, String)> {
+    selection.skip.iter().map(|(p, r)| (p.clone(), r.to_string())).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -929,7 +841,7 @@ impl<'a> Engine<'a> {
     ) -> Result<(), DrainError> {
         let key = self.tracks[i].key.clone();
         match action {
-            Action::Evict => match outcome::classify_eviction(result) {
+            Action::Evict => match classify_eviction(result) {
                 Ok(EvictOutcome::Evicted) => {
                     self.tracks[i].state = State::Requested;
                     self.tracks[i].transient = 0;
@@ -953,8 +865,8 @@ impl<'a> Engine<'a> {
                     self.tracks[i].last = Some(Remaining::MultiplePdbs { pdbs: Vec::new() });
                     self.after_refusal(i, None, now).await;
                 }
-                Err(outcome::EvictError::Transient(e)) => self.transient(i, e, false, now)?,
-                Err(outcome::EvictError::Fatal(source)) => {
+                Err(EvictError::Transient(e)) => self.transient(i, e, false, now)?,
+                Err(EvictError::Fatal(source)) => {
                     return Err(DrainError::Evict {
                         pod: key,
                         node: self.node().into(),
@@ -1283,7 +1195,7 @@ impl fmt::Display for DryRunReport {
                 writeln!(f, "    {p} {why}")?;
             }
         }
-        let after = crate::duration::format(self.fallback_after);
+        let after = chain_core::duration::format(self.fallback_after);
         for e in &self.evict {
             match &e.verdict {
                 Verdict::Evict => writeln!(f, "  would evict {}", e.pod)?,
@@ -1404,56 +1316,7 @@ pub async fn uncordon_command(clients: &Clients, node: &str) -> anyhow::Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fixtures::{PdbFixture as _, PodFixture as _};
-
-    #[test]
-    fn config_defaults_are_documented_values() {
-        let c = DrainConfig::default();
-        assert_eq!(c.concurrency, 8);
-        assert_eq!(c.timeout, Duration::from_secs(1800));
-        assert_eq!(c.fallback_after, Duration::ZERO);
-        assert_eq!(c.grace_period_override, None);
-        assert!(c.force && c.delete_emptydir_data);
-        assert_eq!(c.kill_switch_interval, Duration::from_secs(5));
-        assert_eq!((c.backoff_min, c.backoff_max), (Duration::from_secs(1), Duration::from_secs(5)));
-        assert_eq!(c.validate(), Ok(()));
-    }
-
-    #[test]
-    fn config_reads_yaml_with_durations() {
-        let c: DrainConfig = serde_saphyr::from_str(
-            "concurrency: 4\ntimeout: 45m\nfallback_after: 2m\ngrace_period_override: 30s\nforce: false\n",
-        )
-        .unwrap();
-        assert_eq!(c.concurrency, 4);
-        assert_eq!(c.timeout, Duration::from_secs(2700));
-        assert_eq!(c.fallback_after, Duration::from_secs(120));
-        assert_eq!(c.grace_period_override, Some(Duration::from_secs(30)));
-        assert!(!c.force);
-        assert!(c.delete_emptydir_data, "unset keys keep their defaults");
-        let back: DrainConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
-        assert_eq!(back, c);
-    }
-
-    #[test]
-    fn config_refuses_unknown_keys_and_bad_values() {
-        assert!(serde_saphyr::from_str::<DrainConfig>("concurency: 4\n").is_err());
-        assert!(serde_saphyr::from_str::<DrainConfig>("timeout: 600\n").is_err());
-        let bad = |c: DrainConfig| c.validate().unwrap_err();
-        assert!(bad(DrainConfig { concurrency: 0, ..Default::default() }).contains("concurrency"));
-        assert!(
-            bad(DrainConfig { backoff_min: Duration::ZERO, ..Default::default() }).contains("backoff_min")
-        );
-        assert!(
-            bad(DrainConfig {
-                backoff_max: Duration::from_millis(1500),
-                backoff_min: Duration::from_secs(2),
-                ..Default::default()
-            })
-            .contains("backoff_max")
-        );
-        assert!(bad(DrainConfig { timeout: Duration::ZERO, ..Default::default() }).contains("timeout"));
-    }
+    use chain_core::drain::fixtures::{PdbFixture as _, PodFixture as _};
 
     #[test]
     fn plan_spends_each_budget_in_order() {

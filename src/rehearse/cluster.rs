@@ -13,9 +13,9 @@ use kube::{
     api::{ListParams, ObjectList},
 };
 use serde_json::{Value, json};
-use testapi::{TestApiServer, fixtures as tf};
+use sim::apiserver::{TestApiServer, fixtures as tf};
 
-use crate::settings::Settings;
+use chain_core::settings::Settings;
 
 /// The built-in cluster's control plane.
 pub const BUILTIN_CONTROL_PLANE: &str = "k8s-master";
@@ -246,7 +246,7 @@ pub async fn copy_live(
         .iter()
         .map(|s| (s.configmap_namespace.clone(), s.configmap_name.clone()))
         .collect();
-    wanted.insert((settings.namespace.clone(), crate::killswitch::NAME.to_string()));
+    wanted.insert((settings.namespace.clone(), chain_core::killswitch::NAME.to_string()));
     let mut configmaps = Vec::new();
     for (ns, name) in wanted {
         let api: Api<ConfigMap> = Api::namespaced(live.clone(), &ns);

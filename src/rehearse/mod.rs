@@ -2,18 +2,17 @@
 //!
 //! One code path: the rehearsal runs the same `detect` and `step` code as production, Job by
 //! Job, as the cluster would run them ([`runner`]). Only the Kubernetes endpoint (the in-process
-//! apiserver, `testapi`) and the node executor ([`sim::SimExec`] instead of SSH) differ, plus
-//! loopback stand-ins for Prometheus, the Pushgateway and the apt repository ([`http`]). The
-//! waits and soaks are scaled down; the summary projects the duration with the real ones.
+//! apiserver, [`sim::apiserver`]) and the node executor ([`sim::node::SimExec`] instead of SSH)
+//! differ, plus loopback stand-ins for Prometheus, the Pushgateway and the apt repository
+//! ([`sim::http`]). The waits and soaks are scaled down; the summary projects the duration with
+//! the real ones.
 //!
 //! With [`Source::Live`] the simulator starts from a read-only copy of a live cluster
 //! ([`cluster::copy_live`]): nothing is ever written to it.
 
 pub mod cluster;
-pub mod http;
 pub mod report;
 pub mod runner;
-pub mod sim;
 
 use std::{
     cell::RefCell,
@@ -24,13 +23,15 @@ use std::{
 
 use k8s_openapi::api::{core::v1::Pod, policy::v1::PodDisruptionBudget};
 use serde::Serialize;
-use testapi::TestApiServer;
+use sim::apiserver::TestApiServer;
 
 use crate::{
     chain::{self, Ctx, Ended, detect::Detection},
-    cluster::Clients,
     drain::{self, DrainTarget, pdb},
     exit::bad_input,
+    k8s::Clients,
+};
+use chain_core::{
     plan::{Kind, Phase, Snapshot},
     settings::{EtcdBackup, Settings, Timeouts},
     version::Version,
@@ -225,11 +226,11 @@ pub async fn rehearse(
         }
     };
     if srv.get::<k8s_openapi::api::core::v1::Namespace>(None, &site.namespace).is_none() {
-        srv.insert(testapi::fixtures::namespace(&site.namespace));
+        srv.insert(sim::apiserver::fixtures::namespace(&site.namespace));
     }
 
     let sim_clients = Clients::from_config(srv.config())?;
-    let nodes = crate::cluster::list_nodes(&sim_clients.api).await?;
+    let nodes = crate::k8s::list_nodes(&sim_clients.api).await?;
     let snap = Snapshot::from_nodes(&nodes, &site.control_plane_selector())?;
     let running = snap.running_version();
     let hypothetical = opts.version.is_none();
@@ -240,11 +241,11 @@ pub async fn rehearse(
         if hypothetical && !builtin { " — hypothetical: the next patch, no --version given" } else { "" }
     ));
 
-    let prom = http::Prometheus::start().await?;
-    let pgw = http::Pushgateway::start().await?;
+    let prom = sim::http::Prometheus::start().await?;
+    let pgw = sim::http::Pushgateway::start().await?;
     let mut repo = vec![running, target];
     repo.dedup();
-    let apt = http::apt_repository(vec![target]).await?;
+    let apt = sim::http::apt_repository(vec![target]).await?;
     let settings = simulated_settings(site, opts.speed, &prom.server.url, &pgw.server.url, &apt.url);
     settings.validate("rehearsal settings")?;
     cluster::load_backup_cronjob(&srv, &settings);
@@ -252,7 +253,7 @@ pub async fn rehearse(
     let log = Arc::new(std::sync::Mutex::new(runner::backup_log(4 << 20)));
     let backup = runner::spawn_etcd_backup(srv.clone(), backup_ns, log);
     let _backup = AbortOnDrop(backup);
-    let exec = Arc::new(sim::SimExec::new(srv.clone(), repo, Version::new(1, 7, 27), KUBELET_RESTART));
+    let exec = Arc::new(sim::node::SimExec::new(srv.clone(), repo, Version::new(1, 7, 27), KUBELET_RESTART));
 
     // Drains predicted from the starting state by the real drain engine's dry run.
     let mut drains = Vec::new();
@@ -276,7 +277,7 @@ pub async fn rehearse(
         Detection::Target { running, target, kind, spawned } => format!(
             "target v{target} ({kind} from v{running}); preflight Job {}",
             match spawned {
-                Some(crate::spawn::SpawnOutcome::Created) => "created".to_string(),
+                Some(crate::k8s::spawn::SpawnOutcome::Created) => "created".to_string(),
                 Some(other) => format!("{other:?}"),
                 None => "not spawned".to_string(),
             }
@@ -332,8 +333,8 @@ fn job_header(n: usize, job: &k8s_openapi::api::batch::v1::Job) -> String {
     match runner::job_env(job) {
         Ok(env) => format!(
             "[{n}] {}{}: Job {name} runs on {}{}",
-            env.input.step.phase,
-            env.input.step.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default(),
+            env.input.step.phase(),
+            env.input.step.node().map(|n| format!(" {n}")).unwrap_or_default(),
             env.run_on,
             if env.tolerations.is_empty() {
                 String::new()
@@ -371,7 +372,7 @@ fn snapshot_jobs(srv: &TestApiServer) -> usize {
 }
 
 impl Observe {
-    fn start(srv: &TestApiServer, prom: &http::Prometheus, exec: &sim::SimExec) -> Self {
+    fn start(srv: &TestApiServer, prom: &sim::http::Prometheus, exec: &sim::node::SimExec) -> Self {
         let pods = srv
             .list::<Pod>(None)
             .into_iter()
@@ -398,8 +399,8 @@ impl Observe {
     fn finish(
         self,
         srv: &TestApiServer,
-        prom: &http::Prometheus,
-        exec: &sim::SimExec,
+        prom: &sim::http::Prometheus,
+        exec: &sim::node::SimExec,
         ran: &runner::RanJob,
         sim: &Timeouts,
     ) -> JobReport {
@@ -461,7 +462,7 @@ impl Observe {
             Err(e) => (format!("FAILED: {e}"), false),
         };
         let simulated_soak = if ran.phase == Phase::Worker && ok && !result.starts_with("Skipped") {
-            sim.soak_interval * chain::soak_rounds(sim.soak, sim.soak_interval)
+            sim.soak_interval * chain_core::alerts::soak_rounds(sim.soak, sim.soak_interval)
         } else {
             Duration::ZERO
         };

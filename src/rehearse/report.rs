@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::{duration::format as fmt_d, plan::Phase, settings::Timeouts};
+use chain_core::{duration::format as fmt_d, plan::Phase, settings::Timeouts};
 
 /// Estimated time from a chain Job's creation to its container running on a node that has the
 /// image (scheduling, volume mounts, container start): 30 s.
@@ -105,7 +105,7 @@ pub fn project(job: &JobReport, real: &Timeouts) -> Duration {
     d += job.longest_grace;
     if job.phase == Phase::Worker {
         // The soak: one check per interval, sleeping an interval after each.
-        let rounds = crate::chain::soak_rounds(real.soak, real.soak_interval);
+        let rounds = chain_core::alerts::soak_rounds(real.soak, real.soak_interval);
         d += real.soak_interval * rounds;
     }
     d

@@ -12,14 +12,16 @@ use std::{
 };
 
 use k8s_openapi::api::batch::v1::Job;
-use testapi::TestApiServer;
+use sim::apiserver::TestApiServer;
 
 use crate::{
     chain::{self, Ctx, Ended, StepInput},
     drain::PodRef,
+    k8s::spawn::{self, JobState},
+};
+use chain_core::{
     job::APP_LABEL,
     plan::{Kind, Phase, Step},
-    spawn::{self, JobState},
     version::Version,
 };
 
@@ -84,7 +86,8 @@ pub fn job_env(job: &Job) -> anyhow::Result<JobEnv> {
         .collect();
     let var = |k: &str| env.get(k).cloned().ok_or_else(|| anyhow::anyhow!("Job {name} has no env {k}"));
     let phase: Phase = var("PHASE")?.parse().map_err(|e: String| anyhow::anyhow!("Job {name}: {e}"))?;
-    let node = env.get("TARGET_NODE").cloned().filter(|n| !n.is_empty());
+    let step = Step::from_parts(phase, env.get("TARGET_NODE").map(String::as_str))
+        .map_err(|e| anyhow::anyhow!("Job {name}: {e}"))?;
     let target: Version = var("TARGET_VERSION")?.parse()?;
     let kind: Kind = var("KIND")?.parse().map_err(|e: String| anyhow::anyhow!("Job {name}: {e}"))?;
     let run_on = spec
@@ -102,7 +105,7 @@ pub fn job_env(job: &Job) -> anyhow::Result<JobEnv> {
         .map(|t| format!("{}:{}", t.key.unwrap_or_default(), t.effect.unwrap_or_default()))
         .collect();
     Ok(JobEnv {
-        input: StepInput { step: Step { phase, node }, target, kind },
+        input: StepInput { step, target, kind },
         image: env.get("IMAGE").cloned().unwrap_or_default(),
         run_on,
         tolerations,
@@ -173,8 +176,8 @@ impl JobRunner {
         }
         RanJob {
             name,
-            phase: env.input.step.phase,
-            node: env.input.step.node,
+            phase: env.input.step.phase(),
+            node: env.input.step.node().map(str::to_string),
             target: env.input.target,
             kind: env.input.kind,
             image: env.image,

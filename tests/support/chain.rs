@@ -10,20 +10,22 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chain_core::{
+    plan::Phase,
+    settings::{EtcdBackup, Settings},
+};
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{ConfigMap, Pod, PodSpec},
 };
 use k8s_upgrade_chain::{
     chain::{self, Ctx, Ended, detect::Detection},
-    cluster::Clients,
-    plan::Phase,
+    k8s::Clients,
+    node::ssh::SshExec,
     rehearse::runner::{self, JobRunner},
-    settings::{EtcdBackup, Settings},
-    ssh::SshExec,
 };
 use serde_json::json;
-use testapi::{TestApiServer, fixtures as tf};
+use sim::apiserver::{TestApiServer, fixtures as tf};
 
 use super::{
     prom::{Prometheus, Pushgateway},
@@ -201,7 +203,7 @@ impl Cluster {
         settings.timeouts.job_delete = Duration::from_secs(30);
         settings.drain.timeout = Duration::from_secs(60);
         settings.hooks.smoke_dns_name = Some("localhost".into());
-        settings.hooks.quiesce_deployments = vec![k8s_upgrade_chain::settings::QuiesceDeployment {
+        settings.hooks.quiesce_deployments = vec![chain_core::settings::QuiesceDeployment {
             namespace: "tigera-operator".into(),
             name: "tigera-operator".into(),
         }];
@@ -256,13 +258,13 @@ impl Cluster {
 
     /// The seed's OIDC restore, as a post-upgrade script whose run shows in the node's call
     /// log (its ConfigMap is created here).
-    pub fn oidc_restore(&self) -> Vec<k8s_upgrade_chain::settings::PostUpgradeScript> {
+    pub fn oidc_restore(&self) -> Vec<chain_core::settings::PostUpgradeScript> {
         self.srv.insert(tf::configmap(
             "kube-system",
             "apiserver-oidc-restore",
             &[("restore.sh", "systemctl restart oidc-restore-marker\n")],
         ));
-        vec![k8s_upgrade_chain::settings::PostUpgradeScript {
+        vec![chain_core::settings::PostUpgradeScript {
             name: "oidc-restore".into(),
             configmap_namespace: "kube-system".into(),
             configmap_name: "apiserver-oidc-restore".into(),
@@ -366,7 +368,7 @@ impl Cluster {
         if !path.exists() {
             return Err(format!("{config} is not mounted in the pod"));
         }
-        Settings::load(&path).map_err(|e| e.to_string())
+        k8s_upgrade_chain::config::load(&path).map_err(|e| e.to_string())
     }
 
     /// Like [`Self::run_chain`], but each Job runs with the settings its own pod would load
@@ -387,8 +389,8 @@ impl Cluster {
                     let env = runner::job_env(&job).unwrap();
                     ran.push(RanJob {
                         name,
-                        phase: env.input.step.phase,
-                        node: env.input.step.node,
+                        phase: env.input.step.phase(),
+                        node: env.input.step.node().map(str::to_string),
                         run_on: env.run_on,
                         tolerations: env.tolerations,
                         result: Err(why),
@@ -410,7 +412,7 @@ impl Cluster {
     /// A gauge of the group `job` read back from the Pushgateway.
     pub async fn metric_in(&self, name: &str, job: &str) -> Option<f64> {
         let text = self.pgw.metrics_text().await;
-        k8s_upgrade_chain::metrics::Scrape::parse(&text).value(name, &[("job", job)])
+        chain_core::metrics::Scrape::parse(&text).value(name, &[("job", job)])
     }
 
     /// The kubelet version a node reports.

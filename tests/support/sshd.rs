@@ -18,9 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_upgrade_chain::{
+use chain_core::{
     node_exec::NodeTarget,
-    ssh::{HostKeyPolicy, SshConfig},
+    settings::{HostKeyPolicy, SshConfig},
 };
 
 /// How long to wait for sshd to accept connections.

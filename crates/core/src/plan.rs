@@ -1,0 +1,625 @@
+//! The chain planner: pure functions over a snapshot of the nodes. No I/O.
+//!
+//! From a [`Snapshot`] it decides which nodes are control planes and which are workers (in
+//! natural order, so `k8s-node2` comes before `k8s-node10`), which are off target, what runs
+//! after any phase, and where each Job runs with which tolerations. The one rule it never
+//! breaks: a Job never runs on the node it drains (seed failure 3: the agent drained its own
+//! node and died mid-upgrade).
+
+use std::{cmp::Ordering, fmt, net::IpAddr, str::FromStr};
+
+use k8s_openapi::api::core::v1::{Node, Toleration};
+use serde::Serialize;
+
+use crate::{settings::ControlPlaneSelector, version::Version};
+
+/// One phase of the chain, as the `PHASE` env var names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Gates and preparation; runs on a worker.
+    Preflight,
+    /// The first control-plane node: `kubeadm upgrade apply`.
+    Master,
+    /// A further control-plane node of an HA cluster: `kubeadm upgrade node`.
+    ControlPlane,
+    /// One worker: drain, `kubeadm upgrade node`, uncordon, soak.
+    Worker,
+    /// Final verification and cleanup.
+    Postflight,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] =
+        [Phase::Preflight, Phase::Master, Phase::ControlPlane, Phase::Worker, Phase::Postflight];
+
+    /// The `PHASE` value and Job-name component.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Preflight => "preflight",
+            Phase::Master => "master",
+            Phase::ControlPlane => "control-plane",
+            Phase::Worker => "worker",
+            Phase::Postflight => "postflight",
+        }
+    }
+
+    /// Phases that act on one node need `TARGET_NODE`.
+    pub fn targets_a_node(self) -> bool {
+        matches!(self, Phase::Master | Phase::ControlPlane | Phase::Worker)
+    }
+
+    /// The `--role` of `update_k8s.sh` for phases that upgrade a node.
+    pub fn script_role(self) -> Option<&'static str> {
+        match self {
+            Phase::Master => Some("master"),
+            Phase::ControlPlane => Some("control-plane"),
+            Phase::Worker => Some("worker"),
+            Phase::Preflight | Phase::Postflight => None,
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown phase {s:?}: expected one of preflight, master, control-plane, worker, postflight"
+            )
+        })
+    }
+}
+
+/// Patch (same minor) or minor (next minor) upgrade, as the `KIND` env var names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Patch,
+    Minor,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Patch => "patch",
+            Kind::Minor => "minor",
+        }
+    }
+
+    /// The kind of an upgrade from `running` to `target`.
+    pub fn between(running: Version, target: Version) -> Kind {
+        if running.same_minor(&target) { Kind::Patch } else { Kind::Minor }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "patch" => Ok(Kind::Patch),
+            "minor" => Ok(Kind::Minor),
+            _ => Err(format!("unknown kind {s:?}: expected patch or minor")),
+        }
+    }
+}
+
+/// A node's role in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+/// A taint, reduced to what placement needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaintView {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+/// What the planner knows about one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    pub name: String,
+    pub role: Role,
+    /// `status.nodeInfo.kubeletVersion`, parsed (with or without `v`).
+    pub kubelet: Version,
+    /// The first `InternalIP`: everything on the node goes over SSH to it, never DNS (seed
+    /// failure 5: bare hostnames did not resolve inside pods).
+    pub internal_ip: IpAddr,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// Ready condition is `True`.
+    pub ready: bool,
+    pub taints: Vec<TaintView>,
+}
+
+impl NodeView {
+    /// A Job pinned here can start: Ready and not cordoned.
+    pub fn schedulable(&self) -> bool {
+        self.ready && !self.unschedulable
+    }
+
+    pub fn on_target(&self, target: Version) -> bool {
+        self.kubelet == target
+    }
+}
+
+/// Why the cluster cannot be planned. Every variant names the node or input at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the cluster has no nodes")]
+    NoNodes,
+    #[error(
+        "single-node cluster ({node}): a chain Job never runs on the node it drains, so at least one \
+         worker is needed besides the control plane"
+    )]
+    SingleNode { node: String },
+    #[error(
+        "the cluster has no worker (control-plane nodes: {control_planes}): chain Jobs for the control \
+         plane run on a worker so they never run on the node they drain"
+    )]
+    NoWorker { control_planes: String },
+    #[error("no node carries the control-plane label (checked with {selector:?}); set control_plane_label")]
+    NoControlPlane { selector: String },
+    #[error("node {node} has no InternalIP address: the chain reaches nodes by InternalIP only")]
+    MissingInternalIp { node: String },
+    #[error("node {node} has an InternalIP {value:?} that is not an IP address")]
+    BadInternalIp { node: String, value: String },
+    #[error("node {node} reports no kubelet version (status.nodeInfo.kubeletVersion)")]
+    MissingKubeletVersion { node: String },
+    #[error("node {node} reports kubelet version {value:?}, which is not vX.Y.Z")]
+    BadKubeletVersion { node: String, value: String },
+    #[error("node {node} does not exist")]
+    UnknownNode { node: String },
+    #[error("phase {phase} targets node {node}, which is a {actual}")]
+    WrongRole { phase: Phase, node: String, actual: &'static str },
+    #[error("phase {phase} needs a target node (TARGET_NODE)")]
+    MissingTargetNode { phase: Phase },
+    #[error("phase {phase} takes no target node, got {node:?}")]
+    UnexpectedTargetNode { phase: Phase, node: String },
+    #[error("no Ready, uncordoned worker to run the {phase} Job on")]
+    NoSchedulableWorker { phase: Phase },
+    #[error("no Ready, uncordoned control-plane node to run the {phase} Job on")]
+    NoSchedulableControlPlane { phase: Phase },
+}
+
+/// The nodes of the cluster, split by role and in natural order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub control_planes: Vec<NodeView>,
+    pub workers: Vec<NodeView>,
+}
+
+impl Snapshot {
+    /// Builds the snapshot from API objects. Fails on a node the chain could not handle.
+    pub fn from_nodes(nodes: &[Node], selector: &ControlPlaneSelector) -> Result<Self, PlanError> {
+        let views = nodes.iter().map(|n| node_view(n, selector)).collect::<Result<Vec<_>, _>>()?;
+        Self::from_views(views, selector)
+    }
+
+    /// Builds the snapshot from already-extracted views (used by tests and benchmarks).
+    pub fn from_views(mut views: Vec<NodeView>, selector: &ControlPlaneSelector) -> Result<Self, PlanError> {
+        if views.is_empty() {
+            return Err(PlanError::NoNodes);
+        }
+        if views.len() == 1 {
+            return Err(PlanError::SingleNode { node: views.remove(0).name });
+        }
+        views.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        let (control_planes, workers): (Vec<_>, Vec<_>) =
+            views.into_iter().partition(|v| v.role == Role::ControlPlane);
+        if control_planes.is_empty() {
+            let selector = match &selector.value {
+                Some(v) => format!("{}={v}", selector.key),
+                None => selector.key.clone(),
+            };
+            return Err(PlanError::NoControlPlane { selector });
+        }
+        if workers.is_empty() {
+            let names: Vec<_> = control_planes.iter().map(|n| n.name.as_str()).collect();
+            return Err(PlanError::NoWorker { control_planes: names.join(", ") });
+        }
+        Ok(Self { control_planes, workers })
+    }
+
+    /// Every node, control planes first.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeView> {
+        self.control_planes.iter().chain(&self.workers)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeView> {
+        self.nodes().find(|n| n.name == name)
+    }
+
+    /// The control-plane node that runs `kubeadm upgrade apply`.
+    pub fn first_control_plane(&self) -> &NodeView {
+        &self.control_planes[0]
+    }
+
+    /// The oldest kubelet: the running version of the cluster (seed failure 15: reading only the
+    /// master's version judged a half-upgraded cluster "up to date").
+    pub fn running_version(&self) -> Version {
+        self.nodes().map(|n| n.kubelet).min().expect("a snapshot has nodes")
+    }
+
+    /// Nodes whose kubelet is not the target, control planes first, in natural order.
+    pub fn off_target(&self, target: Version) -> impl Iterator<Item = &NodeView> {
+        self.nodes().filter(move |n| !n.on_target(target))
+    }
+}
+
+/// Extracts the planner's view of one Node.
+pub fn node_view(node: &Node, selector: &ControlPlaneSelector) -> Result<NodeView, PlanError> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let status = node.status.as_ref();
+    let raw_version = status
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.kubelet_version.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| PlanError::MissingKubeletVersion { node: name.clone() })?;
+    let kubelet = raw_version
+        .parse()
+        .map_err(|_| PlanError::BadKubeletVersion { node: name.clone(), value: raw_version.into() })?;
+    let raw_ip = status
+        .and_then(|s| s.addresses.as_ref())
+        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+        .map(|a| a.address.as_str())
+        .ok_or_else(|| PlanError::MissingInternalIp { node: name.clone() })?;
+    let internal_ip =
+        raw_ip.parse().map_err(|_| PlanError::BadInternalIp { node: name.clone(), value: raw_ip.into() })?;
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let spec = node.spec.as_ref();
+    let taints = spec
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| TaintView { key: t.key.clone(), value: t.value.clone(), effect: t.effect.clone() })
+                .collect()
+        })
+        .unwrap_or_default();
+    let role =
+        if selector.matches(node.metadata.labels.as_ref()) { Role::ControlPlane } else { Role::Worker };
+    Ok(NodeView {
+        name,
+        role,
+        kubelet,
+        internal_ip,
+        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        ready,
+        taints,
+    })
+}
+
+/// One Job of the chain. The node phases carry their node, so a node phase without a node (or
+/// a preflight with one) cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Gates and preparation.
+    Preflight,
+    /// `kubeadm upgrade apply` on the first control-plane node.
+    Master { node: String },
+    /// `kubeadm upgrade node` on a further control-plane node of an HA cluster.
+    ControlPlane { node: String },
+    /// One worker.
+    Worker { node: String },
+    /// Final verification and cleanup.
+    Postflight,
+}
+
+impl Step {
+    /// The master step of `node`.
+    pub fn master(node: impl Into<String>) -> Self {
+        Step::Master { node: node.into() }
+    }
+
+    /// The control-plane step of `node`.
+    pub fn control_plane(node: impl Into<String>) -> Self {
+        Step::ControlPlane { node: node.into() }
+    }
+
+    /// The worker step of `node`.
+    pub fn worker(node: impl Into<String>) -> Self {
+        Step::Worker { node: node.into() }
+    }
+
+    /// A step from `PHASE` and `TARGET_NODE` (empty = none), checking only that they pair:
+    /// node phases need a node, the others take none. [`Step::validate`] checks the rest.
+    pub fn from_parts(phase: Phase, node: Option<&str>) -> Result<Self, PlanError> {
+        match (phase, node.filter(|n| !n.is_empty())) {
+            (Phase::Preflight, None) => Ok(Step::Preflight),
+            (Phase::Postflight, None) => Ok(Step::Postflight),
+            (Phase::Master, Some(n)) => Ok(Step::master(n)),
+            (Phase::ControlPlane, Some(n)) => Ok(Step::control_plane(n)),
+            (Phase::Worker, Some(n)) => Ok(Step::worker(n)),
+            (Phase::Master | Phase::ControlPlane | Phase::Worker, None) => {
+                Err(PlanError::MissingTargetNode { phase })
+            }
+            (Phase::Preflight | Phase::Postflight, Some(n)) => {
+                Err(PlanError::UnexpectedTargetNode { phase, node: n.to_string() })
+            }
+        }
+    }
+
+    /// The phase, as `PHASE` names it.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Step::Preflight => Phase::Preflight,
+            Step::Master { .. } => Phase::Master,
+            Step::ControlPlane { .. } => Phase::ControlPlane,
+            Step::Worker { .. } => Phase::Worker,
+            Step::Postflight => Phase::Postflight,
+        }
+    }
+
+    /// The node a node phase acts on.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Step::Master { node } | Step::ControlPlane { node } | Step::Worker { node } => Some(node),
+            Step::Preflight | Step::Postflight => None,
+        }
+    }
+
+    /// The deterministic name of this step's Job for `target` (see [`job_name`]).
+    pub fn job_name(&self, target: Version) -> String {
+        job_name(self.phase(), target, self.node())
+    }
+
+    /// Checks that the target node exists and has the role the phase acts on; returns it.
+    pub fn validate<'s>(&self, snap: &'s Snapshot) -> Result<Option<&'s NodeView>, PlanError> {
+        let phase = self.phase();
+        let Some(name) = self.node() else { return Ok(None) };
+        let node = snap.node(name).ok_or_else(|| PlanError::UnknownNode { node: name.to_string() })?;
+        let wrong = |actual| Err(PlanError::WrongRole { phase, node: name.to_string(), actual });
+        match (phase, node.role) {
+            (Phase::Worker, Role::ControlPlane) => wrong("control-plane node"),
+            (Phase::Master | Phase::ControlPlane, Role::Worker) => wrong("worker"),
+            _ => Ok(Some(node)),
+        }
+    }
+}
+
+/// Serialised as `{phase, node}` (`node` null for preflight and postflight), as `plan -o json`
+/// prints it.
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("Step", 2)?;
+        st.serialize_field("phase", &self.phase())?;
+        st.serialize_field("node", &self.node())?;
+        st.end()
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.node() {
+            Some(n) => write!(f, "{} {n}", self.phase()),
+            None => write!(f, "{}", self.phase()),
+        }
+    }
+}
+
+/// What follows a phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Next {
+    Step(Step),
+    End,
+}
+
+/// The step after `done`, computed from the live snapshot.
+///
+/// The node `done` worked on is excluded even if it still looks off target: the phase may have
+/// skipped or the snapshot may predate its upgrade, and re-targeting it would loop.
+/// Control planes go one at a time before any worker (HA: the first with
+/// `kubeadm upgrade apply`, the rest with `kubeadm upgrade node`).
+pub fn next_after(snap: &Snapshot, target: Version, done: &Step) -> Next {
+    let exclude = done.node();
+    let pending = |nodes: &[NodeView]| {
+        nodes
+            .iter()
+            .find(|n| !n.on_target(target) && Some(n.name.as_str()) != exclude)
+            .map(|n| n.name.clone())
+    };
+    match done {
+        Step::Preflight => Next::Step(Step::master(&snap.first_control_plane().name)),
+        Step::Master { .. } | Step::ControlPlane { .. } => {
+            // The first control plane is the master's; later control planes use `upgrade node`.
+            let others = &snap.control_planes[1..];
+            if let Some(node) = pending(others) {
+                Next::Step(Step::control_plane(node))
+            } else if let Some(node) = pending(&snap.workers) {
+                Next::Step(Step::worker(node))
+            } else {
+                Next::Step(Step::Postflight)
+            }
+        }
+        Step::Worker { .. } => match pending(&snap.workers) {
+            Some(node) => Next::Step(Step::worker(node)),
+            None => Next::Step(Step::Postflight),
+        },
+        Step::Postflight => Next::End,
+    }
+}
+
+/// Kubernetes caps label values (and so Job names, which become the `job-name` pod label) at 63.
+pub const MAX_NAME: usize = 63;
+
+/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, at most 63 characters: a longer name keeps its
+/// head and ends in `-` plus 8 hex digits of a hash of the full name, so it stays unique and
+/// deterministic. The master Job keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>`
+/// (there is one per target, and existing alerts and runbooks know it by that name).
+pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
+    let mut full = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
+    if let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) {
+        full.push('-');
+        full.push_str(node);
+    }
+    fit_name(&full)
+}
+
+/// Shortens a name to [`MAX_NAME`] with a hash suffix when needed.
+pub fn fit_name(full: &str) -> String {
+    if full.len() <= MAX_NAME {
+        return full.to_string();
+    }
+    let hash = format!("{:08x}", fnv1a32(full.as_bytes()));
+    let head = full[..MAX_NAME - 1 - hash.len()].trim_end_matches(['-', '.']);
+    format!("{head}-{hash}")
+}
+
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// Where a Job runs and what it tolerates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Placement {
+    /// Pinned with `nodeSelector: kubernetes.io/hostname=<run_on>`.
+    pub run_on: String,
+    pub tolerations: Vec<Toleration>,
+}
+
+/// Chooses the run-on node of a step.
+///
+/// Preflight, control-plane and postflight Jobs run on the first schedulable worker; worker
+/// Jobs on the first schedulable control-plane node. Either way never on the node drained.
+pub fn placement(snap: &Snapshot, step: &Step) -> Result<Placement, PlanError> {
+    let phase = step.phase();
+    let target = step.node();
+    fn pick<'a>(nodes: &'a [NodeView], target: Option<&str>) -> Option<&'a NodeView> {
+        nodes.iter().find(|n| n.schedulable() && Some(n.name.as_str()) != target)
+    }
+    let node = match phase {
+        Phase::Worker => {
+            pick(&snap.control_planes, target).ok_or(PlanError::NoSchedulableControlPlane { phase })?
+        }
+        Phase::Preflight | Phase::Master | Phase::ControlPlane => {
+            pick(&snap.workers, target).ok_or(PlanError::NoSchedulableWorker { phase })?
+        }
+        // Postflight drains nothing; a control plane will do if every worker is cordoned.
+        Phase::Postflight => pick(&snap.workers, target)
+            .or_else(|| pick(&snap.control_planes, target))
+            .ok_or(PlanError::NoSchedulableWorker { phase })?,
+    };
+    debug_assert_ne!(Some(node.name.as_str()), target, "a Job never runs on the node it drains");
+    Ok(Placement { run_on: node.name.clone(), tolerations: tolerations_for(node) })
+}
+
+/// Tolerations for every scheduling taint of the run-on node, so a GPU or control-plane taint
+/// can never leave a pinned Job Pending (seed failure 36: five days Pending on a new GPU taint).
+///
+/// The node lifecycle taints (`node.kubernetes.io/*`: not-ready, unreachable, unschedulable, …)
+/// are not tolerated: tolerating them would keep a Job on a dead node, and a node carrying one
+/// is not chosen to run on anyway.
+pub fn tolerations_for(node: &NodeView) -> Vec<Toleration> {
+    let mut out: Vec<Toleration> = Vec::new();
+    for t in &node.taints {
+        if t.key.starts_with("node.kubernetes.io/")
+            || !matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+        {
+            continue;
+        }
+        let tol = Toleration {
+            key: Some(t.key.clone()),
+            operator: Some("Exists".into()),
+            effect: Some(t.effect.clone()),
+            ..Default::default()
+        };
+        if !out.contains(&tol) {
+            out.push(tol);
+        }
+    }
+    out
+}
+
+/// One Job of a planned chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedJob {
+    pub step: Step,
+    pub job_name: String,
+    pub placement: Placement,
+    /// The target node is already on the target version: the phase will skip its work.
+    pub skip: bool,
+}
+
+/// The whole chain from preflight to postflight, as it would run from this snapshot.
+pub fn chain(snap: &Snapshot, target: Version) -> Result<Vec<PlannedJob>, PlanError> {
+    let mut sim = snap.clone();
+    let mut out = Vec::new();
+    let mut step = Step::Preflight;
+    loop {
+        let placement = placement(&sim, &step)?;
+        let skip = step.node().and_then(|n| snap.node(n)).is_some_and(|n| n.on_target(target));
+        out.push(PlannedJob { job_name: step.job_name(target), step: step.clone(), placement, skip });
+        if let Some(node) = step.node() {
+            // The phase leaves its node on the target version.
+            for n in sim.control_planes.iter_mut().chain(sim.workers.iter_mut()) {
+                if n.name == node {
+                    n.kubelet = target;
+                }
+            }
+        }
+        match next_after(&sim, target, &step) {
+            Next::End => return Ok(out),
+            Next::Step(next) => step = next,
+        }
+    }
+}
+
+/// Compares names so that embedded numbers sort by value: `k8s-node2` < `k8s-node10`.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (&a[..da], &b[..db]);
+                // Compare by value without parsing (no overflow): strip leading zeros, then
+                // longer is bigger, then lexical; ties broken by the zero-padded length.
+                let ta = trim_zeros(na);
+                let tb = trim_zeros(nb);
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| da.cmp(&db));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[da..];
+                b = &b[db..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let z = d.iter().take_while(|&&c| c == b'0').count();
+    &d[z..]
+}

@@ -1,0 +1,660 @@
+//! The site configuration: one YAML file (`--config` / `CONFIG`, a ConfigMap in production),
+//! parsed into one validated [`Settings`] value. Everything site-specific of the seed system
+//! (namespace, node roles, hooks such as quiescing tigera-operator) lives here, not in code.
+//!
+//! Every key is optional; a missing key takes the documented default (see
+//! `docs/configuration.md` and [`Settings::default`]). Unknown keys, bad durations, bad URLs and
+//! bad versions are errors that name the key and the value.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    duration::serde_str as dur,
+    names::{check_dns_label, check_dns_subdomain, check_label_key, check_label_value},
+};
+
+/// Validated settings for every command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Namespace of the chain Jobs, the kill switch and the state annotations.
+    pub namespace: String,
+    /// How control-plane nodes are recognised: a label key (`key`, present with any value) or
+    /// `key=value`.
+    pub control_plane_label: String,
+    /// Prefix of the annotations this tool writes on nodes and on its namespace.
+    pub annotation_prefix: String,
+    /// How chain Jobs are built.
+    pub job: JobSettings,
+    /// Every wait of the seed system, with its deadline.
+    pub timeouts: Timeouts,
+    /// Site-specific hooks of the seed system.
+    pub hooks: Hooks,
+    /// The compatibility matrix checked by preflight.
+    pub compat: crate::compat::CompatSettings,
+    /// The Prometheus alert gate and pod-ready ratio.
+    pub alerts: crate::alerts::AlertsConfig,
+    /// Where metrics are pushed.
+    pub pushgateway: crate::metrics::PushgatewayConfig,
+    /// Slack notifications.
+    pub slack: SlackConfig,
+    /// SSH to the nodes (by InternalIP).
+    pub ssh: SshConfig,
+    /// Node drains.
+    pub drain: crate::drain::DrainConfig,
+    /// Base URL of the Kubernetes apt repositories; `/v<X.Y>/deb/` is appended. Detection
+    /// probes it for the next minor, and `update_k8s.sh` points apt at it.
+    #[serde(with = "crate::alerts::url_str")]
+    pub apt_repository: url::Url,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: "k8s-upgrade".into(),
+            control_plane_label: "node-role.kubernetes.io/control-plane".into(),
+            annotation_prefix: "k8s-upgrade-chain/".into(),
+            job: JobSettings::default(),
+            timeouts: Timeouts::default(),
+            hooks: Hooks::default(),
+            compat: Default::default(),
+            alerts: Default::default(),
+            pushgateway: Default::default(),
+            slack: Default::default(),
+            ssh: Default::default(),
+            drain: Default::default(),
+            apt_repository: url::Url::parse(crate::node_ops::K8S_APT_BASE).expect("default apt base parses"),
+        }
+    }
+}
+
+/// How chain Jobs are rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// ServiceAccount of every chain Job.
+    pub service_account: String,
+    /// Image pull Secrets for the Job pods.
+    pub image_pull_secrets: Vec<String>,
+    /// Secret holding `ssh_key`, `known_hosts` and `slack_webhook`, mounted read-only.
+    pub credentials_secret: String,
+    /// ConfigMap holding this configuration (`config.yaml`, and the `template` file when one
+    /// is configured), mounted read-only at `/etc/k8s-upgrade-chain` in every Job.
+    pub config_map: String,
+    /// `ttlSecondsAfterFinished` of chain Jobs.
+    #[serde(with = "dur")]
+    pub ttl_after_finished: Duration,
+    /// Added to the sum of a phase's own deadlines to give the Job's `activeDeadlineSeconds`.
+    #[serde(with = "dur")]
+    pub deadline_margin: Duration,
+    /// A Job template file to use instead of the built-in one: a file name next to the config
+    /// file (in a cluster, a key of the config ConfigMap, so every Job that renders the next one
+    /// has it through the config mount), or an absolute path.
+    pub template: Option<String>,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            service_account: "k8s-upgrade-job".into(),
+            image_pull_secrets: vec![],
+            credentials_secret: "k8s-upgrade-creds".into(),
+            config_map: "k8s-upgrade-config".into(),
+            ttl_after_finished: Duration::from_secs(7 * 24 * 3600),
+            deadline_margin: Duration::from_secs(15 * 60),
+            template: None,
+        }
+    }
+}
+
+/// The deadlines of every wait. Defaults are the seed system's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Wait for a node to be Ready on the target version.
+    #[serde(with = "dur")]
+    pub node_ready: Duration,
+    /// Wait for blocking alerts to clear before draining a worker.
+    #[serde(with = "dur")]
+    pub alert_wait: Duration,
+    /// Re-check interval while waiting for alerts.
+    #[serde(with = "dur")]
+    pub alert_interval: Duration,
+    /// Soak after each worker: alert checks spread over this time.
+    #[serde(with = "dur")]
+    pub soak: Duration,
+    /// Interval of the alert checks during the soak.
+    #[serde(with = "dur")]
+    pub soak_interval: Duration,
+    /// No node's Ready condition may have changed within this window before preflight passes.
+    #[serde(with = "dur")]
+    pub settle_window: Duration,
+    /// Wait for the pre-upgrade etcd snapshot Job.
+    #[serde(with = "dur")]
+    pub etcd_snapshot: Duration,
+    /// Deadline of one short SSH probe (versions, plan, diff).
+    #[serde(with = "dur")]
+    pub probe: Duration,
+    /// Wait for an old Job to be gone before it is re-created.
+    #[serde(with = "dur")]
+    pub job_delete: Duration,
+    /// How long a phase watches the next Job's pod start; a pod that cannot be scheduled or
+    /// cannot pull its image within it is reported (the phase itself has succeeded).
+    #[serde(with = "dur")]
+    pub job_start: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(n * 60);
+        Self {
+            node_ready: m(15),
+            alert_wait: m(30),
+            alert_interval: m(1),
+            soak: m(10),
+            soak_interval: m(1),
+            settle_window: Duration::from_secs(600),
+            etcd_snapshot: Duration::from_secs(600),
+            probe: m(5),
+            job_delete: m(5),
+            job_start: m(2),
+        }
+    }
+}
+
+/// Site hooks: what the seed system hard-coded for one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    /// Deployments scaled to 0 around a control-plane upgrade and restored on every exit path
+    /// (the seed quiesced tigera-operator: its crashloop IO storm broke kubeadm's watch).
+    pub quiesce_deployments: Vec<QuiesceDeployment>,
+    /// Scripts run on each control-plane node after its upgrade; failures only warn (the seed
+    /// re-applied an OIDC `--authentication-config` that kubeadm dropped).
+    pub post_control_plane_scripts: Vec<PostUpgradeScript>,
+    /// The CronJob whose Job takes the pre-upgrade etcd snapshot.
+    pub etcd_backup: Option<EtcdBackup>,
+    /// Top-level keys of `/var/lib/kubelet/config.yaml` that `update_k8s.sh` restores after
+    /// kubeadm rewrites the file (node-local kubelet tuning).
+    pub preserve_kubelet_keys: Vec<String>,
+    /// DaemonSets whose pods must be Running on a worker after its upgrade (a warning only).
+    pub expected_daemonsets: Vec<String>,
+    /// Upgrade without an etcd snapshot when `etcd_backup` is not set. Default false: the
+    /// seed's rule is never to skip the snapshot.
+    pub allow_no_etcd_snapshot: bool,
+    /// Name that postflight resolves as its DNS smoke test; empty skips it.
+    pub smoke_dns_name: Option<String>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            quiesce_deployments: vec![],
+            post_control_plane_scripts: vec![],
+            etcd_backup: None,
+            preserve_kubelet_keys: vec![],
+            expected_daemonsets: vec!["calico-node".into(), "kube-proxy".into()],
+            allow_no_etcd_snapshot: false,
+            smoke_dns_name: Some("kubernetes.default.svc.cluster.local".into()),
+        }
+    }
+}
+
+/// One Deployment to quiesce during control-plane upgrades.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuiesceDeployment {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A script from a ConfigMap, run over SSH on each upgraded control-plane node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostUpgradeScript {
+    /// Short name used in logs and messages.
+    pub name: String,
+    pub configmap_namespace: String,
+    pub configmap_name: String,
+    pub configmap_key: String,
+    /// After the script, this file on the node must contain `verify_contains`.
+    pub verify_file: Option<String>,
+    pub verify_contains: Option<String>,
+}
+
+/// The etcd backup CronJob used for the pre-upgrade snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdBackup {
+    pub namespace: String,
+    pub cronjob: String,
+    /// Container whose log reports `Backup done: <file> (N bytes)`.
+    pub container: Option<String>,
+    /// Prefix of the recorded snapshot location (e.g. `nfs://server:/srv/etcd-backup/`).
+    #[serde(default)]
+    pub location_prefix: String,
+    /// Snapshots smaller than this abort the upgrade.
+    #[serde(default = "default_min_snapshot_bytes")]
+    pub min_bytes: u64,
+}
+
+fn default_min_snapshot_bytes() -> u64 {
+    1024
+}
+
+/// A configuration that could not be used. The message names the key and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("failed to read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML: {message}")]
+    Yaml { path: String, message: String },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Key { path: String, key: String, message: String },
+    #[error("config file {path}: key `{key}` has invalid value {value:?}: {reason}")]
+    Invalid { path: String, key: String, value: String, reason: String },
+}
+
+impl Settings {
+    /// Reads and validates a config file.
+    /// Parses and validates YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, SettingsError> {
+        // YAML -> JSON value -> typed, so that serde_path_to_error can name the failing key.
+        let value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text)
+                .map_err(|e| SettingsError::Yaml { path: origin.into(), message: e.to_string() })?
+        };
+        let value = match value {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            v => v,
+        };
+        let settings: Settings = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            SettingsError::Key { path: origin.into(), key, message: e.into_inner().to_string() }
+        })?;
+        settings.validate(origin)?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: names, label syntax, non-zero deadlines.
+    pub fn validate(&self, origin: &str) -> Result<(), SettingsError> {
+        let invalid = |key: &str, value: &str, reason: &str| SettingsError::Invalid {
+            path: origin.into(),
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        check_dns_label(&self.namespace).map_err(|r| invalid("namespace", &self.namespace, &r))?;
+        ControlPlaneSelector::parse(&self.control_plane_label)
+            .map_err(|r| invalid("control_plane_label", &self.control_plane_label, &r))?;
+        if !self.annotation_prefix.ends_with('/') || self.annotation_prefix.len() < 2 {
+            return Err(invalid(
+                "annotation_prefix",
+                &self.annotation_prefix,
+                "must be a DNS subdomain followed by '/', e.g. k8s-upgrade-chain/",
+            ));
+        }
+        check_dns_subdomain(self.annotation_prefix.trim_end_matches('/'))
+            .map_err(|r| invalid("annotation_prefix", &self.annotation_prefix, &r))?;
+        for (key, name) in [
+            ("job.service_account", &self.job.service_account),
+            ("job.credentials_secret", &self.job.credentials_secret),
+            ("job.config_map", &self.job.config_map),
+        ] {
+            check_dns_subdomain(name).map_err(|r| invalid(key, name, &r))?;
+        }
+        if let Some(t) = &self.job.template {
+            check_template_path(t).map_err(|r| invalid("job.template", t, &r))?;
+        }
+        for (i, s) in self.job.image_pull_secrets.iter().enumerate() {
+            check_dns_subdomain(s).map_err(|r| invalid(&format!("job.image_pull_secrets[{i}]"), s, &r))?;
+        }
+        let t = &self.timeouts;
+        for (key, d) in [
+            ("timeouts.node_ready", t.node_ready),
+            ("timeouts.alert_interval", t.alert_interval),
+            ("timeouts.soak_interval", t.soak_interval),
+            ("timeouts.etcd_snapshot", t.etcd_snapshot),
+            ("ssh.command_timeout", self.ssh.command_timeout),
+            ("ssh.connect_timeout", self.ssh.connect_timeout),
+            ("timeouts.probe", t.probe),
+            ("timeouts.job_delete", t.job_delete),
+            ("job.ttl_after_finished", self.job.ttl_after_finished),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "0s", "must be greater than zero"));
+            }
+        }
+        for (i, q) in self.hooks.quiesce_deployments.iter().enumerate() {
+            let key = format!("hooks.quiesce_deployments[{i}]");
+            check_dns_label(&q.namespace)
+                .map_err(|r| invalid(&format!("{key}.namespace"), &q.namespace, &r))?;
+            check_dns_subdomain(&q.name).map_err(|r| invalid(&format!("{key}.name"), &q.name, &r))?;
+        }
+        for (i, s) in self.hooks.post_control_plane_scripts.iter().enumerate() {
+            let key = format!("hooks.post_control_plane_scripts[{i}]");
+            check_dns_label(&s.configmap_namespace)
+                .map_err(|r| invalid(&format!("{key}.configmap_namespace"), &s.configmap_namespace, &r))?;
+            check_dns_subdomain(&s.configmap_name)
+                .map_err(|r| invalid(&format!("{key}.configmap_name"), &s.configmap_name, &r))?;
+            if s.verify_file.is_some() != s.verify_contains.is_some() {
+                return Err(invalid(
+                    &format!("{key}.verify_file"),
+                    s.verify_file.as_deref().unwrap_or(""),
+                    "verify_file and verify_contains go together",
+                ));
+            }
+        }
+        if let Some(b) = &self.hooks.etcd_backup {
+            check_dns_label(&b.namespace)
+                .map_err(|r| invalid("hooks.etcd_backup.namespace", &b.namespace, &r))?;
+            check_dns_subdomain(&b.cronjob)
+                .map_err(|r| invalid("hooks.etcd_backup.cronjob", &b.cronjob, &r))?;
+        }
+        self.drain.validate().map_err(|message| SettingsError::Key {
+            path: origin.into(),
+            key: "drain".into(),
+            message,
+        })?;
+        let key_err =
+            |key: &str, message: String| SettingsError::Key { path: origin.into(), key: key.into(), message };
+        crate::alerts::Policy::from_config(&self.alerts).map_err(|e| key_err("alerts", e.to_string()))?;
+        if let Some(min) = self.alerts.min_pod_ready_ratio
+            && !(0.0..=1.0).contains(&min)
+        {
+            return Err(invalid("alerts.min_pod_ready_ratio", &min.to_string(), "must be between 0 and 1"));
+        }
+        self.compat.validate().map_err(|message| SettingsError::Key {
+            path: origin.into(),
+            key: "compat".into(),
+            message,
+        })?;
+        for (i, k) in self.hooks.preserve_kubelet_keys.iter().enumerate() {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(invalid(
+                    &format!("hooks.preserve_kubelet_keys[{i}]"),
+                    k,
+                    "must be a top-level KubeletConfiguration key such as systemReserved",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The control-plane selector, already validated.
+    /// The settings as YAML, every key written out (what `config` prints; it loads back to
+    /// the same settings).
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("settings are plain data and always serialise")
+    }
+
+    pub fn control_plane_selector(&self) -> ControlPlaneSelector {
+        ControlPlaneSelector::parse(&self.control_plane_label).expect("validated in Settings::validate")
+    }
+
+    /// The namespace-annotation settings (one prefix for every annotation this tool writes).
+    pub fn annotations(&self) -> crate::annotations::AnnotationsConfig {
+        crate::annotations::AnnotationsConfig { prefix: self.annotation_prefix.clone() }
+    }
+}
+
+/// How control-plane nodes are told apart from workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneSelector {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl ControlPlaneSelector {
+    /// `key` (label present with any value) or `key=value`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (key, value) = match s.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (s, None),
+        };
+        check_label_key(key)?;
+        if let Some(v) = value {
+            check_label_value(v)?;
+        }
+        Ok(Self { key: key.into(), value: value.map(Into::into) })
+    }
+
+    /// True when a node with these labels is a control-plane node.
+    pub fn matches(&self, labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+        match (labels.and_then(|l| l.get(&self.key)), &self.value) {
+            (Some(_), None) => true,
+            (Some(v), Some(want)) => v == want,
+            (None, _) => false,
+        }
+    }
+}
+
+/// `job.template`: an absolute path, or a file name next to the config file. A relative path
+/// must be a bare file name because in a cluster it is a key of the config ConfigMap (keys are
+/// flat: `-`, `_`, `.` and alphanumerics), mounted beside `config.yaml`.
+fn check_template_path(t: &str) -> Result<(), String> {
+    if Path::new(t).is_absolute() {
+        return Ok(());
+    }
+    let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if t.is_empty() || t.len() > 253 || !t.chars().all(key_char) || t == "." || t == ".." {
+        return Err("must be an absolute path or a file name next to the config file (a ConfigMap key: \
+                    letters, digits, '-', '_' and '.')"
+            .into());
+    }
+    if t == CONFIG_KEY {
+        return Err(format!("must not be {CONFIG_KEY}, the config file itself"));
+    }
+    Ok(())
+}
+
+/// The key of the config file in the config ConfigMap (`CONFIG` is
+/// `/etc/k8s-upgrade-chain/config.yaml` in every Job).
+pub const CONFIG_KEY: &str = "config.yaml";
+
+// === sections of outside systems without a pure core of their own ===
+
+/// Default path of the file holding the webhook URL.
+pub const DEFAULT_WEBHOOK_FILE: &str = "/secrets/k8s-upgrade/slack_webhook";
+
+/// Slack settings (`slack:` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackConfig {
+    /// File containing the webhook URL. Default [`DEFAULT_WEBHOOK_FILE`]. Missing = disabled.
+    pub webhook_file: PathBuf,
+    /// Timeout of one post. Default `5s`.
+    #[serde(with = "crate::duration::serde_str")]
+    pub timeout: Duration,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self { webhook_file: DEFAULT_WEBHOOK_FILE.into(), timeout: Duration::from_secs(5) }
+    }
+}
+
+/// What to do with a host key that known_hosts does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Refuse unknown hosts (the default): every node's key must be in known_hosts.
+    #[default]
+    Strict,
+    /// Trust on first use: an unknown host's key is remembered (in memory, for the life of
+    /// this process) and accepted; a key that differs from a remembered or listed one is
+    /// still refused. This is what the seed did (`StrictHostKeyChecking=accept-new` with a
+    /// known_hosts in /tmp).
+    AcceptNew,
+}
+
+/// SSH settings. Every field has a default; unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// Remote user; it needs passwordless sudo. Default `k8s-upgrade`, a dedicated account
+    /// (the seed used the operator's personal `wizard` account).
+    pub user: String,
+    /// Remote port. Default 22.
+    pub port: u16,
+    /// Private key (OpenSSH or PEM, no passphrase). Read into memory, so a Secret mounted
+    /// with a too-open mode (0444) still works. Default `/secrets/k8s-upgrade/ssh_key`.
+    pub key_file: PathBuf,
+    /// OpenSSH known_hosts listing the nodes by InternalIP (`[ip]:port` for ports other than
+    /// 22). Default `/secrets/k8s-upgrade/known_hosts`; may be absent with `accept-new`.
+    pub known_hosts_file: PathBuf,
+    /// `strict` (default) or `accept-new`.
+    pub host_key_policy: HostKeyPolicy,
+    /// Deadline for the TCP connect, and for each handshake/auth step. Default 10s.
+    #[serde(with = "crate::duration::serde_str")]
+    pub connect_timeout: Duration,
+    /// Overall deadline for a node upgrade script (`update_k8s.sh`). Default 45m. Probes
+    /// set their own, shorter, deadlines on the request.
+    #[serde(with = "crate::duration::serde_str")]
+    pub command_timeout: Duration,
+    /// Interval of SSH keepalives while a command runs; a node that stops acknowledging for
+    /// 4 intervals is treated as gone (TCP_USER_TIMEOUT). Default 15s.
+    #[serde(with = "crate::duration::serde_str")]
+    pub keepalive_interval: Duration,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            user: "k8s-upgrade".into(),
+            port: 22,
+            key_file: "/secrets/k8s-upgrade/ssh_key".into(),
+            known_hosts_file: "/secrets/k8s-upgrade/known_hosts".into(),
+            host_key_policy: HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(45 * 60),
+            keepalive_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Settings, SettingsError> {
+        Settings::from_yaml(yaml, "test.yaml")
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let s = parse("").unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.namespace, "k8s-upgrade");
+        assert_eq!(s.timeouts.node_ready, Duration::from_secs(900));
+        assert_eq!(s.timeouts.alert_wait, Duration::from_secs(1800));
+        assert_eq!(s.timeouts.soak, Duration::from_secs(600));
+        assert_eq!(s.timeouts.settle_window, Duration::from_secs(600));
+        assert_eq!(s.timeouts.etcd_snapshot, Duration::from_secs(600));
+        assert_eq!(s.drain.timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let s = parse(
+            r#"
+namespace: upgrades
+control_plane_label: node-role.kubernetes.io/master
+timeouts: {node_ready: 20m, soak: 1h30m}
+hooks:
+  quiesce_deployments:
+    - {namespace: tigera-operator, name: tigera-operator}
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.namespace, "upgrades");
+        assert_eq!(s.timeouts.node_ready, Duration::from_secs(1200));
+        assert_eq!(s.timeouts.soak, Duration::from_secs(5400));
+        assert_eq!(s.timeouts.probe, Timeouts::default().probe, "unset keys keep defaults");
+        assert_eq!(s.hooks.quiesce_deployments[0].name, "tigera-operator");
+    }
+
+    #[test]
+    fn template_is_a_file_name_next_to_the_config_or_an_absolute_path() {
+        for ok in ["job.yaml.j2", "site_job-2.j2", "/etc/k8s-upgrade-chain/job.yaml.j2"] {
+            parse(&format!("job: {{template: {ok:?}}}\n")).unwrap();
+        }
+        for bad in ["templates/job.yaml.j2", "../job.yaml.j2", "", "config.yaml", "job yaml"] {
+            let e = parse(&format!("job: {{template: {bad:?}}}\n")).unwrap_err().to_string();
+            assert!(e.contains("job.template"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("timeouts:\n  node_redy: 10m\n").unwrap_err().to_string();
+        assert!(e.contains("node_redy"), "{e}");
+        assert!(e.contains("test.yaml"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_value() {
+        let e = parse("timeouts:\n  soak: 10 minutes\n").unwrap_err().to_string();
+        assert!(e.contains("timeouts.soak"), "{e}");
+        assert!(e.contains("10 minutes"), "{e}");
+    }
+
+    #[test]
+    fn bad_namespace_names_key_and_value() {
+        let e = parse("namespace: K8s_Upgrade\n").unwrap_err().to_string();
+        assert!(e.contains("`namespace`") && e.contains("K8s_Upgrade"), "{e}");
+    }
+
+    #[test]
+    fn bad_urls_and_alert_rules_name_the_key() {
+        let e = parse("pushgateway:\n  url: not a url\n").unwrap_err().to_string();
+        assert!(e.contains("pushgateway.url") && e.contains("not a url"), "{e}");
+        let e = parse("alerts:\n  prometheus_url: ftp://prom\n").unwrap_err().to_string();
+        assert!(e.contains("alerts.prometheus_url"), "{e}");
+        let e = parse("alerts:\n  ignore: ['Foo(']\n").unwrap_err().to_string();
+        assert!(e.contains("Foo("), "{e}");
+        let e = parse("alerts:\n  min_pod_ready_ratio: 1.5\n").unwrap_err().to_string();
+        assert!(e.contains("alerts.min_pod_ready_ratio"), "{e}");
+    }
+
+    #[test]
+    fn zero_deadline_is_refused() {
+        let e = parse("timeouts: {node_ready: 0s}\n").unwrap_err().to_string();
+        assert!(e.contains("timeouts.node_ready"), "{e}");
+        let e = parse("drain: {timeout: 0s}\n").unwrap_err().to_string();
+        assert!(e.contains("drain.timeout"), "{e}");
+    }
+
+    #[test]
+    fn invalid_yaml_is_reported() {
+        let e = parse("namespace: [unclosed\n").unwrap_err().to_string();
+        assert!(e.contains("not valid YAML"), "{e}");
+    }
+
+    #[test]
+    fn control_plane_selector_forms() {
+        let any = ControlPlaneSelector::parse("node-role.kubernetes.io/control-plane").unwrap();
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("node-role.kubernetes.io/control-plane".to_string(), String::new());
+        assert!(any.matches(Some(&labels)));
+        assert!(!any.matches(None));
+        let kv = ControlPlaneSelector::parse("role=cp").unwrap();
+        labels.insert("role".into(), "worker".into());
+        assert!(!kv.matches(Some(&labels)));
+        labels.insert("role".into(), "cp".into());
+        assert!(kv.matches(Some(&labels)));
+        assert!(ControlPlaneSelector::parse("bad key").is_err());
+        assert!(ControlPlaneSelector::parse("/x").is_err());
+    }
+}

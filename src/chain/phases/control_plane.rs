@@ -1,0 +1,116 @@
+//! The control-plane phases: `master` (`kubeadm upgrade apply` on the first control plane) and
+//! `control-plane` (`kubeadm upgrade node` on each further one of an HA cluster).
+
+use chain_core::plan::Snapshot;
+use tracing::warn;
+
+use super::{
+    super::{Ctx, Ended, StepInput, abort, nodes, quiesce},
+    alert_check,
+    node::{drain_for_upgrade, upgrade_drained},
+    node_view,
+};
+use crate::{
+    node::probes::{self, NodeRole},
+    slack::Slack,
+};
+
+/// Skips a control plane already on target; otherwise alert check, drain, quiesce, upgrade
+/// (`role` picks `apply` or `node`), control-plane pods Running, alert check, post-upgrade
+/// scripts, and the quiesced Deployments restored on every exit path.
+pub(super) async fn control_plane(
+    ctx: &Ctx,
+    snap: &Snapshot,
+    input: &StepInput,
+    node: &str,
+    role: NodeRole,
+    slack: &Slack,
+) -> anyhow::Result<Ended> {
+    let s = &ctx.settings;
+    let view = node_view(snap, node)?;
+    if view.on_target(input.target) {
+        slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
+        return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
+    }
+    slack.post(&format!("Draining {node}")).await;
+    alert_check(ctx, &format!("alert check before draining {node}")).await?;
+
+    if let Some(reason) = drain_for_upgrade(ctx, input.step.phase(), node).await? {
+        return Ok(Ended::Halted(reason));
+    }
+    // Quiesce after the drain (as the seed did) and restore on every exit path, errors
+    // included (seed failure 27).
+    let deployments = &s.hooks.quiesce_deployments;
+    let result = async {
+        quiesce::quiesce(&ctx.clients.api, &s.annotation_prefix, deployments).await?;
+        upgrade_drained(ctx, snap, input, node, role).await?;
+        let bad = nodes::control_plane_pods_not_running(&ctx.clients.api, node).await?;
+        if !bad.is_empty() {
+            return Err(abort(format!(
+                "{} control-plane pod(s) not Running on {node}: {}",
+                bad.len(),
+                bad.join(", ")
+            )));
+        }
+        alert_check(ctx, &format!("alert check after upgrading {node}")).await?;
+        post_upgrade_scripts(ctx, snap, node, slack).await;
+        Ok(Ended::Done)
+    }
+    .await;
+    for e in quiesce::restore(&ctx.clients.api, &s.annotation_prefix, deployments).await {
+        warn!("{e}");
+        slack.post(&format!("WARN: {e}")).await;
+    }
+    if matches!(result, Ok(Ended::Done)) {
+        slack.post(&format!("{node} on v{}, control plane Running.", input.target)).await;
+    }
+    result
+}
+
+/// The configured post-upgrade scripts: non-fatal, each verified when it says how.
+async fn post_upgrade_scripts(ctx: &Ctx, snap: &Snapshot, node: &str, slack: &Slack) {
+    let Ok(target) = Ctx::target(snap, node) else { return };
+    for script in &ctx.settings.hooks.post_control_plane_scripts {
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(ctx.clients.api.clone(), &script.configmap_namespace);
+        let body = match api.get_opt(&script.configmap_name).await {
+            Ok(Some(cm)) => cm.data.and_then(|d| d.get(&script.configmap_key).cloned()),
+            Ok(None) => None,
+            Err(e) => {
+                slack
+                    .post(&format!(
+                        "WARN: post-upgrade script {}: cannot read its ConfigMap: {e}",
+                        script.name
+                    ))
+                    .await;
+                continue;
+            }
+        };
+        let Some(body) = body else {
+            slack
+                .post(&format!(
+                    "WARN: post-upgrade script {}: ConfigMap {}/{} key {} missing; skipped",
+                    script.name, script.configmap_namespace, script.configmap_name, script.configmap_key
+                ))
+                .await;
+            continue;
+        };
+        if let Err(e) = probes::run_post_upgrade_script(ctx.exec.as_ref(), &target, &script.name, &body).await
+        {
+            slack.post(&format!("WARN: post-upgrade script {} failed on {node}: {e}", script.name)).await;
+        }
+        if let (Some(file), Some(needle)) = (&script.verify_file, &script.verify_contains) {
+            match probes::probe_file_contains(ctx.exec.as_ref(), &target, file, needle).await {
+                Ok(true) => {
+                    slack.post(&format!("post-upgrade script {} verified on {node}", script.name)).await
+                }
+                Ok(false) => {
+                    slack
+                        .post(&format!("WARN: {file} on {node} lacks {needle:?} after {}", script.name))
+                        .await
+                }
+                Err(e) => slack.post(&format!("WARN: could not verify {} on {node}: {e}", script.name)).await,
+            };
+        }
+    }
+}

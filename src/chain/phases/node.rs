@@ -1,0 +1,134 @@
+//! Draining a node and upgrading it, shared by the control-plane and worker phases.
+
+use anyhow::Context as _;
+use chain_core::{
+    metrics::{Grouping, Metric},
+    plan::{Phase, Snapshot},
+};
+use tracing::{info, warn};
+
+use super::super::{Ctx, StepInput, nodes, record_node};
+use crate::{
+    drain::{self, DrainError, DrainOutcome, DrainSummary, DrainTarget, Uncordon},
+    k8s::events::Milestone,
+    node::probes::{self, NodeRole, UpdateNode},
+};
+
+/// Drains the node; on a drain error or halt the node is uncordoned if we cordoned it (its own
+/// upgrade did not start, so it should take workloads again) and the state is reported.
+async fn drain_node(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Option<String>> {
+    record_node(ctx, node, &Milestone::DrainStarted).await;
+    let target = DrainTarget {
+        node: node.into(),
+        namespace: ctx.settings.namespace.clone(),
+        self_pod: ctx.self_pod.clone(),
+    };
+    let started = std::time::Instant::now();
+    match drain::drain(&ctx.clients, &target, &ctx.settings.drain).await {
+        Ok(report) => {
+            info!("{report}");
+            let sum = &report.summary;
+            push_drain_metrics(ctx, phase, node, sum).await;
+            record_node(ctx, node, &Milestone::Evicted(sum.evicted)).await;
+            if sum.fallback_deleted > 0 {
+                record_node(ctx, node, &Milestone::FallbackDeleted(sum.fallback_deleted)).await;
+            }
+            match report.outcome {
+                DrainOutcome::Drained => Ok(None),
+                DrainOutcome::Halted { reason, remaining } => {
+                    let state = uncordon_after_failure(ctx, node).await;
+                    warn!(
+                        "drain of {node} halted by the kill switch with {} pod(s) remaining; {state}",
+                        remaining.len()
+                    );
+                    Ok(Some(reason))
+                }
+            }
+        }
+        Err(e) => {
+            let sum = match &e {
+                DrainError::Timeout { summary, .. } => (**summary).clone(),
+                _ => DrainSummary { duration: started.elapsed(), ..Default::default() },
+            };
+            push_drain_metrics(ctx, phase, node, &sum).await;
+            let state = uncordon_after_failure(ctx, node).await;
+            Err(anyhow::Error::new(e).context(format!("drain of node {node} failed; {state}")))
+        }
+    }
+}
+
+/// The drain's figures, in the phase's Pushgateway group.
+async fn push_drain_metrics(ctx: &Ctx, phase: Phase, node: &str, sum: &DrainSummary) {
+    let group = Grouping::phase(phase.as_str(), Some(node));
+    ctx.push
+        .push(
+            &group,
+            &[
+                Metric::DrainDuration(sum.duration),
+                Metric::PodsEvicted(sum.evicted.into()),
+                Metric::PodsFallbackDeleted(sum.fallback_deleted.into()),
+            ],
+        )
+        .await;
+}
+
+/// Uncordons a node whose own upgrade did not start (only if the chain cordoned it); says
+/// what state it was left in.
+async fn uncordon_after_failure(ctx: &Ctx, node: &str) -> String {
+    match drain::uncordon_if_ours(&ctx.clients.api, node).await {
+        Ok(Uncordon::Uncordoned) => format!("node {node} uncordoned (its upgrade had not started)"),
+        Ok(Uncordon::NotOurs { cordoned: true }) => {
+            format!("node {node} left cordoned (cordoned by someone else)")
+        }
+        Ok(Uncordon::NotOurs { cordoned: false }) => format!("node {node} is schedulable"),
+        Err(e) => format!("node {node} may still be cordoned: failed to uncordon it: {e}"),
+    }
+}
+
+/// Drains the node of a node phase, then re-reads the kill switch. `Some(reason)` means the
+/// phase halts (the node was uncordoned again if we had cordoned it).
+pub(super) async fn drain_for_upgrade(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Option<String>> {
+    let t0 = std::time::Instant::now();
+    if let Some(reason) = drain_node(ctx, phase, node).await? {
+        return Ok(Some(reason));
+    }
+    info!(node, took = ?t0.elapsed(), "drained");
+    if let Some(reason) = ctx.kill_switch().await? {
+        let state = uncordon_after_failure(ctx, node).await;
+        warn!("kill switch before the upgrade of {node}: {state}");
+        return Ok(Some(reason));
+    }
+    Ok(None)
+}
+
+/// Upgrades a drained node over SSH, uncordons it and waits until it is Ready on target. A
+/// failed upgrade leaves the node cordoned for a human.
+pub(super) async fn upgrade_drained(
+    ctx: &Ctx,
+    snap: &Snapshot,
+    input: &StepInput,
+    node: &str,
+    role: NodeRole,
+) -> anyhow::Result<()> {
+    let s = &ctx.settings;
+    let target = Ctx::target(snap, node)?;
+    let update = UpdateNode {
+        role,
+        release: input.target,
+        preserve_kubelet_keys: s.hooks.preserve_kubelet_keys.clone(),
+        apt_base: Some(s.apt_repository.as_str().trim_end_matches('/').to_string()),
+    };
+    probes::update_node(ctx.exec.as_ref(), &target, &update, s.ssh.command_timeout)
+        .await
+        .with_context(|| format!("upgrade of node {node} failed; it stays cordoned for a human"))?;
+    record_node(ctx, node, &Milestone::UpgradeRan(input.target)).await;
+    match drain::uncordon_if_ours(&ctx.clients.api, node).await? {
+        Uncordon::Uncordoned => record_node(ctx, node, &Milestone::Uncordoned).await,
+        Uncordon::NotOurs { cordoned } => {
+            info!(node, cordoned, "not uncordoning: the chain did not cordon it")
+        }
+    }
+    nodes::wait_node_ready(&ctx.clients.api, node, input.target, s.timeouts.node_ready).await?;
+    record_node(ctx, node, &Milestone::NodeReady(input.target)).await;
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The commands: each one resolves its inputs, calls the pure core and the thin I/O modules, and
+//! prints. `main.rs` only parses flags, sets up logging and maps the result to an exit code.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{Node, Toleration};
+use serde::Serialize;
+
+use chain_core::{
+    job::{self, JobRequest},
+    plan::{self, Kind, Placement, PlannedJob, Snapshot, Step},
+    settings::Settings,
+    version::Version,
+};
+
+use crate::{
+    cli::{Cli, Command, ManifestsArgs, Output, PlanArgs, RenderArgs, ReportArgs, StatusArgs},
+    exit::bad_input,
+    k8s::{self, Clients},
+};
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = crate::config::load_or_default(cli.global.config.as_deref())?;
+    let context = cli.global.context.as_deref();
+    match cli.command {
+        Command::Plan(args) => plan_command(&settings, context, &args).await,
+        Command::Render(args) => render_command(&settings, context, &args).await,
+        Command::Detect(args) => {
+            let ctx = production_ctx(settings, context, args.image.clone()).await?;
+            let outcome = crate::chain::detect::detect(&ctx, args.dry_run).await?;
+            println!("{}", describe_detection(&outcome));
+            Ok(())
+        }
+        Command::Step(args) => {
+            let step = Step::from_parts(args.phase, args.node.as_deref())?;
+            let ctx = production_ctx(settings, context, args.image.clone()).await?;
+            let input = crate::chain::StepInput { step, target: args.version, kind: args.kind };
+            let ended = crate::chain::run_step(&ctx, &input).await?;
+            println!("{}: {ended:?}", input.step);
+            Ok(())
+        }
+        Command::Drain(args) => {
+            check_node_name(&args.node)?;
+            let clients = k8s::connect(context).await?;
+            let out = crate::drain::drain_command(
+                &clients,
+                &args.node,
+                &settings.namespace,
+                &settings.drain,
+                args.dry_run,
+            )
+            .await?;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Uncordon(args) => {
+            check_node_name(&args.node)?;
+            let clients = k8s::connect(context).await?;
+            println!("{}", crate::drain::uncordon_command(&clients, &args.node).await?);
+            Ok(())
+        }
+        Command::Rehearse(args) => rehearse_command(&settings, context, &args).await,
+        Command::Config => {
+            print!("{}", serde_saphyr::to_string(&settings).context("failed to serialise the settings")?);
+            Ok(())
+        }
+        Command::Version => {
+            println!("k8s-upgrade-chain {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Manifests(args) => manifests_command(&settings, cli.global.config.as_deref(), &args),
+        Command::Status(args) => status_command(&settings, context, &args).await,
+        Command::Report(args) => report_command(&settings, context, &args).await,
+    }
+}
+
+/// The config ConfigMap's copy of a `job.template` override: the key is the file name the
+/// config file gives (`raw`, as written), the text is read from where [`crate::config::load`]
+/// resolved it (`loaded`: next to the config file). An absolute path cannot be carried: it
+/// names a file the Jobs would not have.
+fn job_template_entry(raw: &Settings, loaded: &Settings) -> anyhow::Result<Option<(String, String)>> {
+    use anyhow::Context as _;
+    let (Some(key), Some(path)) = (&raw.job.template, &loaded.job.template) else {
+        return Ok(None);
+    };
+    if std::path::Path::new(key).is_absolute() {
+        return Err(bad_input(anyhow::anyhow!(
+            "job.template {key:?} is an absolute path, which the Jobs would not have: give a file name \
+             next to the config file (e.g. `template: job.yaml.j2`) and `manifests` puts it into the \
+             config ConfigMap"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the Job template {path} (job.template)"))
+        .map_err(bad_input)?;
+    Ok(Some((key.clone(), text)))
+}
+
+/// `manifests`: prints [`chain_core::manifests::render`] for the loaded settings (or, with
+/// `--alert-rules`, only [`chain_core::manifests::alert_rules`]). The config ConfigMap holds the
+/// `--config` file verbatim (comments kept), or the defaults when there is none, and a
+/// `job.template` override beside it.
+fn manifests_command(
+    settings: &Settings,
+    config_path: Option<&std::path::Path>,
+    args: &ManifestsArgs,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if args.alert_rules {
+        print!("{}", chain_core::manifests::alert_rules(settings));
+        return Ok(());
+    }
+    let (config_yaml, job_template) = match config_path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("failed to read config file {}", p.display()))
+                .map_err(bad_input)?;
+            // The file as written (before `job.template` was resolved next to it).
+            let raw = Settings::from_yaml(&text, &p.display().to_string()).map_err(bad_input)?;
+            let template = job_template_entry(&raw, settings)?;
+            (text, template)
+        }
+        None => (chain_core::manifests::config_yaml(settings), None),
+    };
+    let opts = chain_core::manifests::Options {
+        image: args.image.clone(),
+        schedule: args.schedule.clone(),
+        report_schedule: args.report_schedule.clone(),
+        dry_run: args.dry_run,
+        enabled: !args.suspend,
+        config_yaml,
+        job_template,
+    };
+    print!("{}", chain_core::manifests::render(settings, &opts, args.prometheus_rule));
+    Ok(())
+}
+
+/// `status`: reads the cluster (and optionally the Pushgateway) and prints [`chain_core::status::summarize`].
+async fn status_command(settings: &Settings, context: Option<&str>, args: &StatusArgs) -> anyhow::Result<()> {
+    let clients = k8s::connect(context).await?;
+    let status = crate::ops::status::read(&clients.api, settings, args.pushgateway).await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Text => print!("{}", chain_core::status::text(&status)),
+    }
+    Ok(())
+}
+
+/// `report`: gathers, composes, prints, and posts to Slack unless `--dry-run`.
+async fn report_command(settings: &Settings, context: Option<&str>, args: &ReportArgs) -> anyhow::Result<()> {
+    let clients = k8s::connect(context).await?;
+    let inputs = crate::ops::report::gather(&clients.api, settings, jiff::Timestamp::now()).await?;
+    let text = chain_core::report::compose(&inputs);
+    print!("{text}");
+    if args.dry_run {
+        tracing::info!("dry run: not posting to Slack");
+        return Ok(());
+    }
+    match crate::slack::Slack::from_config(&settings.slack, chain_core::report::PREFIX).post(&text).await {
+        crate::slack::Delivery::Sent => tracing::info!("report posted to Slack"),
+        crate::slack::Delivery::Disabled => tracing::info!("Slack is not configured; report printed only"),
+        crate::slack::Delivery::Failed { reason } => tracing::warn!("report not posted: {reason}"),
+    }
+    Ok(())
+}
+
+/// `rehearse`: progress on stdout as it happens, then the summary (or one JSON report).
+async fn rehearse_command(
+    settings: &Settings,
+    context: Option<&str>,
+    args: &crate::cli::RehearseArgs,
+) -> anyhow::Result<()> {
+    use crate::rehearse::{Options, Source};
+    let source = if args.from_cluster { Source::Live(k8s::connect(context).await?) } else { Source::Builtin };
+    let opts =
+        Options { source, version: args.version, speed: args.speed, image: chain_core::DEFAULT_IMAGE.into() };
+    let text = args.output == Output::Text;
+    let progress = move |line: &str| {
+        if text {
+            println!("{line}");
+        }
+    };
+    let report = crate::rehearse::rehearse(settings, opts, &progress).await?;
+    match args.output {
+        Output::Text => print!("{}", crate::rehearse::summary_text(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if !report.completed {
+        let last =
+            report.jobs.last().map_or("detection".to_string(), |j| format!("{} ({})", j.name, j.result));
+        return Err(crate::chain::abort(format!("rehearsal: the chain stopped at {last}")));
+    }
+    Ok(())
+}
+
+/// The production chain context: kube clients from the kubeconfig or service account, SSH to
+/// the nodes, Prometheus and the Pushgateway from the settings.
+async fn production_ctx(
+    settings: Settings,
+    context: Option<&str>,
+    image: String,
+) -> anyhow::Result<crate::chain::Ctx> {
+    let clients = k8s::connect(context).await?;
+    let exec = crate::node::ssh::SshExec::new(settings.ssh.clone())
+        .map_err(|e| bad_input(anyhow::anyhow!("failed to load the SSH key (ssh.key_file): {e}")))?;
+    crate::chain::Ctx::new(settings, clients, std::sync::Arc::new(exec), image)
+}
+
+fn describe_detection(d: &crate::chain::detect::Detection) -> String {
+    use crate::chain::detect::Detection;
+    match d {
+        Detection::Halted(r) => format!("halted by the kill switch: {r}"),
+        Detection::UpToDate { running } => format!("no upgrade needed: running {running}"),
+        Detection::Target { running, target, kind, spawned: None } => {
+            format!("target {target} ({kind} from {running}); dry run: nothing spawned")
+        }
+        Detection::Target { running, target, kind, spawned: Some(o) } => {
+            format!("target {target} ({kind} from {running}); preflight Job: {o:?}")
+        }
+    }
+}
+
+fn check_node_name(node: &str) -> anyhow::Result<()> {
+    chain_core::names::check_dns_subdomain(node)
+        .map_err(|r| bad_input(anyhow::anyhow!("invalid node name {node:?}: {r}")))
+}
+
+/// Reads the nodes and builds the planner's snapshot.
+pub async fn snapshot(clients: &Clients, settings: &Settings) -> anyhow::Result<Snapshot> {
+    let nodes = k8s::list_nodes(&clients.api).await?;
+    Ok(Snapshot::from_nodes(&nodes, &settings.control_plane_selector())?)
+}
+
+/// JSON form of `plan -o json`.
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub target: Version,
+    pub running: Version,
+    pub kind: Kind,
+    pub jobs: Vec<PlannedJob>,
+}
+
+/// Builds the plan report from a snapshot (pure).
+pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanReport> {
+    let running = snap.running_version();
+    if target < running {
+        return Err(bad_input(anyhow::anyhow!(
+            "target version {target} is older than the running version {running}: kubeadm cannot downgrade"
+        )));
+    }
+    let jobs = plan::chain(snap, target)?;
+    Ok(PlanReport { target, running, kind: Kind::between(running, target), jobs })
+}
+
+async fn plan_command(settings: &Settings, context: Option<&str>, args: &PlanArgs) -> anyhow::Result<()> {
+    let snap = match &args.nodes_file {
+        Some(path) => Snapshot::from_nodes(&read_nodes_file(path)?, &settings.control_plane_selector())?,
+        None => snapshot(&k8s::connect(context).await?, settings).await?,
+    };
+    let report = plan_report(&snap, args.version)?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Output::Text => write!(out, "{}", plan_text(&report))?,
+    }
+    Ok(())
+}
+
+/// Reads nodes saved by `kubectl get nodes -o yaml` (a List) or one Node, as YAML or JSON.
+pub fn read_nodes_file(path: &std::path::Path) -> anyhow::Result<Vec<Node>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("failed to read nodes from stdin")
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("failed to read nodes file {}", path.display()))
+    }
+    .map_err(bad_input)?;
+    #[derive(serde::Deserialize)]
+    struct List {
+        items: Vec<Node>,
+    }
+    let value: serde_json::Value = serde_saphyr::from_str(&text)
+        .map_err(|e| bad_input(anyhow::anyhow!("nodes file {} is not valid YAML: {e}", path.display())))?;
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+    let parsed = match kind.as_str() {
+        "List" | "NodeList" => serde_json::from_value::<List>(value).map(|l| l.items),
+        "Node" => serde_json::from_value::<Node>(value).map(|n| vec![n]),
+        other => {
+            return Err(bad_input(anyhow::anyhow!(
+                "nodes file {} holds kind {other:?}; expected a List or NodeList of Nodes (kubectl get nodes -o yaml)",
+                path.display()
+            )));
+        }
+    };
+    parsed.map_err(|e| bad_input(anyhow::anyhow!("nodes file {} has an invalid Node: {e}", path.display())))
+}
+
+/// The text form of a plan: a header, then one row per Job.
+pub fn plan_text(report: &PlanReport) -> String {
+    let mut s = format!(
+        "target {} ({} upgrade; running {}, the oldest kubelet)\n",
+        report.target, report.kind, report.running
+    );
+    let rows: Vec<[String; 6]> = report
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            [
+                (i + 1).to_string(),
+                j.job_name.clone(),
+                j.step.phase().to_string(),
+                j.step.node().unwrap_or("-").to_string(),
+                j.placement.run_on.clone(),
+                describe_tolerations(&j.placement.tolerations)
+                    + if j.skip { "  (on target: skips its work)" } else { "" },
+            ]
+        })
+        .collect();
+    let header = ["#", "JOB", "PHASE", "NODE", "RUNS ON", "TOLERATIONS"].map(String::from);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+fn describe_tolerations(t: &[Toleration]) -> String {
+    if t.is_empty() {
+        return "-".into();
+    }
+    t.iter()
+        .map(|t| format!("{}:{}", t.key.as_deref().unwrap_or("*"), t.effect.as_deref().unwrap_or("*")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn render_command(settings: &Settings, context: Option<&str>, args: &RenderArgs) -> anyhow::Result<()> {
+    // The phase/node pairing holds offline too; the cluster checks the rest below.
+    let step = Step::from_parts(args.phase, args.node.as_deref())?;
+    let (placement, kind) = match &args.run_on {
+        Some(run_on) => {
+            let kind = args
+                .kind
+                .ok_or_else(|| bad_input(anyhow::anyhow!("--run-on needs --kind (patch or minor)")))?;
+            if step.node() == Some(run_on.as_str()) {
+                return Err(bad_input(anyhow::anyhow!(
+                    "--run-on {run_on} is the node this phase drains: a Job never runs on the node it drains"
+                )));
+            }
+            let tolerations =
+                args.tolerations.iter().map(|t| parse_toleration(t)).collect::<Result<_, _>>()?;
+            (Placement { run_on: run_on.clone(), tolerations }, kind)
+        }
+        None => {
+            let clients = k8s::connect(context).await?;
+            let snap = snapshot(&clients, settings).await?;
+            step.validate(&snap)?;
+            let kind = args.kind.unwrap_or_else(|| Kind::between(snap.running_version(), args.version));
+            (plan::placement(&snap, &step)?, kind)
+        }
+    };
+    if let Some(node) = step.node() {
+        chain_core::names::check_dns_subdomain(node).map_err(|r| {
+            bad_input(anyhow::anyhow!("invalid node name {node:?} (--node / TARGET_NODE): {r}"))
+        })?;
+    }
+    let (template, origin) = crate::config::load_template(settings)?;
+    let req =
+        JobRequest { step: &step, target: args.version, kind, image: &args.image, placement: &placement };
+    let job = job::render(settings, &template, &origin, &req)?;
+    print!("{}", job::to_yaml(&job));
+    Ok(())
+}
+
+/// `KEY:EFFECT` → an `Exists` toleration.
+fn parse_toleration(s: &str) -> anyhow::Result<Toleration> {
+    let (key, effect) = s
+        .rsplit_once(':')
+        .filter(|(k, e)| !k.is_empty() && matches!(*e, "NoSchedule" | "NoExecute" | "PreferNoSchedule"))
+        .ok_or_else(|| {
+            bad_input(anyhow::anyhow!(
+                "invalid --toleration {s:?}: expected KEY:EFFECT with EFFECT NoSchedule, NoExecute or PreferNoSchedule"
+            ))
+        })
+        .context("failed to read --toleration")?;
+    Ok(Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some(effect.into()),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,100 @@
+//! The Kubernetes API: the clients every caller takes, listing nodes, and one module per kind of
+//! call: applying Jobs ([`spawn`]), the kill switch, Events, the in-flight annotations, the
+//! access review of preflight.
+
+pub mod access;
+pub mod annotations;
+pub mod events;
+pub mod killswitch;
+pub mod spawn;
+
+use anyhow::Context as _;
+use kube::{Client, Config};
+
+/// The two clients the tool uses.
+///
+/// `api` keeps kube's default retry policy (429/503/504 with backoff) for ordinary calls.
+/// `evict` has it switched off: since kube 4.0 (kube-rs/kube#2007) every client retries 429
+/// up to 15 times, which would hide a PDB-blocked eviction for minutes inside one call. The
+/// drain engine runs its own eviction loop with jitter, a deadline and kill-switch checks.
+#[derive(Clone)]
+pub struct Clients {
+    pub api: Client,
+    pub evict: Client,
+}
+
+impl Clients {
+    /// Builds both clients from one resolved configuration.
+    pub fn from_config(config: Config) -> anyhow::Result<Self> {
+        let api = Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
+        let evict = Client::try_from(without_retry(config))
+            .context("failed to build the Kubernetes eviction client")?;
+        Ok(Self { api, evict })
+    }
+
+    /// Kubeconfig first (`$KUBECONFIG`, `~/.kube/config`), then the in-cluster service account,
+    /// which is what a Job pod uses.
+    pub async fn infer() -> anyhow::Result<Self> {
+        let config = Config::infer().await.context(
+            "failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)",
+        )?;
+        Self::from_config(config)
+    }
+}
+
+/// The configuration for the eviction client: kube's built-in retry off.
+pub fn without_retry(mut config: Config) -> Config {
+    config.default_retry = false;
+    config
+}
+
+/// Connects with an explicit kubeconfig context, or infers the configuration.
+pub async fn connect(context: Option<&str>) -> anyhow::Result<Clients> {
+    match context {
+        None => Clients::infer().await,
+        Some(ctx) => {
+            let opts =
+                kube::config::KubeConfigOptions { context: Some(ctx.to_string()), ..Default::default() };
+            let config = Config::from_kubeconfig(&opts).await.with_context(|| {
+                format!("failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT)")
+            })?;
+            Clients::from_config(config)
+        }
+    }
+}
+
+/// Lists every node, 500 per page. An expired continue token (410 Gone) restarts the list.
+pub async fn list_nodes(client: &Client) -> anyhow::Result<Vec<k8s_openapi::api::core::v1::Node>> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::{Api, api::ListParams};
+    let api: Api<Node> = Api::all(client.clone());
+    'restart: for _attempt in 0..3 {
+        let mut out = Vec::new();
+        let mut params = ListParams::default().limit(500);
+        loop {
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(kube::Error::Api(s)) if s.code == 410 => continue 'restart,
+                Err(e) => return Err(anyhow::Error::new(e).context("failed to list nodes")),
+            };
+            out.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
+    }
+    anyhow::bail!("failed to list nodes: the list kept expiring (410 Gone) while paging")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_config_has_retry_off() {
+        let cfg = Config::new("http://127.0.0.1:1".parse().unwrap());
+        assert!(cfg.default_retry, "kube's default is retry on; this test guards the assumption");
+        assert!(!without_retry(cfg).default_retry);
+    }
+}
