@@ -1,4 +1,4 @@
-//! Drain throughput against the in-process test apiserver (crate `testapi`).
+//! Drain throughput against the in-process test apiserver (`sim::apiserver`).
 //!
 //! Drains a node carrying N ReplicaSet pods that each take 2 s to terminate
 //! (`terminationGracePeriodSeconds: 2`, real time), with no PDB in the way, and prints the

@@ -1,5 +1,5 @@
-# GENERATED from src/rbac.rs (CALLS) by `UPDATE_GENERATED=1 cargo test --test deploy`.
-# Do not edit: add the API call to src/rbac.rs and regenerate. tests/deploy.rs fails when
+# GENERATED from crates/core/src/rbac.rs (CALLS) by `UPDATE_GENERATED=1 cargo test --test deploy`.
+# Do not edit: add the API call to crates/core/src/rbac.rs and regenerate. tests/deploy.rs fails when
 # this file differs from the generator or grants more or less than the code needs.
 
 resource "kubernetes_cluster_role_v1" "cluster" {

@@ -1,6 +1,7 @@
-# Inputs of the k8s-upgrade-chain module. The site settings (namespace, object names, image
-# pull Secrets, the hooks whose RBAC rbac.tf grants) are not variables: they come from
-# config_yaml, the file the binary reads (modules/config), so they cannot disagree with it.
+# Inputs of the k8s-upgrade-chain module. The RBAC rules (rbac.tf) are generated from the
+# binary's list of API calls (crates/core/src/rbac.rs). The site settings (namespace, object
+# names, image pull Secrets, the hooks whose RBAC rbac.tf grants) are not variables: they come
+# from config_yaml, the file the binary reads (modules/config), so they cannot disagree with it.
 
 variable "image" {
   description = "Image of the CronJobs and the chain Jobs (a registry you control: seed failure 18)."

@@ -1,4 +1,4 @@
-//! The namespace in-flight annotations against the in-process test apiserver (`testapi`).
+//! The namespace in-flight annotations against the in-process test apiserver (`sim::apiserver`).
 
 use chain_core::annotations::{AnnotationsConfig, InFlight};
 use k8s_openapi::api::core::v1::Namespace;

@@ -162,7 +162,7 @@ fn rbac_tf_is_generated_from_the_list() {
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         on_disk == generated,
-        "terraform/rbac.tf differs from src/rbac.rs; regenerate it: UPDATE_GENERATED=1 cargo test --test deploy"
+        "terraform/rbac.tf differs from crates/core/src/rbac.rs; regenerate it: UPDATE_GENERATED=1 cargo test --test deploy"
     );
 }
 
@@ -294,7 +294,7 @@ fn terraform_grants_exactly_the_calls() {
     for (settings, yaml) in [(Settings::default(), None), (example(), Some(example_yaml()))] {
         let granted = terraform_rules(&rbac_body(), locals(yaml.as_deref()));
         let cov = rbac::check(&rbac::required(&settings), &granted);
-        assert!(cov.is_exact(), "terraform/rbac.tf vs src/rbac.rs:\n{cov}");
+        assert!(cov.is_exact(), "terraform/rbac.tf vs crates/core/src/rbac.rs:\n{cov}");
     }
 }
 
@@ -380,7 +380,7 @@ fn manifests_grant_exactly_the_calls() {
         let text = manifests::render(&settings, &opts(), true);
         let (_, granted) = manifest_rules(&text);
         let cov = rbac::check(&rbac::required(&settings), &granted);
-        assert!(cov.is_exact(), "manifests vs src/rbac.rs:\n{cov}");
+        assert!(cov.is_exact(), "manifests vs crates/core/src/rbac.rs:\n{cov}");
     }
 }
 

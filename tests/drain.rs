@@ -1,4 +1,4 @@
-//! The drain engine against the in-process test apiserver (crate `testapi`), through the real
+//! The drain engine against the in-process test apiserver (`sim::apiserver`), through the real
 //! `kube::Client`s the tool builds (`Clients::from_config`: the eviction client has retry off).
 //!
 //! Every test starts its own server on 127.0.0.1:0 with grace periods scaled by 0.01 (a 30 s

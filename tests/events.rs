@@ -1,4 +1,4 @@
-//! Milestone Events against the in-process test apiserver (`testapi`).
+//! Milestone Events against the in-process test apiserver (`sim::apiserver`).
 
 use chain_core::version::Version;
 use k8s_openapi::api::batch::v1::Job;

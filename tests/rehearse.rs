@@ -1,5 +1,5 @@
 //! `rehearse`: the built-in rehearsal runs every phase to the end; `--from-cluster` rehearses
-//! on a read-only copy of a "live" cluster (a testapi instance) and never writes to it; and the
+//! on a read-only copy of a "live" cluster (a `sim::apiserver` instance) and never writes to it; and the
 //! binary runs as a new user would run it.
 
 use std::{

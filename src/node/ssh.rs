@@ -21,7 +21,7 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
+use ssh2::{Channel, CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
 use chain_core::{
     node_exec::{CAPTURE_LIMIT, ExecError, ExecOutput, ExecRequest, ExitStatus, NodeExec, NodeTarget},
@@ -345,110 +345,16 @@ impl Run<'_> {
         }
     }
 
+    /// Runs the request on an authenticated session, in four stages: start the command,
+    /// pump stdin/stdout/stderr until both output streams end, wait for the exit status, and
+    /// close the session.
     fn exec(&self, sess: &Session, req: &ExecRequest) -> Result<ExecOutput, ExecError> {
-        sess.set_timeout(millis(self.step_timeout()?));
-        let mut ch = sess.channel_session().map_err(|e| self.step_error("channel open", e))?;
-        ch.exec(&req.remote_command()).map_err(|e| self.step_error("exec", e))?;
-        sess.set_blocking(false);
-        tracing::info!(node = %self.target.node, addr = %self.target.addr, "running {}", self.what);
-
+        let mut ch = self.start(sess, req)?;
         let node = self.target.node.as_str();
         let mut out = Sink::new(node, "stdout", req.capture, req.stream);
         let mut err = Sink::new(node, "stderr", req.capture, req.stream);
-        let stdin = req.stdin_bytes();
-        let mut written = 0usize;
-        let mut eof_sent = false;
-        let mut buf = vec![0u8; 32 * 1024];
-        let mut idle = Duration::from_millis(1);
-        let mut next_keepalive = Instant::now() + self.cfg.keepalive_interval;
-        let mut out_done = false;
-        let mut err_done = false;
-
-        loop {
-            if self.cancel.load(Ordering::Relaxed) || self.remaining().is_none() {
-                return Err(self.timed_out());
-            }
-            let mut progressed = false;
-
-            if written < stdin.len() {
-                match ch.write(&stdin[written..]) {
-                    Ok(n) => {
-                        written += n;
-                        progressed |= n > 0;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // The remote closed its stdin early (a script that exits before reading
-                    // all of it): not our failure, the exit status tells.
-                    Err(_) if ch.eof() => written = stdin.len(),
-                    Err(e) => return Err(self.dropped(e)),
-                }
-            } else if !eof_sent {
-                match ch.send_eof() {
-                    Ok(()) => {
-                        eof_sent = true;
-                        progressed = true;
-                    }
-                    Err(e) if is_eagain(&e) => {}
-                    Err(_) if ch.eof() => eof_sent = true,
-                    Err(e) => return Err(self.dropped(e.message())),
-                }
-            }
-
-            for (id, sink, done) in [(0, &mut out, &mut out_done), (1, &mut err, &mut err_done)] {
-                while !*done {
-                    match ch.stream(id).read(&mut buf) {
-                        Ok(0) => *done = true,
-                        Ok(n) => {
-                            sink.push(&buf[..n]);
-                            progressed = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(self.dropped(e)),
-                    }
-                }
-            }
-            if out_done && err_done {
-                break;
-            }
-
-            if Instant::now() >= next_keepalive {
-                if let Err(e) = sess.keepalive_send()
-                    && !is_eagain(&e)
-                {
-                    return Err(self.dropped(e.message()));
-                }
-                next_keepalive = Instant::now() + self.cfg.keepalive_interval;
-            }
-
-            if progressed {
-                idle = Duration::from_millis(1);
-            } else {
-                // No readiness API without unsafe code (no poll(2) on the socket): back off
-                // briefly instead. Latency stays in milliseconds; CPU stays near idle.
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(20));
-            }
-        }
-
-        // The remote sent EOF on both streams; wait for the channel close that carries the
-        // exit status. A connection that breaks here is a drop, not status 0.
-        loop {
-            match ch.wait_close() {
-                Ok(()) => break,
-                Err(e) if is_eagain(&e) => {
-                    if self.cancel.load(Ordering::Relaxed) || self.remaining().is_none() {
-                        return Err(self.timed_out());
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => return Err(self.dropped(e.message())),
-            }
-        }
-        let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal).filter(|s| !s.is_empty());
-        let status = match signal {
-            Some(sig) => ExitStatus::Signal(sig),
-            None => ExitStatus::Code(ch.exit_status().map_err(|e| self.dropped(e.message()))?),
-        };
+        self.pump(sess, &mut ch, req.stdin_bytes(), &mut out, &mut err)?;
+        let status = self.wait_exit(&mut ch)?;
         out.finish();
         err.finish();
         tracing::info!(
@@ -469,6 +375,151 @@ impl Run<'_> {
             stderr_bytes: err.total,
         })
     }
+
+    /// Opens a channel, starts the remote command and switches to non-blocking I/O.
+    fn start(&self, sess: &Session, req: &ExecRequest) -> Result<Channel, ExecError> {
+        sess.set_timeout(millis(self.step_timeout()?));
+        let mut ch = sess.channel_session().map_err(|e| self.step_error("channel open", e))?;
+        ch.exec(&req.remote_command()).map_err(|e| self.step_error("exec", e))?;
+        sess.set_blocking(false);
+        tracing::info!(node = %self.target.node, addr = %self.target.addr, "running {}", self.what);
+        Ok(ch)
+    }
+
+    /// Services stdin, stdout and stderr together until the remote has sent EOF on both
+    /// output streams: reading stdout to EOF before stderr deadlocks as soon as the remote
+    /// fills the stderr window. Sends keepalives on the way; honours the deadline and cancel.
+    fn pump(
+        &self,
+        sess: &Session,
+        ch: &mut Channel,
+        stdin: &[u8],
+        out: &mut Sink<'_>,
+        err: &mut Sink<'_>,
+    ) -> Result<(), ExecError> {
+        let mut input = Stdin { bytes: stdin, written: 0, eof_sent: false };
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut idle = Duration::from_millis(1);
+        let mut next_keepalive = Instant::now() + self.cfg.keepalive_interval;
+        let (mut out_done, mut err_done) = (false, false);
+        loop {
+            if self.cancel.load(Ordering::Relaxed) || self.remaining().is_none() {
+                return Err(self.timed_out());
+            }
+            let mut progressed = self.feed_stdin(ch, &mut input)?;
+            progressed |= self.read_stream(ch, 0, &mut buf, out, &mut out_done)?;
+            progressed |= self.read_stream(ch, 1, &mut buf, err, &mut err_done)?;
+            if out_done && err_done {
+                return Ok(());
+            }
+            if Instant::now() >= next_keepalive {
+                if let Err(e) = sess.keepalive_send()
+                    && !is_eagain(&e)
+                {
+                    return Err(self.dropped(e.message()));
+                }
+                next_keepalive = Instant::now() + self.cfg.keepalive_interval;
+            }
+            if progressed {
+                idle = Duration::from_millis(1);
+            } else {
+                // No readiness API without unsafe code (no poll(2) on the socket): back off
+                // briefly instead. Latency stays in milliseconds; CPU stays near idle.
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Writes what the channel takes of the rest of stdin, then EOF once. Returns whether
+    /// anything moved.
+    fn feed_stdin(&self, ch: &mut Channel, input: &mut Stdin<'_>) -> Result<bool, ExecError> {
+        if input.written < input.bytes.len() {
+            return match ch.write(&input.bytes[input.written..]) {
+                Ok(n) => {
+                    input.written += n;
+                    Ok(n > 0)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                // The remote closed its stdin early (a script that exits before reading all of
+                // it): not our failure, the exit status tells.
+                Err(_) if ch.eof() => {
+                    input.written = input.bytes.len();
+                    Ok(false)
+                }
+                Err(e) => Err(self.dropped(e)),
+            };
+        }
+        if input.eof_sent {
+            return Ok(false);
+        }
+        match ch.send_eof() {
+            Ok(()) => {
+                input.eof_sent = true;
+                Ok(true)
+            }
+            Err(e) if is_eagain(&e) => Ok(false),
+            Err(_) if ch.eof() => {
+                input.eof_sent = true;
+                Ok(false)
+            }
+            Err(e) => Err(self.dropped(e.message())),
+        }
+    }
+
+    /// Reads everything stream `id` (0 stdout, 1 stderr) has now into `sink`; sets `done` at
+    /// its EOF. Returns whether anything was read.
+    fn read_stream(
+        &self,
+        ch: &mut Channel,
+        id: i32,
+        buf: &mut [u8],
+        sink: &mut Sink<'_>,
+        done: &mut bool,
+    ) -> Result<bool, ExecError> {
+        let mut progressed = false;
+        while !*done {
+            match ch.stream(id).read(buf) {
+                Ok(0) => *done = true,
+                Ok(n) => {
+                    sink.push(&buf[..n]);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(self.dropped(e)),
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// After EOF on both streams, waits for the channel close that carries the exit status. A
+    /// connection that breaks here is a drop, never status 0.
+    fn wait_exit(&self, ch: &mut Channel) -> Result<ExitStatus, ExecError> {
+        loop {
+            match ch.wait_close() {
+                Ok(()) => break,
+                Err(e) if is_eagain(&e) => {
+                    if self.cancel.load(Ordering::Relaxed) || self.remaining().is_none() {
+                        return Err(self.timed_out());
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(self.dropped(e.message())),
+            }
+        }
+        let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal).filter(|s| !s.is_empty());
+        Ok(match signal {
+            Some(sig) => ExitStatus::Signal(sig),
+            None => ExitStatus::Code(ch.exit_status().map_err(|e| self.dropped(e.message()))?),
+        })
+    }
+}
+
+/// What is left to send on the remote command's stdin.
+struct Stdin<'a> {
+    bytes: &'a [u8],
+    written: usize,
+    eof_sent: bool,
 }
 
 /// libssh2's LIBSSH2_ERROR_EAGAIN and LIBSSH2_ERROR_TIMEOUT (libssh2-sys is not a direct

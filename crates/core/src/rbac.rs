@@ -382,8 +382,8 @@ fn hcl_list(items: &[&str]) -> String {
 /// grant.
 pub fn terraform_hcl() -> String {
     let mut s = String::from(
-        "# GENERATED from src/rbac.rs (CALLS) by `UPDATE_GENERATED=1 cargo test --test deploy`.\n\
-         # Do not edit: add the API call to src/rbac.rs and regenerate. tests/deploy.rs fails when\n\
+        "# GENERATED from crates/core/src/rbac.rs (CALLS) by `UPDATE_GENERATED=1 cargo test --test deploy`.\n\
+         # Do not edit: add the API call to crates/core/src/rbac.rs and regenerate. tests/deploy.rs fails when\n\
          # this file differs from the generator or grants more or less than the code needs.\n",
     );
     for scope in Scope::ALL {

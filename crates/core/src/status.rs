@@ -193,11 +193,71 @@ fn state_name(s: JobState) -> &'static str {
 
 /// Decides the chain's status (pure).
 pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
-    let ns = settings.namespace.as_str();
     let now = inputs.now.unwrap_or_else(Timestamp::now);
-    let selector = settings.control_plane_selector();
+    let (target, chain) = which_chain(inputs);
+    let nodes = node_states(inputs, settings, target, &chain);
+    let progress = Progress::of(&chain);
+    let kill_switch = match inputs.kill_switch {
+        Some(KillSwitch::Present { reason }) => Some(reason.clone()),
+        _ => None,
+    };
+    let latch = |name: &str| {
+        inputs.metrics.and_then(|m| {
+            m.find(name, &[("job", crate::metrics::CHAIN_JOB)])
+                .find(|s| s.labels.get("phase").is_none_or(|p| p.is_empty()))
+                .map(|s| s.value >= 0.5)
+        })
+    };
+    let (blocked, held) = (latch("k8s_upgrade_blocked"), latch("k8s_upgrade_held"));
+    let off_target = nodes.iter().any(|n| n.state != NodeState::Done);
+    let overall = if kill_switch.is_some() {
+        Overall::Halted
+    } else if progress.active.is_some() {
+        Overall::Running
+    } else if progress.failure_open.is_some() {
+        Overall::Failed
+    } else if off_target {
+        Overall::Stopped
+    } else {
+        Overall::Idle
+    };
+    let facts = Facts { target, kill_switch: kill_switch.as_deref(), blocked, off_target };
+    let next_steps = next_steps(inputs, &settings.namespace, &progress, &facts);
+    let current = progress.active.or(chain.last().copied());
+    Status {
+        overall,
+        target,
+        current_phase: current.and_then(|j| job_label(j, "phase")).map(String::from),
+        current_job: current.and_then(|j| j.metadata.name.clone()),
+        seconds_in_phase: progress.active.and_then(job_started).map(|t| now.duration_since(t).as_secs()),
+        nodes,
+        jobs: chain
+            .iter()
+            .map(|j| JobStatus {
+                name: j.metadata.name.clone().unwrap_or_default(),
+                phase: job_label(j, "phase").map(String::from),
+                node: job_node(j),
+                state: state_name(job_state(j)).into(),
+                started: job_started(j),
+            })
+            .collect(),
+        last_error: progress.last_failed.map(|j| {
+            let (reason, message) = failure(j).unwrap_or_default();
+            LastError { job: j.metadata.name.clone().unwrap_or_default(), reason, message }
+        }),
+        kill_switch,
+        in_flight_since: inputs.in_flight.map(|f| f.since),
+        blocked,
+        held,
+        warnings: inputs.read_errors.clone(),
+        next_steps,
+    }
+}
 
-    // Jobs oldest first; the target is the in-flight record's, else the newest Job's.
+/// The target and the Jobs of the chain that status is about, oldest first. The target is the
+/// in-flight record's, else the newest Job's, unless that chain is finished history. Without a
+/// target, the Jobs of the newest chain (older chains are history).
+fn which_chain<'a>(inputs: &Inputs<'a>) -> (Option<Version>, Vec<&'a Job>) {
     let mut jobs: Vec<&Job> = inputs.jobs.iter().collect();
     jobs.sort_by_key(|j| (job_started(j), j.metadata.name.clone()));
     let target =
@@ -209,14 +269,24 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
                     || inputs.nodes.iter().any(|n| version_of(n) != Some(*t))
             },
         );
-    // The Jobs of the target, or with none, of the newest chain (older chains are history).
     let chain_target = target.or_else(|| jobs.last().and_then(|j| job_target(j)));
-    let chain: Vec<&Job> =
-        jobs.iter().copied().filter(|j| chain_target.is_none() || job_target(j) == chain_target).collect();
+    let chain =
+        jobs.into_iter().filter(|j| chain_target.is_none() || job_target(j) == chain_target).collect();
+    (target, chain)
+}
 
-    // The newest Job per node decides Current / Failed.
+/// Each node's state: the newest Job per node decides Current or Failed; otherwise Done when on
+/// the target (or, without one, on the newest version), else Pending. Control planes first,
+/// then in natural order.
+fn node_states(
+    inputs: &Inputs<'_>,
+    settings: &Settings,
+    target: Option<Version>,
+    chain: &[&Job],
+) -> Vec<NodeStatus> {
+    let selector = settings.control_plane_selector();
     let mut latest_per_node: BTreeMap<String, &Job> = BTreeMap::new();
-    for j in &chain {
+    for j in chain {
         if let Some(n) = job_node(j) {
             latest_per_node.insert(n, j);
         }
@@ -247,66 +317,61 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
         })
         .collect();
     nodes.sort_by(|a, b| b.control_plane.cmp(&a.control_plane).then_with(|| natural_cmp(&a.name, &b.name)));
+    nodes
+}
 
-    let active = chain.iter().rev().find(|j| job_state(j) == JobState::Active);
-    let newest = chain.last();
-    let current = active.or(newest);
-    let last_failed = chain.iter().rev().find(|j| job_state(j) == JobState::Failed);
-    // A failure counts while nothing newer for the same phase and node has succeeded or runs.
-    let failure_open = last_failed.filter(|f| {
-        let key = |j: &Job| (job_label(j, "phase").map(String::from), job_node(j));
-        !chain
-            .iter()
-            .any(|j| key(j) == key(f) && job_started(j) > job_started(f) && job_state(j) != JobState::Failed)
-            && active.is_none()
-    });
-    let last_error = last_failed.map(|j| {
-        let (reason, message) = failure(j).unwrap_or_default();
-        LastError { job: j.metadata.name.clone().unwrap_or_default(), reason, message }
-    });
-    let kill_switch = match inputs.kill_switch {
-        Some(KillSwitch::Present { reason }) => Some(reason.clone()),
-        _ => None,
-    };
-    let latch = |name: &str| {
-        inputs.metrics.and_then(|m| {
-            m.find(name, &[("job", crate::metrics::CHAIN_JOB)])
-                .find(|s| s.labels.get("phase").is_none_or(|p| p.is_empty()))
-                .map(|s| s.value >= 0.5)
-        })
-    };
-    let (blocked, held) = (latch("k8s_upgrade_blocked"), latch("k8s_upgrade_held"));
-    let off_target = nodes.iter().any(|n| n.state != NodeState::Done);
+/// Where the chain's Jobs stand.
+struct Progress<'a> {
+    /// The newest Job still running.
+    active: Option<&'a Job>,
+    /// The newest Failed Job.
+    last_failed: Option<&'a Job>,
+    /// [`Progress::last_failed`] while nothing newer for the same phase and node has succeeded
+    /// or runs, and nothing runs at all.
+    failure_open: Option<&'a Job>,
+}
 
-    let overall = if kill_switch.is_some() {
-        Overall::Halted
-    } else if active.is_some() {
-        Overall::Running
-    } else if failure_open.is_some() {
-        Overall::Failed
-    } else if off_target {
-        Overall::Stopped
-    } else {
-        Overall::Idle
-    };
+impl<'a> Progress<'a> {
+    fn of(chain: &[&'a Job]) -> Self {
+        let active = chain.iter().rev().find(|j| job_state(j) == JobState::Active).copied();
+        let last_failed = chain.iter().rev().find(|j| job_state(j) == JobState::Failed).copied();
+        let failure_open = last_failed.filter(|f| {
+            let key = |j: &Job| (job_label(j, "phase").map(String::from), job_node(j));
+            !chain.iter().any(|j| {
+                key(j) == key(f) && job_started(j) > job_started(f) && job_state(j) != JobState::Failed
+            }) && active.is_none()
+        });
+        Self { active, last_failed, failure_open }
+    }
+}
 
+/// What [`next_steps`] needs beyond the Jobs.
+struct Facts<'a> {
+    target: Option<Version>,
+    kill_switch: Option<&'a str>,
+    blocked: Option<bool>,
+    off_target: bool,
+}
+
+/// What an operator should do next, most urgent first; "Nothing to do." when nothing.
+fn next_steps(inputs: &Inputs<'_>, ns: &str, progress: &Progress<'_>, facts: &Facts<'_>) -> Vec<String> {
     let trigger = format!(
         "kubectl -n {ns} create job --from=cronjob/{} k8s-version-check-manual-$(date +%s)",
         crate::manifests::DETECTION_CRONJOB
     );
     let mut next = Vec::new();
-    if let Some(reason) = &kill_switch {
+    if let Some(reason) = facts.kill_switch {
         next.push(format!(
             "The kill switch is present (reason: {reason}); no phase starts. To resume: kubectl -n {ns} delete \
              configmap {}; then trigger detection: {trigger}",
             crate::killswitch::NAME
         ));
     }
-    if let Some(j) = active {
+    if let Some(j) = progress.active {
         let name = j.metadata.name.as_deref().unwrap_or_default();
         next.push(format!("Wait for {name}; follow it with: kubectl -n {ns} logs -f job/{name}"));
     }
-    if let Some(f) = failure_open {
+    if let Some(f) = progress.failure_open {
         let name = f.metadata.name.as_deref().unwrap_or_default();
         let read = format!(
             "Read the failed Job's log: kubectl -n {ns} logs job/{name} (and kubectl -n {ns} describe job/{name}); fix \
@@ -315,7 +380,7 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
         let phase = job_label(f, "phase").unwrap_or_default();
         // Detection re-spawns only a Failed preflight; a later phase is re-spawned by its
         // predecessor's spawn, so by hand it is "delete, then apply the same Job again".
-        let retry = match (phase, target) {
+        let retry = match (phase, facts.target) {
             ("preflight", _) | (_, None) => format!("Then detection re-spawns it: {trigger}"),
             (phase, Some(t)) => format!(
                 "Then re-run it: kubectl -n {ns} delete job {name} --cascade=foreground && k8s-upgrade-chain render \
@@ -325,18 +390,19 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
         };
         next.push(format!("{read} {retry}"));
     }
-    if blocked == Some(true) {
+    if facts.blocked == Some(true) {
         next.push(
             "The upgrade is blocked by the compatibility gate: see the reasons with k8s-upgrade-chain report --dry-run"
                 .into(),
         );
     }
-    if kill_switch.is_none() && active.is_none() && failure_open.is_none() && off_target {
+    let idle = progress.active.is_none();
+    if facts.kill_switch.is_none() && idle && progress.failure_open.is_none() && facts.off_target {
         next.push(format!(
             "Nothing is running but nodes are not on the target: trigger detection: {trigger}"
         ));
     }
-    if active.is_none() && !off_target && inputs.in_flight.is_some() {
+    if idle && !facts.off_target && inputs.in_flight.is_some() {
         next.push(format!(
             "Every node is on target and no chain Job runs, but the in-flight record remains on namespace {ns}: \
              detection's reconcile clears it, or see docs/runbook.md (Clearing leaked state)"
@@ -345,32 +411,7 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
     if next.is_empty() {
         next.push("Nothing to do.".into());
     }
-
-    Status {
-        overall,
-        target,
-        current_phase: current.and_then(|j| job_label(j, "phase")).map(String::from),
-        current_job: current.and_then(|j| j.metadata.name.clone()),
-        seconds_in_phase: active.and_then(|j| job_started(j)).map(|t| now.duration_since(t).as_secs()),
-        nodes,
-        jobs: chain
-            .iter()
-            .map(|j| JobStatus {
-                name: j.metadata.name.clone().unwrap_or_default(),
-                phase: job_label(j, "phase").map(String::from),
-                node: job_node(j),
-                state: state_name(job_state(j)).into(),
-                started: job_started(j),
-            })
-            .collect(),
-        last_error,
-        kill_switch,
-        in_flight_since: inputs.in_flight.map(|f| f.since),
-        blocked,
-        held,
-        warnings: inputs.read_errors.clone(),
-        next_steps: next,
-    }
+    next
 }
 
 /// The text form of a status (pure).
