@@ -68,17 +68,17 @@ resource "kubernetes_cluster_role_v1" "cluster" {
   rule {
     api_groups     = [""]
     resources      = ["namespaces"]
-    resource_names = [var.namespace]
+    resource_names = [local.namespace]
     verbs          = ["get", "patch"]
   }
 
   # chain::phases (hooks.post_control_plane_scripts)
   dynamic "rule" {
-    for_each = length(var.post_upgrade_configmaps) > 0 ? [1] : []
+    for_each = length(local.post_upgrade_configmaps) > 0 ? [1] : []
     content {
       api_groups     = [""]
       resources      = ["configmaps"]
-      resource_names = var.post_upgrade_configmaps
+      resource_names = local.post_upgrade_configmaps
       verbs          = ["get"]
     }
   }
@@ -116,14 +116,14 @@ resource "kubernetes_cluster_role_binding_v1" "cluster" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }
 
 resource "kubernetes_role_v1" "tool_namespace" {
   metadata {
     name      = "k8s-upgrade-job"
-    namespace = var.namespace
+    namespace = local.namespace
     labels    = local.labels
   }
 
@@ -153,7 +153,7 @@ resource "kubernetes_role_v1" "tool_namespace" {
 resource "kubernetes_role_binding_v1" "tool_namespace" {
   metadata {
     name      = "k8s-upgrade-job"
-    namespace = var.namespace
+    namespace = local.namespace
     labels    = local.labels
   }
   role_ref {
@@ -164,16 +164,16 @@ resource "kubernetes_role_binding_v1" "tool_namespace" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }
 
 resource "kubernetes_role_v1" "etcd_backup" {
-  count = var.etcd_backup_namespace == null ? 0 : 1
+  count = local.etcd_backup_namespace == null ? 0 : 1
 
   metadata {
     name      = "k8s-upgrade-job-etcd-backup"
-    namespace = var.etcd_backup_namespace
+    namespace = local.etcd_backup_namespace
     labels    = local.labels
   }
 
@@ -200,11 +200,11 @@ resource "kubernetes_role_v1" "etcd_backup" {
 }
 
 resource "kubernetes_role_binding_v1" "etcd_backup" {
-  count = var.etcd_backup_namespace == null ? 0 : 1
+  count = local.etcd_backup_namespace == null ? 0 : 1
 
   metadata {
     name      = "k8s-upgrade-job-etcd-backup"
-    namespace = var.etcd_backup_namespace
+    namespace = local.etcd_backup_namespace
     labels    = local.labels
   }
   role_ref {
@@ -215,7 +215,7 @@ resource "kubernetes_role_binding_v1" "etcd_backup" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }
 
@@ -248,6 +248,6 @@ resource "kubernetes_role_binding_v1" "node_events" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }
