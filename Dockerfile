@@ -3,29 +3,29 @@
 # binary. Build: docker build -t registry.example/k8s-upgrade-chain:0.1.0 .
 # Use a registry you control and pin the tag (seed failure 18: a lost image kept the Jobs alive
 # only through node caches).
+#
+# Without a daemon or a registry, `scripts/build-image.sh oci DIR` builds the same image as an
+# OCI layout with umoci (CI does, and runs it from an empty root: tests/image.rs). Both run
+# the same script for the root filesystem; its header explains the static build.
 
 FROM rust:bookworm AS builder
-# libssl-dev and pkg-config: libssh2-sys (ssh2) links the system OpenSSL.
+# perl and make build the vendored OpenSSL, binutils' readelf checks that the binary is static,
+# ca-certificates is the CA bundle copied into the image.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libssl-dev pkg-config \
+ && apt-get install -y --no-install-recommends binutils ca-certificates make perl \
  && rm -rf /var/lib/apt/lists/*
-# zlib (pulled in by libssh2) is linked statically: the distroless runtime is not guaranteed to
-# carry libz.so.1. OpenSSL stays dynamic: libssl3 is part of the distroless base.
-ENV LIBZ_SYS_STATIC=1
 WORKDIR /src
 COPY . .
-# Release profile (Cargo.toml): LTO, one codegen unit, opt-level s, stripped.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin k8s-upgrade-chain \
- && cp target/release/k8s-upgrade-chain /k8s-upgrade-chain
+    scripts/build-image.sh rootfs /rootfs
 
-# distroless cc: glibc, libgcc, libssl3 and CA certificates; no shell; user nonroot (65532).
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /k8s-upgrade-chain /usr/local/bin/k8s-upgrade-chain
-# The Job template and the per-node script are compiled into the binary; copies are shipped for
-# reference and for `job.template` overrides that start from the built-in one.
-COPY templates/job.yaml.j2 /usr/share/k8s-upgrade-chain/templates/job.yaml.j2
-COPY scripts/update_k8s.sh /usr/share/k8s-upgrade-chain/scripts/update_k8s.sh
+# Nothing but the root filesystem: the static binary, CA certificates, /etc/passwd with 65532,
+# /etc/nsswitch.conf, and the Job template and update_k8s.sh for reference.
+FROM scratch
+COPY --from=builder /rootfs/ /
+# The same config as scripts/build-image.sh gives the OCI image (tests/image.rs compares them).
+ENV PATH=/usr/local/bin
+WORKDIR /
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/k8s-upgrade-chain"]

@@ -110,6 +110,10 @@ pub struct ManifestsArgs {
     /// Also print the alert rules as a PrometheusRule (Prometheus Operator).
     #[arg(long)]
     pub prometheus_rule: bool,
+    /// Print only the Prometheus rules file for this config (for `rule_files:`), instead of
+    /// the objects.
+    #[arg(long, conflicts_with = "prometheus_rule")]
+    pub alert_rules: bool,
 }
 
 /// `status` flags.

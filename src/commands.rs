@@ -76,19 +76,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `manifests`: prints [`chain_core::manifests::render`] for the loaded settings. The config ConfigMap holds the
-/// `--config` file verbatim (comments kept), or the defaults when there is none.
+/// The config ConfigMap's copy of a `job.template` override: the key is the file name the
+/// config file gives (`raw`, as written), the text is read from where [`crate::config::load`]
+/// resolved it (`loaded`: next to the config file). An absolute path cannot be carried: it
+/// names a file the Jobs would not have.
+fn job_template_entry(raw: &Settings, loaded: &Settings) -> anyhow::Result<Option<(String, String)>> {
+    use anyhow::Context as _;
+    let (Some(key), Some(path)) = (&raw.job.template, &loaded.job.template) else {
+        return Ok(None);
+    };
+    if std::path::Path::new(key).is_absolute() {
+        return Err(bad_input(anyhow::anyhow!(
+            "job.template {key:?} is an absolute path, which the Jobs would not have: give a file name \
+             next to the config file (e.g. `template: job.yaml.j2`) and `manifests` puts it into the \
+             config ConfigMap"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the Job template {path} (job.template)"))
+        .map_err(bad_input)?;
+    Ok(Some((key.clone(), text)))
+}
+
+/// `manifests`: prints [`chain_core::manifests::render`] for the loaded settings (or, with
+/// `--alert-rules`, only [`chain_core::manifests::alert_rules`]). The config ConfigMap holds the
+/// `--config` file verbatim (comments kept), or the defaults when there is none, and a
+/// `job.template` override beside it.
 fn manifests_command(
     settings: &Settings,
     config_path: Option<&std::path::Path>,
     args: &ManifestsArgs,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let config_yaml = match config_path {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("failed to read config file {}", p.display()))
-            .map_err(bad_input)?,
-        None => chain_core::manifests::config_yaml(settings),
+    if args.alert_rules {
+        print!("{}", chain_core::manifests::alert_rules(settings));
+        return Ok(());
+    }
+    let (config_yaml, job_template) = match config_path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("failed to read config file {}", p.display()))
+                .map_err(bad_input)?;
+            // The file as written (before `job.template` was resolved next to it).
+            let raw = Settings::from_yaml(&text, &p.display().to_string()).map_err(bad_input)?;
+            let template = job_template_entry(&raw, settings)?;
+            (text, template)
+        }
+        None => (chain_core::manifests::config_yaml(settings), None),
     };
     let opts = chain_core::manifests::Options {
         image: args.image.clone(),
@@ -97,6 +131,7 @@ fn manifests_command(
         dry_run: args.dry_run,
         enabled: !args.suspend,
         config_yaml,
+        job_template,
     };
     print!("{}", chain_core::manifests::render(settings, &opts, args.prometheus_rule));
     Ok(())

@@ -9,12 +9,20 @@ use chain_core::{
     settings::{Settings, SettingsError},
 };
 
-/// Reads and validates the config file at `path`.
+/// Reads and validates the config file at `path`. A `job.template` file name is resolved next
+/// to it: in a cluster, the key of the config ConfigMap mounted beside `config.yaml`.
 pub fn load(path: &Path) -> Result<Settings, SettingsError> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|source| SettingsError::Read { path: display.clone(), source })?;
-    Settings::from_yaml(&text, &display)
+    let mut settings = Settings::from_yaml(&text, &display)?;
+    if let Some(t) = settings.job.template.as_mut()
+        && Path::new(t.as_str()).is_relative()
+    {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        *t = dir.join(t.as_str()).display().to_string();
+    }
+    Ok(settings)
 }
 
 /// Loads `path` when given, else the built-in defaults.
@@ -32,5 +40,21 @@ pub fn load_template(settings: &Settings) -> Result<(String, String), RenderErro
         Some(path) => std::fs::read_to_string(path)
             .map(|t| (t, path.clone()))
             .map_err(|source| RenderError::ReadTemplate { path: path.clone(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_file_name_is_resolved_next_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "job:\n  template: job.yaml.j2\n").unwrap();
+        let s = load(&path).unwrap();
+        assert_eq!(s.job.template.unwrap(), dir.path().join("job.yaml.j2").display().to_string());
+        std::fs::write(&path, "job:\n  template: /opt/site/job.yaml.j2\n").unwrap();
+        assert_eq!(load(&path).unwrap().job.template.unwrap(), "/opt/site/job.yaml.j2");
     }
 }

@@ -1,19 +1,29 @@
-# k8s-upgrade-chain: the namespace, ServiceAccount, credentials Secret, ConfigMaps and the
-# detection and weekly report CronJobs. RBAC is in rbac.tf (generated). `k8s-upgrade-chain
+# k8s-upgrade-chain: the namespace, ServiceAccount, credentials Secret, config ConfigMap and
+# the detection and weekly report CronJobs. RBAC is in rbac.tf (generated). `k8s-upgrade-chain
 # manifests` prints the same objects as plain YAML.
+
+# Every site setting comes from config_yaml, the file the binary reads: one source for this
+# module, `manifests` and the alert rules.
+module "config" {
+  source       = "./modules/config"
+  config_yaml  = var.config_yaml
+  job_template = var.job_template
+}
 
 locals {
   labels = {
     "app.kubernetes.io/part-of" = "k8s-upgrade-chain"
   }
-  config_yaml = coalesce(var.config_yaml, "namespace: ${var.namespace}\n")
 
-  # Mount points and names match templates/job.yaml.j2 (the chain Jobs) and the settings'
-  # job.* defaults.
-  credentials_secret = "k8s-upgrade-creds"
-  config_map         = "k8s-upgrade-config"
-  scripts_config_map = "k8s-upgrade-scripts"
-  template_map       = "k8s-upgrade-job-template"
+  # Names and namespaces from the config (job.*, hooks.*); mount points match
+  # templates/job.yaml.j2 (the chain Jobs).
+  namespace               = module.config.namespace
+  service_account         = module.config.service_account
+  credentials_secret      = module.config.credentials_secret
+  config_map              = module.config.config_map
+  image_pull_secrets      = module.config.image_pull_secrets
+  etcd_backup_namespace   = module.config.etcd_backup_namespace
+  post_upgrade_configmaps = module.config.post_upgrade_configmaps
 
   cronjobs = {
     detect = {
@@ -45,7 +55,7 @@ locals {
 
 resource "kubernetes_namespace_v1" "this" {
   metadata {
-    name   = var.namespace
+    name   = local.namespace
     labels = local.labels
   }
   lifecycle {
@@ -56,7 +66,7 @@ resource "kubernetes_namespace_v1" "this" {
 
 resource "kubernetes_service_account_v1" "job" {
   metadata {
-    name      = "k8s-upgrade-job"
+    name      = local.service_account
     namespace = kubernetes_namespace_v1.this.metadata[0].name
     labels    = local.labels
   }
@@ -110,31 +120,10 @@ resource "kubernetes_config_map_v1" "config" {
     namespace = kubernetes_namespace_v1.this.metadata[0].name
     labels    = local.labels
   }
-  data = {
-    "config.yaml" = local.config_yaml
-  }
-}
-
-resource "kubernetes_config_map_v1" "scripts" {
-  metadata {
-    name      = local.scripts_config_map
-    namespace = kubernetes_namespace_v1.this.metadata[0].name
-    labels    = local.labels
-  }
-  data = {
-    "update_k8s.sh" = file("${path.module}/../scripts/update_k8s.sh")
-  }
-}
-
-resource "kubernetes_config_map_v1" "job_template" {
-  metadata {
-    name      = local.template_map
-    namespace = kubernetes_namespace_v1.this.metadata[0].name
-    labels    = local.labels
-  }
-  data = {
-    "job.yaml.j2" = file("${path.module}/../templates/job.yaml.j2")
-  }
+  # config.yaml and, with a job.template override, the template beside it: every Job that
+  # renders the next one (detection, each chain Job) reads it through the config mount.
+  # update_k8s.sh and the built-in template are compiled into the binary (seed failure 9).
+  data = module.config.config_map_data
 }
 
 resource "kubernetes_cron_job_v1" "this" {
@@ -174,7 +163,7 @@ resource "kubernetes_cron_job_v1" "this" {
             restart_policy       = "Never"
 
             dynamic "image_pull_secrets" {
-              for_each = var.image_pull_secrets
+              for_each = local.image_pull_secrets
               content {
                 name = image_pull_secrets.value
               }
@@ -244,16 +233,6 @@ resource "kubernetes_cron_job_v1" "this" {
                 read_only  = true
               }
               volume_mount {
-                name       = "scripts"
-                mount_path = "/scripts"
-                read_only  = true
-              }
-              volume_mount {
-                name       = "job-template"
-                mount_path = "/templates"
-                read_only  = true
-              }
-              volume_mount {
                 name       = "tmp"
                 mount_path = "/tmp"
               }
@@ -270,19 +249,6 @@ resource "kubernetes_cron_job_v1" "this" {
               name = "config"
               config_map {
                 name = kubernetes_config_map_v1.config.metadata[0].name
-              }
-            }
-            volume {
-              name = "scripts"
-              config_map {
-                name         = kubernetes_config_map_v1.scripts.metadata[0].name
-                default_mode = "0555"
-              }
-            }
-            volume {
-              name = "job-template"
-              config_map {
-                name = kubernetes_config_map_v1.job_template.metadata[0].name
               }
             }
             volume {

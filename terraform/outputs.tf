@@ -22,3 +22,8 @@ output "cluster_role" {
   description = "Name of the ClusterRole granted to the ServiceAccount."
   value       = kubernetes_cluster_role_v1.cluster.metadata[0].name
 }
+
+output "alert_rules" {
+  description = "The Prometheus rules file for the chain's namespace (`rule_files:`; the same text as `k8s-upgrade-chain manifests --alert-rules`)."
+  value       = module.config.alert_rules
+}

@@ -68,7 +68,7 @@ resource "kubernetes_cluster_role_v1" "cluster" {
   rule {
     api_groups     = [""]
     resources      = ["namespaces"]
-    resource_names = [var.namespace]
+    resource_names = [local.namespace]
     verbs          = ["get", "patch"]
   }
 
@@ -81,11 +81,11 @@ resource "kubernetes_cluster_role_v1" "cluster" {
 
   # chain::phases (hooks.post_control_plane_scripts)
   dynamic "rule" {
-    for_each = length(var.post_upgrade_configmaps) > 0 ? [1] : []
+    for_each = length(local.post_upgrade_configmaps) > 0 ? [1] : []
     content {
       api_groups     = [""]
       resources      = ["configmaps"]
-      resource_names = var.post_upgrade_configmaps
+      resource_names = local.post_upgrade_configmaps
       verbs          = ["get"]
     }
   }
@@ -123,14 +123,14 @@ resource "kubernetes_cluster_role_binding_v1" "cluster" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }
 
 resource "kubernetes_role_v1" "tool_namespace" {
   metadata {
     name      = "k8s-upgrade-job"
-    namespace = var.namespace
+    namespace = local.namespace
     labels    = local.labels
   }
 
@@ -160,7 +160,7 @@ resource "kubernetes_role_v1" "tool_namespace" {
 resource "kubernetes_role_binding_v1" "tool_namespace" {
   metadata {
     name      = "k8s-upgrade-job"
-    namespace = var.namespace
+    namespace = local.namespace
     labels    = local.labels
   }
   role_ref {
@@ -171,16 +171,16 @@ resource "kubernetes_role_binding_v1" "tool_namespace" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }
 
 resource "kubernetes_role_v1" "etcd_backup" {
-  count = var.etcd_backup_namespace == null ? 0 : 1
+  count = local.etcd_backup_namespace == null ? 0 : 1
 
   metadata {
     name      = "k8s-upgrade-job-etcd-backup"
-    namespace = var.etcd_backup_namespace
+    namespace = local.etcd_backup_namespace
     labels    = local.labels
   }
 
@@ -207,11 +207,11 @@ resource "kubernetes_role_v1" "etcd_backup" {
 }
 
 resource "kubernetes_role_binding_v1" "etcd_backup" {
-  count = var.etcd_backup_namespace == null ? 0 : 1
+  count = local.etcd_backup_namespace == null ? 0 : 1
 
   metadata {
     name      = "k8s-upgrade-job-etcd-backup"
-    namespace = var.etcd_backup_namespace
+    namespace = local.etcd_backup_namespace
     labels    = local.labels
   }
   role_ref {
@@ -222,7 +222,7 @@ resource "kubernetes_role_binding_v1" "etcd_backup" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }
 
@@ -255,6 +255,6 @@ resource "kubernetes_role_binding_v1" "node_events" {
   subject {
     kind      = "ServiceAccount"
     name      = kubernetes_service_account_v1.job.metadata[0].name
-    namespace = var.namespace
+    namespace = local.namespace
   }
 }

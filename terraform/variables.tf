@@ -1,23 +1,12 @@
 # Inputs of the k8s-upgrade-chain module. The RBAC rules (rbac.tf) are generated from the
-# binary's list of API calls (crates/core/src/rbac.rs); etcd_backup_namespace and post_upgrade_configmaps
-# must match the `hooks:` of config_yaml, or the chain is denied the calls those hooks make.
-
-variable "namespace" {
-  description = "Namespace of the chain Jobs, the kill switch and the state annotations (the config's `namespace`)."
-  type        = string
-  default     = "k8s-upgrade"
-}
+# binary's list of API calls (crates/core/src/rbac.rs). The site settings (namespace, object
+# names, image pull Secrets, the hooks whose RBAC rbac.tf grants) are not variables: they come
+# from config_yaml, the file the binary reads (modules/config), so they cannot disagree with it.
 
 variable "image" {
   description = "Image of the CronJobs and the chain Jobs (a registry you control: seed failure 18)."
   type        = string
   default     = "ghcr.io/k8s-upgrade-chain/k8s-upgrade-chain:0.1.0"
-}
-
-variable "image_pull_secrets" {
-  description = "Image pull Secrets of the CronJob pods (also set job.image_pull_secrets in config_yaml for the chain Jobs)."
-  type        = list(string)
-  default     = []
 }
 
 variable "schedule" {
@@ -45,21 +34,15 @@ variable "dry_run" {
 }
 
 variable "config_yaml" {
-  description = "The k8s-upgrade-chain config file (examples/config.yaml). null: defaults with this namespace."
+  description = "The k8s-upgrade-chain config file (examples/config.yaml, docs/configuration.md); null: every key at its default. Namespace, names, image pull Secrets and hooks come from it."
   type        = string
   default     = null
 }
 
-variable "etcd_backup_namespace" {
-  description = "Namespace of the etcd backup CronJob (hooks.etcd_backup.namespace); null when no etcd_backup hook is configured."
+variable "job_template" {
+  description = "Text of a Job template override (start from templates/job.yaml.j2); config_yaml must name it as a file name, e.g. `job: {template: job.yaml.j2}`. null: the built-in template."
   type        = string
   default     = null
-}
-
-variable "post_upgrade_configmaps" {
-  description = "ConfigMap names of hooks.post_control_plane_scripts (read by name, cluster-wide)."
-  type        = list(string)
-  default     = []
 }
 
 variable "external_secret" {

@@ -9,7 +9,10 @@ use chain_core::{
     compat::{Addon, AddonKind, Minor},
     plan::{Kind, Phase, Step},
 };
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Namespace, PodSpec},
+};
 use k8s_upgrade_chain::{
     chain::{Ended, detect::Detection},
     k8s::spawn::{OnComplete, SpawnOutcome},
@@ -585,4 +588,118 @@ async fn missing_rbac_stops_preflight_before_anything_changes() {
         c.nodes.iter().flat_map(|n| n.calls()).all(|l| l.starts_with("apt-") || l.starts_with("sudo")),
         "nothing changed on any node"
     );
+}
+
+/// The site's `job.template` override: the built-in template plus a marker annotation, so
+/// every Job rendered from it can be told apart.
+fn site_template() -> String {
+    let marked = chain_core::job::BUILTIN_TEMPLATE.replacen(
+        "  annotations:\n",
+        "  annotations:\n    site.example/template: override\n",
+        1,
+    );
+    assert_ne!(marked, chain_core::job::BUILTIN_TEMPLATE);
+    marked
+}
+
+/// Installs the chain's objects as `manifests` prints them for `settings` with `template` in
+/// the config ConfigMap, and returns the detection CronJob's pod spec.
+fn install(c: &Cluster, settings: &chain_core::settings::Settings, template: Option<&str>) -> PodSpec {
+    use chain_core::manifests::{self, Options};
+    let opts = Options {
+        image: support::chain::IMAGE.into(),
+        schedule: manifests::DEFAULT_SCHEDULE.into(),
+        report_schedule: manifests::DEFAULT_REPORT_SCHEDULE.into(),
+        dry_run: false,
+        enabled: true,
+        config_yaml: manifests::config_yaml(settings),
+        job_template: template.map(|t| (settings.job.template.clone().unwrap(), t.to_string())),
+    };
+    let objects = manifests::objects(settings, &opts);
+    for cm in objects.iter().filter(|o| o["kind"] == "ConfigMap") {
+        c.srv.insert(cm.clone());
+    }
+    let cronjob = objects.iter().find(|o| o["metadata"]["name"] == manifests::DETECTION_CRONJOB).unwrap();
+    serde_json::from_value(cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone()).unwrap()
+}
+
+fn marked(job: &Job) -> bool {
+    job.metadata.annotations.as_ref().and_then(|a| a.get("site.example/template")).map(String::as_str)
+        == Some("override")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_template_override_renders_every_job_of_the_chain() {
+    let c = Cluster::start(Layout { workers: &["k8s-node1", "k8s-node2"], ..small(47) }).await;
+    let mut settings = c.settings.clone();
+    settings.job.template = Some("site-job.yaml.j2".into());
+    let detection = install(&c, &settings, Some(&site_template()));
+
+    // Detection runs with what its CronJob's pod mounts, and renders preflight from the override.
+    let root = tempfile::tempdir().unwrap();
+    let in_pod = c.settings_in_pod(&detection, root.path()).unwrap();
+    assert_eq!(
+        in_pod.job.template.as_deref().map(std::path::Path::new),
+        Some(root.path().join("etc/k8s-upgrade-chain/site-job.yaml.j2").as_path())
+    );
+    let d = k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(in_pod), false).await.unwrap();
+    assert!(matches!(d, Detection::Target { spawned: Some(SpawnOutcome::Created), .. }), "{d:?}");
+
+    // Each chain Job, spawned from the override, renders the next one from the same override,
+    // read through its own config mount.
+    let ran = c.run_chain_in_pods().await;
+    let order: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "k8s-upgrade-preflight-1-34-2",
+            "k8s-upgrade-master-1-34-2",
+            "k8s-upgrade-worker-1-34-2-k8s-node1",
+            "k8s-upgrade-worker-1-34-2-k8s-node2",
+            "k8s-upgrade-postflight-1-34-2",
+        ]
+    );
+    for j in &ran {
+        assert!(matches!(j.result, Ok(Ended::Done)), "{} failed: {:?}", j.name, j.result);
+    }
+    let jobs = c.srv.list::<Job>(Some(NS));
+    let chain: Vec<&Job> =
+        jobs.iter().filter(|j| order.contains(&j.metadata.name.as_deref().unwrap())).collect();
+    assert_eq!(chain.len(), order.len());
+    for j in chain {
+        assert!(marked(j), "{} was not rendered from the override", j.metadata.name.as_deref().unwrap());
+    }
+    for n in &c.nodes {
+        assert_eq!(c.kubelet(&n.name), "v1.34.2", "{} on target", n.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_override_without_the_config_mount_stops_at_the_first_job() {
+    let c = Cluster::start(Layout { workers: &["k8s-node1"], ..small(48) }).await;
+    let mut settings = c.settings.clone();
+    settings.job.template = Some("site-job.yaml.j2".into());
+    // The override drops the config mount: its Jobs cannot read the config, nor the override.
+    let template = site_template().replacen(
+        "            - name: config\n              mountPath: /etc/k8s-upgrade-chain\n              readOnly: true\n",
+        "",
+        1,
+    );
+    assert_ne!(template, site_template());
+    let detection = install(&c, &settings, Some(&template));
+    let root = tempfile::tempdir().unwrap();
+    let in_pod = c.settings_in_pod(&detection, root.path()).unwrap();
+    k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(in_pod), false).await.unwrap();
+    let ran = c.run_chain_in_pods().await;
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert_eq!(ran[0].name, "k8s-upgrade-preflight-1-34-2");
+    let err = ran[0].result.as_ref().unwrap_err();
+    assert!(err.contains("/etc/k8s-upgrade-chain/config.yaml is not mounted"), "{err}");
+
+    // And a config naming a template the ConfigMap lacks stops detection (exit 2, bad input).
+    install(&c, &settings, None);
+    let root = tempfile::tempdir().unwrap();
+    let in_pod = c.settings_in_pod(&detection, root.path()).unwrap();
+    let err = k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(in_pod), false).await.unwrap_err();
+    assert!(format!("{err:#}").contains("site-job.yaml.j2"), "{err:#}");
 }

@@ -416,10 +416,10 @@ fn usage_errors_exit_2_before_doing_anything() {
 }
 
 #[test]
-fn shellcheck_passes_on_the_script_and_the_shims() {
+fn shellcheck_passes_on_the_scripts_and_the_shims() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shims = root.join("tests/fixtures/shims");
-    let mut files = vec![root.join("scripts/update_k8s.sh")];
+    let mut files = vec![root.join("scripts/update_k8s.sh"), root.join("scripts/build-image.sh")];
     for e in fs::read_dir(&shims).unwrap() {
         files.push(e.unwrap().path());
     }

@@ -14,7 +14,10 @@ use chain_core::{
     plan::Phase,
     settings::{EtcdBackup, Settings},
 };
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{ConfigMap, Pod, PodSpec},
+};
 use k8s_upgrade_chain::{
     chain::{self, Ctx, Ended, detect::Detection},
     k8s::Clients,
@@ -332,6 +335,73 @@ impl Cluster {
             in_flight,
             annotated,
         }
+    }
+
+    /// What the binary in a pod of `spec` would load: the pod's ConfigMap volumes materialised
+    /// under `root` at their mount paths (as the kubelet mounts them; a missing ConfigMap keeps
+    /// the pod from starting), then the settings from `CONFIG` there, so a `job.template` file
+    /// name resolves inside the mounted config directory. Err says why such a pod would not
+    /// start or could not read its config.
+    pub fn settings_in_pod(&self, spec: &PodSpec, root: &std::path::Path) -> Result<Settings, String> {
+        let container = spec.containers.first().ok_or("the pod has no container")?;
+        let env = container.env.clone().unwrap_or_default();
+        let config = env
+            .iter()
+            .find(|e| e.name == "CONFIG")
+            .and_then(|e| e.value.clone())
+            .ok_or("the container has no CONFIG")?;
+        let volumes = spec.volumes.clone().unwrap_or_default();
+        for m in container.volume_mounts.clone().unwrap_or_default() {
+            let v = volumes.iter().find(|v| v.name == m.name).ok_or(format!("no volume {}", m.name))?;
+            let Some(cm) = &v.config_map else { continue };
+            let data: ConfigMap = self
+                .srv
+                .get(Some(NS), &cm.name)
+                .ok_or(format!("ConfigMap {NS}/{} does not exist: the pod cannot start", cm.name))?;
+            let dir = root.join(m.mount_path.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (key, text) in data.data.unwrap_or_default() {
+                std::fs::write(dir.join(key), text).unwrap();
+            }
+        }
+        let path = root.join(config.trim_start_matches('/'));
+        if !path.exists() {
+            return Err(format!("{config} is not mounted in the pod"));
+        }
+        k8s_upgrade_chain::config::load(&path).map_err(|e| e.to_string())
+    }
+
+    /// Like [`Self::run_chain`], but each Job runs with the settings its own pod would load
+    /// ([`Self::settings_in_pod`]): the config and a `job.template` override come from the
+    /// ConfigMaps its template mounts, not from the test. A Job whose pod could not load them
+    /// is failed, with the reason as its result.
+    pub async fn run_chain_in_pods(&self) -> Vec<RanJob> {
+        let mut ran = Vec::new();
+        for _ in 0..64 {
+            let Some(job) = self.runner.next_job() else { break };
+            let spec = job.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("a pod template");
+            let root = tempfile::tempdir().unwrap();
+            match self.settings_in_pod(&spec, root.path()) {
+                Ok(settings) => ran.push(self.run_job_with(&job, settings).await),
+                Err(why) => {
+                    let name = job.metadata.name.clone().unwrap();
+                    self.srv.fail_job(NS, &name, "PodCannotStart");
+                    let env = runner::job_env(&job).unwrap();
+                    ran.push(RanJob {
+                        name,
+                        phase: env.input.step.phase(),
+                        node: env.input.step.node().map(str::to_string),
+                        run_on: env.run_on,
+                        tolerations: env.tolerations,
+                        result: Err(why),
+                        in_flight: None,
+                        annotated: false,
+                    });
+                    break;
+                }
+            }
+        }
+        ran
     }
 
     /// A chain-group gauge read back from the Pushgateway.

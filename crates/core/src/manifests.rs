@@ -5,22 +5,28 @@
 //! RBAC comes from [`crate::rbac`] (the one list of API calls), so these grants and the
 //! Terraform ones cannot drift. The credentials Secret is printed only as a commented template:
 //! a real SSH key never passes through this tool.
+//!
+//! Everything site-specific comes from the settings (the config file): the namespace of every
+//! object and of the alert rules' matchers ([`alert_rules`]), the RBAC of the hooks, the object
+//! names. The Terraform module derives the same values from the same file
+//! (`terraform/modules/config`), and `tests/deploy.rs` checks both against each other.
 
 use serde_json::{Value, json};
 
 use crate::{rbac, settings::Settings};
 
-/// The alert rules file (`deploy/alerts/k8s-upgrade-chain.rules.yaml`), compiled in.
+/// The alert rules file (`deploy/alerts/k8s-upgrade-chain.rules.yaml`), compiled in: the rules
+/// for the default namespace. [`alert_rules`] renders them for the configured one.
 pub const ALERT_RULES: &str = include_str!("../../../deploy/alerts/k8s-upgrade-chain.rules.yaml");
-/// `scripts/update_k8s.sh`, compiled in, for the scripts ConfigMap.
-pub const UPDATE_K8S_SH: &str = crate::node_ops::UPDATE_K8S_SCRIPT;
+/// The namespace matcher of [`ALERT_RULES`], the only setting-dependent text in them. Every
+/// matcher on the chain's namespace is written exactly like this (a test checks that no other
+/// `namespace=` matcher exists), and `terraform/modules/config` replaces the same string.
+pub const ALERT_RULES_NAMESPACE_MATCHER: &str = "namespace=\"k8s-upgrade\"";
 /// Name of the detection CronJob (and prefix of its Jobs).
 pub const DETECTION_CRONJOB: &str = "k8s-version-check";
 /// Name of the weekly report CronJob. It must not start with `k8s-upgrade-<phase>-`, or a
 /// failed report would trip K8sUpgradeChainJobFailed.
 pub const REPORT_CRONJOB: &str = "k8s-upgrade-weekly-report";
-/// Name of the ConfigMap holding the Job template.
-pub const JOB_TEMPLATE_CONFIG_MAP: &str = "k8s-upgrade-job-template";
 /// Label `app` of the detection CronJob's Jobs.
 pub const DETECTION_APP: &str = "k8s-version-upgrade";
 /// Default detection schedule: Sunday 23:00 UTC, clear of the kured reboot window (seed §1).
@@ -48,6 +54,9 @@ pub struct Options {
     pub enabled: bool,
     /// The `config.yaml` text stored in the config ConfigMap.
     pub config_yaml: String,
+    /// A `job.template` override: its key in the config ConfigMap (the file name the config
+    /// gives) and its text.
+    pub job_template: Option<(String, String)>,
 }
 
 fn labels(app: &str) -> Value {
@@ -63,7 +72,9 @@ fn meta(name: &str, namespace: Option<&str>, app: &str) -> Value {
 }
 
 /// The pod template of a CronJob's Jobs: the chain Job template's security settings and
-/// mounts (non-root 65532, read-only root, no capabilities, RuntimeDefault seccomp, /tmp).
+/// mounts (non-root 65532, read-only root, no capabilities, RuntimeDefault seccomp, /tmp). The
+/// detection Job renders the preflight Job, so it reads a `job.template` override from the
+/// config mount exactly as the chain Jobs do.
 fn pod_spec(settings: &Settings, image: &str, container: &str, args: &[&str], env: Value) -> Value {
     let j = &settings.job;
     let pull: Vec<Value> = j.image_pull_secrets.iter().map(|n| json!({"name": n})).collect();
@@ -88,16 +99,12 @@ fn pod_spec(settings: &Settings, image: &str, container: &str, args: &[&str], en
             "volumeMounts": [
                 {"name": "creds", "mountPath": "/secrets/k8s-upgrade", "readOnly": true},
                 {"name": "config", "mountPath": "/etc/k8s-upgrade-chain", "readOnly": true},
-                {"name": "scripts", "mountPath": "/scripts", "readOnly": true},
-                {"name": "job-template", "mountPath": "/templates", "readOnly": true},
                 {"name": "tmp", "mountPath": "/tmp"}
             ]
         }],
         "volumes": [
             {"name": "creds", "secret": {"secretName": j.credentials_secret, "defaultMode": 0o440}},
             {"name": "config", "configMap": {"name": j.config_map}},
-            {"name": "scripts", "configMap": {"name": j.scripts_config_map, "defaultMode": 0o555}},
-            {"name": "job-template", "configMap": {"name": JOB_TEMPLATE_CONFIG_MAP}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
         ]
     })
@@ -161,16 +168,19 @@ pub fn objects(settings: &Settings, opts: &Options) -> Vec<Value> {
             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
         }));
     }
-    let cm = |name: &str, key: &str, text: &str| {
-        json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": meta(name, Some(ns), app),
-            "data": {key: text},
-        })
-    };
-    out.push(cm(&settings.job.config_map, "config.yaml", &opts.config_yaml));
-    out.push(cm(&settings.job.scripts_config_map, "update_k8s.sh", UPDATE_K8S_SH));
-    out.push(cm(JOB_TEMPLATE_CONFIG_MAP, "job.yaml.j2", crate::job::BUILTIN_TEMPLATE));
+    // One ConfigMap: the config file and, if configured, the Job template override next to it.
+    // update_k8s.sh and the built-in template are not shipped as ConfigMaps: the binary uses
+    // its own copies, pinned to the image (seed failure 9).
+    let mut data = serde_json::Map::new();
+    data.insert(crate::settings::CONFIG_KEY.into(), json!(opts.config_yaml));
+    if let Some((key, text)) = &opts.job_template {
+        data.insert(key.clone(), json!(text));
+    }
+    out.push(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": meta(&settings.job.config_map, Some(ns), app),
+        "data": data,
+    }));
 
     let common = |extra: &[(&str, String)]| {
         let mut e = vec![
@@ -246,10 +256,17 @@ pub fn secret_template(settings: &Settings) -> String {
     )
 }
 
+/// The Prometheus rules file for the configured namespace: [`ALERT_RULES`] with every
+/// namespace matcher on the chain's namespace (pure). `manifests --alert-rules` prints it.
+pub fn alert_rules(settings: &Settings) -> String {
+    ALERT_RULES.replace(ALERT_RULES_NAMESPACE_MATCHER, &format!("namespace=\"{}\"", settings.namespace))
+}
+
 /// The alert rules as a PrometheusRule (monitoring.coreos.com/v1) in the tool's namespace, with
-/// the same groups as [`ALERT_RULES`].
+/// the groups of [`alert_rules`].
 pub fn prometheus_rule(settings: &Settings) -> Value {
-    let rules: Value = serde_saphyr::from_str(ALERT_RULES).expect("the compiled-in rules file is valid YAML");
+    let rules: Value =
+        serde_saphyr::from_str(&alert_rules(settings)).expect("the compiled-in rules file is valid YAML");
     json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -297,6 +314,7 @@ mod tests {
             dry_run: true,
             enabled: true,
             config_yaml: "namespace: k8s-upgrade\n".into(),
+            job_template: None,
         }
     }
 

@@ -67,8 +67,8 @@ impl Scope {
     fn terraform_namespace(self) -> Option<&'static str> {
         match self {
             Scope::Cluster => None,
-            Scope::ToolNamespace => Some("var.namespace"),
-            Scope::EtcdBackupNamespace => Some("var.etcd_backup_namespace"),
+            Scope::ToolNamespace => Some("local.namespace"),
+            Scope::EtcdBackupNamespace => Some("local.etcd_backup_namespace"),
             Scope::DefaultNamespace => Some("\"default\""),
         }
     }
@@ -401,7 +401,9 @@ pub fn terraform_hcl() -> String {
             _ => ("kubernetes_role_v1", "kubernetes_role_binding_v1", "Role"),
         };
         let (count, count_ref) = match scope {
-            Scope::EtcdBackupNamespace => ("  count = var.etcd_backup_namespace == null ? 0 : 1\n\n", "[0]"),
+            Scope::EtcdBackupNamespace => {
+                ("  count = local.etcd_backup_namespace == null ? 0 : 1\n\n", "[0]")
+            }
             _ => ("", ""),
         };
         let name = scope.role_name();
@@ -427,9 +429,9 @@ pub fn terraform_hcl() -> String {
             let kill_switch = format!("[{:?}]", crate::killswitch::NAME);
             let names = match c.names {
                 Any => None,
-                ToolNs => Some("[var.namespace]"),
+                ToolNs => Some("[local.namespace]"),
                 KillSwitch => Some(kill_switch.as_str()),
-                PostUpgradeConfigMaps => Some("var.post_upgrade_configmaps"),
+                PostUpgradeConfigMaps => Some("local.post_upgrade_configmaps"),
             };
             let body = |i: &str| match names {
                 None => {
@@ -442,7 +444,7 @@ pub fn terraform_hcl() -> String {
             if c.names == PostUpgradeConfigMaps {
                 // An empty resource_names would grant every ConfigMap: no rule at all instead.
                 s.push_str(&format!(
-                    "  dynamic \"rule\" {{\n    for_each = length(var.post_upgrade_configmaps) > 0 ? [1] : []\n    content {{\n{}    }}\n  }}\n",
+                    "  dynamic \"rule\" {{\n    for_each = length(local.post_upgrade_configmaps) > 0 ? [1] : []\n    content {{\n{}    }}\n  }}\n",
                     body("      ")
                 ));
             } else {
@@ -451,7 +453,7 @@ pub fn terraform_hcl() -> String {
         }
         s.push_str("}\n");
         s.push_str(&format!(
-            "\nresource \"{binding}\" \"{ident}\" {{\n{count}{metadata}  role_ref {{\n    api_group = \"rbac.authorization.k8s.io\"\n    kind      = \"{role_kind}\"\n    name      = {kind}.{ident}{count_ref}.metadata[0].name\n  }}\n  subject {{\n    kind      = \"ServiceAccount\"\n    name      = kubernetes_service_account_v1.job.metadata[0].name\n    namespace = var.namespace\n  }}\n}}\n"
+            "\nresource \"{binding}\" \"{ident}\" {{\n{count}{metadata}  role_ref {{\n    api_group = \"rbac.authorization.k8s.io\"\n    kind      = \"{role_kind}\"\n    name      = {kind}.{ident}{count_ref}.metadata[0].name\n  }}\n  subject {{\n    kind      = \"ServiceAccount\"\n    name      = kubernetes_service_account_v1.job.metadata[0].name\n    namespace = local.namespace\n  }}\n}}\n"
         ));
     }
     s

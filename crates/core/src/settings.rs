@@ -6,7 +6,10 @@
 //! `docs/configuration.md` and [`Settings::default`]). Unknown keys, bad durations, bad URLs and
 //! bad versions are errors that name the key and the value.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,17 +83,18 @@ pub struct JobSettings {
     pub image_pull_secrets: Vec<String>,
     /// Secret holding `ssh_key`, `known_hosts` and `slack_webhook`, mounted read-only.
     pub credentials_secret: String,
-    /// ConfigMap holding this configuration (`config.yaml`), mounted read-only.
+    /// ConfigMap holding this configuration (`config.yaml`, and the `template` file when one
+    /// is configured), mounted read-only at `/etc/k8s-upgrade-chain` in every Job.
     pub config_map: String,
-    /// ConfigMap holding `update_k8s.sh`, mounted read-only at `/scripts`.
-    pub scripts_config_map: String,
     /// `ttlSecondsAfterFinished` of chain Jobs.
     #[serde(with = "dur")]
     pub ttl_after_finished: Duration,
     /// Added to the sum of a phase's own deadlines to give the Job's `activeDeadlineSeconds`.
     #[serde(with = "dur")]
     pub deadline_margin: Duration,
-    /// A Job template file to use instead of the built-in one.
+    /// A Job template file to use instead of the built-in one: a file name next to the config
+    /// file (in a cluster, a key of the config ConfigMap, so every Job that renders the next one
+    /// has it through the config mount), or an absolute path.
     pub template: Option<String>,
 }
 
@@ -101,7 +105,6 @@ impl Default for JobSettings {
             image_pull_secrets: vec![],
             credentials_secret: "k8s-upgrade-creds".into(),
             config_map: "k8s-upgrade-config".into(),
-            scripts_config_map: "k8s-upgrade-scripts".into(),
             ttl_after_finished: Duration::from_secs(7 * 24 * 3600),
             deadline_margin: Duration::from_secs(15 * 60),
             template: None,
@@ -308,9 +311,11 @@ impl Settings {
             ("job.service_account", &self.job.service_account),
             ("job.credentials_secret", &self.job.credentials_secret),
             ("job.config_map", &self.job.config_map),
-            ("job.scripts_config_map", &self.job.scripts_config_map),
         ] {
             check_dns_subdomain(name).map_err(|r| invalid(key, name, &r))?;
+        }
+        if let Some(t) = &self.job.template {
+            check_template_path(t).map_err(|r| invalid("job.template", t, &r))?;
         }
         for (i, s) in self.job.image_pull_secrets.iter().enumerate() {
             check_dns_subdomain(s).map_err(|r| invalid(&format!("job.image_pull_secrets[{i}]"), s, &r))?;
@@ -435,6 +440,29 @@ impl ControlPlaneSelector {
     }
 }
 
+/// `job.template`: an absolute path, or a file name next to the config file. A relative path
+/// must be a bare file name because in a cluster it is a key of the config ConfigMap (keys are
+/// flat: `-`, `_`, `.` and alphanumerics), mounted beside `config.yaml`.
+fn check_template_path(t: &str) -> Result<(), String> {
+    if Path::new(t).is_absolute() {
+        return Ok(());
+    }
+    let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if t.is_empty() || t.len() > 253 || !t.chars().all(key_char) || t == "." || t == ".." {
+        return Err("must be an absolute path or a file name next to the config file (a ConfigMap key: \
+                    letters, digits, '-', '_' and '.')"
+            .into());
+    }
+    if t == CONFIG_KEY {
+        return Err(format!("must not be {CONFIG_KEY}, the config file itself"));
+    }
+    Ok(())
+}
+
+/// The key of the config file in the config ConfigMap (`CONFIG` is
+/// `/etc/k8s-upgrade-chain/config.yaml` in every Job).
+pub const CONFIG_KEY: &str = "config.yaml";
+
 // === sections of outside systems without a pure core of their own ===
 
 /// Default path of the file holding the webhook URL.
@@ -555,6 +583,17 @@ hooks:
         assert_eq!(s.timeouts.soak, Duration::from_secs(5400));
         assert_eq!(s.timeouts.probe, Timeouts::default().probe, "unset keys keep defaults");
         assert_eq!(s.hooks.quiesce_deployments[0].name, "tigera-operator");
+    }
+
+    #[test]
+    fn template_is_a_file_name_next_to_the_config_or_an_absolute_path() {
+        for ok in ["job.yaml.j2", "site_job-2.j2", "/etc/k8s-upgrade-chain/job.yaml.j2"] {
+            parse(&format!("job: {{template: {ok:?}}}\n")).unwrap();
+        }
+        for bad in ["templates/job.yaml.j2", "../job.yaml.j2", "", "config.yaml", "job yaml"] {
+            let e = parse(&format!("job: {{template: {bad:?}}}\n")).unwrap_err().to_string();
+            assert!(e.contains("job.template"), "{bad}: {e}");
+        }
     }
 
     #[test]
