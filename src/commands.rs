@@ -356,8 +356,9 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
                     "--run-on {run_on} is the node this phase drains: a Job never runs on the node it drains"
                 )));
             }
-            let tolerations =
+            let tolerations: Vec<Toleration> =
                 args.tolerations.iter().map(|t| parse_toleration(t)).collect::<Result<_, _>>()?;
+            warn_if_it_would_stay_pending(context, run_on, &tolerations).await;
             (Placement { run_on: run_on.clone(), tolerations }, kind)
         }
         None => {
@@ -379,6 +380,36 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
     let job = job::render(settings, &template, &origin, &req)?;
     print!("{}", job::to_yaml(&job));
     Ok(())
+}
+
+/// How long `render --run-on` tries to read the node before rendering without the check.
+const RUN_ON_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `render --run-on` names the node itself; a taint the given tolerations do not cover would
+/// leave the Job Pending without a word (seed failure 36). Reads the node (best effort: the
+/// render works offline too) and warns on stderr with what would keep the pod off it.
+async fn warn_if_it_would_stay_pending(context: Option<&str>, run_on: &str, tolerations: &[Toleration]) {
+    let read = async {
+        let clients = k8s::connect(context).await?;
+        let nodes: kube::Api<Node> = kube::Api::all(clients.api.clone());
+        nodes.get(run_on).await.with_context(|| format!("failed to read node {run_on}"))
+    };
+    match tokio::time::timeout(RUN_ON_CHECK_TIMEOUT, read).await {
+        Ok(Ok(node)) => {
+            for problem in plan::placement_problems(&node, tolerations) {
+                tracing::warn!(node = run_on, "the Job would stay Pending on --run-on {run_on}: {problem}");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(
+            node = run_on,
+            "could not check the taints of --run-on node {run_on} (the Job stays Pending if a taint is not tolerated): {e:#}"
+        ),
+        Err(_) => tracing::warn!(
+            node = run_on,
+            "could not check the taints of --run-on node {run_on} within {}s",
+            RUN_ON_CHECK_TIMEOUT.as_secs()
+        ),
+    }
 }
 
 /// `KEY:EFFECT` → an `Exists` toleration.

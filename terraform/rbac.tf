@@ -72,6 +72,13 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     verbs          = ["get", "patch"]
   }
 
+  # drain --dry-run (is a pod's namespace being deleted: its evictions are refused)
+  rule {
+    api_groups = [""]
+    resources  = ["namespaces"]
+    verbs      = ["get"]
+  }
+
   # chain::phases (hooks.post_control_plane_scripts)
   dynamic "rule" {
     for_each = length(local.post_upgrade_configmaps) > 0 ? [1] : []

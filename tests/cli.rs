@@ -157,3 +157,62 @@ fn no_cluster_is_an_unexpected_failure_exit_3() {
     let out = bin().args(["plan", "--version", "1.34.2"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_run_on_warns_when_a_taint_is_not_tolerated() {
+    use sim::apiserver::fixtures::node;
+    let srv = sim::apiserver::TestApiServer::start().await;
+    srv.insert(node("gpu-1").ready().taint("nvidia.com/gpu", "", "NoSchedule"));
+    srv.insert(node("k8s-master").ready().control_plane());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    srv.write_kubeconfig(&kubeconfig).unwrap();
+    let render = move |run_on: &'static str, toleration: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = bin();
+            c.env("KUBECONFIG", &kubeconfig).env("RUST_LOG", "warn").args([
+                "render",
+                "--phase",
+                "preflight",
+                "--version",
+                "1.34.2",
+                "--kind",
+                "patch",
+                "--run-on",
+                run_on,
+            ]);
+            if !toleration.is_empty() {
+                c.args(["--toleration", toleration]);
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stderr).to_string()
+        })
+    };
+    let warned = render("gpu-1", "").await.unwrap();
+    assert!(
+        warned.contains("the Job would stay Pending on --run-on gpu-1: taint nvidia.com/gpu:NoSchedule is not tolerated (--toleration nvidia.com/gpu:NoSchedule)"),
+        "{warned}"
+    );
+    let quiet = render("gpu-1", "nvidia.com/gpu:NoSchedule").await.unwrap();
+    assert!(!quiet.contains("Pending"), "{quiet}");
+    let cp = render("k8s-master", "").await.unwrap();
+    assert!(cp.contains("taint node-role.kubernetes.io/control-plane:NoSchedule is not tolerated"), "{cp}");
+}
+
+#[test]
+fn logs_piped_to_a_file_carry_no_colour_codes() {
+    // stderr is a pipe here. Without a cluster, render --run-on logs a warning (it cannot
+    // check the node's taints): plain text, no ANSI escapes.
+    let out = bin()
+        .args(["render", "--phase", "preflight", "--version", "1.34.2", "--kind", "patch", "--run-on", "n1"])
+        .env("RUST_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WARN") && stderr.contains("could not check the taints"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

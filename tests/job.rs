@@ -51,7 +51,8 @@ fn worker_job_renders_as_expected() {
         Some(job::active_deadline(&settings, Phase::Worker).as_secs() as i64)
     );
     let pod = spec.template.spec.as_ref().unwrap();
-    assert_eq!(pod.node_selector.as_ref().unwrap()["kubernetes.io/hostname"], "k8s-master");
+    assert_eq!(job::pinned_node(pod).as_deref(), Some("k8s-master"));
+    assert!(pod.node_selector.is_none(), "pinned by node name, not by the hostname label");
     let tol = pod.tolerations.as_ref().unwrap();
     assert_eq!(tol.len(), 1);
     assert_eq!(tol[0].key.as_deref(), Some("node-role.kubernetes.io/control-plane"));
@@ -114,8 +115,8 @@ fn hostile_values_cannot_break_the_document() {
     let req =
         JobRequest { step: &step, target: v("1.34.2"), kind: Kind::Patch, image: "img:1", placement: &p };
     let job = job::render(&settings, job::BUILTIN_TEMPLATE, "builtin", &req).unwrap();
-    let sel = job.spec.unwrap().template.spec.unwrap().node_selector.unwrap();
-    assert_eq!(sel["kubernetes.io/hostname"], "weird: value # not a comment\n  injected: true");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(job::pinned_node(&pod).as_deref(), Some("weird: value # not a comment\n  injected: true"));
 }
 
 #[test]
@@ -175,8 +176,46 @@ fn names_are_deterministic_and_fit_63() {
     assert_ne!(a, b, "different nodes keep different names");
     assert_eq!(a, job_name(Phase::Worker, v("1.34.12"), Some(long_a)), "deterministic");
     assert!(a.starts_with("k8s-upgrade-worker-1-34-12-worker-node"));
-    chain_core::names::check_dns_subdomain(&a).unwrap();
-    assert!(!a.contains("-."), "{a}");
+    for n in [&a, &b] {
+        assert!(is_dns_label(n), "{n}");
+    }
+}
+
+/// RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63.
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= MAX_NAME
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[test]
+fn node_names_with_dots_give_dns_labels_that_never_collide() {
+    // The apiserver warns on dots in Job names ("a DNS label is recommended: must not contain
+    // dots"), and the Job's pod names and hostnames inherit them.
+    let fqdn = job_name(Phase::Worker, v("1.34.2"), Some("k8s-node1.example.com"));
+    assert!(is_dns_label(&fqdn), "{fqdn}");
+    assert!(fqdn.starts_with("k8s-upgrade-worker-1-34-2-k8s-node1-exam"), "{fqdn}");
+    // The hash is of the original name: the dotted and the dashed node differ.
+    let dashed = job_name(Phase::Worker, v("1.34.2"), Some("k8s-node1-example-com"));
+    assert_eq!(dashed, "k8s-upgrade-worker-1-34-2-k8s-node1-example-com", "a valid label is kept as it is");
+    assert_ne!(fqdn, dashed);
+    let (ab, a_b) = (
+        job_name(Phase::ControlPlane, v("1.34.2"), Some("a.b")),
+        job_name(Phase::ControlPlane, v("1.34.2"), Some("a-b")),
+    );
+    assert_ne!(ab, a_b);
+    assert!(is_dns_label(&ab) && ab.starts_with("k8s-upgrade-control-plane-1-34-2-a-b-"), "{ab}");
+    // 16 hex digits (64 bits) of hash, after as much of the readable name as fits.
+    assert_eq!(ab.rsplit('-').next().unwrap().len(), 16, "{ab}");
+    // Distinct nodes, distinct names, across a fleet of long look-alike FQDNs.
+    let names: std::collections::BTreeSet<String> = (0..2000)
+        .map(|i| {
+            job_name(Phase::Worker, v("1.34.12"), Some(&format!("worker-{i}.rack-a.datacenter.example.com")))
+        })
+        .collect();
+    assert_eq!(names.len(), 2000);
+    assert!(names.iter().all(|n| is_dns_label(n)));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use chain_core::{
 };
 use k8s_openapi::api::{batch::v1::Job, core::v1::Node};
 use k8s_upgrade_chain::{
+    drain,
     k8s::{
         self, Clients,
         annotations::NamespaceAnnotations,
@@ -119,6 +120,12 @@ async fn every_request_the_code_makes_is_granted() {
         events.record(&stored.object_ref(&()), &Milestone::DrainStarted).await;
         events.record(&node.object_ref(&()), &Milestone::DrainStarted).await;
     }
+
+    // drain --dry-run: the node, its pods, every PDB, the namespaces of the pods to evict.
+    srv.insert(tf::pod("web-0").ns("apps").on("k8s-node2").owned_by_replicaset("web"));
+    let t = drain::DrainTarget { node: "k8s-node2".into(), namespace: NS.into(), self_pod: None };
+    let dry = drain::dry_run(&clients, &t, &settings.drain).await.unwrap();
+    assert!(dry.notes.is_empty(), "{:?}", dry.notes);
 
     // status and report (with the gate re-run: addon images are read).
     status::read(api, &settings, false).await.unwrap();

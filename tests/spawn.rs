@@ -199,3 +199,37 @@ async fn plan_reads_the_live_cluster_across_pages() {
     assert_eq!(report.jobs.len(), 1202);
     assert!(report.jobs.iter().all(|j| j.step.node() != Some("k8s-node10")));
 }
+
+#[tokio::test]
+async fn a_job_for_nodes_named_by_fqdn_runs_on_its_node() {
+    // Issue 12 item 4: nodes registered as FQDNs, kubelets labelled with the short hostname.
+    // Pinned by the hostname label, every Job stayed Pending ("4 node(s) didn't match Pod's
+    // node affinity/selector"); pinned by metadata.name it is scheduled.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let srv = TestApiServer::builder().time_scale(0.01).start().await;
+    srv.insert(tf::namespace(NS));
+    for mut n in cluster(1, 3, "v1.34.1") {
+        let short = n.metadata.name.clone().unwrap();
+        n.metadata.name = Some(format!("{short}.cluster.example.com"));
+        n.metadata.labels.get_or_insert_with(Default::default).insert("kubernetes.io/hostname".into(), short);
+        srv.insert(n);
+    }
+    let clients = Clients::from_config(srv.config()).unwrap();
+    let settings = Settings::default();
+    let snap = commands::snapshot(&clients, &settings).await.unwrap();
+    let job = worker_job(&settings, &snap, "k8s-node2.cluster.example.com");
+    let name = job.metadata.name.clone().unwrap();
+    assert!(!name.contains('.'), "a DNS label: {name}");
+
+    assert_eq!(
+        spawn::spawn(&clients.api, &job, OnComplete::Skip, DELETE_WAIT).await.unwrap(),
+        SpawnOutcome::Created
+    );
+    let start =
+        k8s_upgrade_chain::chain::started::wait_started(&clients.api, NS, &name, Duration::from_secs(10))
+            .await
+            .unwrap();
+    assert_eq!(start, k8s_upgrade_chain::chain::started::Start::Started);
+    let pod: Pod = srv.list::<Pod>(Some(NS)).into_iter().next().expect("the Job's pod");
+    assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some("k8s-master.cluster.example.com"));
+}

@@ -9,8 +9,11 @@
 //!   replacement counts as gone) instead of one GET per pod per second;
 //! - its own retry loop with a jittered delay of at least 1 s that honours
 //!   `retryAfterSeconds` (the `evict` client has kube's 429 retry off, kube-rs/kube#2007);
-//! - 429 and the 500 "more than one PodDisruptionBudget" are outcomes, not errors, and the
-//!   targeted fallback deletes only pods whose budget can never allow an eviction;
+//! - 429, the 500 "more than one PodDisruptionBudget" and the 403 of a namespace being deleted
+//!   are outcomes, not errors; one pure decision per pod ([`decide::decide`], shared with the
+//!   dry run) says when a refused pod is deleted directly: not Ready under a budget that cannot
+//!   recover, under a PDB that can never allow an eviction, or under several PDBs that each
+//!   stay within budget without it;
 //! - one deadline for the whole drain (the seed had none, §10 item 39), kill-switch checks
 //!   while it runs, and cordon bookkeeping so we only ever uncordon what we cordoned.
 
@@ -22,7 +25,7 @@ use std::time::Duration;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::{Eviction, PodDisruptionBudget};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta};
 use kube::Client;
@@ -32,8 +35,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 pub use chain_core::drain::{
-    CORDONED_AT, CORDONED_BY, DrainConfig, DrainPolicy, DrainSummary, EvictOutcome, OWNER, PodRef,
-    RefuseReason, Remaining, RemainingPod, Selection, SkipReason, outcome, pdb, select,
+    CORDONED_AT, CORDONED_BY, Decision, DrainConfig, DrainPolicy, DrainSummary, EvictOutcome, Fallback,
+    FallbackKind, OWNER, PodRef, RefuseReason, Remaining, RemainingPod, Removal, Rules, Selection,
+    SkipReason, decide, outcome, pdb, select,
 };
 use chain_core::killswitch::KillSwitch;
 
@@ -124,7 +128,14 @@ pub enum DrainError {
         "drain of node {node} timed out after {}: {} pod(s) still on the node, which stays cordoned: {}",
         chain_core::duration::format(*.after), .remaining.len(), list(.remaining)
     )]
-    Timeout { node: String, after: Duration, remaining: Vec<RemainingPod>, summary: Box<DrainSummary> },
+    Timeout {
+        node: String,
+        after: Duration,
+        remaining: Vec<RemainingPod>,
+        summary: Box<DrainSummary>,
+        /// How the pods that did go left.
+        removed: Vec<(PodRef, Removal)>,
+    },
     /// The kill switch could not be read (fail closed).
     #[error(transparent)]
     KillSwitch(#[from] killswitch::Unreadable),
@@ -332,6 +343,16 @@ async fn missing_daemonsets(
     Ok(missing)
 }
 
+/// The pods of `namespace` (to count the health of a pod's several PDBs ourselves).
+async fn pods_in(client: &Client, namespace: &str, node: &str) -> Result<Vec<Pod>, DrainError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err(format!("list the pods in namespace {namespace} (draining node {node})"), node))?;
+    Ok(list.items)
+}
+
 async fn pdbs_in(
     client: &Client,
     namespace: &str,
@@ -370,11 +391,14 @@ pub enum DrainOutcome {
     Halted { reason: String, remaining: Vec<RemainingPod> },
 }
 
-/// A pod the targeted PDB fallback deleted.
+/// A pod a fallback deleted directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FallbackDeletion {
     /// The pod.
     pub pod: PodRef,
+    /// Which fallback: deadlocked PDB, several PDBs, or not Ready under a budget that cannot
+    /// recover.
+    pub kind: FallbackKind,
     /// The PDBs covering it.
     pub pdbs: Vec<String>,
     /// Why the fallback applied.
@@ -396,8 +420,10 @@ pub struct DrainReport {
     pub skipped: Vec<(PodRef, SkipReason)>,
     /// kubectl-style warnings (bare pods, orphaned DaemonSet pods evicted under force).
     pub warnings: Vec<(PodRef, String)>,
-    /// Pods deleted by the targeted PDB fallback.
+    /// Pods deleted directly by a fallback, in order.
     pub fallbacks: Vec<FallbackDeletion>,
+    /// How every pod that had to go left the node (evicted, deleted, waited for), in order.
+    pub removed: Vec<(PodRef, Removal)>,
 }
 
 impl fmt::Display for DrainReport {
@@ -419,7 +445,17 @@ impl fmt::Display for DrainReport {
         }
         writeln!(f, "  {}", self.summary)?;
         for fb in &self.fallbacks {
-            writeln!(f, "  deleted by PDB fallback: {} ({})", fb.pod, fb.why)?;
+            match fb.kind {
+                FallbackKind::Unhealthy => writeln!(f, "  deleted as not Ready: {} ({})", fb.pod, fb.why)?,
+                FallbackKind::Deadlock | FallbackKind::SeveralPdbs => {
+                    writeln!(f, "  deleted by PDB fallback: {} ({})", fb.pod, fb.why)?
+                }
+            }
+        }
+        for (p, r) in &self.removed {
+            if *r == Removal::NamespaceTerminating {
+                writeln!(f, "  waited for: {p} (its namespace was being deleted)")?;
+            }
         }
         for (p, w) in &self.warnings {
             writeln!(f, "  warning: {p}: {w}")?;
@@ -451,6 +487,7 @@ pub async fn drain(
         skipped: Vec::new(),
         warnings: Vec::new(),
         fallbacks: Vec::new(),
+        removed: Vec::new(),
     };
     if let KillSwitch::Present { reason } = killswitch::check(&clients.api, &target.namespace).await? {
         info!(node, %reason, "kill switch present: not cordoning");
@@ -488,6 +525,7 @@ pub async fn drain(
     engine.summary.remaining =
         engine.tracks.iter().filter(|t| !matches!(t.state, State::Gone)).count() as u32;
     report.fallbacks = std::mem::take(&mut engine.fallbacks);
+    report.removed = engine.removed();
     report.summary = engine.summary.clone();
     match result {
         Ok(outcome) => {
@@ -495,9 +533,13 @@ pub async fn drain(
             report.outcome = outcome;
             Ok(report)
         }
-        Err(DrainError::Timeout { node, after, remaining, .. }) => {
-            Err(DrainError::Timeout { node, after, remaining, summary: Box::new(report.summary) })
-        }
+        Err(DrainError::Timeout { node, after, remaining, .. }) => Err(DrainError::Timeout {
+            node,
+            after,
+            remaining,
+            summary: Box::new(report.summary),
+            removed: report.removed,
+        }),
         Err(e) => Err(e),
     }
 }
@@ -527,10 +569,12 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Evict,
-    Delete { fallback: bool },
+    /// A direct DELETE: a finished pod (`None`) or a fallback.
+    Delete(Option<FallbackKind>),
 }
 
 struct Track {
+    /// The pod as last seen (the watch keeps it current: readiness decides fallbacks).
     pod: Pod,
     key: PodRef,
     kind: Kind,
@@ -540,7 +584,10 @@ struct Track {
     blocked_since: Option<Instant>,
     in_blocked_clock: bool,
     last: Option<Remaining>,
-    fallback: bool,
+    /// The fallback that will delete it directly, once decided.
+    fallback: Option<FallbackKind>,
+    /// How it left (or is leaving) the node.
+    removal: Option<Removal>,
 }
 
 /// What the watch last said about a pod.
@@ -660,6 +707,7 @@ impl<'a> Engine<'a> {
                 if !self.seen_uids.insert(uid.clone()) && self.by_uid.contains_key(&uid) {
                     continue;
                 }
+                let removal = (kind == Kind::Terminating).then_some(Removal::WasTerminating);
                 if kind == Kind::Terminating {
                     self.summary.already_terminating += 1;
                 }
@@ -674,10 +722,20 @@ impl<'a> Engine<'a> {
                     blocked_since: None,
                     in_blocked_clock: false,
                     last: None,
-                    fallback: false,
+                    fallback: None,
+                    removal,
                 });
             }
         }
+    }
+
+    /// How every pod that is gone left, in order.
+    fn removed(&self) -> Vec<(PodRef, Removal)> {
+        self.tracks
+            .iter()
+            .filter(|t| t.state == State::Gone)
+            .map(|t| (t.key.clone(), t.removal.clone().unwrap_or(Removal::Vanished)))
+            .collect()
     }
 
     fn outstanding(&self) -> usize {
@@ -731,6 +789,11 @@ impl<'a> Engine<'a> {
     /// 60 s for the same reason.
     fn consider_new(&mut self, pod: Pod, now: Instant) {
         let uid = uid_of(&pod);
+        if let Some(&i) = self.by_uid.get(&uid) {
+            // Keep the tracked copy current: a fallback decision reads its readiness.
+            self.tracks[i].pod = pod;
+            return;
+        }
         if self.seen_uids.contains(&uid) {
             return;
         }
@@ -758,6 +821,7 @@ impl<'a> Engine<'a> {
                 continue;
             }
             self.tracks[i].state = State::Gone;
+            self.tracks[i].removal.get_or_insert(Removal::Vanished);
             self.leave_blocked(i, now);
             let key = self.tracks[i].key.clone();
             self.progress(&key, "gone");
@@ -783,12 +847,18 @@ impl<'a> Engine<'a> {
         t.state = State::InFlight;
         let key = t.key.clone();
         let grace = self.config.grace_seconds();
-        if t.kind == Kind::DeleteFinished || t.fallback {
-            let action = Action::Delete { fallback: t.fallback };
+        if t.kind == Kind::DeleteFinished || t.fallback.is_some() {
+            let action = Action::Delete(t.fallback);
             let api: Api<Pod> = Api::namespaced(self.clients.api.clone(), &key.namespace);
-            // The UID precondition keeps a delete from hitting a same-name replacement.
+            // The UID precondition keeps a delete from hitting a same-name replacement. A pod
+            // deleted for not being Ready also pins the resourceVersion it was judged on, as the
+            // eviction API does for unready pods: if it became Ready since, the delete is a 409
+            // and the pod goes back to the eviction API.
+            let resource_version = (t.fallback == Some(FallbackKind::Unhealthy))
+                .then(|| t.pod.metadata.resource_version.clone())
+                .flatten();
             let mut dp = DeleteParams::default()
-                .preconditions(Preconditions { uid: Some(key.uid.clone()), resource_version: None });
+                .preconditions(Preconditions { uid: Some(key.uid.clone()), resource_version });
             dp.grace_period_seconds = grace.map(|g| u32::try_from(g).unwrap_or(u32::MAX));
             async move { (i, action, api.delete(&key.name, &dp).await.map(drop)) }.boxed()
         } else {
@@ -843,26 +913,46 @@ impl<'a> Engine<'a> {
         match action {
             Action::Evict => match classify_eviction(result) {
                 Ok(EvictOutcome::Evicted) => {
-                    self.tracks[i].state = State::Requested;
-                    self.tracks[i].transient = 0;
+                    let t = &mut self.tracks[i];
+                    t.state = State::Requested;
+                    t.transient = 0;
+                    t.removal = Some(Removal::Evicted { refusals: t.refusals });
                     self.summary.evicted += 1;
                     self.leave_blocked(i, now);
                     self.progress(&key, "evicted");
                 }
                 Ok(EvictOutcome::Gone) => {
                     self.tracks[i].state = State::Gone;
+                    self.tracks[i].removal = Some(Removal::Vanished);
                     self.summary.evicted += 1;
                     self.leave_blocked(i, now);
                     self.progress(&key, "already gone");
                 }
+                Ok(EvictOutcome::NamespaceTerminating { namespace }) => {
+                    // Never an abort: the namespace controller deletes the pod; wait for it.
+                    let t = &mut self.tracks[i];
+                    t.state = State::Requested;
+                    t.transient = 0;
+                    t.removal = Some(Removal::NamespaceTerminating);
+                    t.last = Some(Remaining::NamespaceTerminating { namespace: namespace.clone() });
+                    self.summary.namespace_terminating += 1;
+                    self.leave_blocked(i, now);
+                    info!(
+                        node = self.node(),
+                        pod = %key,
+                        namespace,
+                        "namespace is being deleted (eviction refused with 403 NamespaceTerminating); waiting for the pod to go"
+                    );
+                }
                 Ok(EvictOutcome::Blocked { pdb, message, retry_after }) => {
                     self.refused(i, now);
-                    self.tracks[i].last = Some(Remaining::Blocked { pdb, message, since: Duration::ZERO });
+                    self.tracks[i].last =
+                        Some(Remaining::Blocked { pdb, message, since: Duration::ZERO, why: None });
                     self.after_refusal(i, retry_after, now).await;
                 }
                 Ok(EvictOutcome::MultiplePdbs { .. }) => {
                     self.refused(i, now);
-                    self.tracks[i].last = Some(Remaining::MultiplePdbs { pdbs: Vec::new() });
+                    self.tracks[i].last = Some(Remaining::MultiplePdbs { pdbs: Vec::new(), why: None });
                     self.after_refusal(i, None, now).await;
                 }
                 Err(EvictError::Transient(e)) => self.transient(i, e, false, now)?,
@@ -874,21 +964,43 @@ impl<'a> Engine<'a> {
                     });
                 }
             },
-            Action::Delete { fallback } => match result {
+            Action::Delete(fallback) => match result {
                 Ok(()) => {
                     self.tracks[i].state = State::Requested;
-                    if fallback {
-                        self.summary.fallback_deleted += 1;
-                        self.leave_blocked(i, now);
-                        self.progress(&key, "deleted by PDB fallback");
-                    } else {
-                        self.summary.deleted_finished += 1;
-                        self.progress(&key, "deleted (finished)");
+                    match fallback {
+                        Some(kind) => {
+                            self.tracks[i].removal = Some(Removal::Deleted(kind));
+                            if kind == FallbackKind::Unhealthy {
+                                self.summary.unhealthy_deleted += 1;
+                                self.leave_blocked(i, now);
+                                self.progress(&key, "deleted (not Ready; its budget cannot recover)");
+                            } else {
+                                self.summary.fallback_deleted += 1;
+                                self.leave_blocked(i, now);
+                                self.progress(&key, "deleted by PDB fallback");
+                            }
+                        }
+                        None => {
+                            self.tracks[i].removal = Some(Removal::DeletedFinished);
+                            self.summary.deleted_finished += 1;
+                            self.progress(&key, "deleted (finished)");
+                        }
                     }
+                }
+                // A pod judged not Ready changed since (its resourceVersion precondition
+                // failed): back to the eviction API, which decides on its current state.
+                Err(kube::Error::Api(s)) if s.code == 409 && fallback == Some(FallbackKind::Unhealthy) => {
+                    info!(node = self.node(), pod = %key, "pod changed before its deletion as not Ready; evicting it again instead");
+                    self.fallbacks.retain(|f| !(f.pod == key && f.kind == FallbackKind::Unhealthy));
+                    let t = &mut self.tracks[i];
+                    t.fallback = None;
+                    let attempt = t.refusals;
+                    self.retry_later(i, None, attempt, now);
                 }
                 // 404: gone; 409: the UID precondition failed, so the pod we meant is gone.
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
                     self.tracks[i].state = State::Gone;
+                    self.tracks[i].removal.get_or_insert(Removal::Vanished);
                     self.leave_blocked(i, now);
                     self.progress(&key, "already gone");
                 }
@@ -936,7 +1048,8 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// After a 429 or a multi-PDB 500: decide between the targeted fallback and a retry.
+    /// After a 429 or a multi-PDB 500: read the budgets (and, for a pod under several PDBs,
+    /// the namespace's pods), then [`decide::decide`] between a direct delete and a retry.
     async fn after_refusal(&mut self, i: usize, retry_after: Option<Duration>, now: Instant) {
         let ns = self.tracks[i].key.namespace.clone();
         let pdbs = match pdbs_in(&self.clients.api, &ns, self.node()).await {
@@ -946,28 +1059,78 @@ impl<'a> Engine<'a> {
                 Vec::new()
             }
         };
+        let covering: Vec<String> =
+            pdb::matching(&self.tracks[i].pod, &pdbs).into_iter().map(pdb::name_of).collect();
+        let pods = if covering.len() > 1 {
+            match pods_in(&self.clients.api, &ns, self.node()).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(node = self.node(), error = %e, "cannot read the namespace's pods to count their health; retrying the eviction later");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let view = decide::View { pdbs: &pdbs, pods: pods.as_deref(), namespace_terminating: false };
+        let decision = decide::decide(&self.tracks[i].pod, &view, &self.config.rules());
         let node = self.target.node.as_str();
         let t = &mut self.tracks[i];
-        let covering: Vec<String> = pdb::matching(&t.pod, &pdbs).into_iter().map(pdb::name_of).collect();
+        let hold = match &decision {
+            Decision::Wait(h) => Some(h.to_string()),
+            _ => None,
+        };
         match &mut t.last {
-            Some(Remaining::MultiplePdbs { pdbs }) => *pdbs = covering.clone(),
-            Some(Remaining::Blocked { pdb: name @ None, .. }) if covering.len() == 1 => {
-                *name = covering.first().cloned()
+            Some(Remaining::MultiplePdbs { pdbs, why }) => {
+                *pdbs = covering.clone();
+                *why = hold;
+            }
+            Some(Remaining::Blocked { pdb: name, why, .. }) => {
+                if name.is_none() && covering.len() == 1 {
+                    *name = covering.first().cloned();
+                }
+                *why = hold;
             }
             _ => {}
         }
         let blocked_for = now - t.blocked_since.unwrap_or(now);
         let key = t.key.clone();
         let refusals = t.refusals;
-        match pdb::fallback(&t.pod, &pdbs, blocked_for, self.config.fallback_after) {
-            pdb::Fallback::Delete { pdbs, why } => {
-                warn!(node, pod = %key, pdbs = ?pdbs, "eviction refused: {why}; deleting the pod directly (PDB fallback)");
-                t.fallback = true;
+        match decision {
+            Decision::Delete { fallback, after } if blocked_for >= after => {
+                warn!(node, pod = %key, pdbs = ?fallback.pdbs, kind = ?fallback.kind, "eviction refused: {}; deleting the pod directly", fallback.why);
+                t.fallback = Some(fallback.kind);
                 t.state = State::Queued { not_before: now };
-                self.fallbacks.push(FallbackDeletion { pod: key, pdbs, why });
+                self.fallbacks.push(FallbackDeletion {
+                    pod: key,
+                    kind: fallback.kind,
+                    pdbs: fallback.pdbs,
+                    why: fallback.why,
+                });
             }
-            pdb::Fallback::Wait { why } => {
-                info!(node, pod = %key, refusals, pdbs = ?covering, "eviction refused: {why}");
+            Decision::Delete { fallback, after } => {
+                info!(
+                    node,
+                    pod = %key,
+                    refusals,
+                    pdbs = ?covering,
+                    "eviction refused: {}; deleted directly once refused for {} (drain.fallback_after)",
+                    fallback.why,
+                    chain_core::duration::format(after)
+                );
+                self.retry_later(i, retry_after, refusals - 1, now);
+            }
+            Decision::Wait(h) => {
+                info!(node, pod = %key, refusals, pdbs = ?covering, "eviction refused: {h}; retrying");
+                self.retry_later(i, retry_after, refusals - 1, now);
+            }
+            // The status says it should pass: the API saw a newer state (or a PDB was
+            // created since we read them). Ask again.
+            Decision::Evict(p) => {
+                info!(node, pod = %key, refusals, pdbs = ?covering, "eviction refused although the budgets read now let it pass ({p}); retrying");
+                self.retry_later(i, retry_after, refusals - 1, now);
+            }
+            Decision::NamespaceTerminating => {
                 self.retry_later(i, retry_after, refusals - 1, now);
             }
         }
@@ -983,11 +1146,13 @@ impl<'a> Engine<'a> {
                     (Some(s), _, _) if s.deleting => {
                         Remaining::Terminating { finalizers: s.finalizers.clone() }
                     }
+                    (_, State::Requested, Some(ns @ Remaining::NamespaceTerminating { .. })) => ns.clone(),
                     (_, State::Requested, _) => Remaining::Terminating { finalizers: Vec::new() },
-                    (_, _, Some(Remaining::Blocked { pdb, message, .. })) => Remaining::Blocked {
+                    (_, _, Some(Remaining::Blocked { pdb, message, why, .. })) => Remaining::Blocked {
                         pdb: pdb.clone(),
                         message: message.clone(),
                         since: now - t.blocked_since.unwrap_or(now),
+                        why: why.clone(),
                     },
                     (_, _, Some(other)) => other.clone(),
                     _ => Remaining::NotStarted,
@@ -1018,6 +1183,7 @@ impl<'a> Engine<'a> {
                     after: self.config.timeout,
                     remaining: self.remaining(now),
                     summary: Box::default(),
+                    removed: Vec::new(),
                 });
             }
             if now >= next_kill_check {
@@ -1078,28 +1244,17 @@ fn is_transient_api(e: &kube::Error) -> bool {
 // Dry run and the subcommands
 // ---------------------------------------------------------------------------------------
 
-/// What a dry run predicts for one pod to evict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// No PDB stands in the way (or one with disruptions to spare).
-    Evict,
-    /// A PDB allows no more disruptions now but will once replacements are healthy: retried.
-    Waits { pdb: String },
-    /// The eviction API can never evict it: deleted directly after `fallback_after`.
-    Fallback { pdbs: Vec<String>, why: String },
-    /// The PDB has no current status: retried until it has one.
-    Unknown { pdb: String },
-}
-
-/// One pod a dry run would evict.
+/// One pod a dry run would evict, and what the drain would decide for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEviction {
     /// The pod.
     pub pod: PodRef,
     /// The PDBs covering it.
     pub pdbs: Vec<String>,
-    /// What the drain would run into.
-    pub verdict: Verdict,
+    /// Whether it is Ready.
+    pub ready: bool,
+    /// The same decision the drain takes ([`decide::decide`]).
+    pub decision: Decision,
 }
 
 /// What a drain would do, computed from one read of the cluster; nothing is changed.
@@ -1109,72 +1264,69 @@ pub struct DryRunReport {
     pub node: String,
     /// The node's cordon now: `None` not cordoned, `Some(true)` by us, `Some(false)` by others.
     pub cordoned: Option<bool>,
-    /// Pods to evict, in order, with what their PDBs would say.
+    /// Pods to evict, in order, with what the drain would decide for each.
     pub evict: Vec<PlannedEviction>,
     /// Finished pods to delete.
     pub delete: Vec<PodRef>,
-    /// Pods already terminating (waited for).
-    pub terminating: Vec<PodRef>,
+    /// Pods already terminating (waited for), with the finalizers holding them.
+    pub terminating: Vec<(PodRef, Vec<String>)>,
     /// Pods left alone.
     pub skip: Vec<(PodRef, SkipReason)>,
     /// Pods that would make the drain refuse to start.
     pub refuse: Vec<(PodRef, RefuseReason)>,
     /// kubectl-style warnings.
     pub warnings: Vec<(PodRef, String)>,
-    /// The fallback budget used for the prediction.
-    pub fallback_after: Duration,
+    /// What the prediction could not read (it assumes the namespace is not being deleted).
+    pub notes: Vec<String>,
+    /// The rules used for the prediction.
+    pub rules: Rules,
 }
 
-/// Predicts, per pod in order, what the eviction API would answer, spending each PDB's
-/// `disruptionsAllowed` as the drain would. Pure.
-pub fn plan_evictions(pods: &[Pod], pdbs: &[PodDisruptionBudget]) -> Vec<PlannedEviction> {
-    let mut allowance: HashMap<(String, String), i32> = pdbs
-        .iter()
-        .map(|p| {
-            let key = (p.metadata.namespace.clone().unwrap_or_default(), pdb::name_of(p));
-            (key, p.status.as_ref().map_or(0, |s| s.disruptions_allowed))
-        })
-        .collect();
-    pods.iter()
-        .map(|pod| {
-            let covering = pdb::matching(pod, pdbs);
-            let names: Vec<String> = covering.iter().map(|p| pdb::name_of(p)).collect();
-            let verdict = match covering.as_slice() {
-                [] => Verdict::Evict,
-                [one] => {
-                    let key = (one.metadata.namespace.clone().unwrap_or_default(), pdb::name_of(one));
-                    let left = allowance.entry(key).or_insert(0);
-                    if *left > 0 {
-                        *left -= 1;
-                        Verdict::Evict
-                    } else {
-                        match pdb::budget_of(one) {
-                            pdb::Budget::Deadlocked => Verdict::Fallback {
-                                pdbs: names.clone(),
-                                why: format!(
-                                    "PodDisruptionBudget {} allows no disruption even at full health",
-                                    pdb::name_of(one)
-                                ),
-                            },
-                            pdb::Budget::Unknown => Verdict::Unknown { pdb: pdb::name_of(one) },
-                            pdb::Budget::Allows(_) | pdb::Budget::Recovering => {
-                                Verdict::Waits { pdb: pdb::name_of(one) }
-                            }
-                        }
-                    }
+/// Predicts, per pod in order, what the drain decides ([`decide::decide`]), playing out each
+/// decision on a copy of the budgets so later pods see earlier ones go: an eviction spends a
+/// disruption, a Ready pod that goes lowers `currentHealthy`. `namespace_pods` holds the pods
+/// of the namespaces read (for pods under several PDBs). Pure.
+pub fn plan_evictions(
+    pods: &[Pod],
+    pdbs: &[PodDisruptionBudget],
+    namespace_pods: &std::collections::BTreeMap<String, Vec<Pod>>,
+    terminating_namespaces: &BTreeSet<String>,
+    rules: &Rules,
+) -> Vec<PlannedEviction> {
+    let mut pdbs = pdbs.to_vec();
+    let mut ns_pods = namespace_pods.clone();
+    let mut out = Vec::new();
+    for pod in pods {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let view = decide::View {
+            pdbs: &pdbs,
+            pods: ns_pods.get(&ns).map(Vec::as_slice),
+            namespace_terminating: terminating_namespaces.contains(&ns),
+        };
+        let decision = decide::decide(pod, &view, rules);
+        let ready = select::is_ready(pod);
+        let covering: Vec<usize> = (0..pdbs.len()).filter(|&k| pdb::selects(&pdbs[k], pod)).collect();
+        let names: Vec<String> = covering.iter().map(|&k| pdb::name_of(&pdbs[k])).collect();
+        let goes = !matches!(decision, Decision::Wait(_) | Decision::NamespaceTerminating);
+        if goes {
+            for &k in &covering {
+                let st = pdbs[k].status.get_or_insert_with(Default::default);
+                if let Decision::Evict(decide::Pass::Budget { .. }) = decision {
+                    st.disruptions_allowed -= 1;
                 }
-                _ => Verdict::Fallback {
-                    pdbs: names.clone(),
-                    why: format!(
-                        "covered by {} PodDisruptionBudgets ({}); the eviction API cannot evict it",
-                        names.len(),
-                        names.join(", ")
-                    ),
-                },
-            };
-            PlannedEviction { pod: PodRef::of(pod), pdbs: names, verdict }
-        })
-        .collect()
+                if ready {
+                    st.current_healthy -= 1;
+                    st.disruptions_allowed =
+                        st.disruptions_allowed.min((st.current_healthy - st.desired_healthy).max(0));
+                }
+            }
+            if let Some(list) = ns_pods.get_mut(&ns) {
+                list.retain(|q| q.metadata.name != pod.metadata.name);
+            }
+        }
+        out.push(PlannedEviction { pod: PodRef::of(pod), pdbs: names, ready, decision });
+    }
+    out
 }
 
 impl fmt::Display for DryRunReport {
@@ -1195,30 +1347,48 @@ impl fmt::Display for DryRunReport {
                 writeln!(f, "    {p} {why}")?;
             }
         }
-        let after = chain_core::duration::format(self.fallback_after);
         for e in &self.evict {
-            match &e.verdict {
-                Verdict::Evict => writeln!(f, "  would evict {}", e.pod)?,
-                Verdict::Waits { pdb } => writeln!(
-                    f,
-                    "  would evict {} (blocked by PodDisruptionBudget {pdb} until replacements are healthy; retried)",
-                    e.pod
-                )?,
-                Verdict::Fallback { why, .. } => {
-                    writeln!(f, "  would evict {} ({why}; would be deleted directly after {after})", e.pod)?
+            let pod = &e.pod;
+            match &e.decision {
+                Decision::Evict(decide::Pass::NoPdb | decide::Pass::Budget { .. }) => {
+                    writeln!(f, "  would evict {pod}")?
                 }
-                Verdict::Unknown { pdb } => writeln!(
+                Decision::Evict(pass) => writeln!(f, "  would evict {pod} ({pass})")?,
+                Decision::Wait(hold) => writeln!(f, "  would evict {pod} ({hold}; retried)")?,
+                Decision::Delete { fallback, after }
+                    if after.is_zero() && fallback.kind == FallbackKind::Unhealthy =>
+                {
+                    writeln!(
+                        f,
+                        "  would delete {pod} directly after its first refused eviction ({})",
+                        fallback.why
+                    )?
+                }
+                Decision::Delete { fallback, after } => writeln!(
                     f,
-                    "  would evict {} (PodDisruptionBudget {pdb} has no current status; retried)",
-                    e.pod
+                    "  would evict {pod} ({}; would be deleted directly after {})",
+                    fallback.why,
+                    chain_core::duration::format(*after)
+                )?,
+                Decision::NamespaceTerminating => writeln!(
+                    f,
+                    "  would wait for {pod} (its namespace is being deleted; evictions are refused and the namespace controller deletes it)"
                 )?,
             }
         }
         for p in &self.delete {
             writeln!(f, "  would delete {p} (finished)")?;
         }
-        for p in &self.terminating {
-            writeln!(f, "  would wait for {p} (already terminating)")?;
+        for (p, finalizers) in &self.terminating {
+            if finalizers.is_empty() {
+                writeln!(f, "  would wait for {p} (already terminating)")?;
+            } else {
+                writeln!(
+                    f,
+                    "  would wait for {p} (already terminating, held by finalizers {})",
+                    finalizers.join(", ")
+                )?;
+            }
         }
         for (p, why) in &self.skip {
             writeln!(f, "  would skip {p} ({why})")?;
@@ -1226,13 +1396,24 @@ impl fmt::Display for DryRunReport {
         for (p, w) in &self.warnings {
             writeln!(f, "  warning: {p}: {w}")?;
         }
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
+        }
         let mut blocking: Vec<String> = Vec::new();
         for e in &self.evict {
-            let line = match &e.verdict {
-                Verdict::Evict => continue,
-                Verdict::Waits { pdb } => format!("{pdb} (waits)"),
-                Verdict::Unknown { pdb } => format!("{pdb} (no status yet)"),
-                Verdict::Fallback { pdbs, .. } => format!("{} (fallback delete)", pdbs.join(" + ")),
+            let line = match &e.decision {
+                Decision::Evict(_) | Decision::NamespaceTerminating => continue,
+                Decision::Wait(decide::Hold::NoCurrentStatus { pdb }) => format!("{pdb} (no status yet)"),
+                Decision::Wait(decide::Hold::SeveralPdbs { pdbs, .. }) => {
+                    format!("{} (waits)", pdbs.join(" + "))
+                }
+                Decision::Wait(decide::Hold::Recovering { pdb, .. }) => format!("{pdb} (waits)"),
+                Decision::Delete { fallback, .. } if fallback.kind == FallbackKind::Unhealthy => {
+                    format!("{} (not Ready pods deleted)", fallback.pdbs.join(" + "))
+                }
+                Decision::Delete { fallback, .. } => {
+                    format!("{} (fallback delete)", fallback.pdbs.join(" + "))
+                }
             };
             if !blocking.contains(&line) {
                 blocking.push(line);
@@ -1247,8 +1428,11 @@ impl fmt::Display for DryRunReport {
     }
 }
 
-/// Lists what [`drain`] would evict, delete, wait for, skip or refuse, and which PDBs would
-/// block, from one read of the cluster. Changes nothing (GET and LIST only).
+/// Lists what [`drain`] would evict, delete, wait for, skip or refuse, and what it would
+/// decide for each pod (the drain's own [`decide::decide`]), from one read of the cluster.
+/// Changes nothing (GET and LIST only): the node, its pods, the DaemonSets they name, every
+/// PDB, the namespaces of the pods to evict, and the pods of a namespace where a pod is
+/// covered by several PDBs.
 pub async fn dry_run(
     clients: &Clients,
     target: &DrainTarget,
@@ -1266,16 +1450,48 @@ pub async fn dry_run(
         .await
         .map_err(api_err(format!("list PodDisruptionBudgets (dry run of node {node})"), node))?
         .items;
+    let namespaces: BTreeSet<String> =
+        selection.evict.iter().map(|p| p.metadata.namespace.clone().unwrap_or_default()).collect();
+    let mut notes = Vec::new();
+    let mut terminating_namespaces = BTreeSet::new();
+    let ns_api: Api<Namespace> = Api::all(clients.api.clone());
+    for ns in &namespaces {
+        match ns_api.get_opt(ns).await {
+            Ok(Some(n)) if n.metadata.deletion_timestamp.is_some() => {
+                terminating_namespaces.insert(ns.clone());
+            }
+            Ok(_) => {}
+            // Predicting is worth more than failing on one unreadable namespace.
+            Err(e) => notes.push(format!("could not read namespace {ns} (assumed not being deleted): {e}")),
+        }
+    }
+    let mut namespace_pods = std::collections::BTreeMap::new();
+    for ns in selection
+        .evict
+        .iter()
+        .filter(|p| pdb::matching(p, &pdbs).len() > 1)
+        .map(|p| p.metadata.namespace.clone().unwrap_or_default())
+        .collect::<BTreeSet<_>>()
+    {
+        let pods = pods_in(&clients.api, &ns, node).await?;
+        namespace_pods.insert(ns, pods);
+    }
+    let rules = config.rules();
     Ok(DryRunReport {
         node: node.into(),
         cordoned,
-        evict: plan_evictions(&selection.evict, &pdbs),
+        evict: plan_evictions(&selection.evict, &pdbs, &namespace_pods, &terminating_namespaces, &rules),
         delete: selection.delete.iter().map(PodRef::of).collect(),
-        terminating: selection.terminating.iter().map(PodRef::of).collect(),
+        terminating: selection
+            .terminating
+            .iter()
+            .map(|p| (PodRef::of(p), p.metadata.finalizers.clone().unwrap_or_default()))
+            .collect(),
         skip: selection.skip,
         refuse: selection.refuse,
         warnings: selection.warnings,
-        fallback_after: config.fallback_after,
+        notes,
+        rules,
     })
 }
 
@@ -1318,6 +1534,10 @@ mod tests {
     use super::*;
     use chain_core::drain::fixtures::{PdbFixture as _, PodFixture as _};
 
+    fn plan(pods: &[Pod], pdbs: &[PodDisruptionBudget]) -> Vec<PlannedEviction> {
+        plan_evictions(pods, pdbs, &Default::default(), &BTreeSet::new(), &DrainConfig::default().rules())
+    }
+
     #[test]
     fn plan_spends_each_budget_in_order() {
         let web = |n: &str| Pod::test(n).label("app", "web");
@@ -1330,22 +1550,61 @@ mod tests {
                 .min_available(1)
                 .status(0, 1, 1, 1),
         ];
-        let plan = plan_evictions(&pods, &pdbs);
-        assert_eq!(plan[0].verdict, Verdict::Evict);
-        assert_eq!(plan[1].verdict, Verdict::Waits { pdb: "web".into() });
-        assert!(matches!(&plan[2].verdict, Verdict::Fallback { pdbs, .. } if pdbs == &["anubis"]));
-        assert_eq!(plan[3].verdict, Verdict::Evict);
+        let plan = plan(&pods, &pdbs);
+        assert_eq!(plan[0].decision, Decision::Evict(decide::Pass::Budget { pdb: "web".into(), allowed: 1 }));
+        assert!(
+            matches!(&plan[1].decision, Decision::Wait(decide::Hold::Recovering { pdb, healthy: 2, .. }) if pdb == "web"),
+            "the first eviction spent the budget: {:?}",
+            plan[1].decision
+        );
+        assert!(
+            matches!(&plan[2].decision, Decision::Delete { fallback, .. } if fallback.kind == FallbackKind::Deadlock && fallback.pdbs == ["anubis"])
+        );
+        assert_eq!(plan[3].decision, Decision::Evict(decide::Pass::NoPdb));
         assert!(plan[3].pdbs.is_empty());
     }
 
     #[test]
-    fn plan_sends_multi_pdb_pods_to_the_fallback() {
+    fn plan_waits_for_multi_pdb_pods_whose_pods_were_not_read() {
         let pdbs = vec![
             PodDisruptionBudget::test("a").selecting("app", "web").status(5, 5, 0, 5),
             PodDisruptionBudget::test("b").empty_selector().status(5, 5, 0, 5),
         ];
-        let plan = plan_evictions(&[Pod::test("web-0").label("app", "web")], &pdbs);
-        assert!(matches!(&plan[0].verdict, Verdict::Fallback { pdbs, .. } if pdbs == &["a", "b"]));
+        let pods = [Pod::test("web-0").label("app", "web")];
+        let p = plan(&pods, &pdbs);
+        assert!(
+            matches!(&p[0].decision, Decision::Wait(decide::Hold::SeveralPdbs { pdbs, .. }) if pdbs == &["a", "b"])
+        );
+        let read = std::collections::BTreeMap::from([("default".to_string(), pods.to_vec())]);
+        let p = plan_evictions(&pods, &pdbs, &read, &BTreeSet::new(), &DrainConfig::default().rules());
+        assert!(
+            matches!(&p[0].decision, Decision::Delete { fallback, .. } if fallback.kind == FallbackKind::SeveralPdbs)
+        );
+    }
+
+    #[test]
+    fn plan_deletes_unready_pods_and_honours_always_allow() {
+        let crash = |n: &str| Pod::test(n).label("app", "crash").not_ready();
+        let pods =
+            [crash("crash-0"), crash("crash-1"), Pod::test("always-0").label("app", "always").not_ready()];
+        let pdbs = vec![
+            PodDisruptionBudget::test("crash").selecting("app", "crash").status(0, 0, 2, 3),
+            PodDisruptionBudget::test("always").selecting("app", "always").always_allow().status(0, 0, 2, 3),
+        ];
+        let p = plan(&pods, &pdbs);
+        for e in &p[..2] {
+            assert!(
+                matches!(&e.decision, Decision::Delete { fallback, after } if fallback.kind == FallbackKind::Unhealthy && after.is_zero()),
+                "{:?}",
+                e.decision
+            );
+            assert!(!e.ready);
+        }
+        assert!(matches!(p[2].decision, Decision::Evict(decide::Pass::Unhealthy { .. })));
+        let terminating = BTreeSet::from(["default".to_string()]);
+        let p =
+            plan_evictions(&pods, &pdbs, &Default::default(), &terminating, &DrainConfig::default().rules());
+        assert!(p.iter().all(|e| e.decision == Decision::NamespaceTerminating));
     }
 
     #[test]

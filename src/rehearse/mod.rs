@@ -426,12 +426,21 @@ impl Observe {
                         finished_deleted.push(id);
                     } else if let Some(pod) = pod {
                         grace = grace.max(grace_of(pod));
-                        let (pdbs, why) = match pdb::fallback(pod, &self.pdbs, Duration::MAX, Duration::ZERO)
-                        {
-                            pdb::Fallback::Delete { pdbs, why } => (pdbs, why),
-                            pdb::Fallback::Wait { why } => {
-                                (pdb::matching(pod, &self.pdbs).into_iter().map(pdb::name_of).collect(), why)
-                            }
+                        // The drain's own decision, on the state this Job started from.
+                        let ns_pods: Vec<Pod> =
+                            self.pods.iter().filter(|((n, _), _)| *n == ns).map(|(_, p)| p.clone()).collect();
+                        let view = drain::decide::View {
+                            pdbs: &self.pdbs,
+                            pods: Some(&ns_pods),
+                            namespace_terminating: false,
+                        };
+                        let rules = drain::Rules { fallback_after: Duration::ZERO, unhealthy_fallback: true };
+                        let (pdbs, why) = match drain::decide::decide(pod, &view, &rules) {
+                            drain::Decision::Delete { fallback, .. } => (fallback.pdbs, fallback.why),
+                            other => (
+                                pdb::matching(pod, &self.pdbs).into_iter().map(pdb::name_of).collect(),
+                                other.to_string(),
+                            ),
                         };
                         fallback_deleted.push(FallbackDeleted { pod: id, pdbs, why });
                     }
@@ -507,18 +516,16 @@ fn prediction(dry: &drain::DryRunReport) -> DrainPrediction {
     let mut fallback = Vec::new();
     let mut waits = Vec::new();
     for e in &dry.evict {
-        match &e.verdict {
-            drain::Verdict::Evict => {}
-            drain::Verdict::Fallback { pdbs, why } => fallback.push(FallbackDeleted {
+        match &e.decision {
+            drain::Decision::Evict(_) => {}
+            drain::Decision::Delete { fallback: f, .. } => fallback.push(FallbackDeleted {
                 pod: e.pod.to_string(),
-                pdbs: pdbs.clone(),
-                why: why.clone(),
+                pdbs: f.pdbs.clone(),
+                why: f.why.clone(),
             }),
-            drain::Verdict::Waits { pdb } => {
-                waits.push(format!("{pdb}: {} waits for a healthy replacement", e.pod))
-            }
-            drain::Verdict::Unknown { pdb } => {
-                waits.push(format!("{pdb}: {} (PDB has no status yet)", e.pod))
+            drain::Decision::Wait(h) => waits.push(format!("{}: {h}", e.pod)),
+            drain::Decision::NamespaceTerminating => {
+                waits.push(format!("{}: its namespace is being deleted", e.pod))
             }
         }
     }

@@ -44,7 +44,7 @@ pub struct RanJob {
     pub kind: Kind,
     /// `IMAGE` (passed down the chain).
     pub image: String,
-    /// The node the Job's pod is pinned to (`kubernetes.io/hostname` nodeSelector).
+    /// The node the Job's pod is pinned to (node affinity on `metadata.name`).
     pub run_on: String,
     /// Its tolerations, as `KEY:EFFECT`.
     pub tolerations: Vec<String>,
@@ -90,13 +90,7 @@ pub fn job_env(job: &Job) -> anyhow::Result<JobEnv> {
         .map_err(|e| anyhow::anyhow!("Job {name}: {e}"))?;
     let target: Version = var("TARGET_VERSION")?.parse()?;
     let kind: Kind = var("KIND")?.parse().map_err(|e: String| anyhow::anyhow!("Job {name}: {e}"))?;
-    let run_on = spec
-        .node_selector
-        .as_ref()
-        .and_then(|s| s.get("kubernetes.io/hostname"))
-        .cloned()
-        .or_else(|| spec.node_name.clone())
-        .unwrap_or_default();
+    let run_on = chain_core::job::pinned_node(spec).unwrap_or_default();
     let tolerations = spec
         .tolerations
         .clone()

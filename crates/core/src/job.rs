@@ -26,6 +26,28 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("../../../templates/job.yaml.j2"
 /// Label every chain Job carries (`app=k8s-upgrade-chain`).
 pub const APP_LABEL: &str = "k8s-upgrade-chain";
 
+/// The node a chain Job's pod is pinned to: `nodeName`, else the one `metadata.name` of the
+/// required node affinity's `matchFields` (how the template pins it), else the
+/// `kubernetes.io/hostname` nodeSelector that Jobs rendered by earlier versions used.
+pub fn pinned_node(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<String> {
+    if let Some(n) = spec.node_name.clone().filter(|n| !n.is_empty()) {
+        return Some(n);
+    }
+    let by_name = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|r| {
+            r.node_selector_terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find_map(|f| {
+                (f.key == "metadata.name" && f.operator == "In")
+                    .then(|| f.values.as_ref().and_then(|v| v.first().cloned()))
+                    .flatten()
+            })
+        });
+    by_name.or_else(|| spec.node_selector.as_ref().and_then(|s| s.get("kubernetes.io/hostname")).cloned())
+}
+
 /// `activeDeadlineSeconds` of a phase's Job: the sum of the deadlines of the waits the phase
 /// performs, plus `job.deadline_margin`. The seed had none and a hung drain wedged for days
 /// (seed failure 39).

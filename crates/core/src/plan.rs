@@ -463,10 +463,9 @@ pub fn next_after(snap: &Snapshot, target: Version, done: &Step) -> Next {
 /// Kubernetes caps label values (and so Job names, which become the `job-name` pod label) at 63.
 pub const MAX_NAME: usize = 63;
 
-/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, at most 63 characters: a longer name keeps its
-/// head and ends in `-` plus 8 hex digits of a hash of the full name, so it stays unique and
-/// deterministic. The master Job keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>`
-/// (there is one per target, and existing alerts and runbooks know it by that name).
+/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, a DNS-1123 label (see [`fit_name`]). The master Job
+/// keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>` (there is one per target, and
+/// existing alerts and runbooks know it by that name).
 pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
     let mut full = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
     if let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) {
@@ -476,24 +475,42 @@ pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
     fit_name(&full)
 }
 
-/// Shortens a name to [`MAX_NAME`] with a hash suffix when needed.
+/// Makes `full` a DNS-1123 label of at most [`MAX_NAME`] characters, deterministically.
+///
+/// A name that already is one is kept. Otherwise every character outside `[a-z0-9-]` (the
+/// dots of an FQDN node name, upper case) becomes `-`, as much of that as fits is kept, and
+/// `-` plus 16 hex digits of a 64-bit FNV-1a hash of the *original* name is appended: `a.b`
+/// and `a-b` get different names, and so do two long names sharing their first 46 characters.
+/// The apiserver warns on Job names with dots ("a DNS label is recommended"), and the pods
+/// and hostnames of the Job inherit them.
 pub fn fit_name(full: &str) -> String {
-    if full.len() <= MAX_NAME {
+    if crate::names::check_dns_label(full).is_ok() {
         return full.to_string();
     }
-    let hash = format!("{:08x}", fnv1a32(full.as_bytes()));
-    let head = full[..MAX_NAME - 1 - hash.len()].trim_end_matches(['-', '.']);
+    let hash = format!("{:016x}", fnv1a64(full.as_bytes()));
+    let readable: String =
+        full.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let keep = readable.len().min(MAX_NAME - 1 - hash.len());
+    let head = readable[..keep].trim_matches('-');
+    if head.is_empty() {
+        return format!("x{hash}");
+    }
     format!("{head}-{hash}")
 }
 
-fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+/// 64-bit FNV-1a: deterministic across builds and platforms (std's hasher is not).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Where a Job runs and what it tolerates.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Placement {
-    /// Pinned with `nodeSelector: kubernetes.io/hostname=<run_on>`.
+    /// The node the Job runs on, by name: pinned with a required node affinity on
+    /// `metadata.name` (`matchFields`), as the DaemonSet controller pins its pods. The
+    /// `kubernetes.io/hostname` label is not the node name on every cluster.
     pub run_on: String,
     pub tolerations: Vec<Toleration>,
 }
@@ -547,6 +564,58 @@ pub fn tolerations_for(node: &NodeView) -> Vec<Toleration> {
         if !out.contains(&tol) {
             out.push(tol);
         }
+    }
+    out
+}
+
+/// Whether `t` tolerates taint `key`=`value`:`effect` (`v1.Toleration.ToleratesTaint`): an
+/// empty effect matches every effect, an empty key with `Exists` every key, `Equal` (the
+/// default operator) compares the value.
+pub fn tolerates(t: &Toleration, key: &str, value: &str, effect: &str) -> bool {
+    let t_effect = t.effect.as_deref().unwrap_or_default();
+    let t_key = t.key.as_deref().unwrap_or_default();
+    if !t_effect.is_empty() && t_effect != effect {
+        return false;
+    }
+    if !t_key.is_empty() && t_key != key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" => t_key == key && t.value.as_deref().unwrap_or_default() == value,
+        _ => false,
+    }
+}
+
+/// Why a Job pinned to `node` with `tolerations` would stay Pending, as kube-scheduler would
+/// see it: each `NoSchedule`/`NoExecute` taint no toleration covers, a cordon
+/// (`node.kubernetes.io/unschedulable`) not tolerated, a node that is not Ready. Empty when the
+/// Job can start there. Pure.
+pub fn placement_problems(node: &Node, tolerations: &[Toleration]) -> Vec<String> {
+    let covered =
+        |key: &str, value: &str, effect: &str| tolerations.iter().any(|t| tolerates(t, key, value, effect));
+    let mut out = Vec::new();
+    let spec = node.spec.clone().unwrap_or_default();
+    if spec.unschedulable == Some(true) && !covered("node.kubernetes.io/unschedulable", "", "NoSchedule") {
+        out.push("the node is cordoned (spec.unschedulable)".to_string());
+    }
+    for t in spec.taints.unwrap_or_default() {
+        let value = t.value.clone().unwrap_or_default();
+        if matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !covered(&t.key, &value, &t.effect) {
+            let shown = if value.is_empty() { t.key.clone() } else { format!("{}={value}", t.key) };
+            out.push(format!(
+                "taint {shown}:{} is not tolerated (--toleration {}:{})",
+                t.effect, t.key, t.effect
+            ));
+        }
+    }
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready {
+        out.push("the node is not Ready".to_string());
     }
     out
 }

@@ -293,6 +293,14 @@ async fn patch_flavours() {
     assert_eq!(srv.get::<Deployment>(Some("default"), "web").unwrap().spec.unwrap().replicas, Some(5));
 }
 
+/// The `upgrade` namespace and Ready nodes n1..n3 for the Job controller's pods to land on.
+fn job_cluster(srv: &TestApiServer) {
+    srv.insert(namespace("upgrade"));
+    for n in ["n1", "n2", "n3"] {
+        srv.insert(node(n).ready());
+    }
+}
+
 fn upgrade_job(name: &str, node: &str, image: &str) -> Job {
     let mut j = job("upgrade", name, image);
     j["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node});
@@ -303,7 +311,7 @@ fn upgrade_job(name: &str, node: &str, image: &str) -> Job {
 #[tokio::test]
 async fn jobs_get_a_pod_are_immutable_and_finish() {
     let srv = TestApiServer::start().await;
-    srv.insert(namespace("upgrade"));
+    job_cluster(&srv);
     let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
     let j = jobs.create(&PostParams::default(), &upgrade_job("worker-n2", "n2", "img:1")).await.unwrap();
     let uid = j.metadata.uid.clone().unwrap();
@@ -422,7 +430,7 @@ async fn jobs_get_a_pod_are_immutable_and_finish() {
 #[tokio::test]
 async fn deleting_a_job_orphans_by_default_and_foreground_waits_for_the_pod() {
     let srv = TestApiServer::builder().time_scale(0.3).start().await;
-    srv.insert(namespace("upgrade"));
+    job_cluster(&srv);
     let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
     let pods: Api<Pod> = Api::namespaced(srv.client(), "upgrade");
 
@@ -1086,7 +1094,7 @@ async fn kube_event_recorder_publishes_and_updates_series() {
 #[tokio::test]
 async fn a_job_whose_pod_is_evicted_fails_or_retries_like_the_job_controller() {
     let srv = TestApiServer::builder().time_scale(0.01).start().await;
-    srv.insert(namespace("upgrade"));
+    job_cluster(&srv);
     let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
     let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "upgrade");
 
@@ -1115,4 +1123,40 @@ async fn a_job_whose_pod_is_evicted_fails_or_retries_like_the_job_controller() {
     srv.set_pod_phase("upgrade", &second, "Succeeded");
     let st = srv.get::<Job>(Some("upgrade"), "twice").unwrap().status.unwrap();
     assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+}
+
+#[tokio::test]
+async fn job_pods_are_scheduled_by_node_name_not_by_hostname_label() {
+    // Nodes registered under an FQDN whose kubelet hostname label is the short name.
+    let srv = TestApiServer::start().await;
+    srv.insert(namespace("upgrade"));
+    for n in ["k8s-master", "k8s-node1", "k8s-node2", "k8s-node3"] {
+        srv.insert(node(&format!("{n}.example.com")).hostname(n).ready());
+    }
+    let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
+    // Pinned by the hostname label to the node *name*: no node has that label value.
+    jobs.create(&PostParams::default(), &upgrade_job("by-label", "k8s-node1.example.com", "img"))
+        .await
+        .unwrap();
+    let pod_name = srv.job_pods("upgrade", "by-label").pop().unwrap();
+    let p = srv.get::<Pod>(Some("upgrade"), &pod_name).unwrap();
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    assert!(p.spec.as_ref().unwrap().node_name.is_none());
+    let c = p.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "PodScheduled").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some("Unschedulable")));
+    assert_eq!(
+        c.message.as_deref(),
+        Some(
+            "0/4 nodes are available: 4 node(s) didn't match Pod's node affinity/selector. preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling.."
+        )
+    );
+    // Pinned by metadata.name (matchFields), as the DaemonSet controller pins its pods.
+    let mut j = job("upgrade", "by-name", "img");
+    j["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["k8s-node1.example.com"]}]}]}}});
+    jobs.create(&PostParams::default(), &serde_json::from_value(j).unwrap()).await.unwrap();
+    let pod_name = srv.job_pods("upgrade", "by-name").pop().unwrap();
+    let p = srv.get::<Pod>(Some("upgrade"), &pod_name).unwrap();
+    assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("k8s-node1.example.com"));
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
 }

@@ -30,8 +30,10 @@ async fn drain_node(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Optio
             let sum = &report.summary;
             push_drain_metrics(ctx, phase, node, sum).await;
             record_node(ctx, node, &Milestone::Evicted(sum.evicted)).await;
-            if sum.fallback_deleted > 0 {
-                record_node(ctx, node, &Milestone::FallbackDeleted(sum.fallback_deleted)).await;
+            // Pods deleted as not Ready are direct deletions too.
+            let deleted = sum.fallback_deleted + sum.unhealthy_deleted;
+            if deleted > 0 {
+                record_node(ctx, node, &Milestone::FallbackDeleted(deleted)).await;
             }
             match report.outcome {
                 DrainOutcome::Drained => Ok(None),
@@ -66,7 +68,7 @@ async fn push_drain_metrics(ctx: &Ctx, phase: Phase, node: &str, sum: &DrainSumm
             &[
                 Metric::DrainDuration(sum.duration),
                 Metric::PodsEvicted(sum.evicted.into()),
-                Metric::PodsFallbackDeleted(sum.fallback_deleted.into()),
+                Metric::PodsFallbackDeleted((sum.fallback_deleted + sum.unhealthy_deleted).into()),
             ],
         )
         .await;

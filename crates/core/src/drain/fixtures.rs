@@ -1,6 +1,6 @@
 //! Test fixtures that read like prose: `Pod::test("web-1").owned_by_replicaset("web")`.
 
-use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Pod, PodSpec, PodStatus, Volume};
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Pod, PodCondition, PodSpec, PodStatus, Volume};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference, Time,
@@ -28,6 +28,8 @@ pub trait PodFixture: Sized {
     fn phase(self, phase: &str) -> Self;
     fn with_emptydir(self) -> Self;
     fn terminating(self) -> Self;
+    /// Running with the Ready condition False.
+    fn not_ready(self) -> Self;
 }
 
 impl PodFixture for Pod {
@@ -40,7 +42,15 @@ impl PodFixture for Pod {
                 ..Default::default()
             },
             spec: Some(PodSpec { node_name: Some("k8s-node1".into()), ..Default::default() }),
-            status: Some(PodStatus { phase: Some("Running".into()), ..Default::default() }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
         }
     }
     fn in_ns(mut self, ns: &str) -> Self {
@@ -85,6 +95,16 @@ impl PodFixture for Pod {
         self.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
         self
     }
+    fn not_ready(mut self) -> Self {
+        let status = self.status.get_or_insert_with(Default::default);
+        status.conditions.get_or_insert_with(Vec::new).retain(|c| c.type_ != "Ready");
+        status.conditions.as_mut().unwrap().push(PodCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            ..Default::default()
+        });
+        self
+    }
 }
 
 pub trait PdbFixture: Sized {
@@ -97,6 +117,8 @@ pub trait PdbFixture: Sized {
     /// `selector: {}`.
     fn empty_selector(self) -> Self;
     fn min_available(self, n: i32) -> Self;
+    /// `unhealthyPodEvictionPolicy: AlwaysAllow`.
+    fn always_allow(self) -> Self;
     /// Status as the disruption controller would write it.
     fn status(self, allowed: i32, current_healthy: i32, desired_healthy: i32, expected: i32) -> Self;
 }
@@ -139,6 +161,11 @@ impl PdbFixture for PodDisruptionBudget {
     }
     fn min_available(mut self, n: i32) -> Self {
         self.spec.get_or_insert_with(Default::default).min_available = Some(IntOrString::Int(n));
+        self
+    }
+    fn always_allow(mut self) -> Self {
+        self.spec.get_or_insert_with(Default::default).unhealthy_pod_eviction_policy =
+            Some("AlwaysAllow".into());
         self
     }
     fn status(mut self, allowed: i32, current_healthy: i32, desired_healthy: i32, expected: i32) -> Self {

@@ -1,8 +1,10 @@
 //! Drain policy, pure: which pods to remove and how ([`select`]), which disruption budgets
-//! stand in the way and when the targeted fallback may delete ([`pdb`]), what an eviction
-//! answer means and how long to wait ([`outcome`]), and the drain settings. The drain engine
+//! cover a pod ([`pdb`]), the one per-pod decision the drain and its dry run share: what the
+//! eviction API will answer and when a refused pod is deleted directly ([`decide`]), what an
+//! eviction answer means and how long to wait ([`outcome`]), and the drain settings. The drain engine
 //! that talks to the API is the binary's `drain` module.
 
+pub mod decide;
 pub mod outcome;
 pub mod pdb;
 pub mod select;
@@ -14,7 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use outcome::{DrainSummary, EvictOutcome, Remaining, RemainingPod};
+pub use decide::{Decision, Fallback, FallbackKind, Rules};
+pub use outcome::{DrainSummary, EvictOutcome, Remaining, RemainingPod, Removal};
 pub use select::{DrainPolicy, PodRef, RefuseReason, Selection, SkipReason};
 
 /// Annotation we set when we cordon a node; its value is [`OWNER`].
@@ -33,10 +36,16 @@ pub struct DrainConfig {
     /// Deadline for the whole drain, cordon to last pod gone. Default `30m`.
     #[serde(with = "crate::duration::serde_str")]
     pub timeout: Duration,
-    /// How long a pod must have been refused by a deadlocked PDB (or by several PDBs)
-    /// before it is deleted directly. Default `0s`, as the seed's `predrain_unstick`.
+    /// How long a pod must have been refused by a deadlocked PDB (or by several PDBs, each
+    /// within its budget without it) before it is deleted directly. Default `0s`, as the
+    /// seed's `predrain_unstick`.
     #[serde(with = "crate::duration::serde_str")]
     pub fallback_after: Duration,
+    /// Delete a pod that is not Ready as soon as its PDB refuses it while it cannot recover
+    /// (`currentHealthy < desiredHealthy`): a pod that is not Ready counts toward no budget,
+    /// so removing it costs no availability (the reasoning of `unhealthyPodEvictionPolicy:
+    /// AlwaysAllow`). Default true; false waits for the budget like any refused eviction.
+    pub unhealthy_fallback: bool,
     /// Grace period for every evicted or deleted pod instead of each pod's own
     /// `terminationGracePeriodSeconds`. Default none (the pod's own).
     #[serde(with = "opt_duration")]
@@ -63,6 +72,7 @@ impl Default for DrainConfig {
             concurrency: 8,
             timeout: Duration::from_secs(30 * 60),
             fallback_after: Duration::ZERO,
+            unhealthy_fallback: true,
             grace_period_override: None,
             force: true,
             delete_emptydir_data: true,
@@ -101,6 +111,11 @@ impl DrainConfig {
         DrainPolicy { force: self.force, delete_emptydir_data: self.delete_emptydir_data, self_pod }
     }
 
+    /// The rules of the per-pod decision these settings imply.
+    pub fn rules(&self) -> Rules {
+        Rules { fallback_after: self.fallback_after, unhealthy_fallback: self.unhealthy_fallback }
+    }
+
     /// [`DrainConfig::grace_period_override`] in whole seconds, for DeleteOptions.
     pub fn grace_seconds(&self) -> Option<i64> {
         self.grace_period_override.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -134,6 +149,7 @@ mod tests {
         assert_eq!(c.concurrency, 8);
         assert_eq!(c.timeout, Duration::from_secs(1800));
         assert_eq!(c.fallback_after, Duration::ZERO);
+        assert!(c.unhealthy_fallback);
         assert_eq!(c.grace_period_override, None);
         assert!(c.force && c.delete_emptydir_data);
         assert_eq!(c.kill_switch_interval, Duration::from_secs(5));

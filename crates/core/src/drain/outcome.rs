@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use kube_core::Status;
 
+use super::decide::FallbackKind;
 use super::select::PodRef;
 
 /// What one eviction request achieved. Expected outcomes only; anything else is an error.
@@ -11,37 +12,68 @@ use super::select::PodRef;
 pub enum EvictOutcome {
     /// 200/201: the pod is now terminating.
     Evicted,
-    /// 404: the pod is already gone.
+    /// 404: the pod (or its namespace) is already gone.
     Gone,
     /// 429: a PodDisruptionBudget (named when the cause says so) or API priority and
     /// fairness refused; retry after `retry_after` (the server's `retryAfterSeconds`) at least.
+    /// Also the 403 the eviction handler answers for a PDB whose status it cannot trust
+    /// (negative `disruptionsAllowed`, too many `disruptedPods`): the disruption controller
+    /// corrects those, so it is a wait too.
     Blocked { pdb: Option<String>, message: String, retry_after: Option<Duration> },
     /// 500 "more than one PodDisruptionBudget": the eviction API will never evict this pod
     /// (kubernetes#75957). `pdbs` is filled in by matching selectors, sorted.
     MultiplePdbs { pdbs: Vec<String> },
+    /// 403 with the `NamespaceTerminating` cause: the namespace is being deleted, every create
+    /// in it (an eviction too) is refused by the NamespaceLifecycle admission plugin, and the
+    /// namespace controller deletes the pod itself. Wait for it (kubectl retries too).
+    NamespaceTerminating { namespace: String },
 }
 
 /// How a refused eviction (an API `Status`) is handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusClass {
-    /// An expected outcome (gone, blocked, several PDBs).
+    /// An expected outcome (gone, blocked, several PDBs, namespace being deleted).
     Outcome(EvictOutcome),
-    /// Worth retrying: 5xx other than multi-PDB, 409.
+    /// Worth retrying: 408, 409, 5xx other than multi-PDB.
     Transient,
-    /// Not worth retrying: stops the drain with an error naming the pod.
+    /// Not worth retrying: stops the drain with an error naming the pod. 400 and 422 (a
+    /// request we built wrong), 401, 403 other than the two outcomes (RBAC), 405, 415, ...
     Fatal,
 }
 
 /// Classifies the `Status` of a refused eviction POST (transport errors are always transient;
 /// the shell sees those before it has a `Status`).
+///
+/// The 4xx answers, reviewed against kubernetes eviction.go and the admission chain:
+/// 404 gone; 429 wait; 403 `NamespaceTerminating` wait for the namespace controller; 403 on a
+/// `poddisruptionbudget` wait; 408 (request timeout) and 409 (the handler's own conflict
+/// retries ran out, or a stale precondition) transient; every other 4xx is fatal.
 pub fn classify_status(status: &Status) -> StatusClass {
+    let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
     match status.code {
         404 => StatusClass::Outcome(EvictOutcome::Gone),
         429 => StatusClass::Outcome(blocked(status)),
+        403 if causes.iter().any(|c| c.reason == "NamespaceTerminating") => {
+            let namespace = causes
+                .iter()
+                .find(|c| c.reason == "NamespaceTerminating")
+                .and_then(|c| c.message.strip_prefix("namespace "))
+                .and_then(|m| m.strip_suffix(" is being terminated"))
+                .unwrap_or_default()
+                .to_string();
+            StatusClass::Outcome(EvictOutcome::NamespaceTerminating { namespace })
+        }
+        403 if status.details.as_ref().is_some_and(|d| d.kind == "poddisruptionbudget") => {
+            StatusClass::Outcome(EvictOutcome::Blocked {
+                pdb: status.details.as_ref().map(|d| d.name.clone()).filter(|n| !n.is_empty()),
+                message: status.message.clone(),
+                retry_after: None,
+            })
+        }
         500 if status.message.contains("more than one PodDisruptionBudget") => {
             StatusClass::Outcome(EvictOutcome::MultiplePdbs { pdbs: Vec::new() })
         }
-        409 | 500..=599 => StatusClass::Transient,
+        408 | 409 | 500..=599 => StatusClass::Transient,
         _ => StatusClass::Fatal,
     }
 }
@@ -84,14 +116,38 @@ pub fn retry_delay(
 pub enum Remaining {
     /// Not yet asked to leave.
     NotStarted,
-    /// Eviction refused by this PDB (name unknown: API priority and fairness or unnamed cause).
-    Blocked { pdb: Option<String>, message: String, since: Duration },
-    /// Eviction refused because several PDBs cover the pod.
-    MultiplePdbs { pdbs: Vec<String> },
+    /// Eviction refused by this PDB (name unknown: API priority and fairness or unnamed
+    /// cause); `why` is the drain's reading of the refusal (e.g. the pod is not Ready).
+    Blocked { pdb: Option<String>, message: String, since: Duration, why: Option<String> },
+    /// Eviction refused because several PDBs cover the pod; `why` says which budget stands in
+    /// the way.
+    MultiplePdbs { pdbs: Vec<String>, why: Option<String> },
     /// Evicted or deleted, still terminating (e.g. a finalizer or a long grace period).
     Terminating { finalizers: Vec<String> },
+    /// Its namespace is being deleted; the namespace controller has not deleted it yet.
+    NamespaceTerminating { namespace: String },
     /// The last attempt failed with a transient error.
     Failing { error: String },
+}
+
+/// How a pod the drain had to remove left the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Through the eviction API, after `refusals` refused attempts.
+    Evicted {
+        /// Refused attempts before it passed.
+        refusals: u32,
+    },
+    /// Deleted directly by a fallback.
+    Deleted(FallbackKind),
+    /// A finished pod, deleted.
+    DeletedFinished,
+    /// It was already terminating when the drain started.
+    WasTerminating,
+    /// Its namespace was being deleted; the drain waited for it.
+    NamespaceTerminating,
+    /// Gone before any request of the drain removed it (404, or it vanished).
+    Vanished,
 }
 
 /// A pod still on the node, and why.
@@ -108,19 +164,28 @@ impl std::fmt::Display for RemainingPod {
         let pod = &self.pod;
         match &self.why {
             Remaining::NotStarted => write!(f, "{pod}: not evicted yet"),
-            Remaining::Blocked { pdb: Some(p), message, since } => write!(
-                f,
-                "{pod}: eviction blocked by PodDisruptionBudget {p} for {} ({message})",
-                crate::duration::format(Duration::from_secs(since.as_secs()))
-            ),
-            Remaining::Blocked { pdb: None, message, since } => write!(
-                f,
-                "{pod}: eviction refused (429) for {} ({message})",
-                crate::duration::format(Duration::from_secs(since.as_secs()))
-            ),
-            Remaining::MultiplePdbs { pdbs } => {
+            Remaining::Blocked { pdb, message, since, why } => {
+                let since = crate::duration::format(Duration::from_secs(since.as_secs()));
+                match pdb {
+                    Some(p) => write!(
+                        f,
+                        "{pod}: eviction blocked by PodDisruptionBudget {p} for {since} ({message})"
+                    )?,
+                    None => write!(f, "{pod}: eviction refused (429) for {since} ({message})")?,
+                }
+                match why {
+                    Some(w) => write!(f, "; {w}"),
+                    None => Ok(()),
+                }
+            }
+            Remaining::MultiplePdbs { pdbs, why: None } => {
                 write!(f, "{pod}: covered by several PodDisruptionBudgets ({})", pdbs.join(", "))
             }
+            Remaining::MultiplePdbs { why: Some(w), .. } => write!(f, "{pod}: {w}"),
+            Remaining::NamespaceTerminating { namespace } => write!(
+                f,
+                "{pod}: namespace {namespace} is being deleted; waiting for the namespace controller to delete the pod"
+            ),
             Remaining::Terminating { finalizers } if finalizers.is_empty() => {
                 write!(f, "{pod}: terminating")
             }
@@ -139,8 +204,12 @@ impl std::fmt::Display for RemainingPod {
 pub struct DrainSummary {
     /// Pods evicted through the eviction API (including 404 already gone).
     pub evicted: u32,
-    /// Pods deleted by the targeted PDB fallback.
+    /// Pods deleted by the targeted PDB fallback (deadlocked PDB, several PDBs).
     pub fallback_deleted: u32,
+    /// Pods deleted because they were not Ready under a PDB that could not recover.
+    pub unhealthy_deleted: u32,
+    /// Pods whose namespace was being deleted (waited for, not evicted).
+    pub namespace_terminating: u32,
     /// Finished (Succeeded/Failed) pods deleted.
     pub deleted_finished: u32,
     /// Pods already terminating when the drain started.
@@ -163,12 +232,15 @@ impl std::fmt::Display for DrainSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "evicted {}, deleted by PDB fallback {}, finished pods deleted {}, already terminating {}, skipped {}, \
-             remaining {}; {} eviction request(s), {} refused; PDB-blocked for {:.1}s; took {:.1}s",
+            "evicted {}, deleted by PDB fallback {}, deleted as not Ready {}, finished pods deleted {}, \
+             already terminating {}, in namespaces being deleted {}, skipped {}, remaining {}; {} eviction \
+             request(s), {} refused; PDB-blocked for {:.1}s; took {:.1}s",
             self.evicted,
             self.fallback_deleted,
+            self.unhealthy_deleted,
             self.deleted_finished,
             self.already_terminating,
+            self.namespace_terminating,
             self.skipped,
             self.remaining,
             self.eviction_requests,
@@ -247,6 +319,38 @@ mod tests {
     fn forbidden_is_fatal() {
         assert_eq!(api(403, "forbidden", None), StatusClass::Fatal);
         assert_eq!(api(422, "invalid", None), StatusClass::Fatal);
+        assert_eq!(api(400, "bad", None), StatusClass::Fatal);
+        assert_eq!(api(401, "Unauthorized", None), StatusClass::Fatal);
+        assert_eq!(api(408, "timeout", None), StatusClass::Transient);
+        assert_eq!(api(409, "conflict", None), StatusClass::Transient);
+    }
+
+    #[test]
+    fn namespace_terminating_403_is_a_wait() {
+        // The body a v1.28.7 apiserver sent (real-api-answers.md, case 7).
+        let details: StatusDetails = serde_json::from_value(serde_json::json!({
+            "name": "web-8844c9497-bkqgg", "kind": "pods",
+            "causes": [{"reason": "NamespaceTerminating", "message": "namespace b is being terminated", "field": "metadata.namespace"}]
+        }))
+        .unwrap();
+        let msg = "pods \"web-8844c9497-bkqgg\" is forbidden: unable to create new content in namespace b because it is being terminated";
+        assert_eq!(
+            outcome(api(403, msg, Some(details))),
+            EvictOutcome::NamespaceTerminating { namespace: "b".into() }
+        );
+    }
+
+    #[test]
+    fn pdb_forbidden_403_is_a_wait() {
+        let details: StatusDetails = serde_json::from_value(
+            serde_json::json!({"name": "web", "group": "policy", "kind": "poddisruptionbudget"}),
+        )
+        .unwrap();
+        let msg = "poddisruptionbudget.policy \"web\" is forbidden: pdb disruptions allowed is negative";
+        assert_eq!(
+            outcome(api(403, msg, Some(details))),
+            EvictOutcome::Blocked { pdb: Some("web".into()), message: msg.into(), retry_after: None }
+        );
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -282,12 +386,35 @@ mod tests {
         let pod = PodRef::new("ns", "web-1");
         let r = RemainingPod {
             pod: pod.clone(),
-            why: Remaining::Blocked { pdb: Some("web".into()), message: "needs 2".into(), since: S(90) },
+            why: Remaining::Blocked {
+                pdb: Some("web".into()),
+                message: "needs 2".into(),
+                since: S(90),
+                why: None,
+            },
         };
         assert_eq!(
             r.to_string(),
             "ns/web-1: eviction blocked by PodDisruptionBudget web for 1m30s (needs 2)"
         );
+        let r = RemainingPod {
+            pod: pod.clone(),
+            why: Remaining::Blocked {
+                pdb: Some("web".into()),
+                message: "needs 2".into(),
+                since: S(2),
+                why: Some("not Ready".into()),
+            },
+        };
+        assert_eq!(
+            r.to_string(),
+            "ns/web-1: eviction blocked by PodDisruptionBudget web for 2s (needs 2); not Ready"
+        );
+        let r = RemainingPod {
+            pod: pod.clone(),
+            why: Remaining::NamespaceTerminating { namespace: "ns".into() },
+        };
+        assert!(r.to_string().starts_with("ns/web-1: namespace ns is being deleted"), "{r}");
         let r =
             RemainingPod { pod, why: Remaining::Terminating { finalizers: vec!["example.com/hold".into()] } };
         assert_eq!(r.to_string(), "ns/web-1: terminating, held by finalizers example.com/hold");

@@ -140,6 +140,11 @@ impl NodeFixture {
         arr.as_array_mut().unwrap().push(t);
         self
     }
+    /// The `kubernetes.io/hostname` label the kubelet sets: its hostname, which differs from
+    /// the node name when the node registered under another name (e.g. an FQDN).
+    pub fn hostname(self, h: &str) -> Self {
+        self.label("kubernetes.io/hostname", h)
+    }
     /// `spec.unschedulable: true` (cordoned).
     pub fn unschedulable(mut self) -> Self {
         self.v["spec"]["unschedulable"] = json!(true);
@@ -275,6 +280,12 @@ impl PodFixture {
     pub fn grace(mut self, secs: i64) -> Self {
         self.v["spec"]["terminationGracePeriodSeconds"] = json!(secs);
         self
+    }
+    /// Crash-looping: Running, its container in `CrashLoopBackOff`, Ready False, and the
+    /// [`crate::apiserver::CRASH_LOOP_ANNOTATION`] (so a restart by the simulated kubelet keeps it so).
+    pub fn crash_looping(mut self) -> Self {
+        crate::apiserver::store::crash_loop_status(&mut self.v);
+        self.annotation(crate::apiserver::CRASH_LOOP_ANNOTATION, "true")
     }
     /// Adds a finalizer (the pod then never goes away until it is removed).
     pub fn finalizer(mut self, f: &str) -> Self {
@@ -441,6 +452,13 @@ impl WorkloadFixture {
     /// The pod template's `terminationGracePeriodSeconds` (replacement pods get it).
     pub fn grace(mut self, secs: i64) -> Self {
         self.v["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(secs);
+        self
+    }
+    /// Its pods crash-loop: the template carries [`crate::apiserver::CRASH_LOOP_ANNOTATION`], so every
+    /// replacement pod runs but never becomes Ready.
+    pub fn crash_looping(mut self) -> Self {
+        self.v["spec"]["template"]["metadata"]["annotations"] =
+            json!({crate::apiserver::CRASH_LOOP_ANNOTATION: "true"});
         self
     }
     /// Controller ownerReference to an apps/v1 Deployment (for ReplicaSets).

@@ -18,7 +18,8 @@
 //!
 //! ## Using it
 //! * Start: [`TestApiServer::start`] or [`TestApiServer::builder`] (`time_scale`,
-//!   `controllers`, `pod_start_delay`, `history_limit`, `server_version`). It binds
+//!   `controllers`, `pod_start_delay`, `history_limit`, `server_version`,
+//!   `namespace_cleanup_delay`). It binds
 //!   `127.0.0.1:0`, serves from a background task and stops when dropped.
 //! * Subprocesses (the binary under test, `rehearse`): [`TestApiServer::write_kubeconfig`];
 //!   [`Builder::bind`] picks a fixed address. The server runs on the runtime that started it:
@@ -35,7 +36,12 @@
 //!   [`TestApiServer::set_pod_log`], [`TestApiServer::set_node_ready`],
 //!   [`TestApiServer::set_kubelet_version`], [`TestApiServer::set_pod_ready`],
 //!   [`TestApiServer::set_pod_phase`], [`TestApiServer::compact`] (forces 410 on old
-//!   resourceVersions), [`TestApiServer::wait_until`].
+//!   resourceVersions), [`TestApiServer::wait_until`]. A pod (or workload template) annotated
+//!   [`CRASH_LOOP_ANNOTATION`] `"true"` is started by the simulated kubelet as a crash-looping
+//!   pod: Running, never Ready.
+//! * Watch budgets: [`TestApiServer::budget_breaches`] lists every PDB an API pod DELETE or
+//!   eviction took below its `desiredHealthy` (healthy pods counted from the pods themselves,
+//!   since a status can understate, see the disruption controller below).
 //! * Break: [`TestApiServer::inject`] a [`Fault`] (status code with a real-looking Status, or a
 //!   delay); observe with [`TestApiServer::requests`], [`TestApiServer::count`],
 //!   [`TestApiServer::counts`].
@@ -112,8 +118,12 @@
 //!   that is gone at once answers a Success Status with `details` (name, group, kind, uid), as
 //!   the generic registry does, except pods, services and namespaces, which answer the object.
 //!   Deleting a namespace marks it Terminating (creates in it are 403), deletes its contents and
-//!   removes it once empty.
-//! * Eviction (pkg/registry/core/pod/storage/eviction.go): 404; terminal, Pending or
+//!   removes it once empty ([`Builder::namespace_cleanup_delay`] delays the namespace
+//!   controller's pass, so pods stay untouched in a Terminating namespace for that long). Creates in a
+//!   Terminating namespace, evictions included, are 403 `Forbidden` with the
+//!   `NamespaceTerminating` cause, as the NamespaceLifecycle admission plugin answers.
+//! * Eviction (pkg/registry/core/pod/storage/eviction.go; the answers were checked against a
+//!   real v1.28.7 apiserver, real-api-answers.md): 404; terminal, Pending or
 //!   terminating pods are deleted without a PDB check; >1 matching PDB is 500 with the exact
 //!   upstream message; an unready pod is deleted without touching the budget when the PDB has
 //!   `unhealthyPodEvictionPolicy: AlwaysAllow` or when `currentHealthy >= desiredHealthy > 0`;
@@ -135,7 +145,12 @@
 //!   `found no controllers for pod "x"`, observedGeneration not advanced (so evictions answer
 //!   429 `The disruption budget x is still being processed by the server.`, Retry-After 10).
 //!   Nothing is allowed while expectedPods is 0. `disruptedPods` entries go when the pod is
-//!   gone or terminating, or after 2 minutes.
+//!   gone or terminating, or after 2 minutes. A PDB is synced when it is written and when one
+//!   of its pods changes, but a pod change syncs only ONE of the PDBs selecting the pod
+//!   (upstream's `getPdbForPod` "chose arbitrarily"; here the last by name): a pod under two
+//!   PDBs leaves the other one's `currentHealthy` as it last counted, as measured on v1.28.7.
+//!   A negative `disruptionsAllowed` or more than 2000 `disruptedPods` is 403 on
+//!   `poddisruptionbudget.policy`.
 //! * ReplicaSet / StatefulSet controllers (on unless [`Builder::controllers`]`(false)`): a
 //!   ReplicaSet-owned pod is replaced (`<rs>-xxxxx`, new uid) as soon as it starts terminating
 //!   (ReplicaSets ignore terminating pods); a StatefulSet-owned pod is replaced with the same
@@ -166,7 +181,11 @@
 //!   finalizers, args, ...) is atomic (upstream has more map- and set-lists, and no `.` or
 //!   `v:` entries here). Conflicts are only reported for fields whose live value differs from
 //!   the applied one.
-//! * No scheduler: pods created through the API without `nodeName` stay Pending. No
+//! * Scheduling: only the Job controller's pods are scheduled ([`scheduler`]'s filters:
+//!   cordon, taints, `nodeSelector` on labels, required node affinity with `matchFields` on
+//!   `metadata.name`); when no node fits the pod stays Pending with `PodScheduled=False`,
+//!   reason `Unschedulable` and kube-scheduler's message. Other pods created through the API
+//!   without `nodeName` stay Pending. No
 //!   Deployment/DaemonSet/CronJob controllers: `spec.replicas` (or the scale subresource) is
 //!   stored only; DaemonSet pods are not recreated. The Job controller runs one pod at a
 //!   time (parallelism/completions/indexed Jobs, `podFailurePolicy`, `activeDeadlineSeconds`
@@ -198,6 +217,7 @@ mod defaults;
 pub mod fixtures;
 mod patch;
 mod resources;
+pub mod scheduler;
 mod selector;
 mod server;
 mod status;
@@ -212,6 +232,57 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
+
+/// The annotation that makes the simulated kubelet run a pod as crash-looping (Running, every
+/// container in `CrashLoopBackOff`, Ready False) instead of Running and Ready. On a workload's
+/// pod template it applies to every replacement pod too.
+pub const CRASH_LOOP_ANNOTATION: &str = "testapi.k8s-upgrade-chain.io/crash-loop";
+
+/// A PodDisruptionBudget that an API request on a pod (DELETE or eviction) took below its
+/// budget: fewer healthy pods (Ready, not terminating, counted from the pods) than
+/// `desiredHealthy` after the request, and fewer than before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetBreach {
+    /// `namespace/name` of the PDB.
+    pub pdb: String,
+    /// `namespace/name` of the pod the request removed.
+    pub pod: String,
+    /// `delete` (a pod DELETE) or `eviction`.
+    pub via: &'static str,
+    /// Healthy pods the PDB selected before the request.
+    pub healthy_before: i64,
+    /// Healthy pods it selected after.
+    pub healthy_after: i64,
+    /// Its `desiredHealthy`.
+    pub desired: i64,
+    /// Its `expectedPods`.
+    pub expected: i64,
+}
+
+impl BudgetBreach {
+    /// The PDB can never allow a disruption, even with every expected pod healthy
+    /// (`0 < expectedPods <= desiredHealthy`: a single replica under `minAvailable: 1`,
+    /// `maxUnavailable: 0`, ...). Only a direct DELETE can take such a pod away.
+    pub fn deadlocked(&self) -> bool {
+        self.expected > 0 && self.expected <= self.desired
+    }
+}
+
+impl std::fmt::Display for BudgetBreach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of pod {} took PodDisruptionBudget {} from {} to {} healthy pods, {} desired ({} expected)",
+            self.via,
+            self.pod,
+            self.pdb,
+            self.healthy_before,
+            self.healthy_after,
+            self.desired,
+            self.expected
+        )
+    }
+}
 
 /// One HTTP request the server answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,6 +395,7 @@ pub struct Builder {
     history_limit: usize,
     server_version: String,
     bind: SocketAddr,
+    namespace_cleanup_delay: Duration,
 }
 
 impl Default for Builder {
@@ -335,6 +407,7 @@ impl Default for Builder {
             history_limit: 100_000,
             server_version: "v1.33.5".into(),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            namespace_cleanup_delay: Duration::ZERO,
         }
     }
 }
@@ -370,6 +443,15 @@ impl Builder {
         self
     }
 
+    /// How long after a namespace is marked Terminating the namespace controller deletes its
+    /// contents (real time, not scaled). Default zero: within the DELETE request. A real
+    /// controller takes a moment, during which pods in the namespace are not yet terminating
+    /// while every create in it (an eviction too) is already refused.
+    pub fn namespace_cleanup_delay(mut self, d: Duration) -> Self {
+        self.namespace_cleanup_delay = d;
+        self
+    }
+
     /// The address to listen on. Default `127.0.0.1:0` (a free port on loopback).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
@@ -390,6 +472,7 @@ impl Builder {
             controllers: self.controllers,
             pod_start_delay: self.pod_start_delay,
             history_limit: self.history_limit,
+            namespace_cleanup_delay: self.namespace_cleanup_delay,
         };
         let shared = Arc::new_cyclic(|weak| store::Shared {
             state: Mutex::new(store::State::new(opts, tx, weak.clone(), handle)),
@@ -686,6 +769,11 @@ impl TestApiServer {
             *m.entry(r.verb.clone()).or_insert(0) += 1;
         }
         m
+    }
+
+    /// Every PDB an API pod DELETE or eviction took below its budget so far, in order.
+    pub fn budget_breaches(&self) -> Vec<BudgetBreach> {
+        self.state().breaches.clone()
     }
 
     /// The current (latest) resourceVersion.

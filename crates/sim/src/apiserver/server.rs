@@ -291,7 +291,12 @@ fn resource(
         (Method::DELETE, Some(name), None) => {
             let opts = delete_opts(params, body)?;
             let returns_object = t.res == PODS || matches!(def.plural, "services" | "namespaces");
-            match st.delete(t.res, &ns, name, &opts)? {
+            let deleted = if t.res == PODS {
+                st.guard_budgets(&ns, name, "delete", |st| st.delete(t.res, &ns, name, &opts))
+            } else {
+                st.delete(t.res, &ns, name, &opts)
+            };
+            match deleted? {
                 Deleted::Marked(v) => Ok(json_resp(200, &v)),
                 Deleted::Removed(v) if returns_object => Ok(json_resp(200, &v)),
                 Deleted::Removed(v) => {
@@ -313,7 +318,7 @@ fn resource(
                 _ => DeleteOpts::default(),
             };
             opts.dry_run |= dry_run(params);
-            let (code, body) = st.evict(&ns, name, opts)?;
+            let (code, body) = st.guard_budgets(&ns, name, "eviction", |st| st.evict(&ns, name, opts))?;
             Ok(json_resp(code, &body))
         }
         (Method::GET, Some(name), Some("log")) if t.res == PODS => {

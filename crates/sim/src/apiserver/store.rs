@@ -21,6 +21,7 @@ pub(crate) struct Options {
     pub controllers: bool,
     pub pod_start_delay: Duration,
     pub history_limit: usize,
+    pub namespace_cleanup_delay: Duration,
 }
 
 /// One change, as watches see it.
@@ -70,6 +71,8 @@ pub(crate) struct State {
     /// Pods whose simulated kubelet has finished: removed as soon as their finalizers are gone.
     killed: HashSet<String>,
     rr: usize,
+    /// PDBs an API pod DELETE or eviction took below their budget (see `guard_budgets`).
+    pub breaches: Vec<crate::apiserver::BudgetBreach>,
     pub opts: Options,
     tx: broadcast::Sender<Arc<Event>>,
     weak: Weak<Shared>,
@@ -215,6 +218,7 @@ impl State {
             logs: HashMap::new(),
             killed: HashSet::new(),
             rr: 0,
+            breaches: Vec::new(),
             opts,
             tx,
             weak,
@@ -420,7 +424,7 @@ impl State {
         }
         let out = self.commit(res, obj, prev);
         if res == PDBS {
-            self.recompute_pdbs(&ns);
+            self.recompute_pdb(&ns, name_of(&out));
             return self.get(res, &ns, name_of(&out)).cloned().unwrap_or(out);
         }
         out
@@ -469,18 +473,7 @@ impl State {
             match self.get(NAMESPACES, "", ns) {
                 None => return Err(ApiError::not_found(&RESOURCES[NAMESPACES], ns)),
                 Some(n) if terminating(n) => {
-                    return Err(ApiError::for_code(
-                        403,
-                        Some(format!(
-                            "{} {:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                            def.qualified(),
-                            name_of(&obj)
-                        )),
-                        Some(def),
-                        Some(name_of(&obj)),
-                        "create",
-                        Some(ns),
-                    ));
+                    return Err(ApiError::namespace_terminating(def, name_of(&obj), ns));
                 }
                 Some(_) => {}
             }
@@ -534,7 +527,7 @@ impl State {
         match res {
             JOBS if self.opts.controllers => self.run_job(&ns, &name),
             PODS => self.kubelet_start(&created),
-            PDBS => self.recompute_pdbs(&ns),
+            PDBS => self.recompute_pdb(&ns, &name),
             _ => {}
         }
         Ok(self.get(res, &ns, &name).cloned().unwrap_or(created))
@@ -689,7 +682,7 @@ impl State {
             return Ok(out);
         }
         if res == PDBS {
-            self.recompute_pdbs(ns);
+            self.recompute_pdb(ns, name);
             return Ok(self.get(res, ns, name).cloned().unwrap_or(out));
         }
         Ok(out)
@@ -835,21 +828,33 @@ impl State {
             meta_mut(&mut next).insert("deletionGracePeriodSeconds".into(), json!(0));
             next["status"] = json!({"phase": "Terminating"});
             self.commit(NAMESPACES, next, Some(obj.clone()));
-            for (res, def) in RESOURCES.iter().enumerate() {
-                if !def.namespaced {
-                    continue;
-                }
-                let names: Vec<String> = self.iter(res, Some(&name)).map(|(k, _)| k.1.clone()).collect();
-                for n in names {
-                    let _ = self.delete(res, &name, &n, &DeleteOpts::default());
-                }
+            let delay = self.opts.namespace_cleanup_delay;
+            if delay.is_zero() {
+                self.namespace_cleanup(&name);
+            } else {
+                let ns = name.clone();
+                self.after(delay, move |st| st.namespace_cleanup(&ns));
             }
-            self.namespace_gc(&name);
         }
         match self.get(NAMESPACES, "", &name) {
             Some(v) => Deleted::Marked(v.clone()),
             None => Deleted::Removed(obj),
         }
+    }
+
+    /// The namespace controller's pass over a Terminating namespace: delete its contents (pods
+    /// gracefully), then the namespace once empty.
+    fn namespace_cleanup(&mut self, ns: &str) {
+        for (res, def) in RESOURCES.iter().enumerate() {
+            if !def.namespaced {
+                continue;
+            }
+            let names: Vec<String> = self.iter(res, Some(ns)).map(|(k, _)| k.1.clone()).collect();
+            for n in names {
+                let _ = self.delete(res, ns, &n, &DeleteOpts::default());
+            }
+        }
+        self.namespace_gc(ns);
     }
 
     fn namespace_gc(&mut self, ns: &str) {
@@ -956,8 +961,16 @@ impl State {
         }
         let (ns, name) = (ns_of(&pod).to_string(), name_of(&pod).to_string());
         let ips = self.pod_ips(&pod);
+        let crashing = pod
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(crate::apiserver::CRASH_LOOP_ANNOTATION))
+            .is_some_and(|v| v == "true");
         self.modify(PODS, &ns, &name, |p| {
-            running_status(p);
+            if crashing {
+                crash_loop_status(p);
+            } else {
+                running_status(p);
+            }
             set_ips(p, ips);
         });
     }
@@ -1063,19 +1076,22 @@ impl State {
                 self.namespace_gc(&ns);
             }
         }
-        if matches!(res, REPLICASETS | DEPLOYMENTS | STATEFULSETS)
-            && prev.and_then(|p| p.pointer("/spec/replicas")) != cur.and_then(|c| c.pointer("/spec/replicas"))
+        if let (Some(p), Some(c)) = (prev, cur)
+            && matches!(res, REPLICASETS | DEPLOYMENTS | STATEFULSETS)
+            && p.pointer("/spec/replicas") != c.pointer("/spec/replicas")
         {
-            // The disruption controller also watches the workloads whose scale it reads.
-            let ns = prev.or(cur).map(|v| ns_of(v).to_string()).unwrap_or_default();
-            self.recompute_pdbs(&ns);
+            // Upstream the disruption controller has no workload handlers: a scale change reaches
+            // it through the pods the workload controllers then add or remove. Without those
+            // controllers here (Deployment scaling), the budgets are resynced directly.
+            self.recompute_pdbs(ns_of(c));
         }
         if res != PODS {
             return;
         }
-        let ns = prev.or(cur).map(|v| ns_of(v).to_string()).unwrap_or_default();
-        if pdb_relevant_change(prev, cur) {
-            self.recompute_pdbs_for(&ns, prev, cur);
+        if pdb_relevant_change(prev, cur)
+            && let Some(pod) = cur.or(prev)
+        {
+            self.sync_pdb_for_pod(pod);
         }
         if !self.opts.controllers {
             return;
@@ -1167,6 +1183,9 @@ impl State {
         if let Some(l) = labels {
             pod["metadata"]["labels"] = l;
         }
+        if let Some(a) = template.as_ref().and_then(|t| t.pointer("/metadata/annotations")) {
+            pod["metadata"]["annotations"] = a.clone();
+        }
         if !same_name {
             pod["metadata"]["generateName"] = json!(format!("{}-", name_of(&ctrl)));
         }
@@ -1235,14 +1254,9 @@ impl State {
         if job.pointer("/spec/suspend") == Some(&json!(true)) {
             return;
         }
-        let tspec = job.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
-        let mut spec = tspec.clone();
-        let node = tspec
-            .get("nodeName")
-            .and_then(Value::as_str)
-            .or_else(|| tspec.pointer("/nodeSelector/kubernetes.io~1hostname").and_then(Value::as_str))
-            .map(String::from);
-        if let (Some(n), Some(o)) = (&node, spec.as_object_mut()) {
+        let mut spec = job.pointer("/spec/template/spec").cloned().unwrap_or_else(|| json!({}));
+        let placed = self.schedule(&spec);
+        if let (Ok(Some(n)), Some(o)) = (&placed, spec.as_object_mut()) {
             o.insert("nodeName".into(), json!(n));
         }
         let now = now_str();
@@ -1264,9 +1278,21 @@ impl State {
         if let Some(a) = job.pointer("/spec/template/metadata/annotations") {
             pod["metadata"]["annotations"] = a.clone();
         }
-        running_status(&mut pod);
-        let ips = self.pod_ips(&pod);
-        set_ips(&mut pod, ips);
+        let scheduled = placed.is_ok();
+        match placed {
+            Ok(_) => {
+                running_status(&mut pod);
+                let ips = self.pod_ips(&pod);
+                set_ips(&mut pod, ips);
+            }
+            Err(message) => {
+                pod["status"] = json!({"phase": "Pending", "qosClass": "Burstable"});
+                set_condition(
+                    &mut pod,
+                    json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null}),
+                );
+            }
+        }
         crate::apiserver::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
         self.commit(PODS, pod, None);
@@ -1276,11 +1302,33 @@ impl State {
             }
             let st = j["status"].as_object_mut().unwrap();
             st.insert("active".into(), json!(1));
-            st.insert("ready".into(), json!(1));
+            st.insert("ready".into(), json!(i64::from(scheduled)));
             st.insert("terminating".into(), json!(0));
             st.entry("startTime").or_insert(json!(now));
             st.insert("uncountedTerminatedPods".into(), json!({}));
         });
+    }
+
+    /// kube-scheduler for a Job's pod: `Ok(None)` when it names its node itself (`nodeName`
+    /// bypasses the scheduler) or when no Node objects exist at all (tests that model no
+    /// nodes); `Ok(Some(node))` for the first node, by name, that passes the filters in
+    /// [`crate::apiserver::scheduler`]; `Err(message)` with the `PodScheduled=False` message otherwise.
+    fn schedule(&self, spec: &Value) -> Result<Option<String>, String> {
+        if spec.get("nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+            return Ok(None);
+        }
+        let nodes: Vec<&Value> = self.iter(NODES, None).map(|(_, n)| n).collect();
+        if nodes.is_empty() {
+            return Ok(None);
+        }
+        let mut reasons = Vec::new();
+        for n in nodes {
+            match crate::apiserver::scheduler::fits(spec, n) {
+                Ok(()) => return Ok(Some(name_of(n).to_string())),
+                Err(r) => reasons.push(r),
+            }
+        }
+        Err(crate::apiserver::scheduler::unschedulable_message(&reasons))
     }
 
     pub(crate) fn job_pods(&self, job: &Value) -> Vec<String> {
@@ -1410,35 +1458,127 @@ impl State {
             .collect()
     }
 
+    /// Recomputes every PDB of `ns` (the controller's reaction to a workload's scale changing).
     pub(crate) fn recompute_pdbs(&mut self, ns: &str) {
-        self.recompute_pdbs_for(ns, None, None);
+        let names: Vec<String> = self.iter(PDBS, Some(ns)).map(|(k, _)| k.1.clone()).collect();
+        for n in names {
+            self.recompute_pdb(ns, &n);
+        }
     }
 
-    /// Recomputes the PDBs of `ns`; with pods given, only those selecting one of them.
-    fn recompute_pdbs_for(&mut self, ns: &str, a: Option<&Value>, b: Option<&Value>) {
-        let selects = |pdb: &Value, pod: Option<&Value>| {
-            pod.is_some_and(|p| {
-                matches!(
-                    LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)),
-                    Ok(Some(sel)) if sel.matches(p.pointer("/metadata/labels"))
-                )
-            })
+    /// The disruption controller's `sync` of one PDB (on its add/update, and on the pod events
+    /// routed to it).
+    pub(crate) fn recompute_pdb(&mut self, ns: &str, name: &str) {
+        let Some(pdb) = self.get(PDBS, ns, name).cloned() else {
+            return;
         };
-        let all = a.is_none() && b.is_none();
-        let pdbs: Vec<Value> = self
-            .iter(PDBS, Some(ns))
-            .map(|(_, v)| v)
-            .filter(|v| all || selects(v, a) || selects(v, b))
-            .cloned()
+        let status = self.pdb_status(&pdb);
+        if pdb.get("status") != Some(&status) {
+            let mut next = pdb.clone();
+            next["status"] = status;
+            self.commit(PDBS, next, Some(pdb));
+        }
+    }
+
+    /// The disruption controller's pod handlers (`addPod`, `updatePod` with the new pod,
+    /// `deletePod`) enqueue ONE budget: `getPdbForPod` takes the first PDB the lister returns
+    /// for the pod ("Chose %q arbitrarily", pkg/controller/disruption/disruption.go). A pod
+    /// that several PDBs select therefore moves only one of their statuses; the others keep
+    /// what they counted at their last sync (real-api-answers.md: "two-a" reports
+    /// currentHealthy 0 for a Ready pod that "two-b" counts). Upstream's pick follows the
+    /// lister's map order; we take the last by name, which is what the measured capture shows.
+    fn sync_pdb_for_pod(&mut self, pod: &Value) {
+        if let Some(pdb) = self.pdbs_for(pod).last() {
+            let (ns, name) = (ns_of(pdb).to_string(), name_of(pdb).to_string());
+            self.recompute_pdb(&ns, &name);
+        }
+    }
+
+    /// The pods a PDB selects (policy/v1: a null selector none, an empty one all).
+    fn pdb_pods<'a>(&'a self, pdb: &Value) -> Vec<&'a Value> {
+        let sel =
+            LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)).ok().flatten();
+        match sel {
+            Some(s) => {
+                let ns = ns_of(pdb).to_string();
+                self.objs[PODS]
+                    .range((ns.clone(), String::new())..)
+                    .take_while(|((n, _), _)| *n == ns)
+                    .map(|(_, p)| p)
+                    .filter(|p| s.matches(p.pointer("/metadata/labels")))
+                    .collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// `(expectedPods, desiredHealthy)` of a PDB over `pods` (`getExpectedPodCount`), or the
+    /// failSafe message.
+    fn expected_desired(&self, pdb: &Value, pods: &[&Value]) -> Result<(i64, i64), String> {
+        let spec = pdb.get("spec").cloned().unwrap_or_else(|| json!({}));
+        if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
+            self.expected_scale(pods).map(|e| (e, (e - scaled(mu, e).unwrap_or(0)).max(0)))
+        } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
+            match ma {
+                Value::Number(n) => Ok((pods.len() as i64, n.as_i64().unwrap_or(0))),
+                _ => self.expected_scale(pods).map(|e| (e, scaled(ma, e).unwrap_or(0))),
+            }
+        } else {
+            Ok((0, 0))
+        }
+    }
+
+    /// `(healthy, desired, expected)` of a PDB counted from the pods as they are now (Ready and
+    /// not terminating), whatever its stored status says. None when the controller could not
+    /// compute it (failSafe).
+    fn true_budget(&self, pdb: &Value) -> Option<(i64, i64, i64)> {
+        let pods = self.pdb_pods(pdb);
+        let (expected, desired) = self.expected_desired(pdb, &pods).ok()?;
+        let healthy = pods.iter().filter(|p| !terminating(p) && pod_ready(p)).count() as i64;
+        Some((healthy, desired, expected))
+    }
+
+    /// Runs an API DELETE or eviction of pod `ns/name` (`via`), and records a
+    /// [`crate::apiserver::BudgetBreach`] for every PDB selecting the pod whose healthy pods it took below
+    /// `desiredHealthy` (counted from the pods, not from the stored status).
+    pub(crate) fn guard_budgets<T>(
+        &mut self,
+        ns: &str,
+        name: &str,
+        via: &'static str,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> T {
+        // Most requests touch namespaces without budgets: nothing to watch, nothing to copy.
+        if self.iter(PDBS, Some(ns)).next().is_none() {
+            return f(self);
+        }
+        let Some(pod) = self.get(PODS, ns, name).cloned() else {
+            return f(self);
+        };
+        let before: Vec<(String, (i64, i64, i64))> = self
+            .pdbs_for(&pod)
+            .iter()
+            .filter_map(|p| Some((name_of(p).to_string(), self.true_budget(p)?)))
             .collect();
-        for pdb in pdbs {
-            let status = self.pdb_status(&pdb);
-            if pdb.get("status") != Some(&status) {
-                let mut next = pdb.clone();
-                next["status"] = status;
-                self.commit(PDBS, next, Some(pdb));
+        let out = f(self);
+        for (pdb, (healthy_before, desired, expected)) in before {
+            let Some((healthy_after, _, _)) = self.get(PDBS, ns, &pdb).and_then(|p| self.true_budget(p))
+            else {
+                continue;
+            };
+            if healthy_after < healthy_before && healthy_after < desired {
+                self.breaches.push(crate::apiserver::BudgetBreach {
+                    pdb: format!("{ns}/{pdb}"),
+                    pod: format!("{ns}/{name}"),
+                    via,
+                    healthy_before,
+                    healthy_after,
+                    desired,
+                    expected,
+                });
             }
         }
+        out
     }
 
     /// `getExpectedScale`: the sum of the replicas of the pods' controllers. Pods without a
@@ -1485,30 +1625,9 @@ impl State {
 
     /// The disruption controller's `trySync` for one PDB: the new status.
     fn pdb_status(&self, pdb: &Value) -> Value {
-        let ns = ns_of(pdb);
         let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-        let sel =
-            LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)).ok().flatten();
-        let pods: Vec<&Value> = match &sel {
-            Some(s) => self
-                .iter(PODS, Some(ns))
-                .map(|(_, p)| p)
-                .filter(|p| s.matches(p.pointer("/metadata/labels")))
-                .collect(),
-            None => Vec::new(),
-        };
-        let spec = pdb.get("spec").cloned().unwrap_or_else(|| json!({}));
-        let counts: Result<(i64, i64), String> =
-            if let Some(mu) = spec.get("maxUnavailable").filter(|v| !v.is_null()) {
-                self.expected_scale(&pods).map(|e| (e, (e - scaled(mu, e).unwrap_or(0)).max(0)))
-            } else if let Some(ma) = spec.get("minAvailable").filter(|v| !v.is_null()) {
-                match ma {
-                    Value::Number(n) => Ok((pods.len() as i64, n.as_i64().unwrap_or(0))),
-                    _ => self.expected_scale(&pods).map(|e| (e, scaled(ma, e).unwrap_or(0))),
-                }
-            } else {
-                Ok((0, 0))
-            };
+        let pods = self.pdb_pods(pdb);
+        let counts = self.expected_desired(pdb, &pods);
         let old = pdb.get("status").cloned().filter(Value::is_object).unwrap_or_else(|| {
             json!({"observedGeneration": 0, "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
         });
@@ -1576,6 +1695,11 @@ impl State {
 
     /// POST pods/{name}/eviction, after eviction.go. Ok = (HTTP code, body).
     pub(crate) fn evict(&mut self, ns: &str, name: &str, opts: DeleteOpts) -> Result<(u16, Value), ApiError> {
+        // Admission runs before the eviction handler: NamespaceLifecycle refuses every create,
+        // this subresource's too, in a namespace being deleted, whatever state the pod is in.
+        if self.get(NAMESPACES, "", ns).is_some_and(terminating) {
+            return Err(ApiError::namespace_terminating(&RESOURCES[PODS], name, ns));
+        }
         let Some(pod) = self.get(PODS, ns, name).cloned() else {
             return Err(ApiError::not_found(&RESOURCES[PODS], name));
         };
@@ -1617,15 +1741,12 @@ impl State {
                     ));
                 }
                 if int("disruptionsAllowed") < 0 {
-                    return Err(ApiError::for_code(
-                        403,
-                        Some(format!(
-                            "poddisruptionbudget.policy {pdb_name:?} is forbidden: pdb disruptions allowed is negative"
-                        )),
-                        None,
-                        None,
-                        "create",
-                        Some(ns),
+                    return Err(ApiError::pdb_forbidden(&pdb_name, "pdb disruptions allowed is negative"));
+                }
+                if st.get("disruptedPods").and_then(Value::as_object).is_some_and(|d| d.len() > 2000) {
+                    return Err(ApiError::pdb_forbidden(
+                        &pdb_name,
+                        "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
                     ));
                 }
                 if int("disruptionsAllowed") == 0 {
@@ -1828,6 +1949,38 @@ fn container_states(p: &mut Value, state: impl Fn(&Value) -> Value, ready: bool)
         })
         .collect();
     p["status"]["containerStatuses"] = Value::Array(statuses);
+}
+
+/// Running but never Ready: every container in `CrashLoopBackOff`, as the kubelet reports a
+/// pod whose container keeps exiting.
+pub(crate) fn crash_loop_status(p: &mut Value) {
+    let now = now_str();
+    if !p.get("status").is_some_and(Value::is_object) {
+        p["status"] = json!({});
+    }
+    p["status"]["phase"] = json!("Running");
+    if p["status"].get("startTime").is_none() {
+        p["status"]["startTime"] = json!(now);
+    }
+    container_states(
+        p,
+        |_| json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}}),
+        false,
+    );
+    if let Some(cs) = p.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut) {
+        for c in cs {
+            c["restartCount"] = json!(3);
+        }
+    }
+    for t in ["PodReadyToStartContainers", "Initialized", "PodScheduled"] {
+        set_condition(p, json!({"type": t, "status": "True", "lastProbeTime": null}));
+    }
+    for t in ["Ready", "ContainersReady"] {
+        set_condition(
+            p,
+            json!({"type": t, "status": "False", "reason": "ContainersNotReady", "message": "containers with unready status: [main]", "lastProbeTime": null}),
+        );
+    }
 }
 
 /// Running + Ready, as a started kubelet reports it.
