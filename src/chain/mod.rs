@@ -8,6 +8,7 @@
 //! [`Ctx::clients`]) and the node executor ([`Ctx::exec`]). There is one implementation of
 //! each phase.
 
+pub mod claims;
 pub mod compat;
 pub mod detect;
 pub mod etcd;
@@ -147,6 +148,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             .push(&group, &[Metric::PhaseFinished(now), Metric::PhaseOutcome(PhaseOutcome::Halted)])
             .await;
         record(ctx, own_job(ctx, input).await.as_ref(), &Milestone::Halted(reason.clone())).await;
+        release_stopped(ctx, input, &format!("halted by the kill switch: {reason}"), &slack).await;
         return Ok(Ended::Halted(reason));
     }
 
@@ -185,8 +187,12 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             record(ctx, job_ref.as_ref(), &milestone).await;
             match &ended {
                 Ended::Done | Ended::Skipped(_) => spawn_next(ctx, input, &slack).await?,
-                Ended::Refused(r) => info!("chain stops here (gate refused): {r}"),
+                Ended::Refused(r) => {
+                    info!("chain stops here (gate refused): {r}");
+                    release_stopped(ctx, input, &format!("refused: {r}"), &slack).await;
+                }
                 Ended::Halted(r) => {
+                    release_stopped(ctx, input, &format!("halted by the kill switch: {r}"), &slack).await;
                     let msg = format!("HALTED by kill switch during {step}: {r}. {}", resume_hint(input));
                     warn!("{msg}");
                     slack.post(&msg).await;
@@ -198,6 +204,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             ctx.push.push(&group, &[finished, Metric::PhaseOutcome(PhaseOutcome::Failed)]).await;
             let why = format!("{err:#}");
             record(ctx, job_ref.as_ref(), &Milestone::Aborted(why.clone())).await;
+            release_stopped(ctx, input, &format!("failed: {why}"), &slack).await;
             let msg = format!("ABORT {step}: {why}. {}", resume_hint(input));
             warn!("{msg}");
             slack.post(&msg).await;
@@ -249,10 +256,35 @@ pub async fn record_node(ctx: &Ctx, node: &str, m: &Milestone) {
     }
 }
 
+/// With `workers.concurrency` above 1, a worker Job that stopped (failed, halted, refused)
+/// releases its node and stops the claims ([`claims`]). Nothing with one worker at a time.
+async fn release_stopped(ctx: &Ctx, input: &StepInput, why: &str, slack: &Slack) {
+    if let (Step::Worker { node }, false) = (&input.step, ctx.settings.workers.sequential()) {
+        let reason = format!("worker {node} {why}");
+        claims::release_stopped(ctx, input.target, input.kind, node, reason, slack).await;
+    }
+}
+
 /// Renders and applies the Job after `input.step`, from a fresh snapshot.
+///
+/// With `workers.concurrency` above 1 the worker stage goes through [`claims::refill`]: the
+/// last control-plane phase claims the first wave, and each worker Job that ends releases its
+/// node and fills the slots back (the last one spawns postflight).
 pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::Result<()> {
     let snap = ctx.snapshot().await?;
-    match plan::next_after(&snap, input.target, &input.step) {
+    let next = plan::next_after(&snap, input.target, &input.step);
+    if !ctx.settings.workers.sequential() {
+        let cause = match (&input.step, &next) {
+            (Step::Worker { node }, _) => Some(claims::Cause::Ended(node)),
+            (_, Next::Step(Step::Worker { .. })) => Some(claims::Cause::Start),
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            claims::refill(ctx, input.target, input.kind, cause, slack).await?;
+            return Ok(());
+        }
+    }
+    match next {
         Next::End => {
             info!("end of the chain");
             Ok(())

@@ -27,8 +27,9 @@
 //!   refill time, or the Job of a claimed node found Failed, is written the same way. From
 //!   then on nobody claims: the workers already running finish their node and release it, and
 //!   the chain stops with every node either done, untouched, or (a failed upgrade) cordoned for
-//!   a human. The record says why; detection resumes the chain and clears the stop
-//!   ([`Refill::restart`]).
+//!   a human. The record says why. Resuming clears the stop: the worker stage starting again
+//!   after the control planes ([`Refill::restart`]), or a worker Job nobody claimed (applied
+//!   by an operator or by detection) ending with its work done.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -398,10 +399,13 @@ impl Refill<'_> {
     /// Decides. See the module doc for the rules.
     pub fn decide(&self) -> Decision {
         let mut claims = self.claims.clone().for_target(self.target);
+        // A worker Job nobody claimed (applied by an operator, or by detection to resume a
+        // stopped chain) restarts the claims when it ends, as the start of the stage does.
+        let unclaimed = self.finished.is_some_and(|n| !claims.in_flight.contains_key(n));
         if let Some(done) = self.finished {
             claims.in_flight.remove(done);
         }
-        if self.restart {
+        if self.restart || unclaimed {
             claims.stopped = None;
             claims.in_flight.retain(|n, _| self.jobs.get(n).is_some_and(|j| j.state == JobState::Active));
         }
@@ -420,8 +424,10 @@ impl Refill<'_> {
             return Decision { claims, start: vec![], then: Then::Stopped { reason } };
         }
         let start = pick(self.snap, self.zones, self.target, self.settings, &claims.in_flight, self.finished);
+        // Whole seconds, as a Job's creationTimestamp: its Job is created at or after this.
+        let at = Timestamp::from_second(self.now.as_second()).unwrap_or(self.now);
         for n in &start {
-            claims.in_flight.insert(n.clone(), self.now);
+            claims.in_flight.insert(n.clone(), at);
         }
         let then = if claims.in_flight.is_empty() { Then::Postflight } else { Then::Continue };
         Decision { claims, start, then }
@@ -734,6 +740,21 @@ mod tests {
         let d = r.decide();
         assert_eq!(d.claims.stopped, None);
         assert_eq!(d.start, names(&["k8s-node1", "k8s-node2"]));
+    }
+
+    #[test]
+    fn an_unclaimed_worker_job_ending_resumes_a_stopped_chain() {
+        let (mut snap, zones) = cluster(4, |_| None);
+        snap.workers[1].kubelet = v(T); // k8s-node2, re-run by hand, is done now
+        let s = limits(2, None);
+        let mut c = claimed(&[]);
+        c.stopped = Some("worker k8s-node2 failed: apt-get".into());
+        let jobs = BTreeMap::new();
+        let mut r = refill(&snap, &zones, &s, c, &jobs);
+        r.finished = Some("k8s-node2");
+        let d = r.decide();
+        assert_eq!(d.claims.stopped, None);
+        assert_eq!(d.start, names(&["k8s-node1", "k8s-node3"]));
     }
 
     #[test]
