@@ -475,6 +475,20 @@ pub async fn drain(
     target: &DrainTarget,
     config: &DrainConfig,
 ) -> Result<DrainReport, DrainError> {
+    drain_shared(clients, target, config, false).await
+}
+
+/// [`drain`], where `shared` says other nodes are drained at the same time (worker
+/// concurrency above 1): a direct deletion under a PDB that allows no eviction then waits
+/// while another drain's pod of that PDB is not replaced yet
+/// ([`decide::shared_budget_short`]), so the deletions of all drains in flight together keep to
+/// what one node's drain may do.
+pub async fn drain_shared(
+    clients: &Clients,
+    target: &DrainTarget,
+    config: &DrainConfig,
+    shared: bool,
+) -> Result<DrainReport, DrainError> {
     config.validate().map_err(DrainError::Config)?;
     let started = Instant::now();
     let deadline = started + config.timeout;
@@ -519,6 +533,7 @@ pub async fn drain(
         "draining"
     );
     let mut engine = Engine::new(clients, target, config, policy, selection);
+    engine.shared = shared;
     let result = engine.run(deadline).await;
     engine.summary.duration = started.elapsed();
     engine.summary.blocked_time = engine.blocked.total(Instant::now());
@@ -650,6 +665,8 @@ struct Engine<'a> {
     summary: DrainSummary,
     blocked: BlockedClock,
     fallbacks: Vec<FallbackDeletion>,
+    /// Other nodes are drained at the same time (see [`drain_shared`]).
+    shared: bool,
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -678,6 +695,7 @@ impl<'a> Engine<'a> {
             summary: DrainSummary::default(),
             blocked: BlockedClock::default(),
             fallbacks: Vec::new(),
+            shared: false,
         };
         engine.admit(selection, Instant::now());
         engine
@@ -1061,7 +1079,7 @@ impl<'a> Engine<'a> {
         };
         let covering: Vec<String> =
             pdb::matching(&self.tracks[i].pod, &pdbs).into_iter().map(pdb::name_of).collect();
-        let pods = if covering.len() > 1 {
+        let pods = if covering.len() > 1 || (self.shared && !covering.is_empty()) {
             match pods_in(&self.clients.api, &ns, self.node()).await {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -1072,7 +1090,12 @@ impl<'a> Engine<'a> {
         } else {
             None
         };
-        let view = decide::View { pdbs: &pdbs, pods: pods.as_deref(), namespace_terminating: false };
+        let view = decide::View {
+            pdbs: &pdbs,
+            pods: pods.as_deref(),
+            namespace_terminating: false,
+            shared_with_other_drains: self.shared.then_some(self.target.node.as_str()),
+        };
         let decision = decide::decide(&self.tracks[i].pod, &view, &self.config.rules());
         let node = self.target.node.as_str();
         let t = &mut self.tracks[i];
@@ -1302,6 +1325,8 @@ pub fn plan_evictions(
             pdbs: &pdbs,
             pods: ns_pods.get(&ns).map(Vec::as_slice),
             namespace_terminating: terminating_namespaces.contains(&ns),
+            // The dry run plans one node's drain.
+            shared_with_other_drains: None,
         };
         let decision = decide::decide(pod, &view, rules);
         let ready = select::is_ready(pod);
@@ -1404,7 +1429,9 @@ impl fmt::Display for DryRunReport {
             let line = match &e.decision {
                 Decision::Evict(_) | Decision::NamespaceTerminating => continue,
                 Decision::Wait(decide::Hold::NoCurrentStatus { pdb }) => format!("{pdb} (no status yet)"),
-                Decision::Wait(decide::Hold::SeveralPdbs { pdbs, .. }) => {
+                Decision::Wait(
+                    decide::Hold::SeveralPdbs { pdbs, .. } | decide::Hold::SharedBudget { pdbs, .. },
+                ) => {
                     format!("{} (waits)", pdbs.join(" + "))
                 }
                 Decision::Wait(decide::Hold::Recovering { pdb, .. }) => format!("{pdb} (waits)"),

@@ -433,6 +433,7 @@ impl Observe {
                             pdbs: &self.pdbs,
                             pods: Some(&ns_pods),
                             namespace_terminating: false,
+                            shared_with_other_drains: None,
                         };
                         let rules = drain::Rules { fallback_after: Duration::ZERO, unhealthy_fallback: true };
                         let (pdbs, why) = match drain::decide::decide(pod, &view, &rules) {

@@ -24,7 +24,9 @@ async fn drain_node(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Optio
         self_pod: ctx.self_pod.clone(),
     };
     let started = std::time::Instant::now();
-    match drain::drain(&ctx.clients, &target, &ctx.settings.drain).await {
+    // Worker drains run side by side with worker concurrency above 1.
+    let shared = phase == Phase::Worker && !ctx.settings.workers.sequential();
+    match drain::drain_shared(&ctx.clients, &target, &ctx.settings.drain, shared).await {
         Ok(report) => {
             info!("{report}");
             let sum = &report.summary;
