@@ -240,6 +240,11 @@ pub struct PlanReport {
     pub running: Version,
     pub kind: Kind,
     pub jobs: Vec<PlannedJob>,
+    /// With `workers.concurrency` above 1: the workers that run together, wave by wave, if
+    /// every worker takes the same time ([`chain_core::waves::waves`]). Empty (and left out of
+    /// the JSON) with one worker at a time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Vec<String>>,
 }
 
 /// Builds the plan report from a snapshot (pure).
@@ -251,19 +256,37 @@ pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanRepor
         )));
     }
     let jobs = plan::chain(snap, target)?;
-    Ok(PlanReport { target, running, kind: Kind::between(running, target), jobs })
+    Ok(PlanReport { target, running, kind: Kind::between(running, target), jobs, waves: vec![] })
+}
+
+/// [`plan_report`] with the worker waves of `settings.workers` (zones from `nodes`' labels).
+pub fn plan_report_with_waves(
+    nodes: &[Node],
+    settings: &Settings,
+    target: Version,
+) -> anyhow::Result<PlanReport> {
+    let snap = Snapshot::from_nodes(nodes, &settings.control_plane_selector())?;
+    let mut report = plan_report(&snap, target)?;
+    if !settings.workers.sequential() {
+        let zones = chain_core::waves::zones(nodes, &settings.workers.topology_label);
+        report.waves = chain_core::waves::waves(&snap, &zones, target, &settings.workers);
+    }
+    Ok(report)
 }
 
 async fn plan_command(settings: &Settings, context: Option<&str>, args: &PlanArgs) -> anyhow::Result<()> {
-    let snap = match &args.nodes_file {
-        Some(path) => Snapshot::from_nodes(&read_nodes_file(path)?, &settings.control_plane_selector())?,
-        None => snapshot(&k8s::connect(context).await?, settings).await?,
+    let nodes = match &args.nodes_file {
+        Some(path) => read_nodes_file(path)?,
+        None => k8s::list_nodes(&k8s::connect(context).await?.api).await?,
     };
-    let report = plan_report(&snap, args.version)?;
+    let report = plan_report_with_waves(&nodes, settings, args.version)?;
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
-        Output::Text => write!(out, "{}", plan_text(&report))?,
+        Output::Text => {
+            write!(out, "{}", plan_text(&report))?;
+            write!(out, "{}", waves_text(&report, settings))?;
+        }
     }
     Ok(())
 }
@@ -294,6 +317,26 @@ pub fn read_nodes_file(path: &std::path::Path) -> anyhow::Result<Vec<Node>> {
         }
     };
     parsed.map_err(|e| bad_input(anyhow::anyhow!("nodes file {} has an invalid Node: {e}", path.display())))
+}
+
+/// The worker waves of a plan as text (nothing with one worker at a time).
+pub fn waves_text(report: &PlanReport, settings: &Settings) -> String {
+    if report.waves.is_empty() {
+        return String::new();
+    }
+    let w = &settings.workers;
+    let limit = match w.max_unavailable {
+        Some(m) => format!("concurrency {}, max_unavailable {m}", w.concurrency.get()),
+        None => format!("concurrency {}", w.concurrency.get()),
+    };
+    let mut s = format!(
+        "worker waves ({limit}; never two nodes with one {} value at once; each worker Job that ends starts the next pending one):\n",
+        w.topology_label.as_str()
+    );
+    for (i, wave) in report.waves.iter().enumerate() {
+        s.push_str(&format!("  wave {}: {}\n", i + 1, wave.join(", ")));
+    }
+    s
 }
 
 /// The text form of a plan: a header, then one row per Job.

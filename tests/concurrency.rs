@@ -329,6 +329,11 @@ async fn a_failed_worker_stops_refills_and_the_running_ones_finish_their_node() 
     assert!(rec.in_flight.is_empty(), "every running worker finished and released: {rec:?}");
     let why = rec.stopped.clone().expect("the stop is recorded");
     assert!(why.contains("k8s-node2") && why.contains("failed"), "{why}");
+    // `status` explains it from the cluster alone.
+    let st = k8s_upgrade_chain::ops::status::read(&c.srv.client(), &settings, false).await.unwrap();
+    assert_eq!(st.worker_claims_stopped.as_deref(), Some(why.as_str()));
+    assert!(st.workers_in_flight.is_empty());
+    assert!(st.next_steps.iter().any(|s| s.contains("No new worker starts")), "{:?}", st.next_steps);
     // Workers that ran finished their node; nothing was started after the failure ended.
     for j in ran.iter().filter(|j| j.result.is_ok() && j.name.contains("-worker-")) {
         let node = j.node.as_deref().unwrap();
@@ -437,4 +442,56 @@ async fn a_blocking_alert_stops_refills_until_the_chain_is_resumed() {
     let d = claims::refill(&ctx, target, Kind::Patch, Cause::Start, &slack).await.unwrap();
     assert_eq!(d.start, ["k8s-node3", "k8s-node4"]);
     assert_eq!(claims(&c).stopped, None);
+}
+
+/// `plan` shows the worker waves from the config, as text and JSON (nothing new with the
+/// default concurrency of 1).
+#[test]
+fn plan_shows_the_worker_waves() {
+    let run = |config: Option<&str>, json: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("k8s-upgrade-chain"));
+        cmd.env("KUBECONFIG", "/nonexistent/kubeconfig").env_remove("KUBERNETES_SERVICE_HOST");
+        for v in ["PHASE", "TARGET_NODE", "TARGET_VERSION", "KIND", "IMAGE", "CONFIG", "NODES_FILE"] {
+            cmd.env_remove(v);
+        }
+        if let Some(text) = config {
+            let path = dir.path().join("config.yaml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(&path);
+        }
+        cmd.args(["plan", "--nodes-file", "examples/nodes.yaml", "--version", "1.34.2"]);
+        if json {
+            cmd.args(["-o", "json"]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(Some("workers:\n  concurrency: 4\n  max_unavailable: 3\n"), false);
+    assert!(text.contains("worker waves (concurrency 4, max_unavailable 3;"), "{text}");
+    let waves: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("wave ")).collect();
+    assert_eq!(waves.len(), 3, "7 workers, 3 at a time: {text}");
+    assert!(waves[2].ends_with("k8s-node10"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&run(Some("workers:\n  concurrency: 4\n  max_unavailable: 3\n"), true)).unwrap();
+    assert_eq!(v["waves"].as_array().unwrap().len(), 3);
+    assert_eq!(v["waves"][0].as_array().unwrap().len(), 3);
+    // Default: no waves, the JSON unchanged.
+    assert!(!run(None, false).contains("worker waves"));
+    let v: serde_json::Value = serde_json::from_str(&run(None, true)).unwrap();
+    assert!(v.get("waves").is_none());
+    // Bad values are refused where they enter, naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "workers:\n  max_unavailable: 0%\n").unwrap();
+    let out = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("k8s-upgrade-chain"))
+        .arg("--config")
+        .arg(&path)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("workers.max_unavailable"), "{err}");
 }
