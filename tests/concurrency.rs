@@ -495,3 +495,42 @@ fn plan_shows_the_worker_waves() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("workers.max_unavailable"), "{err}");
 }
+
+/// `rehearse` runs the chain with the configured concurrency (the claims, the refills, the
+/// last worker spawning postflight) and projects the worker stage on that many slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rehearse_runs_with_the_configured_concurrency_and_projects_it() {
+    use k8s_upgrade_chain::rehearse::{self, Options, Source};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut site = Settings::default();
+    site.workers.concurrency = Concurrency::new(2).unwrap();
+    let opts = Options {
+        source: Source::Builtin,
+        version: None,
+        speed: rehearse::DEFAULT_SPEED,
+        image: "registry.local/k8s-upgrade-chain:test".into(),
+    };
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l = lines.clone();
+    let report =
+        rehearse::rehearse(&site, opts, &move |s: &str| l.lock().unwrap().push(s.to_string())).await.unwrap();
+    let out = lines.lock().unwrap().join("\n");
+    assert!(report.completed, "{out}");
+    assert!(report.jobs.iter().all(|j| j.result == "Done"), "{out}");
+    let workers: BTreeSet<&str> = report
+        .jobs
+        .iter()
+        .filter(|j| j.phase == chain_core::plan::Phase::Worker)
+        .filter_map(|j| j.node.as_deref())
+        .collect();
+    assert_eq!(workers.len(), 4, "each worker once: {workers:?}");
+    assert_eq!(report.jobs.iter().filter(|j| j.phase == chain_core::plan::Phase::Postflight).count(), 1);
+    let summary = rehearse::summary_text(&report);
+    assert!(summary.contains("the worker Jobs 2 at a time (workers.concurrency 2)"), "{summary}");
+    // Two at a time: the workers' share of the projection is about halved.
+    let one_at_a_time: std::time::Duration = report.jobs.iter().map(|j| j.projected).sum();
+    let worker_time: std::time::Duration =
+        report.jobs.iter().filter(|j| j.phase == chain_core::plan::Phase::Worker).map(|j| j.projected).sum();
+    assert!(report.projected < one_at_a_time, "{:?} < {:?}", report.projected, one_at_a_time);
+    assert!(report.projected + worker_time / 3 <= one_at_a_time, "{summary}");
+}

@@ -500,6 +500,50 @@ pub fn waves(
     }
 }
 
+/// One worker for [`makespan`]: its name, its failure domain (if labelled) and how long its
+/// Job takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerTime {
+    /// Node name.
+    pub node: String,
+    /// Its [`zones`] value, if any.
+    pub zone: Option<String>,
+    /// How long its worker Job takes (drain, upgrade, ready wait, soak).
+    pub took: std::time::Duration,
+}
+
+/// How long the worker stage takes with `limit` slots when every worker Job takes its `took`:
+/// the refill rule played out in time (whenever a Job ends, the pending workers in order fill
+/// the free slots, never two of a zone at once). `workers` in chain (natural) order. Pure; what
+/// `rehearse` projects and the benchmark prints.
+pub fn makespan(workers: &[WorkerTime], limit: usize) -> std::time::Duration {
+    use std::time::Duration;
+    let limit = limit.max(1);
+    let mut pending: Vec<&WorkerTime> = workers.iter().collect();
+    // (ends at, index into workers)
+    let mut running: Vec<(Duration, &WorkerTime)> = Vec::new();
+    let mut now = Duration::ZERO;
+    loop {
+        let busy: BTreeSet<&str> = running.iter().filter_map(|(_, w)| w.zone.as_deref()).collect();
+        let mut taken: BTreeSet<&str> = busy;
+        let mut i = 0;
+        while i < pending.len() && running.len() < limit {
+            let w = pending[i];
+            if let Some(z) = w.zone.as_deref() {
+                if !taken.insert(z) {
+                    i += 1;
+                    continue;
+                }
+            }
+            running.push((now + w.took, w));
+            pending.remove(i);
+        }
+        let Some(next) = running.iter().map(|(end, _)| *end).min() else { return now };
+        now = next;
+        running.retain(|(end, _)| *end > now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,6 +799,29 @@ mod tests {
         let d = r.decide();
         assert_eq!(d.claims.stopped, None);
         assert_eq!(d.start, names(&["k8s-node1", "k8s-node3"]));
+    }
+
+    #[test]
+    fn makespan_plays_the_refill_rule_out_in_time() {
+        use std::time::Duration;
+        let m = |n: u64| Duration::from_secs(n * 60);
+        let w = |i: usize, zone: Option<&str>, mins: u64| WorkerTime {
+            node: format!("k8s-node{i}"),
+            zone: zone.map(String::from),
+            took: m(mins),
+        };
+        let ten: Vec<WorkerTime> = (1..=10).map(|i| w(i, None, 14)).collect();
+        assert_eq!(makespan(&ten, 1), m(140), "one at a time: the sum");
+        assert_eq!(makespan(&ten, 4), m(42), "4 + 4 + 2: three rounds");
+        assert_eq!(makespan(&ten, 10), m(14));
+        assert_eq!(makespan(&ten, 0), m(140), "a limit of 0 is 1");
+        // A slot freed early is refilled at once, not at the end of a wave.
+        let uneven = vec![w(1, None, 10), w(2, None, 2), w(3, None, 2), w(4, None, 2)];
+        assert_eq!(makespan(&uneven, 2), m(10));
+        // Two zones: never more than one per zone, whatever the limit.
+        let zoned: Vec<WorkerTime> = (1..=6).map(|i| w(i, Some(["a", "b"][i % 2]), 14)).collect();
+        assert_eq!(makespan(&zoned, 8), m(42));
+        assert_eq!(makespan(&[], 4), Duration::ZERO);
     }
 
     #[test]
