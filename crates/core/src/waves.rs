@@ -466,10 +466,10 @@ fn pick(
         if in_flight.contains_key(&n.name) {
             continue;
         }
-        if let Some(z) = zones.get(&n.name) {
-            if !busy.insert(z.as_str()) {
-                continue;
-            }
+        if let Some(z) = zones.get(&n.name)
+            && !busy.insert(z.as_str())
+        {
+            continue;
         }
         out.push(n.name.clone());
         room -= 1;
@@ -529,11 +529,11 @@ pub fn makespan(workers: &[WorkerTime], limit: usize) -> std::time::Duration {
         let mut i = 0;
         while i < pending.len() && running.len() < limit {
             let w = pending[i];
-            if let Some(z) = w.zone.as_deref() {
-                if !taken.insert(z) {
-                    i += 1;
-                    continue;
-                }
+            if let Some(z) = w.zone.as_deref()
+                && !taken.insert(z)
+            {
+                i += 1;
+                continue;
             }
             running.push((now + w.took, w));
             pending.remove(i);
