@@ -70,17 +70,19 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 12 {
+        if digits == 0 {
             return Err(bad());
         }
+        // Anything beyond u64 or a Duration is refused, never wrapped.
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let secs = |per: u64| n.checked_mul(per).map(Duration::from_secs).ok_or_else(bad);
         let part = match &rest[..unit_len] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+            "m" => secs(60)?,
+            "h" => secs(3600)?,
             _ => return Err(bad()),
         };
         rest = &rest[unit_len..];
@@ -89,22 +91,24 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Formats the way [`parse`] reads: `1h30m`, `15m`, `45s`, `250ms`, `0s`.
+/// Formats the way [`parse`] reads: `1h30m`, `15m`, `45s`, `250ms`, `1h500ms`, `0s`
+/// (sub-millisecond parts, which [`parse`] never produces, are dropped). `parse(format(d))`
+/// gives `d` back for every duration of whole milliseconds.
 pub fn format(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
+    let ms = d.subsec_millis();
+    let mut secs = d.as_secs();
+    if secs == 0 && ms == 0 {
         return "0s".into();
     }
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let mut secs = d.as_secs();
     let mut out = String::new();
     for (unit, size) in [("h", 3600), ("m", 60), ("s", 1)] {
         if secs >= size {
             out.push_str(&format!("{}{unit}", secs / size));
             secs %= size;
         }
+    }
+    if ms > 0 {
+        out.push_str(&format!("{ms}ms"));
     }
     out
 }
@@ -215,7 +219,7 @@ mod tests {
 
     #[test]
     fn refuses_ambiguous_or_malformed() {
-        for bad in ["", "600", "10 m", "m", "1d", "-5s", "1.5h", "5sec", "s10"] {
+        for bad in ["", "600", "10 m", "m", "1d", "-5s", "1.5h", "5sec", "s10", "99999999999999999999h", "5124095576030432h"] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "error must name the input: {e}");
         }
@@ -235,7 +239,7 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for s in ["1h30m", "15m", "45s", "250ms", "0s", "2h", "1h1m1s"] {
+        for s in ["1h30m", "15m", "45s", "250ms", "0s", "2h", "1h1m1s", "1h500ms"] {
             assert_eq!(format(parse(s).unwrap()), s);
         }
     }

@@ -37,6 +37,8 @@ pub mod names;
 pub mod node_exec;
 pub mod node_ops;
 pub mod plan;
+#[cfg(test)]
+mod properties;
 pub mod rbac;
 pub mod report;
 pub mod settings;
