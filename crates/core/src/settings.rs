@@ -499,6 +499,38 @@ fn check_template_path(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Every duration key of the config file with its bounds (see [`crate::duration`]), as
+/// docs/configuration.md lists them; a test checks each against what the file reader accepts.
+pub const DURATION_BOUNDS: [(&str, crate::duration::Bounds); 24] = {
+    use crate::duration::{DEADLINE, INTERVAL, REQUEST, SETTLE, SPAN, TTL};
+    [
+        ("job.ttl_after_finished", TTL),
+        ("job.deadline_margin", SPAN),
+        ("timeouts.node_ready", DEADLINE),
+        ("timeouts.alert_wait", SPAN),
+        ("timeouts.alert_interval", INTERVAL),
+        ("timeouts.soak", SPAN),
+        ("timeouts.soak_interval", INTERVAL),
+        ("timeouts.settle_window", SETTLE),
+        ("timeouts.etcd_snapshot", DEADLINE),
+        ("timeouts.probe", DEADLINE),
+        ("timeouts.job_delete", DEADLINE),
+        ("timeouts.job_start", DEADLINE),
+        ("alerts.request_timeout", REQUEST),
+        ("pushgateway.timeout", REQUEST),
+        ("slack.timeout", REQUEST),
+        ("ssh.connect_timeout", REQUEST),
+        ("ssh.command_timeout", DEADLINE),
+        ("ssh.keepalive_interval", INTERVAL),
+        ("drain.timeout", DEADLINE),
+        ("drain.fallback_after", SPAN),
+        ("drain.grace_period_override", SPAN),
+        ("drain.kill_switch_interval", INTERVAL),
+        ("drain.backoff_min", INTERVAL),
+        ("drain.backoff_max", INTERVAL),
+    ]
+};
+
 /// `annotation_prefix`: every annotation key written with it must be a qualified name
 /// (`<DNS subdomain>/<name>`), so the prefix is a DNS subdomain, `/`, and optionally the start
 /// of a name (`example.com/k8s-upgrade-`).
@@ -722,6 +754,83 @@ hooks:
         assert!(e.contains("timeouts.node_ready"), "{e}");
         let e = parse("drain: {timeout: 0s}\n").unwrap_err().to_string();
         assert!(e.contains("drain.timeout"), "{e}");
+    }
+
+    #[test]
+    fn every_duration_key_has_the_listed_bounds() {
+        use crate::duration::format;
+        let yaml = |key: &str, d: Duration| {
+            let (section, field) = key.split_once('.').unwrap();
+            // backoff_max may not be below backoff_min (1s by default).
+            let extra = if key == "drain.backoff_min" { ", backoff_max: 1h" } else { "" };
+            format!("{section}: {{{field}: {}{extra}}}\n", format(d))
+        };
+        for (key, b) in DURATION_BOUNDS {
+            for ok in [b.min, b.max] {
+                parse(&yaml(key, ok)).unwrap_or_else(|e| panic!("{key} {}: {e}", format(ok)));
+            }
+            let mut bad = vec![b.max + Duration::from_secs(1)];
+            if !b.min.is_zero() {
+                bad.push(b.min - Duration::from_millis(1));
+            }
+            for d in bad {
+                let e = parse(&yaml(key, d)).unwrap_err().to_string();
+                assert!(e.contains(key) && e.contains(&format(d)), "{key} {}: {e}", format(d));
+            }
+        }
+        // And every duration key of the file is in the list.
+        let mut listed: Vec<&str> = DURATION_BOUNDS.iter().map(|(k, _)| *k).collect();
+        listed.sort();
+        let yaml = Settings::default().to_yaml();
+        let mut found = vec![];
+        let mut section = "";
+        for line in yaml.lines() {
+            if !line.starts_with(' ') {
+                section = line.trim_end_matches(':').split(':').next().unwrap();
+            } else if let Some((k, v)) = line.trim().split_once(": ")
+                && !line.starts_with("    ")
+                && crate::duration::parse(v).is_ok()
+            {
+                found.push(format!("{section}.{k}"));
+            }
+        }
+        found.push("drain.grace_period_override".into());
+        found.sort();
+        assert_eq!(listed, found);
+    }
+
+    #[test]
+    fn annotation_suffixes_are_the_keys_written() {
+        let keys = crate::annotations::Keys::new("p.example/");
+        for k in [keys.in_flight, keys.target, keys.snapshot_path] {
+            assert!(ANNOTATION_SUFFIXES.iter().any(|s| k == format!("p.example/{s}")), "{k}");
+        }
+    }
+
+    #[test]
+    fn classes_of_bad_values_name_their_key() {
+        for (yaml, key) in [
+            ("ssh: {port: 0}", "ssh.port"),
+            ("ssh: {user: ''}", "ssh.user"),
+            ("ssh: {user: '-x'}", "ssh.user"),
+            ("apt_repository: 'https://x.example/?a=1'", "apt_repository"),
+            ("apt_repository: 'https://x.example/#f'", "apt_repository"),
+            ("apt_repository: 'https://u:p@x.example/'", "apt_repository"),
+            ("annotation_prefix: 'k8s//'", "annotation_prefix"),
+            ("annotation_prefix: 'k8s-upgrade-chain'", "annotation_prefix"),
+            ("annotation_prefix: 'x.example/-'", "annotation_prefix"),
+            ("hooks: {expected_daemonsets: ['Kube_Proxy']}", "hooks.expected_daemonsets[0]"),
+            ("hooks: {smoke_dns_name: 'bad name'}", "hooks.smoke_dns_name"),
+            ("alerts: {ignore: ['Watchdog)|(.*']}", "alerts"),
+            ("alerts: {ignore: ['']}", "alerts"),
+            ("alerts: {pod_ready_query: ' '}", "alerts.pod_ready_query"),
+        ] {
+            let e = parse(yaml).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        for ok in ["annotation_prefix: 'example.com/k8s-upgrade-'", "hooks: {smoke_dns_name: 'Kubernetes.Default.'}"] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]
