@@ -64,7 +64,8 @@ fn plan_nodes_file(workers: usize) {
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": nodes});
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("nodes.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&list).expect("nodes serialise")).expect("write nodes.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&list).expect("nodes serialise"))
+        .expect("write nodes.json");
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     drop(list);
     let t0 = Instant::now();

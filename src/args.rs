@@ -170,7 +170,11 @@ fn invalid(input: &str, value: &str, reason: impl std::fmt::Display) -> anyhow::
 /// `--version` / `TARGET_VERSION`.
 pub fn version(s: &str) -> anyhow::Result<Version> {
     s.parse::<Version>().map_err(|_| {
-        invalid("--version / TARGET_VERSION", s, "expected a Kubernetes version X.Y.Z (an optional leading 'v')")
+        invalid(
+            "--version / TARGET_VERSION",
+            s,
+            "expected a Kubernetes version X.Y.Z (an optional leading 'v')",
+        )
     })
 }
 
@@ -180,7 +184,11 @@ fn kind(s: &str) -> anyhow::Result<Kind> {
 
 fn phase(s: &str) -> anyhow::Result<Phase> {
     s.parse().map_err(|_: String| {
-        invalid("--phase / PHASE", s, "unknown phase: expected one of preflight, master, control-plane, worker, postflight")
+        invalid(
+            "--phase / PHASE",
+            s,
+            "unknown phase: expected one of preflight, master, control-plane, worker, postflight",
+        )
     })
 }
 
@@ -210,7 +218,11 @@ fn image(s: &str) -> anyhow::Result<ImageRef> {
 fn speed(s: &str) -> anyhow::Result<f64> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (1.0..=MAX_SPEED).contains(&v) => Ok(v),
-        _ => Err(invalid("speed (--speed / REHEARSE_SPEED)", s, format!("expected a number from 1 to {MAX_SPEED}"))),
+        _ => Err(invalid(
+            "speed (--speed / REHEARSE_SPEED)",
+            s,
+            format!("expected a number from 1 to {MAX_SPEED}"),
+        )),
     }
 }
 
@@ -227,7 +239,11 @@ fn context_name(s: &str) -> anyhow::Result<String> {
 pub fn toleration(s: &str) -> anyhow::Result<Toleration> {
     let input = "--toleration / TOLERATIONS";
     let Some((key, effect)) = s.rsplit_once(':') else {
-        return Err(invalid(input, s, "expected KEY:EFFECT with EFFECT NoSchedule, NoExecute or PreferNoSchedule"));
+        return Err(invalid(
+            input,
+            s,
+            "expected KEY:EFFECT with EFFECT NoSchedule, NoExecute or PreferNoSchedule",
+        ));
     };
     if !matches!(effect, "NoSchedule" | "NoExecute" | "PreferNoSchedule") {
         return Err(invalid(input, s, "EFFECT must be NoSchedule, NoExecute or PreferNoSchedule"));
@@ -246,7 +262,8 @@ fn render(a: cli::RenderArgs) -> anyhow::Result<RenderArgs> {
     let kind = a.kind.as_deref().map(kind).transpose()?;
     let run_on = match a.run_on {
         Some(raw) => {
-            let run_on = NodeName::parse(&raw).map_err(|r| invalid("node name (--run-on / RUN_ON)", &raw, r))?;
+            let run_on =
+                NodeName::parse(&raw).map_err(|r| invalid("node name (--run-on / RUN_ON)", &raw, r))?;
             if kind.is_none() {
                 return Err(bad_input(anyhow::anyhow!("--run-on needs --kind (patch or minor)")));
             }
@@ -278,7 +295,11 @@ fn plan(settings: &Settings, a: cli::PlanArgs) -> anyhow::Result<PlanArgs> {
     Ok(PlanArgs { version, output: a.output, snapshot })
 }
 
-fn manifests(settings: &Settings, config_path: Option<&Path>, a: cli::ManifestsArgs) -> anyhow::Result<ManifestsArgs> {
+fn manifests(
+    settings: &Settings,
+    config_path: Option<&Path>,
+    a: cli::ManifestsArgs,
+) -> anyhow::Result<ManifestsArgs> {
     let schedule = |flag: &str, s: &str| {
         CronSchedule::parse(s).map_err(|r| invalid(&format!("schedule ({flag})"), s, r))
     };
@@ -358,9 +379,14 @@ pub fn parse_nodes(text: &str, origin: &str) -> anyhow::Result<Vec<Node>> {
     let (format, doc) = if json {
         ("JSON", serde_json::from_str::<Doc>(text).map_err(|e| e.to_string()))
     } else {
-        ("YAML", serde_saphyr::from_str_with_options::<Doc>(text, nodes_yaml_options()).map_err(|e| e.to_string()))
+        (
+            "YAML",
+            serde_saphyr::from_str_with_options::<Doc>(text, nodes_yaml_options()).map_err(|e| e.to_string()),
+        )
     };
-    let doc = doc.map_err(|e| bad_input(anyhow::anyhow!("nodes file {origin} is not a valid {format} node list: {e}")))?;
+    let doc = doc.map_err(|e| {
+        bad_input(anyhow::anyhow!("nodes file {origin} is not a valid {format} node list: {e}"))
+    })?;
     match (doc.kind.as_str(), doc.items) {
         ("List" | "NodeList", Some(items)) => Ok(items),
         ("List" | "NodeList", None) => Ok(vec![]),
@@ -368,7 +394,8 @@ pub fn parse_nodes(text: &str, origin: &str) -> anyhow::Result<Vec<Node>> {
             let node = if json {
                 serde_json::from_str::<Node>(text).map_err(|e| e.to_string())
             } else {
-                serde_saphyr::from_str_with_options::<Node>(text, nodes_yaml_options()).map_err(|e| e.to_string())
+                serde_saphyr::from_str_with_options::<Node>(text, nodes_yaml_options())
+                    .map_err(|e| e.to_string())
             };
             node.map(|n| vec![n])
                 .map_err(|e| bad_input(anyhow::anyhow!("nodes file {origin} has an invalid Node: {e}")))
@@ -389,4 +416,71 @@ fn nodes_yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nodes(n: usize) -> Vec<Node> {
+        let mut out = chain_core::fixtures::cluster(3, n - 3, "v1.34.1");
+        for (i, node) in out.iter_mut().enumerate() {
+            let status = node.status.get_or_insert_with(Default::default);
+            // About 10 KB per Node, as a kubelet reports its images.
+            status.images = Some(
+                (0..30)
+                    .map(|j| k8s_openapi::api::core::v1::ContainerImage {
+                        names: Some(vec![
+                            format!("registry.example.com/team-{j}/service-{j}@sha256:{:064x}", i * 31 + j),
+                            format!("registry.example.com/team-{j}/service-{j}:v1.{j}.{i}"),
+                        ]),
+                        size_bytes: Some(1 << 24),
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    /// Issue 13: a 700-node `kubectl get nodes` list (7 MB) exceeded the YAML parser's default
+    /// budget; JSON is read without one, YAML under a budget raised for node lists.
+    #[test]
+    fn a_700_node_list_reads_as_json_and_as_yaml() {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": nodes(700)});
+        let json = serde_json::to_string_pretty(&list).unwrap(); // as kubectl prints it
+        assert!(json.len() > 6_000_000, "{} bytes", json.len());
+        assert_eq!(parse_nodes(&json, "nodes.json").unwrap().len(), 700);
+        let yaml = serde_saphyr::to_string(&list).unwrap();
+        assert_eq!(parse_nodes(&yaml, "nodes.yaml").unwrap().len(), 700);
+        let one = serde_json::to_string(&nodes(4)[0]).unwrap();
+        assert_eq!(parse_nodes(&one, "node.json").unwrap().len(), 1);
+        let e = parse_nodes(r#"{"kind":"PodList","items":[]}"#, "pods.json").unwrap_err().to_string();
+        assert!(e.contains("PodList"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn node_lists_and_flags_never_panic(
+            text in prop_oneof![
+                r#"\{"kind":"(List|Node|NodeList)","items":\[(\{"metadata":\{"name":"[a-zA-Z_é.-]{0,10}"\}\},?){0,3}\]\}"#,
+                "(kind: (List|Node)\n)?items:\n(- metadata: \\{name: [a-z.-]{0,8}\\}\n){0,3}",
+                ".{0,80}",
+            ],
+            flag in ".{0,40}",
+        ) {
+            let _ = parse_nodes(&text, "fuzz");
+            if let Ok(t) = toleration(&flag) {
+                prop_assert!(chain_core::names::check_qualified_name(t.key.as_deref().unwrap()).is_ok());
+            }
+            let _ = speed(&flag);
+            let _ = version(&flag);
+            let _ = context_name(&flag);
+            if let Ok(s) = step("worker", Some(&flag)) {
+                prop_assert!(NodeName::parse(s.node().unwrap()).is_ok());
+            }
+        }
+    }
 }

@@ -129,7 +129,11 @@ async fn report_command(settings: &Settings, context: Option<&str>, args: &Repor
 }
 
 /// `rehearse`: progress on stdout as it happens, then the summary (or one JSON report).
-async fn rehearse_command(settings: &Settings, context: Option<&str>, args: &RehearseArgs) -> anyhow::Result<()> {
+async fn rehearse_command(
+    settings: &Settings,
+    context: Option<&str>,
+    args: &RehearseArgs,
+) -> anyhow::Result<()> {
     use crate::rehearse::{Options, Source};
     let source = if args.from_cluster { Source::Live(k8s::connect(context).await?) } else { Source::Builtin };
     let opts =
@@ -286,7 +290,8 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
         }
     };
     let (template, origin) = crate::config::load_template(settings)?;
-    let req = JobRequest { step, target: args.version, kind, image: args.image.as_str(), placement: &placement };
+    let req =
+        JobRequest { step, target: args.version, kind, image: args.image.as_str(), placement: &placement };
     let job = job::render(settings, &template, &origin, &req)?;
     print!("{}", job::to_yaml(&job));
     Ok(())

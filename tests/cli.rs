@@ -88,7 +88,10 @@ fn bad_input_exits_2_and_names_the_input() {
             ],
             "never runs on the node it drains",
         ),
-        (&["render", "--phase", "upgrade", "--version", "1.34.2"], "invalid --phase / PHASE \"upgrade\": unknown phase"),
+        (
+            &["render", "--phase", "upgrade", "--version", "1.34.2"],
+            "invalid --phase / PHASE \"upgrade\": unknown phase",
+        ),
         (
             &[
                 "render",
@@ -252,21 +255,37 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
     let ok_nodes = file("ok.json", &list(&[node("cp1", true, "v1.34.1"), node("w1", false, "v1.34.1")]));
     let bad_name =
         file("bad-name.json", &list(&[node("cp1", true, "v1.34.1"), node("Bad_Node", false, "v1.34.1")]));
-    let duplicate = file("dup.json", &list(&[node("cp1", true, "v1.34.1"), node("w1", false, "v1.34.1"), node("w1", false, "v1.34.1")]));
+    let duplicate = file(
+        "dup.json",
+        &list(&[node("cp1", true, "v1.34.1"), node("w1", false, "v1.34.1"), node("w1", false, "v1.34.1")]),
+    );
     let long: &'static str = "x".repeat(5000).leak();
     let multibyte = format!("{}é{}", "a".repeat(27), "b".repeat(40));
 
     // (args, env, what stderr must name)
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
     let step_env = |bad: (&'static str, &'static str)| {
-        let mut env = vec![("PHASE", "worker"), ("TARGET_NODE", "w1"), ("TARGET_VERSION", "1.34.2"), ("KIND", "patch")];
+        let mut env =
+            vec![("PHASE", "worker"), ("TARGET_NODE", "w1"), ("TARGET_VERSION", "1.34.2"), ("KIND", "patch")];
         env.retain(|(k, _)| *k != bad.0);
         env.push(bad);
         env
     };
     // A valid offline render, with `extra` flags replacing (or adding to) its own.
     let render = |extra: &[&'static str]| {
-        let mut a = vec!["render", "--phase", "worker", "--node", "w1", "--version", "1.34.2", "--kind", "patch", "--run-on", "cp1"];
+        let mut a = vec![
+            "render",
+            "--phase",
+            "worker",
+            "--node",
+            "w1",
+            "--version",
+            "1.34.2",
+            "--kind",
+            "patch",
+            "--run-on",
+            "cp1",
+        ];
         for pair in extra.chunks(2) {
             match a.iter().position(|x| *x == pair[0]) {
                 Some(i) => a[i + 1] = pair[1],
@@ -289,8 +308,16 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         (vec!["plan"], vec![("TARGET_VERSION", "latest")], "TARGET_VERSION"),
         (vec!["plan", "--version", "1.34.2", "-o", "xml"], vec![], "--output"),
         (vec!["plan", "--version", "1.34.2"], vec![("OUTPUT", "yaml")], "OUTPUT"),
-        (vec!["plan", "--version", "1.34.2", "--nodes-file", "/nonexistent/n.json"], vec![], "/nonexistent/n.json"),
-        (vec!["plan", "--version", "1.34.2"], vec![("NODES_FILE", "/nonexistent/n.json")], "/nonexistent/n.json"),
+        (
+            vec!["plan", "--version", "1.34.2", "--nodes-file", "/nonexistent/n.json"],
+            vec![],
+            "/nonexistent/n.json",
+        ),
+        (
+            vec!["plan", "--version", "1.34.2"],
+            vec![("NODES_FILE", "/nonexistent/n.json")],
+            "/nonexistent/n.json",
+        ),
         (vec!["plan", "--version", "1.34.2", "--nodes-file", &bad_name], vec![], "Bad_Node"),
         (vec!["plan", "--version", "1.34.2", "--nodes-file", &duplicate], vec![], "w1 is listed twice"),
         (vec!["plan", "--version", "1.30.0", "--nodes-file", &ok_nodes], vec![], "cannot downgrade"),
@@ -299,14 +326,26 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         (render(&["--phase", "upgrade"]), vec![], "--phase / PHASE"),
         (vec!["render", "--version", "1.34.2"], vec![("PHASE", "Worker")], "PHASE"),
         (render(&["--node", "Bad_Node"]), vec![], "--node / TARGET_NODE"),
-        (vec!["render", "--phase", "worker", "--version", "1.34.2", "--kind", "patch", "--run-on", "cp1"], vec![("TARGET_NODE", &multibyte)], "TARGET_NODE"),
+        (
+            vec!["render", "--phase", "worker", "--version", "1.34.2", "--kind", "patch", "--run-on", "cp1"],
+            vec![("TARGET_NODE", &multibyte)],
+            "TARGET_NODE",
+        ),
         (render(&["--version", "1.34.2-rc.1"]), vec![], "--version / TARGET_VERSION"),
         (render(&["--kind", "major"]), vec![], "--kind / KIND"),
-        (vec!["render", "--phase", "preflight", "--version", "1.34.2", "--run-on", "cp1"], vec![("KIND", "Patch")], "KIND"),
+        (
+            vec!["render", "--phase", "preflight", "--version", "1.34.2", "--run-on", "cp1"],
+            vec![("KIND", "Patch")],
+            "KIND",
+        ),
         (render(&["--image", ""]), vec![], "--image / IMAGE"),
         (render(&[]), vec![("IMAGE", "Registry/Tool:1")], "IMAGE"),
         (render(&["--run-on", "CP1"]), vec![], "--run-on / RUN_ON"),
-        (vec!["render", "--phase", "preflight", "--version", "1.34.2", "--kind", "patch"], vec![("RUN_ON", "cp_1")], "RUN_ON"),
+        (
+            vec!["render", "--phase", "preflight", "--version", "1.34.2", "--kind", "patch"],
+            vec![("RUN_ON", "cp_1")],
+            "RUN_ON",
+        ),
         (render(&["--toleration", "gpu"]), vec![], "--toleration / TOLERATIONS"),
         (render(&["--toleration", "bad key:NoSchedule"]), vec![], "--toleration / TOLERATIONS"),
         (render(&[]), vec![("TOLERATIONS", "a:NoSchedule,b:Never")], "TOLERATIONS"),
@@ -321,8 +360,21 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         (vec!["step"], step_env(("TARGET_VERSION", "1.34")), "TARGET_VERSION"),
         (vec!["step"], step_env(("KIND", "both")), "KIND"),
         (vec!["step"], step_env(("IMAGE", "")), "IMAGE"),
-        (vec!["step"], vec![("PHASE", "preflight"), ("TARGET_NODE", "w1"), ("TARGET_VERSION", "1.34.2"), ("KIND", "patch")], "takes no target node"),
-        (vec!["step"], vec![("PHASE", "worker"), ("TARGET_VERSION", "1.34.2"), ("KIND", "patch")], "needs a target node"),
+        (
+            vec!["step"],
+            vec![
+                ("PHASE", "preflight"),
+                ("TARGET_NODE", "w1"),
+                ("TARGET_VERSION", "1.34.2"),
+                ("KIND", "patch"),
+            ],
+            "takes no target node",
+        ),
+        (
+            vec!["step"],
+            vec![("PHASE", "worker"), ("TARGET_VERSION", "1.34.2"), ("KIND", "patch")],
+            "needs a target node",
+        ),
         // drain, uncordon
         (vec!["drain", "Bad_Node"], vec![], "NODE / TARGET_NODE"),
         (vec!["drain"], vec![("TARGET_NODE", "-w1")], "TARGET_NODE"),
@@ -357,7 +409,11 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
         assert!(err.contains(want), "{args:?} {env:?}: expected {want:?} in {err}");
-        assert!(err.len() < 2000, "{args:?}: a long value must be shortened in the message: {} bytes", err.len());
+        assert!(
+            err.len() < 2000,
+            "{args:?}: a long value must be shortened in the message: {} bytes",
+            err.len()
+        );
     }
 }
 
@@ -372,7 +428,7 @@ fn table_of_bad_config_keys() {
         (format!("timeouts: {{probe: {huge}}}"), "timeouts.probe"),
         ("timeouts: {probe: 999999999999h}".into(), "timeouts.probe"),
         ("timeouts: {alert_wait: 100000h}".into(), "timeouts.alert_wait"),
-        ("timeouts: {settle_window: 0s}".into(), "timeouts.settle_window"),
+        ("timeouts: {settle_window: 200h}".into(), "timeouts.settle_window"),
         ("ssh: {command_timeout: 9999999h}".into(), "ssh.command_timeout"),
         ("ssh: {keepalive_interval: 0s}".into(), "ssh.keepalive_interval"),
         ("ssh: {keepalive_interval: 99999999h}".into(), "ssh.keepalive_interval"),
@@ -430,5 +486,8 @@ fn config_output_loads_back_extremes_included() {
     std::fs::write(&again, &first).unwrap();
     let second = stdout(bin().arg("config").env("CONFIG", &again));
     assert_eq!(first, second);
-    assert!(first.contains("ttl_after_finished: 8760h") && first.contains("grace_period_override: 1s500ms"), "{first}");
+    assert!(
+        first.contains("ttl_after_finished: 8760h") && first.contains("grace_period_override: 1s500ms"),
+        "{first}"
+    );
 }

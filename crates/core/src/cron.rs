@@ -113,7 +113,9 @@ fn parse_descriptor(spec: &str) -> Result<(), String> {
     match spec {
         "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly" => Ok(()),
         _ => match spec.strip_prefix("@every ") {
-            Some(d) => go_duration(d).map(|_| ()).map_err(|e| format!("failed to parse duration {spec}: {e}")),
+            Some(d) => {
+                go_duration(d).map(|_| ()).map_err(|e| format!("failed to parse duration {spec}: {e}"))
+            }
             None => Err(format!("unrecognized descriptor: {spec}")),
         },
     }

@@ -40,9 +40,9 @@ pub const INTERVAL: Bounds = Bounds { min: secs(1), max: secs(HOUR) };
 /// A span that may be zero (the alert wait: check once; the soak: none; the fallback delay:
 /// at once; a grace period; the deadline margin): 0 s to 24 h.
 pub const SPAN: Bounds = Bounds { min: Duration::ZERO, max: secs(DAY) };
-/// The settle window: 1 min to 7 days. A zero window would let the settle gate pass whatever
-/// the nodes did.
-pub const SETTLE: Bounds = Bounds { min: secs(60), max: secs(7 * DAY) };
+/// The settle window: 0 s to 7 days. Zero asks for no quiet period; the gate still refuses a
+/// node whose Ready condition is missing, has no time or changes in the future.
+pub const SETTLE: Bounds = Bounds { min: Duration::ZERO, max: secs(7 * DAY) };
 /// `ttlSecondsAfterFinished` of the chain Jobs: 1 h to 365 days (an i32 of seconds holds
 /// 68 years). `status` and `report` read the finished Jobs, so they must outlive a chain step.
 pub const TTL: Bounds = Bounds { min: secs(HOUR), max: secs(365 * DAY) };
@@ -219,7 +219,19 @@ mod tests {
 
     #[test]
     fn refuses_ambiguous_or_malformed() {
-        for bad in ["", "600", "10 m", "m", "1d", "-5s", "1.5h", "5sec", "s10", "99999999999999999999h", "5124095576030432h"] {
+        for bad in [
+            "",
+            "600",
+            "10 m",
+            "m",
+            "1d",
+            "-5s",
+            "1.5h",
+            "5sec",
+            "s10",
+            "99999999999999999999h",
+            "5124095576030432h",
+        ] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "error must name the input: {e}");
         }

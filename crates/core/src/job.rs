@@ -66,13 +66,9 @@ pub fn active_deadline(settings: &Settings, phase: Phase) -> Duration {
             t.node_ready,
             t.probe.saturating_mul(3),
         ]),
-        Phase::Worker => sum(&[
-            t.alert_wait,
-            settings.drain.timeout,
-            settings.ssh.command_timeout,
-            t.node_ready,
-            t.soak,
-        ]),
+        Phase::Worker => {
+            sum(&[t.alert_wait, settings.drain.timeout, settings.ssh.command_timeout, t.node_ready, t.soak])
+        }
         Phase::Postflight => t.probe.saturating_mul(2),
     };
     // Spawning the next Job may wait for a Failed one to be deleted first.

@@ -103,10 +103,12 @@ pub fn check_qualified_name(k: &str) -> Result<(), String> {
             name
         }
         _ => {
-            return Err("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must \
+            return Err(
+                "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must \
                         start and end with an alphanumeric character, with an optional DNS subdomain \
                         prefix and '/'"
-                .into());
+                    .into(),
+            );
         }
     };
     if name.is_empty() {
@@ -116,9 +118,11 @@ pub fn check_qualified_name(k: &str) -> Result<(), String> {
         return Err(format!("name part must be no more than {LABEL_VALUE_MAX} characters"));
     }
     if !qualified_shape(name) {
-        return Err("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and \
+        return Err(
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and \
                     end with an alphanumeric character"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -196,7 +200,8 @@ impl From<NodeName> for String {
 impl<'de> Deserialize<'de> for NodeName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(|r| serde::de::Error::custom(format!("invalid node name {}: {r}", shorten(&s))))
+        Self::parse(&s)
+            .map_err(|r| serde::de::Error::custom(format!("invalid node name {}: {r}", shorten(&s))))
     }
 }
 

@@ -47,7 +47,9 @@ fn oracle_qualified(s: &str) -> bool {
         [p, n] => (Some(*p), *n),
         _ => return false,
     };
-    prefix.is_none_or(|p| !p.is_empty() && oracle_subdomain(p)) && name.len() <= 63 && QUALIFIED.is_match(name)
+    prefix.is_none_or(|p| !p.is_empty() && oracle_subdomain(p))
+        && name.len() <= 63
+        && QUALIFIED.is_match(name)
 }
 
 /// Names as clusters have them: short hostnames, FQDNs, cloud pool names, numbered racks,
@@ -70,7 +72,8 @@ fn valid_name_shaped() -> impl Strategy<Value = String> {
 fn version() -> impl Strategy<Value = Version> {
     prop_oneof![
         (1u32..=1, 28u32..=40, 0u32..=30).prop_map(|(a, b, c)| Version::new(a, b, c)),
-        (0u32..=999_999_999, 0u32..=999_999_999, 0u32..=999_999_999).prop_map(|(a, b, c)| Version::new(a, b, c)),
+        (0u32..=999_999_999, 0u32..=999_999_999, 0u32..=999_999_999)
+            .prop_map(|(a, b, c)| Version::new(a, b, c)),
     ]
 }
 
@@ -249,7 +252,12 @@ proptest! {
 
 fn bounded(b: duration::Bounds) -> impl Strategy<Value = Duration> {
     let (lo, hi) = (b.min.as_millis() as u64, b.max.as_millis() as u64);
-    prop_oneof![Just(b.min), Just(b.max), (lo..=hi).prop_map(Duration::from_millis), (lo / 1000..=hi / 1000).prop_map(move |s| Duration::from_secs(s).max(b.min))]
+    prop_oneof![
+        Just(b.min),
+        Just(b.max),
+        (lo..=hi).prop_map(Duration::from_millis),
+        (lo / 1000..=hi / 1000).prop_map(move |s| Duration::from_secs(s).max(b.min))
+    ]
 }
 
 fn label() -> impl Strategy<Value = String> {
@@ -258,24 +266,52 @@ fn label() -> impl Strategy<Value = String> {
 
 fn settings() -> impl Strategy<Value = Settings> {
     use duration::{DEADLINE, INTERVAL, REQUEST, SETTLE, SPAN, TTL};
-    let names = (label(), label(), "[a-z0-9]{1,10}(\\.[a-z0-9]{1,10}){0,2}/([a-z][-a-z0-9]{0,8})?", vec(label(), 0..3), vec(label(), 0..3));
+    let names = (
+        label(),
+        label(),
+        "[a-z0-9]{1,10}(\\.[a-z0-9]{1,10}){0,2}/([a-z][-a-z0-9]{0,8})?",
+        vec(label(), 0..3),
+        vec(label(), 0..3),
+    );
     let waits = (
         (bounded(DEADLINE), bounded(SPAN), bounded(INTERVAL), bounded(SPAN), bounded(INTERVAL)),
         (bounded(SETTLE), bounded(DEADLINE), bounded(DEADLINE), bounded(DEADLINE), bounded(DEADLINE)),
         (bounded(TTL), bounded(SPAN), bounded(REQUEST), bounded(REQUEST), bounded(REQUEST)),
     );
-    let ssh = (1u16..=65535, "[a-z_][a-z0-9_-]{0,20}", bounded(REQUEST), bounded(DEADLINE), bounded(INTERVAL));
-    let drain = (1usize..=1000, bounded(DEADLINE), bounded(SPAN), option::of(bounded(SPAN)), bounded(INTERVAL), (1u64..=3600).prop_map(Duration::from_secs), any::<bool>());
+    let ssh =
+        (1u16..=65535, "[a-z_][a-z0-9_-]{0,20}", bounded(REQUEST), bounded(DEADLINE), bounded(INTERVAL));
+    let drain = (
+        1usize..=1000,
+        bounded(DEADLINE),
+        bounded(SPAN),
+        option::of(bounded(SPAN)),
+        bounded(INTERVAL),
+        (1u64..=3600).prop_map(Duration::from_secs),
+        any::<bool>(),
+    );
     let alerts = (vec(alert_name(), 0..4), option::of(0.0f64..=1.0));
     (names, waits, ssh, drain, alerts).prop_map(|(names, waits, ssh, drain, alerts)| {
         let mut s = Settings::default();
-        (s.namespace, s.job.service_account, s.annotation_prefix, s.job.image_pull_secrets, s.hooks.expected_daemonsets) = names;
+        (
+            s.namespace,
+            s.job.service_account,
+            s.annotation_prefix,
+            s.job.image_pull_secrets,
+            s.hooks.expected_daemonsets,
+        ) = names;
         let ((a, b, c, d, e), (f, g, h, i, j), (k, l, m, n, o)) = waits;
         let t = &mut s.timeouts;
         (t.node_ready, t.alert_wait, t.alert_interval, t.soak, t.soak_interval) = (a, b, c, d, e);
         (t.settle_window, t.etcd_snapshot, t.probe, t.job_delete, t.job_start) = (f, g, h, i, j);
-        (s.job.ttl_after_finished, s.job.deadline_margin, s.alerts.request_timeout, s.pushgateway.timeout, s.slack.timeout) = (k, l, m, n, o);
-        (s.ssh.port, s.ssh.user, s.ssh.connect_timeout, s.ssh.command_timeout, s.ssh.keepalive_interval) = ssh;
+        (
+            s.job.ttl_after_finished,
+            s.job.deadline_margin,
+            s.alerts.request_timeout,
+            s.pushgateway.timeout,
+            s.slack.timeout,
+        ) = (k, l, m, n, o);
+        (s.ssh.port, s.ssh.user, s.ssh.connect_timeout, s.ssh.command_timeout, s.ssh.keepalive_interval) =
+            ssh;
         let (conc, timeout, fallback, grace, ks, backoff_max, force) = drain;
         s.drain.concurrency = conc;
         s.drain.timeout = timeout;

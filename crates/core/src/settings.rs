@@ -375,8 +375,10 @@ impl Settings {
             if a.name.is_empty() || a.name.len() > 63 || a.name.chars().any(char::is_control) {
                 return Err(invalid(&format!("{key}.name"), &a.name, "must be 1 to 63 printable characters"));
             }
-            check_dns_label(&a.namespace).map_err(|r| invalid(&format!("{key}.namespace"), &a.namespace, &r))?;
-            check_dns_subdomain(&a.resource).map_err(|r| invalid(&format!("{key}.resource"), &a.resource, &r))?;
+            check_dns_label(&a.namespace)
+                .map_err(|r| invalid(&format!("{key}.namespace"), &a.namespace, &r))?;
+            check_dns_subdomain(&a.resource)
+                .map_err(|r| invalid(&format!("{key}.resource"), &a.resource, &r))?;
         }
         for (i, d) in self.hooks.expected_daemonsets.iter().enumerate() {
             check_dns_subdomain(d).map_err(|r| invalid(&format!("hooks.expected_daemonsets[{i}]"), d, &r))?;
@@ -413,9 +415,10 @@ impl Settings {
             check_label_value(sev)
                 .map_err(|r| invalid(&format!("alerts.blocking_severities[{i}]"), sev, &r))?;
         }
-        for (key, q) in
-            [("alerts.pod_ready_query", &self.alerts.pod_ready_query), ("compat.deprecated_api_query", &self.compat.deprecated_api_query)]
-        {
+        for (key, q) in [
+            ("alerts.pod_ready_query", &self.alerts.pod_ready_query),
+            ("compat.deprecated_api_query", &self.compat.deprecated_api_query),
+        ] {
             if q.trim().is_empty() {
                 return Err(invalid(key, q, "must be a PromQL query"));
             }
@@ -541,7 +544,8 @@ fn check_annotation_prefix(prefix: &str) -> Result<(), String> {
     check_dns_subdomain(domain).map_err(|r| format!("the part before '/' {r}"))?;
     for suffix in ANNOTATION_SUFFIXES {
         let key = format!("{prefix}{suffix}");
-        check_label_key(&key).map_err(|r| format!("gives the annotation key {key:?}, which is invalid: {r}"))?;
+        check_label_key(&key)
+            .map_err(|r| format!("gives the annotation key {key:?}, which is invalid: {r}"))?;
     }
     Ok(())
 }
@@ -557,7 +561,9 @@ fn check_ssh_user(user: &str) -> Result<(), String> {
         && !user.starts_with('-')
         && user.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !ok {
-        return Err("must be a user name: 1 to 32 letters, digits, '.', '_' or '-', not starting with '-'".into());
+        return Err(
+            "must be a user name: 1 to 32 letters, digits, '.', '_' or '-', not starting with '-'".into()
+        );
     }
     Ok(())
 }
@@ -828,7 +834,10 @@ hooks:
             let e = parse(yaml).unwrap_err().to_string();
             assert!(e.contains(key), "{yaml}: {e}");
         }
-        for ok in ["annotation_prefix: 'example.com/k8s-upgrade-'", "hooks: {smoke_dns_name: 'Kubernetes.Default.'}"] {
+        for ok in [
+            "annotation_prefix: 'example.com/k8s-upgrade-'",
+            "hooks: {smoke_dns_name: 'Kubernetes.Default.'}",
+        ] {
             parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
     }
