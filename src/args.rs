@@ -427,9 +427,9 @@ mod tests {
         let mut out = chain_core::fixtures::cluster(3, n - 3, "v1.34.1");
         for (i, node) in out.iter_mut().enumerate() {
             let status = node.status.get_or_insert_with(Default::default);
-            // About 10 KB per Node, as a kubelet reports its images.
+            // The 50 images a kubelet reports by default (--node-status-max-images).
             status.images = Some(
-                (0..30)
+                (0..50)
                     .map(|j| k8s_openapi::api::core::v1::ContainerImage {
                         names: Some(vec![
                             format!("registry.example.com/team-{j}/service-{j}@sha256:{:064x}", i * 31 + j),
@@ -449,8 +449,11 @@ mod tests {
     fn a_700_node_list_reads_as_json_and_as_yaml() {
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": nodes(700)});
         let json = serde_json::to_string_pretty(&list).unwrap(); // as kubectl prints it
-        assert!(json.len() > 6_000_000, "{} bytes", json.len());
+        assert!(json.len() > 7_000_000, "{} bytes", json.len());
         assert_eq!(parse_nodes(&json, "nodes.json").unwrap().len(), 700);
+        // What failed before: the same text through the YAML parser and its default budget.
+        let as_yaml = serde_saphyr::from_str::<serde_json::Value>(&json);
+        assert!(as_yaml.is_err(), "the YAML parser's default budget took a 700-node JSON list");
         let yaml = serde_saphyr::to_string(&list).unwrap();
         assert_eq!(parse_nodes(&yaml, "nodes.yaml").unwrap().len(), 700);
         let one = serde_json::to_string(&nodes(4)[0]).unwrap();

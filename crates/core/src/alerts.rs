@@ -165,6 +165,7 @@ impl Policy {
             meta::Regex::builder()
                 .configure(meta::Config::new().nfa_size_limit(Some(10 << 20)))
                 .build_many_from_hir(hirs)
+                .map_err(|e| e.to_string())
         };
         let mut hirs = Vec::with_capacity(ignore.len());
         for entry in ignore {
@@ -178,7 +179,7 @@ impl Policy {
                 .parse(entry)
                 .map_err(|e| bad(entry, e.to_string()))?;
             let anchored = Hir::concat(vec![Hir::look(Look::Start), hir, Hir::look(Look::End)]);
-            let one = build(std::slice::from_ref(&anchored)).map_err(|e| bad(entry, e.to_string()))?;
+            let one = build(std::slice::from_ref(&anchored)).map_err(|e| bad(entry, e))?;
             if let Some(canary) = CANARY_NAMES.iter().find(|c| one.is_match(**c)) {
                 return Err(bad(
                     entry,
@@ -193,7 +194,7 @@ impl Policy {
         let ignore = if hirs.is_empty() {
             None
         } else {
-            Some(build(&hirs).map_err(|e| bad(&ignore.join(", "), e.to_string()))?)
+            Some(build(&hirs).map_err(|e| bad(&ignore.join(", "), e))?)
         };
         Ok(Self { severities: blocking_severities.iter().cloned().collect(), ignore })
     }
