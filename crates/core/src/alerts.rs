@@ -191,11 +191,8 @@ impl Policy {
             }
             hirs.push(anchored);
         }
-        let ignore = if hirs.is_empty() {
-            None
-        } else {
-            Some(build(&hirs).map_err(|e| bad(&ignore.join(", "), e))?)
-        };
+        let ignore =
+            if hirs.is_empty() { None } else { Some(build(&hirs).map_err(|e| bad(&ignore.join(", "), e))?) };
         Ok(Self { severities: blocking_severities.iter().cloned().collect(), ignore })
     }
 
