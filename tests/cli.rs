@@ -455,6 +455,9 @@ fn table_of_bad_config_keys() {
         ("hooks: {expected_daemonsets: [Calico_Node]}".into(), "hooks.expected_daemonsets[0]"),
         ("namespace: K8s_Upgrade".into(), "namespace"),
         ("job: {service_account: 'a b'}".into(), "job.service_account"),
+        (format!("ssh: {{port: '{}'}}", "9".repeat(20_000)), "ssh.port"),
+        (format!("namespace: {}", "n".repeat(20_000)), "namespace"),
+        (format!("alerts: {{ignore: ['{}(']}}", "A".repeat(20_000)), "alerts"),
     ];
     for (i, (yaml, want)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.yaml"));

@@ -148,6 +148,20 @@ pub fn shorten(value: &str) -> String {
     }
 }
 
+/// How much of a parser's message an error keeps (parsers quote the value they refused).
+pub const MESSAGE_MAX: usize = 400;
+
+/// A parser's message, cut after [`MESSAGE_MAX`] characters (at a character boundary) with
+/// how many more there were: a 100 KB value must not become a 100 KB error.
+pub fn shorten_message(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_MAX) {
+        None => message.to_string(),
+        Some((cut, _)) => {
+            format!("{}… ({} more characters)", &message[..cut], message[cut..].chars().count())
+        }
+    }
+}
+
 /// A node name: a DNS-1123 subdomain (`metadata.name` of a Node), checked when built. The
 /// chain's node phases, `drain`, `uncordon` and `render --run-on` take one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -249,5 +263,16 @@ mod tests {
         let s = shorten(&long);
         assert!(s.starts_with(&format!("\"{}é\"", "a".repeat(79))), "{s}");
         assert!(s.ends_with("(40 more characters)"), "{s}");
+    }
+
+    #[test]
+    fn shorten_message_keeps_short_messages_and_cuts_long_ones_on_a_character_boundary() {
+        assert_eq!(shorten_message("bad port"), "bad port");
+        let exact = "m".repeat(MESSAGE_MAX);
+        assert_eq!(shorten_message(&exact), exact);
+        let long = format!("{}é{}", "a".repeat(MESSAGE_MAX - 1), "b".repeat(1000));
+        let s = shorten_message(&long);
+        assert!(s.starts_with(&format!("{}é…", "a".repeat(MESSAGE_MAX - 1))), "{s}");
+        assert!(s.ends_with("(1000 more characters)"), "{s}");
     }
 }

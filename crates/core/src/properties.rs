@@ -92,6 +92,7 @@ proptest! {
         prop_assert_eq!(names::check_qualified_name(&s).is_ok(), oracle_qualified(&s), "qualified {:?}", s);
         prop_assert_eq!(NodeName::parse(&s).is_ok(), oracle_subdomain(&s));
         let _ = names::shorten(&s);
+        let _ = names::shorten_message(&s);
     }
 
     #[test]

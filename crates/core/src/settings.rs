@@ -269,8 +269,10 @@ impl Settings {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text)
-                .map_err(|e| SettingsError::Yaml { path: origin.into(), message: e.to_string() })?
+            serde_saphyr::from_str(text).map_err(|e| SettingsError::Yaml {
+                path: origin.into(),
+                message: crate::names::shorten_message(&e.to_string()),
+            })?
         };
         let value = match value {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
@@ -278,7 +280,8 @@ impl Settings {
         };
         let settings: Settings = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            SettingsError::Key { path: origin.into(), key, message: e.into_inner().to_string() }
+            let message = crate::names::shorten_message(&e.into_inner().to_string());
+            SettingsError::Key { path: origin.into(), key, message }
         })?;
         settings.validate(origin)?;
         Ok(settings)
@@ -355,10 +358,13 @@ impl Settings {
         self.drain.validate().map_err(|message| SettingsError::Key {
             path: origin.into(),
             key: "drain".into(),
-            message,
+            message: crate::names::shorten_message(&message),
         })?;
-        let key_err =
-            |key: &str, message: String| SettingsError::Key { path: origin.into(), key: key.into(), message };
+        let key_err = |key: &str, message: String| SettingsError::Key {
+            path: origin.into(),
+            key: key.into(),
+            message: crate::names::shorten_message(&message),
+        };
         crate::alerts::Policy::from_config(&self.alerts).map_err(|e| key_err("alerts", e.to_string()))?;
         if let Some(min) = self.alerts.min_pod_ready_ratio
             && !(0.0..=1.0).contains(&min)
@@ -368,7 +374,7 @@ impl Settings {
         self.compat.validate().map_err(|message| SettingsError::Key {
             path: origin.into(),
             key: "compat".into(),
-            message,
+            message: crate::names::shorten_message(&message),
         })?;
         for (i, a) in self.compat.addons.iter().enumerate() {
             let key = format!("compat.addons[{i}]");
