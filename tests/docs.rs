@@ -42,3 +42,16 @@ fn configuration_reference_is_the_defaults_and_lists_every_key() {
 fn example_config_is_valid() {
     k8s_upgrade_chain::config::load(std::path::Path::new("examples/config.yaml")).unwrap();
 }
+
+#[test]
+fn configuration_reference_lists_every_duration_bound() {
+    let doc = std::fs::read_to_string("docs/configuration.md").unwrap();
+    for (key, b) in chain_core::settings::DURATION_BOUNDS {
+        let row = format!(
+            "| `{key}` | {} | {} |",
+            chain_core::duration::format(b.min),
+            chain_core::duration::format(b.max)
+        );
+        assert!(doc.contains(&row), "docs/configuration.md must list {row}");
+    }
+}

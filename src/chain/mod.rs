@@ -161,6 +161,8 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         return Ok(Ended::Skipped(why));
     }
     step.validate(&snap)?;
+    // Two nodes whose Jobs would share a name: the second would be taken for done.
+    chain_core::plan::check_job_names(&snap, input.target)?;
     let job_ref = own_job(ctx, input).await;
     let started = jiff::Timestamp::now();
     ctx.push

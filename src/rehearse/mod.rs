@@ -176,19 +176,17 @@ pub fn default_target(running: Version) -> Version {
     Version::new(running.major, running.minor, running.patch + 1)
 }
 
-/// Refuses targets the chain cannot reach from `running` (downgrades, skipped minors).
+/// Refuses targets the chain cannot reach from `running` (downgrades, skipped minors: the
+/// planner's one rule, [`chain_core::plan::check_target`]) and the running version itself
+/// (nothing to rehearse).
 pub fn check_target(running: Version, target: Version) -> anyhow::Result<Kind> {
-    if target <= running {
+    let kind = chain_core::plan::check_target(running, target).map_err(bad_input)?;
+    if target == running {
         return Err(bad_input(anyhow::anyhow!(
             "target version {target} is not newer than the running version {running}"
         )));
     }
-    if target.major != running.major || target.minor > running.minor + 1 {
-        return Err(bad_input(anyhow::anyhow!(
-            "target version {target} skips a minor from {running}: kubeadm upgrades one minor at a time"
-        )));
-    }
-    Ok(Kind::between(running, target))
+    Ok(kind)
 }
 
 /// Runs a rehearsal, calling `progress` with each line of progress as it happens.

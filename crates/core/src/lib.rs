@@ -4,7 +4,8 @@
 //! core what to do, and does it. See `docs/architecture.md`.
 //!
 //! - Inputs and rules: [`settings`] (the validated configuration), [`names`] (Kubernetes' name
-//!   and label rules), [`version`], [`duration`].
+//!   and label rules, [`names::NodeName`]), [`image`] (image references), [`cron`] (CronJob
+//!   schedules), [`version`], [`duration`] (with the bounds of every configured duration).
 //! - The chain: [`plan`] (snapshot of the nodes, steps, what comes next, where each Job runs),
 //!   [`job`] (Job names, deadlines, rendering the template).
 //! - Gates: [`alerts`] (which firing alerts block), [`compat`] (addon and API compatibility),
@@ -21,11 +22,13 @@
 pub mod alerts;
 pub mod annotations;
 pub mod compat;
+pub mod cron;
 pub mod drain;
 pub mod duration;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod health;
+pub mod image;
 pub mod job;
 pub mod killswitch;
 pub mod manifests;
@@ -34,6 +37,8 @@ pub mod names;
 pub mod node_exec;
 pub mod node_ops;
 pub mod plan;
+#[cfg(test)]
+mod properties;
 pub mod rbac;
 pub mod report;
 pub mod settings;

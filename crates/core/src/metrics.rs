@@ -51,7 +51,7 @@ pub struct PushgatewayConfig {
     #[serde(with = "crate::alerts::url_str")]
     pub url: Url,
     /// Timeout of one request. Default `5s`.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::request")]
     pub timeout: Duration,
 }
 
