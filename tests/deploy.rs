@@ -787,7 +787,11 @@ fn terraform_cronjob_timing() -> std::collections::BTreeMap<String, serde_json::
         .find(|b| b.identifier() == "resource" && b.labels()[0].as_str() == "kubernetes_cron_job_v1")
         .expect("main.tf has the CronJob resource");
     let block = |b: &'_ Body, name: &str| -> Body {
-        b.blocks().find(|x| x.identifier() == name).unwrap_or_else(|| panic!("no {name} block")).body().clone()
+        b.blocks()
+            .find(|x| x.identifier() == name)
+            .unwrap_or_else(|| panic!("no {name} block"))
+            .body()
+            .clone()
     };
     let spec = block(resource.body(), "spec");
     let job_spec = block(&block(&spec, "job_template"), "spec");
