@@ -122,8 +122,7 @@ async fn a_retried_control_plane_job_that_skips_restores_what_a_killed_run_quies
     let input =
         StepInput { step: Step::master("k8s-master"), target: "1.34.2".parse().unwrap(), kind: Kind::Patch };
     let ctx = c.ctx();
-    let step = chain::run_step(&ctx, &input);
-    tokio::pin!(step);
+    let mut step = Box::pin(chain::run_step(&ctx, &input));
     let apply_started = eventually("kubeadm upgrade apply to start", || {
         master.calls().iter().any(|l| l.starts_with("kubeadm upgrade apply"))
     });
