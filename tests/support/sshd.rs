@@ -116,6 +116,9 @@ impl SshdNode {
         // Privilege separation dir sshd insists on when run as root.
         let _ = fs::create_dir_all("/run/sshd");
 
+        // `--norc`: bash run by sshd sources root's ~/.bashrc even when not interactive, and
+        // that file belongs to the machine, not the test (here it ran `pyenv rehash`, whose
+        // `sleep 0.1` the sleep shim then recorded among the node's commands).
         let wrapper = d.join("wrapper.sh");
         fs::write(
             &wrapper,
@@ -126,7 +129,7 @@ impl SshdNode {
                  export UPDATE_K8S_ROOT={root}\n\
                  export UPDATE_K8S_RETRY_DELAY=0\n\
                  if [ -f {state}/env ]; then . {state}/env; fi\n\
-                 exec /bin/bash -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                 exec /bin/bash --norc -c \"$SSH_ORIGINAL_COMMAND\"\n",
                 shims = shims_dir().display(),
                 state = d.join("state").display(),
                 root = d.join("root").display(),
