@@ -207,7 +207,7 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
         info!(%running, "no upgrade needed");
         return Ok(Detection::UpToDate { running });
     };
-    info!(%running, %target, %kind, "target detected");
+    info!(%running, target_version = %target, %kind, "target detected");
     if dry_run {
         slack.post(&format!("DRY_RUN — target v{target} ({kind}) detected, not spawning")).await;
         return Ok(Detection::Target { running, target, kind, spawned: None });
@@ -240,10 +240,16 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
         Some(JobState::Active) => (OnComplete::Skip, false),
     };
     let outcome = spawn_step(ctx, &snap, &Step::Preflight, target, kind, on_complete).await?;
-    if announce && matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
+    let spawned = matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. });
+    if announce && spawned {
         slack.post(&format!("Spawned {preflight_name} (target v{target}, {kind})")).await;
     }
     info!(job = %preflight_name, ?outcome, "preflight Job");
+    // Job 0 must start like every other (seed failures 18 and 36: an image gone from the
+    // registry, a taint the pinned Job did not tolerate, and nothing said so for days).
+    if spawned {
+        super::check_started(ctx, &preflight_name, &slack).await;
+    }
     Ok(Detection::Target { running, target, kind, spawned: Some(outcome) })
 }
 

@@ -170,7 +170,9 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         )
         .await;
     record(ctx, job_ref.as_ref(), &Milestone::PhaseStarted { phase: step.phase().to_string() }).await;
-    info!(%step, target = %input.target, kind = %input.kind, "phase started");
+    // `target_version`, not `target`: the JSON log line already has tracing's own `target`
+    // (the module), and a duplicate key is dropped by jq and refused by strict parsers.
+    info!(%step, target_version = %input.target, kind = %input.kind, "phase started");
 
     let result = phases::run_phase(ctx, &snap, input, &slack).await;
     let finished = Metric::PhaseFinished(epoch_seconds(jiff::Timestamp::now()));
@@ -272,22 +274,20 @@ pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::
     }
 }
 
-/// Reports loudly when the Job just spawned cannot start (best effort: this phase is done).
+/// Reports loudly when the Job just spawned cannot start: a warning, a Slack message and a
+/// `CannotStart` Event on the Job (seed failures 18 and 36). Best effort: the phase (or
+/// detection) that spawned it is done either way.
 pub async fn check_started(ctx: &Ctx, job_name: &str, slack: &Slack) {
     let ns = &ctx.settings.namespace;
     match started::wait_started(&ctx.clients.api, ns, job_name, ctx.settings.timeouts.job_start).await {
         Ok(started::Start::Started) => info!(job = job_name, "next Job started"),
         Ok(started::Start::Stuck(why)) => {
-            let msg = format!(
-                "WARN: the next Job {job_name} cannot start: {why}. The chain is stalled until it can"
-            );
+            let msg = format!("WARN: Job {job_name} cannot start: {why}. The chain is stalled until it can");
             warn!("{msg}");
             slack.post(&msg).await;
             let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), ns);
             if let Ok(Some(j)) = api.get_opt(job_name).await {
-                ctx.events
-                    .record(&j.object_ref(&()), &Milestone::Aborted(format!("cannot start: {why}")))
-                    .await;
+                ctx.events.record(&j.object_ref(&()), &Milestone::CannotStart(why)).await;
             }
         }
         Ok(started::Start::NotYet) => warn!(

@@ -51,6 +51,9 @@ pub enum Milestone {
     Halted(String),
     /// The phase aborted.
     Aborted(String),
+    /// The Job's pod cannot start (unschedulable, or its image cannot be pulled): recorded on
+    /// the Job by the phase (or detection) that spawned it (seed failures 18 and 36).
+    CannotStart(String),
 }
 
 impl Milestone {
@@ -89,6 +92,9 @@ impl Milestone {
                 (EventType::Warning, "Halted", "KillSwitch", format!("halted by the kill switch: {why}"))
             }
             Aborted(why) => (EventType::Warning, "Aborted", "Abort", format!("aborted: {why}")),
+            CannotStart(why) => {
+                (EventType::Warning, "CannotStart", "Start", format!("the Job's pod cannot start: {why}"))
+            }
         };
         Event {
             type_,
@@ -199,6 +205,7 @@ mod tests {
             Milestone::Refused("x".into()),
             Milestone::Halted("x".into()),
             Milestone::Aborted("x".into()),
+            Milestone::CannotStart("x".into()),
         ];
         for m in all {
             let e = m.event();

@@ -28,7 +28,7 @@ use serde_json::json;
 use sim::apiserver::{TestApiServer, fixtures as tf};
 
 use super::{
-    prom::{Prometheus, Pushgateway},
+    prom::{Prometheus, PushRecorder, Pushgateway, Reply, StubHttp},
     sshd::SshdNode,
 };
 
@@ -55,7 +55,11 @@ pub struct Cluster {
     pub srv: Arc<TestApiServer>,
     pub nodes: Vec<SshdNode>,
     pub pgw: Pushgateway,
+    /// Every push the code under test sent to the Pushgateway (the settings point at it).
+    pub pushes: PushRecorder,
     pub prom: Prometheus,
+    /// The Slack webhook the settings point at (records every message).
+    pub slack: StubHttp,
     pub settings: Settings,
     known_hosts: tempfile::TempDir,
     runner: JobRunner,
@@ -89,17 +93,16 @@ impl Cluster {
         for ns in [NS, "kube-system", "default", "apps"] {
             srv.insert(tf::namespace(ns));
         }
-        let port = super::prom::free_port();
-        let mut nodes = Vec::new();
         let names: Vec<(&str, bool)> = layout
             .control_planes
             .iter()
             .map(|n| (*n, true))
             .chain(layout.workers.iter().map(|n| (*n, false)))
             .collect();
-        for (i, (name, cp)) in names.iter().enumerate() {
+        let (port, sshds) = start_nodes(&names, layout.net);
+        let mut nodes = Vec::new();
+        for (i, ((name, cp), sshd)) in names.iter().zip(sshds).enumerate() {
             let ip = format!("127.0.{}.{}", layout.net, 10 + i);
-            let sshd = SshdNode::start_on_port(name, &ip, port);
             sshd.install(&["kubeadm", "kubelet", "kubectl"], &debian(layout.running));
             sshd.install(&["containerd.io"], "2.0.5-1");
             sshd.set_state(
@@ -175,8 +178,12 @@ impl Cluster {
         }));
 
         let pgw = Pushgateway::start().await;
+        let pushes = PushRecorder::start(&pgw).await;
         let prom = Prometheus::start(&["chain.rules.yml"], Some(&pgw)).await;
+        let slack = StubHttp::start(Reply::Status(200, vec![], "ok".into())).await;
         let known_hosts = tempfile::tempdir().unwrap();
+        let webhook = known_hosts.path().join("slack_webhook");
+        std::fs::write(&webhook, format!("{}/services/T000/B000/test", slack.url)).unwrap();
         let kh = known_hosts.path().join("known_hosts");
         std::fs::write(&kh, nodes.iter().map(SshdNode::known_hosts_line).collect::<String>()).unwrap();
         // One client key for every node, as the chain's Secret holds one.
@@ -189,9 +196,9 @@ impl Cluster {
         ssh.port = port;
 
         let mut settings = Settings { ssh, ..Settings::default() };
-        settings.pushgateway.url = pgw.url.parse().unwrap();
+        settings.pushgateway.url = pushes.url.parse().unwrap();
         settings.alerts.prometheus_url = prom.url.parse().unwrap();
-        settings.slack.webhook_file = "/nonexistent/slack_webhook".into();
+        settings.slack.webhook_file = webhook;
         settings.timeouts.node_ready = Duration::from_secs(60);
         settings.timeouts.alert_wait = Duration::from_secs(3);
         settings.timeouts.alert_interval = Duration::from_secs(1);
@@ -219,8 +226,19 @@ impl Cluster {
         let srv = Arc::new(srv);
         let runner = JobRunner::new(srv.clone(), NS);
         let backup_log = Arc::new(std::sync::Mutex::new(runner::backup_log(4194304)));
-        let mut cluster =
-            Cluster { srv, nodes, pgw, prom, settings, known_hosts, runner, backup_log, _tasks: vec![] };
+        let mut cluster = Cluster {
+            srv,
+            nodes,
+            pgw,
+            pushes,
+            prom,
+            slack,
+            settings,
+            known_hosts,
+            runner,
+            backup_log,
+            _tasks: vec![],
+        };
         cluster._tasks.push(cluster.kubelet_task());
         cluster._tasks.push(runner::spawn_etcd_backup(
             cluster.srv.clone(),
@@ -291,6 +309,35 @@ impl Cluster {
 
     pub async fn detect(&self) -> Detection {
         chain::detect::detect(&self.ctx(), false).await.unwrap()
+    }
+
+    /// The oldest active chain Job not run yet (what [`Self::run_chain`] would run next).
+    pub fn next_job(&self) -> Option<Job> {
+        self.runner.next_job()
+    }
+
+    /// Every Slack message posted so far (`[prefix] text`), in order.
+    pub fn slack_messages(&self) -> Vec<String> {
+        self.slack
+            .seen()
+            .iter()
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v["text"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// The Events recorded on the object `kind`/`name`, as `(type, reason, note)`.
+    pub fn events_on(&self, kind: &str, name: &str) -> Vec<(String, String, String)> {
+        self.srv
+            .list::<k8s_openapi::api::events::v1::Event>(None)
+            .into_iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+            })
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
     }
 
     /// Runs every chain Job as it appears, in order, until none is left to run.
@@ -454,6 +501,27 @@ impl Cluster {
     pub fn known_hosts_dir(&self) -> &std::path::Path {
         self.known_hosts.path()
     }
+}
+
+/// One sshd per node, every one on the same port of its own loopback address (as real nodes
+/// share port 22). A port that is free on 127.0.0.1 may be held on a node's address by
+/// another suite running on the machine: sshd then says so and every node moves to another
+/// port.
+fn start_nodes(names: &[(&str, bool)], net: u8) -> (u16, Vec<SshdNode>) {
+    let mut last = String::new();
+    for _ in 0..8 {
+        let port = super::prom::free_port();
+        let started: Result<Vec<SshdNode>, String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| SshdNode::try_start_on_port(name, &format!("127.0.{net}.{}", 10 + i), port))
+            .collect();
+        match started {
+            Ok(nodes) => return (port, nodes),
+            Err(e) => last = e,
+        }
+    }
+    panic!("the nodes' sshd did not start: {last}");
 }
 
 /// DaemonSet pods on every node; static control-plane pods on control planes.

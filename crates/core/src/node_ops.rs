@@ -276,8 +276,11 @@ pub struct PruneReport {
 /// prunes nothing.
 pub fn prune_request(dir: &str, older_than: Duration) -> ExecRequest {
     let minutes = older_than.as_secs().div_ceil(60);
+    // `UPDATE_K8S_ROOT` prefixes the directory for tests (real sshd nodes keep their files
+    // under a temp root); sudo's env_reset keeps it unset in production, as for the apt
+    // rewrite below.
     let script = format!(
-        "if [ -d {dir} ]; then find {dir} -mindepth 1 -maxdepth 1 -type d \\( -name 'kubeadm-backup-*' -o -name 'kubeadm-upgraded-manifests*' \\) -mmin +{minutes} -print -exec rm -rf {{}} +; fi; echo {marker}; df -P /",
+        "d=\"${{UPDATE_K8S_ROOT:-}}\"{dir}; if [ -d \"$d\" ]; then find \"$d\" -mindepth 1 -maxdepth 1 -type d \\( -name 'kubeadm-backup-*' -o -name 'kubeadm-upgraded-manifests*' \\) -mmin +{minutes} -print -exec rm -rf {{}} +; fi; echo {marker}; df -P /",
         dir = shell_quote(dir),
         marker = shell_quote(DF_MARKER),
     );

@@ -7,7 +7,7 @@ use tracing::warn;
 use super::{
     super::{Ctx, Ended, StepInput, abort, nodes, quiesce},
     alert_check,
-    node::{drain_for_upgrade, upgrade_drained},
+    node::{drain_for_upgrade, uncordon_on_skip, upgrade_drained},
     node_view,
 };
 use crate::{
@@ -15,9 +15,10 @@ use crate::{
     slack::Slack,
 };
 
-/// Skips a control plane already on target; otherwise alert check, drain, quiesce, upgrade
-/// (`role` picks `apply` or `node`), control-plane pods Running, alert check, post-upgrade
-/// scripts, and the quiesced Deployments restored on every exit path.
+/// Skips a control plane already on target (restoring any Deployment a killed run left
+/// quiesced); otherwise alert check, drain, quiesce, upgrade (`role` picks `apply` or `node`),
+/// control-plane pods Running, alert check, post-upgrade scripts, and the quiesced Deployments
+/// restored on every exit path.
 pub(super) async fn control_plane(
     ctx: &Ctx,
     snap: &Snapshot,
@@ -29,6 +30,12 @@ pub(super) async fn control_plane(
     let s = &ctx.settings;
     let view = node_view(snap, node)?;
     if view.on_target(input.target) {
+        // A retry after the Job was killed (activeDeadlineSeconds, eviction, SIGKILL) between
+        // its quiesce and its restore finds the node on target: restore here too, or the
+        // Deployments stay at 0 until postflight (seed failure 27: tigera-operator at 0 for
+        // 1.5 h when the retry skipped the phase that would have restored it).
+        restore_quiesced(ctx, slack).await;
+        uncordon_on_skip(ctx, node).await;
         slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
         return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
     }
@@ -57,14 +64,20 @@ pub(super) async fn control_plane(
         Ok(Ended::Done)
     }
     .await;
-    for e in quiesce::restore(&ctx.clients.api, &s.annotation_prefix, deployments).await {
-        warn!("{e}");
-        slack.post(&format!("WARN: {e}")).await;
-    }
+    restore_quiesced(ctx, slack).await;
     if matches!(result, Ok(Ended::Done)) {
         slack.post(&format!("{node} on v{}, control plane Running.", input.target)).await;
     }
     result
+}
+
+/// Restores every quiesced Deployment that carries its saved replica count; failures warn.
+async fn restore_quiesced(ctx: &Ctx, slack: &Slack) {
+    let s = &ctx.settings;
+    for e in quiesce::restore(&ctx.clients.api, &s.annotation_prefix, &s.hooks.quiesce_deployments).await {
+        warn!("{e}");
+        slack.post(&format!("WARN: {e}")).await;
+    }
 }
 
 /// The configured post-upgrade scripts: non-fatal, each verified when it says how.

@@ -87,6 +87,21 @@ async fn uncordon_after_failure(ctx: &Ctx, node: &str) -> String {
     }
 }
 
+/// A node phase whose node is already on target skips its work. A run killed after the
+/// upgrade but before its uncordon (activeDeadlineSeconds, SIGKILL) left the node cordoned:
+/// uncordon it if the chain cordoned it, or the node stays out of service and, for the only
+/// control plane, the next worker Job has nowhere to run.
+pub(super) async fn uncordon_on_skip(ctx: &Ctx, node: &str) {
+    match drain::uncordon_if_ours(&ctx.clients.api, node).await {
+        Ok(Uncordon::Uncordoned) => {
+            info!(node, "already on target and cordoned by an earlier run: uncordoned");
+            record_node(ctx, node, &Milestone::Uncordoned).await;
+        }
+        Ok(Uncordon::NotOurs { .. }) => {}
+        Err(e) => warn!("node {node} may still be cordoned: failed to uncordon it: {e}"),
+    }
+}
+
 /// Drains the node of a node phase, then re-reads the kill switch. `Some(reason)` means the
 /// phase halts (the node was uncordoned again if we had cordoned it).
 pub(super) async fn drain_for_upgrade(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Option<String>> {

@@ -8,7 +8,7 @@ use chain_core::{
 use super::{
     super::{Ctx, Ended, StepInput, abort, nodes, record_node},
     gate_text,
-    node::{drain_for_upgrade, upgrade_drained},
+    node::{drain_for_upgrade, uncordon_on_skip, upgrade_drained},
     node_view,
 };
 use crate::{k8s::events::Milestone, node::probes::NodeRole, slack::Slack};
@@ -24,6 +24,7 @@ pub(super) async fn worker(
 ) -> anyhow::Result<Ended> {
     let s = &ctx.settings;
     if node_view(snap, node)?.on_target(input.target) {
+        uncordon_on_skip(ctx, node).await;
         slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
         return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
     }
