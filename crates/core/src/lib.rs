@@ -6,7 +6,9 @@
 //! - Inputs and rules: [`settings`] (the validated configuration), [`names`] (Kubernetes' name
 //!   and label rules), [`version`], [`duration`].
 //! - The chain: [`plan`] (snapshot of the nodes, steps, what comes next, where each Job runs),
-//!   [`job`] (Job names, deadlines, rendering the template).
+//!   [`job`] (Job names, deadlines, rendering the template), [`resume`] (where a stopped chain
+//!   resumes, which nodes wait for a human, whether a phase still has work), [`etcd`] (the
+//!   pre-upgrade snapshot decision).
 //! - Gates: [`alerts`] (which firing alerts block), [`compat`] (addon and API compatibility),
 //!   [`settle`] (the quiet window), [`health`] (node health), [`killswitch`].
 //! - Node operations: [`drain`] (which pods to evict, PDB arithmetic, what an answer means),
@@ -23,6 +25,7 @@ pub mod annotations;
 pub mod compat;
 pub mod drain;
 pub mod duration;
+pub mod etcd;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod health;
@@ -36,6 +39,7 @@ pub mod node_ops;
 pub mod plan;
 pub mod rbac;
 pub mod report;
+pub mod resume;
 pub mod settings;
 pub mod settle;
 pub mod status;
