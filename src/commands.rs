@@ -61,6 +61,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::drain::uncordon_command(&clients, &args.node).await?);
             Ok(())
         }
+        Command::Ack(args) => {
+            check_node_name(&args.node)?;
+            let clients = k8s::connect(context).await?;
+            let acked = crate::ops::ack::acknowledge(&clients.api, &settings, &args.node).await?;
+            print!("{}", crate::ops::ack::describe(&args.node, &acked, &settings.namespace));
+            Ok(())
+        }
         Command::Rehearse(args) => rehearse_command(&settings, context, &args).await,
         Command::Config => {
             print!("{}", serde_saphyr::to_string(&settings).context("failed to serialise the settings")?);
@@ -213,11 +220,8 @@ fn describe_detection(d: &crate::chain::detect::Detection) -> String {
     match d {
         Detection::Halted(r) => format!("halted by the kill switch: {r}"),
         Detection::UpToDate { running } => format!("no upgrade needed: running {running}"),
-        Detection::Target { running, target, kind, spawned: None } => {
-            format!("target {target} ({kind} from {running}); dry run: nothing spawned")
-        }
-        Detection::Target { running, target, kind, spawned: Some(o) } => {
-            format!("target {target} ({kind} from {running}); preflight Job: {o:?}")
+        Detection::Target { running, target, kind, action } => {
+            format!("target {target} ({kind} from {running}); {}", action.describe())
         }
     }
 }

@@ -51,6 +51,10 @@ pub enum Milestone {
     Halted(String),
     /// The phase aborted.
     Aborted(String),
+    /// The node's own upgrade did not finish; it waits for an operator's acknowledgement.
+    AwaitingAck(String),
+    /// An operator acknowledged the node's failed upgrade (`k8s-upgrade-chain ack`).
+    Acknowledged(String),
 }
 
 impl Milestone {
@@ -89,6 +93,21 @@ impl Milestone {
                 (EventType::Warning, "Halted", "KillSwitch", format!("halted by the kill switch: {why}"))
             }
             Aborted(why) => (EventType::Warning, "Aborted", "Abort", format!("aborted: {why}")),
+            AwaitingAck(what) => (
+                EventType::Warning,
+                "UpgradeAwaitingAck",
+                "Upgrade",
+                format!(
+                    "the node's upgrade did not finish ({what}); it stays cordoned and nothing retries it \
+                     until an operator runs `k8s-upgrade-chain ack` for it"
+                ),
+            ),
+            Acknowledged(what) => (
+                EventType::Normal,
+                "UpgradeAcknowledged",
+                "Acknowledge",
+                format!("failed upgrade acknowledged ({what}); detection may retry the node"),
+            ),
         };
         Event {
             type_,
