@@ -178,6 +178,18 @@ fn printed(msg: &str, prefix: &str) -> String {
         .unwrap_or_else(|| panic!("no `{prefix}...` command in {msg:?}"))
 }
 
+/// The runbook writes `line` (each part of an `A && B` line) as a command line of its own: the
+/// resume paths it documents are the ones these tests run.
+fn runbook_has(line: &str) {
+    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbook.md")).unwrap();
+    for part in line.split(" && ") {
+        assert!(
+            runbook.lines().any(|l| l.trim() == part.trim()),
+            "docs/runbook.md does not show the resume command {part:?}"
+        );
+    }
+}
+
 fn names(ran: &[support::chain::RanJob]) -> Vec<&str> {
     ran.iter().map(|j| j.name.as_str()).collect()
 }
@@ -261,6 +273,8 @@ async fn a_failed_node_upgrade_waits_for_an_acknowledgement_then_detection_resum
     // The operator fixes the node and runs the printed commands: the acknowledgement, then
     // detection, which resumes the chain at node3 (not at preflight).
     std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
+    runbook_has(&ack);
+    runbook_has(&trigger);
     let out = c.run_operator_line(&ack).await;
     assert!(out[0].contains("acknowledged node k8s-node3"), "{out:?}");
     assert_eq!(c.upgrade_started("k8s-node3"), None);
@@ -330,6 +344,11 @@ async fn an_interrupted_upgrade_is_found_by_detection_and_acknowledged_with_kube
         .expect("status prints the kubectl form")
         .to_string();
     assert_eq!(kubectl, "kubectl annotate node k8s-node2 k8s-upgrade-chain/upgrade-started-");
+    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbook.md")).unwrap();
+    assert!(
+        runbook.contains(&format!("`{}`", kubectl.replace("k8s-node2", "k8s-node3"))),
+        "the runbook's form"
+    );
     c.run_operator_line(&kubectl).await;
     match c.detect().await {
         Detection::Target {
@@ -387,6 +406,8 @@ async fn a_halted_chain_resumes_at_the_halted_step_when_detection_runs() {
     let started_before = c.metric("k8s_upgrade_started_timestamp").await.unwrap();
     let plans = c.node("k8s-master").calls().iter().filter(|l| l.starts_with("kubeadm upgrade plan")).count();
 
+    runbook_has("kubectl -n k8s-upgrade delete configmap k8s-upgrade-killswitch");
+    runbook_has(&trigger);
     c.run_operator_line("kubectl -n k8s-upgrade delete configmap k8s-upgrade-killswitch").await;
     let detected = c.run_operator_line(&trigger).await;
     assert!(detected[0].contains("Worker { node: \"k8s-node2\" }"), "{detected:?}");
@@ -450,7 +471,9 @@ async fn a_changed_host_key_is_found_before_the_node_is_cordoned() {
          k8s-upgrade-chain render --phase worker --node k8s-node2 --version 1.34.2 | kubectl apply -f -"
     );
 
-    // The operator updates known_hosts (the Secret) and re-runs the phase as printed.
+    // The operator updates known_hosts (the Secret) and re-runs the phase as printed (and as
+    // the runbook shows it).
+    runbook_has(&rerun);
     c.refresh_known_hosts();
     c.run_operator_line(&rerun).await;
     let ran = c.run_chain().await;
@@ -498,6 +521,7 @@ async fn a_failure_before_the_upgrade_is_resumed_by_detection_at_that_step() {
 
     c.pgw.push_raw("test-switch", "k8s_test_block 0\n").await;
     c.prom.wait_for_not_firing("TestClusterCritical").await;
+    runbook_has(&trigger);
     let detected = c.run_operator_line(&trigger).await;
     assert!(
         detected[0].contains("Worker { node: \"k8s-node2\" }") && detected[0].contains("Failed"),
