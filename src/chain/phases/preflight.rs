@@ -237,12 +237,11 @@ async fn nodes_gate(ctx: &Ctx, snap: &Snapshot) -> anyhow::Result<Option<Version
             .await;
     let worker_versions = probed.into_iter().collect::<Result<Vec<_>, _>>()?;
     let master_containerd = probes::probe_containerd_version(exec, &master_t).await?;
-    Ok(probes::containerd_skew_target(master_containerd, &worker_versions).map(|to| {
+    Ok(probes::containerd_skew_target(master_containerd, &worker_versions).inspect(|to| {
         info!(
             "containerd on {} is {master_containerd}, workers run up to {to}: preflight will upgrade it",
             master.name
         );
-        to
     }))
 }
 
