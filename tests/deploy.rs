@@ -328,7 +328,7 @@ fn terraform_bindings_bind_every_role_to_the_service_account() {
         })
         .collect();
     assert_eq!(roles, bound);
-    assert_eq!(roles.len(), 4);
+    assert_eq!(roles.len(), 5);
 }
 
 fn opts() -> Options {
@@ -498,6 +498,7 @@ fn prometheus_rule_has_the_rules_file_groups() {
             "EtcdPreUpgradeSnapshotMissing",
             "K8sUpgradeStalled",
             "K8sUpgradeChainJobFailed",
+            "K8sUpgradeNodeAwaitingAck",
             "K8sUpgradeBlocked"
         ]
     );

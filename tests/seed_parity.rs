@@ -15,7 +15,10 @@ use chain_core::{
 };
 use k8s_openapi::api::{apps::v1::Deployment, batch::v1::Job};
 use k8s_upgrade_chain::{
-    chain::{self, Ended, StepInput, detect::Detection},
+    chain::{
+        self, Ended, StepInput,
+        detect::{Action, Detection},
+    },
     k8s::spawn::{JobState, OnComplete, SpawnOutcome},
 };
 use sim::apiserver::fixtures as tf;
@@ -184,7 +187,7 @@ async fn detection_reports_a_preflight_job_whose_image_cannot_be_pulled() {
     let c = Cluster::start(small(63)).await;
     c.srv.missing_image(IMAGE);
     match c.detect().await {
-        Detection::Target { spawned: Some(SpawnOutcome::Created), .. } => {}
+        Detection::Target { action: Action::Spawned { outcome: SpawnOutcome::Created, .. }, .. } => {}
         other => panic!("expected the preflight Job to be created, got {other:?}"),
     }
     let job = "k8s-upgrade-preflight-1-34-2";
@@ -383,7 +386,9 @@ async fn held_and_blocked_preflights_are_quiet_and_respawned_silently_until_the_
     let round = async |settings: &Settings| {
         let before_slack = c.slack_messages().len();
         let d = chain::detect::detect(&c.ctx_with(settings.clone()), false).await.unwrap();
-        let Detection::Target { spawned: Some(spawned), .. } = d else { panic!("{d:?}") };
+        let Detection::Target { action: Action::Spawned { outcome: spawned, .. }, .. } = d else {
+            panic!("{d:?}")
+        };
         let detect_slack = c.slack_messages()[before_slack..].to_vec();
         let job = c.next_job().expect("a preflight Job to run");
         assert_eq!(job.metadata.name.as_deref(), Some(preflight));
@@ -430,10 +435,13 @@ async fn held_and_blocked_preflights_are_quiet_and_respawned_silently_until_the_
     assert_eq!(gauges, (vec![0.0], vec![0.0]));
     assert!(c.chain_jobs().contains(&"k8s-upgrade-master-1-35-0".to_string()), "{:?}", c.chain_jobs());
 
-    // A Complete preflight whose chain advanced is left alone.
+    // A Complete preflight whose chain advanced is left alone: its control-plane Job runs.
     let before = c.slack_messages().len();
     let d = chain::detect::detect(&c.ctx_with(blocked.clone()), false).await.unwrap();
-    assert!(matches!(d, Detection::Target { spawned: Some(SpawnOutcome::SkippedComplete), .. }), "{d:?}");
+    assert!(
+        matches!(&d, Detection::Target { action: Action::Running { job }, .. } if job == "k8s-upgrade-master-1-35-0"),
+        "{d:?}"
+    );
     assert_eq!(c.slack_messages()[before..], [] as [String; 0]);
     let job: Job = c.srv.get(Some(NS), preflight).unwrap();
     assert_eq!(k8s_upgrade_chain::k8s::spawn::job_state(&job), JobState::Complete);

@@ -54,6 +54,10 @@ pub enum Milestone {
     /// The Job's pod cannot start (unschedulable, or its image cannot be pulled): recorded on
     /// the Job by the phase (or detection) that spawned it (seed failures 18 and 36).
     CannotStart(String),
+    /// The node's own upgrade did not finish; it waits for an operator's acknowledgement.
+    AwaitingAck(String),
+    /// An operator acknowledged the node's failed upgrade (`k8s-upgrade-chain ack`).
+    Acknowledged(String),
 }
 
 impl Milestone {
@@ -95,6 +99,21 @@ impl Milestone {
             CannotStart(why) => {
                 (EventType::Warning, "CannotStart", "Start", format!("the Job's pod cannot start: {why}"))
             }
+            AwaitingAck(what) => (
+                EventType::Warning,
+                "UpgradeAwaitingAck",
+                "Upgrade",
+                format!(
+                    "the node's upgrade did not finish ({what}); it stays cordoned and nothing retries it \
+                     until an operator runs `k8s-upgrade-chain ack` for it"
+                ),
+            ),
+            Acknowledged(what) => (
+                EventType::Normal,
+                "UpgradeAcknowledged",
+                "Acknowledge",
+                format!("failed upgrade acknowledged ({what}); detection may retry the node"),
+            ),
         };
         Event {
             type_,

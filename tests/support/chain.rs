@@ -296,6 +296,155 @@ impl Cluster {
         self.nodes.iter().find(|n| n.name == name).unwrap()
     }
 
+    pub fn node_mut(&mut self, name: &str) -> &mut SshdNode {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    /// Rewrites `known_hosts` from the nodes' current host keys (an operator updating the
+    /// Secret after a node was reinstalled).
+    pub fn refresh_known_hosts(&self) {
+        std::fs::write(
+            &self.settings.ssh.known_hosts_file,
+            self.nodes.iter().map(SshdNode::known_hosts_line).collect::<String>(),
+        )
+        .unwrap();
+    }
+
+    /// Every Slack message posted so far (`[prefix] text`), oldest first.
+    pub fn slack_messages(&self) -> Vec<String> {
+        self.slack
+            .seen()
+            .into_iter()
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v["text"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// The last Slack message containing `needle`.
+    pub fn slack_message(&self, needle: &str) -> String {
+        let all = self.slack_messages();
+        all.iter()
+            .rev()
+            .find(|m| m.contains(needle))
+            .cloned()
+            .unwrap_or_else(|| panic!("no Slack message contains {needle:?}; messages:\n{}", all.join("\n")))
+    }
+
+    /// Runs the real binary with `args` against this cluster, as an operator at a terminal
+    /// would (kubeconfig to the test apiserver, the cluster's settings as the config file).
+    /// Returns (exit code, stdout, stderr).
+    pub async fn run_binary(&self, args: &[&str]) -> (i32, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        self.srv.write_kubeconfig(&kubeconfig).unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, serde_saphyr::to_string(&self.settings).unwrap()).unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_k8s-upgrade-chain"))
+                .arg("--config")
+                .arg(&config)
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("RUST_LOG", "warn")
+                .env("NO_COLOR", "1")
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env_remove("IMAGE")
+                .env_remove("TARGET_NODE")
+                .env_remove("TARGET_VERSION")
+                .env_remove("PHASE")
+                .env_remove("KIND")
+                .env_remove("DRY_RUN")
+                .env_remove("OUTPUT")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        drop(dir);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs an operator's shell line the tool printed, the way a shell would: `A && B`, and
+    /// `render ... | kubectl apply -f -`. Understood: `k8s-upgrade-chain ...` (the real binary,
+    /// with the image of the chain), `kubectl -n NS delete job NAME --cascade=foreground`
+    /// (a Foreground delete, waited for), `kubectl apply -f -` of the previous command's
+    /// output (server-side apply, as a create), `kubectl -n NS delete configmap NAME`,
+    /// `kubectl annotate node NODE KEY-`, and `kubectl -n NS create job --from=cronjob/...`
+    /// (which here means: run detection). Panics on anything else, so a printed command the
+    /// test cannot run fails the test.
+    pub async fn run_operator_line(&self, line: &str) -> Vec<String> {
+        let mut outputs = Vec::new();
+        for part in line.split("&&").map(str::trim) {
+            let mut stdin: Option<String> = None;
+            for cmd in part.split('|').map(str::trim) {
+                let words: Vec<&str> = cmd.split_whitespace().collect();
+                stdin = Some(self.run_operator_command(&words, stdin.take()).await);
+            }
+            outputs.push(stdin.unwrap_or_default());
+        }
+        outputs
+    }
+
+    async fn run_operator_command(&self, words: &[&str], stdin: Option<String>) -> String {
+        use kube::{
+            Api,
+            api::{DeleteParams, Patch, PatchParams},
+        };
+        let client = self.srv.client();
+        match words {
+            ["k8s-upgrade-chain", rest @ ..] => {
+                let mut args = rest.to_vec();
+                if rest.first() == Some(&"render") {
+                    args.extend(["--image", IMAGE]);
+                }
+                let (code, out, err) = self.run_binary(&args).await;
+                assert_eq!(code, 0, "k8s-upgrade-chain {rest:?} failed:\n{err}");
+                out
+            }
+            ["kubectl", "-n", ns, "delete", "job", name, "--cascade=foreground"] => {
+                let api: Api<Job> = Api::namespaced(client, ns);
+                let job = api.get(name).await.unwrap();
+                k8s_upgrade_chain::k8s::spawn::delete_and_wait(&api, &job, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                String::new()
+            }
+            ["kubectl", "apply", "-f", "-"] => {
+                let yaml = stdin.expect("kubectl apply -f - reads the previous command's output");
+                let job: Job = serde_saphyr::from_str(&yaml).unwrap();
+                let ns = job.metadata.namespace.clone().unwrap();
+                let name = job.metadata.name.clone().unwrap();
+                Api::<Job>::namespaced(client, &ns)
+                    .patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&job))
+                    .await
+                    .unwrap();
+                String::new()
+            }
+            ["kubectl", "-n", ns, "delete", "configmap", name] => {
+                let api: Api<ConfigMap> = Api::namespaced(client, ns);
+                api.delete(name, &DeleteParams::default()).await.unwrap();
+                String::new()
+            }
+            ["kubectl", "annotate", "node", node, key] if key.ends_with('-') => {
+                let patch = json!({"metadata": {"annotations": {key.trim_end_matches('-'): null}}});
+                Api::<k8s_openapi::api::core::v1::Node>::all(client)
+                    .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+                String::new()
+            }
+            ["kubectl", "-n", _, "create", "job", from, ..] if from.starts_with("--from=cronjob/") => {
+                format!("{:?}", self.detect().await)
+            }
+            other => panic!("the test cannot run the printed command {other:?}"),
+        }
+    }
+
     /// A production context pointed at this cluster.
     pub fn ctx(&self) -> Ctx {
         self.ctx_with(self.settings.clone())
@@ -314,16 +463,6 @@ impl Cluster {
     /// The oldest active chain Job not run yet (what [`Self::run_chain`] would run next).
     pub fn next_job(&self) -> Option<Job> {
         self.runner.next_job()
-    }
-
-    /// Every Slack message posted so far (`[prefix] text`), in order.
-    pub fn slack_messages(&self) -> Vec<String> {
-        self.slack
-            .seen()
-            .iter()
-            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
-            .filter_map(|v| v["text"].as_str().map(String::from))
-            .collect()
     }
 
     /// The Events recorded on the object `kind`/`name`, as `(type, reason, note)`.
@@ -354,6 +493,61 @@ impl Cluster {
             ran.push(self.run_job(&job).await);
         }
         ran
+    }
+
+    /// A gauge of the Pushgateway with all of `labels` (e.g. `[("node", "k8s-node3")]`).
+    pub async fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.pgw.metrics_text().await;
+        chain_core::metrics::Scrape::parse(&text).value(name, labels)
+    }
+
+    /// The chain's pushed state: every `k8s_*` and `push_time_seconds` line of the
+    /// Pushgateway's `/metrics` for job="k8s-version-upgrade" (what a phase that changes
+    /// nothing must leave as it is).
+    pub async fn chain_metrics(&self) -> Vec<String> {
+        self.pgw
+            .metrics_text()
+            .await
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("job=\"k8s-version-upgrade\""))
+            .filter(|l| l.starts_with("k8s_") || l.starts_with("push_time_seconds"))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The namespace's `k8s-upgrade-chain/*` annotations (the in-flight record).
+    pub fn in_flight_annotations(&self) -> Vec<String> {
+        let ns: k8s_openapi::api::core::v1::Namespace = self.srv.get(None, NS).unwrap();
+        ns.metadata
+            .annotations
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| k.starts_with(&self.settings.annotation_prefix))
+            .collect()
+    }
+
+    /// The upgrade-started record on `node`, as the annotation's raw value.
+    pub fn upgrade_started(&self, node: &str) -> Option<String> {
+        let n: k8s_openapi::api::core::v1::Node = self.srv.get(None, node).unwrap();
+        n.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(chain_core::resume::UPGRADE_STARTED_ANNOTATION)
+            .cloned()
+    }
+
+    /// The reasons of the Events about `kind` `name`.
+    pub fn event_reasons(&self, kind: &str, name: &str) -> Vec<String> {
+        self.srv
+            .list::<k8s_openapi::api::events::v1::Event>(None)
+            .into_iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+            })
+            .filter_map(|e| e.reason)
+            .collect()
     }
 
     /// Runs one Job's step in-process, as its pod would, and finishes the Job accordingly.

@@ -39,6 +39,22 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The `expr` of alert `name` in the shipped rules file (deploy/alerts), to evaluate the real
+/// rule against what the chain really pushed.
+pub fn shipped_alert_expr(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/alerts/k8s-upgrade-chain.rules.yaml");
+    let rules: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .find(|r| r["alert"] == name)
+        .and_then(|r| r["expr"].as_str())
+        .unwrap_or_else(|| panic!("no alert {name} in deploy/alerts/k8s-upgrade-chain.rules.yaml"))
+        .to_string()
+}
+
 /// The path of a fixture under `tests/fixtures/prometheus/`.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prometheus").join(name)
@@ -362,6 +378,15 @@ impl Prometheus {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The samples of the instant `query` (the `data.result` array), read with plain JSON.
+    pub async fn query(&self, query: &str) -> Vec<serde_json::Value> {
+        let mut url = url::Url::parse(&format!("{}/api/v1/query", self.url)).unwrap();
+        url.query_pairs_mut().append_pair("query", query);
+        let v: serde_json::Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["status"], "success", "{query}: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// Waits (deadline 60 s) until the instant `query` returns at least one sample.
