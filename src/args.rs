@@ -46,6 +46,8 @@ pub enum Resolved {
     Step(StepArgs),
     Drain(NodeArgs),
     Uncordon(NodeArgs),
+    /// `ack`: the node whose failed upgrade an operator acknowledges.
+    Ack(NodeArgs),
     Rehearse(RehearseArgs),
     Config,
     Version,
@@ -151,6 +153,7 @@ pub fn resolve(cli: Cli) -> anyhow::Result<Invocation> {
         }),
         Command::Drain(a) => Resolved::Drain(NodeArgs { node: node_arg(&a.node)?, dry_run: a.dry_run }),
         Command::Uncordon(a) => Resolved::Uncordon(NodeArgs { node: node_arg(&a.node)?, dry_run: false }),
+        Command::Ack(a) => Resolved::Ack(NodeArgs { node: node_arg(&a.node)?, dry_run: false }),
         Command::Rehearse(a) => Resolved::Rehearse(RehearseArgs {
             from_cluster: a.from_cluster,
             version: a.version.as_deref().map(version).transpose()?,

@@ -69,6 +69,9 @@ pub enum Command {
     Drain(DrainArgs),
     /// Uncordon a node, only if the chain cordoned it.
     Uncordon(UncordonArgs),
+    /// Acknowledge that a node's own upgrade failed and was dealt with, so the chain may retry
+    /// it: until then detection resumes nothing and the K8sUpgradeNodeAwaitingAck alert fires.
+    Ack(AckArgs),
     /// Rehearse the whole chain on a simulated cluster (built-in, or a read-only copy of the
     /// live one with --from-cluster): the real detect and step code, simulated nodes, scaled
     /// waits; ends with a summary and the projected real duration.
@@ -197,6 +200,14 @@ pub struct DrainArgs {
 #[derive(Debug, Args)]
 pub struct UncordonArgs {
     /// Node to uncordon.
+    #[arg(value_name = "NODE", env = "TARGET_NODE")]
+    pub node: String,
+}
+
+/// `ack` flags.
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// Node whose failed upgrade to acknowledge.
     #[arg(value_name = "NODE", env = "TARGET_NODE")]
     pub node: String,
 }

@@ -60,6 +60,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::drain::uncordon_command(&clients, args.node.as_str()).await?);
             Ok(())
         }
+        Resolved::Ack(args) => {
+            let clients = k8s::connect(context).await?;
+            let node = args.node.as_str();
+            let acked = crate::ops::ack::acknowledge(&clients.api, &settings, node).await?;
+            print!("{}", crate::ops::ack::describe(node, &acked, &settings.namespace));
+            Ok(())
+        }
         Resolved::Rehearse(args) => rehearse_command(&settings, context, &args).await,
         Resolved::Config => {
             print!("{}", settings.to_yaml());
@@ -175,11 +182,8 @@ fn describe_detection(d: &crate::chain::detect::Detection) -> String {
     match d {
         Detection::Halted(r) => format!("halted by the kill switch: {r}"),
         Detection::UpToDate { running } => format!("no upgrade needed: running {running}"),
-        Detection::Target { running, target, kind, spawned: None } => {
-            format!("target {target} ({kind} from {running}); dry run: nothing spawned")
-        }
-        Detection::Target { running, target, kind, spawned: Some(o) } => {
-            format!("target {target} ({kind} from {running}); preflight Job: {o:?}")
+        Detection::Target { running, target, kind, action } => {
+            format!("target {target} ({kind} from {running}); {}", action.describe())
         }
     }
 }

@@ -27,6 +27,7 @@ use k8s_upgrade_chain::{
     chain::{
         Ended,
         claims::{self, Cause},
+        detect::{Action, Detection},
     },
     slack::Slack,
 };
@@ -348,21 +349,23 @@ async fn a_failed_worker_stops_refills_and_the_running_ones_finish_their_node() 
         assert!(!c.cordoned(n));
     }
 
-    // The operator fixes the node and re-runs its Job: it was not claimed, so when it ends the
-    // claims restart and the chain converges.
+    // The node awaits an acknowledgement: detection resumes nothing until then.
+    assert!(c.upgrade_started("k8s-node2").is_some());
+    let detect = |c: &Cluster| {
+        let ctx = c.ctx_with(settings.clone());
+        async move { k8s_upgrade_chain::chain::detect::detect(&ctx, false).await.unwrap() }
+    };
+    let d = detect(&c).await;
+    assert!(matches!(&d, Detection::Target { action: Action::AwaitingAck { .. }, .. }), "{d:?}");
+    // The operator fixes the node and acknowledges it; detection resumes the chain at its
+    // workers and refills every slot the same way (k8s-node2 and the next pending one).
     std::fs::remove_file(c.node("k8s-node2").state().join("apt_get_fails")).unwrap();
-    let ctx = c.ctx_with(settings.clone());
-    let snap = ctx.snapshot().await.unwrap();
-    k8s_upgrade_chain::chain::spawn_step(
-        &ctx,
-        &snap,
-        &Step::worker("k8s-node2"),
-        "1.34.2".parse().unwrap(),
-        Kind::Patch,
-        k8s_upgrade_chain::k8s::spawn::OnComplete::Skip,
-    )
-    .await
-    .unwrap();
+    k8s_upgrade_chain::ops::ack::acknowledge(&c.srv.client(), &settings, "k8s-node2").await.unwrap();
+    let d = detect(&c).await;
+    let Detection::Target { action: Action::ClaimedWorkers { nodes }, .. } = &d else { panic!("{d:?}") };
+    assert_eq!(nodes.len(), 2, "both slots filled: {nodes:?}");
+    assert!(nodes.contains(&"k8s-node2".to_string()), "{nodes:?}");
+    assert_eq!(claims(&c).stopped, None);
     let (seen, tasks) = watch(&c, 2);
     let ran = c.run_chain_concurrently(&settings, |_| {}).await;
     tasks.iter().for_each(|t| t.abort());

@@ -6,6 +6,7 @@ pub mod access;
 pub mod annotations;
 pub mod events;
 pub mod killswitch;
+pub mod records;
 pub mod spawn;
 
 use anyhow::Context as _;

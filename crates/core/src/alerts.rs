@@ -38,9 +38,16 @@ pub struct AlertsConfig {
     /// and matched against the whole name; an entry that would match every alert is refused
     /// (see [`Policy::new`]). Default: `RecentNodeReboot`
     /// (kured reboots), `K8sUpgradeStalled` and `EtcdPreUpgradeSnapshotMissing` (the chain's
-    /// own criticals, which would deadlock a resume).
+    /// own criticals, which would deadlock a resume): the alerts every install has. The seed
+    /// also ignored `IngressTTFBCritical`, a critical of its own site (ingress latency from
+    /// its NAS, seed failure 17); a site with such an alert lists it, as
+    /// `examples/config.yaml` does for the seed site. Setting the key replaces the list.
     pub ignore: Vec<String>,
-    /// Timeout of one request to Prometheus. Default `10s`.
+    /// Timeout of one request to Prometheus (the alert gate, the pod-ready ratio, and the
+    /// compatibility gate's deprecated-API query). Default `20s`, the seed compatibility
+    /// gate's: every gate fails closed, so a Prometheus slowed by the upgrade's own IO (seed
+    /// failures 11 and 34) must get the time the seed gave it before a gate refuses, and a
+    /// refusal costs a week (the next detection run).
     #[serde(with = "crate::duration::request")]
     pub request_timeout: Duration,
     /// Instant query whose value is the pod-ready ratio. Default [`DEFAULT_POD_READY_QUERY`].
@@ -58,7 +65,7 @@ impl Default for AlertsConfig {
             ignore: ["RecentNodeReboot", "K8sUpgradeStalled", "EtcdPreUpgradeSnapshotMissing"]
                 .map(String::from)
                 .to_vec(),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(20),
             pod_ready_query: DEFAULT_POD_READY_QUERY.into(),
             min_pod_ready_ratio: None,
         }

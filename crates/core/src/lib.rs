@@ -7,7 +7,9 @@
 //!   and label rules, [`names::NodeName`]), [`image`] (image references), [`cron`] (CronJob
 //!   schedules), [`version`], [`duration`] (with the bounds of every configured duration).
 //! - The chain: [`plan`] (snapshot of the nodes, steps, what comes next, where each Job runs),
-//!   [`job`] (Job names, deadlines, rendering the template).
+//!   [`job`] (Job names, deadlines, rendering the template), [`resume`] (where a stopped chain
+//!   resumes, which nodes wait for a human, whether a phase still has work), [`etcd`] (the
+//!   pre-upgrade snapshot decision).
 //! - Gates: [`alerts`] (which firing alerts block), [`compat`] (addon and API compatibility),
 //!   [`settle`] (the quiet window), [`health`] (node health), [`killswitch`].
 //! - Node operations: [`drain`] (which pods to evict, PDB arithmetic, what an answer means),
@@ -25,6 +27,7 @@ pub mod compat;
 pub mod cron;
 pub mod drain;
 pub mod duration;
+pub mod etcd;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod health;
@@ -41,6 +44,7 @@ pub mod plan;
 mod properties;
 pub mod rbac;
 pub mod report;
+pub mod resume;
 pub mod settings;
 pub mod settle;
 pub mod status;

@@ -147,6 +147,10 @@ pub struct NodeView {
     /// Ready condition is `True`.
     pub ready: bool,
     pub taints: Vec<TaintView>,
+    /// The node's own upgrade started and was not seen through
+    /// ([`crate::resume::UPGRADE_STARTED_ANNOTATION`]): it waits for an operator's
+    /// acknowledgement, and no phase touches it until then.
+    pub upgrade_started: Option<crate::resume::UpgradeStarted>,
 }
 
 impl NodeView {
@@ -325,6 +329,7 @@ pub fn node_view(node: &Node, selector: &ControlPlaneSelector) -> Result<NodeVie
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         ready,
         taints,
+        upgrade_started: crate::resume::UpgradeStarted::of(node),
     })
 }
 

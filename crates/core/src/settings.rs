@@ -173,6 +173,11 @@ impl Default for Timeouts {
 pub struct Hooks {
     /// Deployments scaled to 0 around a control-plane upgrade and restored on every exit path
     /// (the seed quiesced tigera-operator: its crashloop IO storm broke kubeadm's watch).
+    /// The replica count is saved in an annotation (`<annotation_prefix>quiesced-replicas`) in
+    /// the same patch that scales to 0; a retried phase that skips its node and postflight
+    /// restore whatever carries it. The seed's postflight forced tigera-operator to 1 replica
+    /// unconditionally; restoring only what the chain saved keeps a Deployment's own count
+    /// (not always 1) and leaves alone one an operator scaled to 0 on purpose.
     pub quiesce_deployments: Vec<QuiesceDeployment>,
     /// Scripts run on each control-plane node after its upgrade; failures only warn (the seed
     /// re-applied an OIDC `--authentication-config` that kubeadm dropped).
@@ -543,9 +548,10 @@ pub const DURATION_BOUNDS: [(&str, crate::duration::Bounds); 24] = {
     ]
 };
 
-/// `annotation_prefix`: every annotation key written with it must be a qualified name
-/// (`<DNS subdomain>/<name>`), so the prefix is a DNS subdomain, `/`, and optionally the start
-/// of a name (`example.com/k8s-upgrade-`).
+/// `annotation_prefix`: a DNS subdomain and `/`, optionally followed by the start of the name
+/// (the seed site's `viktorbarzin.me/k8s-upgrade-` gives its old keys,
+/// `viktorbarzin.me/k8s-upgrade-in-flight`, ...). Every key built from it must be a valid
+/// annotation key (a qualified name).
 fn check_annotation_prefix(prefix: &str) -> Result<(), String> {
     let Some((domain, _)) = prefix.split_once('/') else {
         return Err("must be a DNS subdomain followed by '/', e.g. k8s-upgrade-chain/".into());
@@ -855,6 +861,20 @@ hooks:
     fn invalid_yaml_is_reported() {
         let e = parse("namespace: [unclosed\n").unwrap_err().to_string();
         assert!(e.contains("not valid YAML"), "{e}");
+    }
+
+    #[test]
+    fn annotation_prefix_may_carry_the_start_of_the_name() {
+        // The seed site's keys (viktorbarzin.me/k8s-upgrade-in-flight, ...), kept as they are.
+        let seed = parse("annotation_prefix: viktorbarzin.me/k8s-upgrade-\n").unwrap();
+        let keys = crate::annotations::Keys::new(&seed.annotation_prefix);
+        assert_eq!(keys.in_flight, "viktorbarzin.me/k8s-upgrade-in-flight");
+        assert_eq!(keys.target, "viktorbarzin.me/k8s-upgrade-target");
+        assert_eq!(keys.snapshot_path, "viktorbarzin.me/k8s-upgrade-snapshot-path");
+        for bad in ["k8s-upgrade-", "Example.com/x", "example.com/-x", "example.com/a b", "/x"] {
+            let e = parse(&format!("annotation_prefix: {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("annotation_prefix"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -414,11 +414,19 @@ impl Refill<'_> {
         let died = claims.nodes().into_iter().find(|n| {
             self.jobs.get(n).is_some_and(|j| j.state == JobState::Failed && j.created >= claims.in_flight[n])
         });
+        // A node whose own upgrade failed, not in flight (a claimed node carries the record
+        // while its upgrade runs), waits for an operator: nothing is claimed until then.
+        let awaiting = self
+            .snap
+            .nodes()
+            .find(|n| n.upgrade_started.is_some() && !claims.in_flight.contains_key(&n.name))
+            .map(|n| format!("node {} awaits an acknowledgement of its failed upgrade", n.name));
         let stop = claims
             .stopped
             .clone()
             .or_else(|| self.stop.clone())
-            .or_else(|| died.map(|n| format!("the worker Job of {n} failed")));
+            .or_else(|| died.map(|n| format!("the worker Job of {n} failed")))
+            .or(awaiting);
         if let Some(reason) = stop {
             claims.stopped = Some(reason.clone());
             return Decision { claims, start: vec![], then: Then::Stopped { reason } };
@@ -434,13 +442,16 @@ impl Refill<'_> {
     }
 }
 
-/// The workers that still need the chain: off target, not `finished`.
+/// The workers that still need the chain: off target, not `finished`, not awaiting an
+/// acknowledgement of a failed upgrade (never claimed until acknowledged).
 fn pending<'s>(
     snap: &'s Snapshot,
     target: Version,
     finished: Option<&str>,
 ) -> impl Iterator<Item = &'s NodeView> {
-    snap.workers.iter().filter(move |n| !n.on_target(target) && Some(n.name.as_str()) != finished)
+    snap.workers.iter().filter(move |n| {
+        !n.on_target(target) && Some(n.name.as_str()) != finished && n.upgrade_started.is_none()
+    })
 }
 
 /// The pending workers to claim, in natural order: as many as the limit leaves room for,
@@ -822,6 +833,36 @@ mod tests {
         let zoned: Vec<WorkerTime> = (1..=6).map(|i| w(i, Some(["a", "b"][i % 2]), 14)).collect();
         assert_eq!(makespan(&zoned, 8), m(42));
         assert_eq!(makespan(&[], 4), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_node_awaiting_acknowledgement_is_never_claimed_and_stops_the_claims() {
+        let (mut snap, zones) = cluster(4, |_| None);
+        let started = crate::resume::UpgradeStarted::recorded(
+            crate::plan::Phase::Worker,
+            v(T),
+            t("2026-12-01T01:30:00Z"),
+        );
+        snap.workers[1].upgrade_started = Some(started.clone()); // k8s-node2
+        let s = limits(4, None);
+        let jobs = BTreeMap::new();
+        let mut r = refill(&snap, &zones, &s, Claims::default(), &jobs);
+        r.restart = true;
+        let d = r.decide();
+        assert!(d.start.is_empty(), "{d:?}");
+        assert_eq!(
+            d.then,
+            Then::Stopped { reason: "node k8s-node2 awaits an acknowledgement of its failed upgrade".into() }
+        );
+        // In flight, the record is its upgrade running: not a stop, and it is not claimed twice.
+        let mut r = refill(&snap, &zones, &s, claimed(&["k8s-node1", "k8s-node2"]), &jobs);
+        r.finished = Some("k8s-node1");
+        let d = r.decide();
+        assert_eq!(d.start, names(&["k8s-node3", "k8s-node4"]));
+        // Pending workers never include it.
+        snap.workers[1].upgrade_started = None;
+        snap.workers[2].upgrade_started = Some(started);
+        assert!(pending(&snap, v(T), None).all(|n| n.name != "k8s-node3"));
     }
 
     #[test]

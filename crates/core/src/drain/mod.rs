@@ -38,7 +38,9 @@ pub struct DrainConfig {
     /// Evictions in flight at once, 1 to [`MAX_CONCURRENCY`]. Default 8 (kubectl: unbounded;
     /// brupop: 5).
     pub concurrency: usize,
-    /// Deadline for the whole drain, cordon to last pod gone. Default `30m`.
+    /// Deadline for the whole drain, cordon to last pod gone. Default `30m`. When it passes
+    /// the phase fails, and the node is uncordoned again if the chain cordoned it: its own
+    /// upgrade has not started, so it can take workloads (the seed's drain had no deadline).
     #[serde(with = "crate::duration::deadline")]
     pub timeout: Duration,
     /// How long a pod must have been refused by a deadlocked PDB (or by several PDBs, each
@@ -52,7 +54,11 @@ pub struct DrainConfig {
     /// AlwaysAllow`). Default true; false waits for the budget like any refused eviction.
     pub unhealthy_fallback: bool,
     /// Grace period for every evicted or deleted pod instead of each pod's own
-    /// `terminationGracePeriodSeconds`. Default none (the pod's own).
+    /// `terminationGracePeriodSeconds`. Default none: the pod's own. The seed drained with
+    /// `--grace-period=300`, which gave every pod five minutes whatever it declared: a pod
+    /// that hangs on SIGTERM with a 30 s grace held the drain for 300 s, and one that needs
+    /// more than 300 s to shut down (a database flushing) was killed early. The owner's own
+    /// figure is the one that knows; `drain.timeout` bounds the whole drain either way.
     #[serde(with = "crate::duration::opt_span")]
     pub grace_period_override: Option<Duration>,
     /// Evict pods no controller will recreate (bare pods, orphaned DaemonSet pods).
@@ -60,7 +66,9 @@ pub struct DrainConfig {
     pub force: bool,
     /// Evict pods with emptyDir volumes. Default true, as the seed's `--delete-emptydir-data`.
     pub delete_emptydir_data: bool,
-    /// How often the kill switch is re-read during the drain. Default `5s`.
+    /// How often the kill switch is re-read during the drain. Default `5s`. A drain halted
+    /// by it stops evicting at once; the phase then uncordons the node if the chain cordoned
+    /// it and exits 0.
     #[serde(with = "crate::duration::interval")]
     pub kill_switch_interval: Duration,
     /// First retry delay after a refused eviction; at least 1 s. Default `1s`.
