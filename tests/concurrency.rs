@@ -17,7 +17,7 @@ use std::{
 };
 
 use chain_core::{
-    plan::{Kind, Step},
+    plan::Kind,
     settings::Settings,
     waves::{ClaimKeys, Claims, Concurrency, Then},
 };

@@ -343,7 +343,9 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
                 // the run that stopped is cleared) and fills every slot, as after the control
                 // planes; each Job that ends refills.
                 slack.post(&format!("Resuming the chain to v{target} at its workers")).await;
-                let d = super::claims::refill(ctx, target, kind, super::claims::Cause::Start, &slack).await?;
+                let d =
+                    Box::pin(super::claims::refill(ctx, target, kind, super::claims::Cause::Start, &slack))
+                        .await?;
                 return Ok(target_of(Action::ClaimedWorkers { nodes: d.start }));
             }
             // The step's Job may be there, Complete (halted, refused) or Failed: replace it.

@@ -357,7 +357,7 @@ pub async fn record_node(ctx: &Ctx, node: &str, m: &Milestone) {
 async fn release_stopped(ctx: &Ctx, input: &StepInput, why: &str, slack: &Slack) {
     if let (Step::Worker { node }, false) = (&input.step, ctx.settings.workers.sequential()) {
         let reason = format!("worker {node} {why}");
-        claims::release_stopped(ctx, input.target, input.kind, node, reason, slack).await;
+        Box::pin(claims::release_stopped(ctx, input.target, input.kind, node, reason, slack)).await;
     }
 }
 
@@ -376,7 +376,8 @@ pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::
             _ => None,
         };
         if let Some(cause) = cause {
-            claims::refill(ctx, input.target, input.kind, cause, slack).await?;
+            // Boxed: the claim's future is large, and it sits inside every phase's future.
+            Box::pin(claims::refill(ctx, input.target, input.kind, cause, slack)).await?;
             return Ok(());
         }
     }

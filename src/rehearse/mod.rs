@@ -117,6 +117,12 @@ pub struct Report {
     pub projected: Duration,
     /// How the projection is computed.
     pub model: Vec<String>,
+    /// The nodes' failure domains (`workers.topology_label`), for [`project`].
+    #[serde(skip)]
+    pub zones: std::collections::BTreeMap<String, String>,
+    /// Ready workers at the end, for [`project`].
+    #[serde(skip)]
+    pub ready_workers: usize,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -320,6 +326,12 @@ pub async fn rehearse(
     let completed = jobs.last().is_some_and(|j| j.phase == Phase::Postflight && j.ok);
     let nodes: Vec<k8s_openapi::api::core::v1::Node> = srv.list(None);
     let (projected, workers_model) = project_chain(&jobs, &nodes, &settings);
+    let zones = chain_core::waves::zones(&nodes, &settings.workers.topology_label);
+    let ready_workers = nodes
+        .iter()
+        .filter(|n| node_is_ready(n))
+        .count()
+        .saturating_sub(settings_control_planes(&nodes, &settings));
     let report = Report {
         source: if builtin { "built-in".into() } else { "live cluster copy".into() },
         running,
@@ -338,6 +350,8 @@ pub async fn rehearse(
             m.push(workers_model);
             m
         },
+        zones,
+        ready_workers,
     };
     Ok(report)
 }
@@ -351,8 +365,23 @@ pub fn project_chain(
     nodes: &[k8s_openapi::api::core::v1::Node],
     settings: &Settings,
 ) -> (Duration, String) {
-    let w = &settings.workers;
-    let zones = chain_core::waves::zones(nodes, &w.topology_label);
+    let ready = nodes
+        .iter()
+        .filter(|n| node_is_ready(n))
+        .count()
+        .saturating_sub(settings_control_planes(nodes, settings));
+    let zones = chain_core::waves::zones(nodes, &settings.workers.topology_label);
+    project(jobs, &zones, ready, &settings.workers)
+}
+
+/// [`project_chain`] from the failure domains ([`chain_core::waves::zones`]) and the number of
+/// Ready workers, under any worker settings (the benchmark projects several). Pure.
+pub fn project(
+    jobs: &[JobReport],
+    zones: &std::collections::BTreeMap<String, String>,
+    ready_workers: usize,
+    w: &chain_core::waves::WorkerSettings,
+) -> (Duration, String) {
     let (workers, others): (Vec<&JobReport>, Vec<&JobReport>) =
         jobs.iter().partition(|j| j.phase == Phase::Worker && j.node.is_some());
     let times: Vec<chain_core::waves::WorkerTime> = workers
@@ -362,12 +391,7 @@ pub fn project_chain(
             chain_core::waves::WorkerTime { zone: zones.get(&node).cloned(), node, took: j.projected }
         })
         .collect();
-    let ready = nodes
-        .iter()
-        .filter(|n| node_is_ready(n))
-        .count()
-        .saturating_sub(settings_control_planes(nodes, settings));
-    let limit = w.limit(ready);
+    let limit = w.limit(ready_workers);
     let total =
         others.iter().map(|j| j.projected).sum::<Duration>() + chain_core::waves::makespan(&times, limit);
     let line = if w.sequential() {
