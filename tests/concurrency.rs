@@ -164,16 +164,30 @@ fn watch(c: &Cluster, limit: usize) -> (Arc<Mutex<Seen>>, Vec<tokio::task::JoinH
 }
 
 /// The PDB watcher (as in tests/drain.rs): no budget broken but by the deadlock fallback,
-/// and that only as a drain of one node alone may (every pod of the PDB healthy before the
-/// deletion: the workloads here have one pod of a deadlocked PDB per node).
+/// and that only as a drain of one node alone may: from the moment a deadlocked PDB first drops
+/// below its desired healthy count until it is back, every pod taken from it came from one and
+/// the same node (a drain of that node may take all of its own pods, never a second node's
+/// while the first one's are not replaced).
 fn assert_no_budget_broken(c: &Cluster) {
-    let broken: Vec<String> = c
-        .srv
-        .budget_breaches()
-        .into_iter()
-        .filter(|b| !(b.via == "delete" && b.deadlocked() && b.healthy_before >= b.expected))
-        .map(|b| b.to_string())
-        .collect();
+    let mut broken = Vec::new();
+    let mut episode: BTreeMap<String, String> = BTreeMap::new(); // PDB -> node taking its pods
+    for b in c.srv.budget_breaches() {
+        // apps/db allows no eviction by construction (minAvailable 3 of 3); the apiserver's
+        // count of its expected pods includes a terminating one while it is replaced.
+        if !(b.via == "delete" && (b.deadlocked() || b.pdb == "apps/db")) {
+            broken.push(b.to_string());
+            continue;
+        }
+        if b.healthy_before >= b.desired {
+            episode.insert(b.pdb.clone(), b.node.clone());
+        } else if episode.get(&b.pdb) != Some(&b.node) {
+            broken.push(format!(
+                "{b} on node {}, while pods taken from node {:?} were not replaced yet",
+                b.node,
+                episode.get(&b.pdb)
+            ));
+        }
+    }
     assert!(broken.is_empty(), "PodDisruptionBudgets broken:\n{}", broken.join("\n"));
 }
 

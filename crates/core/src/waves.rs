@@ -325,6 +325,23 @@ impl Claims {
         serde_json::json!({"metadata": {"resourceVersion": resource_version, "annotations": ann}})
     }
 
+    /// The nodes in flight that go before `node` when drains share a budget: claimed earlier,
+    /// ties by natural order of names. Every drain computes the same order from the same
+    /// record. A node not in the record goes after all of them.
+    pub fn ahead_of(&self, node: &str) -> Vec<String> {
+        let key = |n: &str| self.in_flight.get(n).copied();
+        let mine = key(node);
+        self.nodes()
+            .into_iter()
+            .filter(|n| n != node)
+            .filter(|n| match (key(n), mine) {
+                (_, None) => true,
+                (Some(t), Some(m)) => t < m || (t == m && natural_cmp(n, node).is_lt()),
+                (None, Some(_)) => false,
+            })
+            .collect()
+    }
+
     /// The nodes in flight, in natural order.
     pub fn nodes(&self) -> Vec<String> {
         let mut v: Vec<String> = self.in_flight.keys().cloned().collect();
@@ -899,6 +916,20 @@ mod tests {
         assert!(none["metadata"]["annotations"]["k8s-upgrade-chain/workers-stopped"].is_null());
         let bad = BTreeMap::from([(keys.in_flight.clone(), "k8s-node1".to_string())]);
         assert!(Claims::parse(&keys, &bad).unwrap_err().contains("k8s-node1"));
+    }
+
+    #[test]
+    fn drains_sharing_a_budget_go_in_claim_order() {
+        let mut c = claimed(&["k8s-node10", "k8s-node2"]);
+        c.in_flight.insert("k8s-node3".into(), t("2026-12-01T00:59:00Z"));
+        assert_eq!(c.ahead_of("k8s-node3"), Vec::<String>::new(), "claimed first");
+        assert_eq!(c.ahead_of("k8s-node2"), names(&["k8s-node3"]));
+        assert_eq!(c.ahead_of("k8s-node10"), names(&["k8s-node2", "k8s-node3"]), "same second: by name");
+        assert_eq!(
+            c.ahead_of("k8s-node7"),
+            names(&["k8s-node2", "k8s-node3", "k8s-node10"]),
+            "not claimed: last"
+        );
     }
 
     #[test]

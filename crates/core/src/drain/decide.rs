@@ -58,9 +58,20 @@ pub struct View<'a> {
     pub pods: Option<&'a [Pod]>,
     /// The pod's namespace is being deleted.
     pub namespace_terminating: bool,
-    /// The node drained, when other nodes are drained at the same time (worker concurrency
-    /// above 1; see [`shared_budget_short`]). `None`: one node at a time.
-    pub shared_with_other_drains: Option<&'a str>,
+    /// When other nodes are drained at the same time (worker concurrency above 1; see
+    /// [`shared_budget_short`]). `None`: one node at a time.
+    pub shared_with_other_drains: Option<Shared<'a>>,
+}
+
+/// This drain among the drains running at the same time.
+#[derive(Debug, Clone, Copy)]
+pub struct Shared<'a> {
+    /// The node drained.
+    pub node: &'a str,
+    /// The nodes in flight that go first (claimed earlier; ties by name): one order every
+    /// drain computes alike from the claim record, so two drains deciding at the same moment
+    /// never both take a pod of one PDB.
+    pub ahead: &'a [String],
 }
 
 /// The per-pod decision.
@@ -209,8 +220,8 @@ pub fn decide(pod: &Pod, view: &View<'_>, rules: &Rules) -> Decision {
         several => several_pdbs(pod, several, view.pods, rules),
     };
     match (decision, view.shared_with_other_drains) {
-        (Decision::Delete { fallback, after }, Some(node)) if fallback.kind != FallbackKind::Unhealthy => {
-            match shared_budget_short(pod, node, view, &fallback.pdbs) {
+        (Decision::Delete { fallback, after }, Some(shared)) if fallback.kind != FallbackKind::Unhealthy => {
+            match shared_budget_short(pod, shared, view, &fallback.pdbs) {
                 Some(short) => Decision::Wait(Hold::SharedBudget { pdbs: fallback.pdbs, short }),
                 None => Decision::Delete { fallback, after },
             }
@@ -227,11 +238,23 @@ pub fn decide(pod: &Pod, view: &View<'_>, rules: &Rules) -> Decision {
 /// pod down. Counted from the pods (the status may lag behind a deletion). `Some` names what
 /// is short; `None`: the deletion is within what one node's drain may do. The not-Ready
 /// fallback is not limited: a pod that is not Ready counts toward no budget.
-pub fn shared_budget_short(pod: &Pod, node: &str, view: &View<'_>, pdbs: &[String]) -> Option<Vec<String>> {
+///
+/// Two drains reading the pods at the same moment would both see every pod healthy; so a
+/// drain also waits while a node that goes first ([`Shared::ahead`]) still holds a pod of the
+/// PDB: of two drains, only the first deletes, and the second then sees its pod gone and
+/// waits for the replacement.
+pub fn shared_budget_short(
+    pod: &Pod,
+    shared: Shared<'_>,
+    view: &View<'_>,
+    pdbs: &[String],
+) -> Option<Vec<String>> {
     let Some(pods) = view.pods else {
         return Some(vec!["the namespace's pods were not read".into()]);
     };
-    let on_node = |q: &Pod| q.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+    let node = shared.node;
+    let node_of = |q: &Pod| q.spec.as_ref().and_then(|s| s.node_name.clone());
+    let on_node = |q: &Pod| node_of(q).as_deref() == Some(node);
     let mut short = Vec::new();
     for budget in pdb::matching(pod, view.pdbs) {
         let name = name_of(budget);
@@ -244,7 +267,16 @@ pub fn shared_budget_short(pod: &Pod, node: &str, view: &View<'_>, pdbs: &[Strin
         let healthy_elsewhere =
             selected.iter().filter(|q| !on_node(q) && is_ready(q) && !is_terminating(q)).count() as i32;
         let want = expected - here;
-        if healthy_elsewhere < want {
+        let first = selected
+            .iter()
+            .filter(|q| !is_terminating(q))
+            .filter_map(|q| node_of(q))
+            .find(|n| shared.ahead.contains(n));
+        if let Some(first) = first {
+            short.push(format!(
+                "{name} (node {first}, drained at the same time and first, still has a pod of it)"
+            ));
+        } else if healthy_elsewhere < want {
             short.push(format!(
                 "{name} ({healthy_elsewhere} of {want} pods off this node healthy: another drain's pod is not replaced yet)"
             ));
@@ -539,7 +571,7 @@ mod tests {
             pdbs: &pdbs,
             pods: Some(&pods),
             namespace_terminating: false,
-            shared_with_other_drains: Some("k8s-node2"),
+            shared_with_other_drains: Some(Shared { node: "k8s-node2", ahead: &[] }),
         };
         let d = decide(&b, &shared, &RULES);
         let Decision::Wait(Hold::SharedBudget { short, .. }) = &d else { panic!("{d:?}") };
@@ -556,6 +588,22 @@ mod tests {
             matches!(&d, Decision::Delete { fallback, .. } if fallback.kind == FallbackKind::Deadlock),
             "{d:?}"
         );
+        // Two drains deciding at once: the one behind waits while the one ahead holds a pod.
+        let ahead = ["k8s-node1".to_string()];
+        let both = vec![on(web("web-a"), "k8s-node1"), b.clone()];
+        let behind = View {
+            pods: Some(&both),
+            shared_with_other_drains: Some(Shared { node: "k8s-node2", ahead: &ahead }),
+            ..shared
+        };
+        let d = decide(&b, &behind, &RULES);
+        assert!(d.to_string().contains("node k8s-node1, drained at the same time and first"), "{d}");
+        let first = View {
+            pods: Some(&both),
+            shared_with_other_drains: Some(Shared { node: "k8s-node1", ahead: &[] }),
+            ..shared
+        };
+        assert!(matches!(decide(&both[0], &first, &RULES), Decision::Delete { .. }));
         // Without the pods read, it waits (fail closed).
         let unread = View { pods: None, ..shared };
         assert!(matches!(decide(&b, &unread, &RULES), Decision::Wait(Hold::SharedBudget { .. })));
