@@ -208,11 +208,8 @@ async fn an_unready_pod_is_evicted_without_spending_a_healthy_budget() {
     // The ReplicaSet's replacement for web-3 never becomes Ready here: one that did would give
     // the budget a disruption to spare, and the second eviction's answer would depend on how
     // fast this machine is (it was 201 instead of 429 under load).
-    let srv = TestApiServer::builder()
-        .time_scale(0.01)
-        .pod_start_delay(Duration::from_secs(3600))
-        .start()
-        .await;
+    let srv =
+        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_secs(3600)).start().await;
     for n in ["n1", "n2", "n3"] {
         srv.insert(node(n).ready());
     }
