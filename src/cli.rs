@@ -144,6 +144,15 @@ pub struct RehearseArgs {
     /// Target Kubernetes version (X.Y.Z). Default: the next patch of the running version.
     #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
     pub version: Option<Version>,
+    /// Rehearse on a generated cluster of this many nodes (2 to 5000; 3 control planes from 10
+    /// nodes on) instead of the built-in 5-node one: Deployments and StatefulSets under
+    /// PodDisruptionBudgets of every kind, bare pods, DaemonSets, single-replica deadlocks.
+    #[arg(long, env = "REHEARSE_NODES", value_name = "N", conflicts_with = "from_cluster")]
+    pub nodes: Option<u32>,
+    /// Pods per node on average in the generated cluster (--nodes): N × M pods in all, at most
+    /// 110 on a node (the kubelet's default maxPods).
+    #[arg(long, env = "REHEARSE_PODS_PER_NODE", value_name = "M", default_value_t = 50, requires = "nodes")]
+    pub pods_per_node: u32,
     /// Divide the waits and soaks by this (600: a 10m soak takes 1s).
     #[arg(long, env = "REHEARSE_SPEED", default_value_t = crate::rehearse::DEFAULT_SPEED, value_parser = parse_speed)]
     pub speed: f64,

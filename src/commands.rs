@@ -173,7 +173,13 @@ async fn rehearse_command(
     args: &crate::cli::RehearseArgs,
 ) -> anyhow::Result<()> {
     use crate::rehearse::{Options, Source};
-    let source = if args.from_cluster { Source::Live(k8s::connect(context).await?) } else { Source::Builtin };
+    let source = match args.nodes {
+        _ if args.from_cluster => Source::Live(k8s::connect(context).await?),
+        Some(nodes) => Source::Generated(
+            crate::rehearse::generated::ClusterSize::new(nodes, args.pods_per_node).map_err(bad_input)?,
+        ),
+        None => Source::Builtin,
+    };
     let opts =
         Options { source, version: args.version, speed: args.speed, image: chain_core::DEFAULT_IMAGE.into() };
     let text = args.output == Output::Text;

@@ -11,6 +11,7 @@
 //! ([`cluster::copy_live`]): nothing is ever written to it.
 
 pub mod cluster;
+pub mod generated;
 pub mod report;
 pub mod runner;
 
@@ -55,6 +56,8 @@ pub const GRACE_SCALE: f64 = 0.01;
 pub enum Source {
     /// The built-in demonstration cluster (1 control plane, 4 workers on [`BUILTIN_RUNNING`]).
     Builtin,
+    /// A generated cluster of this size on [`BUILTIN_RUNNING`] ([`generated`]).
+    Generated(generated::ClusterSize),
     /// A read-only copy of a live cluster.
     Live(Clients),
 }
@@ -89,7 +92,7 @@ pub struct DrainPrediction {
 /// What a rehearsal did and projects.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `built-in` or `live cluster copy`.
+    /// `built-in`, `generated (N nodes, P pods)` or `live cluster copy`.
     pub source: String,
     /// The oldest kubelet.
     pub running: Version,
@@ -199,7 +202,8 @@ pub async fn rehearse(
 ) -> anyhow::Result<Report> {
     let wall = Instant::now();
     let real = site.timeouts.clone();
-    let builtin = matches!(opts.source, Source::Builtin);
+    // The built-in and generated clusters are ours: no drain predictions from a copy.
+    let builtin = matches!(opts.source, Source::Builtin | Source::Generated(_));
     let srv = Arc::new(
         TestApiServer::builder()
             .time_scale(GRACE_SCALE)
@@ -216,6 +220,12 @@ pub async fn rehearse(
                 cluster::BUILTIN_CONTROL_PLANE,
                 cluster::BUILTIN_WORKERS.join(", ")
             ));
+            None
+        }
+        Source::Generated(size) => {
+            let layout = generated::Layout::generate(*size);
+            generated::load(&srv, &layout, &BUILTIN_RUNNING.to_string());
+            progress(&layout.describe());
             None
         }
         Source::Live(live) => {
@@ -311,7 +321,11 @@ pub async fn rehearse(
     let completed = jobs.last().is_some_and(|j| j.phase == Phase::Postflight && j.ok);
     let projected = jobs.iter().map(|j| j.projected).sum();
     let report = Report {
-        source: if builtin { "built-in".into() } else { "live cluster copy".into() },
+        source: match &opts.source {
+            Source::Builtin => "built-in".into(),
+            Source::Generated(size) => format!("generated ({} nodes, {} pods)", size.nodes(), size.pods()),
+            Source::Live(_) => "live cluster copy".into(),
+        },
         running,
         target,
         kind,
