@@ -61,7 +61,7 @@ pub async fn read(client: &kube::Client, settings: &Settings, pushgateway: bool)
         kill_switch: kill.as_ref(),
         metrics: scrape.as_ref(),
         read_errors: errors,
-        now: Some(Timestamp::now()),
+        now: Timestamp::now(),
     };
     Ok(summarize(&inputs, settings))
 }

@@ -38,8 +38,8 @@ pub struct Inputs<'a> {
     pub metrics: Option<&'a Scrape>,
     /// Problems reading any of the above (shown as warnings).
     pub read_errors: Vec<String>,
-    /// The time of the reading.
-    pub now: Option<Timestamp>,
+    /// The time of the reading (the core never reads the clock).
+    pub now: Timestamp,
 }
 
 /// The chain as a whole.
@@ -193,7 +193,7 @@ fn state_name(s: JobState) -> &'static str {
 
 /// Decides the chain's status (pure).
 pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
-    let now = inputs.now.unwrap_or_else(Timestamp::now);
+    let now = inputs.now;
     let (target, chain) = which_chain(inputs);
     let nodes = node_states(inputs, settings, target, &chain);
     let progress = Progress::of(&chain);
@@ -556,7 +556,7 @@ mod tests {
     }
 
     fn summarize_with<'a>(jobs: &'a [Job], nodes: &'a [Node], extra: impl FnOnce(&mut Inputs<'a>)) -> Status {
-        let mut inputs = Inputs { jobs, nodes, now: Some(ts("2026-11-21T10:05:00Z")), ..Default::default() };
+        let mut inputs = Inputs { jobs, nodes, now: ts("2026-11-21T10:05:00Z"), ..Default::default() };
         extra(&mut inputs);
         summarize(&inputs, &Settings::default())
     }
