@@ -2,9 +2,9 @@
 //! generated cluster of 21 nodes / 1,029 pods and of 100 nodes / 5,000 pods, as
 //! `k8s-upgrade-chain rehearse --nodes N --pods-per-node M` runs it (default speed, the
 //! site's default settings). Prints, per size: wall time, the process's CPU time over the run
-//! (user + system, all threads), the scaled soak slept, Jobs, pods evicted and deleted by the
-//! fallback, apiserver requests, and the process's peak resident memory. No assertions:
-//! figures only.
+//! (user + system, all threads), the Jobs, the scaled soak on the simulation's clock, pods
+//! evicted, evictions refused and retried, pods deleted by the fallback, and the process's peak
+//! resident memory. No assertions: figures only.
 //!
 //! Run: `cargo bench --bench rehearse` (both sizes), or `cargo bench --bench rehearse -- 100x50`
 //! for one (`NODESxPODS_PER_NODE`, repeatable).
@@ -58,7 +58,7 @@ async fn run(nodes: u32, pods_per_node: u32) {
     let fallback: usize = report.jobs.iter().map(|j| j.fallback_deleted.len()).sum();
     let refusals: usize = report.jobs.iter().map(|j| j.eviction_refusals).sum();
     println!(
-        "rehearse {:>3} nodes / {:>4} pods: wall {:>6.1} s, cpu {} ({} Jobs, {}; soak slept {:.1} s); {evicted} evicted, {refusals} evictions refused and retried, {fallback} deleted by the fallback",
+        "rehearse {:>3} nodes / {:>4} pods: wall {:>6.1} s, cpu {} ({} Jobs, {}; soak {:.1} s on the simulated clock); {evicted} evicted, {refusals} evictions refused and retried, {fallback} deleted by the fallback",
         size.nodes(),
         size.pods(),
         wall.as_secs_f64(),
