@@ -9,10 +9,10 @@
 # the same script for the root filesystem; its header explains the static build.
 
 FROM rust:bookworm AS builder
-# perl and make build the vendored OpenSSL, binutils' readelf checks that the binary is static,
-# ca-certificates is the CA bundle copied into the image.
+# perl and make build the vendored OpenSSL, lld links the binary, binutils' readelf checks that
+# it is static, ca-certificates is the CA bundle copied into the image.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends binutils ca-certificates make perl \
+ && apt-get install -y --no-install-recommends binutils ca-certificates lld make perl \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -32,8 +32,11 @@
 #     module. Kubernetes mounts both files into the pod; /etc/nsswitch.conf puts /etc/hosts
 #     first (hostAliases). tests/image.rs resolves a Prometheus, a Pushgateway and a Slack URL
 #     through both from the unpacked image.
-#   - `-z pack-relative-relocs` (DT_RELR, glibc >= 2.36, binutils >= 2.38) keeps the binary a
-#     static PIE (ASLR) but packs its ~45,000 relative relocations from 1 MB into a few KB.
+#   - Linked by lld (Debian's `lld`): `--pack-dyn-relocs=relr` (DT_RELR, glibc >= 2.36) keeps
+#     the binary a static PIE (ASLR) but packs its ~45,000 relative relocations from 1 MB into
+#     a few KB, and `--icf=all` folds functions with identical machine code (monomorphised
+#     generics mostly): about 160 KB less than GNU ld. Rust promises nothing about function
+#     addresses being distinct, so folding them is sound.
 #   - Cargo profile `image` (Cargo.toml): the release profile (LTO, one codegen unit,
 #     stripped) with opt-level "z". The suite builds this same binary, so the size it prints is
 #     the shipped one.
@@ -70,8 +73,9 @@ build_binary() {
     *-linux-gnu) target="$host" ;;
     *) die "the image build needs a *-linux-gnu host toolchain, got ${host:-nothing}" ;;
   esac
+  command -v ld.lld >/dev/null || die "ld.lld not found (Debian package lld)"
   echo "$PROG: building the static release binary for $target in $CARGO_TARGET_DIR" >&2
-  RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
+  RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-fuse-ld=lld -C link-arg=-Wl,--pack-dyn-relocs=relr -C link-arg=-Wl,--icf=all" \
     LIBZ_SYS_STATIC=1 \
     "$CARGO" build --manifest-path "$ROOT/Cargo.toml" --profile image --locked \
     --target "$target" --features vendored-openssl --bin "$BIN" >&2

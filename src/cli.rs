@@ -1,15 +1,14 @@
-//! Command-line interface. Every flag can also be set by the environment variable named in its
-//! help (chain Jobs configure themselves through env: `PHASE`, `TARGET_NODE`,
-//! `TARGET_VERSION`, `KIND`, `IMAGE`, `CONFIG`).
+//! Command-line interface: the raw flags. Every flag can also be set by the environment
+//! variable named in its help (chain Jobs configure themselves through env: `PHASE`,
+//! `TARGET_NODE`, `TARGET_VERSION`, `KIND`, `IMAGE`, `CONFIG`).
+//!
+//! Values stay raw strings here: [`crate::args::resolve`] checks every one of them, with the
+//! config file and the input files, in one step before anything connects, and its errors name
+//! the flag and its env var (exit 2).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use chain_core::{
-    plan::{Kind, Phase},
-    version::Version,
-};
 
 /// Upgrades a kubeadm Kubernetes cluster node by node, as a chain of Kubernetes Jobs.
 ///
@@ -70,6 +69,9 @@ pub enum Command {
     Drain(DrainArgs),
     /// Uncordon a node, only if the chain cordoned it.
     Uncordon(UncordonArgs),
+    /// Acknowledge that a node's own upgrade failed and was dealt with, so the chain may retry
+    /// it: until then detection resumes nothing and the K8sUpgradeNodeAwaitingAck alert fires.
+    Ack(AckArgs),
     /// Rehearse the whole chain on a simulated cluster (built-in, or a read-only copy of the
     /// live one with --from-cluster): the real detect and step code, simulated nodes, scaled
     /// waits; ends with a summary and the projected real duration.
@@ -95,7 +97,7 @@ pub struct ManifestsArgs {
     /// Image of the CronJobs and the chain Jobs.
     #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
-    /// Detection schedule (cron, UTC).
+    /// Detection schedule (cron, UTC: five fields or a descriptor such as @weekly).
     #[arg(long, value_name = "CRON", default_value = chain_core::manifests::DEFAULT_SCHEDULE)]
     pub schedule: String,
     /// Weekly report schedule (cron, UTC).
@@ -131,7 +133,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Print the report instead of posting it to Slack.
-    #[arg(long, env = "DRY_RUN")]
+    #[arg(long, env = "DRY_RUN", value_parser = env_bool("DRY_RUN"))]
     pub dry_run: bool,
 }
 
@@ -139,40 +141,33 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct RehearseArgs {
     /// Copy the live cluster (read-only: get and list only) into the simulator and rehearse on it.
-    #[arg(long, env = "FROM_CLUSTER")]
+    #[arg(long, env = "FROM_CLUSTER", value_parser = env_bool("FROM_CLUSTER"))]
     pub from_cluster: bool,
     /// Target Kubernetes version (X.Y.Z). Default: the next patch of the running version.
-    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
-    pub version: Option<Version>,
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z")]
+    pub version: Option<String>,
     /// Rehearse on a generated cluster of this many nodes (2 to 5000; 3 control planes from 10
     /// nodes on) instead of the built-in 5-node one: Deployments and StatefulSets under
     /// PodDisruptionBudgets of every kind, bare pods, DaemonSets, single-replica deadlocks.
     #[arg(long, env = "REHEARSE_NODES", value_name = "N", conflicts_with = "from_cluster")]
-    pub nodes: Option<u32>,
+    pub nodes: Option<String>,
     /// Pods per node on average in the generated cluster (--nodes): N × M pods in all, at most
     /// 110 on a node (the kubelet's default maxPods).
-    #[arg(long, env = "REHEARSE_PODS_PER_NODE", value_name = "M", default_value_t = 50, requires = "nodes")]
-    pub pods_per_node: u32,
-    /// Divide the waits and soaks by this (600: a 10m soak takes 1s).
-    #[arg(long, env = "REHEARSE_SPEED", default_value_t = crate::rehearse::DEFAULT_SPEED, value_parser = parse_speed)]
-    pub speed: f64,
+    #[arg(long, env = "REHEARSE_PODS_PER_NODE", value_name = "M", default_value = "50", requires = "nodes")]
+    pub pods_per_node: String,
+    /// Divide the waits and soaks by this, 1 to 100000 (600: a 10m soak takes 1s).
+    #[arg(long, env = "REHEARSE_SPEED", default_value_t = crate::rehearse::DEFAULT_SPEED.to_string())]
+    pub speed: String,
     /// Output format: progress and a summary as text, or one JSON report at the end.
     #[arg(short = 'o', long, env = "OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
-}
-
-fn parse_speed(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
-        _ => Err(format!("invalid speed {s:?}: expected a number of at least 1")),
-    }
 }
 
 /// `detect` flags.
 #[derive(Debug, Args)]
 pub struct DetectArgs {
     /// Detect and push metrics, but spawn nothing.
-    #[arg(long, env = "DRY_RUN")]
+    #[arg(long, env = "DRY_RUN", value_parser = env_bool("DRY_RUN"))]
     pub dry_run: bool,
     /// Image of the chain Jobs to spawn.
     #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
@@ -183,17 +178,17 @@ pub struct DetectArgs {
 #[derive(Debug, Args)]
 pub struct StepArgs {
     /// Phase to run.
-    #[arg(long, env = "PHASE", value_parser = parse_phase)]
-    pub phase: Phase,
+    #[arg(long, env = "PHASE")]
+    pub phase: String,
     /// Target node (master, control-plane and worker phases).
     #[arg(long, env = "TARGET_NODE", value_name = "NODE")]
     pub node: Option<String>,
     /// Target Kubernetes version (X.Y.Z).
-    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
-    pub version: Version,
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z")]
+    pub version: String,
     /// `patch` or `minor`.
-    #[arg(long, env = "KIND", value_parser = parse_kind)]
-    pub kind: Kind,
+    #[arg(long, env = "KIND")]
+    pub kind: String,
     /// Image of the chain Jobs this step spawns.
     #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
@@ -206,7 +201,7 @@ pub struct DrainArgs {
     #[arg(value_name = "NODE", env = "TARGET_NODE")]
     pub node: String,
     /// List what would be evicted, skipped and blocked; change nothing.
-    #[arg(long, env = "DRY_RUN")]
+    #[arg(long, env = "DRY_RUN", value_parser = env_bool("DRY_RUN"))]
     pub dry_run: bool,
 }
 
@@ -218,17 +213,25 @@ pub struct UncordonArgs {
     pub node: String,
 }
 
+/// `ack` flags.
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// Node whose failed upgrade to acknowledge.
+    #[arg(value_name = "NODE", env = "TARGET_NODE")]
+    pub node: String,
+}
+
 /// `plan` flags.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Target Kubernetes version (X.Y.Z).
-    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
-    pub version: Version,
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z")]
+    pub version: String,
     /// Output format.
     #[arg(short = 'o', long, env = "OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Plan from a saved node list (`kubectl get nodes -o yaml > nodes.yaml`; `-` reads stdin)
-    /// instead of the live cluster.
+    /// Plan from a saved node list (`kubectl get nodes -o json > nodes.json`, or `-o yaml`;
+    /// `-` reads stdin) instead of the live cluster.
     #[arg(long, env = "NODES_FILE", value_name = "PATH")]
     pub nodes_file: Option<PathBuf>,
 }
@@ -237,17 +240,17 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// Phase of the Job.
-    #[arg(long, env = "PHASE", value_parser = parse_phase)]
-    pub phase: Phase,
+    #[arg(long, env = "PHASE")]
+    pub phase: String,
     /// Target node (master, control-plane and worker phases).
     #[arg(long, env = "TARGET_NODE", value_name = "NODE")]
     pub node: Option<String>,
     /// Target Kubernetes version (X.Y.Z).
-    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z", value_parser = parse_version)]
-    pub version: Version,
+    #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z")]
+    pub version: String,
     /// `patch` or `minor`. Default: derived from the cluster's running version.
-    #[arg(long, env = "KIND", value_parser = parse_kind)]
-    pub kind: Option<Kind>,
+    #[arg(long, env = "KIND")]
+    pub kind: Option<String>,
     /// Image of the chain Jobs.
     #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
@@ -266,16 +269,15 @@ pub struct RenderArgs {
     pub tolerations: Vec<String>,
 }
 
-fn parse_version(s: &str) -> Result<Version, String> {
-    s.parse().map_err(|e: chain_core::version::VersionError| e.to_string())
-}
-
-fn parse_phase(s: &str) -> Result<Phase, String> {
-    s.parse()
-}
-
-fn parse_kind(s: &str) -> Result<Kind, String> {
-    s.parse()
+/// A boolean flag that can also be set through `env`: only `true`/`false` (and clap's other
+/// spellings: 1/0, yes/no, on/off) are accepted from the environment, never "anything non-empty
+/// is true". The error names the variable.
+fn env_bool(env: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("{env} must be true or false")),
+    }
 }
 
 #[cfg(test)]

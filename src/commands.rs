@@ -9,44 +9,44 @@ use serde::Serialize;
 
 use chain_core::{
     job::{self, JobRequest},
-    plan::{self, Kind, Placement, PlannedJob, Snapshot, Step},
+    plan::{self, Kind, Placement, PlannedJob, Snapshot},
     settings::Settings,
     version::Version,
 };
 
 use crate::{
-    cli::{Cli, Command, ManifestsArgs, Output, PlanArgs, RenderArgs, ReportArgs, StatusArgs},
+    args::{Invocation, ManifestsArgs, PlanArgs, RehearseArgs, RenderArgs, Resolved},
+    cli::{Cli, Output, ReportArgs, StatusArgs},
     exit::bad_input,
     k8s::{self, Clients},
 };
 
-/// Runs one command.
+/// Runs one command: resolves every input first ([`crate::args::resolve`]: nothing connects
+/// before the flags, env, config and input files are all valid), then runs it.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = crate::config::load_or_default(cli.global.config.as_deref())?;
-    let context = cli.global.context.as_deref();
-    match cli.command {
-        Command::Plan(args) => plan_command(&settings, context, &args).await,
-        Command::Render(args) => render_command(&settings, context, &args).await,
-        Command::Detect(args) => {
-            let ctx = production_ctx(settings, context, args.image.clone()).await?;
+    let Invocation { settings, context, command } = crate::args::resolve(cli)?;
+    let context = context.as_deref();
+    match command {
+        Resolved::Plan(args) => plan_command(&settings, context, args).await,
+        Resolved::Render(args) => render_command(&settings, context, &args).await,
+        Resolved::Detect(args) => {
+            let ctx = production_ctx(settings, context, args.image.to_string()).await?;
             let outcome = crate::chain::detect::detect(&ctx, args.dry_run).await?;
             println!("{}", describe_detection(&outcome));
             Ok(())
         }
-        Command::Step(args) => {
-            let step = Step::from_parts(args.phase, args.node.as_deref())?;
-            let ctx = production_ctx(settings, context, args.image.clone()).await?;
-            let input = crate::chain::StepInput { step, target: args.version, kind: args.kind };
+        Resolved::Step(args) => {
+            let ctx = production_ctx(settings, context, args.image.to_string()).await?;
+            let input = crate::chain::StepInput { step: args.step, target: args.version, kind: args.kind };
             let ended = crate::chain::run_step(&ctx, &input).await?;
             println!("{}: {ended:?}", input.step);
             Ok(())
         }
-        Command::Drain(args) => {
-            check_node_name(&args.node)?;
+        Resolved::Drain(args) => {
             let clients = k8s::connect(context).await?;
             let out = crate::drain::drain_command(
                 &clients,
-                &args.node,
+                args.node.as_str(),
                 &settings.namespace,
                 &settings.drain,
                 args.dry_run,
@@ -55,86 +55,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
-        Command::Uncordon(args) => {
-            check_node_name(&args.node)?;
+        Resolved::Uncordon(args) => {
             let clients = k8s::connect(context).await?;
-            println!("{}", crate::drain::uncordon_command(&clients, &args.node).await?);
+            println!("{}", crate::drain::uncordon_command(&clients, args.node.as_str()).await?);
             Ok(())
         }
-        Command::Rehearse(args) => rehearse_command(&settings, context, &args).await,
-        Command::Config => {
-            print!("{}", serde_saphyr::to_string(&settings).context("failed to serialise the settings")?);
+        Resolved::Ack(args) => {
+            let clients = k8s::connect(context).await?;
+            let node = args.node.as_str();
+            let acked = crate::ops::ack::acknowledge(&clients.api, &settings, node).await?;
+            print!("{}", crate::ops::ack::describe(node, &acked, &settings.namespace));
             Ok(())
         }
-        Command::Version => {
+        Resolved::Rehearse(args) => rehearse_command(&settings, context, &args).await,
+        Resolved::Config => {
+            print!("{}", settings.to_yaml());
+            Ok(())
+        }
+        Resolved::Version => {
             println!("k8s-upgrade-chain {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Manifests(args) => manifests_command(&settings, cli.global.config.as_deref(), &args),
-        Command::Status(args) => status_command(&settings, context, &args).await,
-        Command::Report(args) => report_command(&settings, context, &args).await,
+        Resolved::Manifests(args) => {
+            manifests_command(&settings, *args);
+            Ok(())
+        }
+        Resolved::Status(args) => status_command(&settings, context, &args).await,
+        Resolved::Report(args) => report_command(&settings, context, &args).await,
     }
-}
-
-/// The config ConfigMap's copy of a `job.template` override: the key is the file name the
-/// config file gives (`raw`, as written), the text is read from where [`crate::config::load`]
-/// resolved it (`loaded`: next to the config file). An absolute path cannot be carried: it
-/// names a file the Jobs would not have.
-fn job_template_entry(raw: &Settings, loaded: &Settings) -> anyhow::Result<Option<(String, String)>> {
-    use anyhow::Context as _;
-    let (Some(key), Some(path)) = (&raw.job.template, &loaded.job.template) else {
-        return Ok(None);
-    };
-    if std::path::Path::new(key).is_absolute() {
-        return Err(bad_input(anyhow::anyhow!(
-            "job.template {key:?} is an absolute path, which the Jobs would not have: give a file name \
-             next to the config file (e.g. `template: job.yaml.j2`) and `manifests` puts it into the \
-             config ConfigMap"
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read the Job template {path} (job.template)"))
-        .map_err(bad_input)?;
-    Ok(Some((key.clone(), text)))
 }
 
 /// `manifests`: prints [`chain_core::manifests::render`] for the loaded settings (or, with
 /// `--alert-rules`, only [`chain_core::manifests::alert_rules`]). The config ConfigMap holds the
 /// `--config` file verbatim (comments kept), or the defaults when there is none, and a
 /// `job.template` override beside it.
-fn manifests_command(
-    settings: &Settings,
-    config_path: Option<&std::path::Path>,
-    args: &ManifestsArgs,
-) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+fn manifests_command(settings: &Settings, args: ManifestsArgs) {
     if args.alert_rules {
         print!("{}", chain_core::manifests::alert_rules(settings));
-        return Ok(());
+        return;
     }
-    let (config_yaml, job_template) = match config_path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("failed to read config file {}", p.display()))
-                .map_err(bad_input)?;
-            // The file as written (before `job.template` was resolved next to it).
-            let raw = Settings::from_yaml(&text, &p.display().to_string()).map_err(bad_input)?;
-            let template = job_template_entry(&raw, settings)?;
-            (text, template)
-        }
-        None => (chain_core::manifests::config_yaml(settings), None),
-    };
     let opts = chain_core::manifests::Options {
-        image: args.image.clone(),
-        schedule: args.schedule.clone(),
-        report_schedule: args.report_schedule.clone(),
+        image: args.image.to_string(),
+        schedule: args.schedule.to_string(),
+        report_schedule: args.report_schedule.to_string(),
         dry_run: args.dry_run,
         enabled: !args.suspend,
-        config_yaml,
-        job_template,
+        config_yaml: args.config_yaml,
+        job_template: args.job_template,
     };
     print!("{}", chain_core::manifests::render(settings, &opts, args.prometheus_rule));
-    Ok(())
 }
 
 /// `status`: reads the cluster (and optionally the Pushgateway) and prints [`chain_core::status::summarize`].
@@ -170,14 +139,12 @@ async fn report_command(settings: &Settings, context: Option<&str>, args: &Repor
 async fn rehearse_command(
     settings: &Settings,
     context: Option<&str>,
-    args: &crate::cli::RehearseArgs,
+    args: &RehearseArgs,
 ) -> anyhow::Result<()> {
     use crate::rehearse::{Options, Source};
-    let source = match args.nodes {
+    let source = match args.size {
         _ if args.from_cluster => Source::Live(k8s::connect(context).await?),
-        Some(nodes) => Source::Generated(
-            crate::rehearse::generated::ClusterSize::new(nodes, args.pods_per_node).map_err(bad_input)?,
-        ),
+        Some(size) => Source::Generated(size),
         None => Source::Builtin,
     };
     let opts =
@@ -219,18 +186,10 @@ fn describe_detection(d: &crate::chain::detect::Detection) -> String {
     match d {
         Detection::Halted(r) => format!("halted by the kill switch: {r}"),
         Detection::UpToDate { running } => format!("no upgrade needed: running {running}"),
-        Detection::Target { running, target, kind, spawned: None } => {
-            format!("target {target} ({kind} from {running}); dry run: nothing spawned")
-        }
-        Detection::Target { running, target, kind, spawned: Some(o) } => {
-            format!("target {target} ({kind} from {running}); preflight Job: {o:?}")
+        Detection::Target { running, target, kind, action } => {
+            format!("target {target} ({kind} from {running}); {}", action.describe())
         }
     }
-}
-
-fn check_node_name(node: &str) -> anyhow::Result<()> {
-    chain_core::names::check_dns_subdomain(node)
-        .map_err(|r| bad_input(anyhow::anyhow!("invalid node name {node:?}: {r}")))
 }
 
 /// Reads the nodes and builds the planner's snapshot.
@@ -248,21 +207,18 @@ pub struct PlanReport {
     pub jobs: Vec<PlannedJob>,
 }
 
-/// Builds the plan report from a snapshot (pure).
+/// Builds the plan report from a snapshot (pure). The target must be reachable from the
+/// running version ([`plan::check_target`]), and the nodes' Job names distinct.
 pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanReport> {
     let running = snap.running_version();
-    if target < running {
-        return Err(bad_input(anyhow::anyhow!(
-            "target version {target} is older than the running version {running}: kubeadm cannot downgrade"
-        )));
-    }
+    let kind = plan::check_target(running, target)?;
     let jobs = plan::chain(snap, target)?;
-    Ok(PlanReport { target, running, kind: Kind::between(running, target), jobs })
+    Ok(PlanReport { target, running, kind, jobs })
 }
 
-async fn plan_command(settings: &Settings, context: Option<&str>, args: &PlanArgs) -> anyhow::Result<()> {
-    let snap = match &args.nodes_file {
-        Some(path) => Snapshot::from_nodes(&read_nodes_file(path)?, &settings.control_plane_selector())?,
+async fn plan_command(settings: &Settings, context: Option<&str>, args: PlanArgs) -> anyhow::Result<()> {
+    let snap = match args.snapshot {
+        Some(snap) => snap,
         None => snapshot(&k8s::connect(context).await?, settings).await?,
     };
     let report = plan_report(&snap, args.version)?;
@@ -274,32 +230,9 @@ async fn plan_command(settings: &Settings, context: Option<&str>, args: &PlanArg
     Ok(())
 }
 
-/// Reads nodes saved by `kubectl get nodes -o yaml` (a List) or one Node, as YAML or JSON.
+/// Reads a saved node list (see [`crate::args::read_nodes_file`]).
 pub fn read_nodes_file(path: &std::path::Path) -> anyhow::Result<Vec<Node>> {
-    let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("failed to read nodes from stdin")
-    } else {
-        std::fs::read_to_string(path).with_context(|| format!("failed to read nodes file {}", path.display()))
-    }
-    .map_err(bad_input)?;
-    #[derive(serde::Deserialize)]
-    struct List {
-        items: Vec<Node>,
-    }
-    let value: serde_json::Value = serde_saphyr::from_str(&text)
-        .map_err(|e| bad_input(anyhow::anyhow!("nodes file {} is not valid YAML: {e}", path.display())))?;
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-    let parsed = match kind.as_str() {
-        "List" | "NodeList" => serde_json::from_value::<List>(value).map(|l| l.items),
-        "Node" => serde_json::from_value::<Node>(value).map(|n| vec![n]),
-        other => {
-            return Err(bad_input(anyhow::anyhow!(
-                "nodes file {} holds kind {other:?}; expected a List or NodeList of Nodes (kubectl get nodes -o yaml)",
-                path.display()
-            )));
-        }
-    };
-    parsed.map_err(|e| bad_input(anyhow::anyhow!("nodes file {} has an invalid Node: {e}", path.display())))
+    crate::args::read_nodes_file(path)
 }
 
 /// The text form of a plan: a header, then one row per Job.
@@ -350,39 +283,23 @@ fn describe_tolerations(t: &[Toleration]) -> String {
 }
 
 async fn render_command(settings: &Settings, context: Option<&str>, args: &RenderArgs) -> anyhow::Result<()> {
-    // The phase/node pairing holds offline too; the cluster checks the rest below.
-    let step = Step::from_parts(args.phase, args.node.as_deref())?;
-    let (placement, kind) = match &args.run_on {
-        Some(run_on) => {
-            let kind = args
-                .kind
-                .ok_or_else(|| bad_input(anyhow::anyhow!("--run-on needs --kind (patch or minor)")))?;
-            if step.node() == Some(run_on.as_str()) {
-                return Err(bad_input(anyhow::anyhow!(
-                    "--run-on {run_on} is the node this phase drains: a Job never runs on the node it drains"
-                )));
-            }
-            let tolerations: Vec<Toleration> =
-                args.tolerations.iter().map(|t| parse_toleration(t)).collect::<Result<_, _>>()?;
-            warn_if_it_would_stay_pending(context, run_on, &tolerations).await;
-            (Placement { run_on: run_on.clone(), tolerations }, kind)
+    let step = &args.step;
+    let (placement, kind) = match (&args.run_on, args.kind) {
+        (Some((run_on, tolerations)), Some(kind)) => {
+            warn_if_it_would_stay_pending(context, run_on.as_str(), tolerations).await;
+            (Placement { run_on: run_on.to_string(), tolerations: tolerations.clone() }, kind)
         }
-        None => {
+        _ => {
             let clients = k8s::connect(context).await?;
             let snap = snapshot(&clients, settings).await?;
             step.validate(&snap)?;
             let kind = args.kind.unwrap_or_else(|| Kind::between(snap.running_version(), args.version));
-            (plan::placement(&snap, &step)?, kind)
+            (plan::placement(&snap, step)?, kind)
         }
     };
-    if let Some(node) = step.node() {
-        chain_core::names::check_dns_subdomain(node).map_err(|r| {
-            bad_input(anyhow::anyhow!("invalid node name {node:?} (--node / TARGET_NODE): {r}"))
-        })?;
-    }
     let (template, origin) = crate::config::load_template(settings)?;
     let req =
-        JobRequest { step: &step, target: args.version, kind, image: &args.image, placement: &placement };
+        JobRequest { step, target: args.version, kind, image: args.image.as_str(), placement: &placement };
     let job = job::render(settings, &template, &origin, &req)?;
     print!("{}", job::to_yaml(&job));
     Ok(())
@@ -416,23 +333,4 @@ async fn warn_if_it_would_stay_pending(context: Option<&str>, run_on: &str, tole
             RUN_ON_CHECK_TIMEOUT.as_secs()
         ),
     }
-}
-
-/// `KEY:EFFECT` → an `Exists` toleration.
-fn parse_toleration(s: &str) -> anyhow::Result<Toleration> {
-    let (key, effect) = s
-        .rsplit_once(':')
-        .filter(|(k, e)| !k.is_empty() && matches!(*e, "NoSchedule" | "NoExecute" | "PreferNoSchedule"))
-        .ok_or_else(|| {
-            bad_input(anyhow::anyhow!(
-                "invalid --toleration {s:?}: expected KEY:EFFECT with EFFECT NoSchedule, NoExecute or PreferNoSchedule"
-            ))
-        })
-        .context("failed to read --toleration")?;
-    Ok(Toleration {
-        key: Some(key.into()),
-        operator: Some("Exists".into()),
-        effect: Some(effect.into()),
-        ..Default::default()
-    })
 }

@@ -13,10 +13,13 @@
 //! - [`chain`]: the orchestration: `detect` and each phase.
 //! - [`ops`]: the read-only `status` and `report`.
 //! - [`rehearse`]: the whole chain on a simulated cluster (crate `sim`).
-//! - [`cli`] (raw flags), [`commands`] (each command), [`exit`] (exit codes), [`telemetry`].
+//! - [`cli`] (raw flags), [`args`] (the one validation step: raw flags, env, config and input
+//!   files into validated arguments, before anything connects), [`commands`] (each command),
+//!   [`exit`] (exit codes), [`telemetry`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod args;
 pub mod chain;
 pub mod cli;
 pub mod commands;

@@ -162,7 +162,7 @@ mod tests {
     fn config_defaults_and_validation() {
         let cfg: AlertsConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(cfg, AlertsConfig::default());
-        assert_eq!(cfg.request_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.request_timeout, Duration::from_secs(20));
         let cfg: AlertsConfig =
             serde_json::from_str(r#"{"prometheus_url":"http://prom:9090/sub/","request_timeout":"5s"}"#)
                 .unwrap();

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, util::SubscriberInitExt as _};
 
 use crate::cli::LogFormat;
 
@@ -17,11 +17,27 @@ pub fn init(format: LogFormat) {
 pub fn init_with_default(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(false)
+            .try_init(),
+        LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init().map_err(Into::into),
     };
+}
+
+/// The JSON-lines subscriber of the Jobs (`LOG_FORMAT=json`): one object per event, the
+/// event's fields flattened next to tracing's own keys (`timestamp`, `level`, `target`, the
+/// current span), so an event field must never be named like one of those: `target_version`,
+/// not `target` (issue 17 item 6: jq keeps one of two equal keys, strict parsers refuse the
+/// line). `tests/logs.rs` parses every line a whole chain writes and rejects duplicate keys.
+pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).json().flatten_event(true).finish()
 }
 
 /// ANSI colours only on a terminal, and never when `NO_COLOR` is set to anything but the

@@ -15,7 +15,7 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     verbs      = ["get", "list", "watch"]
   }
 
-  # drain: cordon / uncordon
+  # drain: cordon / uncordon; the upgrade-started record of a node phase; ack
   rule {
     api_groups = [""]
     resources  = ["nodes"]
@@ -134,7 +134,7 @@ resource "kubernetes_role_v1" "tool_namespace" {
     labels    = local.labels
   }
 
-  # spawn (server-side apply, respawn of Failed Jobs, await deletion); detect (reconcile); status; report
+  # spawn (server-side apply, respawn of Failed and stopped Jobs, await deletion); a phase's outcome annotation on its own Job; detect (resume decision); status; report; ack
   rule {
     api_groups = ["batch"]
     resources  = ["jobs"]
@@ -251,6 +251,65 @@ resource "kubernetes_role_binding_v1" "node_events" {
     api_group = "rbac.authorization.k8s.io"
     kind      = "Role"
     name      = kubernetes_role_v1.node_events.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.job.metadata[0].name
+    namespace = local.namespace
+  }
+}
+
+resource "kubernetes_cluster_role_v1" "rehearse" {
+  metadata {
+    name   = "k8s-upgrade-job-rehearse"
+    labels = local.labels
+  }
+
+  # rehearse --from-cluster (rehearse::cluster::copy_live: every namespace)
+  rule {
+    api_groups = [""]
+    resources  = ["namespaces"]
+    verbs      = ["list"]
+  }
+
+  # rehearse --from-cluster (copy_live: the pods' owners)
+  rule {
+    api_groups = ["apps"]
+    resources  = ["deployments"]
+    verbs      = ["list"]
+  }
+
+  # rehearse --from-cluster (copy_live: the pods' owners)
+  rule {
+    api_groups = ["apps"]
+    resources  = ["replicasets"]
+    verbs      = ["list"]
+  }
+
+  # rehearse --from-cluster (copy_live: the pods' owners)
+  rule {
+    api_groups = ["apps"]
+    resources  = ["statefulsets"]
+    verbs      = ["list"]
+  }
+
+  # rehearse --from-cluster (copy_live: the pods' owners)
+  rule {
+    api_groups = ["apps"]
+    resources  = ["daemonsets"]
+    verbs      = ["list"]
+  }
+}
+
+resource "kubernetes_cluster_role_binding_v1" "rehearse" {
+  metadata {
+    name   = "k8s-upgrade-job-rehearse"
+    labels = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "ClusterRole"
+    name      = kubernetes_cluster_role_v1.rehearse.metadata[0].name
   }
   subject {
     kind      = "ServiceAccount"

@@ -26,7 +26,7 @@ fn promtool(args: &[&str], dir: &std::path::Path) -> (bool, String) {
 fn rules_pass_promtool_check() {
     let (ok, out) = promtool(&["check", "rules", "k8s-upgrade-chain.rules.yaml"], &alerts_dir());
     assert!(ok, "{out}");
-    assert!(out.contains("5 rules found"), "{out}");
+    assert!(out.contains("6 rules found"), "{out}");
 }
 
 #[test]
@@ -81,6 +81,32 @@ fn skew_without_the_job_guard_fails_the_active_chain_test() {
     });
     assert!(!ok, "{out}");
     assert!(out.contains("chain Job is active"), "{out}");
+}
+
+#[test]
+fn snapshot_alert_without_the_opt_out_fails_the_opt_out_test() {
+    let (ok, out) = run_mutated(|r| {
+        r.replacen(
+            "\n          unless on ()\n          max(k8s_upgrade_snapshot_skipped{job=\"k8s-version-upgrade\"}) == 1",
+            "",
+            1,
+        )
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("snapshot opt-out"), "{out}");
+}
+
+#[test]
+fn awaiting_ack_alert_that_ignores_the_gauge_value_fails() {
+    let (ok, out) = run_mutated(|r| {
+        r.replacen(
+            "max by (node) (k8s_upgrade_awaiting_ack{job=\"k8s-version-upgrade\"}) == 1",
+            "max by (node) (k8s_upgrade_awaiting_ack{job=\"k8s-version-upgrade\"}) >= 0",
+            1,
+        )
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("until it is acknowledged"), "{out}");
 }
 
 #[test]

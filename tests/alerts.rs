@@ -28,7 +28,7 @@ fn blocked(names: &[&str]) -> GateVerdict {
 
 #[test]
 fn rule_fixtures_are_valid() {
-    for rules in ["gate.rules.yml", "critical.rules.yml"] {
+    for rules in ["gate.rules.yml", "critical.rules.yml", "seed-site.rules.yml"] {
         let out = std::process::Command::new("/usr/bin/promtool")
             .arg("check")
             .arg("rules")
@@ -196,4 +196,22 @@ async fn pod_ready_ratio_and_instant_queries() {
     // A bad query is Prometheus' own error, not a parse error.
     let err = gate.instant_query("sum(").await.unwrap_err();
     assert!(matches!(err, QueryError::Api { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_seed_sites_chronic_critical_blocks_by_default_and_not_with_its_config() {
+    // Seed failure 17: IngressTTFBCritical, a critical of the seed site unrelated to the
+    // cluster, stalled every chain until the seed ignored it. The default list leaves it out
+    // (no other site has it); examples/config.yaml, the seed site's config, adds it back.
+    let prom = Prometheus::start(&["seed-site.rules.yml"], None).await;
+    prom.wait_for_alerts(&[("IngressTTFBCritical", "firing")]).await;
+    let gate = AlertGate::new(&config(&prom.url)).unwrap();
+    assert_eq!(gate.check_once().await, blocked(&["IngressTTFBCritical"]));
+    let site = k8s_upgrade_chain::config::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.yaml"),
+    )
+    .unwrap();
+    let gate =
+        AlertGate::new(&AlertsConfig { prometheus_url: prom.url.parse().unwrap(), ..site.alerts }).unwrap();
+    assert_eq!(gate.check_once().await, GateVerdict::Pass);
 }

@@ -14,7 +14,10 @@ use k8s_openapi::api::{
     core::v1::{Namespace, PodSpec},
 };
 use k8s_upgrade_chain::{
-    chain::{Ended, detect::Detection},
+    chain::{
+        Ended,
+        detect::{Action, Detection},
+    },
     k8s::spawn::{OnComplete, SpawnOutcome},
 };
 use sim::apiserver::fixtures as tf;
@@ -73,7 +76,7 @@ async fn full_chain_one_control_plane_seven_workers() {
             running: "1.34.1".parse().unwrap(),
             target: "1.34.2".parse().unwrap(),
             kind: Kind::Patch,
-            spawned: Some(SpawnOutcome::Created)
+            action: Action::Spawned { step: Step::Preflight, outcome: SpawnOutcome::Created }
         }
     );
     assert_eq!(c.metric_in("k8s_upgrade_available", "k8s-version-check").await, Some(1.0));
@@ -162,8 +165,40 @@ async fn full_chain_one_control_plane_seven_workers() {
     assert_eq!(c.metric("k8s_upgrade_held").await, Some(0.0));
 }
 
+/// The commands between backticks in a message the tool printed.
+fn backticked(msg: &str) -> Vec<String> {
+    msg.split('`').skip(1).step_by(2).map(String::from).collect()
+}
+
+/// The one printed command that starts with `prefix`.
+fn printed(msg: &str, prefix: &str) -> String {
+    backticked(msg)
+        .into_iter()
+        .find(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}...` command in {msg:?}"))
+}
+
+/// The runbook writes `line` (each part of an `A && B` line) as a command line of its own: the
+/// resume paths it documents are the ones these tests run.
+fn runbook_has(line: &str) {
+    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbook.md")).unwrap();
+    for part in line.split(" && ") {
+        assert!(
+            runbook.lines().any(|l| l.trim() == part.trim()),
+            "docs/runbook.md does not show the resume command {part:?}"
+        );
+    }
+}
+
+fn names(ran: &[support::chain::RanJob]) -> Vec<&str> {
+    ran.iter().map(|j| j.name.as_str()).collect()
+}
+
+/// Issue 16's decision and issue 17 item 1: a node whose own upgrade failed stays cordoned, and
+/// nothing retries it (detection, a hand-applied Job) until an operator acknowledges it with the
+/// command the tool printed; the alert fires meanwhile; detection then resumes the chain there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
+async fn a_failed_node_upgrade_waits_for_an_acknowledgement_then_detection_resumes_there() {
     let c = Cluster::start(small(32)).await;
     c.node("k8s-node3").set_state("apt_get_fails", "");
     c.detect().await;
@@ -176,27 +211,83 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     assert!(!c.cordoned("k8s-node2") && !c.cordoned("k8s-node4"));
     assert_eq!(c.kubelet("k8s-node2"), "v1.34.2");
     assert_eq!(c.kubelet("k8s-node4"), "v1.34.1", "the chain did not move on");
-    assert!(!c.chain_jobs().iter().any(|j| j.ends_with("k8s-node4")), "{:?}", c.chain_jobs());
-    // State is clear: still in flight (the alert on it fires), the failure recorded.
+    let record = c.upgrade_started("k8s-node3").expect("the upgrade-started record stays");
+    assert!(record.starts_with("worker 1.34.2 "), "{record}");
+    assert!(c.event_reasons("Node", "k8s-node3").contains(&"UpgradeAwaitingAck".to_string()));
+    // State is clear: still in flight, the failure recorded, the node awaiting a human.
     assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(1.0));
     assert_eq!(outcome(&c, "worker", "k8s-node3", "failed").await, Some(1.0));
     assert_eq!(outcome(&c, "worker", "k8s-node2", "succeeded").await, Some(1.0));
-    let job: k8s_openapi::api::batch::v1::Job =
-        c.srv.get(Some(NS), "k8s-upgrade-worker-1-34-2-k8s-node3").unwrap();
+    assert_eq!(c.gauge("k8s_upgrade_awaiting_ack", &[("node", "k8s-node3")]).await, Some(1.0));
+    // The shipped alert's expression is true for exactly that node.
+    let expr = support::prom::shipped_alert_expr("K8sUpgradeNodeAwaitingAck");
+    c.prom.wait_for_series(&expr).await;
+    let firing = c.prom.query(&expr).await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0]["metric"]["node"], "k8s-node3");
+    // What the tool printed: the acknowledgement, not a retry.
+    let abort = c.slack_message("ABORT worker k8s-node3");
+    let ack = printed(&abort, "k8s-upgrade-chain ack");
+    assert_eq!(ack, "k8s-upgrade-chain ack k8s-node3");
     assert_eq!(
-        k8s_upgrade_chain::k8s::spawn::job_state(&job),
-        k8s_upgrade_chain::k8s::spawn::JobState::Failed
+        printed(&abort, "kubectl annotate"),
+        "kubectl annotate node k8s-node3 k8s-upgrade-chain/upgrade-started-"
+    );
+    let trigger = printed(&abort, "kubectl -n k8s-upgrade create job --from=cronjob/");
+
+    // Detection does not retry it; it alerts (the gauge is restated from the node).
+    let jobs_before = c.chain_jobs();
+    match c.detect().await {
+        Detection::Target { action: Action::AwaitingAck { nodes }, .. } => assert_eq!(nodes, ["k8s-node3"]),
+        other => panic!("expected detection to wait for an acknowledgement, got {other:?}"),
+    }
+    assert_eq!(c.chain_jobs(), jobs_before, "nothing spawned");
+    assert!(c.slack_message("not resuming").contains("k8s-upgrade-chain ack k8s-node3"));
+    assert_eq!(c.gauge("k8s_upgrade_awaiting_ack", &[("node", "k8s-node3")]).await, Some(1.0));
+    // `status` shows it and prints the command.
+    let status = k8s_upgrade_chain::ops::status::read(&c.srv.client(), &c.settings, false).await.unwrap();
+    assert_eq!(status.overall, chain_core::status::Overall::AwaitingAck);
+    let text = chain_core::status::text(&status);
+    assert!(text.contains("acknowledge with: k8s-upgrade-chain ack k8s-node3"), "{text}");
+    assert!(
+        status.next_steps.iter().any(|n| n.contains("then acknowledge: k8s-upgrade-chain ack k8s-node3"))
     );
 
-    // The operator fixes the node and re-runs its phase: the Failed Job is replaced and the
-    // chain converges from there.
+    // Re-running the phase by hand without the acknowledgement touches nothing either.
+    let calls = c.node("k8s-node3").calls().len();
+    c.run_operator_line(
+        "kubectl -n k8s-upgrade delete job k8s-upgrade-worker-1-34-2-k8s-node3 --cascade=foreground && \
+         k8s-upgrade-chain render --phase worker --node k8s-node3 --version 1.34.2 | kubectl apply -f -",
+    )
+    .await;
+    let refused = c.run_chain().await;
+    assert_eq!(names(&refused), ["k8s-upgrade-worker-1-34-2-k8s-node3"]);
+    let err = refused[0].result.as_ref().unwrap_err();
+    assert!(
+        err.contains("awaits an acknowledgement") && err.contains("k8s-upgrade-chain ack k8s-node3"),
+        "{err}"
+    );
+    assert_eq!(c.node("k8s-node3").calls().len(), calls, "nothing ran on the node");
+    assert!(c.cordoned("k8s-node3"));
+
+    // The operator fixes the node and runs the printed commands: the acknowledgement, then
+    // detection, which resumes the chain at node3 (not at preflight).
     std::fs::remove_file(c.node("k8s-node3").state().join("apt_get_fails")).unwrap();
-    let out = spawn(&c, Step::worker("k8s-node3"), "1.34.2", Kind::Patch).await;
-    assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
+    runbook_has(&ack);
+    runbook_has(&trigger);
+    let out = c.run_operator_line(&ack).await;
+    assert!(out[0].contains("acknowledged node k8s-node3"), "{out:?}");
+    assert_eq!(c.upgrade_started("k8s-node3"), None);
+    assert_eq!(c.gauge("k8s_upgrade_awaiting_ack", &[("node", "k8s-node3")]).await, Some(0.0));
+    assert!(c.event_reasons("Node", "k8s-node3").contains(&"UpgradeAcknowledged".to_string()));
+    let detected = c.run_operator_line(&trigger).await;
+    assert!(
+        detected[0].contains("Worker { node: \"k8s-node3\" }") && detected[0].contains("Respawned"),
+        "{detected:?}"
+    );
     let ran = c.run_chain().await;
-    let names: Vec<&str> = ran.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(
-        names,
+        names(&ran),
         [
             "k8s-upgrade-worker-1-34-2-k8s-node3",
             "k8s-upgrade-worker-1-34-2-k8s-node4",
@@ -205,11 +296,86 @@ async fn kubeadm_failure_on_a_worker_stops_the_chain_with_the_node_cordoned() {
     );
     assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
     assert!(!c.cordoned("k8s-node3"));
+    assert_eq!(c.upgrade_started("k8s-node3"), None, "seen through: the record is gone");
     assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(0.0));
+    // A second acknowledgement has nothing to do.
+    let (code, out, _) = c.run_binary(&["ack", "k8s-node3"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing changed"), "{out}");
 }
 
+/// A node whose upgrade was cut short (its pod killed by the deadline, nothing pushed) is found
+/// by detection from the node alone; the documented kubectl acknowledgement works too, and
+/// detection then sets the alert's gauge back to 0 and resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_switch_mid_chain_halts_cleanly() {
+async fn an_interrupted_upgrade_is_found_by_detection_and_acknowledged_with_kubectl() {
+    let c = Cluster::start(Layout { workers: &["k8s-node1", "k8s-node2"], ..small(50) }).await;
+    c.detect().await;
+    // preflight, master, worker node1 run; node2's pod is killed in the middle of its upgrade.
+    for _ in 0..3 {
+        let job = c.next_job().unwrap();
+        assert!(c.run_job(&job).await.result.is_ok());
+    }
+    let job = c.next_job().unwrap();
+    let name = job.metadata.name.clone().unwrap();
+    assert_eq!(name, "k8s-upgrade-worker-1-34-2-k8s-node2");
+    k8s_upgrade_chain::drain::cordon(&c.srv.client(), "k8s-node2").await.unwrap();
+    let started = chain_core::resume::UpgradeStarted::recorded(
+        Phase::Worker,
+        "1.34.2".parse().unwrap(),
+        jiff::Timestamp::now(),
+    );
+    k8s_upgrade_chain::k8s::records::mark_upgrade_started(&c.srv.client(), "k8s-node2", &started)
+        .await
+        .unwrap();
+    c.srv.fail_job(NS, &name, "DeadlineExceeded");
+    assert_eq!(c.gauge("k8s_upgrade_awaiting_ack", &[("node", "k8s-node2")]).await, None, "nothing pushed");
+
+    match c.detect().await {
+        Detection::Target { action: Action::AwaitingAck { nodes }, .. } => assert_eq!(nodes, ["k8s-node2"]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.gauge("k8s_upgrade_awaiting_ack", &[("node", "k8s-node2")]).await, Some(1.0));
+    let status = k8s_upgrade_chain::ops::status::read(&c.srv.client(), &c.settings, false).await.unwrap();
+    let kubectl = status
+        .next_steps
+        .iter()
+        .find_map(|n| n.split("(or: ").nth(1).and_then(|r| r.split(')').next()))
+        .expect("status prints the kubectl form")
+        .to_string();
+    assert_eq!(kubectl, "kubectl annotate node k8s-node2 k8s-upgrade-chain/upgrade-started-");
+    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbook.md")).unwrap();
+    assert!(
+        runbook.contains(&format!("`{}`", kubectl.replace("k8s-node2", "k8s-node3"))),
+        "the runbook's form"
+    );
+    c.run_operator_line(&kubectl).await;
+    match c.detect().await {
+        Detection::Target {
+            action: Action::Spawned { step, outcome: SpawnOutcome::Respawned { .. } },
+            ..
+        } => {
+            assert_eq!(step, Step::worker("k8s-node2"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.gauge("k8s_upgrade_awaiting_ack", &[("node", "k8s-node2")]).await,
+        Some(0.0),
+        "reset by detection"
+    );
+    let ran = c.run_chain().await;
+    assert_eq!(names(&ran), ["k8s-upgrade-worker-1-34-2-k8s-node2", "k8s-upgrade-postflight-1-34-2"]);
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    assert!(!c.cordoned("k8s-node2"));
+    assert_eq!(c.kubelet("k8s-node2"), "v1.34.2");
+}
+
+/// Issue 17 item 1: after a kill-switch halt, deleting the switch and running detection (the
+/// runbook's and the message's resume path) resumes the chain at the halted step, not at
+/// preflight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_halted_chain_resumes_at_the_halted_step_when_detection_runs() {
     let c = Cluster::start(small(33)).await;
     c.detect().await;
     let srv = c.srv.clone();
@@ -229,6 +395,153 @@ async fn kill_switch_mid_chain_halts_cleanly() {
     assert_eq!(outcome(&c, "worker", "k8s-node2", "halted").await, Some(1.0));
     // Detection halts too while the switch is there.
     assert_eq!(c.detect().await, Detection::Halted("storage storm".into()));
+
+    // The message says how to resume; so does `status` (and the runbook, section 6).
+    let halted = c.slack_message("HALTED by kill switch before worker k8s-node2");
+    assert!(halted.contains("let the next detection run resume the chain at this step"), "{halted}");
+    let trigger = printed(&halted, "kubectl -n k8s-upgrade create job --from=cronjob/");
+    let status = k8s_upgrade_chain::ops::status::read(&c.srv.client(), &c.settings, false).await.unwrap();
+    let step = &status.next_steps[0];
+    assert!(step.contains("kubectl -n k8s-upgrade delete configmap k8s-upgrade-killswitch"), "{step}");
+    let started_before = c.metric("k8s_upgrade_started_timestamp").await.unwrap();
+    let plans = c.node("k8s-master").calls().iter().filter(|l| l.starts_with("kubeadm upgrade plan")).count();
+
+    runbook_has("kubectl -n k8s-upgrade delete configmap k8s-upgrade-killswitch");
+    runbook_has(&trigger);
+    c.run_operator_line("kubectl -n k8s-upgrade delete configmap k8s-upgrade-killswitch").await;
+    let detected = c.run_operator_line(&trigger).await;
+    assert!(detected[0].contains("Worker { node: \"k8s-node2\" }"), "{detected:?}");
+    assert!(detected[0].contains("Respawned { previous: Complete }"), "{detected:?}");
+    assert!(c.slack_message("Resuming the chain").contains("complete (halted)"));
+    // The chain's run starts again now: K8sUpgradeStalled measures this run.
+    assert!(c.metric("k8s_upgrade_started_timestamp").await.unwrap() > started_before);
+    let ran = c.run_chain().await;
+    assert_eq!(
+        names(&ran),
+        [
+            "k8s-upgrade-worker-1-34-2-k8s-node2",
+            "k8s-upgrade-worker-1-34-2-k8s-node3",
+            "k8s-upgrade-worker-1-34-2-k8s-node4",
+            "k8s-upgrade-postflight-1-34-2"
+        ]
+    );
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    for n in &c.nodes {
+        assert_eq!(c.kubelet(&n.name), "v1.34.2", "{}", n.name);
+    }
+    let plans_after =
+        c.node("k8s-master").calls().iter().filter(|l| l.starts_with("kubeadm upgrade plan")).count();
+    assert_eq!(plans_after, plans, "preflight did not run again");
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(0.0));
+}
+
+/// Issue 17 item 2: a changed host key is found by the check before the cordon, so the node is
+/// left as it was; the printed re-run (delete the Job, render and apply it) works once
+/// known_hosts is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_host_key_is_found_before_the_node_is_cordoned() {
+    let mut c =
+        Cluster::start(Layout { workers: &["k8s-node1", "k8s-node2", "k8s-node3"], ..small(51) }).await;
+    c.detect().await;
+    let mut reinstalled = false;
+    let mut last = None;
+    while let Some(job) = c.next_job() {
+        if job.metadata.name.as_deref() == Some("k8s-upgrade-worker-1-34-2-k8s-node2") && !reinstalled {
+            c.node_mut("k8s-node2").restart_with_new_host_key();
+            reinstalled = true;
+        }
+        last = Some(c.run_job(&job).await);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.name, "k8s-upgrade-worker-1-34-2-k8s-node2");
+    let err = last.result.as_ref().unwrap_err();
+    assert!(err.contains("cannot be reached") && err.contains("nothing was changed"), "{err}");
+    assert!(err.to_lowercase().contains("host key"), "{err}");
+    // Nothing happened to the node: not cordoned, no drain, no record, nothing ran there.
+    assert!(!c.cordoned("k8s-node2"));
+    assert!(c.pods_on("k8s-node2").contains(&"web-1".to_string()), "{:?}", c.pods_on("k8s-node2"));
+    assert!(!c.event_reasons("Node", "k8s-node2").contains(&"DrainStarted".to_string()));
+    assert_eq!(c.upgrade_started("k8s-node2"), None);
+    assert!(!c.node("k8s-node2").calls().iter().any(|l| l.starts_with("kubeadm")));
+    let abort = c.slack_message("ABORT worker k8s-node2");
+    let rerun = printed(&abort, "kubectl -n k8s-upgrade delete job");
+    assert_eq!(
+        rerun,
+        "kubectl -n k8s-upgrade delete job k8s-upgrade-worker-1-34-2-k8s-node2 --cascade=foreground && \
+         k8s-upgrade-chain render --phase worker --node k8s-node2 --version 1.34.2 | kubectl apply -f -"
+    );
+
+    // The operator updates known_hosts (the Secret) and re-runs the phase as printed (and as
+    // the runbook shows it).
+    runbook_has(&rerun);
+    c.refresh_known_hosts();
+    c.run_operator_line(&rerun).await;
+    let ran = c.run_chain().await;
+    assert_eq!(
+        names(&ran),
+        [
+            "k8s-upgrade-worker-1-34-2-k8s-node2",
+            "k8s-upgrade-worker-1-34-2-k8s-node3",
+            "k8s-upgrade-postflight-1-34-2"
+        ]
+    );
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    assert_eq!(c.kubelet("k8s-node2"), "v1.34.2");
+}
+
+/// Issue 17 item 1: a phase that failed before its node's upgrade started (alerts firing) left
+/// the node untouched; the printed detection trigger resumes the chain at that step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_before_the_upgrade_is_resumed_by_detection_at_that_step() {
+    let c = Cluster::start(Layout { workers: &["k8s-node1", "k8s-node2", "k8s-node3"], ..small(52) }).await;
+    c.detect().await;
+    let mut last = None;
+    while let Some(job) = c.next_job() {
+        if job.metadata.name.as_deref() == Some("k8s-upgrade-worker-1-34-2-k8s-node2") {
+            c.pgw.push_raw("test-switch", "k8s_test_block 1\n").await;
+            c.prom.wait_for_alerts(&[("TestClusterCritical", "firing")]).await;
+        }
+        last = Some(c.run_job(&job).await);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.name, "k8s-upgrade-worker-1-34-2-k8s-node2");
+    assert!(last.result.as_ref().unwrap_err().contains("TestClusterCritical"), "{:?}", last.result);
+    assert!(!c.cordoned("k8s-node2"));
+    assert_eq!(c.upgrade_started("k8s-node2"), None, "its upgrade never started");
+    let abort = c.slack_message("ABORT worker k8s-node2");
+    let trigger = printed(&abort, "kubectl -n k8s-upgrade create job --from=cronjob/");
+    // `status` names both ways for this failure.
+    let status = k8s_upgrade_chain::ops::status::read(&c.srv.client(), &c.settings, false).await.unwrap();
+    let steps = status.next_steps.join("\n");
+    assert!(steps.contains("trigger detection, which resumes the chain at this step"), "{steps}");
+    assert!(
+        steps.contains("k8s-upgrade-chain render --phase worker --node k8s-node2 --version 1.34.2"),
+        "{steps}"
+    );
+
+    c.pgw.push_raw("test-switch", "k8s_test_block 0\n").await;
+    c.prom.wait_for_not_firing("TestClusterCritical").await;
+    runbook_has(&trigger);
+    let detected = c.run_operator_line(&trigger).await;
+    assert!(
+        detected[0].contains("Worker { node: \"k8s-node2\" }") && detected[0].contains("Failed"),
+        "{detected:?}"
+    );
+    let ran = c.run_chain().await;
+    assert_eq!(
+        names(&ran),
+        [
+            "k8s-upgrade-worker-1-34-2-k8s-node2",
+            "k8s-upgrade-worker-1-34-2-k8s-node3",
+            "k8s-upgrade-postflight-1-34-2"
+        ]
+    );
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    // Nothing left to do: detection says so and spawns nothing.
+    match c.detect().await {
+        Detection::UpToDate { .. } => {}
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -297,7 +610,10 @@ async fn a_failed_preflight_is_respawned_by_detection() {
     c.pgw.push_raw("test-switch", "k8s_test_block 0\n").await;
     c.prom.wait_for_not_firing("TestClusterCritical").await;
     match c.detect().await {
-        Detection::Target { spawned: Some(SpawnOutcome::Respawned { .. }), .. } => {}
+        Detection::Target {
+            action: Action::Spawned { step: Step::Preflight, outcome: SpawnOutcome::Respawned { .. } },
+            ..
+        } => {}
         other => panic!("expected the Failed preflight to be re-spawned, got {other:?}"),
     }
     let ran = c.run_chain().await;
@@ -311,9 +627,14 @@ async fn a_failed_preflight_is_respawned_by_detection() {
     }
 }
 
+/// Seed failure 37: a leaked in-flight latch with no chain to continue is cleared; the chain's
+/// Jobs stay (history, expiring with their TTL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn detection_reconciles_a_leaked_latch() {
-    let c = Cluster::start(small(36)).await;
+    let mut c = Cluster::start(Layout { running: "1.34.2", target: "1.34.2", ..small(36) }).await;
+    // Up to date: no newer patch, no next minor.
+    let repo = support::chain::AptRepo::start(&[]).await;
+    c.settings.apt_repository = repo.url.parse().unwrap();
     let started = jiff::Timestamp::now().as_second() - 13 * 3600;
     c.pgw
         .push_raw(
@@ -321,30 +642,165 @@ async fn detection_reconciles_a_leaked_latch() {
             &format!("k8s_upgrade_in_flight 1\nk8s_upgrade_started_timestamp {started}\n"),
         )
         .await;
+    // A stale chain Job from an older run, no longer active.
+    c.srv.insert(tf::job(NS, "k8s-upgrade-worker-1-34-1-k8s-node1", "img").as_object().cloned().map(|mut j| {
+        j.insert("metadata".into(), serde_json::json!({"name": "k8s-upgrade-worker-1-34-1-k8s-node1", "namespace": NS, "labels": {"app": "k8s-upgrade-chain", "phase": "worker", "target-version": "1-34-1"}}));
+        serde_json::Value::Object(j)
+    }).unwrap());
+    c.srv.complete_job(NS, "k8s-upgrade-worker-1-34-1-k8s-node1");
+
+    assert_eq!(c.detect().await, Detection::UpToDate { running: "1.34.2".parse().unwrap() });
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "the chain group was deleted");
+    assert!(c.in_flight_annotations().is_empty());
+    assert_eq!(c.chain_jobs(), ["k8s-upgrade-worker-1-34-1-k8s-node1"], "the history stays");
+}
+
+/// A chain whose record is in flight but whose Jobs are gone (their TTL passed) and whose
+/// nodes are all on target: detection runs it to its end instead of leaving the latch, and
+/// postflight clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_in_flight_chain_without_jobs_is_run_to_its_end() {
+    let mut c = Cluster::start(Layout {
+        workers: &["k8s-node1", "k8s-node2"],
+        running: "1.34.2",
+        target: "1.34.2",
+        ..small(53)
+    })
+    .await;
+    let repo = support::chain::AptRepo::start(&[]).await;
+    c.settings.apt_repository = repo.url.parse().unwrap();
     c.srv.modify::<Namespace>(None, NS, |ns| {
         ns["metadata"]["annotations"] = serde_json::json!({
             "k8s-upgrade-chain/in-flight": "2026-01-01T00:00:00Z",
             "k8s-upgrade-chain/target": "1.34.2",
         });
     });
-    // A stale chain Job from the interrupted run, no longer active.
-    c.srv.insert(tf::job(NS, "k8s-upgrade-worker-1-34-2-k8s-node1", "img").as_object().cloned().map(|mut j| {
-        j.insert("metadata".into(), serde_json::json!({"name": "k8s-upgrade-worker-1-34-2-k8s-node1", "namespace": NS, "labels": {"app": "k8s-upgrade-chain"}}));
-        serde_json::Value::Object(j)
-    }).unwrap());
-    c.srv.complete_job(NS, "k8s-upgrade-worker-1-34-2-k8s-node1");
-
-    c.detect().await;
-    assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "the chain group was deleted");
-    let ns: Namespace = c.srv.get(None, NS).unwrap();
-    let ann = ns.metadata.annotations.unwrap_or_default();
-    assert!(!ann.keys().any(|k| k.starts_with("k8s-upgrade-chain/")), "{ann:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        c.chain_jobs(),
-        ["k8s-upgrade-preflight-1-34-2"],
-        "old chain Jobs deleted, a fresh chain started"
+    match c.detect().await {
+        Detection::Target { action: Action::Spawned { step: Step::Preflight, .. }, target, .. } => {
+            assert_eq!(target.to_string(), "1.34.2")
+        }
+        other => panic!("{other:?}"),
+    }
+    let ran = c.run_chain().await;
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    assert_eq!(ran.last().unwrap().name, "k8s-upgrade-postflight-1-34-2");
+    assert!(
+        matches!(ran[0].result, Ok(Ended::Skipped(_))),
+        "preflight had nothing to prepare: {:?}",
+        ran[0].result
     );
+    assert!(c.in_flight_annotations().is_empty(), "postflight cleared the record");
+    assert!(
+        c.nodes.iter().all(|n| !n.calls().iter().any(|l| l.starts_with("kubeadm"))),
+        "no node upgraded again"
+    );
+    assert_eq!(c.detect().await, Detection::UpToDate { running: "1.34.2".parse().unwrap() });
+}
+
+/// Issue 17 item 3: re-running a completed preflight after the chain finished changes nothing:
+/// no annotations, no metrics, no Jobs; `status` stays idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rerunning_a_completed_preflight_after_the_chain_changes_nothing() {
+    let c = Cluster::start(Layout { workers: &["k8s-node1", "k8s-node2"], ..small(54) }).await;
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    let metrics = c.chain_metrics().await;
+    assert!(metrics.iter().any(|l| l.starts_with("k8s_upgrade_in_flight")), "{metrics:?}");
+    let jobs = c.chain_jobs();
+    let events = c.srv.list::<k8s_openapi::api::events::v1::Event>(None).len();
+
+    // The operator re-runs preflight by hand.
+    c.run_operator_line(
+        "kubectl -n k8s-upgrade delete job k8s-upgrade-preflight-1-34-2 --cascade=foreground && \
+         k8s-upgrade-chain render --phase preflight --version 1.34.2 | kubectl apply -f -",
+    )
+    .await;
+    let again = c.run_chain().await;
+    assert_eq!(names(&again), ["k8s-upgrade-preflight-1-34-2"]);
+    match &again[0].result {
+        Ok(Ended::Skipped(why)) => assert!(why.contains("every node is already on v1.34.2"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(c.in_flight_annotations().is_empty(), "{:?}", c.in_flight_annotations());
+    assert_eq!(again[0].in_flight, Some(0.0));
+    assert_eq!(c.chain_metrics().await, metrics, "no metric pushed");
+    assert_eq!(c.chain_jobs(), jobs, "no Job spawned");
+    assert_eq!(c.srv.list::<k8s_openapi::api::events::v1::Event>(None).len(), events, "no Event");
+    let job: Job = c.srv.get(Some(NS), "k8s-upgrade-preflight-1-34-2").unwrap();
+    assert!(
+        !job.metadata.annotations.unwrap_or_default().contains_key(chain_core::resume::OUTCOME_ANNOTATION)
+    );
+    let status = k8s_upgrade_chain::ops::status::read(&c.srv.client(), &c.settings, false).await.unwrap();
+    assert_eq!(status.overall, chain_core::status::Overall::Idle);
+    assert_eq!(status.next_steps, ["Nothing to do."]);
+}
+
+/// Issue 17 item 2: a static setting is checked before any record is written (no etcd backup
+/// and no opt-out: not even the access review runs), and every node is checked over SSH
+/// before preflight marks anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_checks_settings_and_every_node_before_it_marks_anything() {
+    let mut c =
+        Cluster::start(Layout { workers: &["k8s-node1", "k8s-node2", "k8s-node3"], ..small(55) }).await;
+    let with_backup = c.settings.clone();
+    c.settings.hooks.etcd_backup = None;
+    c.detect().await;
+    c.srv.reset_requests();
+    let ran = c.run_chain().await;
+    assert_eq!(names(&ran), ["k8s-upgrade-preflight-1-34-2"]);
+    let err = ran[0].result.as_ref().unwrap_err();
+    assert!(err.contains("no etcd backup configured"), "{err}");
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, None, "nothing marked in flight");
+    assert!(c.in_flight_annotations().is_empty());
+    let reviews = c.srv.requests().iter().filter(|r| r.path.contains("selfsubjectaccessreviews")).count();
+    assert_eq!(reviews, 0, "refused before reading anything");
+    assert!(
+        c.nodes.iter().flat_map(|n| n.calls()).all(|l| l.starts_with("apt-") || l.starts_with("sudo -n apt"))
+    );
+
+    // With a backup, but one node unreachable: refused before marking, nothing prepared.
+    c.settings = with_backup;
+    c.node_mut("k8s-node3").kill_all();
+    c.detect().await;
+    let ran = c.run_chain().await;
+    assert_eq!(names(&ran), ["k8s-upgrade-preflight-1-34-2"]);
+    let err = ran[0].result.as_ref().unwrap_err();
+    assert!(err.contains("node k8s-node3 cannot be reached"), "{err}");
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, None);
+    assert!(c.in_flight_annotations().is_empty());
+    assert!(
+        c.srv.list::<Job>(Some("default")).iter().all(|j| !j
+            .metadata
+            .name
+            .as_deref()
+            .unwrap()
+            .starts_with("pre-upgrade-etcd")),
+        "no etcd snapshot taken"
+    );
+}
+
+/// Issue 17 item 5: with the site's snapshot opt-out, preflight says so in a gauge, and the
+/// shipped EtcdPreUpgradeSnapshotMissing rule stays quiet on what the chain really pushed
+/// (`an_empty_etcd_snapshot_aborts_before_any_node_is_touched` shows it true without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_snapshot_opt_out_does_not_page() {
+    let mut c = Cluster::start(Layout { workers: &["k8s-node1"], ..small(56) }).await;
+    c.settings.hooks.etcd_backup = None;
+    c.settings.hooks.allow_no_etcd_snapshot = true;
+    c.detect().await;
+    let job = c.next_job().unwrap();
+    let pre = c.run_job(&job).await;
+    assert!(matches!(pre.result, Ok(Ended::Done)), "{:?}", pre.result);
+    assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(1.0));
+    assert_eq!(c.metric("k8s_upgrade_snapshot_taken").await, Some(0.0));
+    assert_eq!(c.metric("k8s_upgrade_snapshot_skipped").await, Some(1.0));
+    c.prom.wait_for_series("k8s_upgrade_snapshot_skipped == 1 and on () k8s_upgrade_in_flight == 1").await;
+    let expr = support::prom::shipped_alert_expr("EtcdPreUpgradeSnapshotMissing");
+    assert_eq!(c.prom.query(&expr).await, Vec::<serde_json::Value>::new());
+    let ran = c.run_chain().await;
+    assert!(ran.iter().all(|j| j.result.is_ok()), "{ran:?}");
+    assert_eq!(c.metric("k8s_upgrade_snapshot_skipped").await, Some(0.0), "cleared with the chain");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -424,7 +880,7 @@ async fn a_minor_upgrade_is_detected_through_redirects_and_runs() {
             running: "1.34.2".parse().unwrap(),
             target: "1.35.3".parse().unwrap(),
             kind: Kind::Minor,
-            spawned: Some(SpawnOutcome::Created)
+            action: Action::Spawned { step: Step::Preflight, outcome: SpawnOutcome::Created }
         }
     );
     let ran = c.run_chain().await;
@@ -500,6 +956,8 @@ async fn an_empty_etcd_snapshot_aborts_before_any_node_is_touched() {
     // In flight without a snapshot: exactly what EtcdPreUpgradeSnapshotMissing alerts on.
     assert_eq!(c.metric("k8s_upgrade_in_flight").await, Some(1.0));
     assert_eq!(c.metric("k8s_upgrade_snapshot_taken").await, Some(0.0));
+    assert_eq!(c.metric("k8s_upgrade_snapshot_skipped").await, Some(0.0));
+    c.prom.wait_for_series(&support::prom::shipped_alert_expr("EtcdPreUpgradeSnapshotMissing")).await;
     assert!(c.nodes.iter().all(|n| !n.calls().iter().any(|l| l.starts_with("kubeadm upgrade apply"))));
 }
 
@@ -643,7 +1101,10 @@ async fn a_template_override_renders_every_job_of_the_chain() {
         Some(root.path().join("etc/k8s-upgrade-chain/site-job.yaml.j2").as_path())
     );
     let d = k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(in_pod), false).await.unwrap();
-    assert!(matches!(d, Detection::Target { spawned: Some(SpawnOutcome::Created), .. }), "{d:?}");
+    assert!(
+        matches!(d, Detection::Target { action: Action::Spawned { outcome: SpawnOutcome::Created, .. }, .. }),
+        "{d:?}"
+    );
 
     // Each chain Job, spawned from the override, renders the next one from the same override,
     // read through its own config mount.

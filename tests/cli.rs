@@ -88,7 +88,10 @@ fn bad_input_exits_2_and_names_the_input() {
             ],
             "never runs on the node it drains",
         ),
-        (&["render", "--phase", "upgrade", "--version", "1.34.2"], "unknown phase \"upgrade\""),
+        (
+            &["render", "--phase", "upgrade", "--version", "1.34.2"],
+            "invalid --phase / PHASE \"upgrade\": unknown phase",
+        ),
         (
             &[
                 "render",
@@ -103,7 +106,7 @@ fn bad_input_exits_2_and_names_the_input() {
                 "--run-on",
                 "x",
             ],
-            "invalid node name \"Bad_Node\"",
+            "invalid node name (--node / TARGET_NODE) \"Bad_Node\"",
         ),
         (
             &[
@@ -119,9 +122,9 @@ fn bad_input_exits_2_and_names_the_input() {
                 "--toleration",
                 "gpu",
             ],
-            "invalid --toleration \"gpu\"",
+            "invalid --toleration / TOLERATIONS \"gpu\"",
         ),
-        (&["plan", "--version", "1.34"], "invalid Kubernetes version \"1.34\""),
+        (&["plan", "--version", "1.34"], "invalid --version / TARGET_VERSION \"1.34\""),
         (&["plan", "--version", "1.30.0", "--nodes-file", "examples/nodes.yaml"], "kubeadm cannot downgrade"),
         (
             &["plan", "--version", "1.34.2", "--nodes-file", "/nonexistent/nodes.yaml"],
@@ -215,4 +218,290 @@ fn logs_piped_to_a_file_carry_no_colour_codes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("WARN") && stderr.contains("could not check the taints"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// A kubeconfig whose cluster is a closed loopback port: a command that connected before
+/// validating would fail with exit 3 (connection refused), never 2.
+fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n\
+         current-context: ctx\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Every flag and env var of every subcommand, with bad values: exit 2, a message naming the
+/// input, never a panic (101), never a connection first (3), and a long value shortened.
+#[test]
+fn table_of_bad_input_for_every_flag_and_env_var() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = unreachable_kubeconfig(dir.path());
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let node = |name: &str, cp: bool, kubelet: &str| {
+        let labels = if cp { r#""node-role.kubernetes.io/control-plane": """# } else { "" };
+        format!(
+            r#"{{"kind":"Node","metadata":{{"name":"{name}","labels":{{{labels}}}}},"status":{{"nodeInfo":{{"kubeletVersion":"{kubelet}"}},"addresses":[{{"type":"InternalIP","address":"10.0.0.1"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        )
+    };
+    let list = |nodes: &[String]| format!(r#"{{"kind":"List","items":[{}]}}"#, nodes.join(","));
+    let ok_nodes = file("ok.json", &list(&[node("cp1", true, "v1.34.1"), node("w1", false, "v1.34.1")]));
+    let bad_name =
+        file("bad-name.json", &list(&[node("cp1", true, "v1.34.1"), node("Bad_Node", false, "v1.34.1")]));
+    let duplicate = file(
+        "dup.json",
+        &list(&[node("cp1", true, "v1.34.1"), node("w1", false, "v1.34.1"), node("w1", false, "v1.34.1")]),
+    );
+    let long: &'static str = "x".repeat(5000).leak();
+    let multibyte = format!("{}é{}", "a".repeat(27), "b".repeat(40));
+
+    // (args, env, what stderr must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let step_env = |bad: (&'static str, &'static str)| {
+        let mut env =
+            vec![("PHASE", "worker"), ("TARGET_NODE", "w1"), ("TARGET_VERSION", "1.34.2"), ("KIND", "patch")];
+        env.retain(|(k, _)| *k != bad.0);
+        env.push(bad);
+        env
+    };
+    // A valid offline render, with `extra` flags replacing (or adding to) its own.
+    let render = |extra: &[&'static str]| {
+        let mut a = vec![
+            "render",
+            "--phase",
+            "worker",
+            "--node",
+            "w1",
+            "--version",
+            "1.34.2",
+            "--kind",
+            "patch",
+            "--run-on",
+            "cp1",
+        ];
+        for pair in extra.chunks(2) {
+            match a.iter().position(|x| *x == pair[0]) {
+                Some(i) => a[i + 1] = pair[1],
+                None => a.extend_from_slice(pair),
+            }
+        }
+        a
+    };
+    let cases: Vec<Case<'_>> = vec![
+        // global
+        (vec!["--config", "/nonexistent/site.yaml", "version"], vec![], "/nonexistent/site.yaml"),
+        (vec!["version"], vec![("CONFIG", "/nonexistent/site.yaml")], "CONFIG"),
+        (vec!["--log-format", "xml", "version"], vec![], "--log-format"),
+        (vec!["version"], vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        (vec!["--context", "", "status"], vec![], "--context / KUBE_CONTEXT"),
+        (vec!["status"], vec![("KUBE_CONTEXT", "")], "KUBE_CONTEXT"),
+        (vec!["--context", "no-such-context", "status"], vec![], "KUBE_CONTEXT"),
+        // plan
+        (vec!["plan", "--version", "1.34"], vec![], "--version / TARGET_VERSION"),
+        (vec!["plan"], vec![("TARGET_VERSION", "latest")], "TARGET_VERSION"),
+        (vec!["plan", "--version", "1.34.2", "-o", "xml"], vec![], "--output"),
+        (vec!["plan", "--version", "1.34.2"], vec![("OUTPUT", "yaml")], "OUTPUT"),
+        (
+            vec!["plan", "--version", "1.34.2", "--nodes-file", "/nonexistent/n.json"],
+            vec![],
+            "/nonexistent/n.json",
+        ),
+        (
+            vec!["plan", "--version", "1.34.2"],
+            vec![("NODES_FILE", "/nonexistent/n.json")],
+            "/nonexistent/n.json",
+        ),
+        (vec!["plan", "--version", "1.34.2", "--nodes-file", &bad_name], vec![], "Bad_Node"),
+        (vec!["plan", "--version", "1.34.2", "--nodes-file", &duplicate], vec![], "w1 is listed twice"),
+        (vec!["plan", "--version", "1.30.0", "--nodes-file", &ok_nodes], vec![], "cannot downgrade"),
+        (vec!["plan", "--version", "1.36.0", "--nodes-file", &ok_nodes], vec![], "skips a minor"),
+        // render
+        (render(&["--phase", "upgrade"]), vec![], "--phase / PHASE"),
+        (vec!["render", "--version", "1.34.2"], vec![("PHASE", "Worker")], "PHASE"),
+        (render(&["--node", "Bad_Node"]), vec![], "--node / TARGET_NODE"),
+        (
+            vec!["render", "--phase", "worker", "--version", "1.34.2", "--kind", "patch", "--run-on", "cp1"],
+            vec![("TARGET_NODE", &multibyte)],
+            "TARGET_NODE",
+        ),
+        (render(&["--version", "1.34.2-rc.1"]), vec![], "--version / TARGET_VERSION"),
+        (render(&["--kind", "major"]), vec![], "--kind / KIND"),
+        (
+            vec!["render", "--phase", "preflight", "--version", "1.34.2", "--run-on", "cp1"],
+            vec![("KIND", "Patch")],
+            "KIND",
+        ),
+        (render(&["--image", ""]), vec![], "--image / IMAGE"),
+        (render(&[]), vec![("IMAGE", "Registry/Tool:1")], "IMAGE"),
+        (render(&["--run-on", "CP1"]), vec![], "--run-on / RUN_ON"),
+        (
+            vec!["render", "--phase", "preflight", "--version", "1.34.2", "--kind", "patch"],
+            vec![("RUN_ON", "cp_1")],
+            "RUN_ON",
+        ),
+        (render(&["--toleration", "gpu"]), vec![], "--toleration / TOLERATIONS"),
+        (render(&["--toleration", "bad key:NoSchedule"]), vec![], "--toleration / TOLERATIONS"),
+        (render(&[]), vec![("TOLERATIONS", "a:NoSchedule,b:Never")], "TOLERATIONS"),
+        // detect
+        (vec!["detect", "--image", "a b"], vec![], "--image / IMAGE"),
+        (vec!["detect"], vec![("IMAGE", "")], "IMAGE"),
+        (vec!["detect"], vec![("DRY_RUN", "maybe")], "DRY_RUN"),
+        // step: every env var of the Job template
+        (vec!["step"], step_env(("PHASE", "upgrade")), "PHASE"),
+        (vec!["step"], step_env(("TARGET_NODE", "Bad_Node")), "TARGET_NODE"),
+        (vec!["step"], step_env(("TARGET_NODE", long)), "TARGET_NODE"),
+        (vec!["step"], step_env(("TARGET_VERSION", "1.34")), "TARGET_VERSION"),
+        (vec!["step"], step_env(("KIND", "both")), "KIND"),
+        (vec!["step"], step_env(("IMAGE", "")), "IMAGE"),
+        (
+            vec!["step"],
+            vec![
+                ("PHASE", "preflight"),
+                ("TARGET_NODE", "w1"),
+                ("TARGET_VERSION", "1.34.2"),
+                ("KIND", "patch"),
+            ],
+            "takes no target node",
+        ),
+        (
+            vec!["step"],
+            vec![("PHASE", "worker"), ("TARGET_VERSION", "1.34.2"), ("KIND", "patch")],
+            "needs a target node",
+        ),
+        // drain, uncordon
+        (vec!["drain", "Bad_Node"], vec![], "NODE / TARGET_NODE"),
+        (vec!["drain"], vec![("TARGET_NODE", "-w1")], "TARGET_NODE"),
+        (vec!["drain", "w1"], vec![("DRY_RUN", "perhaps")], "DRY_RUN"),
+        (vec!["uncordon", "w1."], vec![], "NODE / TARGET_NODE"),
+        (vec!["uncordon"], vec![("TARGET_NODE", "")], "TARGET_NODE"),
+        // rehearse
+        (vec!["rehearse", "--version", "next"], vec![], "--version / TARGET_VERSION"),
+        (vec!["rehearse"], vec![("TARGET_VERSION", "1.34.x")], "TARGET_VERSION"),
+        (vec!["rehearse", "--speed", "0"], vec![], "--speed / REHEARSE_SPEED"),
+        (vec!["rehearse"], vec![("REHEARSE_SPEED", "inf")], "REHEARSE_SPEED"),
+        (vec!["rehearse"], vec![("FROM_CLUSTER", "sure")], "FROM_CLUSTER"),
+        (vec!["rehearse", "--nodes", "ten"], vec![], "--nodes / REHEARSE_NODES"),
+        (vec!["rehearse"], vec![("REHEARSE_NODES", "1")], "a generated cluster has 2 to 5000 nodes"),
+        (vec!["rehearse", "--nodes", "5001"], vec![], "a generated cluster has 2 to 5000 nodes"),
+        (
+            vec!["rehearse", "--nodes", "100", "--pods-per-node", "many"],
+            vec![],
+            "--pods-per-node / REHEARSE_PODS_PER_NODE",
+        ),
+        (vec!["rehearse", "--nodes", "10"], vec![("REHEARSE_PODS_PER_NODE", "500")], "maxPods of 110"),
+        (vec!["rehearse", "--pods-per-node", "20"], vec![], "--nodes"),
+        (vec!["rehearse", "--from-cluster", "--nodes", "20"], vec![], "--from-cluster"),
+        (vec!["rehearse", "-o", "xml"], vec![], "--output"),
+        (vec!["rehearse"], vec![("OUTPUT", "xml")], "OUTPUT"),
+        // manifests
+        (vec!["manifests", "--image", ""], vec![], "--image / IMAGE"),
+        (vec!["manifests"], vec![("IMAGE", "Tool:1")], "IMAGE"),
+        (vec!["manifests", "--schedule", "not a cron"], vec![], "--schedule"),
+        (vec!["manifests", "--schedule", "0 23 * * 7"], vec![], "--schedule"),
+        (vec!["manifests", "--report-schedule", "TZ=UTC 0 6 * * 1"], vec![], "--report-schedule"),
+        // status, report
+        (vec!["status", "-o", "xml"], vec![], "--output"),
+        (vec!["report"], vec![("DRY_RUN", "2")], "DRY_RUN"),
+    ];
+    for (args, env, want) in &cases {
+        let mut c = bin();
+        c.env("KUBECONFIG", &kubeconfig).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains(want), "{args:?} {env:?}: expected {want:?} in {err}");
+        assert!(
+            err.len() < 2000,
+            "{args:?}: a long value must be shortened in the message: {} bytes",
+            err.len()
+        );
+    }
+}
+
+/// Bad config values, one key at a time: `config` exits 2 naming the key, for each class the
+/// issue found (huge and zero durations, an ignore entry that escapes its anchor, out-of-range
+/// ports, names the API refuses, URLs that take a query).
+#[test]
+fn table_of_bad_config_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "999999999999h".repeat(2000);
+    let cases: Vec<(String, &str)> = vec![
+        (format!("timeouts: {{probe: {huge}}}"), "timeouts.probe"),
+        ("timeouts: {probe: 999999999999h}".into(), "timeouts.probe"),
+        ("timeouts: {alert_wait: 100000h}".into(), "timeouts.alert_wait"),
+        ("timeouts: {settle_window: 200h}".into(), "timeouts.settle_window"),
+        ("ssh: {command_timeout: 9999999h}".into(), "ssh.command_timeout"),
+        ("ssh: {keepalive_interval: 0s}".into(), "ssh.keepalive_interval"),
+        ("ssh: {keepalive_interval: 99999999h}".into(), "ssh.keepalive_interval"),
+        ("drain: {backoff_max: 999999999h}".into(), "drain.backoff_max"),
+        ("drain: {backoff_min: 0s}".into(), "drain.backoff_min"),
+        ("drain: {concurrency: 0}".into(), "drain"),
+        ("alerts: {ignore: ['Watchdog)|(.*']}".into(), "Watchdog)|(.*"),
+        ("alerts: {ignore: ['.*']}".into(), "alerts"),
+        ("alerts: {ignore: ['Watchdog|.+']}".into(), "alerts"),
+        ("alerts: {request_timeout: 0s}".into(), "alerts.request_timeout"),
+        ("alerts: {blocking_severities: ['']}".into(), "alerts.blocking_severities"),
+        ("pushgateway: {timeout: 0s}".into(), "pushgateway.timeout"),
+        ("slack: {timeout: 0s}".into(), "slack.timeout"),
+        ("job: {ttl_after_finished: 604800h}".into(), "job.ttl_after_finished"),
+        ("ssh: {port: 0}".into(), "ssh.port"),
+        ("ssh: {port: 70000}".into(), "ssh.port"),
+        ("ssh: {user: ''}".into(), "ssh.user"),
+        ("apt_repository: 'https://pkgs.k8s.io/core:/stable:/?x=1'".into(), "apt_repository"),
+        ("apt_repository: 'https://pkgs.k8s.io/core:/stable:/#top'".into(), "apt_repository"),
+        ("annotation_prefix: 'k8s//'".into(), "annotation_prefix"),
+        ("annotation_prefix: 'Example.com/'".into(), "annotation_prefix"),
+        ("compat: {addons: [{name: calico, namespace: Calico_System, kind: daemonset, resource: calico-node, image_re: 'calico/node:v(\\d+\\.\\d+)', max_k8s: {'3.30': '1.35'}}]}".into(), "compat.addons[0].namespace"),
+        ("compat: {addons: [{name: calico, namespace: calico-system, kind: daemonset, resource: Calico_Node, image_re: 'calico/node:v(\\d+\\.\\d+)', max_k8s: {'3.30': '1.35'}}]}".into(), "compat.addons[0].resource"),
+        ("hooks: {expected_daemonsets: [Calico_Node]}".into(), "hooks.expected_daemonsets[0]"),
+        ("namespace: K8s_Upgrade".into(), "namespace"),
+        ("job: {service_account: 'a b'}".into(), "job.service_account"),
+        (format!("ssh: {{port: '{}'}}", "9".repeat(20_000)), "ssh.port"),
+        (format!("namespace: {}", "n".repeat(20_000)), "namespace"),
+        (format!("alerts: {{ignore: ['{}(']}}", "A".repeat(20_000)), "alerts"),
+    ];
+    for (i, (yaml, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let out = bin().args(["config"]).env("CONFIG", &path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let shown: String = yaml.chars().take(80).collect();
+        assert_eq!(out.status.code(), Some(2), "{shown}: {err}");
+        assert!(err.contains(want), "{shown}: expected {want:?} in {err}");
+        assert!(err.len() < 2000, "{shown}: a long value must be shortened: {} bytes", err.len());
+    }
+}
+
+/// What `config` prints loads back, and prints the same again, extreme values included.
+#[test]
+fn config_output_loads_back_extremes_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.yaml");
+    std::fs::write(
+        &path,
+        "timeouts: {node_ready: 24h, soak: 0s, settle_window: 7d, probe: 1s}\n"
+            .replace("7d", "168h")
+            + "job: {ttl_after_finished: 8760h, deadline_margin: 0s}\nssh: {port: 65535, keepalive_interval: 1h}\n\
+               drain: {grace_period_override: 1s500ms, backoff_max: 1h}\nalerts: {request_timeout: 10m, ignore: [Watchdog, 'Kube.*Down']}\n",
+    )
+    .unwrap();
+    let first = stdout(bin().arg("config").env("CONFIG", &path));
+    let again = dir.path().join("again.yaml");
+    std::fs::write(&again, &first).unwrap();
+    let second = stdout(bin().arg("config").env("CONFIG", &again));
+    assert_eq!(first, second);
+    assert!(
+        first.contains("ttl_after_finished: 8760h") && first.contains("grace_period_override: 1s500ms"),
+        "{first}"
+    );
 }

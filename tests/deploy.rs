@@ -328,7 +328,7 @@ fn terraform_bindings_bind_every_role_to_the_service_account() {
         })
         .collect();
     assert_eq!(roles, bound);
-    assert_eq!(roles.len(), 4);
+    assert_eq!(roles.len(), 5);
 }
 
 fn opts() -> Options {
@@ -498,6 +498,7 @@ fn prometheus_rule_has_the_rules_file_groups() {
             "EtcdPreUpgradeSnapshotMissing",
             "K8sUpgradeStalled",
             "K8sUpgradeChainJobFailed",
+            "K8sUpgradeNodeAwaitingAck",
             "K8sUpgradeBlocked"
         ]
     );
@@ -752,4 +753,108 @@ fn dockerfile_builds_the_script_image_from_a_complete_context() {
             assert!(!excluded, ".dockerignore pattern {p:?} drops {needed}");
         }
     }
+}
+
+/// The variables' defaults, as Terraform would take them.
+fn variable_defaults() -> Value {
+    let body = parse(&root().join("terraform/variables.tf"));
+    let mut vars = hcl::Map::new();
+    for b in body.blocks().filter(|b| b.identifier() == "variable") {
+        let default = attr(b.body(), "default").map_or(Value::Null, |e| eval(&Context::new(), e));
+        vars.insert(b.labels()[0].as_str().to_string(), default);
+    }
+    Value::Object(vars)
+}
+
+/// What each CronJob's deadlines and history are in `terraform/main.tf` (the `cronjobs` local
+/// through `kubernetes_cron_job_v1.this`, for each of its entries), keyed by CronJob name.
+fn terraform_cronjob_timing() -> std::collections::BTreeMap<String, serde_json::Value> {
+    let body = parse(&root().join("terraform/main.tf"));
+    let mut ctx = Context::new();
+    ctx.declare_var("var", variable_defaults());
+    ctx.declare_func(
+        "tostring",
+        FuncDef::builder().param(ParamType::Any).build(|args: FuncArgs| Ok(Value::from(args[0].to_string()))),
+    );
+    let cronjobs = body
+        .blocks()
+        .filter(|b| b.identifier() == "locals")
+        .flat_map(|b| b.body().attributes())
+        .find(|a| a.key() == "cronjobs")
+        .map(|a| eval(&ctx, a.expr()))
+        .expect("main.tf has a cronjobs local");
+    let resource = body
+        .blocks()
+        .find(|b| b.identifier() == "resource" && b.labels()[0].as_str() == "kubernetes_cron_job_v1")
+        .expect("main.tf has the CronJob resource");
+    let block = |b: &'_ Body, name: &str| -> Body {
+        b.blocks()
+            .find(|x| x.identifier() == name)
+            .unwrap_or_else(|| panic!("no {name} block"))
+            .body()
+            .clone()
+    };
+    let spec = block(resource.body(), "spec");
+    let job_spec = block(&block(&spec, "job_template"), "spec");
+    let Value::Object(cronjobs) = cronjobs else { panic!("cronjobs is not a map") };
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in cronjobs {
+        let mut each = Context::new();
+        each.declare_var("var", variable_defaults());
+        each.declare_var("each", hcl::value!({ key = (key.clone()), value = (value.clone()) }));
+        let get = |b: &Body, k: &str| {
+            let v = eval(&each, attr(b, k).unwrap_or_else(|| panic!("no {k} in the CronJob resource")));
+            serde_json::to_value(v).unwrap()
+        };
+        let name = value.as_object().and_then(|o| o.get("name")).and_then(Value::as_str).unwrap().to_string();
+        out.insert(
+            name,
+            serde_json::json!({
+                "concurrencyPolicy": get(&spec, "concurrency_policy"),
+                "startingDeadlineSeconds": get(&spec, "starting_deadline_seconds"),
+                "successfulJobsHistoryLimit": get(&spec, "successful_jobs_history_limit"),
+                "failedJobsHistoryLimit": get(&spec, "failed_jobs_history_limit"),
+                "activeDeadlineSeconds": get(&job_spec, "active_deadline_seconds"),
+                "backoffLimit": get(&job_spec, "backoff_limit"),
+                "ttlSecondsAfterFinished": get(&job_spec, "ttl_seconds_after_finished"),
+            }),
+        );
+    }
+    out
+}
+
+/// The same figures from `manifests` (crates/core/src/manifests.rs).
+fn manifests_cronjob_timing() -> std::collections::BTreeMap<String, serde_json::Value> {
+    manifests::objects(&Settings::default(), &opts())
+        .into_iter()
+        .filter(|o| o["kind"] == "CronJob")
+        .map(|o| {
+            let (spec, job) = (&o["spec"], &o["spec"]["jobTemplate"]["spec"]);
+            (
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+                serde_json::json!({
+                    "concurrencyPolicy": spec["concurrencyPolicy"],
+                    "startingDeadlineSeconds": spec["startingDeadlineSeconds"],
+                    "successfulJobsHistoryLimit": spec["successfulJobsHistoryLimit"],
+                    "failedJobsHistoryLimit": spec["failedJobsHistoryLimit"],
+                    "activeDeadlineSeconds": job["activeDeadlineSeconds"],
+                    "backoffLimit": job["backoffLimit"],
+                    "ttlSecondsAfterFinished": job["ttlSecondsAfterFinished"],
+                }),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn terraform_cronjob_deadlines_are_the_manifests_deadlines() {
+    // Seed failure 39: a CronJob with Forbid and no deadline wedges forever; both install paths
+    // must give the same deadlines (and history, backoff, TTL) to the same CronJobs.
+    let tf = terraform_cronjob_timing();
+    let yaml = manifests_cronjob_timing();
+    assert_eq!(tf.keys().collect::<Vec<_>>(), [manifests::REPORT_CRONJOB, manifests::DETECTION_CRONJOB]);
+    for (name, t) in &tf {
+        assert!(t["activeDeadlineSeconds"].as_u64().is_some_and(|s| s > 0), "{name} has no deadline: {t}");
+    }
+    assert_eq!(tf, yaml, "terraform/main.tf vs manifests");
 }

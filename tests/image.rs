@@ -5,7 +5,8 @@
 //!
 //! The image is built once per run of this test binary (several minutes: the release build
 //! with LTO, and OpenSSL from source), in `target/image` (the script's cargo target dir, reused
-//! between runs) and `target/tmp/image` (the layout, rebuilt each run). The script's output,
+//! between runs) and `target/tmp/image-<pid>` (the layout, rebuilt by each run in its own
+//! directory). The script's output,
 //! and the image size, go straight to the test's stderr, so CI's log shows them.
 //!
 //! A pod sees more than the image: the kubelet mounts /etc/hosts, /etc/resolv.conf, the
@@ -97,12 +98,31 @@ fn tree_size(path: &Path) -> u64 {
     }
 }
 
-fn build() -> Result<Image, String> {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("image");
+/// This process's own build directory, `target/tmp/image-<pid>`: two runs of this test at
+/// once (two suites on the machine) must not rebuild each other's layout. Directories of
+/// processes that are gone are removed first.
+fn build_dir() -> Result<PathBuf, String> {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for e in std::fs::read_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let stale = match name.strip_prefix("image-").map(str::parse::<u32>) {
+            Some(Ok(pid)) => !Path::new(&format!("/proc/{pid}")).exists(),
+            _ => name == "image", // the single shared directory of earlier versions
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let dir = tmp.join(format!("image-{}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn build() -> Result<Image, String> {
+    let dir = build_dir()?;
     let layout = dir.join("oci");
     // Output inherited: cargo's progress and the script's size line reach the log directly.
     let status = Command::new(root().join("scripts/build-image.sh"))
@@ -425,7 +445,9 @@ impl Dns {
                 .stderr(out)
                 .spawn()
                 .expect("/usr/sbin/dnsmasq (Debian package dnsmasq-base)");
-            // Ready once it holds the port (a bind of our own then fails), or gone.
+            // Ready once our dnsmasq says it started (it binds first; a port another process
+            // holds makes it exit instead), or gone. A failing bind of our own would not tell
+            // our dnsmasq from another one on that address.
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -435,7 +457,7 @@ impl Dns {
                     );
                     break;
                 }
-                if std::net::UdpSocket::bind((addr.as_str(), 53)).is_err() {
+                if std::fs::read_to_string(&log).unwrap_or_default().contains("started, version") {
                     return Self { child, addr, log, _dir: dir };
                 }
                 if std::time::Instant::now() > deadline {

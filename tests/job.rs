@@ -206,8 +206,8 @@ fn node_names_with_dots_give_dns_labels_that_never_collide() {
     );
     assert_ne!(ab, a_b);
     assert!(is_dns_label(&ab) && ab.starts_with("k8s-upgrade-control-plane-1-34-2-a-b-"), "{ab}");
-    // 16 hex digits (64 bits) of hash, after as much of the readable name as fits.
-    assert_eq!(ab.rsplit('-').next().unwrap().len(), 16, "{ab}");
+    // 13 base-32 characters (65 bits) of hash, after as much of the readable name as fits.
+    assert_eq!(ab.rsplit('-').next().unwrap().len(), chain_core::plan::HASH_LEN, "{ab}");
     // Distinct nodes, distinct names, across a fleet of long look-alike FQDNs.
     let names: std::collections::BTreeSet<String> = (0..2000)
         .map(|i| {

@@ -24,6 +24,7 @@ fn everything() -> Vec<(Grouping, Vec<Metric>)> {
                 Metric::InFlight(true),
                 Metric::StartedTimestamp(1_795_262_400.0),
                 Metric::SnapshotTaken(true),
+                Metric::SnapshotSkipped(false),
                 Metric::Blocked(false),
                 Metric::Held(true),
             ],
@@ -51,6 +52,7 @@ fn everything() -> Vec<(Grouping, Vec<Metric>)> {
                 Metric::PodsFallbackDeleted(2),
             ],
         ),
+        (Grouping::node("k8s-node3"), vec![Metric::AwaitingAck(true)]),
     ]
 }
 

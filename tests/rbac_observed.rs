@@ -127,6 +127,21 @@ async fn every_request_the_code_makes_is_granted() {
     let dry = drain::dry_run(&clients, &t, &settings.drain).await.unwrap();
     assert!(dry.notes.is_empty(), "{:?}", dry.notes);
 
+    // ack: the node's record read and removed, the chain Jobs listed, an Event on the node.
+    k8s_upgrade_chain::k8s::records::mark_upgrade_started(
+        api,
+        "k8s-node2",
+        &chain_core::resume::UpgradeStarted::recorded(
+            chain_core::plan::Phase::Worker,
+            "1.34.2".parse().unwrap(),
+            jiff::Timestamp::now(),
+        ),
+    )
+    .await
+    .unwrap();
+    let acked = k8s_upgrade_chain::ops::ack::acknowledge(api, &settings, "k8s-node2").await.unwrap();
+    assert!(matches!(acked, k8s_upgrade_chain::ops::ack::Acked::Acknowledged { .. }), "{acked:?}");
+
     // status and report (with the gate re-run: addon images are read).
     status::read(api, &settings, false).await.unwrap();
     report::gate_reasons(api, &settings, &nodes, "1.35.0".parse().unwrap()).await.unwrap();
@@ -235,4 +250,97 @@ async fn every_request_of_a_full_chain_is_granted() {
     ] {
         assert!(seen.contains(want), "{want} not exercised: {seen:?}");
     }
+}
+
+/// `rehearse --from-cluster` as the tool's ServiceAccount: every request it sends to the live
+/// cluster is a read that the generated RBAC grants (its own reads in the `k8s-upgrade-job-rehearse`
+/// ClusterRole), and preflight's access review does not ask for those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_request_of_rehearse_from_cluster_is_granted() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let live = TestApiServer::start().await;
+    for ns in [NS, "apps", "kube-system", "default"] {
+        live.insert(tf::namespace(ns));
+    }
+    let hour_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600)).to_string();
+    for n in chain_core::fixtures::cluster(1, 2, "v1.34.1") {
+        let name = n.metadata.name.clone().unwrap();
+        live.insert(n);
+        live.modify::<Node>(None, &name, |n| {
+            for c in n["status"]["conditions"].as_array_mut().unwrap() {
+                c["lastTransitionTime"] = serde_json::json!(hour_ago);
+            }
+        });
+    }
+    live.insert(tf::deployment("web").ns("apps").replicas(1).labels(&[("app", "web")]).build());
+    live.insert(
+        tf::replicaset("web-1")
+            .ns("apps")
+            .replicas(1)
+            .labels(&[("app", "web")])
+            .owned_by_deployment("web")
+            .build(),
+    );
+    live.insert(
+        tf::pod("web-1-a")
+            .ns("apps")
+            .on("k8s-node1")
+            .owned_by_replicaset("web-1")
+            .labels(&[("app", "web")])
+            .build(),
+    );
+    live.insert(tf::pdb("web").ns("apps").min_available(0).selector(&[("app", "web")]).build());
+    live.insert(tf::statefulset("db").ns("apps").replicas(1).labels(&[("app", "db")]).build());
+    live.insert(tf::daemonset("kube-proxy").ns("kube-system").build());
+    live.insert(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "backup-etcd", "namespace": "default"},
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "backup-manage", "image": "backup:1"}]}}}}}
+    }));
+    let settings = settings();
+    assert!(settings.hooks.etcd_backup.is_some(), "the example config names a backup CronJob");
+    live.reset_requests();
+    let opts = k8s_upgrade_chain::rehearse::Options {
+        source: k8s_upgrade_chain::rehearse::Source::Live(Clients::from_config(live.config()).unwrap()),
+        version: Some("1.34.2".parse().unwrap()),
+        speed: k8s_upgrade_chain::rehearse::DEFAULT_SPEED,
+        image: "i".into(),
+    };
+    k8s_upgrade_chain::rehearse::rehearse(&settings, opts, &|_: &str| {}).await.unwrap();
+
+    let granted = rbac::flatten(&rbac::roles(&settings));
+    let requests = live.requests();
+    let mut denied = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &requests {
+        assert_eq!(r.method, "GET", "the live cluster got a write: {r:?}");
+        let g = grant_of(r);
+        if !granted.iter().any(|(ns, rule)| rbac::allows(ns.as_deref(), rule, &g)) {
+            denied.insert(format!("{} {} -> {g}", r.method, r.path.split('?').next().unwrap()));
+        }
+        seen.insert(format!("{} {}/{}", g.verb, g.group, g.resource));
+    }
+    assert!(
+        denied.is_empty(),
+        "requests of rehearse --from-cluster the generated RBAC would deny:\n{}",
+        denied.into_iter().collect::<Vec<_>>().join("\n")
+    );
+    // Its own reads were made, and they are exactly the rehearse grant: without that role,
+    // they would be refused (the Forbidden on `list namespaces` of issue 17).
+    let rehearse_only: std::collections::BTreeSet<Grant> =
+        rbac::required(&settings).difference(&rbac::required_by_chain(&settings)).cloned().collect();
+    for g in &rehearse_only {
+        assert!(
+            seen.contains(&format!("{} {}/{}", g.verb, g.group, g.resource)),
+            "{g} not exercised: {seen:?}"
+        );
+    }
+    let without: Vec<_> =
+        rbac::roles(&settings).into_iter().filter(|r| r.scope != rbac::Scope::Rehearse).collect();
+    let chain_only = rbac::flatten(&without);
+    let list_namespaces =
+        requests.iter().map(grant_of).find(|g| g.resource == "namespaces" && g.verb == "list").unwrap();
+    assert!(!chain_only.iter().any(|(ns, rule)| rbac::allows(ns.as_deref(), rule, &list_namespaces)));
+    assert!(seen.contains("get batch/cronjobs"), "the site's backup CronJob was read: {seen:?}");
 }

@@ -99,9 +99,27 @@ async fn the_builtin_rehearsal_runs_every_phase_and_resolves_the_pdb_deadlock() 
     assert_eq!(json["completed"], true);
 }
 
+/// The site's etcd backup in the "live" cluster: CronJob kube-system/etcd-backup.
+fn site_backup() -> chain_core::settings::EtcdBackup {
+    chain_core::settings::EtcdBackup {
+        namespace: "kube-system".into(),
+        cronjob: "etcd-backup".into(),
+        container: Some("backup".into()),
+        location_prefix: "nfs://nas:/srv/etcd-backup/".into(),
+        min_bytes: 1024,
+    }
+}
+
+/// A site config naming the live cluster's etcd backup CronJob.
+fn site() -> Settings {
+    let mut s = Settings::default();
+    s.hooks.etcd_backup = Some(site_backup());
+    s
+}
+
 /// A "live" cluster: one control plane, three workers (the first with a GPU NoSchedule taint),
 /// a single-replica Deployment whose PDB says minAvailable 1 on k8s-node2, CoreDNS, DaemonSet
-/// and static control-plane pods.
+/// and static control-plane pods, and the site's etcd backup CronJob.
 async fn live_cluster() -> TestApiServer {
     let srv = TestApiServer::start().await;
     for ns in ["kube-system", "apps", "k8s-upgrade"] {
@@ -184,6 +202,13 @@ async fn live_cluster() -> TestApiServer {
             .build(),
     );
     srv.insert(tf::pdb("ledger").ns("apps").min_available(1).selector(&[("app", "ledger")]).build());
+    srv.insert(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "etcd-backup", "namespace": "kube-system"},
+        "spec": {"schedule": "0 */6 * * *", "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "backup", "image": "registry.site/etcd-backup:3.5"}]}}}}}
+    }));
     srv
 }
 
@@ -204,9 +229,7 @@ async fn from_cluster_rehearses_on_a_read_only_copy() {
     let clients = Clients::from_config(live.config()).unwrap();
     let (lines, progress) = collector();
     let report =
-        rehearse::rehearse(&Settings::default(), options(Source::Live(clients), Some("1.34.2")), &progress)
-            .await
-            .unwrap();
+        rehearse::rehearse(&site(), options(Source::Live(clients), Some("1.34.2")), &progress).await.unwrap();
     let out = lines.lock().unwrap().join("\n");
     // Shown with --nocapture: what a user of --from-cluster sees.
     println!("{out}{}", rehearse::summary_text(&report));
@@ -234,6 +257,9 @@ async fn from_cluster_rehearses_on_a_read_only_copy() {
     let w1 = report.jobs.iter().find(|j| j.node.as_deref() == Some("k8s-node1")).unwrap();
     assert_eq!(w1.run_on, "k8s-cp");
     assert!(rehearse::summary_text(&report).contains("nvidia.com/gpu:NoSchedule"));
+    // The snapshot came from the site's own backup CronJob, copied from the live cluster.
+    assert_eq!(report.jobs[0].etcd_snapshots, 1);
+    assert!(out.contains("1 etcd backup CronJobs"), "{out}");
 
     assert_read_only(&live);
     // The live cluster is as it was: nothing upgraded, cordoned or evicted there.
@@ -285,6 +311,12 @@ async fn the_binary_rehearses_from_a_kubeconfig_without_writing() {
     let live = live_cluster().await;
     live.reset_requests();
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site.yaml");
+    std::fs::write(
+        &config,
+        "hooks:\n  etcd_backup:\n    namespace: kube-system\n    cronjob: etcd-backup\n    container: backup\n",
+    )
+    .unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -299,8 +331,8 @@ async fn the_binary_rehearses_from_a_kubeconfig_without_writing() {
             .unwrap()
             .args(["rehearse", "--from-cluster", "-o", "json"])
             .env("KUBECONFIG", &kubeconfig)
+            .env("CONFIG", &config)
             .env_remove("TARGET_VERSION")
-            .env_remove("CONFIG")
             .env_remove("OUTPUT")
             .env_remove("REHEARSE_SPEED")
             .env_remove("OUTPUT")
@@ -353,9 +385,7 @@ async fn an_unhealthy_live_node_stops_the_rehearsal_at_preflight() {
     let clients = Clients::from_config(live.config()).unwrap();
     let (_lines, progress) = collector();
     let report =
-        rehearse::rehearse(&Settings::default(), options(Source::Live(clients), Some("1.34.2")), &progress)
-            .await
-            .unwrap();
+        rehearse::rehearse(&site(), options(Source::Live(clients), Some("1.34.2")), &progress).await.unwrap();
     assert!(!report.completed);
     assert_eq!(report.jobs.len(), 1, "{:?}", report.jobs);
     assert!(report.jobs[0].result.contains("k8s-node3 (not Ready)"), "{}", report.jobs[0].result);
@@ -440,4 +470,85 @@ fn the_binary_rehearses_a_generated_cluster_and_refuses_a_size_out_of_bounds() {
 
     let out = run(&["--nodes", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Issue 17 item 4: the rehearsal takes the real preflight's etcd snapshot decision. Without a
+/// backup (and without the opt-out) both refuse with the same words; a backup CronJob missing
+/// from the live cluster stops the rehearsal where the real preflight stops; the opt-out runs
+/// without a snapshot. The live cluster is only read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn from_cluster_takes_the_real_preflights_etcd_snapshot_decision() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let live = live_cluster().await;
+    live.reset_requests();
+    let rehearse_with = |settings: Settings| {
+        let clients = Clients::from_config(live.config()).unwrap();
+        async move {
+            let (_lines, progress) = collector();
+            rehearse::rehearse(&settings, options(Source::Live(clients), Some("1.34.2")), &progress)
+                .await
+                .unwrap()
+        }
+    };
+
+    // No backup configured: the rehearsal stops at preflight, as the real one does.
+    let report = rehearse_with(Settings::default()).await;
+    assert!(!report.completed);
+    assert_eq!(report.jobs.len(), 1, "{:?}", report.jobs);
+    assert!(report.jobs[0].result.contains(chain_core::etcd::REFUSAL), "{}", report.jobs[0].result);
+    assert_eq!(report.jobs[0].etcd_snapshots, 0);
+    assert!(rehearse::summary_text(&report).contains("chain STOPPED before the end"));
+    assert_read_only(&live);
+    // The real preflight, on the live cluster itself with the same settings, says the same
+    // (it refuses before its first request).
+    live.reset_requests();
+    let settings = rehearse::simulated_settings(
+        &Settings::default(),
+        rehearse::DEFAULT_SPEED,
+        &"http://127.0.0.1:9/".parse().unwrap(),
+        &"http://127.0.0.1:9/".parse().unwrap(),
+        &"http://127.0.0.1:9/".parse().unwrap(),
+        false,
+    );
+    let exec = Arc::new(sim::node::SimExec::new(
+        Arc::new(TestApiServer::start().await),
+        vec![],
+        "1.7.27".parse().unwrap(),
+        Duration::ZERO,
+    ));
+    let ctx = k8s_upgrade_chain::chain::Ctx::new(
+        settings,
+        Clients::from_config(live.config()).unwrap(),
+        exec,
+        "registry.local/k8s-upgrade-chain:test".into(),
+    )
+    .unwrap();
+    let input = k8s_upgrade_chain::chain::StepInput {
+        step: chain_core::plan::Step::Preflight,
+        target: "1.34.2".parse().unwrap(),
+        kind: chain_core::plan::Kind::Patch,
+    };
+    let real = k8s_upgrade_chain::chain::run_step(&ctx, &input).await.unwrap_err();
+    assert!(format!("{real:#}").contains(chain_core::etcd::REFUSAL), "{real:#}");
+    assert_read_only(&live);
+
+    // A backup named but its CronJob missing from the cluster: stopped at preflight too.
+    let mut missing = site();
+    missing.hooks.etcd_backup.as_mut().unwrap().cronjob = "no-such-backup".into();
+    let report = rehearse_with(missing).await;
+    assert!(!report.completed);
+    assert_eq!(report.jobs.len(), 1, "{:?}", report.jobs);
+    assert!(
+        report.jobs[0].result.contains("etcd backup CronJob kube-system/no-such-backup"),
+        "{}",
+        report.jobs[0].result
+    );
+
+    // The site's opt-out: the chain runs without a snapshot.
+    let mut opted = Settings::default();
+    opted.hooks.allow_no_etcd_snapshot = true;
+    let report = rehearse_with(opted).await;
+    assert!(report.completed, "{:?}", report.jobs);
+    assert!(report.jobs.iter().all(|j| j.etcd_snapshots == 0));
+    assert_read_only(&live);
 }

@@ -359,7 +359,8 @@ mod probes_over_ssh {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prune_removes_only_old_kubeadm_scratch() {
         let node = SshdNode::start("k8s-master", "127.0.2.15");
-        let scratch = node.dir.path().join("etc-kubernetes-tmp");
+        // kubeadm's own scratch directory, under the node's file tree (`UPDATE_K8S_ROOT`).
+        let scratch = node.root().join(probes::KUBEADM_SCRATCH_DIR.trim_start_matches('/'));
         for (name, age) in [
             ("kubeadm-backup-etcd-2026-06-24-03-11-52", Some("5 days ago")),
             ("kubeadm-upgraded-manifests2387441093", Some("4 days ago")),
@@ -373,14 +374,7 @@ mod probes_over_ssh {
                 assert!(st.success());
             }
         }
-        let report = probes::prune_dir(
-            &exec_for(&node),
-            &node.target(),
-            scratch.to_str().unwrap(),
-            probes::KUBEADM_SCRATCH_MAX_AGE,
-        )
-        .await
-        .unwrap();
+        let report = probes::prune_kubeadm_scratch(&exec_for(&node), &node.target()).await.unwrap();
         let mut pruned: Vec<String> =
             report.pruned.iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect();
         pruned.sort();

@@ -260,6 +260,25 @@ async fn apply_is_retried_with_etcd_upgrade_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_retries_wait_30_seconds_by_default() {
+    // Seed failure 12: a slow master needed a pause between attempts. The harness's sessions
+    // set UPDATE_K8S_RETRY_DELAY=0; this node runs the script with its own default, and its
+    // `sleep` shim records the delay without waiting for it.
+    let node = node_on_1_33("k8s-master", "127.0.1.22");
+    node.set_state("env", "unset UPDATE_K8S_RETRY_DELAY\n");
+    node.set_state("fake_sleep", "");
+    node.set_state("apply_failures", "2");
+    let out = run_script(&node, &["--role", "master", "--release", "1.34.2"]).await;
+    assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
+    let around: Vec<String> = actions(&node)
+        .into_iter()
+        .filter(|c| c.starts_with("kubeadm upgrade apply") || c.starts_with("sleep"))
+        .map(|c| if c.starts_with("kubeadm") { "apply".into() } else { c })
+        .collect();
+    assert_eq!(around, ["apply", "sleep 30", "apply", "sleep 30", "apply"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_apply_failures_exit_1_before_touching_the_kubelet() {
     let node = node_on_1_33("k8s-master", "127.0.1.15");
     node.set_state("apply_failures", "3");

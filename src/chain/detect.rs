@@ -1,24 +1,33 @@
-//! Detection (the CronJob): find the target version, push availability metrics, reconcile
-//! leaked state, and start the chain by applying the preflight Job (seed §1).
+//! Detection (the CronJob): find the target version, push availability metrics, and start or
+//! resume the chain (seed §1).
+//!
+//! Which Job to spawn is [`chain_core::resume::decide`]'s decision, from the chain's Jobs and
+//! the nodes: preflight for a new target (or one whose preflight never completed), else the
+//! next pending step of a chain that stopped short (after a halt, a refusal, or a failure
+//! before a node's own upgrade started), else postflight. A node whose own upgrade failed
+//! stops everything until an operator acknowledges it; detection then pushes
+//! `k8s_upgrade_awaiting_ack` for it (the `K8sUpgradeNodeAwaitingAck` alert) instead of
+//! retrying. A leaked in-flight latch (seed failure 37) is cleared only when no chain
+//! continues.
 
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::{
-    Api,
-    api::{DeleteParams, ListParams, PropagationPolicy},
-};
+use kube::{Api, api::ListParams};
 use tracing::{info, warn};
 
 use super::{Ctx, spawn_step};
 use chain_core::{
     compat::Minor,
-    metrics::{ChainLatch, Grouping, Metric, epoch_seconds},
-    plan::{self, Kind, Phase, Step},
+    metrics::{ChainLatch, Grouping, Metric, Scrape, epoch_seconds},
+    plan::{Kind, Snapshot, Step},
+    resume::{self, Decision},
+    status::TARGET_NODE_ANNOTATION,
     version::Version,
 };
 
 use crate::{
+    exit::bad_input,
     k8s::{
         annotations::NamespaceAnnotations,
         spawn::{self, JobState, OnComplete, SpawnOutcome},
@@ -35,10 +44,48 @@ pub const LEAK_AGE: Duration = Duration::from_secs(12 * 3600);
 pub enum Detection {
     /// The kill switch is present.
     Halted(String),
-    /// The cluster runs the latest version there is.
+    /// The cluster runs the latest version there is, and no chain is in flight.
     UpToDate { running: Version },
-    /// A target exists; `spawned` says what happened to the preflight Job.
-    Target { running: Version, target: Version, kind: Kind, spawned: Option<SpawnOutcome> },
+    /// A chain to `target`: a new one, or one in flight (the namespace's in-flight record).
+    Target { running: Version, target: Version, kind: Kind, action: Action },
+}
+
+/// What detection did about the chain of its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `--dry-run`: nothing spawned.
+    DryRun,
+    /// A chain Job is running: nothing to do.
+    Running { job: String },
+    /// These nodes' failed upgrades await an acknowledgement: nothing spawned, the alert fires.
+    AwaitingAck { nodes: Vec<String> },
+    /// The Job of `step` was applied (`outcome` says whether it replaced one).
+    Spawned { step: Step, outcome: SpawnOutcome },
+    /// The chain reached its end.
+    Finished,
+}
+
+impl Action {
+    /// One line for the command's output and the rehearsal.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::DryRun => "dry run: nothing spawned".into(),
+            Action::Running { job } => format!("chain Job {job} is running"),
+            Action::AwaitingAck { nodes } => format!(
+                "nothing spawned: the failed upgrade of {} awaits an acknowledgement (k8s-upgrade-chain ack NODE)",
+                nodes.join(", ")
+            ),
+            Action::Spawned { step, outcome } => {
+                let what = match outcome {
+                    SpawnOutcome::Created => "created".to_string(),
+                    SpawnOutcome::Respawned { .. } => "re-created".to_string(),
+                    other => format!("{other:?}"),
+                };
+                format!("{step} Job {what}")
+            }
+            Action::Finished => "the chain is finished".into(),
+        }
+    }
 }
 
 /// Picks the target: a newer patch of the running minor wins; a next minor only once the
@@ -115,20 +162,19 @@ async fn chain_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Job>> {
     Ok(jobs.items)
 }
 
-/// Clears a leaked in-flight latch (seed failure 37). Best effort: failures are warnings.
-pub async fn reconcile(ctx: &Ctx, slack: &Slack) -> anyhow::Result<bool> {
-    let latch = match ctx.push.read().await {
-        Ok(scrape) => scrape.chain_latch(),
-        Err(e) => {
-            warn!("cannot read the Pushgateway, skipping the leaked-state reconcile: {e}");
-            return Ok(false);
-        }
+/// Clears a leaked in-flight latch (seed failure 37): the chain group's gauges and the
+/// namespace's in-flight annotations. Only called when no chain continues (nothing to resume,
+/// no node awaiting an acknowledgement). Best effort: failures are warnings. The chain's Jobs
+/// stay: they are the resume point and the history (`status`), and expire with their TTL.
+async fn reconcile(ctx: &Ctx, scrape: Option<&Scrape>, jobs: &[Job], slack: &Slack) -> bool {
+    let Some(scrape) = scrape else {
+        warn!("cannot read the Pushgateway, skipping the leaked-state reconcile");
+        return false;
     };
-    let jobs = chain_jobs(ctx).await?;
-    let active = jobs.iter().filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) >= 1).count();
-    let Some(age) = latch_leaked(&latch, active, jiff::Timestamp::now()) else { return Ok(false) };
+    let active = jobs.iter().filter(|j| spawn::job_state(j) == JobState::Active).count();
+    let Some(age) = latch_leaked(&scrape.chain_latch(), active, jiff::Timestamp::now()) else { return false };
     let msg = format!(
-        "reconcile: leaked in_flight latch ({:.1} h old, no chain Job active): clearing metrics, annotations and chain Jobs",
+        "reconcile: leaked in_flight latch ({:.1} h old, no chain Job active, nothing to resume): clearing metrics and annotations",
         age.as_secs_f64() / 3600.0
     );
     warn!("{msg}");
@@ -144,15 +190,30 @@ pub async fn reconcile(ctx: &Ctx, slack: &Slack) -> anyhow::Result<bool> {
     if let Err(e) = ann.clear().await {
         warn!("failed to clear the in-flight annotations: {e}");
     }
-    let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
-    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() };
-    for j in jobs {
-        let name = j.metadata.name.unwrap_or_default();
-        if let Err(e) = api.delete(&name, &dp).await {
-            warn!("failed to delete chain Job {name}: {e}");
+    true
+}
+
+/// Restates `k8s_upgrade_awaiting_ack` from the nodes (the cluster is the truth): 1 for each
+/// node whose failed upgrade awaits an acknowledgement (unless a chain Job is working on it),
+/// 0 for a node the Pushgateway still shows at 1 that no longer does (acknowledged with
+/// kubectl, or the pod that failed never pushed). Best effort.
+async fn restate_awaiting(ctx: &Ctx, snap: &Snapshot, jobs: &[Job], scrape: Option<&Scrape>) -> Vec<String> {
+    let busy: Vec<String> = jobs
+        .iter()
+        .filter(|j| spawn::job_state(j) == JobState::Active)
+        .filter_map(|j| j.metadata.annotations.as_ref()?.get(TARGET_NODE_ANNOTATION).cloned())
+        .collect();
+    let awaiting: Vec<String> =
+        resume::awaiting(snap).into_iter().map(|a| a.node).filter(|n| !busy.contains(n)).collect();
+    for n in &awaiting {
+        ctx.push.push(&Grouping::node(n), &[Metric::AwaitingAck(true)]).await;
+    }
+    for n in scrape.map(Scrape::awaiting_ack_nodes).unwrap_or_default() {
+        if !awaiting.contains(&n) && !busy.contains(&n) {
+            ctx.push.push(&Grouping::node(&n), &[Metric::AwaitingAck(false)]).await;
         }
     }
-    Ok(true)
+    awaiting
 }
 
 /// Runs detection. `dry_run` does everything but spawn.
@@ -163,7 +224,10 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
         warn!("kill switch present: {reason}");
         return Ok(Detection::Halted(reason));
     }
-    reconcile(ctx, &slack).await?;
+    // Static input before anything is read or written: the Job template every spawn renders.
+    if !dry_run {
+        crate::config::load_template(&ctx.settings).map_err(bad_input)?;
+    }
 
     let snap = ctx.snapshot().await?;
     let running = snap.running_version();
@@ -203,48 +267,97 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
         },
     };
     ctx.push.push(&Grouping::detection(), &[available, Metric::VersionCheckLastRun(now)]).await;
-    let Some((target, kind)) = chosen else {
+
+    // The chain's state, read from the cluster (and the latch from the Pushgateway).
+    let scrape = match ctx.push.read().await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!("cannot read the Pushgateway: {e}");
+            None
+        }
+    };
+    let jobs = chain_jobs(ctx).await?;
+    let s = &ctx.settings;
+    let record =
+        match NamespaceAnnotations::new(ctx.clients.api.clone(), &s.namespace, &s.annotations()).read().await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("cannot read the in-flight record: {e}");
+                None
+            }
+        };
+    restate_awaiting(ctx, &snap, &jobs, scrape.as_ref()).await;
+
+    // The chain: the detected target, else the one in flight (its postflight, or a chain whose
+    // target the probes could not confirm this time).
+    let chain = chosen.or_else(|| {
+        record.as_ref().map(|r| r.target).filter(|t| *t >= running).map(|t| (t, Kind::between(running, t)))
+    });
+    let Some((target, kind)) = chain else {
+        reconcile(ctx, scrape.as_ref(), &jobs, &slack).await;
         info!(%running, "no upgrade needed");
         return Ok(Detection::UpToDate { running });
     };
-    info!(%running, %target, %kind, "target detected");
+    let target_of = |action| Detection::Target { running, target, kind, action };
+    info!(%running, target_version = %target, %kind, "target detected");
     if dry_run {
         slack.post(&format!("DRY_RUN — target v{target} ({kind}) detected, not spawning")).await;
-        return Ok(Detection::Target { running, target, kind, spawned: None });
+        return Ok(target_of(Action::DryRun));
     }
 
-    // Idempotency for Job 0: a Failed preflight is re-spawned (announced); a Complete one
-    // whose chain never advanced (the gate refused, or a kill switch stopped it) is re-spawned
-    // silently; anything else is left alone.
-    let jobs: Api<Job> = Api::namespaced(ctx.clients.api.clone(), &ctx.settings.namespace);
-    let preflight_name = Step::Preflight.job_name(target);
-    let existing = jobs
-        .get_opt(&preflight_name)
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to read Job {preflight_name}: {e}"))?;
-    let (on_complete, announce) = match existing.as_ref().map(spawn::job_state) {
-        None => (OnComplete::Skip, true),
-        Some(JobState::Failed) => {
-            slack.post(&format!("{preflight_name} exists but FAILED — deleting and re-spawning")).await;
-            (OnComplete::Skip, true)
+    let decision = resume::decide(&snap, target, &jobs);
+    info!("{}", decision.describe());
+    match decision {
+        Decision::Running { job } => Ok(target_of(Action::Running { job })),
+        Decision::AwaitingAck { nodes } => {
+            let msg = format!(
+                "{} (see docs/runbook.md)",
+                Decision::AwaitingAck { nodes: nodes.clone() }.describe()
+            );
+            warn!("{msg}");
+            slack.post(&msg).await;
+            Ok(target_of(Action::AwaitingAck { nodes: nodes.into_iter().map(|a| a.node).collect() }))
         }
-        Some(JobState::Complete) => {
-            let master_name = plan::job_name(Phase::Master, target, None);
-            let advanced = jobs
-                .get_opt(&master_name)
-                .await
-                .map_err(|e| anyhow::anyhow!("failed to read Job {master_name}: {e}"))?
-                .is_some();
-            if advanced { (OnComplete::Skip, false) } else { (OnComplete::Respawn, false) }
+        Decision::Finished => {
+            reconcile(ctx, scrape.as_ref(), &jobs, &slack).await;
+            Ok(target_of(Action::Finished))
         }
-        Some(JobState::Active) => (OnComplete::Skip, false),
-    };
-    let outcome = spawn_step(ctx, &snap, &Step::Preflight, target, kind, on_complete).await?;
-    if announce && matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
-        slack.post(&format!("Spawned {preflight_name} (target v{target}, {kind})")).await;
+        Decision::Spawn { step, previous } => {
+            if step != Step::Preflight {
+                // The chain runs again from now: K8sUpgradeStalled measures this run, not the
+                // time the chain waited (preflight stamps its own).
+                ctx.push
+                    .push(&Grouping::chain(), &[Metric::InFlight(true), Metric::StartedTimestamp(now)])
+                    .await;
+            }
+            // The step's Job may be there, Complete (halted, refused) or Failed: replace it.
+            let outcome = spawn_step(ctx, &snap, &step, target, kind, OnComplete::Respawn).await?;
+            let name = step.job_name(target);
+            let announce = match (&step, &previous) {
+                (Step::Preflight, None) => Some(format!("Spawned {name} (target v{target}, {kind})")),
+                (_, Some(p)) if p.state == JobState::Failed => {
+                    Some(format!("{name} exists but FAILED — deleting and re-spawning"))
+                }
+                // A refused or halted preflight runs again quietly (seed §1.10).
+                (Step::Preflight, Some(_)) => None,
+                (_, previous) => Some(format!(
+                    "Resuming the chain to v{target} at {step}{}",
+                    previous.as_ref().map(|p| format!(" (its Job {})", p.describe())).unwrap_or_default()
+                )),
+            };
+            if let Some(msg) = announce {
+                slack.post(&msg).await;
+            }
+            info!(job = %name, ?outcome, "{step} Job");
+            // The Job must start like every other (seed failures 18 and 36: an image gone from
+            // the registry, a taint the pinned Job did not tolerate, and nothing said so for days).
+            if matches!(outcome, SpawnOutcome::Created | SpawnOutcome::Respawned { .. }) {
+                super::check_started(ctx, &name, &slack).await;
+            }
+            Ok(target_of(Action::Spawned { step, outcome }))
+        }
     }
-    info!(job = %preflight_name, ?outcome, "preflight Job");
-    Ok(Detection::Target { running, target, kind, spawned: Some(outcome) })
 }
 
 #[cfg(test)]

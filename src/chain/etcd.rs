@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::{
-    batch::v1::{CronJob, Job},
+    batch::v1::{CronJob, Job, JobTemplateSpec},
     core::v1::Pod,
 };
 use kube::{
@@ -35,6 +35,20 @@ pub fn parse_backup_log(log: &str) -> Option<(String, u64)> {
     Some((file, bytes))
 }
 
+/// The Job template of the backup CronJob. Preflight reads it among its gates, before it marks
+/// anything, so a missing or unreadable CronJob stops the chain while nothing has changed.
+pub async fn check_backup(client: &Client, cfg: &EtcdBackup) -> anyhow::Result<JobTemplateSpec> {
+    let ns = &cfg.namespace;
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
+    let cj = cronjobs
+        .get(&cfg.cronjob)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to read the etcd backup CronJob {ns}/{}: {e}", cfg.cronjob))?;
+    cj.spec
+        .map(|s| s.job_template)
+        .ok_or_else(|| anyhow::anyhow!("etcd backup CronJob {ns}/{} has no jobTemplate", cfg.cronjob))
+}
+
 /// Creates the snapshot Job from the CronJob, waits for it, and verifies the size.
 pub async fn take_snapshot(
     client: &Client,
@@ -43,15 +57,7 @@ pub async fn take_snapshot(
     timeout: Duration,
 ) -> anyhow::Result<Snapshot> {
     let ns = &cfg.namespace;
-    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
-    let cj = cronjobs
-        .get(&cfg.cronjob)
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to read the etcd backup CronJob {ns}/{}: {e}", cfg.cronjob))?;
-    let tmpl = cj
-        .spec
-        .map(|s| s.job_template)
-        .ok_or_else(|| anyhow::anyhow!("etcd backup CronJob {ns}/{} has no jobTemplate", cfg.cronjob))?;
+    let tmpl = check_backup(client, cfg).await?;
     let name = chain_core::plan::fit_name(&format!(
         "pre-upgrade-etcd-{}-{}",
         target.label(),

@@ -31,6 +31,7 @@ use chain_core::{
     metrics::{Grouping, Metric, PhaseOutcome, epoch_seconds},
     node_exec::{NodeExec, NodeTarget},
     plan::{self, Kind, Next, Snapshot, Step},
+    resume::{self, StepWork},
     settings::Settings,
     version::Version,
 };
@@ -40,6 +41,7 @@ use crate::{
     exit::{GateAbort, bad_input},
     k8s::{
         self, Clients,
+        annotations::NamespaceAnnotations,
         events::{Events, Milestone},
         killswitch,
         spawn::{self, OnComplete, SpawnOutcome},
@@ -131,6 +133,11 @@ pub enum Ended {
 }
 
 /// Runs one chain Job: kill switch, phase body, metrics and Events, then the next Job.
+///
+/// A step whose work is already done ([`resume::step_work`]: its node on target, or for
+/// preflight every node) changes nothing: no annotation, metric, Event or outcome record. It
+/// passes the chain on only while the chain has work left ([`resume::chain_has_work`]), so
+/// re-running a completed phase after the chain finished spawns nothing either.
 pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
     let step = &input.step;
     let node = step.node();
@@ -139,14 +146,19 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
 
     // The kill switch first, before anything else (seed §2.0); unreadable fails closed.
     if let Some(reason) = ctx.kill_switch().await? {
-        let msg = format!("HALTED by kill switch before {step}: {reason}. {}", resume_hint(input));
+        let msg = format!(
+            "HALTED by kill switch before {step}: {reason}. {}",
+            resume_hint(&ctx.settings.namespace, input)
+        );
         warn!("{msg}");
         slack.post(&msg).await;
         let now = epoch_seconds(jiff::Timestamp::now());
         ctx.push
             .push(&group, &[Metric::PhaseFinished(now), Metric::PhaseOutcome(PhaseOutcome::Halted)])
             .await;
-        record(ctx, own_job(ctx, input).await.as_ref(), &Milestone::Halted(reason.clone())).await;
+        let job_ref = own_job(ctx, input).await;
+        record(ctx, job_ref.as_ref(), &Milestone::Halted(reason.clone())).await;
+        record_outcome(ctx, job_ref.as_ref(), PhaseOutcome::Halted).await;
         return Ok(Ended::Halted(reason));
     }
 
@@ -159,6 +171,21 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         return Ok(Ended::Skipped(why));
     }
     step.validate(&snap)?;
+    // Two nodes whose Jobs would share a name: the second would be taken for done.
+    chain_core::plan::check_job_names(&snap, input.target)?;
+    if let StepWork::Done(why) = resume::step_work(step, &snap, input.target) {
+        info!(%step, target_version = %input.target, "{why}: nothing to do");
+        if node.is_some() {
+            phases::repair_skipped(ctx, step, &slack).await;
+            slack.post(&format!("{why}: skipping")).await;
+        }
+        if chain_still_has_work(ctx, &snap, input.target).await? {
+            spawn_next(ctx, input, &slack).await?;
+        } else {
+            info!("the chain to v{} has no work left: spawning nothing", input.target);
+        }
+        return Ok(Ended::Skipped(why));
+    }
     let job_ref = own_job(ctx, input).await;
     let started = jiff::Timestamp::now();
     ctx.push
@@ -168,7 +195,9 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         )
         .await;
     record(ctx, job_ref.as_ref(), &Milestone::PhaseStarted { phase: step.phase().to_string() }).await;
-    info!(%step, target = %input.target, kind = %input.kind, "phase started");
+    // `target_version`, not `target`: the JSON log line already has tracing's own `target`
+    // (the module), and a duplicate key is dropped by jq and refused by strict parsers.
+    info!(%step, target_version = %input.target, kind = %input.kind, "phase started");
 
     let result = phases::run_phase(ctx, &snap, input, &slack).await;
     let finished = Metric::PhaseFinished(epoch_seconds(jiff::Timestamp::now()));
@@ -183,11 +212,15 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             };
             ctx.push.push(&group, &[finished, Metric::PhaseOutcome(outcome)]).await;
             record(ctx, job_ref.as_ref(), &milestone).await;
+            record_outcome(ctx, job_ref.as_ref(), outcome).await;
             match &ended {
                 Ended::Done | Ended::Skipped(_) => spawn_next(ctx, input, &slack).await?,
                 Ended::Refused(r) => info!("chain stops here (gate refused): {r}"),
                 Ended::Halted(r) => {
-                    let msg = format!("HALTED by kill switch during {step}: {r}. {}", resume_hint(input));
+                    let msg = format!(
+                        "HALTED by kill switch during {step}: {r}. {}",
+                        resume_hint(&ctx.settings.namespace, input)
+                    );
                     warn!("{msg}");
                     slack.post(&msg).await;
                 }
@@ -198,7 +231,12 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             ctx.push.push(&group, &[finished, Metric::PhaseOutcome(PhaseOutcome::Failed)]).await;
             let why = format!("{err:#}");
             record(ctx, job_ref.as_ref(), &Milestone::Aborted(why.clone())).await;
-            let msg = format!("ABORT {step}: {why}. {}", resume_hint(input));
+            record_outcome(ctx, job_ref.as_ref(), PhaseOutcome::Failed).await;
+            let hint = match awaiting_ack(ctx, node).await {
+                Some(started) => ack_hint(&ctx.settings.namespace, node.unwrap_or_default(), &started),
+                None => resume_hint(&ctx.settings.namespace, input),
+            };
+            let msg = format!("ABORT {step}: {why}. {hint}");
             warn!("{msg}");
             slack.post(&msg).await;
             Err(err)
@@ -206,14 +244,66 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
     }
 }
 
-/// How an operator resumes after this Job stopped.
-pub fn resume_hint(input: &StepInput) -> String {
+/// Whether the chain still has work after a step that had none: the in-flight record is read
+/// only when every node is on target (postflight then clears it).
+async fn chain_still_has_work(ctx: &Ctx, snap: &Snapshot, target: Version) -> anyhow::Result<bool> {
+    if resume::chain_has_work(snap, target, false) {
+        return Ok(true);
+    }
+    let s = &ctx.settings;
+    let record =
+        NamespaceAnnotations::new(ctx.clients.api.clone(), &s.namespace, &s.annotations()).read().await?;
+    Ok(resume::chain_has_work(snap, target, record.is_some()))
+}
+
+/// The upgrade-started record of `node`, read back after a failure: whether the node now waits
+/// for an acknowledgement.
+async fn awaiting_ack(ctx: &Ctx, node: Option<&str>) -> Option<resume::UpgradeStarted> {
+    let node = node?;
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.clients.api.clone());
+    match api.get_opt(node).await {
+        Ok(Some(n)) => resume::UpgradeStarted::of(&n),
+        Ok(None) => None,
+        Err(e) => {
+            warn!("failed to read node {node} after the failure: {e}");
+            None
+        }
+    }
+}
+
+/// The command that triggers detection by hand (a Job from the detection CronJob).
+pub fn trigger_detection(namespace: &str) -> String {
+    format!(
+        "kubectl -n {namespace} create job --from=cronjob/{} k8s-version-check-manual-$(date +%s)",
+        chain_core::manifests::DETECTION_CRONJOB
+    )
+}
+
+/// How an operator resumes after this Job stopped before its node's own upgrade started:
+/// detection resumes the chain at this step (docs/runbook.md, "Resuming a stopped chain").
+pub fn resume_hint(ns: &str, input: &StepInput) -> String {
     let name = input.step.job_name(input.target);
     format!(
-        "To resume: fix the cause, then delete Job {name} and re-run it (`k8s-upgrade-chain render --phase {} {}--version {} | kubectl apply -f -`), or let the next detection run re-spawn the chain",
+        "To resume: fix the cause, then let the next detection run resume the chain at this step, or trigger it now \
+         (`{}`). To re-run only this phase: `kubectl -n {ns} delete job {name} --cascade=foreground && \
+         k8s-upgrade-chain render --phase {} {}--version {} | kubectl apply -f -`",
+        trigger_detection(ns),
         input.step.phase(),
         input.step.node().map(|n| format!("--node {n} ")).unwrap_or_default(),
         input.target
+    )
+}
+
+/// How an operator resumes after the node's own upgrade failed: nothing retries it before an
+/// acknowledgement (docs/runbook.md, "Acknowledging a failed node upgrade").
+pub fn ack_hint(ns: &str, node: &str, started: &resume::UpgradeStarted) -> String {
+    format!(
+        "Node {node} stays cordoned for a human ({}): nothing retries it until an operator acknowledges it. \
+         Fix the node, then run `{}` (or `{}`), then let detection resume the chain (`{}`)",
+        started.describe(),
+        resume::ack_command(node),
+        resume::ack_kubectl(node),
+        trigger_detection(ns)
     )
 }
 
@@ -233,6 +323,12 @@ async fn own_job(ctx: &Ctx, input: &StepInput) -> Option<ObjectReference> {
 async fn record(ctx: &Ctx, job: Option<&ObjectReference>, m: &Milestone) {
     if let Some(r) = job {
         ctx.events.record(r, m).await;
+    }
+}
+
+async fn record_outcome(ctx: &Ctx, job: Option<&ObjectReference>, outcome: PhaseOutcome) {
+    if let Some(name) = job.and_then(|r| r.name.as_deref()) {
+        k8s::records::record_outcome(&ctx.clients.api, &ctx.settings.namespace, name, outcome).await;
     }
 }
 
@@ -270,22 +366,20 @@ pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::
     }
 }
 
-/// Reports loudly when the Job just spawned cannot start (best effort: this phase is done).
+/// Reports loudly when the Job just spawned cannot start: a warning, a Slack message and a
+/// `CannotStart` Event on the Job (seed failures 18 and 36). Best effort: the phase (or
+/// detection) that spawned it is done either way.
 pub async fn check_started(ctx: &Ctx, job_name: &str, slack: &Slack) {
     let ns = &ctx.settings.namespace;
     match started::wait_started(&ctx.clients.api, ns, job_name, ctx.settings.timeouts.job_start).await {
         Ok(started::Start::Started) => info!(job = job_name, "next Job started"),
         Ok(started::Start::Stuck(why)) => {
-            let msg = format!(
-                "WARN: the next Job {job_name} cannot start: {why}. The chain is stalled until it can"
-            );
+            let msg = format!("WARN: Job {job_name} cannot start: {why}. The chain is stalled until it can");
             warn!("{msg}");
             slack.post(&msg).await;
             let api: Api<Job> = Api::namespaced(ctx.clients.api.clone(), ns);
             if let Ok(Some(j)) = api.get_opt(job_name).await {
-                ctx.events
-                    .record(&j.object_ref(&()), &Milestone::Aborted(format!("cannot start: {why}")))
-                    .await;
+                ctx.events.record(&j.object_ref(&()), &Milestone::CannotStart(why)).await;
             }
         }
         Ok(started::Start::NotYet) => warn!(

@@ -19,6 +19,25 @@ pub fn annotation(prefix: &str) -> String {
     format!("{prefix}quiesced-replicas")
 }
 
+/// Reads each Deployment to quiesce, before the drain: an API error stops the phase while
+/// nothing has changed; a Deployment that does not exist is a warning (as in [`quiesce`]).
+pub async fn check(client: &Client, deployments: &[QuiesceDeployment]) -> anyhow::Result<()> {
+    for d in deployments {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &d.namespace);
+        if api
+            .get_opt(&d.name)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("failed to read Deployment {}/{} to quiesce: {e}", d.namespace, d.name)
+            })?
+            .is_none()
+        {
+            warn!("Deployment {}/{} to quiesce does not exist; it will be skipped", d.namespace, d.name);
+        }
+    }
+    Ok(())
+}
+
 /// Scales each Deployment to 0, remembering its replicas. A Deployment that does not exist is
 /// a warning; one already quiesced by an earlier run keeps its saved count.
 pub async fn quiesce(client: &Client, prefix: &str, deployments: &[QuiesceDeployment]) -> anyhow::Result<()> {

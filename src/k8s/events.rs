@@ -51,6 +51,13 @@ pub enum Milestone {
     Halted(String),
     /// The phase aborted.
     Aborted(String),
+    /// The Job's pod cannot start (unschedulable, or its image cannot be pulled): recorded on
+    /// the Job by the phase (or detection) that spawned it (seed failures 18 and 36).
+    CannotStart(String),
+    /// The node's own upgrade did not finish; it waits for an operator's acknowledgement.
+    AwaitingAck(String),
+    /// An operator acknowledged the node's failed upgrade (`k8s-upgrade-chain ack`).
+    Acknowledged(String),
 }
 
 impl Milestone {
@@ -89,6 +96,24 @@ impl Milestone {
                 (EventType::Warning, "Halted", "KillSwitch", format!("halted by the kill switch: {why}"))
             }
             Aborted(why) => (EventType::Warning, "Aborted", "Abort", format!("aborted: {why}")),
+            CannotStart(why) => {
+                (EventType::Warning, "CannotStart", "Start", format!("the Job's pod cannot start: {why}"))
+            }
+            AwaitingAck(what) => (
+                EventType::Warning,
+                "UpgradeAwaitingAck",
+                "Upgrade",
+                format!(
+                    "the node's upgrade did not finish ({what}); it stays cordoned and nothing retries it \
+                     until an operator runs `k8s-upgrade-chain ack` for it"
+                ),
+            ),
+            Acknowledged(what) => (
+                EventType::Normal,
+                "UpgradeAcknowledged",
+                "Acknowledge",
+                format!("failed upgrade acknowledged ({what}); detection may retry the node"),
+            ),
         };
         Event {
             type_,
@@ -199,6 +224,7 @@ mod tests {
             Milestone::Refused("x".into()),
             Milestone::Halted("x".into()),
             Milestone::Aborted("x".into()),
+            Milestone::CannotStart("x".into()),
         ];
         for m in all {
             let e = m.event();

@@ -6,6 +6,7 @@ pub mod access;
 pub mod annotations;
 pub mod events;
 pub mod killswitch;
+pub mod records;
 pub mod spawn;
 
 use anyhow::Context as _;
@@ -55,9 +56,13 @@ pub async fn connect(context: Option<&str>) -> anyhow::Result<Clients> {
         Some(ctx) => {
             let opts =
                 kube::config::KubeConfigOptions { context: Some(ctx.to_string()), ..Default::default() };
-            let config = Config::from_kubeconfig(&opts).await.with_context(|| {
-                format!("failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT)")
-            })?;
+            // Reading the kubeconfig touches no network: a context it lacks is bad input (exit 2).
+            let config = Config::from_kubeconfig(&opts)
+                .await
+                .with_context(|| {
+                    format!("failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT)")
+                })
+                .map_err(crate::exit::bad_input)?;
             Clients::from_config(config)
         }
     }

@@ -56,6 +56,21 @@ pub async fn spawn(
         api.get_opt(&name).await.map_err(|e| anyhow::anyhow!("failed to read Job {ns}/{name}: {e}"))?;
     let outcome = match existing {
         None => SpawnOutcome::Created,
+        Some(old)
+            if chain_core::job::target_node(&old)
+                .zip(chain_core::job::target_node(job))
+                .is_some_and(|(a, b)| a != b) =>
+        {
+            // Never take another node's Job for this one's (a template override may drop the
+            // annotation: then the name alone decides, as before). The planner refuses
+            // clusters whose nodes' Job names collide, so this Job was not rendered for us.
+            return Err(crate::exit::bad_input(anyhow::anyhow!(
+                "Job {ns}/{name} already exists for node {}, not {}: Job names collide; rename the node \
+                 or delete that Job",
+                chain_core::job::target_node(&old).unwrap_or("(none)"),
+                chain_core::job::target_node(job).unwrap_or("(none)")
+            )));
+        }
         Some(old) => match (job_state(&old), on_complete) {
             (JobState::Active, _) => return Ok(SpawnOutcome::SkippedActive),
             (JobState::Complete, OnComplete::Skip) => return Ok(SpawnOutcome::SkippedComplete),

@@ -74,6 +74,13 @@ pub async fn update_node(
     run_ok(exec, node, "update_k8s.sh", req).await
 }
 
+/// The check before touching `node` ([`reachability_request`]): SSH with the host key verified,
+/// a trivial command through sudo.
+pub async fn check_reachable(exec: &dyn NodeExec, node: &NodeTarget) -> Result<(), ProbeError> {
+    run_ok(exec, node, "the SSH and sudo check", reachability_request()).await?;
+    Ok(())
+}
+
 /// Runs the plan on `node` (the first control plane) and returns its target.
 pub async fn probe_upgrade_plan(
     exec: &dyn NodeExec,

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+    batch::v1::CronJob,
     core::v1::{ConfigMap, Namespace, Node, Pod},
     policy::v1::PodDisruptionBudget,
 };
@@ -152,8 +153,9 @@ fn deployment(srv: &TestApiServer, ns: &str, name: &str, hash: &str, labels: &[(
 
 const POD_SUFFIXES: [&str; 4] = ["x7k2p", "m4q9t", "b8z3w", "r5n6v"];
 
-/// The etcd backup CronJob the preflight snapshot uses, at the namespace and name `settings`
-/// name (the caller fills in `hooks.etcd_backup` when the site has none).
+/// The built-in cluster's etcd backup CronJob, at the namespace and name `settings` name (the
+/// caller fills in [`super::builtin_etcd_backup`] when the config has none). A copy of a live
+/// cluster has the site's own CronJob instead ([`copy_live`]).
 pub fn load_backup_cronjob(srv: &TestApiServer, settings: &Settings) {
     let Some(b) = &settings.hooks.etcd_backup else { return };
     srv.insert(json!({
@@ -213,9 +215,12 @@ fn insert_all<K: serde::Serialize>(srv: &TestApiServer, items: &[K]) -> usize {
 
 /// Copies a live cluster into the simulator, READ-ONLY (list and get, nothing else): nodes
 /// (taints included), namespaces, pods, PDBs, ReplicaSets, Deployments, StatefulSets,
-/// DaemonSets, and the ConfigMaps the settings name (post-upgrade scripts, the kill switch).
-/// Jobs, CronJobs and Secrets are not copied: the chain's Jobs are the simulator's own and the
-/// etcd backup is simulated.
+/// DaemonSets, the ConfigMaps the settings name (post-upgrade scripts, the kill switch) and the
+/// etcd backup CronJob `hooks.etcd_backup` names (its Job runs simulated; when the CronJob is
+/// missing, the rehearsal's preflight stops on it as the real one does). Jobs and Secrets are
+/// not copied: the chain's Jobs are the simulator's own. The calls are in
+/// `chain_core::rbac::CALLS` (the list calls of [`chain_core::rbac::Scope::Rehearse`], the rest
+/// the chain's own grants).
 pub async fn copy_live(
     live: &Client,
     srv: &TestApiServer,
@@ -247,6 +252,20 @@ pub async fn copy_live(
         .map(|s| (s.configmap_namespace.clone(), s.configmap_name.clone()))
         .collect();
     wanted.insert((settings.namespace.clone(), chain_core::killswitch::NAME.to_string()));
+    if let Some(b) = &settings.hooks.etcd_backup {
+        let api: Api<CronJob> = Api::namespaced(live.clone(), &b.namespace);
+        let cj = api.get_opt(&b.cronjob).await.map_err(|e| {
+            anyhow::anyhow!(
+                "failed to read the etcd backup CronJob {}/{} in the live cluster: {e}",
+                b.namespace,
+                b.cronjob
+            )
+        })?;
+        counts.push(("etcd backup CronJobs".into(), usize::from(cj.is_some())));
+        if let Some(cj) = cj {
+            srv.insert(strip(serde_json::to_value(&cj).expect("objects serialize")));
+        }
+    }
     let mut configmaps = Vec::new();
     for (ns, name) in wanted {
         let api: Api<ConfigMap> = Api::namespaced(live.clone(), &ns);

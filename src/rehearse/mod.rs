@@ -126,15 +126,35 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
+/// The built-in cluster's etcd backup CronJob, which stands in for `hooks.etcd_backup` when the
+/// given config names none (the demonstration cluster comes with one; see [`simulated_settings`]).
+pub fn builtin_etcd_backup() -> EtcdBackup {
+    EtcdBackup {
+        namespace: "kube-system".into(),
+        cronjob: "etcd-backup".into(),
+        container: Some("backup".into()),
+        location_prefix: "simulated://etcd-backup/".into(),
+        min_bytes: 1024,
+    }
+}
+
 /// The settings the chain runs with in the simulator: the site's (namespace, labels, hooks,
-/// drain policy, Job template) with the simulator's endpoints, Slack off, the waits and soaks
-/// divided by `speed`, and every deadline bounded so a stuck rehearsal ends.
+/// drain policy, Job template, the etcd snapshot policy) with the simulator's endpoints, Slack
+/// off, the waits and soaks divided by `speed`, and every deadline bounded so a stuck rehearsal
+/// ends.
+///
+/// Every preflight decision the settings drive stays the site's: a copy of a live cluster
+/// without `hooks.etcd_backup` (and without `hooks.allow_no_etcd_snapshot`) stops at preflight
+/// as the real chain would (issue 17: a simulated backup used to be injected). Only the
+/// built-in demonstration cluster (`builtin`), which has a backup CronJob of its own, uses it
+/// when the config names none.
 pub fn simulated_settings(
     site: &Settings,
     speed: f64,
     prometheus: &url::Url,
     pushgateway: &url::Url,
     apt: &url::Url,
+    builtin: bool,
 ) -> Settings {
     let mut s = site.clone();
     let scale =
@@ -162,14 +182,8 @@ pub fn simulated_settings(
     s.drain.fallback_after = scale(s.drain.fallback_after);
     // The cluster's DNS is not reachable from here; the smoke test resolves a local name.
     s.hooks.smoke_dns_name = Some("localhost".into());
-    if s.hooks.etcd_backup.is_none() {
-        s.hooks.etcd_backup = Some(EtcdBackup {
-            namespace: "kube-system".into(),
-            cronjob: "etcd-backup".into(),
-            container: Some("backup".into()),
-            location_prefix: "simulated://etcd-backup/".into(),
-            min_bytes: 1024,
-        });
+    if builtin && s.hooks.etcd_backup.is_none() {
+        s.hooks.etcd_backup = Some(builtin_etcd_backup());
     }
     s
 }
@@ -179,19 +193,17 @@ pub fn default_target(running: Version) -> Version {
     Version::new(running.major, running.minor, running.patch + 1)
 }
 
-/// Refuses targets the chain cannot reach from `running` (downgrades, skipped minors).
+/// Refuses targets the chain cannot reach from `running` (downgrades, skipped minors: the
+/// planner's one rule, [`chain_core::plan::check_target`]) and the running version itself
+/// (nothing to rehearse).
 pub fn check_target(running: Version, target: Version) -> anyhow::Result<Kind> {
-    if target <= running {
+    let kind = chain_core::plan::check_target(running, target).map_err(bad_input)?;
+    if target == running {
         return Err(bad_input(anyhow::anyhow!(
             "target version {target} is not newer than the running version {running}"
         )));
     }
-    if target.major != running.major || target.minor > running.minor + 1 {
-        return Err(bad_input(anyhow::anyhow!(
-            "target version {target} skips a minor from {running}: kubeadm upgrades one minor at a time"
-        )));
-    }
-    Ok(Kind::between(running, target))
+    Ok(kind)
 }
 
 /// The simulation's clock while alive: on a current-thread runtime, tokio's clock is paused
@@ -297,9 +309,11 @@ pub async fn rehearse(
     let mut repo = vec![running, target];
     repo.dedup();
     let apt = sim::http::apt_repository(vec![target]).await?;
-    let settings = simulated_settings(site, opts.speed, &prom.server.url, &pgw.server.url, &apt.url);
+    let settings = simulated_settings(site, opts.speed, &prom.server.url, &pgw.server.url, &apt.url, builtin);
     settings.validate("rehearsal settings")?;
-    cluster::load_backup_cronjob(&srv, &settings);
+    if builtin {
+        cluster::load_backup_cronjob(&srv, &settings);
+    }
     let backup_ns = settings.hooks.etcd_backup.as_ref().map(|b| b.namespace.clone()).unwrap_or_default();
     let log = Arc::new(std::sync::Mutex::new(runner::backup_log(4 << 20)));
     let backup = runner::spawn_etcd_backup(srv.clone(), backup_ns, log);
@@ -325,14 +339,9 @@ pub async fn rehearse(
     let detection_text = match &detection {
         Detection::Halted(r) => format!("halted by the kill switch: {r}"),
         Detection::UpToDate { running } => format!("no upgrade found (running v{running})"),
-        Detection::Target { running, target, kind, spawned } => format!(
-            "target v{target} ({kind} from v{running}); preflight Job {}",
-            match spawned {
-                Some(crate::k8s::spawn::SpawnOutcome::Created) => "created".to_string(),
-                Some(other) => format!("{other:?}"),
-                None => "not spawned".to_string(),
-            }
-        ),
+        Detection::Target { running, target, kind, action } => {
+            format!("target v{target} ({kind} from v{running}); {}", action.describe())
+        }
     };
     progress(&format!("detect: {detection_text}"));
 
@@ -776,12 +785,16 @@ mod tests {
     fn simulated_settings_scale_waits_and_keep_the_site_policy() {
         let site = Settings { namespace: "upgrades".into(), ..Settings::default() };
         let u: url::Url = "http://127.0.0.1:1/".parse().unwrap();
-        let s = simulated_settings(&site, 600.0, &u, &u, &u);
+        let s = simulated_settings(&site, 600.0, &u, &u, &u, true);
         assert_eq!(s.namespace, "upgrades");
         assert_eq!(s.timeouts.soak, Duration::from_secs(1));
         assert_eq!(s.timeouts.soak_interval, Duration::from_millis(100));
         assert_eq!(s.timeouts.settle_window, site.timeouts.settle_window);
-        assert!(s.hooks.etcd_backup.is_some());
+        assert_eq!(s.hooks.etcd_backup, Some(builtin_etcd_backup()), "the built-in cluster's own backup");
+        // A live cluster's copy keeps the site's snapshot policy: no backup invented.
+        let live = simulated_settings(&site, 600.0, &u, &u, &u, false);
+        assert_eq!(live.hooks.etcd_backup, None);
+        assert_eq!(chain_core::etcd::policy(&live.hooks), chain_core::etcd::SnapshotPolicy::Refuse);
         assert_eq!(s.alerts.prometheus_url, u);
         assert!(s.slack.webhook_file.starts_with("/nonexistent"));
         s.validate("test").unwrap();

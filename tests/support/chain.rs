@@ -28,7 +28,7 @@ use serde_json::json;
 use sim::apiserver::{TestApiServer, fixtures as tf};
 
 use super::{
-    prom::{Prometheus, Pushgateway},
+    prom::{Prometheus, PushRecorder, Pushgateway, Reply, StubHttp},
     sshd::SshdNode,
 };
 
@@ -55,7 +55,11 @@ pub struct Cluster {
     pub srv: Arc<TestApiServer>,
     pub nodes: Vec<SshdNode>,
     pub pgw: Pushgateway,
+    /// Every push the code under test sent to the Pushgateway (the settings point at it).
+    pub pushes: PushRecorder,
     pub prom: Prometheus,
+    /// The Slack webhook the settings point at (records every message).
+    pub slack: StubHttp,
     pub settings: Settings,
     known_hosts: tempfile::TempDir,
     runner: JobRunner,
@@ -89,17 +93,16 @@ impl Cluster {
         for ns in [NS, "kube-system", "default", "apps"] {
             srv.insert(tf::namespace(ns));
         }
-        let port = super::prom::free_port();
-        let mut nodes = Vec::new();
         let names: Vec<(&str, bool)> = layout
             .control_planes
             .iter()
             .map(|n| (*n, true))
             .chain(layout.workers.iter().map(|n| (*n, false)))
             .collect();
-        for (i, (name, cp)) in names.iter().enumerate() {
+        let (port, sshds) = start_nodes(&names, layout.net);
+        let mut nodes = Vec::new();
+        for (i, ((name, cp), sshd)) in names.iter().zip(sshds).enumerate() {
             let ip = format!("127.0.{}.{}", layout.net, 10 + i);
-            let sshd = SshdNode::start_on_port(name, &ip, port);
             sshd.install(&["kubeadm", "kubelet", "kubectl"], &debian(layout.running));
             sshd.install(&["containerd.io"], "2.0.5-1");
             sshd.set_state(
@@ -175,8 +178,12 @@ impl Cluster {
         }));
 
         let pgw = Pushgateway::start().await;
+        let pushes = PushRecorder::start(&pgw).await;
         let prom = Prometheus::start(&["chain.rules.yml"], Some(&pgw)).await;
+        let slack = StubHttp::start(Reply::Status(200, vec![], "ok".into())).await;
         let known_hosts = tempfile::tempdir().unwrap();
+        let webhook = known_hosts.path().join("slack_webhook");
+        std::fs::write(&webhook, format!("{}/services/T000/B000/test", slack.url)).unwrap();
         let kh = known_hosts.path().join("known_hosts");
         std::fs::write(&kh, nodes.iter().map(SshdNode::known_hosts_line).collect::<String>()).unwrap();
         // One client key for every node, as the chain's Secret holds one.
@@ -189,9 +196,9 @@ impl Cluster {
         ssh.port = port;
 
         let mut settings = Settings { ssh, ..Settings::default() };
-        settings.pushgateway.url = pgw.url.parse().unwrap();
+        settings.pushgateway.url = pushes.url.parse().unwrap();
         settings.alerts.prometheus_url = prom.url.parse().unwrap();
-        settings.slack.webhook_file = "/nonexistent/slack_webhook".into();
+        settings.slack.webhook_file = webhook;
         settings.timeouts.node_ready = Duration::from_secs(60);
         settings.timeouts.alert_wait = Duration::from_secs(3);
         settings.timeouts.alert_interval = Duration::from_secs(1);
@@ -219,8 +226,19 @@ impl Cluster {
         let srv = Arc::new(srv);
         let runner = JobRunner::new(srv.clone(), NS);
         let backup_log = Arc::new(std::sync::Mutex::new(runner::backup_log(4194304)));
-        let mut cluster =
-            Cluster { srv, nodes, pgw, prom, settings, known_hosts, runner, backup_log, _tasks: vec![] };
+        let mut cluster = Cluster {
+            srv,
+            nodes,
+            pgw,
+            pushes,
+            prom,
+            slack,
+            settings,
+            known_hosts,
+            runner,
+            backup_log,
+            _tasks: vec![],
+        };
         cluster._tasks.push(cluster.kubelet_task());
         cluster._tasks.push(runner::spawn_etcd_backup(
             cluster.srv.clone(),
@@ -278,6 +296,155 @@ impl Cluster {
         self.nodes.iter().find(|n| n.name == name).unwrap()
     }
 
+    pub fn node_mut(&mut self, name: &str) -> &mut SshdNode {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    /// Rewrites `known_hosts` from the nodes' current host keys (an operator updating the
+    /// Secret after a node was reinstalled).
+    pub fn refresh_known_hosts(&self) {
+        std::fs::write(
+            &self.settings.ssh.known_hosts_file,
+            self.nodes.iter().map(SshdNode::known_hosts_line).collect::<String>(),
+        )
+        .unwrap();
+    }
+
+    /// Every Slack message posted so far (`[prefix] text`), oldest first.
+    pub fn slack_messages(&self) -> Vec<String> {
+        self.slack
+            .seen()
+            .into_iter()
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v["text"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// The last Slack message containing `needle`.
+    pub fn slack_message(&self, needle: &str) -> String {
+        let all = self.slack_messages();
+        all.iter()
+            .rev()
+            .find(|m| m.contains(needle))
+            .cloned()
+            .unwrap_or_else(|| panic!("no Slack message contains {needle:?}; messages:\n{}", all.join("\n")))
+    }
+
+    /// Runs the real binary with `args` against this cluster, as an operator at a terminal
+    /// would (kubeconfig to the test apiserver, the cluster's settings as the config file).
+    /// Returns (exit code, stdout, stderr).
+    pub async fn run_binary(&self, args: &[&str]) -> (i32, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        self.srv.write_kubeconfig(&kubeconfig).unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, serde_saphyr::to_string(&self.settings).unwrap()).unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_k8s-upgrade-chain"))
+                .arg("--config")
+                .arg(&config)
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("RUST_LOG", "warn")
+                .env("NO_COLOR", "1")
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env_remove("IMAGE")
+                .env_remove("TARGET_NODE")
+                .env_remove("TARGET_VERSION")
+                .env_remove("PHASE")
+                .env_remove("KIND")
+                .env_remove("DRY_RUN")
+                .env_remove("OUTPUT")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        drop(dir);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs an operator's shell line the tool printed, the way a shell would: `A && B`, and
+    /// `render ... | kubectl apply -f -`. Understood: `k8s-upgrade-chain ...` (the real binary,
+    /// with the image of the chain), `kubectl -n NS delete job NAME --cascade=foreground`
+    /// (a Foreground delete, waited for), `kubectl apply -f -` of the previous command's
+    /// output (server-side apply, as a create), `kubectl -n NS delete configmap NAME`,
+    /// `kubectl annotate node NODE KEY-`, and `kubectl -n NS create job --from=cronjob/...`
+    /// (which here means: run detection). Panics on anything else, so a printed command the
+    /// test cannot run fails the test.
+    pub async fn run_operator_line(&self, line: &str) -> Vec<String> {
+        let mut outputs = Vec::new();
+        for part in line.split("&&").map(str::trim) {
+            let mut stdin: Option<String> = None;
+            for cmd in part.split('|').map(str::trim) {
+                let words: Vec<&str> = cmd.split_whitespace().collect();
+                stdin = Some(self.run_operator_command(&words, stdin.take()).await);
+            }
+            outputs.push(stdin.unwrap_or_default());
+        }
+        outputs
+    }
+
+    async fn run_operator_command(&self, words: &[&str], stdin: Option<String>) -> String {
+        use kube::{
+            Api,
+            api::{DeleteParams, Patch, PatchParams},
+        };
+        let client = self.srv.client();
+        match words {
+            ["k8s-upgrade-chain", rest @ ..] => {
+                let mut args = rest.to_vec();
+                if rest.first() == Some(&"render") {
+                    args.extend(["--image", IMAGE]);
+                }
+                let (code, out, err) = self.run_binary(&args).await;
+                assert_eq!(code, 0, "k8s-upgrade-chain {rest:?} failed:\n{err}");
+                out
+            }
+            ["kubectl", "-n", ns, "delete", "job", name, "--cascade=foreground"] => {
+                let api: Api<Job> = Api::namespaced(client, ns);
+                let job = api.get(name).await.unwrap();
+                k8s_upgrade_chain::k8s::spawn::delete_and_wait(&api, &job, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                String::new()
+            }
+            ["kubectl", "apply", "-f", "-"] => {
+                let yaml = stdin.expect("kubectl apply -f - reads the previous command's output");
+                let job: Job = serde_saphyr::from_str(&yaml).unwrap();
+                let ns = job.metadata.namespace.clone().unwrap();
+                let name = job.metadata.name.clone().unwrap();
+                Api::<Job>::namespaced(client, &ns)
+                    .patch(&name, &PatchParams::apply("kubectl").force(), &Patch::Apply(&job))
+                    .await
+                    .unwrap();
+                String::new()
+            }
+            ["kubectl", "-n", ns, "delete", "configmap", name] => {
+                let api: Api<ConfigMap> = Api::namespaced(client, ns);
+                api.delete(name, &DeleteParams::default()).await.unwrap();
+                String::new()
+            }
+            ["kubectl", "annotate", "node", node, key] if key.ends_with('-') => {
+                let patch = json!({"metadata": {"annotations": {key.trim_end_matches('-'): null}}});
+                Api::<k8s_openapi::api::core::v1::Node>::all(client)
+                    .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+                String::new()
+            }
+            ["kubectl", "-n", _, "create", "job", from, ..] if from.starts_with("--from=cronjob/") => {
+                format!("{:?}", self.detect().await)
+            }
+            other => panic!("the test cannot run the printed command {other:?}"),
+        }
+    }
+
     /// A production context pointed at this cluster.
     pub fn ctx(&self) -> Ctx {
         self.ctx_with(self.settings.clone())
@@ -291,6 +458,25 @@ impl Cluster {
 
     pub async fn detect(&self) -> Detection {
         chain::detect::detect(&self.ctx(), false).await.unwrap()
+    }
+
+    /// The oldest active chain Job not run yet (what [`Self::run_chain`] would run next).
+    pub fn next_job(&self) -> Option<Job> {
+        self.runner.next_job()
+    }
+
+    /// The Events recorded on the object `kind`/`name`, as `(type, reason, note)`.
+    pub fn events_on(&self, kind: &str, name: &str) -> Vec<(String, String, String)> {
+        self.srv
+            .list::<k8s_openapi::api::events::v1::Event>(None)
+            .into_iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+            })
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
     }
 
     /// Runs every chain Job as it appears, in order, until none is left to run.
@@ -307,6 +493,61 @@ impl Cluster {
             ran.push(self.run_job(&job).await);
         }
         ran
+    }
+
+    /// A gauge of the Pushgateway with all of `labels` (e.g. `[("node", "k8s-node3")]`).
+    pub async fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.pgw.metrics_text().await;
+        chain_core::metrics::Scrape::parse(&text).value(name, labels)
+    }
+
+    /// The chain's pushed state: every `k8s_*` and `push_time_seconds` line of the
+    /// Pushgateway's `/metrics` for job="k8s-version-upgrade" (what a phase that changes
+    /// nothing must leave as it is).
+    pub async fn chain_metrics(&self) -> Vec<String> {
+        self.pgw
+            .metrics_text()
+            .await
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("job=\"k8s-version-upgrade\""))
+            .filter(|l| l.starts_with("k8s_") || l.starts_with("push_time_seconds"))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The namespace's `k8s-upgrade-chain/*` annotations (the in-flight record).
+    pub fn in_flight_annotations(&self) -> Vec<String> {
+        let ns: k8s_openapi::api::core::v1::Namespace = self.srv.get(None, NS).unwrap();
+        ns.metadata
+            .annotations
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| k.starts_with(&self.settings.annotation_prefix))
+            .collect()
+    }
+
+    /// The upgrade-started record on `node`, as the annotation's raw value.
+    pub fn upgrade_started(&self, node: &str) -> Option<String> {
+        let n: k8s_openapi::api::core::v1::Node = self.srv.get(None, node).unwrap();
+        n.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(chain_core::resume::UPGRADE_STARTED_ANNOTATION)
+            .cloned()
+    }
+
+    /// The reasons of the Events about `kind` `name`.
+    pub fn event_reasons(&self, kind: &str, name: &str) -> Vec<String> {
+        self.srv
+            .list::<k8s_openapi::api::events::v1::Event>(None)
+            .into_iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+            })
+            .filter_map(|e| e.reason)
+            .collect()
     }
 
     /// Runs one Job's step in-process, as its pod would, and finishes the Job accordingly.
@@ -454,6 +695,27 @@ impl Cluster {
     pub fn known_hosts_dir(&self) -> &std::path::Path {
         self.known_hosts.path()
     }
+}
+
+/// One sshd per node, every one on the same port of its own loopback address (as real nodes
+/// share port 22). A port that is free on 127.0.0.1 may be held on a node's address by
+/// another suite running on the machine: sshd then says so and every node moves to another
+/// port.
+fn start_nodes(names: &[(&str, bool)], net: u8) -> (u16, Vec<SshdNode>) {
+    let mut last = String::new();
+    for _ in 0..8 {
+        let port = super::prom::free_port();
+        let started: Result<Vec<SshdNode>, String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| SshdNode::try_start_on_port(name, &format!("127.0.{net}.{}", 10 + i), port))
+            .collect();
+        match started {
+            Ok(nodes) => return (port, nodes),
+            Err(e) => last = e,
+        }
+    }
+    panic!("the nodes' sshd did not start: {last}");
 }
 
 /// DaemonSet pods on every node; static control-plane pods on control planes.

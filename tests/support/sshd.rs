@@ -7,11 +7,17 @@
 //! `sudo bash -s`, `kubeadm`, `apt-get`, ... are emulated and logged to `state/calls.log`.
 //! The file tree the node script touches is rooted at `root/` (`UPDATE_K8S_ROOT`).
 //! Every wait has a deadline; drop kills sshd and every session it spawned.
+//!
+//! Every piece of sshd's state is in the temp dir (its config, host keys, authorized keys and
+//! log; no PID file: `PidFile none`), removed on drop. Readiness is read from sshd's *own* log
+//! ("Server listening on <ip> port <port>."), not from a TCP connect that another test's sshd
+//! could answer; a port taken in between (another suite on the machine) is reported by sshd
+//! ("Bind to port ... failed") and the harness picks another.
 #![allow(dead_code)]
 
 use std::{
     fs,
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -82,16 +88,17 @@ impl SshdNode {
     /// Starts a node whose sshd has host keys of these `ssh-keygen -t` kinds (e.g.
     /// `["ed25519", "rsa"]`): the first in `host_key`, the others in `host_key_<kind>`.
     pub fn start_with_host_keys(name: &str, ip: &str, kinds: &[&str]) -> Self {
-        Self::build(name, ip, kinds, None)
+        Self::build(name, ip, kinds, None).unwrap_or_else(|e| panic!("sshd for {name} did not start: {e}"))
     }
 
     /// Starts a node listening on a given port (several nodes on distinct loopback addresses
-    /// can share one, as real nodes share port 22).
-    pub fn start_on_port(name: &str, ip: &str, port: u16) -> Self {
+    /// can share one, as real nodes share port 22). Err when sshd cannot take the port (held
+    /// by another process) or does not start: the caller picks another port.
+    pub fn try_start_on_port(name: &str, ip: &str, port: u16) -> Result<Self, String> {
         Self::build(name, ip, &["ed25519"], Some(port))
     }
 
-    fn build(name: &str, ip: &str, kinds: &[&str], port: Option<u16>) -> Self {
+    fn build(name: &str, ip: &str, kinds: &[&str], port: Option<u16>) -> Result<Self, String> {
         let ip: IpAddr = ip.parse().unwrap();
         let dir = tempfile::Builder::new().prefix(&format!("sshd-{name}-")).tempdir().unwrap();
         let d = dir.path();
@@ -109,6 +116,9 @@ impl SshdNode {
         // Privilege separation dir sshd insists on when run as root.
         let _ = fs::create_dir_all("/run/sshd");
 
+        // `--norc`: bash run by sshd sources root's ~/.bashrc even when not interactive, and
+        // that file belongs to the machine, not the test (here it ran `pyenv rehash`, whose
+        // `sleep 0.1` the sleep shim then recorded among the node's commands).
         let wrapper = d.join("wrapper.sh");
         fs::write(
             &wrapper,
@@ -119,7 +129,7 @@ impl SshdNode {
                  export UPDATE_K8S_ROOT={root}\n\
                  export UPDATE_K8S_RETRY_DELAY=0\n\
                  if [ -f {state}/env ]; then . {state}/env; fi\n\
-                 exec /bin/bash -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                 exec /bin/bash --norc -c \"$SSH_ORIGINAL_COMMAND\"\n",
                 shims = shims_dir().display(),
                 state = d.join("state").display(),
                 root = d.join("root").display(),
@@ -130,11 +140,25 @@ impl SshdNode {
 
         let host_key_kind = kinds[0].to_string();
         let mut node = Self { name: name.into(), ip, port: 0, dir, child: None, host_keys, host_key_kind };
-        node.launch(port.unwrap_or_else(|| free_port(ip)));
-        node
+        match port {
+            Some(port) => node.launch(port).map(|()| node),
+            None => {
+                // A free port may be taken before sshd binds it: pick another.
+                let mut last = String::new();
+                for _ in 0..5 {
+                    match node.launch(free_port(ip)) {
+                        Ok(()) => return Ok(node),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
     }
 
-    fn launch(&mut self, port: u16) {
+    /// Starts sshd on `port` and waits until its own log says it listens there. Err (sshd
+    /// stopped) when the port is held by another process or sshd exits early.
+    fn launch(&mut self, port: u16) -> Result<(), String> {
         let d = self.dir.path().to_path_buf();
         self.port = port;
         let listen = match self.ip {
@@ -162,46 +186,42 @@ impl SshdNode {
         );
         fs::write(d.join("sshd_config"), config).unwrap();
         let log = fs::File::create(d.join("sshd.log")).unwrap();
-        let deadline = Instant::now() + START_DEADLINE;
-        // After a kill the old listener may hold the port for a moment: retry until it binds.
-        loop {
-            let mut child = Command::new("/usr/sbin/sshd")
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(d.join("sshd_config"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log.try_clone().unwrap())
-                .spawn()
-                .expect("cannot start /usr/sbin/sshd (Debian package openssh-server)");
-            std::thread::sleep(Duration::from_millis(30));
-            if let Ok(None) = child.try_wait() {
-                self.child = Some(child);
-                break;
-            }
-            assert!(Instant::now() < deadline, "sshd on {listen} did not start: {}", self.sshd_log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.wait_accepting();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start /usr/sbin/sshd (Debian package openssh-server)");
+        self.child = Some(child);
+        self.wait_listening()
     }
 
-    fn wait_accepting(&mut self) {
+    /// Waits for sshd's own "Server listening on <ip> port <port>." (a TCP connect could be
+    /// answered by another process holding the port).
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_DEADLINE;
-        let addr = SocketAddr::new(self.ip, self.port);
+        let want = format!("Server listening on {} port {}.", self.ip, self.port);
         loop {
+            let log = self.sshd_log();
+            if log.contains(&want) {
+                return Ok(());
+            }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("sshd exited early ({status}): {}", self.sshd_log());
+                self.child = None;
+                return Err(format!("sshd on {}:{} exited ({status}): {log}", self.ip, self.port));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+            if Instant::now() > deadline {
+                self.kill_all();
+                return Err(format!(
+                    "sshd on {}:{} not listening after {START_DEADLINE:?}: {log}",
+                    self.ip, self.port
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "sshd on {addr} not accepting after {START_DEADLINE:?}: {}",
-                self.sshd_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -321,7 +341,15 @@ impl SshdNode {
     pub fn restart_with_new_host_key(&mut self) {
         self.kill_all();
         keygen(&self.dir.path().join("host_key"), &self.host_key_kind.clone());
-        self.launch(self.port);
+        // The old listener may hold the port for a moment after the kill: retry until it binds.
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            match self.launch(self.port) {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "sshd did not restart: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use regex::RegexSet;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -35,13 +34,21 @@ pub struct AlertsConfig {
     pub prometheus_url: Url,
     /// Values of the `severity` label that block. Default `["critical"]`.
     pub blocking_severities: Vec<String>,
-    /// Alert names that never block: each entry is a plain name or a regex, matched against
-    /// the whole name (compiled as `^(?:entry)$`). Default: `RecentNodeReboot`
+    /// Alert names that never block: each entry is a plain name or a regex, parsed on its own
+    /// and matched against the whole name; an entry that would match every alert is refused
+    /// (see [`Policy::new`]). Default: `RecentNodeReboot`
     /// (kured reboots), `K8sUpgradeStalled` and `EtcdPreUpgradeSnapshotMissing` (the chain's
-    /// own criticals, which would deadlock a resume).
+    /// own criticals, which would deadlock a resume): the alerts every install has. The seed
+    /// also ignored `IngressTTFBCritical`, a critical of its own site (ingress latency from
+    /// its NAS, seed failure 17); a site with such an alert lists it, as
+    /// `examples/config.yaml` does for the seed site. Setting the key replaces the list.
     pub ignore: Vec<String>,
-    /// Timeout of one request to Prometheus. Default `10s`.
-    #[serde(with = "crate::duration::serde_str")]
+    /// Timeout of one request to Prometheus (the alert gate, the pod-ready ratio, and the
+    /// compatibility gate's deprecated-API query). Default `20s`, the seed compatibility
+    /// gate's: every gate fails closed, so a Prometheus slowed by the upgrade's own IO (seed
+    /// failures 11 and 34) must get the time the seed gave it before a gate refuses, and a
+    /// refusal costs a week (the next detection run).
+    #[serde(with = "crate::duration::request")]
     pub request_timeout: Duration,
     /// Instant query whose value is the pod-ready ratio. Default [`DEFAULT_POD_READY_QUERY`].
     pub pod_ready_query: String,
@@ -58,14 +65,16 @@ impl Default for AlertsConfig {
             ignore: ["RecentNodeReboot", "K8sUpgradeStalled", "EtcdPreUpgradeSnapshotMissing"]
                 .map(String::from)
                 .to_vec(),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(20),
             pod_ready_query: DEFAULT_POD_READY_QUERY.into(),
             min_pod_ready_ratio: None,
         }
     }
 }
 
-/// Serde adaptor: a [`Url`] as a string, validated on read.
+/// Serde adaptor: a base [`Url`] as a string, validated on read: `http` or `https`, a host,
+/// and nothing a path is appended to badly or that would leak when logged (a query, a
+/// fragment, credentials).
 pub mod url_str {
     use url::Url;
 
@@ -75,22 +84,38 @@ pub mod url_str {
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
         let raw: String = serde::Deserialize::deserialize(d)?;
-        let url = Url::parse(raw.trim())
-            .map_err(|e| serde::de::Error::custom(format!("invalid URL {raw:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(serde::de::Error::custom(format!(
-                "invalid URL {raw:?}: scheme must be http or https"
-            )));
+        parse_base(&raw).map_err(serde::de::Error::custom)
+    }
+
+    /// Checks a base URL; the error quotes it (shortened).
+    pub fn parse_base(raw: &str) -> Result<Url, String> {
+        let shown = crate::names::shorten(raw);
+        let url = Url::parse(raw.trim()).map_err(|e| format!("invalid URL {shown}: {e}"))?;
+        let why = if !matches!(url.scheme(), "http" | "https") {
+            Some("scheme must be http or https")
+        } else if url.host_str().is_none_or(str::is_empty) {
+            Some("it has no host")
+        } else if url.query().is_some() {
+            Some("a base URL takes no query (paths are appended to it)")
+        } else if url.fragment().is_some() {
+            Some("a base URL takes no fragment (paths are appended to it)")
+        } else if !url.username().is_empty() || url.password().is_some() {
+            Some("credentials in a URL end up in logs and `config` output")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(format!("invalid URL {shown}: {why}")),
+            None => Ok(url),
         }
-        Ok(url)
     }
 }
 
 /// A bad alert-gate setting.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    /// An `ignore` entry is not a valid regex.
-    #[error("alerts.ignore entry {entry:?} is not a valid regex: {message}")]
+    /// An `ignore` entry is not a valid regex on its own, or would ignore every alert.
+    #[error("alerts.ignore entry {} is refused: {message}", crate::names::shorten(entry))]
     BadIgnore {
         /// The entry as written.
         entry: String,
@@ -100,6 +125,9 @@ pub enum ConfigError {
     /// `blocking_severities` is empty, so nothing could ever block.
     #[error("alerts.blocking_severities is empty: the gate would never block")]
     NoSeverities,
+    /// A `blocking_severities` entry is empty: no alert's severity label is.
+    #[error("alerts.blocking_severities has an empty entry, which no alert's severity matches")]
+    EmptySeverity,
     /// `min_pod_ready_ratio` is outside 0..=1.
     #[error("alerts.min_pod_ready_ratio {0} is outside 0..=1")]
     BadRatio(f64),
@@ -112,23 +140,66 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Policy {
     severities: BTreeSet<String>,
-    ignore: RegexSet,
+    /// The ignore entries, each parsed on its own and anchored as a syntax tree; `None` when
+    /// the list is empty.
+    ignore: Option<regex_automata::meta::Regex>,
 }
 
+/// Alert names no rule defines: an ignore entry that matches one of them matches far more
+/// than the alerts it was written for (`.*`, `.+`, `\w+`, `Watchdog|.*`), and would silently
+/// turn the gate off.
+pub const CANARY_NAMES: [&str; 4] = ["", "x", "ZzNoRuleDefinesThisAlert", "k8s_upgrade_chain:canary:0"];
+
 impl Policy {
-    /// Compiles a policy. Each ignore entry is anchored (`^(?:entry)$`), so a plain name matches
-    /// only itself and a regex must match the whole alert name.
+    /// Compiles a policy. Each ignore entry must stand alone: it is parsed by itself (so
+    /// `Watchdog)|(.*`, which only balances inside a wrapper, is refused) and anchored as a
+    /// syntax tree, never by pasting text around it, so a plain name matches only itself and a
+    /// regex must match the whole alert name. An entry that matches a name no rule defines
+    /// ([`CANARY_NAMES`]) is refused: it would ignore every alert.
     pub fn new(blocking_severities: &[String], ignore: &[String]) -> Result<Self, ConfigError> {
+        use regex_automata::meta;
+        use regex_syntax::hir::{Hir, Look};
         if blocking_severities.is_empty() {
             return Err(ConfigError::NoSeverities);
         }
-        for entry in ignore {
-            // Compile one by one so the error names the offending entry.
-            regex::Regex::new(&anchored(entry))
-                .map_err(|e| ConfigError::BadIgnore { entry: entry.clone(), message: e.to_string() })?;
+        for s in blocking_severities {
+            if s.is_empty() {
+                return Err(ConfigError::EmptySeverity);
+            }
         }
-        let ignore = RegexSet::new(ignore.iter().map(|e| anchored(e)))
-            .map_err(|e| ConfigError::BadIgnore { entry: ignore.join(", "), message: e.to_string() })?;
+        let bad = |entry: &str, message: String| ConfigError::BadIgnore { entry: entry.to_string(), message };
+        let build = |hirs: &[Hir]| {
+            meta::Regex::builder()
+                .configure(meta::Config::new().nfa_size_limit(Some(10 << 20)))
+                .build_many_from_hir(hirs)
+                .map_err(|e| e.to_string())
+        };
+        let mut hirs = Vec::with_capacity(ignore.len());
+        for entry in ignore {
+            if entry.is_empty() {
+                return Err(bad(entry, "an empty entry ignores nothing; remove it".into()));
+            }
+            // The syntax the regex crate accepts (its default nest limit included).
+            let hir = regex_syntax::ParserBuilder::new()
+                .nest_limit(250)
+                .build()
+                .parse(entry)
+                .map_err(|e| bad(entry, e.to_string()))?;
+            let anchored = Hir::concat(vec![Hir::look(Look::Start), hir, Hir::look(Look::End)]);
+            let one = build(std::slice::from_ref(&anchored)).map_err(|e| bad(entry, e))?;
+            if let Some(canary) = CANARY_NAMES.iter().find(|c| one.is_match(**c)) {
+                return Err(bad(
+                    entry,
+                    format!(
+                        "it matches {canary:?}, an alert name no rule defines, so it would ignore every \
+                         alert and turn the gate off; list the alerts to ignore by name"
+                    ),
+                ));
+            }
+            hirs.push(anchored);
+        }
+        let ignore =
+            if hirs.is_empty() { None } else { Some(build(&hirs).map_err(|e| bad(&ignore.join(", "), e))?) };
         Ok(Self { severities: blocking_severities.iter().cloned().collect(), ignore })
     }
 
@@ -139,7 +210,7 @@ impl Policy {
 
     /// Whether `name` is on the ignore list.
     pub fn ignores(&self, name: &str) -> bool {
-        self.ignore.is_match(name)
+        self.ignore.as_ref().is_some_and(|re| re.is_match(name))
     }
 
     /// Whether this one alert blocks.
@@ -148,10 +219,6 @@ impl Policy {
             && alert.severity().is_some_and(|s| self.severities.contains(s))
             && !self.ignores(alert.name())
     }
-}
-
-fn anchored(entry: &str) -> String {
-    format!("^(?:{entry})$")
 }
 
 /// One alert from `GET /api/v1/alerts` (unknown fields ignored).

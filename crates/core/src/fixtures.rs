@@ -8,7 +8,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint},
+    api::{
+        batch::v1::{Job, JobCondition, JobStatus},
+        core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint},
+    },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
@@ -28,6 +31,7 @@ pub fn node(name: &str) -> NodeBuilder {
         ready: true,
         ready_since: None,
         containerd: "containerd://2.0.5".into(),
+        annotations: BTreeMap::new(),
     }
 }
 
@@ -43,6 +47,7 @@ pub struct NodeBuilder {
     ready: bool,
     ready_since: Option<Timestamp>,
     containerd: String,
+    annotations: BTreeMap<String, String>,
 }
 
 impl NodeBuilder {
@@ -106,10 +111,21 @@ impl NodeBuilder {
         self
     }
 
+    /// An annotation on the node.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
     pub fn build(self) -> Node {
         let since = self.ready_since.unwrap_or_else(|| Timestamp::from_second(1_700_000_000).unwrap());
         Node {
-            metadata: ObjectMeta { name: Some(self.name), labels: Some(self.labels), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(self.name),
+                labels: Some(self.labels),
+                annotations: (!self.annotations.is_empty()).then_some(self.annotations),
+                ..Default::default()
+            },
             spec: Some(NodeSpec {
                 unschedulable: self.unschedulable.then_some(true),
                 taints: (!self.taints.is_empty()).then_some(self.taints),
@@ -136,6 +152,75 @@ impl NodeBuilder {
                 ..Default::default()
             }),
         }
+    }
+}
+
+/// Starts a chain Job builder for `step` and `target`, as the template renders it (labels
+/// `app`, `phase`, `target-version`; the target-node annotation), started and still active.
+pub fn chain_job(step: &crate::plan::Step, target: crate::version::Version) -> JobBuilder {
+    let mut annotations = BTreeMap::new();
+    if let Some(n) = step.node() {
+        annotations.insert(crate::status::TARGET_NODE_ANNOTATION.to_string(), n.to_string());
+    }
+    JobBuilder(Job {
+        metadata: ObjectMeta {
+            name: Some(step.job_name(target)),
+            labels: Some(BTreeMap::from([
+                ("app".to_string(), crate::job::APP_LABEL.to_string()),
+                ("phase".to_string(), step.phase().as_str().to_string()),
+                ("target-version".to_string(), target.label()),
+            ])),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        status: Some(JobStatus {
+            start_time: Some(Time(Timestamp::from_second(1_700_000_000).unwrap())),
+            active: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// A chain Job under construction (see [`chain_job`]).
+#[derive(Debug, Clone)]
+pub struct JobBuilder(Job);
+
+impl JobBuilder {
+    fn condition(mut self, type_: &str, reason: &str) -> Self {
+        let status = self.0.status.get_or_insert_with(Default::default);
+        status.active = None;
+        status.conditions.get_or_insert_with(Vec::new).push(JobCondition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: (!reason.is_empty()).then(|| reason.to_string()),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// It completed (condition Complete).
+    pub fn complete(self) -> Self {
+        self.condition("Complete", "")
+    }
+
+    /// It failed for good with `reason` (`BackoffLimitExceeded`, `DeadlineExceeded`).
+    pub fn failed(self, reason: &str) -> Self {
+        self.condition("Failed", reason)
+    }
+
+    /// The outcome its phase recorded ([`crate::resume::OUTCOME_ANNOTATION`]).
+    pub fn outcome(mut self, o: crate::metrics::PhaseOutcome) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(crate::resume::OUTCOME_ANNOTATION.into(), o.as_str().into());
+        self
+    }
+
+    pub fn build(self) -> Job {
+        self.0
     }
 }
 

@@ -51,21 +51,37 @@ pub fn pinned_node(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<String>
 /// `activeDeadlineSeconds` of a phase's Job: the sum of the deadlines of the waits the phase
 /// performs, plus `job.deadline_margin`. The seed had none and a hung drain wedged for days
 /// (seed failure 39).
+///
+/// The settings' bounds (`crate::duration`) keep the sum near days; the arithmetic saturates
+/// all the same, so no setting can make it panic.
 pub fn active_deadline(settings: &Settings, phase: Phase) -> Duration {
     let t = &settings.timeouts;
+    let sum = |ds: &[Duration]| ds.iter().fold(Duration::ZERO, |a, d| a.saturating_add(*d));
     let work = match phase {
         // Probes, plan and diff, the etcd snapshot, the containerd fix and its Ready wait.
-        Phase::Preflight => t.probe * 6 + t.etcd_snapshot + t.node_ready,
-        Phase::Master | Phase::ControlPlane => {
-            settings.drain.timeout + settings.ssh.command_timeout + t.node_ready + t.probe * 3
-        }
+        Phase::Preflight => sum(&[t.probe.saturating_mul(6), t.etcd_snapshot, t.node_ready]),
+        Phase::Master | Phase::ControlPlane => sum(&[
+            settings.drain.timeout,
+            settings.ssh.command_timeout,
+            t.node_ready,
+            t.probe.saturating_mul(3),
+        ]),
         Phase::Worker => {
-            t.alert_wait + settings.drain.timeout + settings.ssh.command_timeout + t.node_ready + t.soak
+            sum(&[t.alert_wait, settings.drain.timeout, settings.ssh.command_timeout, t.node_ready, t.soak])
         }
-        Phase::Postflight => t.probe * 2,
+        Phase::Postflight => t.probe.saturating_mul(2),
     };
     // Spawning the next Job may wait for a Failed one to be deleted first.
-    work + t.job_delete + settings.job.deadline_margin
+    sum(&[work, t.job_delete, settings.job.deadline_margin])
+}
+
+/// The annotation naming the node a chain Job acts on (the template sets it).
+pub const TARGET_NODE_ANNOTATION: &str = "k8s-upgrade-chain/target-node";
+
+/// The node a chain Job acts on, from [`TARGET_NODE_ANNOTATION`]; `None` for preflight and
+/// postflight Jobs (and Jobs from templates that dropped it).
+pub fn target_node(job: &Job) -> Option<&str> {
+    job.metadata.annotations.as_ref()?.get(TARGET_NODE_ANNOTATION).map(String::as_str)
 }
 
 /// Everything a rendered Job depends on.
@@ -81,8 +97,8 @@ pub struct JobRequest<'a> {
 /// Why a Job could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("invalid image reference {0:?}: must be non-empty with no whitespace")]
-    BadImage(String),
+    #[error("invalid image reference {}: {reason}", crate::names::shorten(image))]
+    BadImage { image: String, reason: String },
     #[error("failed to read the Job template {path}: {source}")]
     ReadTemplate {
         path: String,
@@ -119,8 +135,8 @@ struct Context<'a> {
     image_pull_secrets: Vec<serde_json::Value>,
     credentials_secret: &'a str,
     config_map: &'a str,
-    ttl_seconds: u64,
-    active_deadline_seconds: u64,
+    ttl_seconds: i32,
+    active_deadline_seconds: i64,
     tool_version: &'a str,
 }
 
@@ -131,9 +147,8 @@ pub fn render_text(
     origin: &str,
     req: &JobRequest<'_>,
 ) -> Result<String, RenderError> {
-    if req.image.is_empty() || req.image.chars().any(char::is_whitespace) {
-        return Err(RenderError::BadImage(req.image.to_string()));
-    }
+    crate::image::ImageRef::parse(req.image)
+        .map_err(|reason| RenderError::BadImage { image: req.image.to_string(), reason })?;
     let name = req.step.job_name(req.target);
     let ctx = Context {
         job_name: &name,
@@ -155,8 +170,11 @@ pub fn render_text(
             .collect(),
         credentials_secret: &settings.job.credentials_secret,
         config_map: &settings.job.config_map,
-        ttl_seconds: settings.job.ttl_after_finished.as_secs(),
-        active_deadline_seconds: active_deadline(settings, req.step.phase()).as_secs(),
+        // Both bounded when read (`crate::duration::TTL`, `DEADLINE`): the clamps only keep
+        // settings built in code within the API's types.
+        ttl_seconds: i32::try_from(settings.job.ttl_after_finished.as_secs()).unwrap_or(i32::MAX),
+        active_deadline_seconds: i64::try_from(active_deadline(settings, req.step.phase()).as_secs())
+            .unwrap_or(i64::MAX),
         tool_version: env!("CARGO_PKG_VERSION"),
     };
     let mut env = Environment::new();

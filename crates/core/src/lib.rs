@@ -4,9 +4,12 @@
 //! core what to do, and does it. See `docs/architecture.md`.
 //!
 //! - Inputs and rules: [`settings`] (the validated configuration), [`names`] (Kubernetes' name
-//!   and label rules), [`version`], [`duration`].
+//!   and label rules, [`names::NodeName`]), [`image`] (image references), [`cron`] (CronJob
+//!   schedules), [`version`], [`duration`] (with the bounds of every configured duration).
 //! - The chain: [`plan`] (snapshot of the nodes, steps, what comes next, where each Job runs),
-//!   [`job`] (Job names, deadlines, rendering the template).
+//!   [`job`] (Job names, deadlines, rendering the template), [`resume`] (where a stopped chain
+//!   resumes, which nodes wait for a human, whether a phase still has work), [`etcd`] (the
+//!   pre-upgrade snapshot decision).
 //! - Gates: [`alerts`] (which firing alerts block), [`compat`] (addon and API compatibility),
 //!   [`settle`] (the quiet window), [`health`] (node health), [`killswitch`].
 //! - Node operations: [`drain`] (which pods to evict, PDB arithmetic, what an answer means),
@@ -21,11 +24,14 @@
 pub mod alerts;
 pub mod annotations;
 pub mod compat;
+pub mod cron;
 pub mod drain;
 pub mod duration;
+pub mod etcd;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod health;
+pub mod image;
 pub mod job;
 pub mod killswitch;
 pub mod manifests;
@@ -34,8 +40,11 @@ pub mod names;
 pub mod node_exec;
 pub mod node_ops;
 pub mod plan;
+#[cfg(test)]
+mod properties;
 pub mod rbac;
 pub mod report;
+pub mod resume;
 pub mod settings;
 pub mod settle;
 pub mod status;

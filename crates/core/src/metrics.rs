@@ -16,6 +16,8 @@
 //!   figures. Per-Job groups matter because a push replaces whole metric families within its
 //!   group: in one shared group, node3's outcome would erase node2's.
 //! - `job="k8s-version-check"` ([`Grouping::detection`]): the detector's gauges.
+//! - `job="k8s-version-upgrade", node=...` ([`Grouping::node`]): a node's own state across
+//!   phases: `k8s_upgrade_awaiting_ack` (its upgrade failed and waits for a human).
 //!
 //! Pushes use **POST**, which replaces only the families named in the push and keeps the rest of
 //! the group: a phase can push `..._phase_started_timestamp` when it starts and the outcome
@@ -51,7 +53,7 @@ pub struct PushgatewayConfig {
     #[serde(with = "crate::alerts::url_str")]
     pub url: Url,
     /// Timeout of one request. Default `5s`.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::request")]
     pub timeout: Duration,
 }
 
@@ -77,6 +79,20 @@ pub enum PhaseOutcome {
 }
 
 impl PhaseOutcome {
+    /// Every outcome.
+    pub const ALL: [PhaseOutcome; 5] = [
+        PhaseOutcome::Running,
+        PhaseOutcome::Succeeded,
+        PhaseOutcome::Refused,
+        PhaseOutcome::Halted,
+        PhaseOutcome::Failed,
+    ];
+
+    /// The outcome a label (or annotation) value names, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +115,10 @@ pub enum Metric {
     StartedTimestamp(f64),
     /// `k8s_upgrade_snapshot_taken` (chain group): 1 once the pre-upgrade etcd snapshot is verified.
     SnapshotTaken(bool),
+    /// `k8s_upgrade_snapshot_skipped` (chain group): 1 while a chain runs without a pre-upgrade
+    /// etcd snapshot because the site opted out (`hooks.allow_no_etcd_snapshot`), so the
+    /// `EtcdPreUpgradeSnapshotMissing` alert does not page for a decision the site made.
+    SnapshotSkipped(bool),
     /// `k8s_upgrade_blocked` (chain group): 1 when a gate refusal needs a human (ACTIONABLE).
     Blocked(bool),
     /// `k8s_upgrade_held` (chain group): 1 when the upgrade waits on something known (quiet).
@@ -130,6 +150,11 @@ pub enum Metric {
     /// `k8s_upgrade_pods_fallback_deleted` (phase group): pods deleted after eviction stayed
     /// blocked past its deadline.
     PodsFallbackDeleted(u64),
+    /// `k8s_upgrade_awaiting_ack` (node group, [`Grouping::node`]): 1 while the node's own
+    /// upgrade failed (or was cut short) and no operator has acknowledged it
+    /// (`k8s-upgrade-chain ack NODE`); 0 once acknowledged. The `K8sUpgradeNodeAwaitingAck`
+    /// alert fires on it.
+    AwaitingAck(bool),
 }
 
 /// Names and HELP text of every family, in one table so docs and tests read the same list.
@@ -159,6 +184,14 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "k8s_upgrade_pods_fallback_deleted",
         "Pods deleted directly after eviction stayed blocked past its deadline.",
     ),
+    (
+        "k8s_upgrade_snapshot_skipped",
+        "1 while the chain runs without an etcd snapshot because the site opted out (hooks.allow_no_etcd_snapshot).",
+    ),
+    (
+        "k8s_upgrade_awaiting_ack",
+        "1 while the node's own upgrade failed and waits for an operator's acknowledgement (k8s-upgrade-chain ack NODE).",
+    ),
 ];
 
 impl Metric {
@@ -178,6 +211,8 @@ impl Metric {
             Metric::DrainDuration(_) => 10,
             Metric::PodsEvicted(_) => 11,
             Metric::PodsFallbackDeleted(_) => 12,
+            Metric::SnapshotSkipped(_) => 13,
+            Metric::AwaitingAck(_) => 14,
         };
         FAMILIES[i].0
     }
@@ -203,7 +238,12 @@ impl Metric {
     pub fn value(&self) -> f64 {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         match self {
-            Metric::InFlight(b) | Metric::SnapshotTaken(b) | Metric::Blocked(b) | Metric::Held(b) => flag(*b),
+            Metric::InFlight(b)
+            | Metric::SnapshotTaken(b)
+            | Metric::SnapshotSkipped(b)
+            | Metric::Blocked(b)
+            | Metric::Held(b)
+            | Metric::AwaitingAck(b) => flag(*b),
             Metric::Available { available, .. } => flag(*available),
             Metric::StartedTimestamp(t)
             | Metric::VersionCheckLastRun(t)
@@ -218,11 +258,13 @@ impl Metric {
 
 impl Metric {
     /// The chain group's gauges when no chain is in flight: what postflight pushes at the end
-    /// (seed §2.4 step 7): in_flight, snapshot_taken, started_timestamp, blocked and held all 0.
+    /// (seed §2.4 step 7): in_flight, snapshot_taken, started_timestamp, blocked and held all 0,
+    /// and snapshot_skipped 0 (ours).
     pub fn chain_cleared() -> Vec<Metric> {
         vec![
             Metric::InFlight(false),
             Metric::SnapshotTaken(false),
+            Metric::SnapshotSkipped(false),
             Metric::StartedTimestamp(0.0),
             Metric::Blocked(false),
             Metric::Held(false),
@@ -304,6 +346,13 @@ impl Grouping {
     /// `job="k8s-version-check"`: the detector.
     pub fn detection() -> Self {
         Self { job: DETECTION_JOB.into(), labels: vec![] }
+    }
+
+    /// `job="k8s-version-upgrade", node`: one node's own state across phases (whether its
+    /// failed upgrade awaits an acknowledgement). Detection restates it from the nodes'
+    /// annotations on every run; the phase and `ack` write it when it changes.
+    pub fn node(node: &str) -> Self {
+        Self { job: CHAIN_JOB.into(), labels: vec![("node".into(), node.into())] }
     }
 
     /// `job="k8s-version-upgrade", phase, node`: one phase Job's gauges (`node` only for
@@ -429,6 +478,21 @@ impl Scrape {
             in_flight: chain("k8s_upgrade_in_flight").map(|v| v >= 0.5),
             started_timestamp: chain("k8s_upgrade_started_timestamp").filter(|t| *t > 0.0),
         }
+    }
+}
+
+impl Scrape {
+    /// The nodes whose `k8s_upgrade_awaiting_ack` (node group) reads 1, sorted: detection sets
+    /// those that no longer await an acknowledgement back to 0.
+    pub fn awaiting_ack_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .find("k8s_upgrade_awaiting_ack", &[("job", CHAIN_JOB)])
+            .filter(|s| s.value >= 0.5)
+            .filter_map(|s| s.labels.get("node").filter(|n| !n.is_empty()).cloned())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 }
 
@@ -657,6 +721,37 @@ mod tests {
             "k8s_upgrade_in_flight{instance=\"\",job=\"k8s-version-upgrade\"} 0\nk8s_upgrade_started_timestamp{instance=\"\",job=\"k8s-version-upgrade\"} 0\n",
         );
         assert_eq!(idle.chain_latch(), ChainLatch { in_flight: Some(false), started_timestamp: None });
+    }
+
+    #[test]
+    fn outcomes_read_back_from_their_label_values() {
+        for o in PhaseOutcome::ALL {
+            assert_eq!(PhaseOutcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(PhaseOutcome::parse("Succeeded"), None);
+        assert_eq!(PhaseOutcome::parse(""), None);
+    }
+
+    #[test]
+    fn node_groups_and_the_nodes_awaiting_an_acknowledgement() {
+        let base = Url::parse("http://pgw:9091").unwrap();
+        assert_eq!(
+            Grouping::node("k8s-node3").url(&base).as_str(),
+            "http://pgw:9091/metrics/job/k8s-version-upgrade/node/k8s-node3"
+        );
+        let s = Scrape::parse(
+            "k8s_upgrade_awaiting_ack{instance=\"\",job=\"k8s-version-upgrade\",node=\"k8s-node3\"} 1\n\
+             k8s_upgrade_awaiting_ack{instance=\"\",job=\"k8s-version-upgrade\",node=\"k8s-node1\"} 0\n\
+             k8s_upgrade_awaiting_ack{instance=\"\",job=\"other\",node=\"k8s-node2\"} 1\n\
+             k8s_upgrade_awaiting_ack{instance=\"\",job=\"k8s-version-upgrade\",node=\"k8s-master\"} 1\n",
+        );
+        assert_eq!(s.awaiting_ack_nodes(), ["k8s-master", "k8s-node3"]);
+        let text = encode(&[Metric::AwaitingAck(true), Metric::SnapshotSkipped(false)]);
+        assert!(
+            text.contains("# TYPE k8s_upgrade_awaiting_ack gauge\nk8s_upgrade_awaiting_ack 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("k8s_upgrade_snapshot_skipped 0\n"), "{text}");
     }
 
     #[test]

@@ -148,6 +148,21 @@ pub fn parse_upgrade_plan(output: &str) -> Result<PlanTarget, String> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Reachability
+
+/// The check a node phase makes before it cordons its node, and preflight before it changes
+/// anything: an SSH session (the host key verified against `known_hosts`, the key accepted)
+/// that runs a trivial command through passwordless sudo, as `update_k8s.sh` will. A changed
+/// host key or a broken login is found while the node is still untouched (issue 17: it was
+/// found after the drain, and the node stayed cordoned although nothing had run on it).
+pub fn reachability_request() -> ExecRequest {
+    ExecRequest::command(REACHABILITY_COMMAND).timeout(Duration::from_secs(60))
+}
+
+/// The command line of [`reachability_request`].
+pub const REACHABILITY_COMMAND: &str = "sudo -n true";
+
+// ---------------------------------------------------------------------------------------
 // apt-cache madison kubeadm
 
 /// Refreshes only the Kubernetes apt source, then lists kubeadm versions.
@@ -276,8 +291,11 @@ pub struct PruneReport {
 /// prunes nothing.
 pub fn prune_request(dir: &str, older_than: Duration) -> ExecRequest {
     let minutes = older_than.as_secs().div_ceil(60);
+    // `UPDATE_K8S_ROOT` prefixes the directory for tests (real sshd nodes keep their files
+    // under a temp root); sudo's env_reset keeps it unset in production, as for the apt
+    // rewrite below.
     let script = format!(
-        "if [ -d {dir} ]; then find {dir} -mindepth 1 -maxdepth 1 -type d \\( -name 'kubeadm-backup-*' -o -name 'kubeadm-upgraded-manifests*' \\) -mmin +{minutes} -print -exec rm -rf {{}} +; fi; echo {marker}; df -P /",
+        "d=\"${{UPDATE_K8S_ROOT:-}}\"{dir}; if [ -d \"$d\" ]; then find \"$d\" -mindepth 1 -maxdepth 1 -type d \\( -name 'kubeadm-backup-*' -o -name 'kubeadm-upgraded-manifests*' \\) -mmin +{minutes} -print -exec rm -rf {{}} +; fi; echo {marker}; df -P /",
         dir = shell_quote(dir),
         marker = shell_quote(DF_MARKER),
     );

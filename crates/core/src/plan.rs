@@ -147,6 +147,10 @@ pub struct NodeView {
     /// Ready condition is `True`.
     pub ready: bool,
     pub taints: Vec<TaintView>,
+    /// The node's own upgrade started and was not seen through
+    /// ([`crate::resume::UPGRADE_STARTED_ANNOTATION`]): it waits for an operator's
+    /// acknowledgement, and no phase touches it until then.
+    pub upgrade_started: Option<crate::resume::UpgradeStarted>,
 }
 
 impl NodeView {
@@ -185,6 +189,16 @@ pub enum PlanError {
     MissingKubeletVersion { node: String },
     #[error("node {node} reports kubelet version {value:?}, which is not vX.Y.Z")]
     BadKubeletVersion { node: String, value: String },
+    #[error("node name {} is invalid: {reason}", crate::names::shorten(node))]
+    InvalidNodeName { node: String, reason: String },
+    #[error("node {node} is listed twice")]
+    DuplicateNode { node: String },
+    #[error("nodes {a} and {b} would both get the Job name {job}; rename one of them")]
+    JobNameCollision { a: String, b: String, job: String },
+    #[error("target version {target} is older than the running version {running}: kubeadm cannot downgrade")]
+    Downgrade { running: Version, target: Version },
+    #[error("target version {target} skips a minor from {running}: kubeadm upgrades one minor at a time")]
+    SkipsAMinor { running: Version, target: Version },
     #[error("node {node} does not exist")]
     UnknownNode { node: String },
     #[error("phase {phase} targets node {node}, which is a {actual}")]
@@ -217,6 +231,15 @@ impl Snapshot {
     pub fn from_views(mut views: Vec<NodeView>, selector: &ControlPlaneSelector) -> Result<Self, PlanError> {
         if views.is_empty() {
             return Err(PlanError::NoNodes);
+        }
+        // Names from a saved node list are unchecked input (the apiserver's always pass).
+        let mut names = std::collections::HashSet::with_capacity(views.len());
+        for v in &views {
+            crate::names::check_dns_subdomain(&v.name)
+                .map_err(|reason| PlanError::InvalidNodeName { node: v.name.clone(), reason })?;
+            if !names.insert(v.name.as_str()) {
+                return Err(PlanError::DuplicateNode { node: v.name.clone() });
+            }
         }
         if views.len() == 1 {
             return Err(PlanError::SingleNode { node: views.remove(0).name });
@@ -306,6 +329,7 @@ pub fn node_view(node: &Node, selector: &ControlPlaneSelector) -> Result<NodeVie
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         ready,
         taints,
+        upgrade_started: crate::resume::UpgradeStarted::of(node),
     })
 }
 
@@ -463,34 +487,71 @@ pub fn next_after(snap: &Snapshot, target: Version, done: &Step) -> Next {
 /// Kubernetes caps label values (and so Job names, which become the `job-name` pod label) at 63.
 pub const MAX_NAME: usize = 63;
 
-/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, a DNS-1123 label (see [`fit_name`]). The master Job
-/// keeps the seed's node-less name `k8s-upgrade-master-<X-Y-Z>` (there is one per target, and
-/// existing alerts and runbooks know it by that name).
+/// Characters of the hash a shortened or rewritten name carries: 13 base-32 characters, 65
+/// bits of SHA-256. Among a million node names the chance that two share a hash is about
+/// 10^-8 (the 32-bit hash of the first version collided among 300k GKE-style names).
+pub const HASH_LEN: usize = 13;
+
+/// `k8s-upgrade-<phase>-<X-Y-Z>[-<node>]`, a DNS-1123 label. The master Job keeps the seed's
+/// node-less name `k8s-upgrade-master-<X-Y-Z>` (there is one per target, and existing alerts
+/// and runbooks know it by that name).
+///
+/// A node name that makes the whole a valid label of at most [`MAX_NAME`] characters is kept
+/// as it is (`k8s-upgrade-worker-1-34-2-k8s-node3`). Otherwise the node part is rewritten
+/// (every character outside `[a-z0-9-]` becomes `-`), shortened to what fits, and followed by
+/// `-` and [`HASH_LEN`] characters of a hash of the node name: as much of the node name as
+/// fits is kept, and when even its first DNS label does not fit, its head and its tail are
+/// kept (GKE-style pool names differ at the end). The apiserver warns on Job names with dots
+/// ("a DNS label is recommended"), and the pods and hostnames of the Job inherit them.
+///
+/// Distinct node names give distinct Job names except for a 2^-65 chance, or a node name
+/// crafted to equal another's rewritten form; [`check_job_names`] refuses a cluster where two
+/// collide, so a second node is never taken for one already done.
 pub fn job_name(phase: Phase, version: Version, node: Option<&str>) -> String {
-    let mut full = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
-    if let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) {
-        full.push('-');
-        full.push_str(node);
+    let base = format!("k8s-upgrade-{}-{}", phase.as_str(), version.label());
+    let Some(node) = node.filter(|_| matches!(phase, Phase::ControlPlane | Phase::Worker)) else {
+        return fit_name(&base);
+    };
+    let full = format!("{base}-{node}");
+    if crate::names::check_dns_label(&full).is_ok() {
+        return full;
     }
-    fit_name(&full)
+    let hash = name_hash(node);
+    // base, '-', the node part, '-', the hash.
+    let Some(room) = MAX_NAME.checked_sub(base.len() + 2 + HASH_LEN).filter(|r| *r >= 2) else {
+        return fit_name(&full);
+    };
+    let readable = readable(node);
+    // The first DNS label, counted in characters as `readable` has one byte per character.
+    let host = node.chars().position(|c| c == '.').unwrap_or(readable.len());
+    let part = if readable.len() <= room {
+        readable.clone()
+    } else if host <= room {
+        readable[..room].to_string()
+    } else {
+        // Head and tail of the first label, which differ where pool names do.
+        let head = (room - 1).div_ceil(2);
+        let tail = room - 1 - head;
+        let first = &readable[..host];
+        format!("{}-{}", &first[..head], &first[first.len() - tail..])
+    };
+    let part = part.trim_matches('-');
+    if part.is_empty() { format!("{base}-{hash}") } else { format!("{base}-{part}-{hash}") }
 }
 
 /// Makes `full` a DNS-1123 label of at most [`MAX_NAME`] characters, deterministically.
 ///
-/// A name that already is one is kept. Otherwise every character outside `[a-z0-9-]` (the
-/// dots of an FQDN node name, upper case) becomes `-`, as much of that as fits is kept, and
-/// `-` plus 16 hex digits of a 64-bit FNV-1a hash of the *original* name is appended: `a.b`
-/// and `a-b` get different names, and so do two long names sharing their first 46 characters.
-/// The apiserver warns on Job names with dots ("a DNS label is recommended"), and the pods
-/// and hostnames of the Job inherit them.
+/// A name that already is one is kept. Otherwise every character outside `[a-z0-9-]` becomes
+/// `-`, as much of that as fits is kept, and `-` plus [`HASH_LEN`] characters of a hash of
+/// the *original* name is appended: `a.b` and `a-b` get different names, and so do two long
+/// names sharing their first 49 characters.
 pub fn fit_name(full: &str) -> String {
     if crate::names::check_dns_label(full).is_ok() {
         return full.to_string();
     }
-    let hash = format!("{:016x}", fnv1a64(full.as_bytes()));
-    let readable: String =
-        full.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    let keep = readable.len().min(MAX_NAME - 1 - hash.len());
+    let hash = name_hash(full);
+    let readable = readable(full);
+    let keep = readable.len().min(MAX_NAME - 1 - HASH_LEN);
     let head = readable[..keep].trim_matches('-');
     if head.is_empty() {
         return format!("x{hash}");
@@ -498,11 +559,51 @@ pub fn fit_name(full: &str) -> String {
     format!("{head}-{hash}")
 }
 
-/// 64-bit FNV-1a: deterministic across builds and platforms (std's hasher is not).
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+/// Lower-case ASCII alphanumerics kept, every other character (one per `char`, so a cut
+/// never falls inside a multi-byte character) replaced by `-`.
+fn readable(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+/// The first 65 bits of SHA-256 of `s`, as [`HASH_LEN`] characters of lower-case base 32
+/// (RFC 4648 alphabet): deterministic across builds and platforms, and valid in a DNS label.
+fn name_hash(s: &str) -> String {
+    use sha2::Digest as _;
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    let bits = u128::from_be_bytes(digest[..16].try_into().expect("SHA-256 has 32 bytes"));
+    (0..HASH_LEN).map(|i| ALPHABET[((bits >> (123 - 5 * i)) & 31) as usize] as char).collect()
+}
+
+/// Refuses a snapshot in which two nodes' Jobs would share a name for `target`: the second
+/// node's Job would be taken for the first's ("Complete: the chain already got here") and the
+/// node never upgraded.
+pub fn check_job_names(snap: &Snapshot, target: Version) -> Result<(), PlanError> {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for n in snap.nodes() {
+        let phase = match n.role {
+            Role::ControlPlane => Phase::ControlPlane,
+            Role::Worker => Phase::Worker,
+        };
+        let name = job_name(phase, target, Some(&n.name));
+        if let Some(other) = seen.insert(name.clone(), &n.name) {
+            return Err(PlanError::JobNameCollision { a: other.to_string(), b: n.name.clone(), job: name });
+        }
+    }
+    Ok(())
+}
+
+/// The kind of an upgrade from `running` to `target`, or why kubeadm cannot do it: a
+/// downgrade, or a jump of more than one minor (or of a major). `target == running` is a
+/// patch upgrade with nothing to do (every phase skips its work).
+pub fn check_target(running: Version, target: Version) -> Result<Kind, PlanError> {
+    if target < running {
+        return Err(PlanError::Downgrade { running, target });
+    }
+    if target.major != running.major || target.minor > running.minor + 1 {
+        return Err(PlanError::SkipsAMinor { running, target });
+    }
+    Ok(Kind::between(running, target))
 }
 
 /// Where a Job runs and what it tolerates.
@@ -632,6 +733,8 @@ pub struct PlannedJob {
 
 /// The whole chain from preflight to postflight, as it would run from this snapshot.
 pub fn chain(snap: &Snapshot, target: Version) -> Result<Vec<PlannedJob>, PlanError> {
+    check_target(snap.running_version(), target)?;
+    check_job_names(snap, target)?;
     let mut sim = snap.clone();
     let mut out = Vec::new();
     let mut step = Step::Preflight;

@@ -14,6 +14,10 @@
 //!   etcd backup CronJob (absent when no `hooks.etcd_backup` is configured).
 //! - [`Scope::DefaultNamespace`]: Role `k8s-upgrade-job-node-events` in `default`, where
 //!   Events about cluster-scoped objects (Nodes) are written by kube's recorder.
+//! - [`Scope::Rehearse`]: ClusterRole `k8s-upgrade-job-rehearse`, the reads of
+//!   `rehearse --from-cluster` that the chain itself does not make (list namespaces and the
+//!   workload controllers). Read-only, and separate so a site can leave it out: the chain never
+//!   needs it, and preflight's access review ([`required_by_chain`]) does not ask for it.
 
 use std::collections::BTreeSet;
 
@@ -34,12 +38,25 @@ pub enum Scope {
     EtcdBackupNamespace,
     /// The `default` namespace (Events about Nodes).
     DefaultNamespace,
+    /// Cluster-wide reads of `rehearse --from-cluster` only, in a ClusterRole of their own.
+    Rehearse,
 }
 
 impl Scope {
     /// Every scope, in the order roles are emitted.
-    pub const ALL: [Scope; 4] =
-        [Scope::Cluster, Scope::ToolNamespace, Scope::EtcdBackupNamespace, Scope::DefaultNamespace];
+    pub const ALL: [Scope; 5] = [
+        Scope::Cluster,
+        Scope::ToolNamespace,
+        Scope::EtcdBackupNamespace,
+        Scope::DefaultNamespace,
+        Scope::Rehearse,
+    ];
+
+    /// Whether the chain (detect, the phases, status, report, ack) needs this scope; only
+    /// `rehearse --from-cluster` needs [`Scope::Rehearse`].
+    pub fn used_by_chain(self) -> bool {
+        self != Scope::Rehearse
+    }
 
     /// Name of the ClusterRole / Role holding this scope's rules (and of its binding).
     pub fn role_name(self) -> &'static str {
@@ -47,6 +64,7 @@ impl Scope {
             Scope::Cluster | Scope::ToolNamespace => "k8s-upgrade-job",
             Scope::EtcdBackupNamespace => "k8s-upgrade-job-etcd-backup",
             Scope::DefaultNamespace => "k8s-upgrade-job-node-events",
+            Scope::Rehearse => "k8s-upgrade-job-rehearse",
         }
     }
 
@@ -54,7 +72,7 @@ impl Scope {
     /// `None` when the scope does not apply (no etcd backup hook).
     pub fn namespace(self, settings: &Settings) -> Option<Option<String>> {
         match self {
-            Scope::Cluster => Some(None),
+            Scope::Cluster | Scope::Rehearse => Some(None),
             Scope::ToolNamespace => Some(Some(settings.namespace.clone())),
             Scope::EtcdBackupNamespace => {
                 settings.hooks.etcd_backup.as_ref().map(|b| Some(b.namespace.clone()))
@@ -66,7 +84,7 @@ impl Scope {
     /// The Terraform expression of this scope's namespace (see `terraform/variables.tf`).
     fn terraform_namespace(self) -> Option<&'static str> {
         match self {
-            Scope::Cluster => None,
+            Scope::Cluster | Scope::Rehearse => None,
             Scope::ToolNamespace => Some("local.namespace"),
             Scope::EtcdBackupNamespace => Some("local.etcd_backup_namespace"),
             Scope::DefaultNamespace => Some("\"default\""),
@@ -117,14 +135,14 @@ const fn call(
 }
 
 use Names::{Any, KillSwitch, PostUpgradeConfigMaps, ToolNamespace as ToolNs};
-use Scope::{Cluster, DefaultNamespace, EtcdBackupNamespace, ToolNamespace};
+use Scope::{Cluster, DefaultNamespace, EtcdBackupNamespace, Rehearse, ToolNamespace};
 
 /// Every API call the binary makes. THE list: extend it when code starts making a new call.
 #[rustfmt::skip]
 pub const CALLS: &[Call] = &[
     // Nodes: planning, cordon/uncordon, Ready waits.
     call("", "nodes", &["get", "list", "watch"], Cluster, Any, "cluster::list_nodes, chain (node lookups, Ready wait), drain, status, report"),
-    call("", "nodes", &["patch"], Cluster, Any, "drain: cordon / uncordon"),
+    call("", "nodes", &["patch"], Cluster, Any, "drain: cordon / uncordon; the upgrade-started record of a node phase; ack"),
     // Drain and pod health checks.
     call("", "pods", &["list", "watch", "delete"], Cluster, Any, "drain (pods on the node, watch them go, fallback delete); chain::nodes (system and control-plane pods); etcd snapshot pod"),
     call("", "pods/eviction", &["create"], Cluster, Any, "drain (eviction API)"),
@@ -133,7 +151,7 @@ pub const CALLS: &[Call] = &[
     call("apps", "statefulsets", &["get"], Cluster, Any, "chain::compat::read_addon_images"),
     call("apps", "deployments", &["get", "patch"], Cluster, Any, "chain::compat::read_addon_images; chain::quiesce (replicas to 0 and back)"),
     // Chain Jobs in the tool's namespace. `create` too: server-side apply of a new object needs it.
-    call("batch", "jobs", &["create", "get", "list", "watch", "patch", "delete"], ToolNamespace, Any, "spawn (server-side apply, respawn of Failed Jobs, await deletion); detect (reconcile); status; report"),
+    call("batch", "jobs", &["create", "get", "list", "watch", "patch", "delete"], ToolNamespace, Any, "spawn (server-side apply, respawn of Failed and stopped Jobs, await deletion); a phase's outcome annotation on its own Job; detect (resume decision); status; report; ack"),
     call("", "configmaps", &["get"], ToolNamespace, KillSwitch, "killswitch::check"),
     call("", "namespaces", &["get", "patch"], Cluster, ToolNs, "annotations (in-flight record)"),
     call("", "namespaces", &["get"], Cluster, Any, "drain --dry-run (is a pod's namespace being deleted: its evictions are refused)"),
@@ -150,6 +168,14 @@ pub const CALLS: &[Call] = &[
     // Control-plane health.
     call("", "/readyz", &["get"], Cluster, Any, "chain::nodes::health_endpoints"),
     call("", "/livez", &["get"], Cluster, Any, "chain::nodes::health_endpoints"),
+    // rehearse --from-cluster copies the cluster read-only. Its other reads (nodes, pods, PDBs,
+    // the kill-switch and post-upgrade ConfigMaps, the etcd backup CronJob) are the chain's
+    // own grants above.
+    call("", "namespaces", &["list"], Rehearse, Any, "rehearse --from-cluster (rehearse::cluster::copy_live: every namespace)"),
+    call("apps", "deployments", &["list"], Rehearse, Any, "rehearse --from-cluster (copy_live: the pods' owners)"),
+    call("apps", "replicasets", &["list"], Rehearse, Any, "rehearse --from-cluster (copy_live: the pods' owners)"),
+    call("apps", "statefulsets", &["list"], Rehearse, Any, "rehearse --from-cluster (copy_live: the pods' owners)"),
+    call("apps", "daemonsets", &["list"], Rehearse, Any, "rehearse --from-cluster (copy_live: the pods' owners)"),
 ];
 
 /// One atomic permission: a verb on a resource (or URL) in a namespace (or cluster-wide), on
@@ -197,10 +223,20 @@ fn resolve_names(names: Names, settings: &Settings) -> Option<Vec<String>> {
     }
 }
 
-/// The atomic grants [`CALLS`] need under `settings` (pure).
+/// The atomic grants [`CALLS`] need under `settings` (pure): what the RBAC grants.
 pub fn required(settings: &Settings) -> BTreeSet<Grant> {
+    required_of(CALLS.iter(), settings)
+}
+
+/// The grants the chain needs ([`Scope::used_by_chain`]): what preflight's access review asks
+/// for. `rehearse --from-cluster`'s own reads are left out: the chain runs without them.
+pub fn required_by_chain(settings: &Settings) -> BTreeSet<Grant> {
+    required_of(CALLS.iter().filter(|c| c.scope.used_by_chain()), settings)
+}
+
+fn required_of<'a>(calls: impl Iterator<Item = &'a Call>, settings: &Settings) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
-    for c in CALLS {
+    for c in calls {
         let Some(namespace) = c.scope.namespace(settings) else { continue };
         let names: Vec<Option<String>> = match resolve_names(c.names, settings) {
             None => vec![None],
@@ -393,9 +429,10 @@ pub fn terraform_hcl() -> String {
             Scope::ToolNamespace => "tool_namespace",
             Scope::EtcdBackupNamespace => "etcd_backup",
             Scope::DefaultNamespace => "node_events",
+            Scope::Rehearse => "rehearse",
         };
         let (kind, binding, role_kind) = match scope {
-            Scope::Cluster => {
+            Scope::Cluster | Scope::Rehearse => {
                 ("kubernetes_cluster_role_v1", "kubernetes_cluster_role_binding_v1", "ClusterRole")
             }
             _ => ("kubernetes_role_v1", "kubernetes_role_binding_v1", "Role"),
@@ -555,6 +592,25 @@ mod tests {
         let ex = roles(&example());
         let backup = ex.iter().find(|r| r.scope == Scope::EtcdBackupNamespace).unwrap();
         assert_eq!(backup.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn the_rehearsal_grant_is_read_only_and_not_asked_for_by_preflight() {
+        let settings = example();
+        let all = required(&settings);
+        let chain = required_by_chain(&settings);
+        let rehearse: Vec<&Grant> = all.difference(&chain).collect();
+        assert!(!rehearse.is_empty());
+        for g in &rehearse {
+            assert!(matches!(g.verb.as_str(), "get" | "list" | "watch"), "{g}");
+            assert_eq!(g.namespace, None, "{g}");
+        }
+        assert!(rehearse.iter().any(|g| g.resource == "namespaces" && g.verb == "list"));
+        let r = roles(&settings);
+        let role = r.iter().find(|r| r.scope == Scope::Rehearse).unwrap();
+        assert_eq!(role.namespace, None);
+        assert_eq!(Scope::Rehearse.role_name(), "k8s-upgrade-job-rehearse");
+        assert!(terraform_hcl().contains("resource \"kubernetes_cluster_role_v1\" \"rehearse\""));
     }
 
     #[test]

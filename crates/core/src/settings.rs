@@ -13,10 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    duration::serde_str as dur,
-    names::{check_dns_label, check_dns_subdomain, check_label_key, check_label_value},
-};
+use crate::names::{check_dns_label, check_dns_subdomain, check_label_key, check_label_value};
 
 /// Validated settings for every command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,10 +84,10 @@ pub struct JobSettings {
     /// is configured), mounted read-only at `/etc/k8s-upgrade-chain` in every Job.
     pub config_map: String,
     /// `ttlSecondsAfterFinished` of chain Jobs.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::ttl")]
     pub ttl_after_finished: Duration,
     /// Added to the sum of a phase's own deadlines to give the Job's `activeDeadlineSeconds`.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::span")]
     pub deadline_margin: Duration,
     /// A Job template file to use instead of the built-in one: a file name next to the config
     /// file (in a cluster, a key of the config ConfigMap, so every Job that renders the next one
@@ -117,35 +114,35 @@ impl Default for JobSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Wait for a node to be Ready on the target version.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::deadline")]
     pub node_ready: Duration,
     /// Wait for blocking alerts to clear before draining a worker.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::span")]
     pub alert_wait: Duration,
     /// Re-check interval while waiting for alerts.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::interval")]
     pub alert_interval: Duration,
     /// Soak after each worker: alert checks spread over this time.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::span")]
     pub soak: Duration,
     /// Interval of the alert checks during the soak.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::interval")]
     pub soak_interval: Duration,
     /// No node's Ready condition may have changed within this window before preflight passes.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::settle")]
     pub settle_window: Duration,
     /// Wait for the pre-upgrade etcd snapshot Job.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::deadline")]
     pub etcd_snapshot: Duration,
     /// Deadline of one short SSH probe (versions, plan, diff).
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::deadline")]
     pub probe: Duration,
     /// Wait for an old Job to be gone before it is re-created.
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::deadline")]
     pub job_delete: Duration,
     /// How long a phase watches the next Job's pod start; a pod that cannot be scheduled or
     /// cannot pull its image within it is reported (the phase itself has succeeded).
-    #[serde(with = "dur")]
+    #[serde(with = "crate::duration::deadline")]
     pub job_start: Duration,
 }
 
@@ -173,6 +170,11 @@ impl Default for Timeouts {
 pub struct Hooks {
     /// Deployments scaled to 0 around a control-plane upgrade and restored on every exit path
     /// (the seed quiesced tigera-operator: its crashloop IO storm broke kubeadm's watch).
+    /// The replica count is saved in an annotation (`<annotation_prefix>quiesced-replicas`) in
+    /// the same patch that scales to 0; a retried phase that skips its node and postflight
+    /// restore whatever carries it. The seed's postflight forced tigera-operator to 1 replica
+    /// unconditionally; restoring only what the chain saved keeps a Deployment's own count
+    /// (not always 1) and leaves alone one an operator scaled to 0 on purpose.
     pub quiesce_deployments: Vec<QuiesceDeployment>,
     /// Scripts run on each control-plane node after its upgrade; failures only warn (the seed
     /// re-applied an OIDC `--authentication-config` that kubeadm dropped).
@@ -260,7 +262,7 @@ pub enum SettingsError {
     Yaml { path: String, message: String },
     #[error("config file {path}: key `{key}`: {message}")]
     Key { path: String, key: String, message: String },
-    #[error("config file {path}: key `{key}` has invalid value {value:?}: {reason}")]
+    #[error("config file {path}: key `{key}` has invalid value {}: {reason}", crate::names::shorten(value))]
     Invalid { path: String, key: String, value: String, reason: String },
 }
 
@@ -272,8 +274,10 @@ impl Settings {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text)
-                .map_err(|e| SettingsError::Yaml { path: origin.into(), message: e.to_string() })?
+            serde_saphyr::from_str(text).map_err(|e| SettingsError::Yaml {
+                path: origin.into(),
+                message: crate::names::shorten_message(&e.to_string()),
+            })?
         };
         let value = match value {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
@@ -281,7 +285,8 @@ impl Settings {
         };
         let settings: Settings = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            SettingsError::Key { path: origin.into(), key, message: e.into_inner().to_string() }
+            let message = crate::names::shorten_message(&e.into_inner().to_string());
+            SettingsError::Key { path: origin.into(), key, message }
         })?;
         settings.validate(origin)?;
         Ok(settings)
@@ -298,14 +303,7 @@ impl Settings {
         check_dns_label(&self.namespace).map_err(|r| invalid("namespace", &self.namespace, &r))?;
         ControlPlaneSelector::parse(&self.control_plane_label)
             .map_err(|r| invalid("control_plane_label", &self.control_plane_label, &r))?;
-        if !self.annotation_prefix.ends_with('/') || self.annotation_prefix.len() < 2 {
-            return Err(invalid(
-                "annotation_prefix",
-                &self.annotation_prefix,
-                "must be a DNS subdomain followed by '/', e.g. k8s-upgrade-chain/",
-            ));
-        }
-        check_dns_subdomain(self.annotation_prefix.trim_end_matches('/'))
+        check_annotation_prefix(&self.annotation_prefix)
             .map_err(|r| invalid("annotation_prefix", &self.annotation_prefix, &r))?;
         for (key, name) in [
             ("job.service_account", &self.job.service_account),
@@ -365,10 +363,13 @@ impl Settings {
         self.drain.validate().map_err(|message| SettingsError::Key {
             path: origin.into(),
             key: "drain".into(),
-            message,
+            message: crate::names::shorten_message(&message),
         })?;
-        let key_err =
-            |key: &str, message: String| SettingsError::Key { path: origin.into(), key: key.into(), message };
+        let key_err = |key: &str, message: String| SettingsError::Key {
+            path: origin.into(),
+            key: key.into(),
+            message: crate::names::shorten_message(&message),
+        };
         crate::alerts::Policy::from_config(&self.alerts).map_err(|e| key_err("alerts", e.to_string()))?;
         if let Some(min) = self.alerts.min_pod_ready_ratio
             && !(0.0..=1.0).contains(&min)
@@ -378,8 +379,61 @@ impl Settings {
         self.compat.validate().map_err(|message| SettingsError::Key {
             path: origin.into(),
             key: "compat".into(),
-            message,
+            message: crate::names::shorten_message(&message),
         })?;
+        for (i, a) in self.compat.addons.iter().enumerate() {
+            let key = format!("compat.addons[{i}]");
+            if a.name.is_empty() || a.name.len() > 63 || a.name.chars().any(char::is_control) {
+                return Err(invalid(&format!("{key}.name"), &a.name, "must be 1 to 63 printable characters"));
+            }
+            check_dns_label(&a.namespace)
+                .map_err(|r| invalid(&format!("{key}.namespace"), &a.namespace, &r))?;
+            check_dns_subdomain(&a.resource)
+                .map_err(|r| invalid(&format!("{key}.resource"), &a.resource, &r))?;
+        }
+        for (i, d) in self.hooks.expected_daemonsets.iter().enumerate() {
+            check_dns_subdomain(d).map_err(|r| invalid(&format!("hooks.expected_daemonsets[{i}]"), d, &r))?;
+        }
+        for (i, s) in self.hooks.post_control_plane_scripts.iter().enumerate() {
+            let key = format!("hooks.post_control_plane_scripts[{i}]");
+            check_configmap_key(&s.configmap_key)
+                .map_err(|r| invalid(&format!("{key}.configmap_key"), &s.configmap_key, &r))?;
+            if s.name.is_empty() || s.name.chars().any(char::is_control) {
+                return Err(invalid(&format!("{key}.name"), &s.name, "must be a non-empty printable name"));
+            }
+        }
+        if let Some(b) = &self.hooks.etcd_backup
+            && let Some(c) = &b.container
+        {
+            check_dns_label(c).map_err(|r| invalid("hooks.etcd_backup.container", c, &r))?;
+        }
+        if let Some(name) = self.hooks.smoke_dns_name.as_deref().filter(|n| !n.is_empty()) {
+            check_dns_subdomain(&name.trim_end_matches('.').to_ascii_lowercase())
+                .map_err(|r| invalid("hooks.smoke_dns_name", name, &format!("must be a DNS name: {r}")))?;
+        }
+        if self.ssh.port == 0 {
+            return Err(invalid("ssh.port", "0", "must be between 1 and 65535"));
+        }
+        check_ssh_user(&self.ssh.user).map_err(|r| invalid("ssh.user", &self.ssh.user, &r))?;
+        for (i, sev) in self.alerts.blocking_severities.iter().enumerate() {
+            if sev.is_empty() {
+                return Err(invalid(
+                    &format!("alerts.blocking_severities[{i}]"),
+                    sev,
+                    "must not be empty: no alert's severity label is",
+                ));
+            }
+            check_label_value(sev)
+                .map_err(|r| invalid(&format!("alerts.blocking_severities[{i}]"), sev, &r))?;
+        }
+        for (key, q) in [
+            ("alerts.pod_ready_query", &self.alerts.pod_ready_query),
+            ("compat.deprecated_api_query", &self.compat.deprecated_api_query),
+        ] {
+            if q.trim().is_empty() {
+                return Err(invalid(key, q, "must be a PromQL query"));
+            }
+        }
         for (i, k) in self.hooks.preserve_kubelet_keys.iter().enumerate() {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(invalid(
@@ -459,6 +513,90 @@ fn check_template_path(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Every duration key of the config file with its bounds (see [`crate::duration`]), as
+/// docs/configuration.md lists them; a test checks each against what the file reader accepts.
+pub const DURATION_BOUNDS: [(&str, crate::duration::Bounds); 24] = {
+    use crate::duration::{DEADLINE, INTERVAL, REQUEST, SETTLE, SPAN, TTL};
+    [
+        ("job.ttl_after_finished", TTL),
+        ("job.deadline_margin", SPAN),
+        ("timeouts.node_ready", DEADLINE),
+        ("timeouts.alert_wait", SPAN),
+        ("timeouts.alert_interval", INTERVAL),
+        ("timeouts.soak", SPAN),
+        ("timeouts.soak_interval", INTERVAL),
+        ("timeouts.settle_window", SETTLE),
+        ("timeouts.etcd_snapshot", DEADLINE),
+        ("timeouts.probe", DEADLINE),
+        ("timeouts.job_delete", DEADLINE),
+        ("timeouts.job_start", DEADLINE),
+        ("alerts.request_timeout", REQUEST),
+        ("pushgateway.timeout", REQUEST),
+        ("slack.timeout", REQUEST),
+        ("ssh.connect_timeout", REQUEST),
+        ("ssh.command_timeout", DEADLINE),
+        ("ssh.keepalive_interval", INTERVAL),
+        ("drain.timeout", DEADLINE),
+        ("drain.fallback_after", SPAN),
+        ("drain.grace_period_override", SPAN),
+        ("drain.kill_switch_interval", INTERVAL),
+        ("drain.backoff_min", INTERVAL),
+        ("drain.backoff_max", INTERVAL),
+    ]
+};
+
+/// `annotation_prefix`: a DNS subdomain and `/`, optionally followed by the start of the name
+/// (the seed site's `viktorbarzin.me/k8s-upgrade-` gives its old keys,
+/// `viktorbarzin.me/k8s-upgrade-in-flight`, ...). Every key built from it must be a valid
+/// annotation key (a qualified name).
+fn check_annotation_prefix(prefix: &str) -> Result<(), String> {
+    let Some((domain, _)) = prefix.split_once('/') else {
+        return Err("must be a DNS subdomain followed by '/', e.g. k8s-upgrade-chain/".into());
+    };
+    check_dns_subdomain(domain).map_err(|r| format!("the part before '/' {r}"))?;
+    for suffix in ANNOTATION_SUFFIXES {
+        let key = format!("{prefix}{suffix}");
+        check_label_key(&key)
+            .map_err(|r| format!("gives the annotation key {key:?}, which is invalid: {r}"))?;
+    }
+    Ok(())
+}
+
+/// The names this tool appends to `annotation_prefix` (namespace in-flight record, quiesce).
+pub const ANNOTATION_SUFFIXES: [&str; 4] = ["in-flight", "target", "snapshot-path", "quiesced-replicas"];
+
+/// `ssh.user`: a POSIX user name as `useradd` takes it (letters, digits, `.`, `_`, `-`, not
+/// starting with `-`, at most 32 characters).
+fn check_ssh_user(user: &str) -> Result<(), String> {
+    let ok = !user.is_empty()
+        && user.len() <= 32
+        && !user.starts_with('-')
+        && user.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        return Err(
+            "must be a user name: 1 to 32 letters, digits, '.', '_' or '-', not starting with '-'".into()
+        );
+    }
+    Ok(())
+}
+
+/// A ConfigMap data key (`IsConfigMapKey`): 1 to 253 alphanumerics, `-`, `_` and `.`, not `.`
+/// or `..`.
+pub fn check_configmap_key(k: &str) -> Result<(), String> {
+    let ok = !k.is_empty()
+        && k.len() <= 253
+        && k != "."
+        && k != ".."
+        && !k.starts_with("..")
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return Err("a valid config key must consist of alphanumeric characters, '-', '_' or '.', at most \
+                    253, and not be '.' or '..'"
+            .into());
+    }
+    Ok(())
+}
+
 /// The key of the config file in the config ConfigMap (`CONFIG` is
 /// `/etc/k8s-upgrade-chain/config.yaml` in every Job).
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -475,7 +613,7 @@ pub struct SlackConfig {
     /// File containing the webhook URL. Default [`DEFAULT_WEBHOOK_FILE`]. Missing = disabled.
     pub webhook_file: PathBuf,
     /// Timeout of one post. Default `5s`.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::request")]
     pub timeout: Duration,
 }
 
@@ -517,15 +655,15 @@ pub struct SshConfig {
     /// `strict` (default) or `accept-new`.
     pub host_key_policy: HostKeyPolicy,
     /// Deadline for the TCP connect, and for each handshake/auth step. Default 10s.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::request")]
     pub connect_timeout: Duration,
     /// Overall deadline for a node upgrade script (`update_k8s.sh`). Default 45m. Probes
     /// set their own, shorter, deadlines on the request.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::deadline")]
     pub command_timeout: Duration,
     /// Interval of SSH keepalives while a command runs; a node that stops acknowledging for
     /// 4 intervals is treated as gone (TCP_USER_TIMEOUT). Default 15s.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::interval")]
     pub keepalive_interval: Duration,
 }
 
@@ -637,9 +775,103 @@ hooks:
     }
 
     #[test]
+    fn every_duration_key_has_the_listed_bounds() {
+        use crate::duration::format;
+        let yaml = |key: &str, d: Duration| {
+            let (section, field) = key.split_once('.').unwrap();
+            // backoff_max may not be below backoff_min (1s by default).
+            let extra = if key == "drain.backoff_min" { ", backoff_max: 1h" } else { "" };
+            format!("{section}: {{{field}: {}{extra}}}\n", format(d))
+        };
+        for (key, b) in DURATION_BOUNDS {
+            for ok in [b.min, b.max] {
+                parse(&yaml(key, ok)).unwrap_or_else(|e| panic!("{key} {}: {e}", format(ok)));
+            }
+            let mut bad = vec![b.max + Duration::from_secs(1)];
+            if !b.min.is_zero() {
+                bad.push(b.min - Duration::from_millis(1));
+            }
+            for d in bad {
+                let e = parse(&yaml(key, d)).unwrap_err().to_string();
+                assert!(e.contains(key) && e.contains(&format(d)), "{key} {}: {e}", format(d));
+            }
+        }
+        // And every duration key of the file is in the list.
+        let mut listed: Vec<&str> = DURATION_BOUNDS.iter().map(|(k, _)| *k).collect();
+        listed.sort();
+        let yaml = Settings::default().to_yaml();
+        let mut found = vec![];
+        let mut section = "";
+        for line in yaml.lines() {
+            if !line.starts_with(' ') {
+                section = line.trim_end_matches(':').split(':').next().unwrap();
+            } else if let Some((k, v)) = line.trim().split_once(": ")
+                && !line.starts_with("    ")
+                && crate::duration::parse(v).is_ok()
+            {
+                found.push(format!("{section}.{k}"));
+            }
+        }
+        found.push("drain.grace_period_override".into());
+        found.sort();
+        assert_eq!(listed, found);
+    }
+
+    #[test]
+    fn annotation_suffixes_are_the_keys_written() {
+        let keys = crate::annotations::Keys::new("p.example/");
+        for k in [keys.in_flight, keys.target, keys.snapshot_path] {
+            assert!(ANNOTATION_SUFFIXES.iter().any(|s| k == format!("p.example/{s}")), "{k}");
+        }
+    }
+
+    #[test]
+    fn classes_of_bad_values_name_their_key() {
+        for (yaml, key) in [
+            ("ssh: {port: 0}", "ssh.port"),
+            ("ssh: {user: ''}", "ssh.user"),
+            ("ssh: {user: '-x'}", "ssh.user"),
+            ("apt_repository: 'https://x.example/?a=1'", "apt_repository"),
+            ("apt_repository: 'https://x.example/#f'", "apt_repository"),
+            ("apt_repository: 'https://u:p@x.example/'", "apt_repository"),
+            ("annotation_prefix: 'k8s//'", "annotation_prefix"),
+            ("annotation_prefix: 'k8s-upgrade-chain'", "annotation_prefix"),
+            ("annotation_prefix: 'x.example/-'", "annotation_prefix"),
+            ("hooks: {expected_daemonsets: ['Kube_Proxy']}", "hooks.expected_daemonsets[0]"),
+            ("hooks: {smoke_dns_name: 'bad name'}", "hooks.smoke_dns_name"),
+            ("alerts: {ignore: ['Watchdog)|(.*']}", "alerts"),
+            ("alerts: {ignore: ['']}", "alerts"),
+            ("alerts: {pod_ready_query: ' '}", "alerts.pod_ready_query"),
+        ] {
+            let e = parse(yaml).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        for ok in [
+            "annotation_prefix: 'example.com/k8s-upgrade-'",
+            "hooks: {smoke_dns_name: 'Kubernetes.Default.'}",
+        ] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
     fn invalid_yaml_is_reported() {
         let e = parse("namespace: [unclosed\n").unwrap_err().to_string();
         assert!(e.contains("not valid YAML"), "{e}");
+    }
+
+    #[test]
+    fn annotation_prefix_may_carry_the_start_of_the_name() {
+        // The seed site's keys (viktorbarzin.me/k8s-upgrade-in-flight, ...), kept as they are.
+        let seed = parse("annotation_prefix: viktorbarzin.me/k8s-upgrade-\n").unwrap();
+        let keys = crate::annotations::Keys::new(&seed.annotation_prefix);
+        assert_eq!(keys.in_flight, "viktorbarzin.me/k8s-upgrade-in-flight");
+        assert_eq!(keys.target, "viktorbarzin.me/k8s-upgrade-target");
+        assert_eq!(keys.snapshot_path, "viktorbarzin.me/k8s-upgrade-snapshot-path");
+        for bad in ["k8s-upgrade-", "Example.com/x", "example.com/-x", "example.com/a b", "/x"] {
+            let e = parse(&format!("annotation_prefix: {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("annotation_prefix"), "{bad}: {e}");
+        }
     }
 
     #[test]

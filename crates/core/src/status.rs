@@ -16,6 +16,7 @@ use crate::{
     killswitch::KillSwitch,
     metrics::Scrape,
     plan::natural_cmp,
+    resume::UpgradeStarted,
     settings::Settings,
     version::Version,
 };
@@ -50,6 +51,9 @@ pub enum Overall {
     Running,
     /// The kill switch is present.
     Halted,
+    /// A node's own upgrade failed and waits for an operator's acknowledgement: nothing
+    /// resumes until `k8s-upgrade-chain ack NODE`.
+    AwaitingAck,
     /// The newest Job of the chain failed.
     Failed,
     /// Nothing runs but nodes are off target.
@@ -70,6 +74,8 @@ pub enum NodeState {
     Pending,
     /// The last Job for it failed.
     Failed,
+    /// Its own upgrade failed (or was cut short) and waits for an acknowledgement.
+    AwaitingAck,
 }
 
 /// One node.
@@ -111,6 +117,17 @@ pub struct LastError {
     pub message: String,
 }
 
+/// A node that waits for an operator's acknowledgement of its failed upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AwaitingAck {
+    /// The node.
+    pub node: String,
+    /// What its [`crate::resume::UPGRADE_STARTED_ANNOTATION`] says.
+    pub started: UpgradeStarted,
+    /// The command that acknowledges it.
+    pub command: String,
+}
+
 /// What `status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
@@ -130,6 +147,8 @@ pub struct Status {
     pub jobs: Vec<JobStatus>,
     /// The newest failed Job of the target, if any.
     pub last_error: Option<LastError>,
+    /// Nodes whose own upgrade failed and that wait for an acknowledgement, with the command.
+    pub awaiting_ack: Vec<AwaitingAck>,
     /// Kill switch reason when present.
     pub kill_switch: Option<String>,
     /// The in-flight record's start, when present.
@@ -210,10 +229,26 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
     };
     let (blocked, held) = (latch("k8s_upgrade_blocked"), latch("k8s_upgrade_held"));
     let off_target = nodes.iter().any(|n| n.state != NodeState::Done);
+    let awaiting_ack: Vec<AwaitingAck> = inputs
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.clone()?;
+            let started = UpgradeStarted::of(n)?;
+            let current = nodes.iter().any(|s| s.name == name && s.state == NodeState::Current);
+            (!current).then(|| AwaitingAck {
+                command: crate::resume::ack_command(&name),
+                node: name,
+                started,
+            })
+        })
+        .collect();
     let overall = if kill_switch.is_some() {
         Overall::Halted
     } else if progress.active.is_some() {
         Overall::Running
+    } else if !awaiting_ack.is_empty() {
+        Overall::AwaitingAck
     } else if progress.failure_open.is_some() {
         Overall::Failed
     } else if off_target {
@@ -221,7 +256,8 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
     } else {
         Overall::Idle
     };
-    let facts = Facts { target, kill_switch: kill_switch.as_deref(), blocked, off_target };
+    let facts =
+        Facts { target, kill_switch: kill_switch.as_deref(), blocked, off_target, awaiting: &awaiting_ack };
     let next_steps = next_steps(inputs, &settings.namespace, &progress, &facts);
     let current = progress.active.or(chain.last().copied());
     Status {
@@ -245,6 +281,7 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
             let (reason, message) = failure(j).unwrap_or_default();
             LastError { job: j.metadata.name.clone().unwrap_or_default(), reason, message }
         }),
+        awaiting_ack,
         kill_switch,
         in_flight_since: inputs.in_flight.map(|f| f.since),
         blocked,
@@ -304,6 +341,7 @@ fn node_states(
             };
             let state = match latest_per_node.get(&name).map(|j| job_state(j)) {
                 Some(JobState::Active) => NodeState::Current,
+                _ if UpgradeStarted::of(n).is_some() => NodeState::AwaitingAck,
                 Some(JobState::Failed) if !on => NodeState::Failed,
                 _ if on => NodeState::Done,
                 _ => NodeState::Pending,
@@ -351,6 +389,7 @@ struct Facts<'a> {
     kill_switch: Option<&'a str>,
     blocked: Option<bool>,
     off_target: bool,
+    awaiting: &'a [AwaitingAck],
 }
 
 /// What an operator should do next, most urgent first; "Nothing to do." when nothing.
@@ -363,8 +402,19 @@ fn next_steps(inputs: &Inputs<'_>, ns: &str, progress: &Progress<'_>, facts: &Fa
     if let Some(reason) = facts.kill_switch {
         next.push(format!(
             "The kill switch is present (reason: {reason}); no phase starts. To resume: kubectl -n {ns} delete \
-             configmap {}; then trigger detection: {trigger}",
+             configmap {}; then trigger detection, which resumes the chain where it stopped: {trigger}",
             crate::killswitch::NAME
+        ));
+    }
+    for a in facts.awaiting {
+        let node = &a.node;
+        next.push(format!(
+            "Node {node} awaits an acknowledgement: {}. It stays cordoned and nothing resumes until then. Find \
+             out why (the failed Job's log; on the node: journalctl -u kubelet, /var/log/apt/history.log), fix \
+             it, then acknowledge: {} (or: {}); then trigger detection, which retries {node}: {trigger}",
+            a.started.describe(),
+            a.command,
+            crate::resume::ack_kubectl(node)
         ));
     }
     if let Some(j) = progress.active {
@@ -378,17 +428,23 @@ fn next_steps(inputs: &Inputs<'_>, ns: &str, progress: &Progress<'_>, facts: &Fa
              the cause."
         );
         let phase = job_label(f, "phase").unwrap_or_default();
-        // Detection re-spawns only a Failed preflight; a later phase is re-spawned by its
-        // predecessor's spawn, so by hand it is "delete, then apply the same Job again".
+        // Detection resumes the chain at the failed step (crate::resume::decide); by hand it is
+        // "delete, then apply the same Job again". A node awaiting an acknowledgement is said
+        // above: neither retries it before the acknowledgement.
+        let node = job_node(f);
+        let awaits = node.as_ref().is_some_and(|n| facts.awaiting.iter().any(|a| &a.node == n));
         let retry = match (phase, facts.target) {
             ("preflight", _) | (_, None) => format!("Then detection re-spawns it: {trigger}"),
             (phase, Some(t)) => format!(
-                "Then re-run it: kubectl -n {ns} delete job {name} --cascade=foreground && k8s-upgrade-chain render \
+                "Then trigger detection, which resumes the chain at this step: {trigger}; or re-run only this \
+                 phase now: kubectl -n {ns} delete job {name} --cascade=foreground && k8s-upgrade-chain render \
                  --phase {phase}{} --version {t} | kubectl apply -f -",
-                job_node(f).map(|n| format!(" --node {n}")).unwrap_or_default()
+                node.as_ref().map(|n| format!(" --node {n}")).unwrap_or_default()
             ),
         };
-        next.push(format!("{read} {retry}"));
+        if !awaits {
+            next.push(format!("{read} {retry}"));
+        }
     }
     if facts.blocked == Some(true) {
         next.push(
@@ -397,9 +453,15 @@ fn next_steps(inputs: &Inputs<'_>, ns: &str, progress: &Progress<'_>, facts: &Fa
         );
     }
     let idle = progress.active.is_none();
-    if facts.kill_switch.is_none() && idle && progress.failure_open.is_none() && facts.off_target {
+    if facts.kill_switch.is_none()
+        && idle
+        && progress.failure_open.is_none()
+        && facts.awaiting.is_empty()
+        && facts.off_target
+    {
         next.push(format!(
-            "Nothing is running but nodes are not on the target: trigger detection: {trigger}"
+            "Nothing is running but nodes are not on the target: trigger detection, which resumes the chain at \
+             the next pending step: {trigger}"
         ));
     }
     if idle && !facts.off_target && inputs.in_flight.is_some() {
@@ -419,6 +481,7 @@ pub fn text(s: &Status) -> String {
     let overall = match s.overall {
         Overall::Running => "running",
         Overall::Halted => "HALTED (kill switch)",
+        Overall::AwaitingAck => "STOPPED: a node's failed upgrade awaits an acknowledgement",
         Overall::Failed => "FAILED",
         Overall::Stopped => "stopped (nodes off target, nothing running)",
         Overall::Idle => "idle",
@@ -447,6 +510,7 @@ pub fn text(s: &Status) -> String {
             NodeState::Current => "CURRENT",
             NodeState::Pending => "pending",
             NodeState::Failed => "FAILED",
+            NodeState::AwaitingAck => "AWAITING ACK",
         };
         let role = if n.control_plane { "control-plane" } else { "worker" };
         out.push_str(&format!("  {:<24} {:<14} {:<10} {state}\n", n.name, role, n.kubelet));
@@ -459,6 +523,14 @@ pub fn text(s: &Status) -> String {
     }
     if let Some(e) = &s.last_error {
         out.push_str(&format!("last error: {} failed: {}: {}\n", e.job, e.reason, e.message));
+    }
+    for a in &s.awaiting_ack {
+        out.push_str(&format!(
+            "awaiting acknowledgement: {} ({}); acknowledge with: {}\n",
+            a.node,
+            a.started.describe(),
+            a.command
+        ));
     }
     for w in &s.warnings {
         out.push_str(&format!("warning: {w}\n"));
@@ -624,6 +696,48 @@ mod tests {
             "{:?}",
             s.next_steps
         );
+    }
+
+    #[test]
+    fn a_node_whose_own_upgrade_failed_shows_the_acknowledgement_command() {
+        let mut jobs = done_so_far();
+        jobs.push(
+            job(Phase::Worker, Some("k8s-node2"))
+                .started(T0)
+                .failed("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                .build(),
+        );
+        let mut nodes = half_upgraded();
+        nodes[2] = node("k8s-node2")
+            .kubelet("v1.34.1")
+            .cordoned()
+            .annotation(crate::resume::UPGRADE_STARTED_ANNOTATION, "worker 1.34.2 2026-11-21T09:59:00Z")
+            .build();
+        let s = summarize_with(&jobs, &nodes, |_| {});
+        assert_eq!(s.overall, Overall::AwaitingAck);
+        assert_eq!(states(&s)[2], ("k8s-node2", NodeState::AwaitingAck));
+        assert_eq!(s.awaiting_ack.len(), 1);
+        assert_eq!(s.awaiting_ack[0].command, "k8s-upgrade-chain ack k8s-node2");
+        let steps = s.next_steps.join("\n");
+        assert!(steps.contains("then acknowledge: k8s-upgrade-chain ack k8s-node2"), "{steps}");
+        assert!(
+            steps.contains("kubectl annotate node k8s-node2 k8s-upgrade-chain/upgrade-started-"),
+            "{steps}"
+        );
+        assert!(
+            steps.contains("its upgrade to v1.34.2 (worker phase) started at 2026-11-21T09:59:00Z"),
+            "{steps}"
+        );
+        // No "re-run it" for a node nothing may retry before the acknowledgement.
+        assert!(!steps.contains("render --phase worker --node k8s-node2"), "{steps}");
+        let t = text(&s);
+        assert!(t.contains("AWAITING ACK"), "{t}");
+        assert!(t.contains("acknowledge with: k8s-upgrade-chain ack k8s-node2"), "{t}");
+        // While its Job runs again (after the acknowledgement), it is current, not awaiting.
+        jobs.push(job(Phase::Worker, Some("k8s-node2")).started("2026-11-21T10:01:00Z").build());
+        let s = summarize_with(&jobs, &nodes, |_| {});
+        assert_eq!(states(&s)[2], ("k8s-node2", NodeState::Current));
+        assert!(s.awaiting_ack.is_empty());
     }
 
     #[test]

@@ -1126,6 +1126,36 @@ async fn a_job_whose_pod_is_evicted_fails_or_retries_like_the_job_controller() {
 }
 
 #[tokio::test]
+async fn a_job_pod_whose_image_is_gone_stays_pending_in_image_pull_back_off() {
+    let srv = TestApiServer::start().await;
+    job_cluster(&srv);
+    srv.missing_image("registry.local/gone:1");
+    let jobs: Api<Job> = Api::namespaced(srv.client(), "upgrade");
+    jobs.create(&PostParams::default(), &upgrade_job("pulls", "n2", "registry.local/gone:1")).await.unwrap();
+    jobs.create(&PostParams::default(), &upgrade_job("runs", "n2", "registry.local/here:1")).await.unwrap();
+    let pod =
+        |job: &str| srv.get::<Pod>(Some("upgrade"), &srv.job_pods("upgrade", job).pop().unwrap()).unwrap();
+    let waiting = |p: &Pod| {
+        let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.clone()?;
+        Some((cs.reason.unwrap_or_default(), cs.message.unwrap_or_default()))
+    };
+    // Scheduled on its node, then the kubelet's back-off after the failed pull.
+    let p = pod("pulls");
+    assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some("n2"));
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    assert_eq!(waiting(&p).unwrap().0, "ContainerCreating");
+    eventually("ImagePullBackOff", || waiting(&pod("pulls")).is_some_and(|(r, _)| r == "ImagePullBackOff"))
+        .await;
+    let p = pod("pulls");
+    assert_eq!(waiting(&p).unwrap().1, "Back-off pulling image \"registry.local/gone:1\"");
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    let ready = p.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("ContainersNotReady")));
+    // Another image runs as before.
+    assert_eq!(pod("runs").status.unwrap().phase.as_deref(), Some("Running"));
+}
+
+#[tokio::test]
 async fn job_pods_are_scheduled_by_node_name_not_by_hostname_label() {
     // Nodes registered under an FQDN whose kubelet hostname label is the short name.
     let srv = TestApiServer::start().await;

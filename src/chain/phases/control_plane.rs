@@ -7,7 +7,10 @@ use tracing::warn;
 use super::{
     super::{Ctx, Ended, StepInput, abort, nodes, quiesce},
     alert_check,
-    node::{drain_for_upgrade, upgrade_drained},
+    node::{
+        check_before_touching, drain_for_upgrade, refuse_unacknowledged, uncordon_after_failure,
+        uncordon_on_skip, upgrade_drained,
+    },
     node_view,
 };
 use crate::{
@@ -15,9 +18,13 @@ use crate::{
     slack::Slack,
 };
 
-/// Skips a control plane already on target; otherwise alert check, drain, quiesce, upgrade
-/// (`role` picks `apply` or `node`), control-plane pods Running, alert check, post-upgrade
-/// scripts, and the quiesced Deployments restored on every exit path.
+/// Refuses a control plane whose earlier upgrade awaits an acknowledgement and skips one
+/// already on target (restoring any Deployment a killed run left quiesced, uncordoning it if an
+/// earlier run cordoned it); otherwise the checks (alerts, the Deployments to quiesce readable,
+/// SSH and sudo on the node), then drain, quiesce, upgrade (`role` picks `apply` or `node`),
+/// control-plane pods Running, alert check, post-upgrade scripts, and the quiesced Deployments
+/// restored on every exit path. Nothing changes before the drain; a failure after it and before
+/// the upgrade starts uncordons the node again.
 pub(super) async fn control_plane(
     ctx: &Ctx,
     snap: &Snapshot,
@@ -27,22 +34,35 @@ pub(super) async fn control_plane(
     slack: &Slack,
 ) -> anyhow::Result<Ended> {
     let s = &ctx.settings;
+    refuse_unacknowledged(snap, node)?;
     let view = node_view(snap, node)?;
     if view.on_target(input.target) {
+        // A retry after the Job was killed (activeDeadlineSeconds, eviction, SIGKILL) between
+        // its quiesce and its restore finds the node on target: restore here too, or the
+        // Deployments stay at 0 until postflight (seed failure 27: tigera-operator at 0 for
+        // 1.5 h when the retry skipped the phase that would have restored it).
+        restore_quiesced(ctx, slack).await;
+        uncordon_on_skip(ctx, node).await;
         slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
         return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
     }
     slack.post(&format!("Draining {node}")).await;
     alert_check(ctx, &format!("alert check before draining {node}")).await?;
+    let deployments = &s.hooks.quiesce_deployments;
+    quiesce::check(&ctx.clients.api, deployments).await?;
+    check_before_touching(ctx, snap, node).await?;
 
     if let Some(reason) = drain_for_upgrade(ctx, input.step.phase(), node).await? {
         return Ok(Ended::Halted(reason));
     }
     // Quiesce after the drain (as the seed did) and restore on every exit path, errors
     // included (seed failure 27).
-    let deployments = &s.hooks.quiesce_deployments;
     let result = async {
-        quiesce::quiesce(&ctx.clients.api, &s.annotation_prefix, deployments).await?;
+        if let Err(e) = quiesce::quiesce(&ctx.clients.api, &s.annotation_prefix, deployments).await {
+            // The upgrade has not started: the node takes workloads again.
+            let state = uncordon_after_failure(ctx, node).await;
+            return Err(e.context(format!("the upgrade of node {node} did not start; {state}")));
+        }
         upgrade_drained(ctx, snap, input, node, role).await?;
         let bad = nodes::control_plane_pods_not_running(&ctx.clients.api, node).await?;
         if !bad.is_empty() {
@@ -57,14 +77,20 @@ pub(super) async fn control_plane(
         Ok(Ended::Done)
     }
     .await;
-    for e in quiesce::restore(&ctx.clients.api, &s.annotation_prefix, deployments).await {
-        warn!("{e}");
-        slack.post(&format!("WARN: {e}")).await;
-    }
+    restore_quiesced(ctx, slack).await;
     if matches!(result, Ok(Ended::Done)) {
         slack.post(&format!("{node} on v{}, control plane Running.", input.target)).await;
     }
     result
+}
+
+/// Restores every quiesced Deployment that carries its saved replica count; failures warn.
+pub(super) async fn restore_quiesced(ctx: &Ctx, slack: &Slack) {
+    let s = &ctx.settings;
+    for e in quiesce::restore(&ctx.clients.api, &s.annotation_prefix, &s.hooks.quiesce_deployments).await {
+        warn!("{e}");
+        slack.post(&format!("WARN: {e}")).await;
+    }
 }
 
 /// The configured post-upgrade scripts: non-fatal, each verified when it says how.

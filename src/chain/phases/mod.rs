@@ -40,6 +40,23 @@ pub async fn run_phase(
     }
 }
 
+/// What a node phase whose work is already done still repairs before it passes the chain on:
+/// a retry after the Job was killed between its quiesce and its restore, or between the upgrade
+/// and the uncordon, finds the node on target. Restore the Deployments an earlier run quiesced
+/// (seed failure 27: tigera-operator at 0 for 1.5 h when the retry skipped the phase that would
+/// have restored it) and uncordon the node if the chain cordoned it. Both only undo what the
+/// chain itself recorded.
+pub(super) async fn repair_skipped(ctx: &Ctx, step: &Step, slack: &Slack) {
+    match step {
+        Step::Master { node } | Step::ControlPlane { node } => {
+            control_plane::restore_quiesced(ctx, slack).await;
+            node::uncordon_on_skip(ctx, node).await;
+        }
+        Step::Worker { node } => node::uncordon_on_skip(ctx, node).await,
+        Step::Preflight | Step::Postflight => {}
+    }
+}
+
 /// The node of a node phase in the phase's snapshot.
 pub(super) fn node_view<'s>(snap: &'s Snapshot, node: &str) -> anyhow::Result<&'s NodeView> {
     Ok(snap.node(node).ok_or_else(|| PlanError::UnknownNode { node: node.to_string() })?)

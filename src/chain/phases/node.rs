@@ -4,13 +4,14 @@ use anyhow::Context as _;
 use chain_core::{
     metrics::{Grouping, Metric},
     plan::{Phase, Snapshot},
+    resume::{self, UpgradeStarted},
 };
 use tracing::{info, warn};
 
-use super::super::{Ctx, StepInput, nodes, record_node};
+use super::super::{Ctx, StepInput, abort, nodes, record_node};
 use crate::{
     drain::{self, DrainError, DrainOutcome, DrainSummary, DrainTarget, Uncordon},
-    k8s::events::Milestone,
+    k8s::{events::Milestone, records},
     node::probes::{self, NodeRole, UpdateNode},
 };
 
@@ -76,7 +77,7 @@ async fn push_drain_metrics(ctx: &Ctx, phase: Phase, node: &str, sum: &DrainSumm
 
 /// Uncordons a node whose own upgrade did not start (only if the chain cordoned it); says
 /// what state it was left in.
-async fn uncordon_after_failure(ctx: &Ctx, node: &str) -> String {
+pub(super) async fn uncordon_after_failure(ctx: &Ctx, node: &str) -> String {
     match drain::uncordon_if_ours(&ctx.clients.api, node).await {
         Ok(Uncordon::Uncordoned) => format!("node {node} uncordoned (its upgrade had not started)"),
         Ok(Uncordon::NotOurs { cordoned: true }) => {
@@ -85,6 +86,48 @@ async fn uncordon_after_failure(ctx: &Ctx, node: &str) -> String {
         Ok(Uncordon::NotOurs { cordoned: false }) => format!("node {node} is schedulable"),
         Err(e) => format!("node {node} may still be cordoned: failed to uncordon it: {e}"),
     }
+}
+
+/// A node phase whose node is already on target skips its work. A run killed after the
+/// upgrade but before its uncordon (activeDeadlineSeconds, SIGKILL) left the node cordoned:
+/// uncordon it if the chain cordoned it, or the node stays out of service and, for the only
+/// control plane, the next worker Job has nowhere to run.
+pub(super) async fn uncordon_on_skip(ctx: &Ctx, node: &str) {
+    match drain::uncordon_if_ours(&ctx.clients.api, node).await {
+        Ok(Uncordon::Uncordoned) => {
+            info!(node, "already on target and cordoned by an earlier run: uncordoned");
+            record_node(ctx, node, &Milestone::Uncordoned).await;
+        }
+        Ok(Uncordon::NotOurs { .. }) => {}
+        Err(e) => warn!("node {node} may still be cordoned: failed to uncordon it: {e}"),
+    }
+}
+
+/// Refuses a node whose own upgrade failed earlier and was not acknowledged (the Job's own pod
+/// retry, a resumed chain, a hand-applied Job): nothing touches it until an operator runs
+/// `k8s-upgrade-chain ack NODE` (chain_core::resume).
+pub(super) fn refuse_unacknowledged(snap: &Snapshot, node: &str) -> anyhow::Result<()> {
+    match snap.node(node).and_then(|n| n.upgrade_started.as_ref()) {
+        None => Ok(()),
+        Some(started) => Err(abort(format!(
+            "node {node} awaits an acknowledgement: {}; the chain does not touch it again until an operator \
+             runs `{}`",
+            started.describe(),
+            resume::ack_command(node)
+        ))),
+    }
+}
+
+/// Checks, before anything changes, that the node's upgrade can run: an SSH session with the
+/// host key verified and a trivial command through sudo (issue 17: a changed host key was found
+/// only after the drain).
+pub(super) async fn check_before_touching(ctx: &Ctx, snap: &Snapshot, node: &str) -> anyhow::Result<()> {
+    let target = Ctx::target(snap, node)?;
+    probes::check_reachable(ctx.exec.as_ref(), &target).await.with_context(|| {
+        format!("node {node} cannot be reached for its upgrade; nothing was changed on it")
+    })?;
+    info!(node, "SSH and sudo check passed");
+    Ok(())
 }
 
 /// Drains the node of a node phase, then re-reads the kill switch. `Some(reason)` means the
@@ -103,8 +146,13 @@ pub(super) async fn drain_for_upgrade(ctx: &Ctx, phase: Phase, node: &str) -> an
     Ok(None)
 }
 
-/// Upgrades a drained node over SSH, uncordons it and waits until it is Ready on target. A
-/// failed upgrade leaves the node cordoned for a human.
+/// Upgrades a drained node over SSH, uncordons it and waits until it is Ready on target.
+///
+/// Right before `update_k8s.sh` starts, the node gets its upgrade-started record
+/// (chain_core::resume): from there a failure leaves the node cordoned for a human, pushes
+/// `k8s_upgrade_awaiting_ack 1`, and nothing retries the node until an operator acknowledges
+/// it. The record goes once the node is Ready on the target. If writing it fails, the upgrade
+/// has not started: the node is uncordoned again.
 pub(super) async fn upgrade_drained(
     ctx: &Ctx,
     snap: &Snapshot,
@@ -120,17 +168,33 @@ pub(super) async fn upgrade_drained(
         preserve_kubelet_keys: s.hooks.preserve_kubelet_keys.clone(),
         apt_base: Some(s.apt_repository.as_str().trim_end_matches('/').to_string()),
     };
-    probes::update_node(ctx.exec.as_ref(), &target, &update, s.ssh.command_timeout)
-        .await
-        .with_context(|| format!("upgrade of node {node} failed; it stays cordoned for a human"))?;
-    record_node(ctx, node, &Milestone::UpgradeRan(input.target)).await;
-    match drain::uncordon_if_ours(&ctx.clients.api, node).await? {
-        Uncordon::Uncordoned => record_node(ctx, node, &Milestone::Uncordoned).await,
-        Uncordon::NotOurs { cordoned } => {
-            info!(node, cordoned, "not uncordoning: the chain did not cordon it")
-        }
+    let started = UpgradeStarted::recorded(input.step.phase(), input.target, jiff::Timestamp::now());
+    if let Err(e) = records::mark_upgrade_started(&ctx.clients.api, node, &started).await {
+        let state = uncordon_after_failure(ctx, node).await;
+        return Err(e.context(format!("the upgrade of node {node} did not start; {state}")));
     }
-    nodes::wait_node_ready(&ctx.clients.api, node, input.target, s.timeouts.node_ready).await?;
-    record_node(ctx, node, &Milestone::NodeReady(input.target)).await;
+    let seen_through = async {
+        probes::update_node(ctx.exec.as_ref(), &target, &update, s.ssh.command_timeout)
+            .await
+            .with_context(|| format!("upgrade of node {node} failed; it stays cordoned for a human"))?;
+        record_node(ctx, node, &Milestone::UpgradeRan(input.target)).await;
+        match drain::uncordon_if_ours(&ctx.clients.api, node).await? {
+            Uncordon::Uncordoned => record_node(ctx, node, &Milestone::Uncordoned).await,
+            Uncordon::NotOurs { cordoned } => {
+                info!(node, cordoned, "not uncordoning: the chain did not cordon it")
+            }
+        }
+        nodes::wait_node_ready(&ctx.clients.api, node, input.target, s.timeouts.node_ready).await?;
+        record_node(ctx, node, &Milestone::NodeReady(input.target)).await;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = seen_through {
+        // The node's own upgrade started and did not finish: a human decides what happens next.
+        ctx.push.push(&Grouping::node(node), &[Metric::AwaitingAck(true)]).await;
+        record_node(ctx, node, &Milestone::AwaitingAck(started.describe())).await;
+        return Err(e);
+    }
+    records::clear_upgrade_started(&ctx.clients.api, node).await?;
     Ok(())
 }

@@ -15,8 +15,9 @@ use super::{
 };
 use crate::{k8s::annotations::NamespaceAnnotations, slack::Slack};
 
-/// Restores quiesced Deployments (the backstop), then checks every node is on target and runs
-/// the smoke tests; only then clears the in-flight record.
+/// Checks every node is on target and runs the smoke tests (reads only), then restores
+/// quiesced Deployments (the backstop, on every exit path of the checks); only when the checks
+/// passed does it clear the in-flight record.
 pub(super) async fn postflight(
     ctx: &Ctx,
     _snap: &Snapshot,
@@ -26,10 +27,30 @@ pub(super) async fn postflight(
     let s = &ctx.settings;
     let target = input.target;
     slack.post("Running postflight").await;
-    // The final guarantee that quiesced Deployments come back (seed failure 27).
+    let checks = checks(ctx, target, slack).await;
+    // The final guarantee that quiesced Deployments come back (seed failure 27), after the
+    // reads and whatever they found.
     for e in quiesce::restore(&ctx.clients.api, &s.annotation_prefix, &s.hooks.quiesce_deployments).await {
         warn!("{e}");
     }
+    let ratio_text = checks?;
+    let ann = NamespaceAnnotations::new(ctx.clients.api.clone(), &s.namespace, &s.annotations());
+    if let Err(e) = ann.clear().await {
+        warn!("failed to clear the in-flight annotations: {e}");
+    }
+    ctx.push.push(&Grouping::chain(), &Metric::chain_cleared()).await;
+    slack
+        .post(&format!(
+            ":white_check_mark: K8s upgrade complete: cluster on v{target} (pod-ready ratio {ratio_text})"
+        ))
+        .await;
+    Ok(Ended::Done)
+}
+
+/// Every node on target, the alert and pod-ready reads, the smoke tests. Changes nothing;
+/// returns the pod-ready ratio as text for the final message.
+async fn checks(ctx: &Ctx, target: chain_core::version::Version, slack: &Slack) -> anyhow::Result<String> {
+    let s = &ctx.settings;
     // Read the nodes again: the snapshot of the phase start may predate the last worker.
     let snap = ctx.snapshot().await?;
     let off: Vec<String> = snap.off_target(target).map(|n| format!("{} (v{})", n.name, n.kubelet)).collect();
@@ -60,15 +81,5 @@ pub(super) async fn postflight(
             failures.join("; ")
         )));
     }
-    let ann = NamespaceAnnotations::new(ctx.clients.api.clone(), &s.namespace, &s.annotations());
-    if let Err(e) = ann.clear().await {
-        warn!("failed to clear the in-flight annotations: {e}");
-    }
-    ctx.push.push(&Grouping::chain(), &Metric::chain_cleared()).await;
-    slack
-        .post(&format!(
-            ":white_check_mark: K8s upgrade complete: cluster on v{target} (pod-ready ratio {ratio_text})"
-        ))
-        .await;
-    Ok(Ended::Done)
+    Ok(ratio_text)
 }

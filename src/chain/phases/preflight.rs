@@ -1,17 +1,21 @@
 //! The preflight phase, as a list of named gates and preparations (seed-system.md §2.1).
 //!
-//! The gates come first and change nothing; the first that refuses ends the phase quietly
-//! (held or blocked) and the first that fails aborts it (exit 1). Only then does preflight mark
-//! the chain in flight and prepare the cluster: from that point an abort is recorded, and the
-//! detector's reconcile clears a latch that leaks (seed failure 37).
+//! The gates come first and change nothing: the static settings (the etcd snapshot decision),
+//! the access review, compatibility, node health, alerts, the settle window, the etcd backup
+//! CronJob, the kubeadm plan, and SSH and sudo on every node (with containerd's version). The
+//! first that refuses ends the phase quietly (held or blocked) and the first that fails aborts
+//! it (exit 1). Only then does preflight mark the chain in flight and prepare the cluster
+//! (etcd snapshot, kubeadm scratch prune, containerd skew fix, apt repositories): from that
+//! point an abort is recorded, and detection resumes the chain (issue 17: it used to mark the
+//! chain in flight, then refuse over a setting it could have read first).
 
 use chain_core::{
     annotations::InFlight,
     compat::{self, Minor, Verdict},
+    etcd::SnapshotPolicy,
     health,
     metrics::{Grouping, Metric, epoch_seconds},
     plan::{Kind, Snapshot},
-    settings::EtcdBackup,
     version::Version,
 };
 use futures::StreamExt as _;
@@ -36,9 +40,10 @@ pub(super) async fn preflight(
     slack: &Slack,
 ) -> anyhow::Result<Ended> {
     let target = input.target;
-    slack.post(&format!("Starting preflight (target v{target}, {})", input.kind)).await;
 
-    // The gates: nothing changes until every one has passed.
+    // The gates: nothing changes until every one has passed. Settings first: they need no
+    // cluster at all.
+    let snapshot_policy = snapshot_policy_gate(ctx)?;
     access_review(ctx).await?;
     // One read of the nodes serves the compatibility gate (which fails safe if it failed) and
     // the health and settle gates.
@@ -46,18 +51,26 @@ pub(super) async fn preflight(
     if let Some(refusal) = compatibility_gate(ctx, snap, input, nodes.as_ref(), slack).await {
         return Ok(Ended::Refused(refusal));
     }
+    // Only now: a held verdict, re-run every week until upstream catches up, says nothing to
+    // Slack at all (seed failure 35).
+    slack.post(&format!("Starting preflight (target v{target}, {})", input.kind)).await;
     let nodes = nodes?;
     node_health_gate(&nodes)?;
     alert_check(ctx, "pre-flight alert check").await?;
     settle_gate(ctx, &nodes)?;
+    if let SnapshotPolicy::Take(backup) = snapshot_policy {
+        etcd::check_backup(&ctx.clients.api, backup).await?;
+    }
     kubeadm_plan_gate(ctx, snap, target, slack).await?;
+    let skew = nodes_gate(ctx, snap).await?;
 
     // The preparations: from here on the cluster changes.
-    let record = mark_in_flight(ctx, target).await?;
-    if let Some(reason) = etcd_snapshot(ctx, &record, slack).await? {
+    let record = mark_in_flight(ctx, target, snapshot_policy).await?;
+    if let Some(reason) = etcd_snapshot(ctx, &record, snapshot_policy, slack).await? {
         return Ok(Ended::Halted(reason));
     }
-    containerd_skew(ctx, snap, slack).await?;
+    prune_kubeadm_scratch(ctx, snap, target).await;
+    containerd_skew(ctx, snap, skew, slack).await?;
     if input.kind == Kind::Minor {
         apt_repositories(ctx, snap, target, slack).await?;
     }
@@ -66,6 +79,22 @@ pub(super) async fn preflight(
 }
 
 // === the gates ===
+
+/// The pre-upgrade etcd snapshot decision, from the settings alone: refusing needs no cluster,
+/// so it comes before anything is read or written.
+fn snapshot_policy_gate(ctx: &Ctx) -> anyhow::Result<SnapshotPolicy<'_>> {
+    let policy = chain_core::etcd::policy(&ctx.settings.hooks);
+    match policy {
+        SnapshotPolicy::Refuse => Err(abort(chain_core::etcd::REFUSAL)),
+        SnapshotPolicy::OptedOut => {
+            warn!(
+                "no etcd backup configured and hooks.allow_no_etcd_snapshot is set: upgrading without a snapshot"
+            );
+            Ok(policy)
+        }
+        SnapshotPolicy::Take(_) => Ok(policy),
+    }
+}
 
 /// Every permission the chain will need, asked of the apiserver before anything changes (seed
 /// failure 25: a missing rule aborted a preflight after the latch was set).
@@ -148,9 +177,9 @@ fn settle_gate(ctx: &Ctx, nodes: &[Node]) -> anyhow::Result<()> {
 
 /// `kubeadm upgrade plan v<target>` on the first control plane must propose exactly the target
 /// (seed failure 33: without the explicit version it proposes only patches). Also warns when
-/// the apply would drop `--authentication-config` and prunes old kubeadm scratch; neither ever
-/// blocks (seed failure 34). Skipped when that control plane is already on target: the plan then
-/// prints no apply line (seed failure 28, the partial resume).
+/// the apply would drop `--authentication-config`, which never blocks (seed failure 34).
+/// Skipped when that control plane is already on target: the plan then prints no apply line
+/// (seed failure 28, the partial resume). Both only read.
 async fn kubeadm_plan_gate(ctx: &Ctx, snap: &Snapshot, target: Version, slack: &Slack) -> anyhow::Result<()> {
     let master = snap.first_control_plane();
     if master.on_target(target) {
@@ -182,18 +211,48 @@ async fn kubeadm_plan_gate(ctx: &Ctx, snap: &Snapshot, target: Version, slack: &
         Ok(AuthConfigDrift::Kept) => {}
         Err(e) => warn!("kubeadm upgrade diff failed (not blocking): {e}"),
     }
-    // kubeadm scratch older than 3 days (seed failure 34: 28 GB of backups starved etcd).
-    match probes::prune_kubeadm_scratch(exec, &master_t).await {
-        Ok(report) => info!(?report, "pruned kubeadm scratch"),
-        Err(e) => warn!("pruning kubeadm scratch failed (not blocking): {e}"),
-    }
     Ok(())
+}
+
+/// Every node answers over SSH (host key verified) and runs a command through sudo, as every
+/// later phase and the apt rewrite of a minor upgrade will; the workers' and the first control
+/// plane's containerd versions are read on the way. Returns the containerd version the first
+/// control plane must be raised to, if any.
+async fn nodes_gate(ctx: &Ctx, snap: &Snapshot) -> anyhow::Result<Option<Version>> {
+    let exec = ctx.exec.as_ref();
+    let all: Vec<_> = snap.nodes().map(|n| Ctx::target(snap, &n.name)).collect::<anyhow::Result<_>>()?;
+    let checked: Vec<_> = futures::stream::iter(all.iter().map(|t| probes::check_reachable(exec, t)))
+        .buffered(SSH_FANOUT)
+        .collect()
+        .await;
+    for (t, r) in all.iter().zip(checked) {
+        r.map_err(|e| anyhow::anyhow!("node {} cannot be reached for the upgrade: {e}", t.node))?;
+    }
+    let master = snap.first_control_plane();
+    let master_t = Ctx::target(snap, &master.name)?;
+    let workers: Vec<_> =
+        snap.workers.iter().map(|w| Ctx::target(snap, &w.name)).collect::<anyhow::Result<_>>()?;
+    let probed: Vec<_> =
+        futures::stream::iter(workers.iter().map(|w| probes::probe_containerd_version(exec, w)))
+            .buffered(SSH_FANOUT)
+            .collect()
+            .await;
+    let worker_versions = probed.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let master_containerd = probes::probe_containerd_version(exec, &master_t).await?;
+    Ok(probes::containerd_skew_target(master_containerd, &worker_versions).inspect(|to| {
+        info!(
+            "containerd on {} is {master_containerd}, workers run up to {to}: preflight will upgrade it",
+            master.name
+        );
+    }))
 }
 
 // === the preparations ===
 
-/// Marks the chain in flight: the namespace annotations and the chain's gauges.
-async fn mark_in_flight(ctx: &Ctx, target: Version) -> anyhow::Result<InFlight> {
+/// Marks the chain in flight: the namespace annotations and the chain's gauges, with
+/// `k8s_upgrade_snapshot_skipped` saying whether the site opted out of the snapshot (the
+/// `EtcdPreUpgradeSnapshotMissing` alert does not page for that decision).
+async fn mark_in_flight(ctx: &Ctx, target: Version, policy: SnapshotPolicy<'_>) -> anyhow::Result<InFlight> {
     let s = &ctx.settings;
     let record = InFlight { since: jiff::Timestamp::now(), target, snapshot_path: None };
     NamespaceAnnotations::new(ctx.clients.api.clone(), &s.namespace, &s.annotations()).write(&record).await?;
@@ -204,29 +263,28 @@ async fn mark_in_flight(ctx: &Ctx, target: Version) -> anyhow::Result<InFlight> 
                 Metric::InFlight(true),
                 Metric::StartedTimestamp(epoch_seconds(record.since)),
                 Metric::SnapshotTaken(false),
+                Metric::SnapshotSkipped(policy.skipped()),
             ],
         )
         .await;
     Ok(record)
 }
 
-/// The pre-upgrade etcd snapshot, never skipped unless the site says so explicitly. Returns
-/// the kill switch's reason if it appeared before the snapshot.
-async fn etcd_snapshot(ctx: &Ctx, record: &InFlight, slack: &Slack) -> anyhow::Result<Option<String>> {
+/// The pre-upgrade etcd snapshot, never skipped unless the site says so explicitly (the policy
+/// was decided by the first gate). Returns the kill switch's reason if it appeared before the
+/// snapshot.
+async fn etcd_snapshot(
+    ctx: &Ctx,
+    record: &InFlight,
+    policy: SnapshotPolicy<'_>,
+    slack: &Slack,
+) -> anyhow::Result<Option<String>> {
     let s = &ctx.settings;
-    let backup: &EtcdBackup = match &s.hooks.etcd_backup {
-        Some(backup) => backup,
-        None if s.hooks.allow_no_etcd_snapshot => {
-            warn!(
-                "no etcd backup configured and hooks.allow_no_etcd_snapshot is set: upgrading without a snapshot"
-            );
-            return Ok(None);
-        }
-        None => {
-            return Err(abort(
-                "no etcd backup configured (hooks.etcd_backup): refusing to upgrade without a snapshot; set hooks.allow_no_etcd_snapshot to accept the risk",
-            ));
-        }
+    let backup = match policy {
+        SnapshotPolicy::Take(backup) => backup,
+        SnapshotPolicy::OptedOut => return Ok(None),
+        // The first gate refused already; kept total so no path skips the snapshot silently.
+        SnapshotPolicy::Refuse => return Err(abort(chain_core::etcd::REFUSAL)),
     };
     if let Some(reason) = ctx.kill_switch().await? {
         return Ok(Some(reason));
@@ -242,30 +300,33 @@ async fn etcd_snapshot(ctx: &Ctx, record: &InFlight, slack: &Slack) -> anyhow::R
     Ok(None)
 }
 
-/// The control plane must not run an older containerd than the workers: upgrade it and wait
-/// until it is Ready again.
-async fn containerd_skew(ctx: &Ctx, snap: &Snapshot, slack: &Slack) -> anyhow::Result<()> {
+/// kubeadm scratch older than 3 days on the first control plane (seed failure 34: 28 GB of
+/// backups starved etcd). Never blocks; skipped when that control plane is already on target.
+async fn prune_kubeadm_scratch(ctx: &Ctx, snap: &Snapshot, target: Version) {
+    let master = snap.first_control_plane();
+    if master.on_target(target) {
+        return;
+    }
+    let Ok(master_t) = Ctx::target(snap, &master.name) else { return };
+    match probes::prune_kubeadm_scratch(ctx.exec.as_ref(), &master_t).await {
+        Ok(report) => info!(?report, "pruned kubeadm scratch"),
+        Err(e) => warn!("pruning kubeadm scratch failed (not blocking): {e}"),
+    }
+}
+
+/// The control plane must not run an older containerd than the workers (`to`, from the nodes
+/// gate): upgrade it and wait until it is Ready again.
+async fn containerd_skew(
+    ctx: &Ctx,
+    snap: &Snapshot,
+    to: Option<Version>,
+    slack: &Slack,
+) -> anyhow::Result<()> {
     let exec = ctx.exec.as_ref();
+    let Some(to) = to else { return Ok(()) };
     let master = snap.first_control_plane();
     let master_t = Ctx::target(snap, &master.name)?;
-    let workers: Vec<_> =
-        snap.workers.iter().map(|w| Ctx::target(snap, &w.name)).collect::<anyhow::Result<_>>()?;
-    let probed: Vec<_> =
-        futures::stream::iter(workers.iter().map(|w| probes::probe_containerd_version(exec, w)))
-            .buffered(SSH_FANOUT)
-            .collect()
-            .await;
-    let worker_versions = probed.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let master_containerd = probes::probe_containerd_version(exec, &master_t).await?;
-    let Some(to) = probes::containerd_skew_target(master_containerd, &worker_versions) else {
-        return Ok(());
-    };
-    slack
-        .post(&format!(
-            "containerd on {} is {master_containerd}, workers run up to {to}: upgrading it",
-            master.name
-        ))
-        .await;
+    slack.post(&format!("containerd on {} is older than the workers' {to}: upgrading it", master.name)).await;
     probes::fix_containerd_skew(exec, &master_t, to).await?;
     nodes::wait_node_ready(&ctx.clients.api, &master.name, master.kubelet, ctx.settings.timeouts.node_ready)
         .await?;

@@ -8,13 +8,16 @@ use chain_core::{
 use super::{
     super::{Ctx, Ended, StepInput, abort, nodes, record_node},
     gate_text,
-    node::{drain_for_upgrade, upgrade_drained},
+    node::{
+        check_before_touching, drain_for_upgrade, refuse_unacknowledged, uncordon_on_skip, upgrade_drained,
+    },
     node_view,
 };
 use crate::{k8s::events::Milestone, node::probes::NodeRole, slack::Slack};
 
-/// Skips a worker already on target; otherwise waits for the alerts to clear, drains,
-/// upgrades, warns on missing DaemonSet pods and soaks.
+/// Refuses a worker whose earlier upgrade awaits an acknowledgement and skips one already on
+/// target; otherwise waits for the alerts to clear, checks SSH and sudo on the node, drains,
+/// upgrades, warns on missing DaemonSet pods and soaks. Nothing changes before the drain.
 pub(super) async fn worker(
     ctx: &Ctx,
     snap: &Snapshot,
@@ -23,7 +26,9 @@ pub(super) async fn worker(
     slack: &Slack,
 ) -> anyhow::Result<Ended> {
     let s = &ctx.settings;
+    refuse_unacknowledged(snap, node)?;
     if node_view(snap, node)?.on_target(input.target) {
+        uncordon_on_skip(ctx, node).await;
         slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
         return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
     }
@@ -36,6 +41,7 @@ pub(super) async fn worker(
             gate_text(&v)
         )));
     }
+    check_before_touching(ctx, snap, node).await?;
     if let Some(reason) = drain_for_upgrade(ctx, Phase::Worker, node).await? {
         return Ok(Ended::Halted(reason));
     }

@@ -27,19 +27,26 @@ pub const CORDONED_AT: &str = "k8s-upgrade-chain/cordoned-at";
 /// Value of [`CORDONED_BY`].
 pub const OWNER: &str = "k8s-upgrade-chain";
 
+/// The most evictions in flight at once `drain.concurrency` allows: far above any useful
+/// value (each is one request to the apiserver), low enough that a typo cannot flood it.
+pub const MAX_CONCURRENCY: usize = 1000;
+
 /// Drain settings (the `drain:` section of the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DrainConfig {
-    /// Evictions in flight at once. Default 8 (kubectl: unbounded; brupop: 5).
+    /// Evictions in flight at once, 1 to [`MAX_CONCURRENCY`]. Default 8 (kubectl: unbounded;
+    /// brupop: 5).
     pub concurrency: usize,
-    /// Deadline for the whole drain, cordon to last pod gone. Default `30m`.
-    #[serde(with = "crate::duration::serde_str")]
+    /// Deadline for the whole drain, cordon to last pod gone. Default `30m`. When it passes
+    /// the phase fails, and the node is uncordoned again if the chain cordoned it: its own
+    /// upgrade has not started, so it can take workloads (the seed's drain had no deadline).
+    #[serde(with = "crate::duration::deadline")]
     pub timeout: Duration,
     /// How long a pod must have been refused by a deadlocked PDB (or by several PDBs, each
     /// within its budget without it) before it is deleted directly. Default `0s`, as the
     /// seed's `predrain_unstick`.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::span")]
     pub fallback_after: Duration,
     /// Delete a pod that is not Ready as soon as its PDB refuses it while it cannot recover
     /// (`currentHealthy < desiredHealthy`): a pod that is not Ready counts toward no budget,
@@ -47,22 +54,28 @@ pub struct DrainConfig {
     /// AlwaysAllow`). Default true; false waits for the budget like any refused eviction.
     pub unhealthy_fallback: bool,
     /// Grace period for every evicted or deleted pod instead of each pod's own
-    /// `terminationGracePeriodSeconds`. Default none (the pod's own).
-    #[serde(with = "opt_duration")]
+    /// `terminationGracePeriodSeconds`. Default none: the pod's own. The seed drained with
+    /// `--grace-period=300`, which gave every pod five minutes whatever it declared: a pod
+    /// that hangs on SIGTERM with a 30 s grace held the drain for 300 s, and one that needs
+    /// more than 300 s to shut down (a database flushing) was killed early. The owner's own
+    /// figure is the one that knows; `drain.timeout` bounds the whole drain either way.
+    #[serde(with = "crate::duration::opt_span")]
     pub grace_period_override: Option<Duration>,
     /// Evict pods no controller will recreate (bare pods, orphaned DaemonSet pods).
     /// Default true, as the seed's `--force`.
     pub force: bool,
     /// Evict pods with emptyDir volumes. Default true, as the seed's `--delete-emptydir-data`.
     pub delete_emptydir_data: bool,
-    /// How often the kill switch is re-read during the drain. Default `5s`.
-    #[serde(with = "crate::duration::serde_str")]
+    /// How often the kill switch is re-read during the drain. Default `5s`. A drain halted
+    /// by it stops evicting at once; the phase then uncordons the node if the chain cordoned
+    /// it and exits 0.
+    #[serde(with = "crate::duration::interval")]
     pub kill_switch_interval: Duration,
     /// First retry delay after a refused eviction; at least 1 s. Default `1s`.
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::interval")]
     pub backoff_min: Duration,
     /// Cap of the exponential retry delay. Default `5s` (kubectl's fixed delay).
-    #[serde(with = "crate::duration::serde_str")]
+    #[serde(with = "crate::duration::interval")]
     pub backoff_max: Duration,
 }
 
@@ -86,8 +99,8 @@ impl Default for DrainConfig {
 impl DrainConfig {
     /// Refuses settings that would hot-loop or never start.
     pub fn validate(&self) -> Result<(), String> {
-        if self.concurrency == 0 {
-            return Err("drain.concurrency must be at least 1".into());
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(format!("drain.concurrency must be between 1 and {MAX_CONCURRENCY}"));
         }
         if self.timeout.is_zero() {
             return Err("drain.timeout must be more than 0s".into());
@@ -119,23 +132,6 @@ impl DrainConfig {
     /// [`DrainConfig::grace_period_override`] in whole seconds, for DeleteOptions.
     pub fn grace_seconds(&self) -> Option<i64> {
         self.grace_period_override.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
-}
-
-/// serde adaptor for `Option<Duration>` written as `"30s"` or absent / null.
-mod opt_duration {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&crate::duration::format(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let raw: Option<String> = serde::Deserialize::deserialize(d)?;
-        raw.map(|r| crate::duration::parse(&r).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

@@ -36,7 +36,8 @@
 //!   [`TestApiServer::set_pod_log`], [`TestApiServer::set_node_ready`],
 //!   [`TestApiServer::set_kubelet_version`], [`TestApiServer::set_pod_ready`],
 //!   [`TestApiServer::set_pod_phase`], [`TestApiServer::compact`] (forces 410 on old
-//!   resourceVersions), [`TestApiServer::wait_until`]. A pod (or workload template) annotated
+//!   resourceVersions), [`TestApiServer::wait_until`], [`TestApiServer::missing_image`] (Job
+//!   pods using that image end in `ImagePullBackOff`). A pod (or workload template) annotated
 //!   [`CRASH_LOOP_ANNOTATION`] `"true"` is started by the simulated kubelet as a crash-looping
 //!   pod: Running, never Ready.
 //! * Watch budgets: [`TestApiServer::budget_breaches`] lists every PDB an API pod DELETE or
@@ -740,6 +741,14 @@ impl TestApiServer {
             }
             p["status"]["phase"] = json!(phase);
         });
+    }
+
+    /// The registry no longer has `image` (seed failure 18: a lost image sha): from now on a
+    /// Job pod whose container uses it is scheduled but never starts. It stays `Pending` with
+    /// its containers `ContainerCreating`, then (after [`Builder::pod_start_delay`])
+    /// `ImagePullBackOff` with the kubelet's message `Back-off pulling image "<image>"`.
+    pub fn missing_image(&self, image: &str) {
+        self.state().missing_images.insert(image.to_string());
     }
 
     /// Adds a fault (see [`Fault`]); faults are checked in insertion order.

@@ -73,6 +73,9 @@ pub(crate) struct State {
     rr: usize,
     /// PDBs an API pod DELETE or eviction took below their budget (see `guard_budgets`).
     pub breaches: Vec<crate::apiserver::BudgetBreach>,
+    /// Images the registry does not have: a Job pod using one never starts (the kubelet
+    /// reports `ImagePullBackOff`).
+    pub missing_images: HashSet<String>,
     pub opts: Options,
     tx: broadcast::Sender<Arc<Event>>,
     weak: Weak<Shared>,
@@ -219,6 +222,7 @@ impl State {
             killed: HashSet::new(),
             rr: 0,
             breaches: Vec::new(),
+            missing_images: HashSet::new(),
             opts,
             tx,
             weak,
@@ -1279,13 +1283,30 @@ impl State {
             pod["metadata"]["annotations"] = a.clone();
         }
         let scheduled = placed.is_ok();
-        match placed {
-            Ok(_) => {
+        let missing = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter().filter_map(|c| c["image"].as_str()).find(|i| self.missing_images.contains(*i))
+            })
+            .map(String::from);
+        match (placed, missing) {
+            (Ok(_), None) => {
                 running_status(&mut pod);
                 let ips = self.pod_ips(&pod);
                 set_ips(&mut pod, ips);
             }
-            Err(message) => {
+            (Ok(_), Some(image)) => {
+                // Scheduled, but the kubelet cannot pull the image: ContainerCreating, then
+                // (after the start delay) the back-off the kubelet reports after a failed pull.
+                pulling_status(&mut pod);
+                let ips = self.pod_ips(&pod);
+                set_ips(&mut pod, ips);
+                let (ns, delay) = (ns.to_string(), self.opts.pod_start_delay);
+                let job_uid = uid_of(&job).to_string();
+                self.after(delay, move |st| st.image_pull_back_off(&ns, &job_uid, &image));
+            }
+            (Err(message), _) => {
                 pod["status"] = json!({"phase": "Pending", "qosClass": "Burstable"});
                 set_condition(
                     &mut pod,
@@ -1307,6 +1328,29 @@ impl State {
             st.entry("startTime").or_insert(json!(now));
             st.insert("uncountedTerminatedPods".into(), json!({}));
         });
+    }
+
+    /// The kubelet's failed pull of `image` for the pods of the Job `job_uid`: every pod still
+    /// Pending shows `ImagePullBackOff` with the kubelet's message (`Back-off pulling image
+    /// "<image>"`, pkg/kubelet/images/image_manager.go).
+    fn image_pull_back_off(&mut self, ns: &str, job_uid: &str, image: &str) {
+        let pods: Vec<String> = self
+            .iter(PODS, Some(ns))
+            .filter(|(_, p)| controller_ref(p).is_some_and(|o| o["uid"] == job_uid))
+            .filter(|(_, p)| phase(p) == "Pending" && !terminating(p))
+            .map(|(_, p)| name_of(p).to_string())
+            .collect();
+        let message = format!("Back-off pulling image {image:?}");
+        for name in pods {
+            self.modify(PODS, ns, &name, |p| {
+                let m = message.clone();
+                container_states(
+                    p,
+                    move |_| json!({"waiting": {"reason": "ImagePullBackOff", "message": m.clone()}}),
+                    false,
+                );
+            });
+        }
     }
 
     /// kube-scheduler for a Job's pod: `Ok(None)` when it names its node itself (`nodeName`
@@ -1979,6 +2023,33 @@ pub(crate) fn crash_loop_status(p: &mut Value) {
         set_condition(
             p,
             json!({"type": t, "status": "False", "reason": "ContainersNotReady", "message": "containers with unready status: [main]", "lastProbeTime": null}),
+        );
+    }
+}
+
+/// Scheduled and Pending, its containers `ContainerCreating`: what the kubelet reports while
+/// it pulls the image (generateAPIPodStatus: Initialized, not Ready).
+pub(crate) fn pulling_status(p: &mut Value) {
+    let now = now_str();
+    if !p.get("status").is_some_and(Value::is_object) {
+        p["status"] = json!({});
+    }
+    p["status"]["phase"] = json!("Pending");
+    p["status"]["startTime"] = json!(now);
+    container_states(p, |_| json!({"waiting": {"reason": "ContainerCreating"}}), false);
+    let names: Vec<String> = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let unready = format!("containers with unready status: [{}]", names.join(" "));
+    for t in ["Initialized", "PodScheduled"] {
+        set_condition(p, json!({"type": t, "status": "True", "lastProbeTime": null}));
+    }
+    for t in ["Ready", "ContainersReady"] {
+        set_condition(
+            p,
+            json!({"type": t, "status": "False", "reason": "ContainersNotReady", "message": unready, "lastProbeTime": null}),
         );
     }
 }
