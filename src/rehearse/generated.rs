@@ -197,7 +197,7 @@ impl ClusterSize {
             return Err(SizeError::TooManyPods { nodes, pods_per_node, total });
         }
         let size = Self { nodes, pods_per_node };
-        let left = total.checked_sub(size.fixed_pods()).unwrap_or(0);
+        let left = total.saturating_sub(size.fixed_pods());
         if left < MIN_WORKLOAD_PODS {
             return Err(SizeError::TooFewPods { nodes, pods_per_node, left });
         }
@@ -406,7 +406,7 @@ fn hash_name(seed: &str, len: usize) -> String {
     (0..len)
         .map(|_| {
             let c = ALPHA[(h % ALPHA.len() as u64) as usize] as char;
-            h = h / ALPHA.len() as u64 ^ h.rotate_left(29).wrapping_mul(0x9e3779b97f4a7c15);
+            h = (h / ALPHA.len() as u64) ^ h.rotate_left(29).wrapping_mul(0x9e3779b97f4a7c15);
             c
         })
         .collect()
