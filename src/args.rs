@@ -24,6 +24,7 @@ use chain_core::{
 use crate::{
     cli::{self, Cli, Command, Output},
     exit::bad_input,
+    rehearse::generated::ClusterSize,
 };
 
 /// A validated invocation: the settings, the kubeconfig context and the command.
@@ -107,6 +108,8 @@ pub struct NodeArgs {
 pub struct RehearseArgs {
     pub from_cluster: bool,
     pub version: Option<Version>,
+    /// `--nodes` and `--pods-per-node`: a generated cluster instead of the built-in one.
+    pub size: Option<ClusterSize>,
     /// 1 to [`MAX_SPEED`].
     pub speed: f64,
     pub output: Output,
@@ -157,6 +160,7 @@ pub fn resolve(cli: Cli) -> anyhow::Result<Invocation> {
         Command::Rehearse(a) => Resolved::Rehearse(RehearseArgs {
             from_cluster: a.from_cluster,
             version: a.version.as_deref().map(version).transpose()?,
+            size: a.nodes.as_deref().map(|n| cluster_size(n, &a.pods_per_node)).transpose()?,
             speed: speed(&a.speed)?,
             output: a.output,
         }),
@@ -230,6 +234,17 @@ fn speed(s: &str) -> anyhow::Result<f64> {
             format!("expected a number from 1 to {MAX_SPEED}"),
         )),
     }
+}
+
+/// `--nodes` / `REHEARSE_NODES` and `--pods-per-node` / `REHEARSE_PODS_PER_NODE`: whole
+/// numbers, then a size within Kubernetes' documented limits ([`ClusterSize::new`]).
+fn cluster_size(nodes: &str, pods_per_node: &str) -> anyhow::Result<ClusterSize> {
+    let whole = |input: &str, s: &str| {
+        s.trim().parse::<u32>().map_err(|_| invalid(input, s, "expected a whole number"))
+    };
+    let n = whole("node count (--nodes / REHEARSE_NODES)", nodes)?;
+    let p = whole("pods per node (--pods-per-node / REHEARSE_PODS_PER_NODE)", pods_per_node)?;
+    ClusterSize::new(n, p).map_err(bad_input)
 }
 
 /// `--context` / `KUBE_CONTEXT`: a kubeconfig context name (non-empty, printable).

@@ -146,6 +146,15 @@ pub struct RehearseArgs {
     /// Target Kubernetes version (X.Y.Z). Default: the next patch of the running version.
     #[arg(long = "version", env = "TARGET_VERSION", value_name = "X.Y.Z")]
     pub version: Option<String>,
+    /// Rehearse on a generated cluster of this many nodes (2 to 5000; 3 control planes from 10
+    /// nodes on) instead of the built-in 5-node one: Deployments and StatefulSets under
+    /// PodDisruptionBudgets of every kind, bare pods, DaemonSets, single-replica deadlocks.
+    #[arg(long, env = "REHEARSE_NODES", value_name = "N", conflicts_with = "from_cluster")]
+    pub nodes: Option<String>,
+    /// Pods per node on average in the generated cluster (--nodes): N × M pods in all, at most
+    /// 110 on a node (the kubelet's default maxPods).
+    #[arg(long, env = "REHEARSE_PODS_PER_NODE", value_name = "M", default_value = "50", requires = "nodes")]
+    pub pods_per_node: String,
     /// Divide the waits and soaks by this, 1 to 100000 (600: a 10m soak takes 1s).
     #[arg(long, env = "REHEARSE_SPEED", default_value_t = crate::rehearse::DEFAULT_SPEED.to_string())]
     pub speed: String,

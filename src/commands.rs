@@ -142,7 +142,11 @@ async fn rehearse_command(
     args: &RehearseArgs,
 ) -> anyhow::Result<()> {
     use crate::rehearse::{Options, Source};
-    let source = if args.from_cluster { Source::Live(k8s::connect(context).await?) } else { Source::Builtin };
+    let source = match args.size {
+        _ if args.from_cluster => Source::Live(k8s::connect(context).await?),
+        Some(size) => Source::Generated(size),
+        None => Source::Builtin,
+    };
     let opts =
         Options { source, version: args.version, speed: args.speed, image: chain_core::DEFAULT_IMAGE.into() };
     let text = args.output == Output::Text;

@@ -15,7 +15,14 @@ fn main() -> ExitCode {
     telemetry::init_with_default(cli.global.log_format, default_log);
     // One process-wide crypto provider for kube and reqwest (see rust-ecosystem.md §0.2).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `rehearse` runs on one thread: only a current-thread runtime can run the simulation on a
+    // simulated clock (`rehearse::rehearse`), so its scaled waits cost no wall time.
+    let mut builder = if matches!(cli.command, Command::Rehearse(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return exit::report(&anyhow::Error::new(e).context("failed to start the async runtime")),
     };

@@ -387,6 +387,17 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         (vec!["rehearse", "--speed", "0"], vec![], "--speed / REHEARSE_SPEED"),
         (vec!["rehearse"], vec![("REHEARSE_SPEED", "inf")], "REHEARSE_SPEED"),
         (vec!["rehearse"], vec![("FROM_CLUSTER", "sure")], "FROM_CLUSTER"),
+        (vec!["rehearse", "--nodes", "ten"], vec![], "--nodes / REHEARSE_NODES"),
+        (vec!["rehearse"], vec![("REHEARSE_NODES", "1")], "a generated cluster has 2 to 5000 nodes"),
+        (vec!["rehearse", "--nodes", "5001"], vec![], "a generated cluster has 2 to 5000 nodes"),
+        (
+            vec!["rehearse", "--nodes", "100", "--pods-per-node", "many"],
+            vec![],
+            "--pods-per-node / REHEARSE_PODS_PER_NODE",
+        ),
+        (vec!["rehearse", "--nodes", "10"], vec![("REHEARSE_PODS_PER_NODE", "500")], "maxPods of 110"),
+        (vec!["rehearse", "--pods-per-node", "20"], vec![], "--nodes"),
+        (vec!["rehearse", "--from-cluster", "--nodes", "20"], vec![], "--from-cluster"),
         (vec!["rehearse", "-o", "xml"], vec![], "--output"),
         (vec!["rehearse"], vec![("OUTPUT", "xml")], "OUTPUT"),
         // manifests

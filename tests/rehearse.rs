@@ -278,6 +278,8 @@ fn the_binary_rehearses_the_builtin_cluster() {
         .env_remove("OUTPUT")
         .env_remove("FROM_CLUSTER")
         .env_remove("REHEARSE_SPEED")
+        .env_remove("REHEARSE_NODES")
+        .env_remove("REHEARSE_PODS_PER_NODE")
         .env("RUST_LOG", "warn")
         .timeout(Duration::from_secs(300))
         .output()
@@ -388,6 +390,86 @@ async fn an_unhealthy_live_node_stops_the_rehearsal_at_preflight() {
     assert_eq!(report.jobs.len(), 1, "{:?}", report.jobs);
     assert!(report.jobs[0].result.contains("k8s-node3 (not Ready)"), "{}", report.jobs[0].result);
     assert!(rehearse::summary_text(&report).contains("chain STOPPED before the end"));
+}
+
+/// A generated cluster rehearses to the end on a current-thread runtime, where the simulation
+/// runs on the simulated clock (as the `rehearse` command runs it): every worker is drained and
+/// upgraded, the single-replica deadlocks go through the fallback, and each worker Job's time
+/// on the simulation's clock still holds its scaled soak (the clock advanced through the waits
+/// instead of the waits being skipped).
+#[tokio::test(flavor = "current_thread")]
+async fn a_generated_cluster_rehearses_to_the_end_on_the_simulated_clock() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let size = rehearse::generated::ClusterSize::new(12, 20).unwrap();
+    let (_lines, progress) = collector();
+    let report = rehearse::rehearse(&Settings::default(), options(Source::Generated(size), None), &progress)
+        .await
+        .unwrap();
+    assert!(report.completed, "{}", rehearse::summary_text(&report));
+    assert_eq!(report.source, "generated (12 nodes, 240 pods)");
+    let workers: Vec<_> = report.jobs.iter().filter(|j| j.phase == Phase::Worker).collect();
+    assert_eq!(workers.len(), 9, "12 nodes: 3 control planes and 9 workers");
+    for w in &workers {
+        assert_eq!(w.result, "Done", "{}", w.name);
+        assert!(w.simulated_soak >= Duration::from_secs(1), "{}: soak {:?}", w.name, w.simulated_soak);
+        assert!(
+            w.measured >= w.simulated_soak,
+            "{}: {:?} on the clock, soak {:?}",
+            w.name,
+            w.measured,
+            w.simulated_soak
+        );
+        assert!(w.alert_checks >= 10, "{}: {} alert checks", w.name, w.alert_checks);
+    }
+    let evicted: usize = workers.iter().map(|w| w.evicted.len()).sum();
+    assert!(evicted > 100, "{evicted} pods evicted");
+    assert!(
+        workers
+            .iter()
+            .flat_map(|w| &w.fallback_deleted)
+            .any(|f| f.why.contains("allows no disruption even at full health")),
+        "a single-replica deadlock went through the fallback"
+    );
+    // The rehearsal gave the runtime its real clock back: pausing it again would panic if not.
+    tokio::time::pause();
+    tokio::time::resume();
+}
+
+#[test]
+fn the_binary_rehearses_a_generated_cluster_and_refuses_a_size_out_of_bounds() {
+    let run = |args: &[&str]| {
+        Command::cargo_bin("k8s-upgrade-chain")
+            .unwrap()
+            .arg("rehearse")
+            .args(args)
+            .env_remove("TARGET_VERSION")
+            .env_remove("CONFIG")
+            .env_remove("OUTPUT")
+            .env_remove("FROM_CLUSTER")
+            .env_remove("REHEARSE_SPEED")
+            .env_remove("REHEARSE_NODES")
+            .env_remove("REHEARSE_PODS_PER_NODE")
+            .env("RUST_LOG", "warn")
+            .timeout(Duration::from_secs(300))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--nodes", "10", "--pods-per-node", "8", "-o", "json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["source"], "generated (10 nodes, 80 pods)");
+    assert_eq!(report["completed"], true);
+    let workers = report["jobs"].as_array().unwrap().iter().filter(|j| j["phase"] == "worker").count();
+    assert_eq!(workers, 7);
+
+    let out = run(&["--nodes", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Issue 17 item 4: the rehearsal takes the real preflight's etcd snapshot decision. Without a

@@ -110,8 +110,10 @@ async fn the_quiesced_deployment_is_at_zero_while_kubeadm_upgrade_apply_runs() {
 // === §10.27: restore on every exit path ===
 
 /// A control-plane Job killed between its quiesce and its restore (activeDeadlineSeconds, a
-/// SIGKILL: no code of its own runs) leaves the Deployment at 0. The retried Job finds the
-/// node already on target and skips its work: it must still restore the Deployment.
+/// SIGKILL: no code of its own runs) leaves the Deployment at 0. The retried Job restores it at
+/// once, even though it refuses the node until an operator acknowledges the interrupted upgrade
+/// (issue 16's decision): the node stays cordoned for that operator. After the acknowledgement
+/// the retry finds the node on target, skips its work and uncordons it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retried_control_plane_job_that_skips_restores_what_a_killed_run_quiesced() {
     let c = Cluster::start(small(61)).await;
@@ -143,14 +145,26 @@ async fn a_retried_control_plane_job_that_skips_restores_what_a_killed_run_quies
     assert!(c.cordoned("k8s-master"), "the killed run had cordoned it");
     assert_eq!(replicas_and_saved(&operator(&c)), (Some(0), Some("1".into())), "left quiesced by the kill");
 
-    // The retry: the Failed Job is replaced; its phase skips the upgrade and restores.
+    // The retry: the Failed Job is replaced; its phase refuses the unacknowledged node but
+    // restores the Deployment first.
     let out = spawn_with(&c, &c.settings, Step::master("k8s-master"), "1.34.2", Kind::Patch).await;
     assert!(matches!(out, SpawnOutcome::Respawned { previous: JobState::Failed }), "{out:?}");
     let retry = c.next_job().unwrap();
     assert_eq!(retry.metadata.name.as_deref(), Some("k8s-upgrade-master-1-34-2"));
     let ran = c.run_job(&retry).await;
+    let refused = ran.result.expect_err("an interrupted upgrade awaits an acknowledgement");
+    assert!(refused.contains("k8s-upgrade-chain ack k8s-master"), "{refused}");
+    assert_eq!(replicas_and_saved(&operator(&c)), (Some(1), None), "restored by the refused retry");
+    assert!(c.cordoned("k8s-master"), "the node stays cordoned for the operator");
+
+    // The operator acknowledges; the next retry skips the upgrade and uncordons the node.
+    k8s_upgrade_chain::ops::ack::acknowledge(&c.srv.client(), &c.settings, "k8s-master").await.unwrap();
+    let out = spawn_with(&c, &c.settings, Step::master("k8s-master"), "1.34.2", Kind::Patch).await;
+    assert!(matches!(out, SpawnOutcome::Respawned { .. }), "{out:?}");
+    let retry = c.next_job().unwrap();
+    let ran = c.run_job(&retry).await;
     assert!(matches!(ran.result, Ok(Ended::Skipped(_))), "{:?}", ran.result);
-    assert_eq!(replicas_and_saved(&operator(&c)), (Some(1), None), "restored by the skipping retry");
+    assert_eq!(replicas_and_saved(&operator(&c)), (Some(1), None));
     assert!(!c.cordoned("k8s-master"), "the node the killed run cordoned is back in service");
 }
 

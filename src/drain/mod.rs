@@ -835,8 +835,9 @@ impl<'a> Engine<'a> {
         }
         for i in 0..self.tracks.len() {
             let t = &self.tracks[i];
-            if matches!(t.state, State::Gone | State::InFlight) || self.present.contains_key(&uid_of(&t.pod))
-            {
+            // Runs on every turn of the drain's loop: look the UID up without copying it.
+            let uid = t.pod.metadata.uid.as_deref().unwrap_or_default();
+            if matches!(t.state, State::Gone | State::InFlight) || self.present.contains_key(uid) {
                 continue;
             }
             self.tracks[i].state = State::Gone;

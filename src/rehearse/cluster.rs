@@ -28,7 +28,7 @@ pub const BUILTIN_GRACE_SECONDS: i64 = 30;
 
 /// Marks every node's Ready condition as having changed an hour ago: a freshly inserted node
 /// would otherwise look like it just flapped to the preflight settle window.
-fn settled(srv: &TestApiServer, node: &str) {
+pub(crate) fn settled(srv: &TestApiServer, node: &str) {
     let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600);
     srv.modify::<Node>(None, node, |n| {
         if let Some(conds) = n.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {

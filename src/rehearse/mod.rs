@@ -11,6 +11,7 @@
 //! ([`cluster::copy_live`]): nothing is ever written to it.
 
 pub mod cluster;
+pub mod generated;
 pub mod report;
 pub mod runner;
 
@@ -55,6 +56,8 @@ pub const GRACE_SCALE: f64 = 0.01;
 pub enum Source {
     /// The built-in demonstration cluster (1 control plane, 4 workers on [`BUILTIN_RUNNING`]).
     Builtin,
+    /// A generated cluster of this size on [`BUILTIN_RUNNING`] ([`generated`]).
+    Generated(generated::ClusterSize),
     /// A read-only copy of a live cluster.
     Live(Clients),
 }
@@ -89,7 +92,7 @@ pub struct DrainPrediction {
 /// What a rehearsal did and projects.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `built-in` or `live cluster copy`.
+    /// `built-in`, `generated (N nodes, P pods)` or `live cluster copy`.
     pub source: String,
     /// The oldest kubelet.
     pub running: Version,
@@ -209,7 +212,45 @@ pub fn check_target(running: Version, target: Version) -> anyhow::Result<Kind> {
     Ok(kind)
 }
 
+/// The simulation's clock while alive: on a current-thread runtime, tokio's clock is paused
+/// and jumps ahead whenever every task waits on a timer, so a scaled wait (soak, grace period,
+/// kubelet restart, poll interval) costs no wall time and the rehearsal's wall time is the
+/// work done. Everything the simulation waits on lives in this process (the in-process
+/// apiserver, the simulated nodes and backup, loopback Prometheus, Pushgateway and apt over
+/// loopback TCP, whose bytes are readable as soon as they are written), so a jump never
+/// overtakes a reply. Measured durations use `tokio::time::Instant`, so the Jobs' times are
+/// the same simulated times as on the real clock. On a multi-thread runtime (which cannot
+/// pause its clock) and for a live copy (whose apiserver answers in real time) the real clock
+/// runs.
+struct SimulatedClock {
+    paused: bool,
+}
+
+impl SimulatedClock {
+    fn start(wanted: bool) -> Self {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let paused =
+            wanted && Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        if paused {
+            tokio::time::pause();
+        }
+        Self { paused }
+    }
+}
+
+impl Drop for SimulatedClock {
+    fn drop(&mut self) {
+        if self.paused {
+            tokio::time::resume();
+        }
+    }
+}
+
 /// Runs a rehearsal, calling `progress` with each line of progress as it happens.
+///
+/// On a current-thread runtime the simulation runs on a simulated clock (see
+/// `SimulatedClock`): the `k8s-upgrade-chain rehearse` command and the rehearse benchmark run
+/// it so.
 pub async fn rehearse(
     site: &Settings,
     opts: Options,
@@ -217,7 +258,8 @@ pub async fn rehearse(
 ) -> anyhow::Result<Report> {
     let wall = Instant::now();
     let real = site.timeouts.clone();
-    let builtin = matches!(opts.source, Source::Builtin);
+    // The built-in and generated clusters are ours: no drain predictions from a copy.
+    let builtin = matches!(opts.source, Source::Builtin | Source::Generated(_));
     let srv = Arc::new(
         TestApiServer::builder()
             .time_scale(GRACE_SCALE)
@@ -236,6 +278,12 @@ pub async fn rehearse(
             ));
             None
         }
+        Source::Generated(size) => {
+            let layout = generated::Layout::generate(*size);
+            generated::load(&srv, &layout, &BUILTIN_RUNNING.to_string());
+            progress(&layout.describe());
+            None
+        }
         Source::Live(live) => {
             let summary = cluster::copy_live(&live.api, &srv, site).await?;
             let counts: Vec<String> = summary.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -243,6 +291,9 @@ pub async fn rehearse(
             Some(summary)
         }
     };
+    // From here on nothing outside this process is read, except a live copy's cluster, which
+    // keeps the real clock.
+    let _clock = SimulatedClock::start(!matches!(opts.source, Source::Live(_)));
     if srv.get::<k8s_openapi::api::core::v1::Namespace>(None, &site.namespace).is_none() {
         srv.insert(sim::apiserver::fixtures::namespace(&site.namespace));
     }
@@ -309,7 +360,8 @@ pub async fn rehearse(
             |job| {
                 let n = jobs.borrow().len() + 1;
                 progress(&job_header(n, job));
-                *observing.borrow_mut() = Some(Observe::start(&srv, &prom, &exec));
+                let node = runner::job_env(job).ok().and_then(|e| e.input.step.node().map(str::to_string));
+                *observing.borrow_mut() = Some(Observe::start(&srv, &prom, &exec, node.as_deref()));
             },
             |ran| {
                 let Some(o) = observing.borrow_mut().take() else { return };
@@ -333,7 +385,11 @@ pub async fn rehearse(
         .count()
         .saturating_sub(settings_control_planes(&nodes, &settings));
     let report = Report {
-        source: if builtin { "built-in".into() } else { "live cluster copy".into() },
+        source: match &opts.source {
+            Source::Builtin => "built-in".into(),
+            Source::Generated(size) => format!("generated ({} nodes, {} pods)", size.nodes(), size.pods()),
+            Source::Live(_) => "live cluster copy".into(),
+        },
         running,
         target,
         kind,
@@ -450,7 +506,12 @@ struct Observe {
     requests: usize,
     alert_checks: usize,
     calls: usize,
+    /// The pods the Job may remove, as they were when it started: a node Job's drain only
+    /// removes the pods on its node; other Jobs see every pod.
     pods: HashMap<(String, String), Pod>,
+    /// Every pod of the namespaces where one of `pods` is under several PDBs: the drain's
+    /// decision counts such a pod's budgets from the pods (`drain::decide::View::pods`).
+    ns_pods: HashMap<String, Vec<Pod>>,
     pdbs: Vec<PodDisruptionBudget>,
     snapshots: usize,
 }
@@ -463,9 +524,29 @@ fn snapshot_jobs(srv: &TestApiServer) -> usize {
 }
 
 impl Observe {
-    fn start(srv: &TestApiServer, prom: &sim::http::Prometheus, exec: &sim::node::SimExec) -> Self {
-        let pods = srv
-            .list::<Pod>(None)
+    fn start(
+        srv: &TestApiServer,
+        prom: &sim::http::Prometheus,
+        exec: &sim::node::SimExec,
+        node: Option<&str>,
+    ) -> Self {
+        // Copying every pod for each Job made a rehearsal quadratic in the cluster's size.
+        let listed: Vec<Pod> = match node {
+            Some(node) => srv.list_where(None, |p| {
+                p.pointer("/spec/nodeName").and_then(serde_json::Value::as_str) == Some(node)
+            }),
+            None => srv.list(None),
+        };
+        let pdbs: Vec<PodDisruptionBudget> = srv.list(None);
+        let mut ns_pods = HashMap::new();
+        for p in &listed {
+            let ns = p.metadata.namespace.clone().unwrap_or_default();
+            if !ns_pods.contains_key(&ns) && pdb::matching(p, &pdbs).len() > 1 {
+                let all: Vec<Pod> = srv.list(Some(&ns));
+                ns_pods.insert(ns, all);
+            }
+        }
+        let pods = listed
             .into_iter()
             .map(|p| {
                 (
@@ -478,11 +559,12 @@ impl Observe {
             })
             .collect();
         Self {
-            requests: srv.requests().len(),
+            requests: srv.request_count(),
             alert_checks: prom.alert_checks(),
             calls: exec.calls().len(),
             pods,
-            pdbs: srv.list::<PodDisruptionBudget>(None),
+            ns_pods,
+            pdbs,
             snapshots: snapshot_jobs(srv),
         }
     }
@@ -500,7 +582,7 @@ impl Observe {
         let mut fallback_deleted = Vec::new();
         let mut finished_deleted = Vec::new();
         let mut grace = 0i64;
-        for r in srv.requests().iter().skip(self.requests) {
+        for r in &srv.requests_since(self.requests) {
             let Some((ns, name, sub)) = pod_path(&r.path) else { continue };
             let key = (ns.clone(), name.clone());
             let pod = self.pods.get(&key);
@@ -518,11 +600,9 @@ impl Observe {
                     } else if let Some(pod) = pod {
                         grace = grace.max(grace_of(pod));
                         // The drain's own decision, on the state this Job started from.
-                        let ns_pods: Vec<Pod> =
-                            self.pods.iter().filter(|((n, _), _)| *n == ns).map(|(_, p)| p.clone()).collect();
                         let view = drain::decide::View {
                             pdbs: &self.pdbs,
-                            pods: Some(&ns_pods),
+                            pods: self.ns_pods.get(&ns).map(Vec::as_slice),
                             namespace_terminating: false,
                             shared_with_other_drains: None,
                         };

@@ -8,11 +8,13 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use k8s_openapi::api::batch::v1::Job;
 use sim::apiserver::TestApiServer;
+// The runtime's clock: under `rehearse`'s simulated clock a Job's time is simulated time.
+use tokio::time::Instant;
 
 use crate::{
     chain::{self, Ctx, Ended, StepInput},
@@ -50,7 +52,7 @@ pub struct RanJob {
     pub tolerations: Vec<String>,
     /// How the step ended; an error as its full chain of causes.
     pub result: Result<Ended, String>,
-    /// Wall time of the step.
+    /// Time the step took on the runtime's clock (simulated time under `rehearse`'s simulated clock).
     pub elapsed: Duration,
 }
 

@@ -18,7 +18,8 @@ use crate::{
     slack::Slack,
 };
 
-/// Refuses a control plane whose earlier upgrade awaits an acknowledgement and skips one
+/// Refuses a control plane whose earlier upgrade awaits an acknowledgement (after restoring the
+/// Deployments a killed run left quiesced) and skips one
 /// already on target (restoring any Deployment a killed run left quiesced, uncordoning it if an
 /// earlier run cordoned it); otherwise the checks (alerts, the Deployments to quiesce readable,
 /// SSH and sudo on the node), then drain, quiesce, upgrade (`role` picks `apply` or `node`),
@@ -34,7 +35,13 @@ pub(super) async fn control_plane(
     slack: &Slack,
 ) -> anyhow::Result<Ended> {
     let s = &ctx.settings;
-    refuse_unacknowledged(snap, node)?;
+    if let Err(refused) = refuse_unacknowledged(snap, node) {
+        // A run killed between its quiesce and its restore left the Deployments at 0: they
+        // come back now, not when an operator gets to the acknowledgement (seed failure 27:
+        // tigera-operator at 0 for 1.5 h). The node itself stays cordoned for the operator.
+        restore_quiesced(ctx, slack).await;
+        return Err(refused);
+    }
     let view = node_view(snap, node)?;
     if view.on_target(input.target) {
         // A retry after the Job was killed (activeDeadlineSeconds, eviction, SIGKILL) between

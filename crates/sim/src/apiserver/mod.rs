@@ -643,6 +643,21 @@ impl TestApiServer {
             .collect()
     }
 
+    /// The objects of a resource whose stored JSON passes `keep`, in (namespace, name) order:
+    /// only those are copied and deserialized (a look at the pods of one node in a cluster of
+    /// thousands costs that node's pods).
+    pub fn list_where<K>(&self, ns: Option<&str>, keep: impl Fn(&Value) -> bool) -> Vec<K>
+    where
+        K: kube::Resource<DynamicType = ()> + DeserializeOwned,
+    {
+        let res = res_of::<K>();
+        self.state()
+            .iter(res, ns)
+            .filter(|(_, v)| keep(v))
+            .map(|(_, v)| serde_json::from_value(v.clone()).expect("stored object deserializes"))
+            .collect()
+    }
+
     /// Edits a stored object in place (emits MODIFIED, runs the controllers). Returns the
     /// new object, or None if absent. Emptying the finalizers of a terminating object removes it.
     pub fn modify<K: kube::Resource<DynamicType = ()>>(
@@ -761,6 +776,19 @@ impl TestApiServer {
     /// Every request answered so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The requests answered after the first `n` (all of them if fewer were recorded since the
+    /// last [`Self::reset_requests`]): a caller that follows the log copies each request once,
+    /// not the whole log each time.
+    pub fn requests_since(&self, n: usize) -> Vec<RecordedRequest> {
+        let log = self.inner.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.get(n..).unwrap_or(&log[..]).to_vec()
+    }
+
+    /// How many requests were recorded (since the last [`Self::reset_requests`]).
+    pub fn request_count(&self) -> usize {
+        self.inner.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// Forgets the recorded requests.
