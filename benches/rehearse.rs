@@ -67,6 +67,23 @@ async fn run(nodes: u32, pods_per_node: u32) {
         if report.completed { "chain completed" } else { "chain STOPPED" },
         soak.as_secs_f64(),
     );
+    // The projected duration of this chain at several worker concurrencies (rehearse's model;
+    // the generated nodes are in 3 zones, so never more than 3 workers at once with the zone
+    // rule; "without zones" as if the nodes carried no zone label).
+    let workers = report.jobs.iter().filter(|j| j.phase == chain_core::plan::Phase::Worker).count();
+    for c in [1u32, 4, 8, 16] {
+        let w = chain_core::waves::WorkerSettings {
+            concurrency: chain_core::waves::Concurrency::new(c).expect("valid"),
+            ..Default::default()
+        };
+        let (zoned, _) = rehearse::project(&report.jobs, &report.zones, report.ready_workers, &w);
+        let (free, _) = rehearse::project(&report.jobs, &Default::default(), report.ready_workers, &w);
+        println!(
+            "  projected, {workers} workers at workers.concurrency {c:>2}: {:.1} h without zone labels, {:.1} h in the generated 3 zones",
+            free.as_secs_f64() / 3600.0,
+            zoned.as_secs_f64() / 3600.0
+        );
+    }
 }
 
 fn main() {

@@ -64,6 +64,9 @@ pub struct PlanArgs {
     pub output: Output,
     /// Built from `--nodes-file` (names checked, no duplicates); `None` reads the cluster.
     pub snapshot: Option<Snapshot>,
+    /// The failure domains of the nodes of `--nodes-file` (`workers.topology_label`), for the
+    /// worker waves.
+    pub zones: std::collections::BTreeMap<String, String>,
 }
 
 /// `render`: the step, target, kind, image and, with `--run-on`, the placement given.
@@ -300,17 +303,17 @@ fn render(a: cli::RenderArgs) -> anyhow::Result<RenderArgs> {
 
 fn plan(settings: &Settings, a: cli::PlanArgs) -> anyhow::Result<PlanArgs> {
     let version = version(&a.version)?;
-    let snapshot = match &a.nodes_file {
+    let (snapshot, zones) = match &a.nodes_file {
         Some(path) => {
             let nodes = read_nodes_file(path)?;
             let snap = Snapshot::from_nodes(&nodes, &settings.control_plane_selector())
                 .with_context(|| format!("nodes file {} (--nodes-file / NODES_FILE)", path.display()))
                 .map_err(bad_input)?;
-            Some(snap)
+            (Some(snap), chain_core::waves::zones(&nodes, &settings.workers.topology_label))
         }
-        None => None,
+        None => (None, Default::default()),
     };
-    Ok(PlanArgs { version, output: a.output, snapshot })
+    Ok(PlanArgs { version, output: a.output, snapshot, zones })
 }
 
 fn manifests(

@@ -205,6 +205,11 @@ pub struct PlanReport {
     pub running: Version,
     pub kind: Kind,
     pub jobs: Vec<PlannedJob>,
+    /// With `workers.concurrency` above 1: the workers that run together, wave by wave, if
+    /// every worker takes the same time ([`chain_core::waves::waves`]). Empty (and left out of
+    /// the JSON) with one worker at a time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Vec<String>>,
 }
 
 /// Builds the plan report from a snapshot (pure). The target must be reachable from the
@@ -213,19 +218,29 @@ pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanRepor
     let running = snap.running_version();
     let kind = plan::check_target(running, target)?;
     let jobs = plan::chain(snap, target)?;
-    Ok(PlanReport { target, running, kind, jobs })
+    Ok(PlanReport { target, running, kind, jobs, waves: vec![] })
 }
 
 async fn plan_command(settings: &Settings, context: Option<&str>, args: PlanArgs) -> anyhow::Result<()> {
-    let snap = match args.snapshot {
-        Some(snap) => snap,
-        None => snapshot(&k8s::connect(context).await?, settings).await?,
+    let (snap, zones) = match args.snapshot {
+        Some(snap) => (snap, args.zones),
+        None => {
+            let nodes = k8s::list_nodes(&k8s::connect(context).await?.api).await?;
+            let zones = chain_core::waves::zones(&nodes, &settings.workers.topology_label);
+            (Snapshot::from_nodes(&nodes, &settings.control_plane_selector())?, zones)
+        }
     };
-    let report = plan_report(&snap, args.version)?;
+    let mut report = plan_report(&snap, args.version)?;
+    if !settings.workers.sequential() {
+        report.waves = chain_core::waves::waves(&snap, &zones, args.version, &settings.workers);
+    }
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
-        Output::Text => write!(out, "{}", plan_text(&report))?,
+        Output::Text => {
+            write!(out, "{}", plan_text(&report))?;
+            write!(out, "{}", waves_text(&report, settings))?;
+        }
     }
     Ok(())
 }
@@ -233,6 +248,26 @@ async fn plan_command(settings: &Settings, context: Option<&str>, args: PlanArgs
 /// Reads a saved node list (see [`crate::args::read_nodes_file`]).
 pub fn read_nodes_file(path: &std::path::Path) -> anyhow::Result<Vec<Node>> {
     crate::args::read_nodes_file(path)
+}
+
+/// The worker waves of a plan as text (nothing with one worker at a time).
+pub fn waves_text(report: &PlanReport, settings: &Settings) -> String {
+    if report.waves.is_empty() {
+        return String::new();
+    }
+    let w = &settings.workers;
+    let limit = match w.max_unavailable {
+        Some(m) => format!("concurrency {}, max_unavailable {m}", w.concurrency.get()),
+        None => format!("concurrency {}", w.concurrency.get()),
+    };
+    let mut s = format!(
+        "worker waves ({limit}; never two nodes with one {} value at once; each worker Job that ends starts the next pending one):\n",
+        w.topology_label.as_str()
+    );
+    for (i, wave) in report.waves.iter().enumerate() {
+        s.push_str(&format!("  wave {}: {}\n", i + 1, wave.join(", ")));
+    }
+    s
 }
 
 /// The text form of a plan: a header, then one row per Job.

@@ -64,7 +64,7 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     verbs      = ["get", "patch"]
   }
 
-  # annotations (in-flight record)
+  # annotations (in-flight record); chain::claims (worker claims, resourceVersion-guarded); status
   rule {
     api_groups     = [""]
     resources      = ["namespaces"]

@@ -61,6 +61,9 @@ pub enum Action {
     AwaitingAck { nodes: Vec<String> },
     /// The Job of `step` was applied (`outcome` says whether it replaced one).
     Spawned { step: Step, outcome: SpawnOutcome },
+    /// The chain resumed at its worker stage with worker concurrency above 1: these pending
+    /// workers were claimed and their Jobs applied (empty when claims stay stopped).
+    ClaimedWorkers { nodes: Vec<String> },
     /// The chain reached its end.
     Finished,
 }
@@ -83,6 +86,10 @@ impl Action {
                 };
                 format!("{step} Job {what}")
             }
+            Action::ClaimedWorkers { nodes } if nodes.is_empty() => {
+                "worker claims stay stopped (kill switch or blocking alert): nothing spawned".into()
+            }
+            Action::ClaimedWorkers { nodes } => format!("worker Jobs of {} created", nodes.join(", ")),
             Action::Finished => "the chain is finished".into(),
         }
     }
@@ -330,6 +337,16 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
                 ctx.push
                     .push(&Grouping::chain(), &[Metric::InFlight(true), Metric::StartedTimestamp(now)])
                     .await;
+            }
+            if let (Step::Worker { .. }, false) = (&step, ctx.settings.workers.sequential()) {
+                // Worker concurrency: the worker stage restarts the claims (a stop reason of
+                // the run that stopped is cleared) and fills every slot, as after the control
+                // planes; each Job that ends refills.
+                slack.post(&format!("Resuming the chain to v{target} at its workers")).await;
+                let d =
+                    Box::pin(super::claims::refill(ctx, target, kind, super::claims::Cause::Start, &slack))
+                        .await?;
+                return Ok(target_of(Action::ClaimedWorkers { nodes: d.start }));
             }
             // The step's Job may be there, Complete (halted, refused) or Failed: replace it.
             let outcome = spawn_step(ctx, &snap, &step, target, kind, OnComplete::Respawn).await?;

@@ -8,6 +8,7 @@
 //! [`Ctx::clients`]) and the node executor ([`Ctx::exec`]). There is one implementation of
 //! each phase.
 
+pub mod claims;
 pub mod compat;
 pub mod detect;
 pub mod etcd;
@@ -159,6 +160,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         let job_ref = own_job(ctx, input).await;
         record(ctx, job_ref.as_ref(), &Milestone::Halted(reason.clone())).await;
         record_outcome(ctx, job_ref.as_ref(), PhaseOutcome::Halted).await;
+        release_stopped(ctx, input, &format!("halted by the kill switch: {reason}"), &slack).await;
         return Ok(Ended::Halted(reason));
     }
 
@@ -215,8 +217,12 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             record_outcome(ctx, job_ref.as_ref(), outcome).await;
             match &ended {
                 Ended::Done | Ended::Skipped(_) => spawn_next(ctx, input, &slack).await?,
-                Ended::Refused(r) => info!("chain stops here (gate refused): {r}"),
+                Ended::Refused(r) => {
+                    info!("chain stops here (gate refused): {r}");
+                    release_stopped(ctx, input, &format!("refused: {r}"), &slack).await;
+                }
                 Ended::Halted(r) => {
+                    release_stopped(ctx, input, &format!("halted by the kill switch: {r}"), &slack).await;
                     let msg = format!(
                         "HALTED by kill switch during {step}: {r}. {}",
                         resume_hint(&ctx.settings.namespace, input)
@@ -232,6 +238,7 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
             let why = format!("{err:#}");
             record(ctx, job_ref.as_ref(), &Milestone::Aborted(why.clone())).await;
             record_outcome(ctx, job_ref.as_ref(), PhaseOutcome::Failed).await;
+            release_stopped(ctx, input, &format!("failed: {why}"), &slack).await;
             let hint = match awaiting_ack(ctx, node).await {
                 Some(started) => ack_hint(&ctx.settings.namespace, node.unwrap_or_default(), &started),
                 None => resume_hint(&ctx.settings.namespace, input),
@@ -345,10 +352,36 @@ pub async fn record_node(ctx: &Ctx, node: &str, m: &Milestone) {
     }
 }
 
+/// With `workers.concurrency` above 1, a worker Job that stopped (failed, halted, refused)
+/// releases its node and stops the claims ([`claims`]). Nothing with one worker at a time.
+async fn release_stopped(ctx: &Ctx, input: &StepInput, why: &str, slack: &Slack) {
+    if let (Step::Worker { node }, false) = (&input.step, ctx.settings.workers.sequential()) {
+        let reason = format!("worker {node} {why}");
+        Box::pin(claims::release_stopped(ctx, input.target, input.kind, node, reason, slack)).await;
+    }
+}
+
 /// Renders and applies the Job after `input.step`, from a fresh snapshot.
+///
+/// With `workers.concurrency` above 1 the worker stage goes through [`claims::refill`]: the
+/// last control-plane phase claims the first wave, and each worker Job that ends releases its
+/// node and fills the slots back (the last one spawns postflight).
 pub async fn spawn_next(ctx: &Ctx, input: &StepInput, slack: &Slack) -> anyhow::Result<()> {
     let snap = ctx.snapshot().await?;
-    match plan::next_after(&snap, input.target, &input.step) {
+    let next = plan::next_after(&snap, input.target, &input.step);
+    if !ctx.settings.workers.sequential() {
+        let cause = match (&input.step, &next) {
+            (Step::Worker { node }, _) => Some(claims::Cause::Ended(node)),
+            (_, Next::Step(Step::Worker { .. })) => Some(claims::Cause::Start),
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            // Boxed: the claim's future is large, and it sits inside every phase's future.
+            Box::pin(claims::refill(ctx, input.target, input.kind, cause, slack)).await?;
+            return Ok(());
+        }
+    }
+    match next {
         Next::End => {
             info!("end of the chain");
             Ok(())

@@ -475,6 +475,20 @@ pub async fn drain(
     target: &DrainTarget,
     config: &DrainConfig,
 ) -> Result<DrainReport, DrainError> {
+    drain_shared(clients, target, config, None).await
+}
+
+/// [`drain`], where `shared` says other nodes are drained at the same time (worker
+/// concurrency above 1): a direct deletion under a PDB that allows no eviction then waits
+/// while another drain's pod of that PDB is not replaced yet
+/// ([`decide::shared_budget_short`]), so the deletions of all drains in flight together keep to
+/// what one node's drain may do.
+pub async fn drain_shared(
+    clients: &Clients,
+    target: &DrainTarget,
+    config: &DrainConfig,
+    shared: Option<chain_core::waves::ClaimKeys>,
+) -> Result<DrainReport, DrainError> {
     config.validate().map_err(DrainError::Config)?;
     let started = Instant::now();
     let deadline = started + config.timeout;
@@ -519,6 +533,7 @@ pub async fn drain(
         "draining"
     );
     let mut engine = Engine::new(clients, target, config, policy, selection);
+    engine.shared = shared;
     let result = engine.run(deadline).await;
     engine.summary.duration = started.elapsed();
     engine.summary.blocked_time = engine.blocked.total(Instant::now());
@@ -650,6 +665,9 @@ struct Engine<'a> {
     summary: DrainSummary,
     blocked: BlockedClock,
     fallbacks: Vec<FallbackDeletion>,
+    /// Other nodes are drained at the same time: the keys of the claim record on the tool's
+    /// namespace, read at each refusal for the order of the drains (see [`drain_shared`]).
+    shared: Option<chain_core::waves::ClaimKeys>,
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -678,6 +696,7 @@ impl<'a> Engine<'a> {
             summary: DrainSummary::default(),
             blocked: BlockedClock::default(),
             fallbacks: Vec::new(),
+            shared: None,
         };
         engine.admit(selection, Instant::now());
         engine
@@ -1049,6 +1068,16 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
+    /// The drains in flight that go before this one ([`chain_core::waves::Claims::ahead_of`]).
+    async fn claims_ahead(&self, keys: &chain_core::waves::ClaimKeys) -> anyhow::Result<Vec<String>> {
+        let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.clients.api.clone())
+            .get(&self.target.namespace)
+            .await?;
+        let claims = chain_core::waves::Claims::parse(keys, &ns.metadata.annotations.unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(claims.ahead_of(&self.target.node))
+    }
+
     /// After a 429 or a multi-PDB 500: read the budgets (and, for a pod under several PDBs,
     /// the namespace's pods), then [`decide::decide`] between a direct delete and a retry.
     async fn after_refusal(&mut self, i: usize, retry_after: Option<Duration>, now: Instant) {
@@ -1062,7 +1091,7 @@ impl<'a> Engine<'a> {
         };
         let covering: Vec<String> =
             pdb::matching(&self.tracks[i].pod, &pdbs).into_iter().map(pdb::name_of).collect();
-        let pods = if covering.len() > 1 {
+        let pods = if covering.len() > 1 || (self.shared.is_some() && !covering.is_empty()) {
             match pods_in(&self.clients.api, &ns, self.node()).await {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -1073,7 +1102,28 @@ impl<'a> Engine<'a> {
         } else {
             None
         };
-        let view = decide::View { pdbs: &pdbs, pods: pods.as_deref(), namespace_terminating: false };
+        // The order of the drains in flight, from the claim record; unreadable: the pods are
+        // taken as unread, so a direct deletion waits (fail closed).
+        let (ahead, pods): (Vec<String>, _) = match &self.shared {
+            None => (vec![], pods),
+            Some(keys) => match self.claims_ahead(keys).await {
+                Ok(a) => (a, pods),
+                Err(e) => {
+                    warn!(node = self.node(), error = %e, "cannot read the worker claims; a direct deletion waits");
+                    (vec![], None)
+                }
+            },
+        };
+        let node = self.target.node.clone();
+        let view = decide::View {
+            pdbs: &pdbs,
+            pods: pods.as_deref(),
+            namespace_terminating: false,
+            shared_with_other_drains: self
+                .shared
+                .as_ref()
+                .map(|_| decide::Shared { node: node.as_str(), ahead: ahead.as_slice() }),
+        };
         let decision = decide::decide(&self.tracks[i].pod, &view, &self.config.rules());
         let node = self.target.node.as_str();
         let t = &mut self.tracks[i];
@@ -1303,6 +1353,8 @@ pub fn plan_evictions(
             pdbs: &pdbs,
             pods: ns_pods.get(&ns).map(Vec::as_slice),
             namespace_terminating: terminating_namespaces.contains(&ns),
+            // The dry run plans one node's drain.
+            shared_with_other_drains: None,
         };
         let decision = decide::decide(pod, &view, rules);
         let ready = select::is_ready(pod);
@@ -1405,7 +1457,9 @@ impl fmt::Display for DryRunReport {
             let line = match &e.decision {
                 Decision::Evict(_) | Decision::NamespaceTerminating => continue,
                 Decision::Wait(decide::Hold::NoCurrentStatus { pdb }) => format!("{pdb} (no status yet)"),
-                Decision::Wait(decide::Hold::SeveralPdbs { pdbs, .. }) => {
+                Decision::Wait(
+                    decide::Hold::SeveralPdbs { pdbs, .. } | decide::Hold::SharedBudget { pdbs, .. },
+                ) => {
                     format!("{} (waits)", pdbs.join(" + "))
                 }
                 Decision::Wait(decide::Hold::Recovering { pdb, .. }) => format!("{pdb} (waits)"),

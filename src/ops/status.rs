@@ -54,8 +54,26 @@ pub async fn read(client: &kube::Client, settings: &Settings, pushgateway: bool)
     } else {
         None
     };
+    // The worker claims (worker concurrency above 1): best effort, like the in-flight record.
+    let claims = match kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).get(ns).await {
+        Ok(n) => {
+            let keys = chain_core::waves::ClaimKeys::new(&settings.annotation_prefix);
+            match chain_core::waves::Claims::parse(&keys, &n.metadata.annotations.unwrap_or_default()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(format!("namespace {ns}: {e}"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            errors.push(format!("failed to read the worker claims on namespace {ns}: {e}"));
+            None
+        }
+    };
     let inputs = Inputs {
         jobs: &jobs,
+        claims: claims.as_ref(),
         nodes: &nodes,
         in_flight: in_flight.as_ref(),
         kill_switch: kill.as_ref(),

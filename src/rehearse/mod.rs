@@ -120,6 +120,12 @@ pub struct Report {
     pub projected: Duration,
     /// How the projection is computed.
     pub model: Vec<String>,
+    /// The nodes' failure domains (`workers.topology_label`), for [`project`].
+    #[serde(skip)]
+    pub zones: std::collections::BTreeMap<String, String>,
+    /// Ready workers at the end, for [`project`].
+    #[serde(skip)]
+    pub ready_workers: usize,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -370,7 +376,14 @@ pub async fn rehearse(
         .await?;
     let jobs = jobs.into_inner();
     let completed = jobs.last().is_some_and(|j| j.phase == Phase::Postflight && j.ok);
-    let projected = jobs.iter().map(|j| j.projected).sum();
+    let nodes: Vec<k8s_openapi::api::core::v1::Node> = srv.list(None);
+    let (projected, workers_model) = project_chain(&jobs, &nodes, &settings);
+    let zones = chain_core::waves::zones(&nodes, &settings.workers.topology_label);
+    let ready_workers = nodes
+        .iter()
+        .filter(|n| node_is_ready(n))
+        .count()
+        .saturating_sub(settings_control_planes(&nodes, &settings));
     let report = Report {
         source: match &opts.source {
             Source::Builtin => "built-in".into(),
@@ -388,9 +401,78 @@ pub async fn rehearse(
         completed,
         wall: wall.elapsed(),
         projected,
-        model: report::model_text(&real),
+        model: {
+            let mut m = report::model_text(&real);
+            m.push(workers_model);
+            m
+        },
+        zones,
+        ready_workers,
     };
     Ok(report)
+}
+
+/// The chain's projected duration: every Job but the workers one after another, and the worker
+/// Jobs' projections scheduled on the slots of `workers.concurrency` / `max_unavailable` with
+/// the zone rule, as the claims run them ([`chain_core::waves::makespan`]). With one worker at
+/// a time that is the plain sum. Returns the duration and the model line that says so.
+pub fn project_chain(
+    jobs: &[JobReport],
+    nodes: &[k8s_openapi::api::core::v1::Node],
+    settings: &Settings,
+) -> (Duration, String) {
+    let ready = nodes
+        .iter()
+        .filter(|n| node_is_ready(n))
+        .count()
+        .saturating_sub(settings_control_planes(nodes, settings));
+    let zones = chain_core::waves::zones(nodes, &settings.workers.topology_label);
+    project(jobs, &zones, ready, &settings.workers)
+}
+
+/// [`project_chain`] from the failure domains ([`chain_core::waves::zones`]) and the number of
+/// Ready workers, under any worker settings (the benchmark projects several). Pure.
+pub fn project(
+    jobs: &[JobReport],
+    zones: &std::collections::BTreeMap<String, String>,
+    ready_workers: usize,
+    w: &chain_core::waves::WorkerSettings,
+) -> (Duration, String) {
+    let (workers, others): (Vec<&JobReport>, Vec<&JobReport>) =
+        jobs.iter().partition(|j| j.phase == Phase::Worker && j.node.is_some());
+    let times: Vec<chain_core::waves::WorkerTime> = workers
+        .iter()
+        .map(|j| {
+            let node = j.node.clone().unwrap_or_default();
+            chain_core::waves::WorkerTime { zone: zones.get(&node).cloned(), node, took: j.projected }
+        })
+        .collect();
+    let limit = w.limit(ready_workers);
+    let total =
+        others.iter().map(|j| j.projected).sum::<Duration>() + chain_core::waves::makespan(&times, limit);
+    let line = if w.sequential() {
+        "  the worker Jobs one after another (workers.concurrency 1)".to_string()
+    } else {
+        format!(
+            "  the worker Jobs {limit} at a time (workers.concurrency {}{}), never two nodes with one {} value at once: each Job that ends starts the next pending one",
+            w.concurrency.get(),
+            w.max_unavailable.map(|m| format!(", max_unavailable {m}")).unwrap_or_default(),
+            w.topology_label.as_str()
+        )
+    };
+    (total, line)
+}
+
+fn node_is_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn settings_control_planes(nodes: &[k8s_openapi::api::core::v1::Node], settings: &Settings) -> usize {
+    let sel = settings.control_plane_selector();
+    nodes.iter().filter(|n| sel.matches(n.metadata.labels.as_ref()) && node_is_ready(n)).count()
 }
 
 fn job_header(n: usize, job: &k8s_openapi::api::batch::v1::Job) -> String {
@@ -522,6 +604,7 @@ impl Observe {
                             pdbs: &self.pdbs,
                             pods: self.ns_pods.get(&ns).map(Vec::as_slice),
                             namespace_terminating: false,
+                            shared_with_other_drains: None,
                         };
                         let rules = drain::Rules { fallback_after: Duration::ZERO, unhealthy_fallback: true };
                         let (pdbs, why) = match drain::decide::decide(pod, &view, &rules) {

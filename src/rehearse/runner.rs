@@ -138,6 +138,17 @@ impl JobRunner {
         jobs.into_iter().next()
     }
 
+    /// Every active chain Job this runner has not run yet, oldest first, marked as taken (so
+    /// several can run at once, as their pods would with `workers.concurrency` above 1).
+    pub fn take_pending(&self) -> Vec<Job> {
+        let mut out = Vec::new();
+        while let Some(job) = self.next_job() {
+            self.done.lock().expect("runner lock").insert(job.metadata.uid.clone().unwrap_or_default());
+            out.push(job);
+        }
+        out
+    }
+
     /// Runs one Job's step in-process with `ctx`, as its pod would (the pod is the drain's own
     /// pod), then completes or fails the Job.
     pub async fn run_job(&self, job: &Job, mut ctx: Ctx) -> RanJob {
@@ -197,6 +208,38 @@ impl JobRunner {
             let Some(job) = self.next_job() else { break };
             before(&job);
             let r = self.run_job(&job, ctx()?).await;
+            after(&r);
+            ran.push(r);
+        }
+        Ok(ran)
+    }
+}
+
+impl JobRunner {
+    /// Like [`JobRunner::run_chain`], but every chain Job runs as soon as it appears, beside
+    /// the ones already running (as the cluster runs the worker Jobs of
+    /// `workers.concurrency` above 1). `after` sees each result as it ends.
+    pub async fn run_chain_concurrently(
+        &self,
+        mut ctx: impl FnMut() -> anyhow::Result<Ctx>,
+        mut before: impl FnMut(&Job),
+        mut after: impl FnMut(&RanJob),
+    ) -> anyhow::Result<Vec<RanJob>> {
+        use futures::stream::{FuturesUnordered, StreamExt as _};
+        let mut ran = Vec::new();
+        let mut running = FuturesUnordered::new();
+        let mut started = 0;
+        loop {
+            for job in self.take_pending() {
+                started += 1;
+                if started > MAX_JOBS {
+                    anyhow::bail!("more than {MAX_JOBS} chain Jobs: the chain does not end");
+                }
+                before(&job);
+                let c = ctx()?;
+                running.push(async move { self.run_job(&job, c).await });
+            }
+            let Some(r) = running.next().await else { break };
             after(&r);
             ran.push(r);
         }

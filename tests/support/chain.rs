@@ -495,6 +495,38 @@ impl Cluster {
         ran
     }
 
+    /// Runs every chain Job as soon as it appears, beside those already running (the worker
+    /// Jobs of `workers.concurrency` above 1), until none is left; each with `settings`.
+    /// `before` sees each Job's name before it runs.
+    #[allow(dead_code)]
+    pub async fn run_chain_concurrently(
+        &self,
+        settings: &Settings,
+        mut before: impl FnMut(&str),
+    ) -> Vec<RanJob> {
+        let ran = self
+            .runner
+            .run_chain_concurrently(
+                || Ok(self.ctx_with(settings.clone())),
+                |job| before(job.metadata.name.as_deref().unwrap_or_default()),
+                |_| {},
+            )
+            .await
+            .unwrap();
+        ran.into_iter()
+            .map(|r| RanJob {
+                name: r.name,
+                phase: r.phase,
+                node: r.node,
+                run_on: r.run_on,
+                tolerations: r.tolerations,
+                result: r.result,
+                in_flight: None,
+                annotated: false,
+            })
+            .collect()
+    }
+
     /// A gauge of the Pushgateway with all of `labels` (e.g. `[("node", "k8s-node3")]`).
     pub async fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let text = self.pgw.metrics_text().await;

@@ -49,6 +49,7 @@ pub mod settings;
 pub mod settle;
 pub mod status;
 pub mod version;
+pub mod waves;
 
 /// Image of the chain Jobs when neither `--image` nor `IMAGE` is set.
 pub const DEFAULT_IMAGE: &str =

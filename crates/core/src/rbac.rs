@@ -153,7 +153,7 @@ pub const CALLS: &[Call] = &[
     // Chain Jobs in the tool's namespace. `create` too: server-side apply of a new object needs it.
     call("batch", "jobs", &["create", "get", "list", "watch", "patch", "delete"], ToolNamespace, Any, "spawn (server-side apply, respawn of Failed and stopped Jobs, await deletion); a phase's outcome annotation on its own Job; detect (resume decision); status; report; ack"),
     call("", "configmaps", &["get"], ToolNamespace, KillSwitch, "killswitch::check"),
-    call("", "namespaces", &["get", "patch"], Cluster, ToolNs, "annotations (in-flight record)"),
+    call("", "namespaces", &["get", "patch"], Cluster, ToolNs, "annotations (in-flight record); chain::claims (worker claims, resourceVersion-guarded); status"),
     call("", "namespaces", &["get"], Cluster, Any, "drain --dry-run (is a pod's namespace being deleted: its evictions are refused)"),
     call("events.k8s.io", "events", &["create", "patch"], ToolNamespace, Any, "events (milestones on Jobs)"),
     call("events.k8s.io", "events", &["create", "patch"], DefaultNamespace, Any, "events (milestones on Nodes: cluster-scoped objects report into default)"),

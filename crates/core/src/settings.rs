@@ -44,6 +44,8 @@ pub struct Settings {
     pub ssh: SshConfig,
     /// Node drains.
     pub drain: crate::drain::DrainConfig,
+    /// Worker concurrency: how many workers at once, PDB- and zone-safe ([`crate::waves`]).
+    pub workers: crate::waves::WorkerSettings,
     /// Base URL of the Kubernetes apt repositories; `/v<X.Y>/deb/` is appended. Detection
     /// probes it for the next minor, and `update_k8s.sh` points apt at it.
     #[serde(with = "crate::alerts::url_str")]
@@ -65,6 +67,7 @@ impl Default for Settings {
             slack: Default::default(),
             ssh: Default::default(),
             drain: Default::default(),
+            workers: Default::default(),
             apt_repository: url::Url::parse(crate::node_ops::K8S_APT_BASE).expect("default apt base parses"),
         }
     }

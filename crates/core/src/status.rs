@@ -37,6 +37,8 @@ pub struct Inputs<'a> {
     pub kill_switch: Option<&'a KillSwitch>,
     /// The Pushgateway's gauges, when read.
     pub metrics: Option<&'a Scrape>,
+    /// The worker claims on the namespace (worker concurrency above 1), when read.
+    pub claims: Option<&'a crate::waves::Claims>,
     /// Problems reading any of the above (shown as warnings).
     pub read_errors: Vec<String>,
     /// The time of the reading (the core never reads the clock).
@@ -157,6 +159,10 @@ pub struct Status {
     pub blocked: Option<bool>,
     /// `k8s_upgrade_held`, when read.
     pub held: Option<bool>,
+    /// The workers in flight by the claim record (worker concurrency above 1), natural order.
+    pub workers_in_flight: Vec<String>,
+    /// Why the chain stopped claiming workers, when it did.
+    pub worker_claims_stopped: Option<String>,
     /// Reading problems.
     pub warnings: Vec<String>,
     /// What to do next, most urgent first.
@@ -256,9 +262,24 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
     } else {
         Overall::Idle
     };
+    let claims = target.and_then(|t| inputs.claims.filter(|c| c.target == Some(t)));
+    let workers_in_flight = claims.map(|c| c.nodes()).unwrap_or_default();
+    let worker_claims_stopped = claims.and_then(|c| c.stopped.clone());
     let facts =
         Facts { target, kill_switch: kill_switch.as_deref(), blocked, off_target, awaiting: &awaiting_ack };
-    let next_steps = next_steps(inputs, &settings.namespace, &progress, &facts);
+    let mut next_steps = next_steps(inputs, &settings.namespace, &progress, &facts);
+    if let Some(why) = &worker_claims_stopped {
+        let trigger = format!(
+            "kubectl -n {} create job --from=cronjob/{} k8s-version-check-manual-$(date +%s)",
+            settings.namespace,
+            crate::manifests::DETECTION_CRONJOB
+        );
+        next_steps.push(format!(
+            "Worker claims stopped: {why}. No new worker starts; the workers in flight finish their node. Once the \
+             cause is fixed (and any node awaiting an acknowledgement acknowledged), detection resumes the chain and \
+             claims the workers again: {trigger}"
+        ));
+    }
     let current = progress.active.or(chain.last().copied());
     Status {
         overall,
@@ -286,6 +307,8 @@ pub fn summarize(inputs: &Inputs<'_>, settings: &Settings) -> Status {
         in_flight_since: inputs.in_flight.map(|f| f.since),
         blocked,
         held,
+        workers_in_flight,
+        worker_claims_stopped,
         warnings: inputs.read_errors.clone(),
         next_steps,
     }
@@ -328,6 +351,10 @@ fn node_states(
             latest_per_node.insert(n, j);
         }
     }
+    let claimed: Vec<String> = target
+        .and_then(|t| inputs.claims.filter(|c| c.target == Some(t)))
+        .map(|c| c.nodes())
+        .unwrap_or_default();
     let newest_version = inputs.nodes.iter().filter_map(version_of).max();
     let mut nodes: Vec<NodeStatus> = inputs
         .nodes
@@ -343,6 +370,8 @@ fn node_states(
                 Some(JobState::Active) => NodeState::Current,
                 _ if UpgradeStarted::of(n).is_some() => NodeState::AwaitingAck,
                 Some(JobState::Failed) if !on => NodeState::Failed,
+                // Claimed a moment ago: its Job is being created.
+                _ if claimed.contains(&name) => NodeState::Current,
                 _ if on => NodeState::Done,
                 _ => NodeState::Pending,
             };
@@ -496,6 +525,16 @@ pub fn text(s: &Status) -> String {
             })
             .unwrap_or_default();
         out.push_str(&format!("phase:   {p} ({}){time}\n", s.current_job.as_deref().unwrap_or("-")));
+    }
+    if !s.workers_in_flight.is_empty() {
+        out.push_str(&format!(
+            "workers: {} in flight: {}\n",
+            s.workers_in_flight.len(),
+            s.workers_in_flight.join(", ")
+        ));
+    }
+    if let Some(why) = &s.worker_claims_stopped {
+        out.push_str(&format!("workers: claims stopped: {why}\n"));
     }
     if let Some(since) = s.in_flight_since {
         out.push_str(&format!("in flight since {since}\n"));
@@ -663,6 +702,45 @@ mod tests {
         );
         let t = text(&s);
         assert!(t.contains("phase:   worker (k8s-upgrade-worker-1-34-2-k8s-node2) for 5m"), "{t}");
+    }
+
+    #[test]
+    fn with_workers_in_parallel_every_current_node_is_shown() {
+        let mut nodes = half_upgraded();
+        nodes.push(node("k8s-node4").kubelet("v1.34.1").build());
+        let mut jobs = done_so_far();
+        jobs.push(job(Phase::Worker, Some("k8s-node2")).started(T0).build());
+        // k8s-node3 was claimed a moment ago: its Job is not there yet.
+        let mut claims = crate::waves::Claims {
+            target: Some("1.34.2".parse().unwrap()),
+            in_flight: [("k8s-node2", T0), ("k8s-node3", T0)]
+                .into_iter()
+                .map(|(n, t)| (n.into(), ts(t)))
+                .collect(),
+            stopped: None,
+        };
+        let s = summarize_with(&jobs, &nodes, |i| i.claims = Some(&claims));
+        assert_eq!(
+            states(&s)[2..],
+            [
+                ("k8s-node2", NodeState::Current),
+                ("k8s-node3", NodeState::Current),
+                ("k8s-node4", NodeState::Pending)
+            ]
+        );
+        assert_eq!(s.workers_in_flight, ["k8s-node2", "k8s-node3"]);
+        let t = text(&s);
+        assert!(t.contains("workers: 2 in flight: k8s-node2, k8s-node3"), "{t}");
+        // Claims stopped: status says why and how to resume.
+        claims.stopped = Some("worker k8s-node3 failed: apt-get".into());
+        let s = summarize_with(&jobs, &nodes, |i| i.claims = Some(&claims));
+        let t = text(&s);
+        assert!(t.contains("workers: claims stopped: worker k8s-node3 failed: apt-get"), "{t}");
+        let step = s.next_steps.last().unwrap();
+        assert!(
+            step.contains("No new worker starts") && step.contains("create job --from=cronjob/"),
+            "{step}"
+        );
     }
 
     #[test]

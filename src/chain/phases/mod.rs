@@ -63,7 +63,7 @@ pub(super) fn node_view<'s>(snap: &'s Snapshot, node: &str) -> anyhow::Result<&'
 }
 
 /// The alert gate's verdict as one line for logs and messages.
-fn gate_text(v: &GateVerdict) -> String {
+pub(super) fn gate_text(v: &GateVerdict) -> String {
     match v {
         GateVerdict::Pass => "no blocking alert".into(),
         GateVerdict::Blocked { alerts } => format!("blocking alerts firing: {}", alerts.join(", ")),

@@ -25,7 +25,10 @@ async fn drain_node(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Optio
         self_pod: ctx.self_pod.clone(),
     };
     let started = std::time::Instant::now();
-    match drain::drain(&ctx.clients, &target, &ctx.settings.drain).await {
+    // Worker drains run side by side with worker concurrency above 1.
+    let shared = (phase == Phase::Worker && !ctx.settings.workers.sequential())
+        .then(|| chain_core::waves::ClaimKeys::new(&ctx.settings.annotation_prefix));
+    match drain::drain_shared(&ctx.clients, &target, &ctx.settings.drain, shared).await {
         Ok(report) => {
             info!("{report}");
             let sum = &report.summary;

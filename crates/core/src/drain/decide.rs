@@ -58,6 +58,20 @@ pub struct View<'a> {
     pub pods: Option<&'a [Pod]>,
     /// The pod's namespace is being deleted.
     pub namespace_terminating: bool,
+    /// When other nodes are drained at the same time (worker concurrency above 1; see
+    /// [`shared_budget_short`]). `None`: one node at a time.
+    pub shared_with_other_drains: Option<Shared<'a>>,
+}
+
+/// This drain among the drains running at the same time.
+#[derive(Debug, Clone, Copy)]
+pub struct Shared<'a> {
+    /// The node drained.
+    pub node: &'a str,
+    /// The nodes in flight that go first (claimed earlier; ties by name): one order every
+    /// drain computes alike from the claim record, so two drains deciding at the same moment
+    /// never both take a pod of one PDB.
+    pub ahead: &'a [String],
 }
 
 /// The per-pod decision.
@@ -139,6 +153,14 @@ pub enum Hold {
         /// The PDB.
         pdb: String,
     },
+    /// A direct deletion would take a second pod of a PDB down while another node's drain,
+    /// running at the same time, has one down ([`shared_budget_short`]).
+    SharedBudget {
+        /// The PDBs of the deletion.
+        pdbs: Vec<String>,
+        /// The ones short of healthy pods off this node.
+        short: Vec<String>,
+    },
     /// Covered by several PDBs, at least one of which would drop below its budget.
     SeveralPdbs {
         /// Every covering PDB.
@@ -192,11 +214,75 @@ pub fn decide(pod: &Pod, view: &View<'_>, rules: &Rules) -> Decision {
     if ignores_budgets(pod) {
         return Decision::Evict(Pass::NotRunning);
     }
-    match pdb::matching(pod, view.pdbs).as_slice() {
+    let decision = match pdb::matching(pod, view.pdbs).as_slice() {
         [] => Decision::Evict(Pass::NoPdb),
         [one] => single(pod, one, rules),
         several => several_pdbs(pod, several, view.pods, rules),
+    };
+    match (decision, view.shared_with_other_drains) {
+        (Decision::Delete { fallback, after }, Some(shared)) if fallback.kind != FallbackKind::Unhealthy => {
+            match shared_budget_short(pod, shared, view, &fallback.pdbs) {
+                Some(short) => Decision::Wait(Hold::SharedBudget { pdbs: fallback.pdbs, short }),
+                None => Decision::Delete { fallback, after },
+            }
+        }
+        (d, _) => d,
     }
+}
+
+/// With other nodes drained at the same time, a direct deletion under a PDB that allows no
+/// disruption (or under several PDBs) keeps to what a drain of this node alone may do: every
+/// pod of each PDB that is *not* on this node must be healthy, as many as the PDB expects, so
+/// the deletion takes away only pods of this node. A pod another drain deleted a moment ago,
+/// whose replacement is not Ready yet, makes this drain wait for it instead of taking a second
+/// pod down. Counted from the pods (the status may lag behind a deletion). `Some` names what
+/// is short; `None`: the deletion is within what one node's drain may do. The not-Ready
+/// fallback is not limited: a pod that is not Ready counts toward no budget.
+///
+/// Two drains reading the pods at the same moment would both see every pod healthy; so a
+/// drain also waits while a node that goes first ([`Shared::ahead`]) still holds a pod of the
+/// PDB: of two drains, only the first deletes, and the second then sees its pod gone and
+/// waits for the replacement.
+pub fn shared_budget_short(
+    pod: &Pod,
+    shared: Shared<'_>,
+    view: &View<'_>,
+    pdbs: &[String],
+) -> Option<Vec<String>> {
+    let Some(pods) = view.pods else {
+        return Some(vec!["the namespace's pods were not read".into()]);
+    };
+    let node = shared.node;
+    let node_of = |q: &Pod| q.spec.as_ref().and_then(|s| s.node_name.clone());
+    let on_node = |q: &Pod| node_of(q).as_deref() == Some(node);
+    let mut short = Vec::new();
+    for budget in pdb::matching(pod, view.pdbs) {
+        let name = name_of(budget);
+        if !pdbs.contains(&name) {
+            continue;
+        }
+        let expected = budget.status.as_ref().map_or(0, |s| s.expected_pods);
+        let selected: Vec<&Pod> = pods.iter().filter(|q| pdb::selects(budget, q)).collect();
+        let here = selected.iter().filter(|q| on_node(q) && !is_terminating(q)).count() as i32;
+        let healthy_elsewhere =
+            selected.iter().filter(|q| !on_node(q) && is_ready(q) && !is_terminating(q)).count() as i32;
+        let want = expected - here;
+        let first = selected
+            .iter()
+            .filter(|q| !is_terminating(q))
+            .filter_map(|q| node_of(q))
+            .find(|n| shared.ahead.contains(n));
+        if let Some(first) = first {
+            short.push(format!(
+                "{name} (node {first}, drained at the same time and first, still has a pod of it)"
+            ));
+        } else if healthy_elsewhere < want {
+            short.push(format!(
+                "{name} ({healthy_elsewhere} of {want} pods off this node healthy: another drain's pod is not replaced yet)"
+            ));
+        }
+    }
+    (!short.is_empty()).then_some(short)
 }
 
 fn single(pod: &Pod, budget: &PodDisruptionBudget, rules: &Rules) -> Decision {
@@ -363,6 +449,13 @@ impl fmt::Display for Hold {
             Hold::NoCurrentStatus { pdb } => {
                 write!(f, "PodDisruptionBudget {pdb} has no current status yet")
             }
+            Hold::SharedBudget { pdbs, short } => write!(
+                f,
+                "PodDisruptionBudget {} allows no eviction, and other nodes are drained at the same time: \
+                 waits until {}",
+                pdbs.join(", "),
+                short.join(", ")
+            ),
             Hold::SeveralPdbs { pdbs, short } => write!(
                 f,
                 "covered by {} PodDisruptionBudgets ({}), which the eviction API cannot evict; deleting \
@@ -416,7 +509,7 @@ mod tests {
     const RULES: Rules = Rules { fallback_after: Duration::from_secs(60), unhealthy_fallback: true };
 
     fn view(pdbs: &[PodDisruptionBudget]) -> View<'_> {
-        View { pdbs, pods: None, namespace_terminating: false }
+        View { pdbs, pods: None, namespace_terminating: false, shared_with_other_drains: None }
     }
 
     fn web(n: &str) -> Pod {
@@ -439,7 +532,7 @@ mod tests {
 
     #[test]
     fn namespace_terminating_comes_first() {
-        let v = View { pdbs: &[], pods: None, namespace_terminating: true };
+        let v = View { pdbs: &[], pods: None, namespace_terminating: true, shared_with_other_drains: None };
         assert_eq!(decide(&web("w").terminating(), &v, &RULES), Decision::NamespaceTerminating);
     }
 
@@ -460,6 +553,67 @@ mod tests {
         let Decision::Delete { fallback, after } = &d else { panic!("{d:?}") };
         assert_eq!((fallback.kind, *after), (FallbackKind::Deadlock, Duration::from_secs(60)));
         assert!(fallback.why.starts_with("PodDisruptionBudget web allows no disruption even at full health"));
+    }
+
+    fn on(mut pod: Pod, node: &str) -> Pod {
+        pod.spec.get_or_insert_with(Default::default).node_name = Some(node.into());
+        pod
+    }
+
+    #[test]
+    fn with_other_drains_in_flight_a_deadlock_deletion_waits_for_their_pods_to_be_replaced() {
+        // Two replicas under minAvailable 2 (deadlocked), one on each of two nodes drained at
+        // the same time. k8s-node1's drain deleted web-a; its replacement is not Ready yet.
+        let pdbs = [pdb((0, 1, 2, 2))];
+        let b = on(web("web-b"), "k8s-node2");
+        let pods = vec![on(web("web-a2").not_ready(), "k8s-node3"), b.clone()];
+        let shared = View {
+            pdbs: &pdbs,
+            pods: Some(&pods),
+            namespace_terminating: false,
+            shared_with_other_drains: Some(Shared { node: "k8s-node2", ahead: &[] }),
+        };
+        let d = decide(&b, &shared, &RULES);
+        let Decision::Wait(Hold::SharedBudget { short, .. }) = &d else { panic!("{d:?}") };
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert!(d.to_string().contains("other nodes are drained at the same time"), "{d}");
+        // One node at a time, the single-node rule stands (today's behaviour).
+        let alone = View { shared_with_other_drains: None, ..shared };
+        assert!(matches!(decide(&b, &alone, &RULES), Decision::Delete { .. }));
+        // The replacement is Ready: every pod off k8s-node2 is healthy, the deletion goes.
+        let replaced = vec![on(web("web-a2"), "k8s-node3"), b.clone()];
+        let shared = View { pods: Some(&replaced), ..shared };
+        let d = decide(&b, &shared, &RULES);
+        assert!(
+            matches!(&d, Decision::Delete { fallback, .. } if fallback.kind == FallbackKind::Deadlock),
+            "{d:?}"
+        );
+        // Two drains deciding at once: the one behind waits while the one ahead holds a pod.
+        let ahead = ["k8s-node1".to_string()];
+        let both = vec![on(web("web-a"), "k8s-node1"), b.clone()];
+        let behind = View {
+            pods: Some(&both),
+            shared_with_other_drains: Some(Shared { node: "k8s-node2", ahead: &ahead }),
+            ..shared
+        };
+        let d = decide(&b, &behind, &RULES);
+        assert!(d.to_string().contains("node k8s-node1, drained at the same time and first"), "{d}");
+        let first = View {
+            pods: Some(&both),
+            shared_with_other_drains: Some(Shared { node: "k8s-node1", ahead: &[] }),
+            ..shared
+        };
+        assert!(matches!(decide(&both[0], &first, &RULES), Decision::Delete { .. }));
+        // Without the pods read, it waits (fail closed).
+        let unread = View { pods: None, ..shared };
+        assert!(matches!(decide(&b, &unread, &RULES), Decision::Wait(Hold::SharedBudget { .. })));
+        // A not-Ready pod still goes at once: it counts toward no budget.
+        let sick = on(web("web-b").not_ready(), "k8s-node2");
+        let d = decide(&sick, &View { pdbs: &[pdb((0, 0, 2, 2))], ..shared }, &RULES);
+        assert!(
+            matches!(&d, Decision::Delete { fallback, .. } if fallback.kind == FallbackKind::Unhealthy),
+            "{d:?}"
+        );
     }
 
     #[test]
@@ -539,13 +693,23 @@ mod tests {
         let b = PodDisruptionBudget::test("b").selecting("app", "web").status(0, 1, 2, 3);
         let pdbs = two(a, b);
         let mut pods = vec![web("web-0"), web("web-1"), web("web-2").not_ready()];
-        let v = View { pdbs: &pdbs, pods: Some(&pods), namespace_terminating: false };
+        let v = View {
+            pdbs: &pdbs,
+            pods: Some(&pods),
+            namespace_terminating: false,
+            shared_with_other_drains: None,
+        };
         let d = decide(&pods[0], &v, &RULES);
         let Decision::Wait(Hold::SeveralPdbs { short, .. }) = &d else { panic!("{d:?}") };
         assert_eq!(short, &["a (2 healthy, 2 desired)", "b (2 healthy, 2 desired)"], "counted from the pods");
         // web-2 becomes Ready: each keeps 2 without web-0.
         pods[2] = web("web-2");
-        let v = View { pdbs: &pdbs, pods: Some(&pods), namespace_terminating: false };
+        let v = View {
+            pdbs: &pdbs,
+            pods: Some(&pods),
+            namespace_terminating: false,
+            shared_with_other_drains: None,
+        };
         let d = decide(&pods[0], &v, &RULES);
         let Decision::Delete { fallback, after } = &d else { panic!("{d:?}") };
         assert_eq!(
@@ -553,7 +717,8 @@ mod tests {
             (FallbackKind::SeveralPdbs, vec!["a".into(), "b".into()], RULES.fallback_after)
         );
         // Unread pods: wait.
-        let v = View { pdbs: &pdbs, pods: None, namespace_terminating: false };
+        let v =
+            View { pdbs: &pdbs, pods: None, namespace_terminating: false, shared_with_other_drains: None };
         assert!(matches!(decide(&pods[0], &v, &RULES), Decision::Wait(Hold::SeveralPdbs { .. })));
     }
 
@@ -564,14 +729,24 @@ mod tests {
         let all = PodDisruptionBudget::test("all").empty_selector().status(1, 1, 0, 1);
         let pdbs = two(db, all);
         let pods = vec![web("web-0")];
-        let v = View { pdbs: &pdbs, pods: Some(&pods), namespace_terminating: false };
+        let v = View {
+            pdbs: &pdbs,
+            pods: Some(&pods),
+            namespace_terminating: false,
+            shared_with_other_drains: None,
+        };
         assert!(matches!(decide(&pods[0], &v, &RULES), Decision::Delete { .. }));
         // Not Ready under two budgets it would break if it were Ready: frees nothing, costs nothing.
         let a = PodDisruptionBudget::test("a").selecting("app", "web").min_available(2).status(0, 1, 2, 3);
         let b = PodDisruptionBudget::test("b").selecting("app", "web").min_available(2).status(0, 1, 2, 3);
         let pdbs = two(a, b);
         let pods = vec![web("web-0").not_ready(), web("web-1")];
-        let v = View { pdbs: &pdbs, pods: Some(&pods), namespace_terminating: false };
+        let v = View {
+            pdbs: &pdbs,
+            pods: Some(&pods),
+            namespace_terminating: false,
+            shared_with_other_drains: None,
+        };
         assert!(matches!(
             decide(&pods[0], &v, &RULES),
             Decision::Delete { fallback: Fallback { kind: FallbackKind::SeveralPdbs, .. }, .. }
@@ -594,7 +769,12 @@ mod tests {
         let b = PodDisruptionBudget::test("b").empty_selector().status(1, 2, 0, 2);
         let pdbs = two(a, b);
         let pods = vec![web("web-0"), web("web-1")];
-        let v = View { pdbs: &pdbs, pods: Some(&pods), namespace_terminating: false };
+        let v = View {
+            pdbs: &pdbs,
+            pods: Some(&pods),
+            namespace_terminating: false,
+            shared_with_other_drains: None,
+        };
         assert!(
             matches!(decide(&pods[0], &v, &RULES), Decision::Wait(Hold::SeveralPdbs { .. })),
             "web-1 is on its way out"

@@ -248,6 +248,8 @@ pub struct BudgetBreach {
     pub pdb: String,
     /// `namespace/name` of the pod the request removed.
     pub pod: String,
+    /// The node that pod ran on (`spec.nodeName`; empty if unscheduled).
+    pub node: String,
     /// `delete` (a pod DELETE) or `eviction`.
     pub via: &'static str,
     /// Healthy pods the PDB selected before the request.

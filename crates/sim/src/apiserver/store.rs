@@ -1614,6 +1614,11 @@ impl State {
                 self.breaches.push(crate::apiserver::BudgetBreach {
                     pdb: format!("{ns}/{pdb}"),
                     pod: format!("{ns}/{name}"),
+                    node: pod
+                        .pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
                     via,
                     healthy_before,
                     healthy_after,
