@@ -40,6 +40,25 @@ pub(crate) fn settled(srv: &TestApiServer, node: &str) {
     });
 }
 
+/// Static pods on every control plane.
+pub const STATIC_PODS: [&str; 4] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"];
+
+/// The static control-plane pods kubeadm runs on a control plane, as the kubelet mirrors them
+/// (owned by the Node, labelled `tier=control-plane`).
+pub(crate) fn static_pods(srv: &TestApiServer, node: &str) {
+    for c in STATIC_PODS {
+        srv.insert(
+            tf::pod(&format!("{c}-{node}"))
+                .ns("kube-system")
+                .on(node)
+                .mirror()
+                .owned_by("v1", "Node", node)
+                .labels(&[("tier", "control-plane"), ("component", c)])
+                .build(),
+        );
+    }
+}
+
 /// Loads the built-in cluster, every node on `running`: one control plane and four workers;
 /// Calico, kube-proxy and node-exporter DaemonSet pods on every node; static control-plane pods;
 /// CoreDNS; a 3-replica Deployment with a minAvailable 2 PDB (two of its pods on one node, so a
@@ -70,17 +89,7 @@ pub fn load_builtin(srv: &TestApiServer, running: &str) {
             );
         }
         if *cp {
-            for c in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"] {
-                srv.insert(
-                    tf::pod(&format!("{c}-{name}"))
-                        .ns("kube-system")
-                        .on(name)
-                        .mirror()
-                        .owned_by("v1", "Node", name)
-                        .labels(&[("tier", "control-plane"), ("component", c)])
-                        .build(),
-                );
-            }
+            static_pods(srv, name);
         }
     }
     for (ns, ds) in

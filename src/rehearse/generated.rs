@@ -52,8 +52,8 @@ pub const HA_FROM_NODES: u32 = 10;
 pub const DAEMONSETS: [(&str, &str); 3] =
     [("kube-system", "calico-node"), ("kube-system", "kube-proxy"), ("monitoring", "node-exporter")];
 
-/// Static pods on every control plane.
-pub const STATIC_PODS: [&str; 4] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"];
+/// Static pods on every control plane (the built-in cluster's too).
+pub use super::cluster::STATIC_PODS;
 
 /// CoreDNS replicas (kubeadm's default; no PodDisruptionBudget, as kubeadm installs it).
 pub const COREDNS_REPLICAS: usize = 2;
@@ -463,17 +463,7 @@ pub fn load(srv: &TestApiServer, layout: &Layout, running: &str) {
             srv.insert(tf::pod(&pod).ns(ns).on(name).owned_by_daemonset(ds).labels(&[("app", ds)]).build());
         }
         if cp {
-            for c in STATIC_PODS {
-                srv.insert(
-                    tf::pod(&format!("{c}-{name}"))
-                        .ns("kube-system")
-                        .on(name)
-                        .mirror()
-                        .owned_by("v1", "Node", name)
-                        .labels(&[("tier", "control-plane"), ("component", c)])
-                        .build(),
-                );
-            }
+            super::cluster::static_pods(srv, name);
         }
     }
     for (ns, ds) in DAEMONSETS {
