@@ -9,9 +9,8 @@ use super::{
     alert_check,
     node::{
         check_before_touching, drain_for_upgrade, refuse_unacknowledged, uncordon_after_failure,
-        uncordon_on_skip, upgrade_drained,
+        upgrade_drained,
     },
-    node_view,
 };
 use crate::{
     node::probes::{self, NodeRole},
@@ -19,13 +18,12 @@ use crate::{
 };
 
 /// Refuses a control plane whose earlier upgrade awaits an acknowledgement (after restoring the
-/// Deployments a killed run left quiesced) and skips one
-/// already on target (restoring any Deployment a killed run left quiesced, uncordoning it if an
-/// earlier run cordoned it); otherwise the checks (alerts, the Deployments to quiesce readable,
+/// Deployments a killed run left quiesced); otherwise the checks (alerts, the Deployments to quiesce readable,
 /// SSH and sudo on the node), then drain, quiesce, upgrade (`role` picks `apply` or `node`),
 /// control-plane pods Running, alert check, post-upgrade scripts, and the quiesced Deployments
 /// restored on every exit path. Nothing changes before the drain; a failure after it and before
-/// the upgrade starts uncordons the node again.
+/// the upgrade starts uncordons the node again. A control plane already on target never gets
+/// here: `run_step` skips it ([`super::repair_skipped`]).
 pub(super) async fn control_plane(
     ctx: &Ctx,
     snap: &Snapshot,
@@ -41,17 +39,6 @@ pub(super) async fn control_plane(
         // tigera-operator at 0 for 1.5 h). The node itself stays cordoned for the operator.
         restore_quiesced(ctx, slack).await;
         return Err(refused);
-    }
-    let view = node_view(snap, node)?;
-    if view.on_target(input.target) {
-        // A retry after the Job was killed (activeDeadlineSeconds, eviction, SIGKILL) between
-        // its quiesce and its restore finds the node on target: restore here too, or the
-        // Deployments stay at 0 until postflight (seed failure 27: tigera-operator at 0 for
-        // 1.5 h when the retry skipped the phase that would have restored it).
-        restore_quiesced(ctx, slack).await;
-        uncordon_on_skip(ctx, node).await;
-        slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
-        return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
     }
     slack.post(&format!("Draining {node}")).await;
     alert_check(ctx, &format!("alert check before draining {node}")).await?;

@@ -10,7 +10,7 @@ mod worker;
 
 use chain_core::{
     alerts::GateVerdict,
-    plan::{NodeView, PlanError, Snapshot, Step},
+    plan::{Snapshot, Step},
 };
 use tracing::info;
 
@@ -55,11 +55,6 @@ pub(super) async fn repair_skipped(ctx: &Ctx, step: &Step, slack: &Slack) {
         Step::Worker { node } => node::uncordon_on_skip(ctx, node).await,
         Step::Preflight | Step::Postflight => {}
     }
-}
-
-/// The node of a node phase in the phase's snapshot.
-pub(super) fn node_view<'s>(snap: &'s Snapshot, node: &str) -> anyhow::Result<&'s NodeView> {
-    Ok(snap.node(node).ok_or_else(|| PlanError::UnknownNode { node: node.to_string() })?)
 }
 
 /// The alert gate's verdict as one line for logs and messages.

@@ -8,16 +8,13 @@ use chain_core::{
 use super::{
     super::{Ctx, Ended, StepInput, abort, nodes, record_node},
     gate_text,
-    node::{
-        check_before_touching, drain_for_upgrade, refuse_unacknowledged, uncordon_on_skip, upgrade_drained,
-    },
-    node_view,
+    node::{check_before_touching, drain_for_upgrade, refuse_unacknowledged, upgrade_drained},
 };
 use crate::{k8s::events::Milestone, node::probes::NodeRole, slack::Slack};
 
-/// Refuses a worker whose earlier upgrade awaits an acknowledgement and skips one already on
-/// target; otherwise waits for the alerts to clear, checks SSH and sudo on the node, drains,
-/// upgrades, warns on missing DaemonSet pods and soaks. Nothing changes before the drain.
+/// Refuses a worker whose earlier upgrade awaits an acknowledgement; otherwise waits for the alerts to clear, checks SSH and sudo on the node, drains,
+/// upgrades, warns on missing DaemonSet pods and soaks. Nothing changes before the drain. A
+/// worker already on target never gets here: `run_step` skips it ([`super::repair_skipped`]).
 pub(super) async fn worker(
     ctx: &Ctx,
     snap: &Snapshot,
@@ -27,11 +24,6 @@ pub(super) async fn worker(
 ) -> anyhow::Result<Ended> {
     let s = &ctx.settings;
     refuse_unacknowledged(snap, node)?;
-    if node_view(snap, node)?.on_target(input.target) {
-        uncordon_on_skip(ctx, node).await;
-        slack.post(&format!("{node} already on v{}: skipping", input.target)).await;
-        return Ok(Ended::Skipped(format!("{node} already on v{}", input.target)));
-    }
     slack.post(&format!("Draining {node}")).await;
     let v = ctx.gate.wait_until_clear(s.timeouts.alert_wait, s.timeouts.alert_interval).await;
     if v.blocks() {
