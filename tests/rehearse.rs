@@ -70,6 +70,10 @@ async fn the_builtin_rehearsal_runs_every_phase_and_resolves_the_pdb_deadlock() 
     assert_eq!(node1.evicted.iter().filter(|p| p.starts_with("apps/web-")).count(), 2, "{node1:?}");
     assert!(report.jobs[0].etcd_snapshots == 1, "preflight took the etcd snapshot");
     assert!(report.projected > report.wall, "the projection uses the real waits");
+    // One worker at a time (workers.concurrency 1): no two Jobs ever overlap, on the real
+    // clock here (a multi-thread runtime cannot pause its clock).
+    assert_eq!(report.clock, rehearse::report::Clock::Real);
+    no_two_jobs_overlap(&report);
 
     for want in [
         "[1] preflight: Job k8s-upgrade-preflight-1-34-2 runs on k8s-node1",
@@ -97,6 +101,27 @@ async fn the_builtin_rehearsal_runs_every_phase_and_resolves_the_pdb_deadlock() 
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["jobs"].as_array().unwrap().len(), 7);
     assert_eq!(json["completed"], true);
+    assert_eq!(json["clock"], "real");
+    assert_eq!(json["workers"]["in_flight_at_most"], 1);
+    for j in json["jobs"].as_array().unwrap() {
+        assert!(j["started"].as_f64().unwrap() <= j["ended"].as_f64().unwrap(), "{j}");
+    }
+}
+
+/// Asserts that no two Jobs of `report` overlap (workers.concurrency 1): each starts when or
+/// after the one before it ended, from their spans and as the report and the cordon watch
+/// say.
+fn no_two_jobs_overlap(report: &rehearse::Report) {
+    let summary = rehearse::summary_text(report);
+    let spans: Vec<_> = report.jobs.iter().map(|j| (j.started, j.ended)).collect();
+    assert_eq!(rehearse::report::peak(&spans), 1, "{summary}");
+    for pair in report.jobs.windows(2) {
+        assert!(pair[0].ended <= pair[1].started, "{} and {} overlap: {summary}", pair[0].name, pair[1].name);
+    }
+    assert!(report.jobs.iter().all(|j| j.ran_beside.is_empty() && j.shared.is_empty()), "{summary}");
+    let stage = report.workers.as_ref().unwrap();
+    assert_eq!((stage.limit, stage.in_flight_at_most, stage.cordoned_at_most), (1, 1, 1), "{summary}");
+    assert!(summary.contains("at most 1 running at once (limit 1)"), "{summary}");
 }
 
 /// The site's etcd backup in the "live" cluster: CronJob kube-system/etcd-backup.
@@ -430,6 +455,8 @@ async fn a_generated_cluster_rehearses_to_the_end_on_the_simulated_clock() {
             .any(|f| f.why.contains("allows no disruption even at full health")),
         "a single-replica deadlock went through the fallback"
     );
+    assert_eq!(report.clock, rehearse::report::Clock::Simulated);
+    no_two_jobs_overlap(&report);
     // The rehearsal gave the runtime its real clock back: pausing it again would panic if not.
     tokio::time::pause();
     tokio::time::resume();
@@ -551,4 +578,71 @@ async fn from_cluster_takes_the_real_preflights_etcd_snapshot_decision() {
     assert!(report.completed, "{:?}", report.jobs);
     assert!(report.jobs.iter().all(|j| j.etcd_snapshots == 0));
     assert_read_only(&live);
+}
+
+/// A writer into a shared buffer, for capturing the chain's log lines.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `took=` value of a log line (a `Duration`'s Debug form: `144.3s`, `250ms`, `12µs`, `0ns`).
+fn took(line: &str) -> Option<Duration> {
+    let v = line.split("took=").nth(1)?.split_whitespace().next()?;
+    let num = |s: &str| s.parse::<f64>().ok();
+    Some(if let Some(ms) = v.strip_suffix("ms") {
+        Duration::from_secs_f64(num(ms)? / 1e3)
+    } else if let Some(us) = v.strip_suffix("µs") {
+        Duration::from_secs_f64(num(us)? / 1e6)
+    } else if let Some(ns) = v.strip_suffix("ns") {
+        Duration::from_secs_f64(num(ns)? / 1e9)
+    } else {
+        Duration::from_secs_f64(num(v.strip_suffix('s')?)?)
+    })
+}
+
+/// Durations the chain logs inside a rehearsal are on the simulation's clock, as the Jobs'
+/// times are: with `drain.fallback_after` 24h (144 s once divided by the default speed 600),
+/// the drain of k8s-node3 waits 144 simulated seconds before it deletes the deadlocked billing
+/// pod, which costs no wall time, and the chain's log line `drained ... took=` says 144 s, not
+/// the few real milliseconds the drain took.
+#[tokio::test(flavor = "current_thread")]
+async fn durations_the_chain_logs_in_a_rehearsal_are_on_the_simulated_clock() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // This thread's subscriber: the current-thread runtime runs every task of the rehearsal here.
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let mut site = Settings::default();
+    site.drain.fallback_after = Duration::from_secs(24 * 3600);
+    let (_lines, progress) = collector();
+    let report = rehearse::rehearse(&site, options(Source::Builtin, None), &progress).await.unwrap();
+    let summary = rehearse::summary_text(&report);
+    assert!(report.completed, "{summary}");
+    assert_eq!(report.clock, rehearse::report::Clock::Simulated);
+    let waited = Duration::from_secs(144);
+    let node3 = report.jobs.iter().find(|j| j.node.as_deref() == Some("k8s-node3")).unwrap();
+    assert!(node3.measured >= waited, "{summary}");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(" drained ") && l.contains("node=\"k8s-node3\"") && l.contains("took="))
+        .unwrap_or_else(|| panic!("no drain duration of k8s-node3 in the log:\n{text}"));
+    let logged = took(line).unwrap_or_else(|| panic!("unreadable duration: {line}"));
+    assert!(logged >= waited, "{line}");
+    assert!(logged <= node3.measured, "{line}: longer than the Job ({:?})", node3.measured);
 }
