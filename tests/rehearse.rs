@@ -580,21 +580,6 @@ async fn from_cluster_takes_the_real_preflights_etcd_snapshot_decision() {
     assert_read_only(&live);
 }
 
-/// A writer into a shared buffer, for capturing the chain's log lines.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A `took=` value of a log line (a `Duration`'s Debug form: `144.3s`, `250ms`, `12µs`, `0ns`).
 fn took(line: &str) -> Option<Duration> {
     let v = line.split("took=").nth(1)?.split_whitespace().next()?;
@@ -614,35 +599,42 @@ fn took(line: &str) -> Option<Duration> {
 /// times are: with `drain.fallback_after` 24h (144 s once divided by the default speed 600),
 /// the drain of k8s-node3 waits 144 simulated seconds before it deletes the deadlocked billing
 /// pod, which costs no wall time, and the chain's log line `drained ... took=` says 144 s, not
-/// the few real milliseconds the drain took.
-#[tokio::test(flavor = "current_thread")]
-async fn durations_the_chain_logs_in_a_rehearsal_are_on_the_simulated_clock() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    // This thread's subscriber: the current-thread runtime runs every task of the rehearsal here.
-    let _logging = tracing::subscriber::set_default(subscriber);
-    let mut site = Settings::default();
-    site.drain.fallback_after = Duration::from_secs(24 * 3600);
-    let (_lines, progress) = collector();
-    let report = rehearse::rehearse(&site, options(Source::Builtin, None), &progress).await.unwrap();
-    let summary = rehearse::summary_text(&report);
-    assert!(report.completed, "{summary}");
-    assert_eq!(report.clock, rehearse::report::Clock::Simulated);
+/// the few real seconds the drain took. The binary, as an operator runs it: its own process,
+/// so no other test's thread shares tracing's callsite cache with its log.
+#[test]
+fn durations_the_chain_logs_in_a_rehearsal_are_on_the_simulated_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "drain:\n  fallback_after: 24h\n").unwrap();
+    let out = Command::cargo_bin("k8s-upgrade-chain")
+        .unwrap()
+        .arg("--config")
+        .arg(&config)
+        .args(["rehearse", "-o", "json"])
+        .env_remove("TARGET_VERSION")
+        .env_remove("OUTPUT")
+        .env_remove("FROM_CLUSTER")
+        .env_remove("REHEARSE_SPEED")
+        .env_remove("REHEARSE_NODES")
+        .env_remove("REHEARSE_PODS_PER_NODE")
+        .env_remove("LOG_FORMAT")
+        .env("RUST_LOG", "info")
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    let (stdout, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{log}", out.status);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["clock"], "simulated");
     let waited = Duration::from_secs(144);
-    let node3 = report.jobs.iter().find(|j| j.node.as_deref() == Some("k8s-node3")).unwrap();
-    assert!(node3.measured >= waited, "{summary}");
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let line = text
+    let node3 = report["jobs"].as_array().unwrap().iter().find(|j| j["node"] == "k8s-node3").unwrap();
+    let measured = Duration::from_secs_f64(node3["measured"].as_f64().unwrap());
+    assert!(measured >= waited, "{node3}");
+    let line = log
         .lines()
         .find(|l| l.contains(" drained ") && l.contains("node=\"k8s-node3\"") && l.contains("took="))
-        .unwrap_or_else(|| panic!("no drain duration of k8s-node3 in the log:\n{text}"));
+        .unwrap_or_else(|| panic!("no drain duration of k8s-node3 in the log:\n{log}"));
     let logged = took(line).unwrap_or_else(|| panic!("unreadable duration: {line}"));
     assert!(logged >= waited, "{line}");
-    assert!(logged <= node3.measured, "{line}: longer than the Job ({:?})", node3.measured);
+    assert!(logged <= measured, "{line}: longer than the Job ({measured:?})");
 }

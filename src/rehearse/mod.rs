@@ -1,7 +1,9 @@
 //! `rehearse`: the whole chain, end to end, against a simulated cluster.
 //!
-//! One code path: the rehearsal runs the same `detect` and `step` code as production, Job by
-//! Job, as the cluster would run them ([`runner`]). Only the Kubernetes endpoint (the in-process
+//! One code path: the rehearsal runs the same `detect` and `step` code as production, each Job
+//! as soon as it appears, beside the running ones, as the cluster would run them ([`runner`]:
+//! with `workers.concurrency` above 1 the worker Jobs run side by side); each Job's report is
+//! made from what that Job sent ([`record`]). Only the Kubernetes endpoint (the in-process
 //! apiserver, [`sim::apiserver`]) and the node executor ([`sim::node::SimExec`] instead of SSH)
 //! differ, plus loopback stand-ins for Prometheus, the Pushgateway and the apt repository
 //! ([`sim::http`]). The waits and soaks are scaled down; the summary projects the duration with
@@ -298,7 +300,7 @@ pub async fn rehearse(
     };
     // From here on nothing outside this process is read, except a live copy's cluster, which
     // keeps the real clock.
-    let _clock = SimulatedClock::start(!matches!(opts.source, Source::Live(_)));
+    let sim_clock = SimulatedClock::start(!matches!(opts.source, Source::Live(_)));
     if srv.get::<k8s_openapi::api::core::v1::Namespace>(None, &site.namespace).is_none() {
         srv.insert(sim::apiserver::fixtures::namespace(&site.namespace));
     }
@@ -345,7 +347,7 @@ pub async fn rehearse(
     }
 
     // The clock of the Jobs' times: zero when detection runs.
-    let clock = if _clock.paused { Clock::Simulated } else { Clock::Real };
+    let clock = if sim_clock.paused { Clock::Simulated } else { Clock::Real };
     let epoch = tokio::time::Instant::now();
     let detect_ctx =
         Ctx::new(settings.clone(), Clients::from_config(srv.config())?, exec.clone(), opts.image.clone())?;
@@ -958,7 +960,7 @@ pub fn summary_text(r: &Report) -> String {
         .iter()
         .map(|j| {
             [
-                format!("{}{}", j.phase, j.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default()),
+                job_title(j),
                 j.run_on.clone(),
                 j.result.chars().take(60).collect(),
                 format!("{:.1}s", j.started.as_secs_f64()),
@@ -1006,8 +1008,7 @@ pub fn summary_text(r: &Report) -> String {
     let mut shared: Vec<(&str, Vec<String>)> = Vec::new();
     for j in &r.jobs {
         for f in &j.shared {
-            let title =
-                format!("{}{}", j.phase, j.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default());
+            let title = job_title(j);
             match shared.iter_mut().find(|(g, _)| g == f) {
                 Some((_, jobs)) => jobs.push(title),
                 None => shared.push((f, vec![title])),
@@ -1026,6 +1027,11 @@ pub fn summary_text(r: &Report) -> String {
         s.push_str(&format!("    {m}\n"));
     }
     s
+}
+
+/// `worker k8s-node1`, `preflight`.
+fn job_title(j: &JobReport) -> String {
+    format!("{}{}", j.phase, j.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default())
 }
 
 /// The worker stage's lines of the summary.
