@@ -529,7 +529,7 @@ fn shared_figures(job: &JobReport, clock: Clock) -> Vec<String> {
 }
 
 /// The worker stage from the Jobs' spans, the failure domains, the slots and the cordon watch.
-pub fn worker_stage(
+fn worker_stage(
     jobs: &[JobReport],
     zones: &std::collections::BTreeMap<String, String>,
     limit: usize,
