@@ -405,6 +405,77 @@ async fn three_drains_at_once_take_shared_budgets_one_node_at_a_time_in_claim_or
     assert!(held.contested("api").len() >= 2, "{held:?}");
 }
 
+/// A replacement of another drain's pod that landed on this node before its cordon, and is
+/// not Ready yet, is not one of the pods this node's drain may take down: it stands for the
+/// pod the other drain deleted. k8s-node1's drain deletes db-1 (deadlocked, `minAvailable: 3`
+/// of 3); its replacement lands on k8s-node2, the only schedulable node then, and is held
+/// Pending. k8s-node2's drain (evictions one at a time, so db-2's refusal is decided while the
+/// replacement is still on the node) must wait for a Ready replacement elsewhere before it
+/// deletes db-2: deleting it at once would leave 1 of 3 healthy, two nodes' worth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unready_replacement_on_the_node_drained_is_not_counted_as_its_own_pod() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let srv = Arc::new(
+        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_millis(20)).start().await,
+    );
+    for n in ["k8s-node1", "k8s-node2", "k8s-node3"] {
+        srv.insert(tf::node(n).ready().kubelet("v1.34.1").build());
+    }
+    srv.insert(tf::namespace(NS));
+    let keys = ClaimKeys::new(&Settings::default().annotation_prefix);
+    let claimed = |n: &str, at: &str| (n.to_string(), at.parse().unwrap());
+    let rec = Claims {
+        target: Some("1.34.2".parse().unwrap()),
+        in_flight: [
+            claimed("k8s-node1", "2026-12-01T01:00:00Z"),
+            claimed("k8s-node2", "2026-12-01T01:00:01Z"),
+        ]
+        .into(),
+        stopped: None,
+    };
+    let mut ann = rec.patch(&keys, "")["metadata"]["annotations"].clone();
+    ann.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+    srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
+    spread_workload(&srv, 0);
+    let clients = Clients::from_config(srv.config()).unwrap();
+    let (held, releaser) =
+        hold_replacements(srv.clone(), &["db"], |_| BTreeSet::from(["k8s-node2".to_string()]));
+    let config = DrainConfig {
+        timeout: Duration::from_secs(60),
+        kill_switch_interval: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        concurrency: 1,
+        ..DrainConfig::default()
+    };
+    let drain = |node: &str| {
+        let target = DrainTarget { node: node.into(), namespace: NS.into(), self_pod: None };
+        let (clients, config, keys) = (&clients, &config, keys.clone());
+        async move { drain::drain_shared(clients, &target, config, Some(keys)).await }
+    };
+    // k8s-node3 is cordoned (by someone else): db-1's replacement can only go to k8s-node2.
+    srv.modify::<Node>(None, "k8s-node3", |n| n["spec"]["unschedulable"] = serde_json::json!(true)).unwrap();
+    let one = drain("k8s-node1").await.unwrap();
+    assert_eq!(one.outcome, DrainOutcome::Drained, "{one}");
+    let on_node2: Vec<String> = srv
+        .list::<Pod>(Some("apps"))
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("k8s-node2"))
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(on_node2.len(), 2, "db-2 and db-1's replacement, not Ready: {on_node2:?}");
+    srv.modify::<Node>(None, "k8s-node3", |n| n["spec"]["unschedulable"] = serde_json::json!(null)).unwrap();
+    let two = drain("k8s-node2").await.unwrap();
+    releaser.abort();
+    assert_eq!(two.outcome, DrainOutcome::Drained, "{two}");
+    assert_no_budget_broken(&srv);
+    let held = held.lock().unwrap();
+    assert!(held.forced.is_empty(), "{held:?}");
+    // db-2 was refused while no Ready replacement of db-1 existed, and waited.
+    assert!(!held.contested("db").is_empty(), "{held:?}");
+    let deleted: Vec<&str> = two.fallbacks.iter().map(|f| f.pod.name.as_str()).collect();
+    assert_eq!(deleted, ["db-2"], "{two}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_chain_at_concurrency_three_keeps_the_limit_the_zones_and_the_budgets() {
     let c = Cluster::start(layout(120, EIGHT)).await;
