@@ -476,6 +476,52 @@ async fn an_unready_replacement_on_the_node_drained_is_not_counted_as_its_own_po
     assert_eq!(deleted, ["db-2"], "{two}");
 }
 
+/// A node claimed earlier whose drain is over (upgraded and uncordoned, soaking before its Job
+/// ends and releases its claim) no longer goes first: a pod of the deadlocked PDB that landed
+/// on it since (the scheduler favours the emptied node) is not one its drain will take, so the
+/// later drain does not wait for that node's soak. k8s-node1 is on the target; k8s-node2's
+/// drain deletes db-2 as soon as every other db pod is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_ahead_whose_drain_is_over_does_not_hold_the_drains_behind_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let srv =
+        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_millis(20)).start().await;
+    srv.insert(tf::node("k8s-node1").ready().kubelet("v1.34.2").build());
+    for n in ["k8s-node2", "k8s-node3"] {
+        srv.insert(tf::node(n).ready().kubelet("v1.34.1").build());
+    }
+    srv.insert(tf::namespace(NS));
+    let keys = ClaimKeys::new(&Settings::default().annotation_prefix);
+    let claimed = |n: &str, at: &str| (n.to_string(), at.parse().unwrap());
+    let rec = Claims {
+        target: Some("1.34.2".parse().unwrap()),
+        in_flight: [
+            claimed("k8s-node1", "2026-12-01T01:00:00Z"),
+            claimed("k8s-node2", "2026-12-01T01:00:01Z"),
+        ]
+        .into(),
+        stopped: None,
+    };
+    let mut ann = rec.patch(&keys, "")["metadata"]["annotations"].clone();
+    ann.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+    srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
+    // db-1 on k8s-node1 stands for a replacement that landed there after its upgrade.
+    spread_workload(&srv, 0);
+    let clients = Clients::from_config(srv.config()).unwrap();
+    let config = DrainConfig {
+        timeout: Duration::from_secs(10),
+        kill_switch_interval: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        ..DrainConfig::default()
+    };
+    let target = DrainTarget { node: "k8s-node2".into(), namespace: NS.into(), self_pod: None };
+    let r = drain::drain_shared(&clients, &target, &config, Some(keys)).await;
+    let r = r.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(r.outcome, DrainOutcome::Drained, "{r}");
+    assert_eq!(r.summary.eviction_refusals, 1, "deleted at its first refusal: {r}");
+    assert_no_budget_broken(&srv);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_chain_at_concurrency_three_keeps_the_limit_the_zones_and_the_budgets() {
     let c = Cluster::start(layout(120, EIGHT)).await;

@@ -68,9 +68,10 @@ pub struct View<'a> {
 pub struct Shared<'a> {
     /// The node drained.
     pub node: &'a str,
-    /// The nodes in flight that go first (claimed earlier; ties by name): one order every
-    /// drain computes alike from the claim record, so two drains deciding at the same moment
-    /// never both take a pod of one PDB.
+    /// The nodes in flight that go first (claimed earlier; ties by name) and whose drain is
+    /// not over: one order every drain computes alike from the claim record
+    /// ([`crate::waves::Claims::draining_ahead_of`]), so two drains deciding at the same
+    /// moment never both take a pod of one PDB.
     pub ahead: &'a [String],
 }
 
