@@ -7,7 +7,13 @@
 //! zone), a watch on the nodes sees every cordon (never more cordoned workers than the limit,
 //! never two of a zone), and the apiserver's budget guard records every pod DELETE or eviction
 //! that took a PodDisruptionBudget below its desired healthy count (the PDB watcher of
-//! tests/drain.rs: only the documented deadlock fallback may).
+//! tests/drain.rs: only the documented deadlock fallback may, one node at a time).
+//!
+//! Drains running at once race only while a pod one of them deleted is not replaced yet. The
+//! tests do not leave that window to timing: the replacements are held not Ready by the
+//! apiserver's simulated kubelet until the other drains have been refused meanwhile
+//! ([`hold_replacements`]), so a rule that let a second node's pod go would break a budget in
+//! every run.
 
 mod support;
 
@@ -70,10 +76,13 @@ fn claims(c: &Cluster) -> Claims {
 
 /// Writes the claim record as a chain Job would have left it.
 fn seed_record(c: &Cluster, rec: &Claims) {
-    let keys = ClaimKeys::new(&c.settings.annotation_prefix);
-    let mut ann = rec.patch(&keys, "")["metadata"]["annotations"].clone();
+    write_record(&c.srv, &ClaimKeys::new(&c.settings.annotation_prefix), rec);
+}
+
+fn write_record(srv: &TestApiServer, keys: &ClaimKeys, rec: &Claims) {
+    let mut ann = rec.patch(keys, "")["metadata"]["annotations"].clone();
     ann.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-    c.srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
+    srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
 }
 
 /// What the watchers saw.
@@ -195,8 +204,8 @@ fn assert_no_budget_broken(srv: &TestApiServer) {
 }
 
 /// Workloads spread over the workers, so drains running at once share budgets: an
-/// `api`-replica ReplicaSet under `maxUnavailable: 1`, one pod on each of k8s-node1..`api` (the
-/// eviction API enforces it), and a 3-replica one under `minAvailable: 3`, which allows no
+/// `api`-replica ReplicaSet under `maxUnavailable: 1` (none if 0), one pod on each of
+/// k8s-node1..`api` (the eviction API enforces it), and a 3-replica one under `minAvailable: 3`, which allows no
 /// eviction at all, one pod on each of k8s-node1..3, which the first wave drains together (only
 /// the drain's deadlock fallback can take those pods, one node's worth at a time).
 fn spread_workload(srv: &TestApiServer, api: i64) {
@@ -212,6 +221,9 @@ fn spread_workload(srv: &TestApiServer, api: i64) {
                 .grace(1)
                 .build(),
         );
+    }
+    if api == 0 {
+        return;
     }
     srv.insert(tf::replicaset("api").ns("apps").replicas(api).labels(&[("app", "api")]).grace(1).build());
     srv.insert(tf::pdb("api").ns("apps").max_unavailable(1).selector(&[("app", "api")]).build());
@@ -313,6 +325,55 @@ fn hold_replacements(
     (held, task)
 }
 
+/// The apiserver alone, for drains run side by side by the test: Ready `nodes` (name, kubelet
+/// version), the tool's namespace holding the claim record of `claimed` (node, claimed at) for
+/// v1.34.2, and [`spread_workload`]. Replacements start 20 ms after they are created.
+async fn drains_env(
+    nodes: &[(&str, &str)],
+    claimed: &[(&str, &str)],
+    api: i64,
+) -> (Arc<TestApiServer>, Clients, ClaimKeys) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let srv = Arc::new(
+        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_millis(20)).start().await,
+    );
+    for (n, kubelet) in nodes {
+        srv.insert(tf::node(n).ready().kubelet(kubelet).build());
+    }
+    srv.insert(tf::namespace(NS));
+    let keys = ClaimKeys::new(&Settings::default().annotation_prefix);
+    let rec = Claims {
+        target: Some("1.34.2".parse().unwrap()),
+        in_flight: claimed.iter().map(|(n, at)| (n.to_string(), at.parse().unwrap())).collect(),
+        stopped: None,
+    };
+    write_record(&srv, &keys, &rec);
+    spread_workload(&srv, api);
+    let clients = Clients::from_config(srv.config()).unwrap();
+    (srv, clients, keys)
+}
+
+/// Short deadlines; a refused eviction is asked again every second.
+fn drain_config() -> DrainConfig {
+    DrainConfig {
+        timeout: Duration::from_secs(60),
+        kill_switch_interval: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        ..DrainConfig::default()
+    }
+}
+
+/// `node`'s drain as a worker Job in flight runs it: sharing budgets with the claim record.
+async fn shared_drain(
+    clients: &Clients,
+    node: &str,
+    config: &DrainConfig,
+    keys: &ClaimKeys,
+) -> Result<drain::DrainReport, drain::DrainError> {
+    let target = DrainTarget { node: node.into(), namespace: NS.into(), self_pod: None };
+    drain::drain_shared(clients, &target, config, Some(keys.clone())).await
+}
+
 /// Issue 15 item 2, deterministically: three drains of different nodes run at once, in the
 /// order of the claim record (k8s-node3, then k8s-node1, then k8s-node2: not the order of
 /// their names), over a deadlocked PDB (`minAvailable: 3` of 3, one pod on each node: only the
@@ -323,33 +384,14 @@ fn hold_replacements(
 /// a time, the deletions follow the claim record, and every drain finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_drains_at_once_take_shared_budgets_one_node_at_a_time_in_claim_order() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let srv = Arc::new(
-        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_millis(20)).start().await,
-    );
     const DRAINED: [&str; 3] = ["k8s-node1", "k8s-node2", "k8s-node3"];
-    for n in DRAINED.iter().chain(&["k8s-node4", "k8s-node5"]) {
-        srv.insert(tf::node(n).ready().kubelet("v1.34.1").build());
-    }
-    srv.insert(tf::namespace(NS));
-    let prefix = Settings::default().annotation_prefix;
-    let keys = ClaimKeys::new(&prefix);
-    let claimed = |n: &str, at: &str| (n.to_string(), at.parse().unwrap());
-    let rec = Claims {
-        target: Some("1.34.2".parse().unwrap()),
-        in_flight: [
-            claimed("k8s-node3", "2026-12-01T01:00:00Z"),
-            claimed("k8s-node1", "2026-12-01T01:00:01Z"),
-            claimed("k8s-node2", "2026-12-01T01:00:02Z"),
-        ]
-        .into(),
-        stopped: None,
-    };
-    let mut ann = rec.patch(&keys, "")["metadata"]["annotations"].clone();
-    ann.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-    srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
-    spread_workload(&srv, 4);
-    let clients = Clients::from_config(srv.config()).unwrap();
+    let nodes = ["k8s-node1", "k8s-node2", "k8s-node3", "k8s-node4", "k8s-node5"].map(|n| (n, "v1.34.1"));
+    let claimed = [
+        ("k8s-node3", "2026-12-01T01:00:00Z"),
+        ("k8s-node1", "2026-12-01T01:00:01Z"),
+        ("k8s-node2", "2026-12-01T01:00:02Z"),
+    ];
+    let (srv, clients, keys) = drains_env(&nodes, &claimed, 4).await;
     // Each drain cordons its node first; done here for all three before any drain starts, so
     // no replacement lands on a node about to be drained (which the sim's round robin would
     // otherwise decide).
@@ -358,20 +400,8 @@ async fn three_drains_at_once_take_shared_budgets_one_node_at_a_time_in_claim_or
     }
     let (held, releaser) =
         hold_replacements(srv.clone(), &["db", "api"], |_| DRAINED.iter().map(|n| n.to_string()).collect());
-    let config = DrainConfig {
-        timeout: Duration::from_secs(60),
-        kill_switch_interval: Duration::from_secs(1),
-        // A refused eviction is asked again every second.
-        backoff_max: Duration::from_secs(1),
-        ..DrainConfig::default()
-    };
-    let run = |node: &'static str| {
-        let (clients, config, keys) = (&clients, &config, keys.clone());
-        async move {
-            let target = DrainTarget { node: node.into(), namespace: NS.into(), self_pod: None };
-            drain::drain_shared(clients, &target, config, Some(keys)).await
-        }
-    };
+    let config = drain_config();
+    let run = |node| shared_drain(&clients, node, &config, &keys);
     let (a, b, c) = tokio::join!(run("k8s-node1"), run("k8s-node2"), run("k8s-node3"));
     releaser.abort();
 
@@ -414,44 +444,13 @@ async fn three_drains_at_once_take_shared_budgets_one_node_at_a_time_in_claim_or
 /// deletes db-2: deleting it at once would leave 1 of 3 healthy, two nodes' worth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unready_replacement_on_the_node_drained_is_not_counted_as_its_own_pod() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let srv = Arc::new(
-        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_millis(20)).start().await,
-    );
-    for n in ["k8s-node1", "k8s-node2", "k8s-node3"] {
-        srv.insert(tf::node(n).ready().kubelet("v1.34.1").build());
-    }
-    srv.insert(tf::namespace(NS));
-    let keys = ClaimKeys::new(&Settings::default().annotation_prefix);
-    let claimed = |n: &str, at: &str| (n.to_string(), at.parse().unwrap());
-    let rec = Claims {
-        target: Some("1.34.2".parse().unwrap()),
-        in_flight: [
-            claimed("k8s-node1", "2026-12-01T01:00:00Z"),
-            claimed("k8s-node2", "2026-12-01T01:00:01Z"),
-        ]
-        .into(),
-        stopped: None,
-    };
-    let mut ann = rec.patch(&keys, "")["metadata"]["annotations"].clone();
-    ann.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-    srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
-    spread_workload(&srv, 0);
-    let clients = Clients::from_config(srv.config()).unwrap();
+    let nodes = ["k8s-node1", "k8s-node2", "k8s-node3"].map(|n| (n, "v1.34.1"));
+    let claimed = [("k8s-node1", "2026-12-01T01:00:00Z"), ("k8s-node2", "2026-12-01T01:00:01Z")];
+    let (srv, clients, keys) = drains_env(&nodes, &claimed, 0).await;
     let (held, releaser) =
         hold_replacements(srv.clone(), &["db"], |_| BTreeSet::from(["k8s-node2".to_string()]));
-    let config = DrainConfig {
-        timeout: Duration::from_secs(60),
-        kill_switch_interval: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(1),
-        concurrency: 1,
-        ..DrainConfig::default()
-    };
-    let drain = |node: &str| {
-        let target = DrainTarget { node: node.into(), namespace: NS.into(), self_pod: None };
-        let (clients, config, keys) = (&clients, &config, keys.clone());
-        async move { drain::drain_shared(clients, &target, config, Some(keys)).await }
-    };
+    let config = DrainConfig { concurrency: 1, ..drain_config() };
+    let drain = |node| shared_drain(&clients, node, &config, &keys);
     // k8s-node3 is cordoned (by someone else): db-1's replacement can only go to k8s-node2.
     srv.modify::<Node>(None, "k8s-node3", |n| n["spec"]["unschedulable"] = serde_json::json!(true)).unwrap();
     let one = drain("k8s-node1").await.unwrap();
@@ -483,40 +482,12 @@ async fn an_unready_replacement_on_the_node_drained_is_not_counted_as_its_own_po
 /// drain deletes db-2 as soon as every other db pod is healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_ahead_whose_drain_is_over_does_not_hold_the_drains_behind_it() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let srv =
-        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_millis(20)).start().await;
-    srv.insert(tf::node("k8s-node1").ready().kubelet("v1.34.2").build());
-    for n in ["k8s-node2", "k8s-node3"] {
-        srv.insert(tf::node(n).ready().kubelet("v1.34.1").build());
-    }
-    srv.insert(tf::namespace(NS));
-    let keys = ClaimKeys::new(&Settings::default().annotation_prefix);
-    let claimed = |n: &str, at: &str| (n.to_string(), at.parse().unwrap());
-    let rec = Claims {
-        target: Some("1.34.2".parse().unwrap()),
-        in_flight: [
-            claimed("k8s-node1", "2026-12-01T01:00:00Z"),
-            claimed("k8s-node2", "2026-12-01T01:00:01Z"),
-        ]
-        .into(),
-        stopped: None,
-    };
-    let mut ann = rec.patch(&keys, "")["metadata"]["annotations"].clone();
-    ann.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-    srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
+    let nodes = [("k8s-node1", "v1.34.2"), ("k8s-node2", "v1.34.1"), ("k8s-node3", "v1.34.1")];
+    let claimed = [("k8s-node1", "2026-12-01T01:00:00Z"), ("k8s-node2", "2026-12-01T01:00:01Z")];
     // db-1 on k8s-node1 stands for a replacement that landed there after its upgrade.
-    spread_workload(&srv, 0);
-    let clients = Clients::from_config(srv.config()).unwrap();
-    let config = DrainConfig {
-        timeout: Duration::from_secs(10),
-        kill_switch_interval: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(1),
-        ..DrainConfig::default()
-    };
-    let target = DrainTarget { node: "k8s-node2".into(), namespace: NS.into(), self_pod: None };
-    let r = drain::drain_shared(&clients, &target, &config, Some(keys)).await;
-    let r = r.unwrap_or_else(|e| panic!("{e:#}"));
+    let (srv, clients, keys) = drains_env(&nodes, &claimed, 0).await;
+    let config = DrainConfig { timeout: Duration::from_secs(10), ..drain_config() };
+    let r = shared_drain(&clients, "k8s-node2", &config, &keys).await.unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(r.outcome, DrainOutcome::Drained, "{r}");
     assert_eq!(r.summary.eviction_refusals, 1, "deleted at its first refusal: {r}");
     assert_no_budget_broken(&srv);
