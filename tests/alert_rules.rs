@@ -70,7 +70,11 @@ const STALL: &str = "(time() - max({__name__=~\"k8s_upgrade_(started|phase_start
 fn stalled_measuring_the_chains_age_fails_the_healthy_long_chain_test() {
     // The seed's literal rule (QA A1): a healthy chain longer than 4 h paged.
     let (ok, out) = run_mutated(|r| {
-        r.replacen(STALL, "(time() - max(k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} > 0)) > 14400", 1)
+        r.replacen(
+            STALL,
+            "(time() - max(k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} > 0)) > 14400",
+            1,
+        )
     });
     assert!(!ok, "{out}");
     assert!(out.contains("a healthy 22h chain"), "{out}");

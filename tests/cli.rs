@@ -25,7 +25,10 @@ fn plan_from_the_example_cluster() {
     let workers: Vec<&str> = text.lines().filter(|l| l.contains(" worker ")).collect();
     assert_eq!(workers.len(), 7);
     assert!(workers.last().unwrap().contains("k8s-node10"), "natural order puts node10 last");
-    assert!(text.contains("k8s-upgrade-preflight-1-34-2") && text.contains("nvidia.com/gpu:NoSchedule"));
+    assert!(text.contains("k8s-upgrade-preflight-1-34-2"), "{text}");
+    // The chain's own Jobs prefer a worker without a scheduling taint over the GPU node k8s-node1.
+    let preflight = text.lines().find(|l| l.contains(" preflight ")).unwrap();
+    assert!(preflight.contains("k8s-node2") && !text.contains("nvidia.com/gpu"), "{text}");
 }
 
 #[test]
@@ -530,8 +533,16 @@ fn nodes_file(dir: &std::path::Path, name: &str, nodes: &[(&str, bool, &str)]) -
 fn plan_refuses_a_target_older_than_any_node() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ([("cp1", true, "v1.35.0"), ("w1", false, "v1.35.0"), ("w2", false, "v1.34.5")], "1.34.6", "cp1 (v1.35.0), w1 (v1.35.0)"),
-        ([("cp1", true, "v1.34.1"), ("w1", false, "v1.32.3"), ("w2", false, "v1.34.1")], "1.33.0", "cp1 (v1.34.1), w2 (v1.34.1)"),
+        (
+            [("cp1", true, "v1.35.0"), ("w1", false, "v1.35.0"), ("w2", false, "v1.34.5")],
+            "1.34.6",
+            "cp1 (v1.35.0), w1 (v1.35.0)",
+        ),
+        (
+            [("cp1", true, "v1.34.1"), ("w1", false, "v1.32.3"), ("w2", false, "v1.34.1")],
+            "1.33.0",
+            "cp1 (v1.34.1), w2 (v1.34.1)",
+        ),
     ];
     for (i, (nodes, target, named)) in cases.iter().enumerate() {
         let file = nodes_file(dir.path(), &format!("n{i}.json"), nodes);
@@ -549,7 +560,15 @@ fn plan_refuses_a_target_older_than_any_node() {
 fn plan_of_the_running_version_has_nothing_to_do_and_on_target_nodes_are_shown() {
     let text = stdout(bin().args(["plan", "--nodes-file", "examples/nodes.yaml", "--version", "1.34.1"]));
     assert_eq!(text, "nothing to do: every node is on v1.34.1 (no Job is planned)\n");
-    let json = stdout(bin().args(["plan", "-o", "json", "--nodes-file", "examples/nodes.yaml", "--version", "1.34.1"]));
+    let json = stdout(bin().args([
+        "plan",
+        "-o",
+        "json",
+        "--nodes-file",
+        "examples/nodes.yaml",
+        "--version",
+        "1.34.1",
+    ]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["nothing_to_do"], true);
     assert_eq!(v["jobs"].as_array().unwrap().len(), 0);
@@ -558,7 +577,12 @@ fn plan_of_the_running_version_has_nothing_to_do_and_on_target_nodes_are_shown()
     let file = nodes_file(
         dir.path(),
         "partial.json",
-        &[("cp1", true, "v1.34.2"), ("w1", false, "v1.34.1"), ("w2", false, "v1.34.2"), ("w3", false, "v1.34.2")],
+        &[
+            ("cp1", true, "v1.34.2"),
+            ("w1", false, "v1.34.1"),
+            ("w2", false, "v1.34.2"),
+            ("w3", false, "v1.34.2"),
+        ],
     );
     let text = stdout(bin().args(["plan", "--nodes-file", &file, "--version", "1.34.2"]));
     assert!(text.contains("(on target: skips its work)"), "{text}");

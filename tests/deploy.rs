@@ -196,7 +196,9 @@ fn locals(config_yaml: Option<&str>) -> hcl::Map<String, Value> {
             }
         }
     }
-    for k in ["namespace", "etcd_backup_namespace", "post_upgrade_configmaps", "quiesce_deployments", "labels"] {
+    for k in
+        ["namespace", "etcd_backup_namespace", "post_upgrade_configmaps", "quiesce_deployments", "labels"]
+    {
         assert!(out.contains_key(k), "main.tf has no local {k} from the config module");
     }
     out

@@ -239,8 +239,16 @@ async fn every_request_of_a_full_chain_is_granted() {
     assert!(!quiesced.is_empty(), "the chain's layout quiesces a Deployment");
     for r in c.srv.requests() {
         let g = grant_of(&r);
-        if g.group == "apps" && g.resource == "deployments" && !matches!(g.verb.as_str(), "get" | "list" | "watch") {
-            assert!(quiesced.contains(&(g.namespace.clone(), g.name.clone())), "{} {} -> {g}", r.method, r.path);
+        if g.group == "apps"
+            && g.resource == "deployments"
+            && !matches!(g.verb.as_str(), "get" | "list" | "watch")
+        {
+            assert!(
+                quiesced.contains(&(g.namespace.clone(), g.name.clone())),
+                "{} {} -> {g}",
+                r.method,
+                r.path
+            );
         }
         if !granted.iter().any(|(ns, rule)| rbac::allows(ns.as_deref(), rule, &g)) {
             denied.insert(format!("{} {} -> {g}", r.method, r.path.split('?').next().unwrap()));

@@ -648,13 +648,20 @@ pub struct Placement {
 
 /// Chooses the run-on node of a step.
 ///
-/// Preflight, control-plane and postflight Jobs run on the first schedulable worker; worker
-/// Jobs on the first schedulable control-plane node. Either way never on the node drained.
+/// Preflight, control-plane and postflight Jobs run on a schedulable worker; worker Jobs on a
+/// schedulable control-plane node. Either way never on the node drained. Among the candidates,
+/// in natural order, the first without a `NoSchedule`/`NoExecute` taint wins, else the first:
+/// the seed pinned its Jobs to `k8s-node1`, which later carried a GPU taint (seed failure 36),
+/// and a dedicated node is the wrong place for the chain when a plain one exists. A tainted
+/// node still gets tolerations for its taints ([`tolerations_for`]).
 pub fn placement(snap: &Snapshot, step: &Step) -> Result<Placement, PlanError> {
     let phase = step.phase();
     let target = step.node();
     fn pick<'a>(nodes: &'a [NodeView], target: Option<&str>) -> Option<&'a NodeView> {
-        nodes.iter().find(|n| n.schedulable() && Some(n.name.as_str()) != target)
+        let mut candidates = nodes.iter().filter(|n| n.schedulable() && Some(n.name.as_str()) != target);
+        let untainted =
+            |n: &&NodeView| !n.taints.iter().any(|t| matches!(t.effect.as_str(), "NoSchedule" | "NoExecute"));
+        candidates.clone().find(untainted).or_else(|| candidates.next())
     }
     let node = match phase {
         Phase::Worker => {

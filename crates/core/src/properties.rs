@@ -428,7 +428,11 @@ fn mixed_cluster() -> impl Strategy<Value = Snapshot> {
     let node_v = (33u32..=35, 0u32..=3, any::<bool>(), any::<bool>());
     (vec(node_v.clone(), 1..=3), vec(node_v, 1..=6)).prop_map(|(cps, ws)| {
         let build = |name: String, (minor, patch, cordoned, ready): (u32, u32, bool, bool), i: usize| {
-            let mut b = node(&name).kubelet(&format!("v1.{minor}.{patch}")).ip(&format!("10.0.{}.{}", i / 200, i % 200 + 1));
+            let mut b = node(&name).kubelet(&format!("v1.{minor}.{patch}")).ip(&format!(
+                "10.0.{}.{}",
+                i / 200,
+                i % 200 + 1
+            ));
             if cordoned {
                 b = b.cordoned();
             }

@@ -637,7 +637,9 @@ mod tests {
         let patches = |settings: &Settings| -> Vec<Grant> {
             required(settings)
                 .into_iter()
-                .filter(|g| g.resource == "deployments" && !matches!(g.verb.as_str(), "get" | "list" | "watch"))
+                .filter(|g| {
+                    g.resource == "deployments" && !matches!(g.verb.as_str(), "get" | "list" | "watch")
+                })
                 .collect()
         };
         let plain = Settings::default();
@@ -645,7 +647,10 @@ mod tests {
         assert!(roles(&plain).iter().all(|r| r.scope != Scope::QuiesceNamespace));
         let mut s = plain.clone();
         s.hooks.quiesce_deployments = vec![
-            crate::settings::QuiesceDeployment { namespace: "tigera-operator".into(), name: "tigera-operator".into() },
+            crate::settings::QuiesceDeployment {
+                namespace: "tigera-operator".into(),
+                name: "tigera-operator".into(),
+            },
             crate::settings::QuiesceDeployment { namespace: "kube-system".into(), name: "a".into() },
             crate::settings::QuiesceDeployment { namespace: "kube-system".into(), name: "b".into() },
         ];
@@ -673,12 +678,15 @@ mod tests {
         assert!(cov.is_exact(), "{cov}");
         // The old cluster-wide patch is caught as wider than needed.
         let mut wide = flatten(&r);
-        wide.push((None, PolicyRule {
-            api_groups: Some(vec!["apps".into()]),
-            resources: Some(vec!["deployments".into()]),
-            verbs: vec!["patch".into()],
-            ..Default::default()
-        }));
+        wide.push((
+            None,
+            PolicyRule {
+                api_groups: Some(vec!["apps".into()]),
+                resources: Some(vec!["deployments".into()]),
+                verbs: vec!["patch".into()],
+                ..Default::default()
+            },
+        ));
         assert!(check(&required(&s), &wide).unneeded.iter().any(|g| g.verb == "patch" && g.name.is_none()));
     }
 

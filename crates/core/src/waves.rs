@@ -520,7 +520,8 @@ fn pick(
     finished: Option<&str>,
 ) -> Vec<String> {
     let ready = snap.workers.iter().filter(|w| w.ready || in_flight.contains_key(&w.name)).count();
-    let schedulable = snap.workers.iter().filter(|w| w.schedulable() || in_flight.contains_key(&w.name)).count();
+    let schedulable =
+        snap.workers.iter().filter(|w| w.schedulable() || in_flight.contains_key(&w.name)).count();
     let limit = settings.limit(ready, schedulable);
     let mut busy: BTreeSet<&str> =
         in_flight.keys().filter_map(|n| zones.get(n)).map(String::as_str).collect();
