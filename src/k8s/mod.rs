@@ -35,11 +35,33 @@ impl Clients {
 
     /// Kubeconfig first (`$KUBECONFIG`, `~/.kube/config`), then the in-cluster service account,
     /// which is what a Job pod uses.
+    ///
+    /// Loading touches no network: a kubeconfig that is missing, unreadable or malformed (or,
+    /// in a pod, a missing service account) is bad input (exit 2), named by its path (QA B5).
     pub async fn infer() -> anyhow::Result<Self> {
-        let config = Config::infer().await.context(
-            "failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)",
-        )?;
+        let config = Config::infer()
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to load a Kubernetes configuration: the kubeconfig {} or the in-cluster \
+                     service account",
+                    kubeconfig_paths()
+                )
+            })
+            .map_err(crate::exit::bad_input)?;
         Self::from_config(config)
+    }
+}
+
+/// The kubeconfig files kube reads, as an error names them: `$KUBECONFIG` (a `:`-separated
+/// list), else `~/.kube/config`.
+fn kubeconfig_paths() -> String {
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(v) => format!("{} (KUBECONFIG)", v.to_string_lossy()),
+        None => match std::env::var_os("HOME") {
+            Some(home) => format!("{}/.kube/config", home.to_string_lossy()),
+            None => "~/.kube/config".to_string(),
+        },
     }
 }
 
@@ -60,7 +82,10 @@ pub async fn connect(context: Option<&str>) -> anyhow::Result<Clients> {
             let config = Config::from_kubeconfig(&opts)
                 .await
                 .with_context(|| {
-                    format!("failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT)")
+                    format!(
+                        "failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT) from {}",
+                        kubeconfig_paths()
+                    )
                 })
                 .map_err(crate::exit::bad_input)?;
             Clients::from_config(config)
