@@ -4,7 +4,7 @@
 //! |------|---------|
 //! | 0 | success; also kill switch present, upgrade held or blocked (nothing to retry) |
 //! | 1 | a gate aborted the phase (alerts, unhealthy nodes, settle window, failed checks) |
-//! | 2 | bad input: flags, env, config, template, versions, node names |
+//! | 2 | bad input: flags, env, config, template, versions, node names, kubeconfig |
 //! | 3 | unexpected failure (API, SSH, timeouts) |
 
 use std::process::ExitCode;

@@ -119,7 +119,7 @@ mod tests {
         let short = r#"invalid value: string "v1", expected batch/v1"#;
         assert_eq!(parser_message(short), short);
         let escaped = r#"unknown field "a\"bcdefghijklmnopqrstuvwxyz", expected one of "x""#;
-        assert_eq!(parser_message(escaped), r#"unknown field "a\"bcdefghijklmno…", expected one of "x""#);
+        assert_eq!(parser_message(escaped), r#"unknown field "a\"bcdefghijklmn…", expected one of "x""#);
         let key = format!("invalid type: string {:?}", KEY.replace('\n', " "));
         assert_eq!(parser_message(&key), format!("invalid type: string \"{PEM_MASK}\""));
     }
