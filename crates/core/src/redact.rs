@@ -60,6 +60,9 @@ pub fn parser_message(message: &str) -> String {
     let cut = QUOTED.replace_all(&masked, |c: &regex::Captures<'_>| {
         let q = &c[0];
         let inner = &q[1..q.len() - 1];
+        if inner.starts_with(PEM_MASK) {
+            return format!("\"{PEM_MASK}\"");
+        }
         match inner.char_indices().nth(QUOTED_PREFIX) {
             None => q.to_string(),
             Some((i, _)) => format!("\"{}…\"", &inner[..i]),
