@@ -310,6 +310,7 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         (vec!["plan", "--version", "1.34.2"], vec![("KUBECONFIG", &bad_kubeconfig)], &bad_kubeconfig),
         // plan
         (vec!["plan", "--version", "1.34"], vec![], "--version / TARGET_VERSION"),
+        (vec!["plan", "--version", "01.34.2"], vec![], "--version / TARGET_VERSION"),
         (vec!["plan"], vec![("TARGET_VERSION", "latest")], "TARGET_VERSION"),
         (vec!["plan", "--version", "1.34.2", "-o", "xml"], vec![], "--output"),
         (vec!["plan", "--version", "1.34.2"], vec![("OUTPUT", "yaml")], "--output / OUTPUT"),
@@ -467,6 +468,9 @@ fn table_of_bad_config_keys() {
         ("drain: {backoff_max: 999999999h}".into(), "drain.backoff_max"),
         ("drain: {backoff_min: 0s}".into(), "drain.backoff_min"),
         ("drain: {concurrency: 0}".into(), "drain"),
+        ("workers: {max_unavailable: -3}".into(), "a count above 0 or a percentage such as 25%"),
+        ("workers: {max_unavailable: 2.5}".into(), "a count above 0 or a percentage such as 25%"),
+        ("timeouts: {soak: 1h1h}".into(), "the unit h is repeated"),
         ("alerts: {ignore: ['Watchdog)|(.*']}".into(), "Watchdog)|(.*"),
         ("alerts: {ignore: ['.*']}".into(), "alerts"),
         ("alerts: {ignore: ['Watchdog|.+']}".into(), "alerts"),
