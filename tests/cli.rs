@@ -261,7 +261,8 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         &list(&[node("cp1", true, "v1.34.1"), node("w1", false, "v1.34.1"), node("w1", false, "v1.34.1")]),
     );
     let long: &'static str = "x".repeat(5000).leak();
-    let bad_kubeconfig = file("bad-kubeconfig", "apiVersion: v1\nclusters: {not: [a list\n");
+    // A kubeconfig holds tokens: its parse error names the file and never quotes a line.
+    let bad_kubeconfig = file("bad-kubeconfig", "apiVersion: v1\nusers: [{token: tok3nSECRET\nclusters: {not: [a list\n");
     let multibyte = format!("{}é{}", "a".repeat(27), "b".repeat(40));
 
     // (args, env, what stderr must name)
@@ -442,6 +443,7 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
         assert!(err.contains(want), "{args:?} {env:?}: expected {want:?} in {err}");
+        assert!(!err.contains("tok3nSECRET"), "{args:?} {env:?}: a kubeconfig line was quoted: {err}");
         assert!(
             err.len() < 2000,
             "{args:?}: a long value must be shortened in the message: {} bytes",

@@ -34,15 +34,26 @@ static PEM: LazyLock<Regex> = LazyLock::new(|| {
 static QUOTED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*""#).expect("a valid pattern"));
 
+/// The lines of a rustc-like source snippet that YAML parsers (serde-saphyr, through kube's
+/// kubeconfig reader too) append to an error: ` --> <input>:2:11`, `  |`, `2 | clusters: ...`.
+static SNIPPET_LINE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?m)\n[ \t]*(?:-->[^\n]*|[0-9]*[ \t]*\|[^\n]*)$").expect("a valid pattern"));
+
+/// Removes source snippets ([`SNIPPET_LINE`]) from `text`: they quote the file's lines, and a
+/// kubeconfig holds tokens and keys (its parse error reaches us from kube with a snippet).
+pub fn strip_snippets(text: &str) -> Cow<'_, str> {
+    SNIPPET_LINE.replace_all(text, "")
+}
+
 /// Masks every PEM private-key block of `text` with [`PEM_MASK`].
 pub fn mask_pem(text: &str) -> Cow<'_, str> {
     PEM.replace_all(text, PEM_MASK)
 }
 
-/// Masks PEM private keys and every occurrence of the `secrets` (values of at least 8
+/// Removes source snippets, masks PEM private keys and every occurrence of the `secrets` (values of at least 8
 /// characters; shorter ones would mask ordinary words) with [`SECRET_MASK`].
 pub fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = mask_pem(text).into_owned();
+    let mut out = mask_pem(&strip_snippets(text)).into_owned();
     for s in secrets.iter().filter(|s| s.len() >= 8) {
         if out.contains(s.as_str()) {
             out = out.replace(s.as_str(), SECRET_MASK);
@@ -102,6 +113,19 @@ mod tests {
         // Public keys and certificates are not secrets.
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
         assert_eq!(mask_pem(cert), cert);
+    }
+
+    #[test]
+    fn source_snippets_are_removed() {
+        let kube = "failed to parse kubeconfig YAML: error: line 2 column 11: expected sequence start\n \
+                    --> <input>:2:11\n  |\n1 | apiVersion: v1\n2 | users: [{token: abc123secret\n  |           \
+                    ^ expected sequence start)";
+        assert_eq!(
+            mask(kube, &[]),
+            "failed to parse kubeconfig YAML: error: line 2 column 11: expected sequence start"
+        );
+        let plain = "first line\nsecond line: a | b";
+        assert_eq!(mask(plain, &[]), plain);
     }
 
     #[test]
