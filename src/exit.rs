@@ -65,7 +65,7 @@ pub fn chain_text(err: &anyhow::Error) -> String {
 /// `--log-format json` like every other line a Job writes, and returns the exit code.
 pub fn report(err: &anyhow::Error, format: crate::cli::LogFormat) -> ExitCode {
     let code = code_for(err);
-    let message = redact(&chain_text(err));
+    let message = redact(&(chain_text(err) + &crate::k8s::server_note(err)));
     match format {
         crate::cli::LogFormat::Text => eprintln!("error: {message}"),
         crate::cli::LogFormat::Json => eprintln!(

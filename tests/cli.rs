@@ -163,7 +163,10 @@ fn no_cluster_is_an_unexpected_failure_exit_3() {
         .args(["plan", "--version", "1.34.2"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    // The error names the server it could not reach (QA C).
+    assert!(err.contains("(Kubernetes API server https://127.0.0.1:1/)"), "{err}");
 }
 
 /// `render --run-on` renders without reading the cluster (QA B1): with a kubeconfig whose

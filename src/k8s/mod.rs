@@ -27,6 +27,9 @@ pub struct Clients {
 impl Clients {
     /// Builds both clients from one resolved configuration.
     pub fn from_config(config: Config) -> anyhow::Result<Self> {
+        if let Ok(mut s) = SERVER.write() {
+            *s = Some(config.cluster_url.to_string());
+        }
         let api = Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
         let evict = Client::try_from(without_retry(config))
             .context("failed to build the Kubernetes eviction client")?;
@@ -62,6 +65,22 @@ fn kubeconfig_paths() -> String {
             Some(home) => format!("{}/.kube/config", home.to_string_lossy()),
             None => "~/.kube/config".to_string(),
         },
+    }
+}
+
+/// The API server of the clients built last ([`Clients::from_config`]), for [`server_note`].
+static SERVER: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// ` (Kubernetes API server URL)` when `err` is a failure to reach the API server (kube's
+/// `ServiceError` / `HyperError`: connection refused, DNS, TLS), whose own text never names
+/// the server (QA C); empty otherwise.
+pub fn server_note(err: &anyhow::Error) -> String {
+    let unreachable = err.chain().any(|c| {
+        matches!(c.downcast_ref::<kube::Error>(), Some(kube::Error::Service(_) | kube::Error::HyperError(_)))
+    });
+    match SERVER.read().ok().and_then(|s| s.clone()) {
+        Some(url) if unreachable => format!(" (Kubernetes API server {url})"),
+        _ => String::new(),
     }
 }
 
