@@ -265,7 +265,8 @@ fn table_of_bad_input_for_every_flag_and_env_var() {
     );
     let long: &'static str = "x".repeat(5000).leak();
     // A kubeconfig holds tokens: its parse error names the file and never quotes a line.
-    let bad_kubeconfig = file("bad-kubeconfig", "apiVersion: v1\nusers: [{token: tok3nSECRET\nclusters: {not: [a list\n");
+    let bad_kubeconfig =
+        file("bad-kubeconfig", "apiVersion: v1\nusers: [{token: tok3nSECRET\nclusters: {not: [a list\n");
     let multibyte = format!("{}é{}", "a".repeat(27), "b".repeat(40));
 
     // (args, env, what stderr must name)

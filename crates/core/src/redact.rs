@@ -36,8 +36,9 @@ static QUOTED: LazyLock<Regex> =
 
 /// The lines of a rustc-like source snippet that YAML parsers (serde-saphyr, through kube's
 /// kubeconfig reader too) append to an error: ` --> <input>:2:11`, `  |`, `2 | clusters: ...`.
-static SNIPPET_LINE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?m)\n[ \t]*(?:-->[^\n]*|[0-9]*[ \t]*\|[^\n]*)$").expect("a valid pattern"));
+static SNIPPET_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?m)\n[ \t]*(?:-->[^\n]*|[0-9]*[ \t]*\|[^\n]*)$").expect("a valid pattern")
+});
 
 /// Removes source snippets ([`SNIPPET_LINE`]) from `text`: they quote the file's lines, and a
 /// kubeconfig holds tokens and keys (its parse error reaches us from kube with a snippet).
