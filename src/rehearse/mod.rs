@@ -897,4 +897,19 @@ mod tests {
         assert!(s.slack.webhook_file.starts_with("/nonexistent"));
         s.validate("test").unwrap();
     }
+
+    /// QA B4: lending the built-in backup is said, unless the config names one or allows none.
+    #[test]
+    fn the_lent_etcd_backup_is_said() {
+        let site = Settings::default();
+        let note = builtin_backup_note(&site, true).unwrap();
+        assert!(note.contains("would stop at preflight unless hooks.allow_no_etcd_snapshot is set"), "{note}");
+        assert_eq!(builtin_backup_note(&site, false), None, "a copy of the live cluster lends nothing");
+        let mut named = site.clone();
+        named.hooks.etcd_backup = Some(builtin_etcd_backup());
+        assert_eq!(builtin_backup_note(&named, true), None);
+        let mut allowed = site.clone();
+        allowed.hooks.allow_no_etcd_snapshot = true;
+        assert_eq!(builtin_backup_note(&allowed, true), None);
+    }
 }
