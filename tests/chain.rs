@@ -1167,10 +1167,10 @@ async fn an_override_without_the_config_mount_stops_at_the_first_job() {
         "no Job was applied"
     );
 
-    // And a config naming a template the ConfigMap lacks stops detection (exit 2, bad input).
+    // And a config naming a template the ConfigMap lacks is refused when the detection pod
+    // loads it (exit 2, bad input).
     install(&c, &settings, None);
     let root = tempfile::tempdir().unwrap();
-    let in_pod = c.settings_in_pod(&detection, root.path()).unwrap();
-    let err = k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(in_pod), false).await.unwrap_err();
-    assert!(format!("{err:#}").contains("site-job.yaml.j2"), "{err:#}");
+    let err = c.settings_in_pod(&detection, root.path()).unwrap_err();
+    assert!(err.contains("failed to read the Job template") && err.contains("site-job.yaml.j2"), "{err}");
 }
