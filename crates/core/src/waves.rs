@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     job::JobState,
     plan::{NodeView, Snapshot, natural_cmp},
+    resume::UpgradeStarted,
     version::Version,
 };
 
@@ -343,6 +344,31 @@ impl Claims {
                 (Some(t), Some(m)) => t < m || (t == m && natural_cmp(n, node).is_lt()),
                 (None, Some(_)) => false,
             })
+            .collect()
+    }
+
+    /// [`Self::ahead_of`], without the nodes whose drain is over: a node ahead that carries
+    /// the record of its upgrade to the record's target (written after its drain, see
+    /// [`crate::resume::UpgradeStarted`]) or whose kubelet reports that target will take no
+    /// more pods. A pod that landed on it since (the scheduler favours an emptied node for
+    /// replacements) is then no pod of a drain going first; counted as one, it would hold every
+    /// drain behind that node until its Job ends and releases the claim, after the soak.
+    /// `nodes`: the Node objects of the nodes ahead, as read now; a node missing from them is
+    /// kept (fail closed).
+    pub fn draining_ahead_of(&self, node: &str, nodes: &[Node]) -> Vec<String> {
+        let over = |n: &Node| {
+            let Some(target) = self.target else { return false };
+            let started = UpgradeStarted::of(n).and_then(|r| r.target()) == Some(target);
+            let kubelet = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .and_then(|i| i.kubelet_version.parse::<Version>().ok());
+            started || kubelet == Some(target)
+        };
+        self.ahead_of(node)
+            .into_iter()
+            .filter(|a| !nodes.iter().any(|n| n.metadata.name.as_deref() == Some(a.as_str()) && over(n)))
             .collect()
     }
 
@@ -934,6 +960,40 @@ mod tests {
             names(&["k8s-node2", "k8s-node3", "k8s-node10"]),
             "not claimed: last"
         );
+    }
+
+    #[test]
+    fn a_node_ahead_whose_drain_is_over_no_longer_goes_first() {
+        // k8s-node3 goes first, then k8s-node2, then k8s-node10 (claimed at the same second).
+        let mut c = claimed(&["k8s-node10", "k8s-node2"]);
+        c.in_flight.insert("k8s-node3".into(), t("2026-12-01T00:59:00Z"));
+        let draining = |name: &str| node(name).kubelet("v1.34.1").cordoned().build();
+        let started = |name: &str, target: &str| {
+            let record = crate::resume::UpgradeStarted::recorded(
+                crate::plan::Phase::Worker,
+                v(target),
+                t("2026-12-01T01:05:00Z"),
+            );
+            node(name)
+                .kubelet("v1.34.1")
+                .annotation(crate::resume::UPGRADE_STARTED_ANNOTATION, &record.value())
+                .build()
+        };
+        let behind = "k8s-node10";
+        // Both still draining (or about to): both go first.
+        let nodes = [draining("k8s-node3"), draining("k8s-node2")];
+        assert_eq!(c.draining_ahead_of(behind, &nodes), names(&["k8s-node2", "k8s-node3"]));
+        // k8s-node3's upgrade started (its drain is over); k8s-node2's kubelet is on target.
+        let nodes = [started("k8s-node3", T), node("k8s-node2").kubelet("v1.34.2").build()];
+        assert_eq!(c.draining_ahead_of(behind, &nodes), Vec::<String>::new());
+        // A record of another target, a kubelet on another version, a node not read: kept.
+        let nodes = [started("k8s-node3", "1.34.3"), node("k8s-node2").kubelet("v1.34.3").build()];
+        assert_eq!(c.draining_ahead_of(behind, &nodes), names(&["k8s-node2", "k8s-node3"]));
+        assert_eq!(c.draining_ahead_of(behind, &[]), names(&["k8s-node2", "k8s-node3"]));
+        // Without a target in the record nothing can be told over.
+        let blind = Claims { target: None, ..c.clone() };
+        let nodes = [node("k8s-node2").kubelet("v1.34.2").build()];
+        assert_eq!(blind.draining_ahead_of("k8s-node10", &nodes), names(&["k8s-node2", "k8s-node3"]));
     }
 
     #[test]
