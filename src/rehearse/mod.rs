@@ -903,7 +903,10 @@ mod tests {
     fn the_lent_etcd_backup_is_said() {
         let site = Settings::default();
         let note = builtin_backup_note(&site, true).unwrap();
-        assert!(note.contains("would stop at preflight unless hooks.allow_no_etcd_snapshot is set"), "{note}");
+        assert!(
+            note.contains("would stop at preflight unless hooks.allow_no_etcd_snapshot is set"),
+            "{note}"
+        );
         assert_eq!(builtin_backup_note(&site, false), None, "a copy of the live cluster lends nothing");
         let mut named = site.clone();
         named.hooks.etcd_backup = Some(builtin_etcd_backup());
