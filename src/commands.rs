@@ -3,7 +3,6 @@
 
 use std::io::Write as _;
 
-use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Toleration};
 use serde::Serialize;
 
@@ -150,6 +149,10 @@ async fn rehearse_command(
     let opts =
         Options { source, version: args.version, speed: args.speed, image: chain_core::DEFAULT_IMAGE.into() };
     let text = args.output == Output::Text;
+    // With -o json the progress lines are not printed: the note goes to stderr.
+    if !text && let Some(note) = crate::rehearse::builtin_backup_note(settings, !args.from_cluster) {
+        eprintln!("{note}");
+    }
     let progress = move |line: &str| {
         if text {
             println!("{line}");
@@ -364,8 +367,9 @@ fn describe_tolerations(t: &[Toleration]) -> String {
 async fn render_command(settings: &Settings, context: Option<&str>, args: &RenderArgs) -> anyhow::Result<()> {
     let step = &args.step;
     let (placement, kind) = match (&args.run_on, args.kind) {
+        // Offline: no client is built (QA B1). The taints of the node are not checked; the
+        // computed placement below (without --run-on) is the one that reads them.
         (Some((run_on, tolerations)), Some(kind)) => {
-            warn_if_it_would_stay_pending(context, run_on.as_str(), tolerations).await;
             (Placement { run_on: run_on.to_string(), tolerations: tolerations.clone() }, kind)
         }
         _ => {
@@ -384,34 +388,4 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
     let job = job::render(settings, &template, &origin, &req)?;
     print!("{}", job::to_yaml(&job));
     Ok(())
-}
-
-/// How long `render --run-on` tries to read the node before rendering without the check.
-const RUN_ON_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// `render --run-on` names the node itself; a taint the given tolerations do not cover would
-/// leave the Job Pending without a word (seed failure 36). Reads the node (best effort: the
-/// render works offline too) and warns on stderr with what would keep the pod off it.
-async fn warn_if_it_would_stay_pending(context: Option<&str>, run_on: &str, tolerations: &[Toleration]) {
-    let read = async {
-        let clients = k8s::connect(context).await?;
-        let nodes: kube::Api<Node> = kube::Api::all(clients.api.clone());
-        nodes.get(run_on).await.with_context(|| format!("failed to read node {run_on}"))
-    };
-    match tokio::time::timeout(RUN_ON_CHECK_TIMEOUT, read).await {
-        Ok(Ok(node)) => {
-            for problem in plan::placement_problems(&node, tolerations) {
-                tracing::warn!(node = run_on, "the Job would stay Pending on --run-on {run_on}: {problem}");
-            }
-        }
-        Ok(Err(e)) => tracing::warn!(
-            node = run_on,
-            "could not check the taints of --run-on node {run_on} (the Job stays Pending if a taint is not tolerated): {e:#}"
-        ),
-        Err(_) => tracing::warn!(
-            node = run_on,
-            "could not check the taints of --run-on node {run_on} within {}s",
-            RUN_ON_CHECK_TIMEOUT.as_secs()
-        ),
-    }
 }

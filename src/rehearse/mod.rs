@@ -194,6 +194,18 @@ pub fn simulated_settings(
     s
 }
 
+/// What a rehearsal on a cluster of its own says when it lends the config its etcd backup
+/// CronJob (QA B4): the successful snapshot it shows would be a stop at preflight in a real
+/// chain with this config. `None` when the config names a backup, allows none, or the
+/// rehearsal runs on a copy of the live cluster (which lends nothing).
+pub fn builtin_backup_note(site: &Settings, builtin: bool) -> Option<&'static str> {
+    (builtin && site.hooks.etcd_backup.is_none() && !site.hooks.allow_no_etcd_snapshot).then_some(
+        "Note: the built-in cluster brings its own etcd backup CronJob; your config names none \
+         (hooks.etcd_backup), so a real chain would stop at preflight unless \
+         hooks.allow_no_etcd_snapshot is set",
+    )
+}
+
 /// The target when none is given: the next patch of `running`.
 pub fn default_target(running: Version) -> Version {
     Version::new(running.major, running.minor, running.patch + 1)
@@ -318,6 +330,9 @@ pub async fn rehearse(
     repo.dedup();
     let apt = sim::http::apt_repository(vec![target]).await?;
     let settings = simulated_settings(site, opts.speed, &prom.server.url, &pgw.server.url, &apt.url, builtin);
+    if let Some(note) = builtin_backup_note(site, builtin) {
+        progress(note);
+    }
     settings.validate("rehearsal settings")?;
     if builtin {
         cluster::load_backup_cronjob(&srv, &settings);
@@ -900,5 +915,23 @@ mod tests {
         assert_eq!(s.alerts.prometheus_url, u);
         assert!(s.slack.webhook_file.starts_with("/nonexistent"));
         s.validate("test").unwrap();
+    }
+
+    /// QA B4: lending the built-in backup is said, unless the config names one or allows none.
+    #[test]
+    fn the_lent_etcd_backup_is_said() {
+        let site = Settings::default();
+        let note = builtin_backup_note(&site, true).unwrap();
+        assert!(
+            note.contains("would stop at preflight unless hooks.allow_no_etcd_snapshot is set"),
+            "{note}"
+        );
+        assert_eq!(builtin_backup_note(&site, false), None, "a copy of the live cluster lends nothing");
+        let mut named = site.clone();
+        named.hooks.etcd_backup = Some(builtin_etcd_backup());
+        assert_eq!(builtin_backup_note(&named, true), None);
+        let mut allowed = site.clone();
+        allowed.hooks.allow_no_etcd_snapshot = true;
+        assert_eq!(builtin_backup_note(&allowed, true), None);
     }
 }

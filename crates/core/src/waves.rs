@@ -105,6 +105,9 @@ pub enum MaxUnavailable {
 enum CountOrPercent {
     Count(u32),
     Text(String),
+    /// Anything else (`-3`, `2.5`, a list): refused by [`MaxUnavailable::parse`] with what is
+    /// allowed, instead of serde's "did not match any variant" (QA C).
+    Other(serde_json::Value),
 }
 
 impl MaxUnavailable {
@@ -149,6 +152,7 @@ impl TryFrom<CountOrPercent> for MaxUnavailable {
         match v {
             CountOrPercent::Count(n) => Self::parse(&n.to_string()),
             CountOrPercent::Text(s) => Self::parse(&s),
+            CountOrPercent::Other(v) => Self::parse(&v.to_string()),
         }
     }
 }
