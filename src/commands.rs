@@ -207,21 +207,51 @@ pub struct PlanReport {
     pub target: Version,
     pub running: Version,
     pub kind: Kind,
+    /// Every node already runs the target ([`plan::up_to_date`]): no Job is planned, as
+    /// detection reports "no upgrade needed".
+    pub nothing_to_do: bool,
     pub jobs: Vec<PlannedJob>,
+    /// Nodes already on the target that get no Job of their own (workers and further control
+    /// planes: the chain passes over them). The master keeps its Job, which skips its work
+    /// (`skip` in [`PlannedJob`]).
+    pub on_target_without_job: Vec<String>,
     /// With `workers.concurrency` above 1: the workers that run together, wave by wave, if
     /// every worker takes the same time ([`chain_core::waves::waves`]). Empty (and left out of
     /// the JSON) with one worker at a time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waves: Vec<Vec<String>>,
+    /// With `workers.concurrency` above 1: how many workers may be in flight on this snapshot,
+    /// and why ([`chain_core::waves::WorkerSettings::limit_of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_limit: Option<chain_core::waves::Limit>,
 }
 
-/// Builds the plan report from a snapshot (pure). The target must be reachable from the
-/// running version ([`plan::check_target`]), and the nodes' Job names distinct.
+/// Builds the plan report from a snapshot (pure). The target must pass the planner's rule
+/// ([`plan::check_target`]: no node newer than it, no minor skipped), and the nodes' Job names
+/// be distinct. A target every node already runs plans nothing ([`PlanReport::nothing_to_do`]).
 pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanReport> {
     let running = snap.running_version();
-    let kind = plan::check_target(running, target)?;
-    let jobs = plan::chain(snap, target)?;
-    Ok(PlanReport { target, running, kind, jobs, waves: vec![] })
+    let kind = plan::check_target(snap, target)?;
+    let nothing_to_do = plan::up_to_date(snap, target);
+    let jobs = if nothing_to_do { vec![] } else { plan::chain(snap, target)? };
+    let on_target_without_job = if nothing_to_do {
+        vec![]
+    } else {
+        snap.nodes()
+            .filter(|n| n.on_target(target) && !jobs.iter().any(|j| j.step.node() == Some(n.name.as_str())))
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    Ok(PlanReport {
+        target,
+        running,
+        kind,
+        nothing_to_do,
+        jobs,
+        on_target_without_job,
+        waves: vec![],
+        worker_limit: None,
+    })
 }
 
 async fn plan_command(settings: &Settings, context: Option<&str>, args: PlanArgs) -> anyhow::Result<()> {
@@ -234,8 +264,9 @@ async fn plan_command(settings: &Settings, context: Option<&str>, args: PlanArgs
         }
     };
     let mut report = plan_report(&snap, args.version)?;
-    if !settings.workers.sequential() {
+    if !settings.workers.sequential() && !report.nothing_to_do {
         report.waves = chain_core::waves::waves(&snap, &zones, args.version, &settings.workers);
+        report.worker_limit = Some(chain_core::waves::plan_limit(&snap, &settings.workers));
     }
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -259,10 +290,13 @@ pub fn waves_text(report: &PlanReport, settings: &Settings) -> String {
         return String::new();
     }
     let w = &settings.workers;
-    let limit = match w.max_unavailable {
+    let mut limit = match w.max_unavailable {
         Some(m) => format!("concurrency {}, max_unavailable {m}", w.concurrency.get()),
         None => format!("concurrency {}", w.concurrency.get()),
     };
+    if let Some(l) = &report.worker_limit {
+        limit.push_str(&format!("; {l}"));
+    }
     let mut s = format!(
         "worker waves ({limit}; never two nodes with one {} value at once; each worker Job that ends starts the next pending one):\n",
         w.topology_label.as_str()
@@ -273,8 +307,12 @@ pub fn waves_text(report: &PlanReport, settings: &Settings) -> String {
     s
 }
 
-/// The text form of a plan: a header, then one row per Job.
+/// The text form of a plan: a header, then one row per Job, then the nodes already on target
+/// that get no Job. A target every node runs says "nothing to do" and plans nothing.
 pub fn plan_text(report: &PlanReport) -> String {
+    if report.nothing_to_do {
+        return format!("nothing to do: every node is on v{} (no Job is planned)\n", report.target);
+    }
     let mut s = format!(
         "target {} ({} upgrade; running {}, the oldest kubelet)\n",
         report.target, report.kind, report.running
@@ -307,6 +345,12 @@ pub fn plan_text(report: &PlanReport) -> String {
         s.push_str(line.join("  ").trim_end());
         s.push('\n');
     }
+    if !report.on_target_without_job.is_empty() {
+        s.push_str(&format!(
+            "on target (no Job: the chain passes over them): {}\n",
+            report.on_target_without_job.join(", ")
+        ));
+    }
     s
 }
 
@@ -332,7 +376,9 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
             let clients = k8s::connect(context).await?;
             let snap = snapshot(&clients, settings).await?;
             step.validate(&snap)?;
-            let kind = args.kind.unwrap_or_else(|| Kind::between(snap.running_version(), args.version));
+            // The planner's rule holds with or without --kind: never a downgrade.
+            let checked = plan::check_target(&snap, args.version)?;
+            let kind = args.kind.unwrap_or(checked);
             (plan::placement(&snap, step)?, kind)
         }
     };

@@ -25,7 +25,10 @@ fn plan_from_the_example_cluster() {
     let workers: Vec<&str> = text.lines().filter(|l| l.contains(" worker ")).collect();
     assert_eq!(workers.len(), 7);
     assert!(workers.last().unwrap().contains("k8s-node10"), "natural order puts node10 last");
-    assert!(text.contains("k8s-upgrade-preflight-1-34-2") && text.contains("nvidia.com/gpu:NoSchedule"));
+    assert!(text.contains("k8s-upgrade-preflight-1-34-2"), "{text}");
+    // The chain's own Jobs prefer a worker without a scheduling taint over the GPU node k8s-node1.
+    let preflight = text.lines().find(|l| l.contains(" preflight ")).unwrap();
+    assert!(preflight.contains("k8s-node2") && !text.contains("nvidia.com/gpu"), "{text}");
 }
 
 #[test]
@@ -535,6 +538,108 @@ fn config_output_loads_back_extremes_included() {
         first.contains("ttl_after_finished: 8760h") && first.contains("grace_period_override: 1s500ms"),
         "{first}"
     );
+}
+
+/// A node list file of `(name, control plane, kubelet)` in `dir`.
+fn nodes_file(dir: &std::path::Path, name: &str, nodes: &[(&str, bool, &str)]) -> String {
+    let items: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (name, cp, kubelet))| {
+            let labels = if *cp { r#""node-role.kubernetes.io/control-plane": """# } else { "" };
+            format!(
+                r#"{{"kind":"Node","metadata":{{"name":"{name}","labels":{{{labels}}}}},"status":{{"nodeInfo":{{"kubeletVersion":"{kubelet}"}},"addresses":[{{"type":"InternalIP","address":"10.0.0.{}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    let p = dir.join(name);
+    std::fs::write(&p, format!(r#"{{"kind":"List","items":[{}]}}"#, items.join(","))).unwrap();
+    p.display().to_string()
+}
+
+/// QA A4: a target older than any node's kubelet is a downgrade of that node, even when the
+/// oldest kubelet is older still: exit 2, naming the nodes and their versions.
+#[test]
+fn plan_refuses_a_target_older_than_any_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            [("cp1", true, "v1.35.0"), ("w1", false, "v1.35.0"), ("w2", false, "v1.34.5")],
+            "1.34.6",
+            "cp1 (v1.35.0), w1 (v1.35.0)",
+        ),
+        (
+            [("cp1", true, "v1.34.1"), ("w1", false, "v1.32.3"), ("w2", false, "v1.34.1")],
+            "1.33.0",
+            "cp1 (v1.34.1), w2 (v1.34.1)",
+        ),
+    ];
+    for (i, (nodes, target, named)) in cases.iter().enumerate() {
+        let file = nodes_file(dir.path(), &format!("n{i}.json"), nodes);
+        let out = bin().args(["plan", "--version", target, "--nodes-file", &file]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target}: {err}");
+        assert!(err.contains(named) && err.contains("cannot downgrade"), "{target}: {err}");
+        assert!(out.stdout.is_empty(), "nothing planned: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// QA A4/B6: a target every node runs plans nothing (exit 0, as detection's "no upgrade
+/// needed"); on-target workers of a partial run are listed, not silently left out.
+#[test]
+fn plan_of_the_running_version_has_nothing_to_do_and_on_target_nodes_are_shown() {
+    let text = stdout(bin().args(["plan", "--nodes-file", "examples/nodes.yaml", "--version", "1.34.1"]));
+    assert_eq!(text, "nothing to do: every node is on v1.34.1 (no Job is planned)\n");
+    let json = stdout(bin().args([
+        "plan",
+        "-o",
+        "json",
+        "--nodes-file",
+        "examples/nodes.yaml",
+        "--version",
+        "1.34.1",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["nothing_to_do"], true);
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = nodes_file(
+        dir.path(),
+        "partial.json",
+        &[
+            ("cp1", true, "v1.34.2"),
+            ("w1", false, "v1.34.1"),
+            ("w2", false, "v1.34.2"),
+            ("w3", false, "v1.34.2"),
+        ],
+    );
+    let text = stdout(bin().args(["plan", "--nodes-file", &file, "--version", "1.34.2"]));
+    assert!(text.contains("(on target: skips its work)"), "{text}");
+    assert!(text.contains("on target (no Job: the chain passes over them): w2, w3\n"), "{text}");
+}
+
+/// QA A3: workers.concurrency 1000 without max_unavailable never puts every worker in one
+/// wave: one schedulable worker stays up, and `plan` says why the limit is lower.
+#[test]
+fn plan_caps_concurrency_so_one_schedulable_worker_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "workers: {concurrency: 1000}\n").unwrap();
+    let text = stdout(bin().args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "plan",
+        "--nodes-file",
+        "examples/nodes.yaml",
+        "--version",
+        "1.34.2",
+    ]));
+    assert!(text.contains("limit 6: capped so one schedulable worker stays up"), "{text}");
+    let wave1 = text.lines().find(|l| l.trim_start().starts_with("wave 1:")).unwrap();
+    assert_eq!(wave1.matches("k8s-node").count(), 6, "{text}");
+    assert!(text.contains("wave 2: "), "{text}");
 }
 
 /// The env vars of `manifests` take effect, as their flags do (QA B2).

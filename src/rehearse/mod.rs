@@ -211,14 +211,16 @@ pub fn default_target(running: Version) -> Version {
     Version::new(running.major, running.minor, running.patch + 1)
 }
 
-/// Refuses targets the chain cannot reach from `running` (downgrades, skipped minors: the
-/// planner's one rule, [`chain_core::plan::check_target`]) and the running version itself
-/// (nothing to rehearse).
-pub fn check_target(running: Version, target: Version) -> anyhow::Result<Kind> {
-    let kind = chain_core::plan::check_target(running, target).map_err(bad_input)?;
-    if target == running {
+/// Refuses targets the chain cannot reach (downgrades of any node, skipped minors: the
+/// planner's one rule, [`chain_core::plan::check_target`]) and a target every node already
+/// runs ([`chain_core::plan::up_to_date`]: `plan` says "nothing to do" for it; a rehearsal of
+/// no upgrade is bad input, exit 2).
+pub fn check_target(snap: &Snapshot, target: Version) -> anyhow::Result<Kind> {
+    let kind = chain_core::plan::check_target(snap, target).map_err(bad_input)?;
+    if chain_core::plan::up_to_date(snap, target) {
         return Err(bad_input(anyhow::anyhow!(
-            "target version {target} is not newer than the running version {running}"
+            "nothing to do: every node is on v{target}, so there is no upgrade to rehearse (target version {target} is not newer than the running version {})",
+            snap.running_version()
         )));
     }
     Ok(kind)
@@ -316,7 +318,7 @@ pub async fn rehearse(
     let running = snap.running_version();
     let hypothetical = opts.version.is_none();
     let target = opts.version.unwrap_or_else(|| default_target(running));
-    let kind = check_target(running, target)?;
+    let kind = check_target(&snap, target)?;
     progress(&format!(
         "Target v{target} ({kind} upgrade from v{running}){}",
         if hypothetical && !builtin { " — hypothetical: the next patch, no --version given" } else { "" }
@@ -462,7 +464,7 @@ pub fn project(
             chain_core::waves::WorkerTime { zone: zones.get(&node).cloned(), node, took: j.projected }
         })
         .collect();
-    let limit = w.limit(ready_workers);
+    let limit = w.limit(ready_workers, ready_workers);
     let total =
         others.iter().map(|j| j.projected).sum::<Duration>() + chain_core::waves::makespan(&times, limit);
     let line = if w.sequential() {
@@ -859,10 +861,27 @@ mod tests {
     #[test]
     fn targets_must_move_forward_one_minor_at_most() {
         let v = |s: &str| s.parse::<Version>().unwrap();
-        assert_eq!(check_target(v("1.34.1"), v("1.34.2")).unwrap(), Kind::Patch);
-        assert_eq!(check_target(v("1.34.1"), v("1.35.0")).unwrap(), Kind::Minor);
-        assert!(check_target(v("1.34.1"), v("1.34.1")).is_err());
-        assert!(check_target(v("1.34.1"), v("1.36.0")).is_err());
+        let on = |versions: [&str; 3]| {
+            let nodes = [("cp1", true), ("w1", false), ("w2", false)]
+                .iter()
+                .zip(versions)
+                .enumerate()
+                .map(|(i, ((name, cp), ver))| {
+                    let b = chain_core::fixtures::node(name).kubelet(ver).ip(&format!("10.0.0.{}", i + 1));
+                    if *cp { b.control_plane().build() } else { b.build() }
+                })
+                .collect::<Vec<_>>();
+            Snapshot::from_nodes(&nodes, &Settings::default().control_plane_selector()).unwrap()
+        };
+        let same = on(["1.34.1", "1.34.1", "1.34.1"]);
+        assert_eq!(check_target(&same, v("1.34.2")).unwrap(), Kind::Patch);
+        assert_eq!(check_target(&same, v("1.35.0")).unwrap(), Kind::Minor);
+        let e = check_target(&same, v("1.34.1")).unwrap_err().to_string();
+        assert!(e.contains("nothing to do: every node is on v1.34.1"), "{e}");
+        assert!(check_target(&same, v("1.36.0")).is_err());
+        // QA A4: a node newer than the target is refused, naming it.
+        let e = check_target(&on(["1.35.0", "1.35.0", "1.34.5"]), v("1.34.6")).unwrap_err().to_string();
+        assert!(e.contains("cp1 (v1.35.0), w1 (v1.35.0)"), "{e}");
         assert_eq!(default_target(v("1.34.9")), v("1.34.10"));
     }
 
