@@ -105,6 +105,9 @@ pub enum MaxUnavailable {
 enum CountOrPercent {
     Count(u32),
     Text(String),
+    /// Anything else (`-3`, `2.5`, a list): refused by [`MaxUnavailable::parse`] with what is
+    /// allowed, instead of serde's "did not match any variant" (QA C).
+    Other(serde_json::Value),
 }
 
 impl MaxUnavailable {
@@ -149,6 +152,7 @@ impl TryFrom<CountOrPercent> for MaxUnavailable {
         match v {
             CountOrPercent::Count(n) => Self::parse(&n.to_string()),
             CountOrPercent::Text(s) => Self::parse(&s),
+            CountOrPercent::Other(v) => Self::parse(&v.to_string()),
         }
     }
 }
@@ -225,12 +229,50 @@ impl WorkerSettings {
         self.concurrency == Concurrency::ONE
     }
 
-    /// How many workers may be in flight, given `ready` Ready workers: the smaller of
-    /// `concurrency` and `max_unavailable`, at least 1.
-    pub fn limit(&self, ready: usize) -> usize {
-        let c = self.concurrency.get() as usize;
-        self.max_unavailable.map_or(c, |m| c.min(m.resolve(ready))).max(1)
+    /// How many workers may be in flight ([`WorkerSettings::limit_of`]'s value).
+    pub fn limit(&self, ready: usize, schedulable: usize) -> usize {
+        self.limit_of(ready, schedulable).value
     }
+
+    /// How many workers may be in flight, and why: the smaller of `concurrency` and
+    /// `max_unavailable` (a percentage of the `ready` Ready workers), capped at `schedulable`
+    /// − 1 so one schedulable worker always stays up to take the evicted pods (pods without a
+    /// disruption budget would otherwise be evicted with nowhere to go), and at least 1 so the
+    /// chain progresses. `schedulable` counts the workers Ready and uncordoned, plus the ones
+    /// the chain has in flight (cordoned by the chain itself).
+    pub fn limit_of(&self, ready: usize, schedulable: usize) -> Limit {
+        let c = self.concurrency.get() as usize;
+        let wanted = self.max_unavailable.map_or(c, |m| c.min(m.resolve(ready))).max(1);
+        let cap = schedulable.saturating_sub(1).max(1);
+        Limit { value: wanted.min(cap), capped: wanted > cap }
+    }
+}
+
+/// How many workers may be in flight at once ([`WorkerSettings::limit_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    /// Workers in flight at most; at least 1.
+    pub value: usize,
+    /// `concurrency` / `max_unavailable` allowed more, and the limit was lowered so one
+    /// schedulable worker stays up.
+    pub capped: bool,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "limit {}", self.value)?;
+        if self.capped {
+            f.write_str(": capped so one schedulable worker stays up")?;
+        }
+        Ok(())
+    }
+}
+
+/// The limit on `snap` before any worker is in flight, as `plan` shows it. Pure.
+pub fn plan_limit(snap: &Snapshot, settings: &WorkerSettings) -> Limit {
+    let ready = snap.workers.iter().filter(|w| w.ready).count();
+    let schedulable = snap.workers.iter().filter(|w| w.schedulable()).count();
+    settings.limit_of(ready, schedulable)
 }
 
 /// The failure domain of each node that carries `label`: node name → label value. Pure.
@@ -508,7 +550,9 @@ fn pick(
     finished: Option<&str>,
 ) -> Vec<String> {
     let ready = snap.workers.iter().filter(|w| w.ready || in_flight.contains_key(&w.name)).count();
-    let limit = settings.limit(ready);
+    let schedulable =
+        snap.workers.iter().filter(|w| w.schedulable() || in_flight.contains_key(&w.name)).count();
+    let limit = settings.limit(ready, schedulable);
     let mut busy: BTreeSet<&str> =
         in_flight.keys().filter_map(|n| zones.get(n)).map(String::as_str).collect();
     let mut room = limit.saturating_sub(in_flight.len());
@@ -736,6 +780,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_never_cordons_every_schedulable_worker() {
+        // QA: concurrency 1000 without max_unavailable put all 7 workers in wave 1.
+        let (snap, zones) = cluster(7, |_| None);
+        let s = limits(1000, None);
+        let d = refill(&snap, &zones, &s, Claims::default(), &BTreeMap::new()).decide();
+        assert_eq!(d.start.len(), 6, "one of 7 schedulable workers stays up: {:?}", d.start);
+        let w = waves(&snap, &zones, v(T), &s);
+        assert_eq!(w.iter().map(Vec::len).collect::<Vec<_>>(), [6, 1]);
+        assert_eq!(plan_limit(&snap, &s), Limit { value: 6, capped: true });
+        assert_eq!(plan_limit(&snap, &s).to_string(), "limit 6: capped so one schedulable worker stays up");
+        // max_unavailable 100% is capped the same way.
+        assert_eq!(limits(1000, Some("100%")).limit(7, 7), 6);
+        // A worker cordoned by someone else is not there to take pods: it does not count.
+        let (mut snap, zones) = cluster(4, |_| None);
+        snap.workers[3].unschedulable = true;
+        let d = refill(&snap, &zones, &s, Claims::default(), &BTreeMap::new()).decide();
+        assert_eq!(d.start, names(&["k8s-node1", "k8s-node2"]));
+        // Below the cap nothing changes, and one or two workers still progress one at a time.
+        assert_eq!(limits(3, None).limit_of(10, 10), Limit { value: 3, capped: false });
+        assert_eq!(limits(4, None).limit_of(2, 2), Limit { value: 1, capped: true });
+        assert_eq!(limits(4, None).limit(1, 1), 1);
+        assert_eq!(limits(4, None).limit(3, 0), 1);
+    }
+
+    #[test]
     fn max_unavailable_as_a_percentage_rounds_down_but_never_below_one() {
         assert_eq!(MaxUnavailable::parse("25%").unwrap().resolve(10), 2);
         assert_eq!(MaxUnavailable::parse("25%").unwrap().resolve(3), 1);
@@ -745,8 +814,8 @@ mod tests {
         let d = refill(&snap, &zones, &s, Claims::default(), &BTreeMap::new()).decide();
         assert_eq!(d.start.len(), 5, "25% of 20 Ready workers");
         // The smaller limit wins either way.
-        assert_eq!(limits(2, Some("50%")).limit(20), 2);
-        assert_eq!(limits(1, None).limit(20), 1);
+        assert_eq!(limits(2, Some("50%")).limit(20, 20), 2);
+        assert_eq!(limits(1, None).limit(20, 20), 1);
     }
 
     #[test]
@@ -1003,8 +1072,8 @@ mod tests {
         assert!(LabelKey::new("bad key").is_err());
         let w: WorkerSettings =
             serde_json::from_value(serde_json::json!({"concurrency": 8, "max_unavailable": "25%"})).unwrap();
-        assert_eq!(w.limit(100), 8);
-        assert_eq!(w.limit(8), 2);
+        assert_eq!(w.limit(100, 100), 8);
+        assert_eq!(w.limit(8, 8), 2);
         let w: WorkerSettings = serde_json::from_value(serde_json::json!({"max_unavailable": 3})).unwrap();
         assert_eq!(w.max_unavailable, Some(MaxUnavailable::Count(NonZeroU32::new(3).unwrap())));
         assert!(serde_json::from_value::<WorkerSettings>(serde_json::json!({"concurrency": 0})).is_err());
@@ -1053,7 +1122,10 @@ mod tests {
                 max_unavailable: percent.map(MaxUnavailable::Percent),
                 ..WorkerSettings::default()
             };
-            let limit = s.limit(workers);
+            let limit = s.limit(workers, workers);
+            if workers >= 2 {
+                proptest::prop_assert!(limit < workers, "limit {} leaves no schedulable worker of {}", limit, workers);
+            }
             let jobs = BTreeMap::new();
             let d = refill(&snap, &zones, &s, Claims::default(), &jobs).decide();
             let mut claims = d.claims;
