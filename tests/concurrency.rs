@@ -805,10 +805,14 @@ fn plan_shows_the_worker_waves() {
 }
 
 /// `rehearse` runs the chain with the configured concurrency (the claims, the refills, the
-/// last worker spawning postflight) and projects the worker stage on that many slots.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// last worker spawning postflight), on the simulation's clock as the command runs it: the
+/// worker Jobs run beside each other, two at a time and never more, as the Jobs' spans and a
+/// watch on the Nodes (the workers cordoned at once) both show; each Job's figures are its own;
+/// the worker stage is projected on that many slots.
+#[tokio::test(flavor = "current_thread")]
 async fn rehearse_runs_with_the_configured_concurrency_and_projects_it() {
-    use k8s_upgrade_chain::rehearse::{self, Options, Source};
+    use chain_core::plan::Phase;
+    use k8s_upgrade_chain::rehearse::{self, Options, Source, report};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut site = Settings::default();
     site.workers.concurrency = Concurrency::new(2).unwrap();
@@ -823,22 +827,101 @@ async fn rehearse_runs_with_the_configured_concurrency_and_projects_it() {
     let report =
         rehearse::rehearse(&site, opts, &move |s: &str| l.lock().unwrap().push(s.to_string())).await.unwrap();
     let out = lines.lock().unwrap().join("\n");
-    assert!(report.completed, "{out}");
-    assert!(report.jobs.iter().all(|j| j.result == "Done"), "{out}");
-    let workers: BTreeSet<&str> = report
-        .jobs
-        .iter()
-        .filter(|j| j.phase == chain_core::plan::Phase::Worker)
-        .filter_map(|j| j.node.as_deref())
-        .collect();
-    assert_eq!(workers.len(), 4, "each worker once: {workers:?}");
-    assert_eq!(report.jobs.iter().filter(|j| j.phase == chain_core::plan::Phase::Postflight).count(), 1);
     let summary = rehearse::summary_text(&report);
-    assert!(summary.contains("the worker Jobs 2 at a time (workers.concurrency 2)"), "{summary}");
+    assert!(report.completed, "{out}");
+    assert_eq!(report.clock, report::Clock::Simulated);
+    assert!(report.jobs.iter().all(|j| j.result == "Done"), "{out}");
+    let workers: Vec<&report::JobReport> = report.jobs.iter().filter(|j| j.phase == Phase::Worker).collect();
+    let nodes: BTreeSet<&str> = workers.iter().filter_map(|j| j.node.as_deref()).collect();
+    assert_eq!((workers.len(), nodes.len()), (4, 4), "each worker once: {nodes:?}");
+    assert_eq!(report.jobs.iter().filter(|j| j.phase == Phase::Postflight).count(), 1);
+
+    // Two worker Jobs at once at some point, never more, from the Jobs' spans...
+    let spans: Vec<_> = workers.iter().map(|j| (j.started, j.ended)).collect();
+    assert_eq!(report::peak(&spans), 2, "{summary}");
+    // ... and from the apiserver: the workers cordoned at once.
+    let stage = report.workers.as_ref().unwrap();
+    assert_eq!((stage.limit, stage.in_flight_at_most, stage.cordoned_at_most), (2, 2, 2), "{summary}");
+    // Nothing but workers ever runs beside another Job; postflight starts after every worker.
+    for j in report.jobs.iter().filter(|j| j.phase != Phase::Worker) {
+        assert!(j.ran_beside.is_empty(), "{} ran beside {:?}", j.name, j.ran_beside);
+    }
+    let postflight = report.jobs.last().unwrap();
+    assert!(workers.iter().all(|w| w.ended <= postflight.started), "{summary}");
+    // Each Job's figures are its own, though it ran beside another: one upgrade, of its node;
+    // the alert checks of its own gate and soak (the same for every worker); its own requests.
+    for w in &workers {
+        assert!(!w.ran_beside.is_empty(), "{} ran alone: {summary}", w.name);
+        let node = w.node.as_deref().unwrap();
+        assert_eq!(w.node_actions, [format!("{node}: update_k8s.sh --role worker --release 1.34.2")]);
+        assert_eq!(w.alert_checks, workers[0].alert_checks, "{}: {summary}", w.name);
+        assert!(w.api_requests > 0);
+        assert!(w.shared.iter().all(|f| f.starts_with("why the PDB fallback deleted")), "{:?}", w.shared);
+    }
+    // The stage took, on the simulation's clock, what the projection's scheduling of the same
+    // Jobs' times gives (the model schedules the Jobs as the chain did).
+    let gap = stage.ran.abs_diff(stage.scheduled);
+    assert!(gap <= std::time::Duration::from_millis(50), "{summary}");
+    for want in [
+        "worker stage: 4 worker Job(s), at most 2 running at once (limit 2)",
+        "a watch on the Nodes saw at most 2 worker(s) cordoned at once",
+        "on the simulation's clock: ",
+        "the worker Jobs 2 at a time (workers.concurrency 2)",
+        ", beside 1 other Job(s)",
+    ] {
+        assert!(summary.contains(want) || out.contains(want), "missing {want:?} in:\n{out}\n{summary}");
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["clock"], "simulated");
+    assert_eq!(json["workers"]["in_flight_at_most"], 2);
+    assert!(json["jobs"][2]["started"].as_f64().is_some() && json["jobs"][2]["ended"].as_f64().is_some());
     // Two at a time: the workers' share of the projection is about halved.
     let one_at_a_time: std::time::Duration = report.jobs.iter().map(|j| j.projected).sum();
-    let worker_time: std::time::Duration =
-        report.jobs.iter().filter(|j| j.phase == chain_core::plan::Phase::Worker).map(|j| j.projected).sum();
+    let worker_time: std::time::Duration = workers.iter().map(|j| j.projected).sum();
     assert!(report.projected < one_at_a_time, "{:?} < {:?}", report.projected, one_at_a_time);
     assert!(report.projected + worker_time / 3 <= one_at_a_time, "{summary}");
+    assert!(stage.projected < worker_time, "{summary}");
+}
+
+/// `rehearse --nodes N` with `workers.concurrency` above the number of zones: the generated
+/// workers are spread over 3 zones, so 3 worker Jobs run at once at most, never two of one
+/// zone (from the Jobs' spans and from the cordons the apiserver saw), and every node finishes.
+#[tokio::test(flavor = "current_thread")]
+async fn rehearse_of_a_zoned_cluster_never_runs_two_workers_of_one_zone() {
+    use chain_core::plan::Phase;
+    use k8s_upgrade_chain::rehearse::{self, Options, Source, generated::ClusterSize, report};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut site = Settings::default();
+    site.workers.concurrency = Concurrency::new(4).unwrap();
+    let opts = Options {
+        source: Source::Generated(ClusterSize::new(8, 8).unwrap()),
+        version: None,
+        speed: rehearse::DEFAULT_SPEED,
+        image: "registry.local/k8s-upgrade-chain:test".into(),
+    };
+    let report = rehearse::rehearse(&site, opts, &|_: &str| {}).await.unwrap();
+    let summary = rehearse::summary_text(&report);
+    assert!(report.completed, "{summary}");
+    let workers: Vec<&report::JobReport> = report.jobs.iter().filter(|j| j.phase == Phase::Worker).collect();
+    let nodes: BTreeSet<&str> = workers.iter().filter_map(|j| j.node.as_deref()).collect();
+    assert_eq!((workers.len(), nodes.len()), (7, 7), "8 nodes: 1 control plane and 7 workers, each once");
+    assert!(workers.iter().all(|w| w.result == "Done"), "{summary}");
+    let zones: BTreeSet<&String> = nodes.iter().filter_map(|n| report.zones.get(*n)).collect();
+    assert_eq!(zones.len(), 3, "{:?}", report.zones);
+    let mut by_zone: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for w in &workers {
+        by_zone
+            .entry(report.zones[w.node.as_deref().unwrap()].as_str())
+            .or_default()
+            .push((w.started, w.ended));
+    }
+    for (zone, spans) in &by_zone {
+        assert_eq!(report::peak(spans), 1, "two workers of {zone} at once: {summary}");
+    }
+    let all: Vec<_> = workers.iter().map(|j| (j.started, j.ended)).collect();
+    assert_eq!(report::peak(&all), 3, "{summary}");
+    let stage = report.workers.as_ref().unwrap();
+    assert_eq!((stage.limit, stage.in_flight_at_most, stage.in_one_zone_at_most), (4, 3, 1), "{summary}");
+    assert_eq!((stage.cordoned_at_most, stage.cordoned_in_one_zone_at_most), (3, 1), "{summary}");
+    assert!(summary.contains("never two of one zone at once"), "{summary}");
 }

@@ -70,6 +70,10 @@ async fn the_builtin_rehearsal_runs_every_phase_and_resolves_the_pdb_deadlock() 
     assert_eq!(node1.evicted.iter().filter(|p| p.starts_with("apps/web-")).count(), 2, "{node1:?}");
     assert!(report.jobs[0].etcd_snapshots == 1, "preflight took the etcd snapshot");
     assert!(report.projected > report.wall, "the projection uses the real waits");
+    // One worker at a time (workers.concurrency 1): no two Jobs ever overlap, on the real
+    // clock here (a multi-thread runtime cannot pause its clock).
+    assert_eq!(report.clock, rehearse::report::Clock::Real);
+    no_two_jobs_overlap(&report);
 
     for want in [
         "[1] preflight: Job k8s-upgrade-preflight-1-34-2 runs on k8s-node1",
@@ -97,6 +101,27 @@ async fn the_builtin_rehearsal_runs_every_phase_and_resolves_the_pdb_deadlock() 
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["jobs"].as_array().unwrap().len(), 7);
     assert_eq!(json["completed"], true);
+    assert_eq!(json["clock"], "real");
+    assert_eq!(json["workers"]["in_flight_at_most"], 1);
+    for j in json["jobs"].as_array().unwrap() {
+        assert!(j["started"].as_f64().unwrap() <= j["ended"].as_f64().unwrap(), "{j}");
+    }
+}
+
+/// Asserts that no two Jobs of `report` overlap (workers.concurrency 1): each starts when or
+/// after the one before it ended, from their spans and as the report and the cordon watch
+/// say.
+fn no_two_jobs_overlap(report: &rehearse::Report) {
+    let summary = rehearse::summary_text(report);
+    let spans: Vec<_> = report.jobs.iter().map(|j| (j.started, j.ended)).collect();
+    assert_eq!(rehearse::report::peak(&spans), 1, "{summary}");
+    for pair in report.jobs.windows(2) {
+        assert!(pair[0].ended <= pair[1].started, "{} and {} overlap: {summary}", pair[0].name, pair[1].name);
+    }
+    assert!(report.jobs.iter().all(|j| j.ran_beside.is_empty() && j.shared.is_empty()), "{summary}");
+    let stage = report.workers.as_ref().unwrap();
+    assert_eq!((stage.limit, stage.in_flight_at_most, stage.cordoned_at_most), (1, 1, 1), "{summary}");
+    assert!(summary.contains("at most 1 running at once (limit 1)"), "{summary}");
 }
 
 /// The site's etcd backup in the "live" cluster: CronJob kube-system/etcd-backup.
@@ -431,6 +456,8 @@ async fn a_generated_cluster_rehearses_to_the_end_on_the_simulated_clock() {
             .any(|f| f.why.contains("allows no disruption even at full health")),
         "a single-replica deadlock went through the fallback"
     );
+    assert_eq!(report.clock, rehearse::report::Clock::Simulated);
+    no_two_jobs_overlap(&report);
     // The rehearsal gave the runtime its real clock back: pausing it again would panic if not.
     tokio::time::pause();
     tokio::time::resume();
@@ -552,4 +579,63 @@ async fn from_cluster_takes_the_real_preflights_etcd_snapshot_decision() {
     assert!(report.completed, "{:?}", report.jobs);
     assert!(report.jobs.iter().all(|j| j.etcd_snapshots == 0));
     assert_read_only(&live);
+}
+
+/// A `took=` value of a log line (a `Duration`'s Debug form: `144.3s`, `250ms`, `12µs`, `0ns`).
+fn took(line: &str) -> Option<Duration> {
+    let v = line.split("took=").nth(1)?.split_whitespace().next()?;
+    let num = |s: &str| s.parse::<f64>().ok();
+    Some(if let Some(ms) = v.strip_suffix("ms") {
+        Duration::from_secs_f64(num(ms)? / 1e3)
+    } else if let Some(us) = v.strip_suffix("µs") {
+        Duration::from_secs_f64(num(us)? / 1e6)
+    } else if let Some(ns) = v.strip_suffix("ns") {
+        Duration::from_secs_f64(num(ns)? / 1e9)
+    } else {
+        Duration::from_secs_f64(num(v.strip_suffix('s')?)?)
+    })
+}
+
+/// Durations the chain logs inside a rehearsal are on the simulation's clock, as the Jobs'
+/// times are: with `drain.fallback_after` 24h (144 s once divided by the default speed 600),
+/// the drain of k8s-node3 waits 144 simulated seconds before it deletes the deadlocked billing
+/// pod, which costs no wall time, and the chain's log line `drained ... took=` says 144 s, not
+/// the few real seconds the drain took. The binary, as an operator runs it: its own process,
+/// so no other test's thread shares tracing's callsite cache with its log.
+#[test]
+fn durations_the_chain_logs_in_a_rehearsal_are_on_the_simulated_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "drain:\n  fallback_after: 24h\n").unwrap();
+    let out = Command::cargo_bin("k8s-upgrade-chain")
+        .unwrap()
+        .arg("--config")
+        .arg(&config)
+        .args(["rehearse", "-o", "json"])
+        .env_remove("TARGET_VERSION")
+        .env_remove("OUTPUT")
+        .env_remove("FROM_CLUSTER")
+        .env_remove("REHEARSE_SPEED")
+        .env_remove("REHEARSE_NODES")
+        .env_remove("REHEARSE_PODS_PER_NODE")
+        .env_remove("LOG_FORMAT")
+        .env("RUST_LOG", "info")
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    let (stdout, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{log}", out.status);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["clock"], "simulated");
+    let waited = Duration::from_secs(144);
+    let node3 = report["jobs"].as_array().unwrap().iter().find(|j| j["node"] == "k8s-node3").unwrap();
+    let measured = Duration::from_secs_f64(node3["measured"].as_f64().unwrap());
+    assert!(measured >= waited, "{node3}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(" drained ") && l.contains("node=\"k8s-node3\"") && l.contains("took="))
+        .unwrap_or_else(|| panic!("no drain duration of k8s-node3 in the log:\n{log}"));
+    let logged = took(line).unwrap_or_else(|| panic!("unreadable duration: {line}"));
+    assert!(logged >= waited, "{line}");
+    assert!(logged <= measured, "{line}: longer than the Job ({measured:?})");
 }

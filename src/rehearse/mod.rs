@@ -1,7 +1,9 @@
 //! `rehearse`: the whole chain, end to end, against a simulated cluster.
 //!
-//! One code path: the rehearsal runs the same `detect` and `step` code as production, Job by
-//! Job, as the cluster would run them ([`runner`]). Only the Kubernetes endpoint (the in-process
+//! One code path: the rehearsal runs the same `detect` and `step` code as production, each Job
+//! as soon as it appears, beside the running ones, as the cluster would run them ([`runner`]:
+//! with `workers.concurrency` above 1 the worker Jobs run side by side); each Job's report is
+//! made from what that Job sent ([`record`]). Only the Kubernetes endpoint (the in-process
 //! apiserver, [`sim::apiserver`]) and the node executor ([`sim::node::SimExec`] instead of SSH)
 //! differ, plus loopback stand-ins for Prometheus, the Pushgateway and the apt repository
 //! ([`sim::http`]). The waits and soaks are scaled down; the summary projects the duration with
@@ -12,6 +14,7 @@
 
 pub mod cluster;
 pub mod generated;
+pub mod record;
 pub mod report;
 pub mod runner;
 
@@ -38,7 +41,7 @@ use chain_core::{
     version::Version,
 };
 
-use report::{FallbackDeleted, JobReport};
+use report::{Clock, FallbackDeleted, JobReport, WorkerStage};
 
 /// What the built-in cluster runs.
 pub const BUILTIN_RUNNING: Version = Version::new(1, 34, 1);
@@ -108,8 +111,12 @@ pub struct Report {
     pub drains: Vec<DrainPrediction>,
     /// What detection said.
     pub detection: String,
-    /// Every Job, in order.
+    /// The clock of the Jobs' times.
+    pub clock: Clock,
+    /// Every Job, in the order they started.
     pub jobs: Vec<JobReport>,
+    /// The worker stage as it ran and as projected; `None` when no worker Job ran.
+    pub workers: Option<WorkerStage>,
     /// The chain ran to the end of postflight.
     pub completed: bool,
     /// Wall time of the rehearsal.
@@ -307,7 +314,7 @@ pub async fn rehearse(
     };
     // From here on nothing outside this process is read, except a live copy's cluster, which
     // keeps the real clock.
-    let _clock = SimulatedClock::start(!matches!(opts.source, Source::Live(_)));
+    let sim_clock = SimulatedClock::start(!matches!(opts.source, Source::Live(_)));
     if srv.get::<k8s_openapi::api::core::v1::Namespace>(None, &site.namespace).is_none() {
         srv.insert(sim::apiserver::fixtures::namespace(&site.namespace));
     }
@@ -356,9 +363,12 @@ pub async fn rehearse(
         }
     }
 
-    let make_ctx =
-        || Ctx::new(settings.clone(), Clients::from_config(srv.config())?, exec.clone(), opts.image.clone());
-    let detection = chain::detect::detect(&make_ctx()?, false).await?;
+    // The clock of the Jobs' times: zero when detection runs.
+    let clock = if sim_clock.paused { Clock::Simulated } else { Clock::Real };
+    let epoch = tokio::time::Instant::now();
+    let detect_ctx =
+        Ctx::new(settings.clone(), Clients::from_config(srv.config())?, exec.clone(), opts.image.clone())?;
+    let detection = chain::detect::detect(&detect_ctx, false).await?;
     let detection_text = match &detection {
         Detection::Halted(r) => format!("halted by the kill switch: {r}"),
         Detection::UpToDate { running } => format!("no upgrade found (running v{running})"),
@@ -368,30 +378,75 @@ pub async fn rehearse(
     };
     progress(&format!("detect: {detection_text}"));
 
+    // What the apiserver shows of the workers in flight: every cordon, as a watch sees it.
+    let cordons = record::CordonWatch::start(sim_clients.api.clone(), &settings, WATCH_START).await?;
     let runner = runner::JobRunner::new(srv.clone(), settings.namespace.clone());
-    let observing: RefCell<Option<Observe>> = RefCell::new(None);
-    let jobs: RefCell<Vec<JobReport>> = RefCell::new(Vec::new());
+    let nodes_exec: Arc<dyn chain_core::node_exec::NodeExec> = exec.clone();
+    let watching: RefCell<Watching> = RefCell::new(Watching::default());
+    let since_epoch = |t: tokio::time::Instant| t.saturating_duration_since(epoch);
     runner
-        .run_chain(
-            make_ctx,
+        .run_chain_concurrently(
             |job| {
-                let n = jobs.borrow().len() + 1;
+                let w = watching.borrow();
+                let r = w.running.get(&uid_of(job)).expect("the runner shows each Job before running it");
+                let mut s = settings.clone();
+                s.alerts.prometheus_url = prom.url_under(&r.prom_prefix);
+                Ctx::new(s, r.log.clients(srv.config())?, r.log.exec(nodes_exec.clone()), opts.image.clone())
+            },
+            |job| {
+                let mut w = watching.borrow_mut();
+                w.started += 1;
+                let n = w.started;
                 progress(&job_header(n, job));
-                let node = runner::job_env(job).ok().and_then(|e| e.input.step.node().map(str::to_string));
-                *observing.borrow_mut() = Some(Observe::start(&srv, &prom, &exec, node.as_deref()));
+                w.last_shown = n;
+                let env = runner::job_env(job).ok();
+                let node = env.as_ref().and_then(|e| e.input.step.node().map(str::to_string));
+                let name = job.metadata.name.clone().unwrap_or_default();
+                let running = Running {
+                    n,
+                    title: env.map_or_else(|| name.clone(), |e| e.input.step.to_string()),
+                    start: since_epoch(tokio::time::Instant::now()),
+                    prom_prefix: format!("/job/{name}"),
+                    observe: Observe::start(&srv, node.as_deref()),
+                    log: record::JobLog::default(),
+                };
+                w.running.insert(uid_of(job), running);
             },
             |ran| {
-                let Some(o) = observing.borrow_mut().take() else { return };
-                let mut r = o.finish(&srv, &prom, &exec, ran, &settings.timeouts);
-                r.projected = report::project(&r, &real);
-                for line in job_lines(&r) {
+                let mut w = watching.borrow_mut();
+                let Some(r) = w.running.remove(&ran.uid) else { return };
+                let started = since_epoch(ran.started);
+                let span = (started, started + ran.elapsed);
+                let checks = prom.alert_checks_under(&r.prom_prefix);
+                let mut job = r.observe.finish(&srv, &r.log, checks, ran, span, &settings.timeouts);
+                job.projected = report::project(&job, &real);
+                // The Jobs beside it so far (the final list is made once every Job has ended).
+                let beside =
+                    w.running.values().filter(|o| report::overlap(span, (o.start, Duration::MAX))).count()
+                        + w.ended.iter().filter(|(_, e)| report::overlap(span, (e.started, e.ended))).count();
+                if w.last_shown != r.n {
+                    progress(&format!("[{}] {} ended:", r.n, r.title));
+                }
+                for line in job_lines(&job, beside) {
                     progress(&line);
                 }
-                jobs.borrow_mut().push(r);
+                w.last_shown = r.n;
+                w.ended.push((r.n, job));
             },
         )
         .await?;
-    let jobs = jobs.into_inner();
+    let mut ended = watching.into_inner().ended;
+    ended.sort_by_key(|(n, _)| *n);
+    let mut jobs: Vec<JobReport> = ended.into_iter().map(|(_, j)| j).collect();
+    let spans: Vec<(Duration, Duration)> = jobs.iter().map(|j| (j.started, j.ended)).collect();
+    for (i, span) in spans.iter().enumerate() {
+        let beside: Vec<String> = (0..jobs.len())
+            .filter(|&k| k != i && report::overlap(*span, spans[k]))
+            .map(|k| jobs[k].name.clone())
+            .collect();
+        jobs[i].ran_beside = beside;
+        jobs[i].shared = shared_figures(&jobs[i], clock);
+    }
     let completed = jobs.last().is_some_and(|j| j.phase == Phase::Postflight && j.ok);
     let nodes: Vec<k8s_openapi::api::core::v1::Node> = srv.list(None);
     let (projected, workers_model) = project_chain(&jobs, &nodes, &settings);
@@ -401,6 +456,8 @@ pub async fn rehearse(
         .filter(|n| node_is_ready(n))
         .count()
         .saturating_sub(settings_control_planes(&nodes, &settings));
+    let workers =
+        worker_stage(&jobs, &zones, settings.workers.limit(ready_workers, ready_workers), cordons.peak());
     let report = Report {
         source: match &opts.source {
             Source::Builtin => "built-in".into(),
@@ -414,12 +471,14 @@ pub async fn rehearse(
         copied,
         drains,
         detection: detection_text,
+        clock,
         jobs,
+        workers,
         completed,
         wall: wall.elapsed(),
         projected,
         model: {
-            let mut m = report::model_text(&real);
+            let mut m = report::model_text(&real, clock);
             m.push(workers_model);
             m
         },
@@ -427,6 +486,94 @@ pub async fn rehearse(
         ready_workers,
     };
     Ok(report)
+}
+
+/// How long the watch on the simulated cluster's Nodes may take to list them.
+const WATCH_START: Duration = Duration::from_secs(30);
+
+/// The chain's Jobs as the rehearsal runs them.
+#[derive(Default)]
+struct Watching {
+    /// Jobs started so far: the `[n]` of the next one.
+    started: usize,
+    /// The `[n]` of the Job whose lines were shown last: a Job's lines at its end get a header
+    /// when other lines came in between.
+    last_shown: usize,
+    /// By Job uid.
+    running: HashMap<String, Running>,
+    /// `[n]` and report of each Job that ended, in the order they ended.
+    ended: Vec<(usize, JobReport)>,
+}
+
+/// A running Job and what the rehearsal records of it.
+struct Running {
+    n: usize,
+    /// `worker k8s-node1`.
+    title: String,
+    /// On the report's clock.
+    start: Duration,
+    /// Its own route prefix on the simulated Prometheus.
+    prom_prefix: String,
+    observe: Observe,
+    log: record::JobLog,
+}
+
+fn uid_of(job: &k8s_openapi::api::batch::v1::Job) -> String {
+    job.metadata.uid.clone().unwrap_or_default()
+}
+
+/// The figures of a Job that may include the work of the Jobs beside it ([`JobReport::shared`]).
+fn shared_figures(job: &JobReport, clock: Clock) -> Vec<String> {
+    let n = job.ran_beside.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if clock == Clock::Real {
+        out.push(format!(
+            "time: on the real clock, it includes this process's work for the {n} Job(s) beside it"
+        ));
+    }
+    if job.etcd_snapshots > 0 {
+        out.push(format!("etcd snapshots: counted over the cluster while {n} other Job(s) ran"));
+    }
+    if !job.fallback_deleted.is_empty() {
+        out.push(
+            "why the PDB fallback deleted: the drain's decision made again on the pods and PDBs as they were when this Job started; the Jobs beside it changed them since"
+                .into(),
+        );
+    }
+    out
+}
+
+/// The worker stage from the Jobs' spans, the failure domains, the slots and the cordon watch.
+fn worker_stage(
+    jobs: &[JobReport],
+    zones: &std::collections::BTreeMap<String, String>,
+    limit: usize,
+    cordons: record::CordonPeak,
+) -> Option<WorkerStage> {
+    let workers: Vec<&JobReport> = jobs.iter().filter(|j| j.phase == Phase::Worker).collect();
+    let first = workers.iter().map(|j| j.started).min()?;
+    let last = workers.iter().map(|j| j.ended).max()?;
+    let span = |j: &&JobReport| (j.started, j.ended);
+    let mut by_zone: std::collections::BTreeMap<&str, Vec<(Duration, Duration)>> = Default::default();
+    for j in &workers {
+        if let Some(zone) = j.node.as_ref().and_then(|n| zones.get(n)) {
+            by_zone.entry(zone).or_default().push(span(j));
+        }
+    }
+    Some(WorkerStage {
+        jobs: workers.len(),
+        limit,
+        in_flight_at_most: report::peak(&workers.iter().map(span).collect::<Vec<_>>()),
+        in_one_zone_at_most: by_zone.values().map(|s| report::peak(s)).max().unwrap_or(0),
+        cordoned_at_most: cordons.workers,
+        cordoned_in_one_zone_at_most: cordons.in_one_zone,
+        ran: last - first,
+        scheduled: worker_makespan(jobs, zones, limit, |j| j.measured),
+        projected: worker_makespan(jobs, zones, limit, |j| j.projected),
+    })
 }
 
 /// The chain's projected duration: every Job but the workers one after another, and the worker
@@ -455,18 +602,11 @@ pub fn project(
     ready_workers: usize,
     w: &chain_core::waves::WorkerSettings,
 ) -> (Duration, String) {
-    let (workers, others): (Vec<&JobReport>, Vec<&JobReport>) =
-        jobs.iter().partition(|j| j.phase == Phase::Worker && j.node.is_some());
-    let times: Vec<chain_core::waves::WorkerTime> = workers
-        .iter()
-        .map(|j| {
-            let node = j.node.clone().unwrap_or_default();
-            chain_core::waves::WorkerTime { zone: zones.get(&node).cloned(), node, took: j.projected }
-        })
-        .collect();
+    let others = jobs.iter().filter(|j| !(j.phase == Phase::Worker && j.node.is_some()));
+    // At the end of a rehearsal every Ready worker is uncordoned: all are schedulable.
     let limit = w.limit(ready_workers, ready_workers);
     let total =
-        others.iter().map(|j| j.projected).sum::<Duration>() + chain_core::waves::makespan(&times, limit);
+        others.map(|j| j.projected).sum::<Duration>() + worker_makespan(jobs, zones, limit, |j| j.projected);
     let line = if w.sequential() {
         "  the worker Jobs one after another (workers.concurrency 1)".to_string()
     } else {
@@ -478,6 +618,32 @@ pub fn project(
         )
     };
     (total, line)
+}
+
+/// How long the worker Jobs of `jobs` take with `limit` slots, never two of one failure domain
+/// at once, each taking `took(job)`: [`chain_core::waves::makespan`] with the workers pending
+/// in natural order of their nodes, the order the claims take them. Pure.
+pub fn worker_makespan(
+    jobs: &[JobReport],
+    zones: &std::collections::BTreeMap<String, String>,
+    limit: usize,
+    took: impl Fn(&JobReport) -> Duration,
+) -> Duration {
+    let mut workers: Vec<(&str, &JobReport)> = jobs
+        .iter()
+        .filter(|j| j.phase == Phase::Worker)
+        .filter_map(|j| Some((j.node.as_deref()?, j)))
+        .collect();
+    workers.sort_by(|a, b| chain_core::plan::natural_cmp(a.0, b.0));
+    let times: Vec<chain_core::waves::WorkerTime> = workers
+        .iter()
+        .map(|(node, j)| chain_core::waves::WorkerTime {
+            node: node.to_string(),
+            zone: zones.get(*node).cloned(),
+            took: took(j),
+        })
+        .collect();
+    chain_core::waves::makespan(&times, limit)
 }
 
 fn node_is_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
@@ -518,11 +684,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// What the cluster looked like when a Job started, to tell what the Job did.
+/// What the cluster looked like when a Job started, to tell what the Job did (from what the Job
+/// itself sent: its [`record::JobLog`]).
 struct Observe {
-    requests: usize,
-    alert_checks: usize,
-    calls: usize,
     /// The pods the Job may remove, as they were when it started: a node Job's drain only
     /// removes the pods on its node; other Jobs see every pod.
     pods: HashMap<(String, String), Pod>,
@@ -530,6 +694,7 @@ struct Observe {
     /// decision counts such a pod's budgets from the pods (`drain::decide::View::pods`).
     ns_pods: HashMap<String, Vec<Pod>>,
     pdbs: Vec<PodDisruptionBudget>,
+    /// etcd snapshot Jobs in the cluster (a count over the cluster, not the Job's own).
     snapshots: usize,
 }
 
@@ -541,12 +706,7 @@ fn snapshot_jobs(srv: &TestApiServer) -> usize {
 }
 
 impl Observe {
-    fn start(
-        srv: &TestApiServer,
-        prom: &sim::http::Prometheus,
-        exec: &sim::node::SimExec,
-        node: Option<&str>,
-    ) -> Self {
+    fn start(srv: &TestApiServer, node: Option<&str>) -> Self {
         // Copying every pod for each Job made a rehearsal quadratic in the cluster's size.
         let listed: Vec<Pod> = match node {
             Some(node) => srv.list_where(None, |p| {
@@ -575,23 +735,18 @@ impl Observe {
                 )
             })
             .collect();
-        Self {
-            requests: srv.request_count(),
-            alert_checks: prom.alert_checks(),
-            calls: exec.calls().len(),
-            pods,
-            ns_pods,
-            pdbs,
-            snapshots: snapshot_jobs(srv),
-        }
+        Self { pods, ns_pods, pdbs, snapshots: snapshot_jobs(srv) }
     }
 
+    /// The Job's report from what it sent (`log`), its own alert checks, how it ended and its
+    /// span on the report's clock (`[start, end)`).
     fn finish(
         self,
         srv: &TestApiServer,
-        prom: &sim::http::Prometheus,
-        exec: &sim::node::SimExec,
+        log: &record::JobLog,
+        alert_checks: usize,
         ran: &runner::RanJob,
+        span: (Duration, Duration),
         sim: &Timeouts,
     ) -> JobReport {
         let mut evicted = Vec::new();
@@ -599,7 +754,8 @@ impl Observe {
         let mut fallback_deleted = Vec::new();
         let mut finished_deleted = Vec::new();
         let mut grace = 0i64;
-        for r in &srv.requests_since(self.requests) {
+        let api = log.api_calls();
+        for r in &api {
             let Some((ns, name, sub)) = pod_path(&r.path) else { continue };
             let key = (ns.clone(), name.clone());
             let pod = self.pods.get(&key);
@@ -637,12 +793,11 @@ impl Observe {
                 _ => {}
             }
         }
-        let calls = exec.calls();
-        let new_calls = &calls[self.calls.min(calls.len())..];
+        let calls = log.node_calls();
         let is_script = |w: &str| {
             ["update_k8s.sh", "containerd-skew-fix", "apt-repo-rewrite"].iter().any(|s| w.starts_with(s))
         };
-        let node_actions: Vec<String> = new_calls
+        let node_actions: Vec<String> = calls
             .iter()
             .filter(|c| is_script(&c.what))
             .map(|c| {
@@ -651,7 +806,7 @@ impl Observe {
                 format!("{}: {what}", c.node)
             })
             .collect();
-        let node_probes = new_calls.iter().filter(|c| !is_script(&c.what)).count();
+        let node_probes = calls.iter().filter(|c| !is_script(&c.what)).count();
         let (result, ok) = match &ran.result {
             Ok(Ended::Done) => ("Done".to_string(), true),
             Ok(Ended::Skipped(r)) => (format!("Skipped: {r}"), true),
@@ -672,18 +827,23 @@ impl Observe {
             tolerations: ran.tolerations.clone(),
             result,
             ok,
+            started: span.0,
+            ended: span.1,
             measured: ran.elapsed,
+            ran_beside: Vec::new(),
+            api_requests: api.len(),
             simulated_soak,
             evicted,
             eviction_refusals: refusals,
             fallback_deleted,
             finished_deleted,
             longest_grace: Duration::from_secs(grace.max(0) as u64),
-            alert_checks: prom.alert_checks() - self.alert_checks,
+            alert_checks,
             node_actions,
             node_probes,
-            etcd_snapshots: snapshot_jobs(srv) - self.snapshots,
+            etcd_snapshots: snapshot_jobs(srv).saturating_sub(self.snapshots),
             projected: Duration::ZERO,
+            shared: Vec::new(),
         }
     }
 }
@@ -749,7 +909,8 @@ fn prediction_line(p: &DrainPrediction) -> String {
     s
 }
 
-fn job_lines(r: &JobReport) -> Vec<String> {
+/// A Job's lines at its end; `beside`: how many Jobs ran beside it.
+fn job_lines(r: &JobReport, beside: usize) -> Vec<String> {
     let mut out = Vec::new();
     if !r.evicted.is_empty() {
         const SHOWN: usize = 12;
@@ -785,7 +946,14 @@ fn job_lines(r: &JobReport) -> Vec<String> {
     if r.alert_checks > 0 {
         out.push(format!("    alert gate: {} check(s), no blocking alert", r.alert_checks));
     }
-    out.push(format!("    -> {} in {:.1}s", r.result, r.measured.as_secs_f64()));
+    out.push(format!(
+        "    -> {} in {:.1}s ({:.1}s to {:.1}s){}",
+        r.result,
+        r.measured.as_secs_f64(),
+        r.started.as_secs_f64(),
+        r.ended.as_secs_f64(),
+        if beside > 0 { format!(", beside {beside} other Job(s)") } else { String::new() }
+    ));
     out
 }
 
@@ -801,21 +969,27 @@ pub fn summary_text(r: &Report) -> String {
         r.jobs.len(),
         if r.completed { "chain completed".to_string() } else { "chain STOPPED before the end".to_string() }
     ));
-    let header = ["JOB", "RUNS ON", "RESULT", "HERE", "PROJECTED"].map(String::from);
-    let rows: Vec<[String; 5]> = r
+    s.push_str(&format!(
+        "  times {} (START, END: since detection ran; TOOK: END - START)\n",
+        r.clock.describe()
+    ));
+    let header = ["JOB", "RUNS ON", "RESULT", "START", "END", "TOOK", "PROJECTED"].map(String::from);
+    let rows: Vec<[String; 7]> = r
         .jobs
         .iter()
         .map(|j| {
             [
-                format!("{}{}", j.phase, j.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default()),
+                job_title(j),
                 j.run_on.clone(),
                 j.result.chars().take(60).collect(),
+                format!("{:.1}s", j.started.as_secs_f64()),
+                format!("{:.1}s", j.ended.as_secs_f64()),
                 format!("{:.1}s", j.measured.as_secs_f64()),
                 report::whole(j.projected),
             ]
         })
         .collect();
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 7];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -846,11 +1020,68 @@ pub fn summary_text(r: &Report) -> String {
     if !tolerations.is_empty() {
         s.push_str(&format!("  tolerations the Jobs carry: {}\n", tolerations.join(", ")));
     }
+    if let Some(w) = &r.workers {
+        s.push_str(&worker_stage_text(w, r.clock));
+    }
+    // Each kind of shared figure once, with the Jobs it applies to.
+    let mut shared: Vec<(&str, Vec<String>)> = Vec::new();
+    for j in &r.jobs {
+        for f in &j.shared {
+            let title = job_title(j);
+            match shared.iter_mut().find(|(g, _)| g == f) {
+                Some((_, jobs)) => jobs.push(title),
+                None => shared.push((f, vec![title])),
+            }
+        }
+    }
+    if !shared.is_empty() {
+        s.push_str("  figures that may include the work of the Jobs beside them:\n");
+        for (f, jobs) in shared {
+            s.push_str(&format!("    {f} ({})\n", jobs.join(", ")));
+        }
+    }
     s.push_str(&format!("  rehearsal wall time: {:.1}s\n", r.wall.as_secs_f64()));
     s.push_str(&format!("  projected duration with the real waits: {}\n", report::whole(r.projected)));
     for m in &r.model {
         s.push_str(&format!("    {m}\n"));
     }
+    s
+}
+
+/// `worker k8s-node1`, `preflight`.
+fn job_title(j: &JobReport) -> String {
+    format!("{}{}", j.phase, j.node.as_deref().map(|n| format!(" {n}")).unwrap_or_default())
+}
+
+/// The worker stage's lines of the summary.
+fn worker_stage_text(w: &WorkerStage, clock: Clock) -> String {
+    let mut s = format!(
+        "  worker stage: {} worker Job(s), at most {} running at once (limit {}), {}\n",
+        w.jobs,
+        w.in_flight_at_most,
+        w.limit,
+        match w.in_one_zone_at_most {
+            0 => "no zone labels".to_string(),
+            1 => "never two of one zone at once".to_string(),
+            n => format!("at most {n} of one zone at once"),
+        }
+    );
+    s.push_str(&format!(
+        "    a watch on the Nodes saw at most {} worker(s) cordoned at once{}\n",
+        w.cordoned_at_most,
+        if w.cordoned_in_one_zone_at_most > 0 {
+            format!(", at most {} of one zone", w.cordoned_in_one_zone_at_most)
+        } else {
+            String::new()
+        }
+    ));
+    s.push_str(&format!(
+        "    {}: {:.1}s from the first worker Job's start to the last one's end; the projection's scheduling of the same Jobs' times: {:.1}s\n",
+        clock.describe(),
+        w.ran.as_secs_f64(),
+        w.scheduled.as_secs_f64()
+    ));
+    s.push_str(&format!("    projected with the real waits: {}\n", report::whole(w.projected)));
     s
 }
 

@@ -52,9 +52,20 @@ pub struct JobReport {
     pub result: String,
     /// Whether the chain went on after it.
     pub ok: bool,
-    /// Wall time here.
+    /// When the Job started, on the report's clock ([`Clock`]), since detection ran.
+    #[serde(with = "secs")]
+    pub started: Duration,
+    /// When it ended, on the same clock.
+    #[serde(with = "secs")]
+    pub ended: Duration,
+    /// Time it took here, on the report's clock (`ended - started`).
     #[serde(with = "secs")]
     pub measured: Duration,
+    /// The Jobs that ran beside it (some of their span overlaps its own; a Job that starts when
+    /// another ends does not).
+    pub ran_beside: Vec<String>,
+    /// Kubernetes API requests its clients sent (every attempt).
+    pub api_requests: usize,
     /// The scaled-down soak slept here (part of `measured`).
     #[serde(with = "secs")]
     pub simulated_soak: Duration,
@@ -80,6 +91,76 @@ pub struct JobReport {
     /// The projection of this Job with the real waits.
     #[serde(with = "secs")]
     pub projected: Duration,
+    /// The figures of this Job that may include work of the Jobs beside it, and why. Its own
+    /// requests, evictions, deletions, node commands and alert checks are told apart (each Job
+    /// has its own clients, node executor and Prometheus route prefix) and are never here.
+    pub shared: Vec<String>,
+}
+
+/// The clock the Jobs' times are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// The simulation's own clock (a paused tokio clock that jumps over every wait): a Job's
+    /// time is the waits it went through (scaled soaks, grace periods, polls); the CPU work of
+    /// the simulation costs none of it.
+    Simulated,
+    /// The real clock (a live copy, or a multi-thread runtime): a Job's time includes the
+    /// process's work for every Job running beside it.
+    Real,
+}
+
+impl Clock {
+    /// `on the simulation's clock` / `on the real clock`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Clock::Simulated => "on the simulation's clock",
+            Clock::Real => "on the real clock",
+        }
+    }
+}
+
+/// The worker stage as it ran, and as projected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerStage {
+    /// Worker Jobs run.
+    pub jobs: usize,
+    /// The slots: `workers.concurrency`, capped by `workers.max_unavailable` of the Ready
+    /// workers.
+    pub limit: usize,
+    /// Most worker Jobs running at once (from their start and end).
+    pub in_flight_at_most: usize,
+    /// Most worker Jobs of one failure domain (`workers.topology_label`) running at once; 0
+    /// when no worker carries the label.
+    pub in_one_zone_at_most: usize,
+    /// Most workers the chain had cordoned at once, as a watch on the Nodes saw them.
+    pub cordoned_at_most: usize,
+    /// Most workers of one failure domain cordoned at once, as the watch saw them.
+    pub cordoned_in_one_zone_at_most: usize,
+    /// From the first worker Job's start to the last one's end, on the report's clock.
+    #[serde(with = "secs")]
+    pub ran: Duration,
+    /// The projection's scheduling ([`chain_core::waves::makespan`]) of the same Jobs' times
+    /// here: equal to `ran` when the model schedules the Jobs as the chain did.
+    #[serde(with = "secs")]
+    pub scheduled: Duration,
+    /// The stage projected with the real waits (the same scheduling of each Job's
+    /// [`project`]ion).
+    #[serde(with = "secs")]
+    pub projected: Duration,
+}
+
+/// Most of `spans` (`[start, end)`) in progress at one instant, at least 1 when there is any: a
+/// span that starts when another ends does not overlap it, and one of length zero (a Job that
+/// went through no wait on the simulation's clock) overlaps none. Pure.
+pub fn peak(spans: &[(Duration, Duration)]) -> usize {
+    let at = |t: Duration| spans.iter().filter(|s| s.0 <= t && t < s.1).count();
+    spans.iter().map(|s| at(s.0)).max().map_or(0, |n| n.max(1))
+}
+
+/// Whether two spans (`[start, end)`) overlap, as [`peak`] counts them. Pure.
+pub fn overlap(a: (Duration, Duration), b: (Duration, Duration)) -> bool {
+    a.0.max(b.0) < a.1.min(b.1)
 }
 
 mod secs {
@@ -112,10 +193,14 @@ pub fn project(job: &JobReport, real: &Timeouts) -> Duration {
 }
 
 /// How the projection is computed, for the output.
-pub fn model_text(real: &Timeouts) -> Vec<String> {
+pub fn model_text(real: &Timeouts, clock: Clock) -> Vec<String> {
     vec![
-        "model, per Job: the work measured here (API calls, drain, gates; pod grace periods scaled x0.01; includes the simulator's own overhead, which grows with the cluster)"
-            .into(),
+        match clock {
+            Clock::Simulated => "model, per Job: its time here on the simulation's clock less the scaled soak: the waits it went through (polls, PDB waits for replacements, pod grace periods scaled x0.01, kubelet restart); the simulation's own CPU work costs none of it"
+                .into(),
+            Clock::Real => "model, per Job: the work measured here (API calls, drain, gates; pod grace periods scaled x0.01; includes the simulator's own overhead, which grows with the cluster)"
+                .into(),
+        },
         format!("  + {} Job start (scheduling, container start; estimate)", fmt_d(JOB_START_OVERHEAD)),
         format!(
             "  + the node upgrade script, not simulated (estimates): {} first control plane (apt, kubeadm upgrade apply), {} other control planes, {} per worker (apt, kubeadm upgrade node, kubelet restart)",
@@ -157,7 +242,11 @@ mod tests {
             tolerations: vec![],
             result: "Done".into(),
             ok: true,
+            started: Duration::ZERO,
+            ended: Duration::from_secs(measured),
             measured: Duration::from_secs(measured),
+            ran_beside: vec![],
+            api_requests: 0,
             simulated_soak: Duration::from_millis(soak_ms),
             evicted: vec![],
             eviction_refusals: 0,
@@ -169,6 +258,7 @@ mod tests {
             node_probes: 0,
             etcd_snapshots: 0,
             projected: Duration::ZERO,
+            shared: vec![],
         }
     }
 
@@ -178,6 +268,51 @@ mod tests {
         let w = job(Phase::Worker, 3, 1000);
         // 2 s of work + 30 s start + 3 min script + 30 s grace + 10 x 1 min soak.
         assert_eq!(project(&w, &real), Duration::from_secs(2 + 30 + 180 + 30 + 600));
+    }
+
+    fn s(a: u64, b: u64) -> (Duration, Duration) {
+        (Duration::from_secs(a), Duration::from_secs(b))
+    }
+
+    #[test]
+    fn jobs_one_after_another_never_overlap() {
+        let one_after_another = [s(0, 5), s(5, 9), s(9, 9), s(9, 12), s(13, 13)];
+        assert_eq!(peak(&one_after_another), 1);
+        assert!(!overlap(s(0, 5), s(5, 9)), "a Job that starts when another ends is not beside it");
+        assert_eq!(peak(&[]), 0);
+    }
+
+    #[test]
+    fn jobs_that_start_together_or_inside_another_overlap() {
+        // Two start together; a third starts as the first ends; a fourth inside the third.
+        let spans = [s(0, 10), s(0, 4), s(10, 20), s(12, 13)];
+        assert_eq!(peak(&spans), 2);
+        assert!(overlap(s(0, 10), s(0, 4)));
+        assert!(overlap(s(10, 20), s(12, 13)));
+        assert!(!overlap(s(0, 4), s(10, 20)));
+        // A Job that took no time overlaps none, wherever it is.
+        assert!(!overlap(s(3, 3), s(0, 10)));
+        assert!(!overlap(s(3, 3), s(3, 3)));
+        assert_eq!(peak(&[s(0, 10), s(2, 8), s(3, 3)]), 2);
+        assert_eq!(peak(&[s(3, 3), s(3, 3)]), 1);
+    }
+
+    proptest::proptest! {
+        /// [`peak`] agrees with a count of the spans in progress at every instant of the range,
+        /// and with [`overlap`] when two spans are given.
+        #[test]
+        fn peak_is_the_most_spans_at_one_instant(raw in proptest::collection::vec((0u64..40, 0u64..10), 0..12)) {
+            let spans: Vec<(Duration, Duration)> = raw.iter().map(|&(a, len)| s(a, a + len)).collect();
+            let most = (0..50u64)
+                .map(|t| spans.iter().filter(|&&(a, b)| a <= Duration::from_secs(t) && Duration::from_secs(t) < b).count())
+                .max()
+                .unwrap_or(0);
+            let want = if spans.is_empty() { 0 } else { most.max(1) };
+            proptest::prop_assert_eq!(peak(&spans), want);
+            if let [a, b] = spans[..] {
+                proptest::prop_assert_eq!(overlap(a, b), peak(&spans) == 2);
+            }
+        }
     }
 
     #[test]

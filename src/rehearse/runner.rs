@@ -27,8 +27,8 @@ use chain_core::{
     version::Version,
 };
 
-/// The most Jobs one [`JobRunner::run_chain`] runs: far more than any chain has, so a bug that
-/// re-spawns forever still ends.
+/// The most Jobs one [`JobRunner::run_chain_concurrently`] runs: far more than any chain has, so
+/// a bug that re-spawns forever still ends.
 pub const MAX_JOBS: usize = 512;
 
 /// What the runner saw of one chain Job.
@@ -36,6 +36,8 @@ pub const MAX_JOBS: usize = 512;
 pub struct RanJob {
     /// Job name.
     pub name: String,
+    /// Job uid.
+    pub uid: String,
     /// `PHASE`.
     pub phase: Phase,
     /// `TARGET_NODE`, if any.
@@ -52,6 +54,9 @@ pub struct RanJob {
     pub tolerations: Vec<String>,
     /// How the step ended; an error as its full chain of causes.
     pub result: Result<Ended, String>,
+    /// When the step started, on the runtime's clock (simulated time under `rehearse`'s
+    /// simulated clock).
+    pub started: Instant,
     /// Time the step took on the runtime's clock (simulated time under `rehearse`'s simulated clock).
     pub elapsed: Duration,
 }
@@ -153,7 +158,8 @@ impl JobRunner {
     /// pod), then completes or fails the Job.
     pub async fn run_job(&self, job: &Job, mut ctx: Ctx) -> RanJob {
         let name = job.metadata.name.clone().unwrap_or_default();
-        self.done.lock().expect("runner lock").insert(job.metadata.uid.clone().unwrap_or_default());
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        self.done.lock().expect("runner lock").insert(uid.clone());
         let started = Instant::now();
         let env = match job_env(job) {
             Ok(env) => env,
@@ -161,6 +167,7 @@ impl JobRunner {
                 self.srv.fail_job(&self.namespace, &name, "BadEnv");
                 return RanJob {
                     name,
+                    uid,
                     phase: Phase::Preflight,
                     node: None,
                     target: Version { major: 0, minor: 0, patch: 0 },
@@ -169,6 +176,7 @@ impl JobRunner {
                     run_on: String::new(),
                     tolerations: vec![],
                     result: Err(format!("{e:#}")),
+                    started,
                     elapsed: started.elapsed(),
                 };
             }
@@ -183,6 +191,7 @@ impl JobRunner {
         }
         RanJob {
             name,
+            uid,
             phase: env.input.step.phase(),
             node: env.input.step.node().map(str::to_string),
             target: env.input.target,
@@ -191,37 +200,27 @@ impl JobRunner {
             run_on: env.run_on,
             tolerations: env.tolerations,
             result,
+            started,
             elapsed: started.elapsed(),
         }
     }
 
-    /// Runs every chain Job as it appears, oldest first, until none is left: `ctx` builds the
-    /// context of each Job, `before` sees each Job before it runs and `after` each result.
-    pub async fn run_chain(
-        &self,
-        mut ctx: impl FnMut() -> anyhow::Result<Ctx>,
-        mut before: impl FnMut(&Job),
-        mut after: impl FnMut(&RanJob),
-    ) -> anyhow::Result<Vec<RanJob>> {
-        let mut ran = Vec::new();
-        for _ in 0..MAX_JOBS {
-            let Some(job) = self.next_job() else { break };
-            before(&job);
-            let r = self.run_job(&job, ctx()?).await;
-            after(&r);
-            ran.push(r);
-        }
-        Ok(ran)
-    }
-}
-
-impl JobRunner {
-    /// Like [`JobRunner::run_chain`], but every chain Job runs as soon as it appears, beside
-    /// the ones already running (as the cluster runs the worker Jobs of
-    /// `workers.concurrency` above 1). `after` sees each result as it ends.
+    /// Runs every chain Job as soon as it appears, beside the ones already running (as the
+    /// cluster runs the worker Jobs of `workers.concurrency` above 1; with one worker at a time
+    /// the chain never has two Jobs to run at once), until none is left: `ctx` builds the
+    /// context of each Job, `before` sees each Job before it runs and `after` each result as
+    /// it ends. Results in the order the Jobs ended.
+    ///
+    /// A chain Job is created only by a running Job, as its last act (it then waits until the
+    /// new Job's pod has started, which the simulated Job controller does on its own), so the
+    /// pending Jobs are taken whenever a Job ends: as soon as the cluster would start them
+    /// (their pods take longer to start than that tail), and a Job that ends is never counted
+    /// as in flight beside the Job that takes its slot.
+    ///
+    /// Errors: `ctx` failing, or more than [`MAX_JOBS`] Jobs (a chain that does not end).
     pub async fn run_chain_concurrently(
         &self,
-        mut ctx: impl FnMut() -> anyhow::Result<Ctx>,
+        mut ctx: impl FnMut(&Job) -> anyhow::Result<Ctx>,
         mut before: impl FnMut(&Job),
         mut after: impl FnMut(&RanJob),
     ) -> anyhow::Result<Vec<RanJob>> {
@@ -236,7 +235,7 @@ impl JobRunner {
                     anyhow::bail!("more than {MAX_JOBS} chain Jobs: the chain does not end");
                 }
                 before(&job);
-                let c = ctx()?;
+                let c = ctx(&job)?;
                 running.push(async move { self.run_job(&job, c).await });
             }
             let Some(r) = running.next().await else { break };

@@ -507,7 +507,7 @@ impl Cluster {
         let ran = self
             .runner
             .run_chain_concurrently(
-                || Ok(self.ctx_with(settings.clone())),
+                |_| Ok(self.ctx_with(settings.clone())),
                 |job| before(job.metadata.name.as_deref().unwrap_or_default()),
                 |_| {},
             )

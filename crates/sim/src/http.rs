@@ -128,37 +128,58 @@ async fn serve(mut sock: tokio::net::TcpStream, handler: Handler, counter: Arc<A
 }
 
 /// A simulated Prometheus: `GET /api/v1/alerts` (no alert firing) and `GET /api/v1/query`
-/// (an empty vector). Counts the gate's requests.
+/// (an empty vector), at the root or under any route prefix (`<prefix>/api/v1/alerts`, as a
+/// Prometheus started with `--web.route-prefix` serves them). Counts the gate's requests per
+/// prefix: a rehearsal gives each chain Job its own prefix ([`Self::url_under`]) to tell whose
+/// checks they were while several Jobs run.
 pub struct Prometheus {
     /// The server.
     pub server: Server,
-    alert_checks: Arc<AtomicUsize>,
+    /// Route prefix (`""` at the root) → `GET <prefix>/api/v1/alerts` requests.
+    alert_checks: Arc<Mutex<BTreeMap<String, usize>>>,
 }
 
 impl Prometheus {
     /// Starts it on loopback.
     pub async fn start() -> std::io::Result<Self> {
-        let checks = Arc::new(AtomicUsize::new(0));
+        let checks = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
         let c = checks.clone();
-        let server = Server::start(Arc::new(move |req: &Request| match req.path.as_str() {
-            "/api/v1/alerts" => {
-                c.fetch_add(1, Ordering::Relaxed);
+        let server = Server::start(Arc::new(move |req: &Request| {
+            if let Some(prefix) = req.path.strip_suffix("/api/v1/alerts") {
+                *c.lock().expect("sim lock").entry(prefix.to_string()).or_default() += 1;
                 (200, "application/json", r#"{"status":"success","data":{"alerts":[]}}"#.into())
+            } else if req.path.ends_with("/api/v1/query") {
+                (
+                    200,
+                    "application/json",
+                    r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.into(),
+                )
+            } else {
+                (404, "text/plain", "404 page not found\n".into())
             }
-            "/api/v1/query" => (
-                200,
-                "application/json",
-                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.into(),
-            ),
-            _ => (404, "text/plain", "404 page not found\n".into()),
         }))
         .await?;
         Ok(Self { server, alert_checks: checks })
     }
 
-    /// `GET /api/v1/alerts` requests so far (one per alert-gate check).
+    /// The base URL of route prefix `prefix` (a path such as `/job/a`; `""` is the root):
+    /// `http://127.0.0.1:<port><prefix>/`, the form `alerts.prometheus_url` takes.
+    pub fn url_under(&self, prefix: &str) -> url::Url {
+        let mut url = self.server.url.clone();
+        url.set_path(&format!("{}/", prefix.trim_end_matches('/')));
+        url
+    }
+
+    /// `GET /api/v1/alerts` requests so far under every prefix (one per alert-gate check).
     pub fn alert_checks(&self) -> usize {
-        self.alert_checks.load(Ordering::Relaxed)
+        self.alert_checks.lock().expect("sim lock").values().sum()
+    }
+
+    /// `GET <prefix>/api/v1/alerts` requests so far under route prefix `prefix` (as given to
+    /// [`Self::url_under`]).
+    pub fn alert_checks_under(&self, prefix: &str) -> usize {
+        let key = prefix.trim_end_matches('/');
+        self.alert_checks.lock().expect("sim lock").get(key).copied().unwrap_or(0)
     }
 }
 
@@ -326,6 +347,35 @@ pub async fn apt_repository(versions: Vec<Version>) -> std::io::Result<Server> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One HTTP/1.1 GET over loopback; the status code.
+    async fn get(url: &url::Url) -> u16 {
+        let mut sock = tokio::net::TcpStream::connect(url.socket_addrs(|| None).unwrap()[0]).await.unwrap();
+        let req = format!("GET {} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", url.path());
+        sock.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        sock.read_to_string(&mut out).await.unwrap();
+        out.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn prometheus_counts_alert_checks_per_route_prefix() {
+        let prom = Prometheus::start().await.unwrap();
+        let a = prom.url_under("/job/a");
+        assert_eq!(a.path(), "/job/a/");
+        for _ in 0..2 {
+            assert_eq!(get(&a.join("api/v1/alerts").unwrap()).await, 200);
+        }
+        assert_eq!(get(&prom.url_under("/job/b").join("api/v1/alerts").unwrap()).await, 200);
+        assert_eq!(get(&prom.server.url.join("api/v1/alerts").unwrap()).await, 200);
+        assert_eq!(get(&a.join("api/v1/query").unwrap()).await, 200);
+        assert_eq!(get(&a.join("api/v1/other").unwrap()).await, 404);
+        assert_eq!(prom.alert_checks_under("/job/a"), 2);
+        assert_eq!(prom.alert_checks_under("/job/b/"), 1);
+        assert_eq!(prom.alert_checks_under(""), 1);
+        assert_eq!(prom.alert_checks_under("/job/c"), 0);
+        assert_eq!(prom.alert_checks(), 4);
+    }
 
     #[test]
     fn base64_group_values_decode() {

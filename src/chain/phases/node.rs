@@ -24,7 +24,7 @@ async fn drain_node(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Optio
         namespace: ctx.settings.namespace.clone(),
         self_pod: ctx.self_pod.clone(),
     };
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     // Worker drains run side by side with worker concurrency above 1.
     let shared = (phase == Phase::Worker && !ctx.settings.workers.sequential())
         .then(|| chain_core::waves::ClaimKeys::new(&ctx.settings.annotation_prefix));
@@ -136,7 +136,7 @@ pub(super) async fn check_before_touching(ctx: &Ctx, snap: &Snapshot, node: &str
 /// Drains the node of a node phase, then re-reads the kill switch. `Some(reason)` means the
 /// phase halts (the node was uncordoned again if we had cordoned it).
 pub(super) async fn drain_for_upgrade(ctx: &Ctx, phase: Phase, node: &str) -> anyhow::Result<Option<String>> {
-    let t0 = std::time::Instant::now();
+    let t0 = tokio::time::Instant::now();
     if let Some(reason) = drain_node(ctx, phase, node).await? {
         return Ok(Some(reason));
     }
