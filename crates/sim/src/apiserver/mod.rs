@@ -141,7 +141,9 @@
 //!   `addConditionAndDeletePod`'s wording. Success is 201
 //!   `{"kind":"Status",...,"status":"Success","code":201}`. `dryRun` honoured.
 //! * Disruption controller (pkg/controller/disruption): PDB status recomputed on every pod
-//!   change (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods,
+//!   change that can move it (each PDB's selector is parsed once and the pods it selects are
+//!   kept in an index on every write, as the controller's informer caches would, so a sync
+//!   costs that PDB's pods, not a scan of its namespace) (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods,
 //!   observedGeneration, `DisruptionAllowed` condition SufficientPods/InsufficientPods) after
 //!   `getExpectedPodCount`: integer `minAvailable` expects the number of matching pods;
 //!   `maxUnavailable` or a percentage sums the replicas of the pods' controllers (ReplicaSet,
