@@ -140,6 +140,8 @@ pub struct ManifestsArgs {
 pub fn resolve(cli: Cli) -> anyhow::Result<Invocation> {
     let config_path = cli.global.config.as_deref();
     let settings = crate::config::load_or_default(config_path)?;
+    // Known from here on, the secrets are masked in every error and log line (QA A5).
+    crate::exit::register_secret_files(&settings);
     let context = match cli.global.context {
         Some(c) => Some(context_name(&c)?),
         None => None,
@@ -239,12 +241,23 @@ fn speed(s: &str) -> anyhow::Result<f64> {
 /// `--nodes` / `REHEARSE_NODES` and `--pods-per-node` / `REHEARSE_PODS_PER_NODE`: whole
 /// numbers, then a size within Kubernetes' documented limits ([`ClusterSize::new`]).
 fn cluster_size(nodes: &str, pods_per_node: &str) -> anyhow::Result<ClusterSize> {
-    let whole = |input: &str, s: &str| {
-        s.trim().parse::<u32>().map_err(|_| invalid(input, s, "expected a whole number"))
+    use crate::rehearse::generated::{MAX_NODES, MAX_PODS_PER_NODE, MIN_NODES};
+    let whole = |input: &str, s: &str, (min, max): (u32, u32)| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| invalid(input, s, format!("expected a whole number from {min} to {max}")))
     };
-    let n = whole("node count (--nodes / REHEARSE_NODES)", nodes)?;
-    let p = whole("pods per node (--pods-per-node / REHEARSE_PODS_PER_NODE)", pods_per_node)?;
-    ClusterSize::new(n, p).map_err(bad_input)
+    let n = whole("node count (--nodes / REHEARSE_NODES)", nodes, (MIN_NODES, MAX_NODES))?;
+    let p = whole(
+        "pods per node (--pods-per-node / REHEARSE_PODS_PER_NODE)",
+        pods_per_node,
+        (1, MAX_PODS_PER_NODE),
+    )?;
+    ClusterSize::new(n, p).map_err(|e| {
+        bad_input(anyhow::anyhow!(
+            "invalid cluster size (--nodes / REHEARSE_NODES, --pods-per-node / REHEARSE_PODS_PER_NODE): {e}"
+        ))
+    })
 }
 
 /// `--context` / `KUBE_CONTEXT`: a kubeconfig context name (non-empty, printable).
@@ -403,13 +416,16 @@ pub fn parse_nodes(text: &str, origin: &str) -> anyhow::Result<Vec<Node>> {
         serde_saphyr::from_str_with_options::<serde_json::Value>(text, nodes_yaml_options())
             .map_err(|e| e.to_string())
     };
+    // serde quotes the value it refused: a "node list" that is really a secret file must not
+    // be echoed (QA A5).
+    let redacted = |e: String| chain_core::redact::parser_message(&e);
     let (format, doc) = if json {
         ("JSON", serde_json::from_str::<Doc>(text).map_err(|e| e.to_string()))
     } else {
         ("YAML", yaml().and_then(|v| serde_json::from_value::<Doc>(v).map_err(|e| e.to_string())))
     };
     let doc = doc.map_err(|e| {
-        bad_input(anyhow::anyhow!("nodes file {origin} is not a valid {format} node list: {e}"))
+        bad_input(anyhow::anyhow!("nodes file {origin} is not a valid {format} node list: {}", redacted(e)))
     })?;
     match (doc.kind.as_str(), doc.items) {
         ("List" | "NodeList", Some(items)) => Ok(items),
@@ -420,8 +436,9 @@ pub fn parse_nodes(text: &str, origin: &str) -> anyhow::Result<Vec<Node>> {
             } else {
                 yaml().and_then(|v| serde_json::from_value::<Node>(v).map_err(|e| e.to_string()))
             };
-            node.map(|n| vec![n])
-                .map_err(|e| bad_input(anyhow::anyhow!("nodes file {origin} has an invalid Node: {e}")))
+            node.map(|n| vec![n]).map_err(|e| {
+                bad_input(anyhow::anyhow!("nodes file {origin} has an invalid Node: {}", redacted(e)))
+            })
         }
         (other, _) => Err(bad_input(anyhow::anyhow!(
             "nodes file {origin} holds kind {}; expected a List or NodeList of Nodes (kubectl get nodes -o json)",
@@ -436,7 +453,7 @@ fn nodes_yaml_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_events = 10_000_000;
     budget.max_nodes = 5_000_000;
-    let mut options = serde_saphyr::Options::default();
+    let mut options = chain_core::redact::yaml_options();
     options.budget = Some(budget);
     options
 }

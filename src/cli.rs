@@ -98,23 +98,24 @@ pub struct ManifestsArgs {
     #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
     /// Detection schedule (cron, UTC: five fields or a descriptor such as @weekly).
-    #[arg(long, value_name = "CRON", default_value = chain_core::manifests::DEFAULT_SCHEDULE)]
+    #[arg(long, env = "SCHEDULE", value_name = "CRON", default_value = chain_core::manifests::DEFAULT_SCHEDULE)]
     pub schedule: String,
     /// Weekly report schedule (cron, UTC).
-    #[arg(long, value_name = "CRON", default_value = chain_core::manifests::DEFAULT_REPORT_SCHEDULE)]
+    #[arg(long, env = "REPORT_SCHEDULE", value_name = "CRON", default_value = chain_core::manifests::DEFAULT_REPORT_SCHEDULE)]
     pub report_schedule: String,
-    /// Detection runs fully and pushes metrics but spawns no chain Job (`DRY_RUN=true`).
-    #[arg(long)]
+    /// Detection runs fully and pushes metrics but spawns no chain Job (`DRY_RUN=true` in the
+    /// detection CronJob).
+    #[arg(long, env = "DRY_RUN", value_parser = env_bool("DRY_RUN"))]
     pub dry_run: bool,
     /// Create both CronJobs suspended.
-    #[arg(long)]
+    #[arg(long, env = "SUSPEND", value_parser = env_bool("SUSPEND"))]
     pub suspend: bool,
     /// Also print the alert rules as a PrometheusRule (Prometheus Operator).
-    #[arg(long)]
+    #[arg(long, env = "PROMETHEUS_RULE", value_parser = env_bool("PROMETHEUS_RULE"))]
     pub prometheus_rule: bool,
     /// Print only the Prometheus rules file for this config (for `rule_files:`), instead of
     /// the objects.
-    #[arg(long, conflicts_with = "prometheus_rule")]
+    #[arg(long, env = "ALERT_RULES", value_parser = env_bool("ALERT_RULES"), conflicts_with = "prometheus_rule")]
     pub alert_rules: bool,
 }
 
@@ -122,10 +123,10 @@ pub struct ManifestsArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, env = "OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Also read the chain's gauges from the Pushgateway (`pushgateway.url` in the config).
-    #[arg(long)]
+    #[arg(long, env = "PUSHGATEWAY", value_parser = env_bool("PUSHGATEWAY"))]
     pub pushgateway: bool,
 }
 
@@ -254,8 +255,10 @@ pub struct RenderArgs {
     /// Image of the chain Jobs.
     #[arg(long, env = "IMAGE", default_value = chain_core::DEFAULT_IMAGE)]
     pub image: String,
-    /// Render without reading the cluster: pin the Job to this node instead of computing the
-    /// placement (needs --kind).
+    /// Render without reading the cluster (no client is built): pin the Job to this node
+    /// instead of computing the placement (needs --kind). Nothing checks that the Job's
+    /// tolerations cover the node's taints: without --run-on, render reads the cluster and
+    /// computes a placement that does.
     #[arg(long, env = "RUN_ON", value_name = "NODE")]
     pub run_on: Option<String>,
     /// With --run-on: tolerate this taint (`KEY:EFFECT`, repeatable).
@@ -267,6 +270,51 @@ pub struct RenderArgs {
         requires = "run_on"
     )]
     pub tolerations: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the command line and the environment, exiting on a usage error (exit 2). An
+    /// invalid value is named by its flag in clap's message; a tip names its environment
+    /// variable too, since the value may have come from either (QA B3).
+    pub fn parse_args() -> Self {
+        use clap::Parser as _;
+        Self::try_parse().unwrap_or_else(|e| with_env_tip(e).exit())
+    }
+}
+
+/// Adds to clap's error for an invalid value a tip naming the flag's environment variable.
+pub fn with_env_tip(mut e: clap::Error) -> clap::Error {
+    use clap::{
+        CommandFactory as _,
+        error::{ContextKind, ContextValue},
+    };
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let flag = shown.split_whitespace().next().unwrap_or_default().to_string();
+    if let Some(env) = env_of(&Cli::command(), &flag) {
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                format!("the value comes from {flag} / {env} (the flag, or else the environment variable)")
+                    .into(),
+            ]),
+        );
+    }
+    e
+}
+
+/// The environment variable of the argument clap shows as `shown` (`--output`, `<NODE>`), in
+/// `cmd` or any of its subcommands.
+fn env_of(cmd: &clap::Command, shown: &str) -> Option<String> {
+    let found = cmd.get_arguments().find(|a| match a.get_long() {
+        Some(long) => shown == format!("--{long}"),
+        None => a.get_value_names().is_some_and(|v| v.iter().any(|n| shown == format!("<{n}>"))),
+    });
+    match found.and_then(|a| a.get_env()) {
+        Some(env) => Some(env.to_string_lossy().into_owned()),
+        None => cmd.get_subcommands().find_map(|c| env_of(c, shown)),
+    }
 }
 
 /// A boolean flag that can also be set through `env`: only `true`/`false` (and clap's other
@@ -288,5 +336,38 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every flag of every command can be set through an environment variable (QA B2):
+    /// architecture.md and the README promise it, and `tests/cli.rs` tries each one.
+    #[test]
+    fn every_flag_has_an_env_var() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") || a.get_env().is_some() {
+                    continue;
+                }
+                missing.push(format!("{path} {id}"));
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Cli::command(), "k8s-upgrade-chain", &mut missing);
+        assert!(missing.is_empty(), "flags without an env var: {missing:?}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_env_var_too() {
+        for (args, want) in [
+            (vec!["x", "status", "-o", "yaml"], "--output / OUTPUT"),
+            (vec!["x", "--log-format", "xml", "version"], "--log-format / LOG_FORMAT"),
+            (vec!["x", "manifests", "--suspend=maybe"], "--suspend / SUSPEND"),
+        ] {
+            let e = with_env_tip(Cli::try_parse_from(&args).unwrap_err()).to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
     }
 }

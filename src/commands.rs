@@ -3,7 +3,6 @@
 
 use std::io::Write as _;
 
-use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Toleration};
 use serde::Serialize;
 
@@ -150,6 +149,10 @@ async fn rehearse_command(
     let opts =
         Options { source, version: args.version, speed: args.speed, image: chain_core::DEFAULT_IMAGE.into() };
     let text = args.output == Output::Text;
+    // With -o json the progress lines are not printed: the note goes to stderr.
+    if !text && let Some(note) = crate::rehearse::builtin_backup_note(settings, !args.from_cluster) {
+        eprintln!("{note}");
+    }
     let progress = move |line: &str| {
         if text {
             println!("{line}");
@@ -204,21 +207,51 @@ pub struct PlanReport {
     pub target: Version,
     pub running: Version,
     pub kind: Kind,
+    /// Every node already runs the target ([`plan::up_to_date`]): no Job is planned, as
+    /// detection reports "no upgrade needed".
+    pub nothing_to_do: bool,
     pub jobs: Vec<PlannedJob>,
+    /// Nodes already on the target that get no Job of their own (workers and further control
+    /// planes: the chain passes over them). The master keeps its Job, which skips its work
+    /// (`skip` in [`PlannedJob`]).
+    pub on_target_without_job: Vec<String>,
     /// With `workers.concurrency` above 1: the workers that run together, wave by wave, if
     /// every worker takes the same time ([`chain_core::waves::waves`]). Empty (and left out of
     /// the JSON) with one worker at a time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waves: Vec<Vec<String>>,
+    /// With `workers.concurrency` above 1: how many workers may be in flight on this snapshot,
+    /// and why ([`chain_core::waves::WorkerSettings::limit_of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_limit: Option<chain_core::waves::Limit>,
 }
 
-/// Builds the plan report from a snapshot (pure). The target must be reachable from the
-/// running version ([`plan::check_target`]), and the nodes' Job names distinct.
+/// Builds the plan report from a snapshot (pure). The target must pass the planner's rule
+/// ([`plan::check_target`]: no node newer than it, no minor skipped), and the nodes' Job names
+/// be distinct. A target every node already runs plans nothing ([`PlanReport::nothing_to_do`]).
 pub fn plan_report(snap: &Snapshot, target: Version) -> anyhow::Result<PlanReport> {
     let running = snap.running_version();
-    let kind = plan::check_target(running, target)?;
-    let jobs = plan::chain(snap, target)?;
-    Ok(PlanReport { target, running, kind, jobs, waves: vec![] })
+    let kind = plan::check_target(snap, target)?;
+    let nothing_to_do = plan::up_to_date(snap, target);
+    let jobs = if nothing_to_do { vec![] } else { plan::chain(snap, target)? };
+    let on_target_without_job = if nothing_to_do {
+        vec![]
+    } else {
+        snap.nodes()
+            .filter(|n| n.on_target(target) && !jobs.iter().any(|j| j.step.node() == Some(n.name.as_str())))
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    Ok(PlanReport {
+        target,
+        running,
+        kind,
+        nothing_to_do,
+        jobs,
+        on_target_without_job,
+        waves: vec![],
+        worker_limit: None,
+    })
 }
 
 async fn plan_command(settings: &Settings, context: Option<&str>, args: PlanArgs) -> anyhow::Result<()> {
@@ -231,8 +264,9 @@ async fn plan_command(settings: &Settings, context: Option<&str>, args: PlanArgs
         }
     };
     let mut report = plan_report(&snap, args.version)?;
-    if !settings.workers.sequential() {
+    if !settings.workers.sequential() && !report.nothing_to_do {
         report.waves = chain_core::waves::waves(&snap, &zones, args.version, &settings.workers);
+        report.worker_limit = Some(chain_core::waves::plan_limit(&snap, &settings.workers));
     }
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -256,10 +290,13 @@ pub fn waves_text(report: &PlanReport, settings: &Settings) -> String {
         return String::new();
     }
     let w = &settings.workers;
-    let limit = match w.max_unavailable {
+    let mut limit = match w.max_unavailable {
         Some(m) => format!("concurrency {}, max_unavailable {m}", w.concurrency.get()),
         None => format!("concurrency {}", w.concurrency.get()),
     };
+    if let Some(l) = &report.worker_limit {
+        limit.push_str(&format!("; {l}"));
+    }
     let mut s = format!(
         "worker waves ({limit}; never two nodes with one {} value at once; each worker Job that ends starts the next pending one):\n",
         w.topology_label.as_str()
@@ -270,8 +307,12 @@ pub fn waves_text(report: &PlanReport, settings: &Settings) -> String {
     s
 }
 
-/// The text form of a plan: a header, then one row per Job.
+/// The text form of a plan: a header, then one row per Job, then the nodes already on target
+/// that get no Job. A target every node runs says "nothing to do" and plans nothing.
 pub fn plan_text(report: &PlanReport) -> String {
+    if report.nothing_to_do {
+        return format!("nothing to do: every node is on v{} (no Job is planned)\n", report.target);
+    }
     let mut s = format!(
         "target {} ({} upgrade; running {}, the oldest kubelet)\n",
         report.target, report.kind, report.running
@@ -304,6 +345,12 @@ pub fn plan_text(report: &PlanReport) -> String {
         s.push_str(line.join("  ").trim_end());
         s.push('\n');
     }
+    if !report.on_target_without_job.is_empty() {
+        s.push_str(&format!(
+            "on target (no Job: the chain passes over them): {}\n",
+            report.on_target_without_job.join(", ")
+        ));
+    }
     s
 }
 
@@ -320,15 +367,18 @@ fn describe_tolerations(t: &[Toleration]) -> String {
 async fn render_command(settings: &Settings, context: Option<&str>, args: &RenderArgs) -> anyhow::Result<()> {
     let step = &args.step;
     let (placement, kind) = match (&args.run_on, args.kind) {
+        // Offline: no client is built (QA B1). The taints of the node are not checked; the
+        // computed placement below (without --run-on) is the one that reads them.
         (Some((run_on, tolerations)), Some(kind)) => {
-            warn_if_it_would_stay_pending(context, run_on.as_str(), tolerations).await;
             (Placement { run_on: run_on.to_string(), tolerations: tolerations.clone() }, kind)
         }
         _ => {
             let clients = k8s::connect(context).await?;
             let snap = snapshot(&clients, settings).await?;
             step.validate(&snap)?;
-            let kind = args.kind.unwrap_or_else(|| Kind::between(snap.running_version(), args.version));
+            // The planner's rule holds with or without --kind: never a downgrade.
+            let checked = plan::check_target(&snap, args.version)?;
+            let kind = args.kind.unwrap_or(checked);
             (plan::placement(&snap, step)?, kind)
         }
     };
@@ -338,34 +388,4 @@ async fn render_command(settings: &Settings, context: Option<&str>, args: &Rende
     let job = job::render(settings, &template, &origin, &req)?;
     print!("{}", job::to_yaml(&job));
     Ok(())
-}
-
-/// How long `render --run-on` tries to read the node before rendering without the check.
-const RUN_ON_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// `render --run-on` names the node itself; a taint the given tolerations do not cover would
-/// leave the Job Pending without a word (seed failure 36). Reads the node (best effort: the
-/// render works offline too) and warns on stderr with what would keep the pod off it.
-async fn warn_if_it_would_stay_pending(context: Option<&str>, run_on: &str, tolerations: &[Toleration]) {
-    let read = async {
-        let clients = k8s::connect(context).await?;
-        let nodes: kube::Api<Node> = kube::Api::all(clients.api.clone());
-        nodes.get(run_on).await.with_context(|| format!("failed to read node {run_on}"))
-    };
-    match tokio::time::timeout(RUN_ON_CHECK_TIMEOUT, read).await {
-        Ok(Ok(node)) => {
-            for problem in plan::placement_problems(&node, tolerations) {
-                tracing::warn!(node = run_on, "the Job would stay Pending on --run-on {run_on}: {problem}");
-            }
-        }
-        Ok(Err(e)) => tracing::warn!(
-            node = run_on,
-            "could not check the taints of --run-on node {run_on} (the Job stays Pending if a taint is not tolerated): {e:#}"
-        ),
-        Err(_) => tracing::warn!(
-            node = run_on,
-            "could not check the taints of --run-on node {run_on} within {}s",
-            RUN_ON_CHECK_TIMEOUT.as_secs()
-        ),
-    }
 }

@@ -10,8 +10,23 @@ use chain_core::{
 };
 
 /// Reads and validates the config file at `path`. A `job.template` file name is resolved next
-/// to it: in a cluster, the key of the config ConfigMap mounted beside `config.yaml`.
-pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+/// to it (in a cluster, the key of the config ConfigMap mounted beside `config.yaml`), and the
+/// template is checked there, once, before any command uses it
+/// ([`chain_core::job::check_template`], QA A6): `render`, `manifests`, `config` and every
+/// chain Job load their settings here.
+///
+/// Errors: [`SettingsError`] for the file, [`RenderError`] for the template (both exit 2).
+pub fn load(path: &Path) -> anyhow::Result<Settings> {
+    let settings = load_settings(path)?;
+    if settings.job.template.is_some() {
+        let (text, origin) = load_template(&settings)?;
+        chain_core::job::check_template(&settings, &text, &origin)?;
+    }
+    Ok(settings)
+}
+
+/// [`load`] without the template check.
+fn load_settings(path: &Path) -> Result<Settings, SettingsError> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|source| SettingsError::Read { path: display.clone(), source })?;
@@ -28,7 +43,7 @@ pub fn load(path: &Path) -> Result<Settings, SettingsError> {
 /// Loads `path` when given, else the built-in defaults.
 pub fn load_or_default(path: Option<&Path>) -> anyhow::Result<Settings> {
     match path {
-        Some(p) => load(p).with_context(|| "failed to load the configuration (--config / CONFIG)"),
+        Some(p) => load(p).context("failed to load the configuration (--config / CONFIG)"),
         None => Ok(Settings::default()),
     }
 }
@@ -52,9 +67,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "job:\n  template: job.yaml.j2\n").unwrap();
-        let s = load(&path).unwrap();
+        let s = load_settings(&path).unwrap();
         assert_eq!(s.job.template.unwrap(), dir.path().join("job.yaml.j2").display().to_string());
         std::fs::write(&path, "job:\n  template: /opt/site/job.yaml.j2\n").unwrap();
-        assert_eq!(load(&path).unwrap().job.template.unwrap(), "/opt/site/job.yaml.j2");
+        assert_eq!(load_settings(&path).unwrap().job.template.unwrap(), "/opt/site/job.yaml.j2");
     }
 }

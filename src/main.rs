@@ -3,14 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use k8s_upgrade_chain::{
     cli::{Cli, Command},
     commands, exit, telemetry,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let default_log = if matches!(cli.command, Command::Rehearse(_)) { "warn" } else { "info" };
     telemetry::init_with_default(cli.global.log_format, default_log);
     // One process-wide crypto provider for kube and reqwest (see rust-ecosystem.md §0.2).
@@ -24,10 +23,16 @@ fn main() -> ExitCode {
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return exit::report(&anyhow::Error::new(e).context("failed to start the async runtime")),
+        Err(e) => {
+            return exit::report(
+                &anyhow::Error::new(e).context("failed to start the async runtime"),
+                cli.global.log_format,
+            );
+        }
     };
+    let log_format = cli.global.log_format;
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => exit::report(&e),
+        Err(e) => exit::report(&e, log_format),
     }
 }

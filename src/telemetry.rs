@@ -20,11 +20,11 @@ pub fn init_with_default(format: LogFormat, default: &str) {
     let _ = match format {
         LogFormat::Text => fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(RedactedStderr)
             .with_ansi(ansi)
             .with_target(false)
             .try_init(),
-        LogFormat::Json => json_subscriber(filter, std::io::stderr).try_init().map_err(Into::into),
+        LogFormat::Json => json_subscriber(filter, RedactedStderr).try_init().map_err(Into::into),
     };
 }
 
@@ -38,6 +38,37 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).json().flatten_event(true).finish()
+}
+
+/// stderr through [`crate::exit::redact`]: every log line has PEM private keys and the known
+/// secrets masked before it leaves the process (QA A5). tracing-subscriber formats an event
+/// into one buffer and writes it with one `write_all`, so a secret is never split across two
+/// writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RedactedStderr;
+
+impl<'a> MakeWriter<'a> for RedactedStderr {
+    type Writer = Redacting<std::io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Redacting(std::io::stderr())
+    }
+}
+
+/// A writer that masks secrets in what it writes ([`RedactedStderr`]).
+#[derive(Debug)]
+pub struct Redacting<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let masked = crate::exit::redact(&String::from_utf8_lossy(buf));
+        self.0.write_all(masked.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// ANSI colours only on a terminal, and never when `NO_COLOR` is set to anything but the
@@ -59,5 +90,15 @@ mod tests {
         assert!(!colour(true, Some(OsStr::new("1"))));
         assert!(!colour(false, None));
         assert!(!colour(false, Some(OsStr::new("1"))));
+    }
+
+    #[test]
+    fn log_lines_are_redacted() {
+        use std::io::Write as _;
+        let mut w = Redacting(Vec::new());
+        let line = b"WARN ssh failed: -----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n";
+        assert_eq!(w.write(line).unwrap(), line.len());
+        let out = String::from_utf8(w.0).unwrap();
+        assert!(!out.contains("MIIE") && out.contains(chain_core::redact::PEM_MASK), "{out}");
     }
 }

@@ -24,6 +24,7 @@ locals {
   image_pull_secrets      = module.config.image_pull_secrets
   etcd_backup_namespace   = module.config.etcd_backup_namespace
   post_upgrade_configmaps = module.config.post_upgrade_configmaps
+  quiesce_deployments     = module.config.quiesce_deployments
 
   cronjobs = {
     detect = {

@@ -57,11 +57,11 @@ resource "kubernetes_cluster_role_v1" "cluster" {
     verbs      = ["get"]
   }
 
-  # chain::compat::read_addon_images; chain::quiesce (replicas to 0 and back)
+  # chain::compat::read_addon_images; chain::quiesce (read before scaling)
   rule {
     api_groups = ["apps"]
     resources  = ["deployments"]
-    verbs      = ["get", "patch"]
+    verbs      = ["get"]
   }
 
   # annotations (in-flight record); chain::claims (worker claims, resourceVersion-guarded); status
@@ -251,6 +251,44 @@ resource "kubernetes_role_binding_v1" "node_events" {
     api_group = "rbac.authorization.k8s.io"
     kind      = "Role"
     name      = kubernetes_role_v1.node_events.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.job.metadata[0].name
+    namespace = local.namespace
+  }
+}
+
+resource "kubernetes_role_v1" "quiesce" {
+  for_each = local.quiesce_deployments
+
+  metadata {
+    name      = "k8s-upgrade-job-quiesce"
+    namespace = each.key
+    labels    = local.labels
+  }
+
+  # chain::quiesce (hooks.quiesce_deployments: replicas to 0 and back)
+  rule {
+    api_groups     = ["apps"]
+    resources      = ["deployments"]
+    resource_names = each.value
+    verbs          = ["patch"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "quiesce" {
+  for_each = local.quiesce_deployments
+
+  metadata {
+    name      = "k8s-upgrade-job-quiesce"
+    namespace = each.key
+    labels    = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.quiesce[each.key].metadata[0].name
   }
   subject {
     kind      = "ServiceAccount"

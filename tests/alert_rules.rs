@@ -54,13 +54,30 @@ fn run_mutated(edit: impl Fn(&str) -> String) -> (bool, String) {
 fn stalled_without_the_live_job_guard_fails_the_leaked_latch_test() {
     let (ok, out) = run_mutated(|r| {
         r.replacen(
-            "(time() - max(k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} > 0)) > 14400\n          and on ()\n          sum(kube_job_status_active{namespace=\"k8s-upgrade\", job_name=~\"k8s-upgrade-(preflight|master|control-plane|worker|postflight)-.*\"}) > 0",
-            "(time() - max(k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} > 0)) > 14400",
+            &format!("{STALL}\n          and on ()\n          sum(kube_job_status_active{{namespace=\"k8s-upgrade\", job_name=~\"k8s-upgrade-(preflight|master|control-plane|worker|postflight)-.*\"}}) > 0"),
+            STALL,
             1,
         )
     });
     assert!(!ok, "{out}");
     assert!(out.contains("leaked latch"), "{out}");
+}
+
+/// The stall measure of `K8sUpgradeStalled`: time since the chain's last progress.
+const STALL: &str = "(time() - max({__name__=~\"k8s_upgrade_(started|phase_started|phase_finished)_timestamp\", job=\"k8s-version-upgrade\"})) > 14400";
+
+#[test]
+fn stalled_measuring_the_chains_age_fails_the_healthy_long_chain_test() {
+    // The seed's literal rule (QA A1): a healthy chain longer than 4 h paged.
+    let (ok, out) = run_mutated(|r| {
+        r.replacen(
+            STALL,
+            "(time() - max(k8s_upgrade_started_timestamp{job=\"k8s-version-upgrade\"} > 0)) > 14400",
+            1,
+        )
+    });
+    assert!(!ok, "{out}");
+    assert!(out.contains("a healthy 22h chain"), "{out}");
 }
 
 #[test]

@@ -1149,18 +1149,28 @@ async fn an_override_without_the_config_mount_stops_at_the_first_job() {
     assert_ne!(template, site_template());
     let detection = install(&c, &settings, Some(&template));
     let root = tempfile::tempdir().unwrap();
-    let in_pod = c.settings_in_pod(&detection, root.path()).unwrap();
-    k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(in_pod), false).await.unwrap();
-    let ran = c.run_chain_in_pods().await;
-    assert_eq!(ran.len(), 1, "{ran:?}");
-    assert_eq!(ran[0].name, "k8s-upgrade-preflight-1-34-2");
-    let err = ran[0].result.as_ref().unwrap_err();
-    assert!(err.contains("/etc/k8s-upgrade-chain/config.yaml is not mounted"), "{err}");
+    // The detection pod checks the template when it loads its config (QA A6): refused there,
+    // before anything is applied. (Before, the preflight Job was applied and failed in its pod.)
+    let err = c.settings_in_pod(&detection, root.path()).unwrap_err();
+    assert!(err.contains("does not mount the config ConfigMap"), "{err}");
+    // A template that reached the chain unchecked is refused by its own render, before the
+    // first Job is applied.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site-job.yaml.j2");
+    std::fs::write(&path, &template).unwrap();
+    let mut unchecked = c.settings.clone();
+    unchecked.job.template = Some(path.display().to_string());
+    let err = k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(unchecked), false).await.unwrap_err();
+    assert!(format!("{err:#}").contains("does not mount the config ConfigMap"), "{err:#}");
+    assert!(
+        c.srv.get::<k8s_openapi::api::batch::v1::Job>(Some(NS), "k8s-upgrade-preflight-1-34-2").is_none(),
+        "no Job was applied"
+    );
 
-    // And a config naming a template the ConfigMap lacks stops detection (exit 2, bad input).
+    // And a config naming a template the ConfigMap lacks is refused when the detection pod
+    // loads it (exit 2, bad input).
     install(&c, &settings, None);
     let root = tempfile::tempdir().unwrap();
-    let in_pod = c.settings_in_pod(&detection, root.path()).unwrap();
-    let err = k8s_upgrade_chain::chain::detect::detect(&c.ctx_with(in_pod), false).await.unwrap_err();
-    assert!(format!("{err:#}").contains("site-job.yaml.j2"), "{err:#}");
+    let err = c.settings_in_pod(&detection, root.path()).unwrap_err();
+    assert!(err.contains("failed to read the Job template") && err.contains("site-job.yaml.j2"), "{err}");
 }

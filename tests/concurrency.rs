@@ -7,13 +7,20 @@
 //! zone), a watch on the nodes sees every cordon (never more cordoned workers than the limit,
 //! never two of a zone), and the apiserver's budget guard records every pod DELETE or eviction
 //! that took a PodDisruptionBudget below its desired healthy count (the PDB watcher of
-//! tests/drain.rs: only the documented deadlock fallback may).
+//! tests/drain.rs: only the documented deadlock fallback may, one node at a time).
+//!
+//! Drains running at once race only while a pod one of them deleted is not replaced yet. The
+//! tests do not leave that window to timing: the replacements are held not Ready by the
+//! apiserver's simulated kubelet until the other drains have been refused meanwhile
+//! ([`hold_replacements`]), so a rule that let a second node's pod go would break a budget in
+//! every run.
 
 mod support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use chain_core::{
@@ -22,13 +29,15 @@ use chain_core::{
     waves::{ClaimKeys, Claims, Concurrency, Then},
 };
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_upgrade_chain::{
     chain::{
         Ended,
         claims::{self, Cause},
         detect::{Action, Detection},
     },
+    drain::{self, DrainConfig, DrainOutcome, DrainTarget, FallbackKind, Removal},
+    k8s::Clients,
     slack::Slack,
 };
 use kube::{
@@ -36,7 +45,7 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use serde_json::json;
-use sim::apiserver::{Fault, fixtures as tf};
+use sim::apiserver::{Fault, TestApiServer, fixtures as tf};
 use support::chain::{Cluster, Layout, NS};
 
 const ZONE: &str = "topology.kubernetes.io/zone";
@@ -67,10 +76,13 @@ fn claims(c: &Cluster) -> Claims {
 
 /// Writes the claim record as a chain Job would have left it.
 fn seed_record(c: &Cluster, rec: &Claims) {
-    let keys = ClaimKeys::new(&c.settings.annotation_prefix);
-    let mut ann = rec.patch(&keys, "")["metadata"]["annotations"].clone();
+    write_record(&c.srv, &ClaimKeys::new(&c.settings.annotation_prefix), rec);
+}
+
+fn write_record(srv: &TestApiServer, keys: &ClaimKeys, rec: &Claims) {
+    let mut ann = rec.patch(keys, "")["metadata"]["annotations"].clone();
     ann.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-    c.srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
+    srv.modify::<Namespace>(None, NS, |ns| ns["metadata"]["annotations"] = ann).unwrap();
 }
 
 /// What the watchers saw.
@@ -168,10 +180,10 @@ fn watch(c: &Cluster, limit: usize) -> (Arc<Mutex<Seen>>, Vec<tokio::task::JoinH
 /// below its desired healthy count until it is back, every pod taken from it came from one and
 /// the same node (a drain of that node may take all of its own pods, never a second node's
 /// while the first one's are not replaced).
-fn assert_no_budget_broken(c: &Cluster) {
+fn assert_no_budget_broken(srv: &TestApiServer) {
     let mut broken = Vec::new();
     let mut episode: BTreeMap<String, String> = BTreeMap::new(); // PDB -> node taking its pods
-    for b in c.srv.budget_breaches() {
+    for b in srv.budget_breaches() {
         // apps/db allows no eviction by construction (minAvailable 3 of 3); the apiserver's
         // count of its expected pods includes a terminating one while it is replaced.
         if !(b.via == "delete" && (b.deadlocked() || b.pdb == "apps/db")) {
@@ -191,16 +203,16 @@ fn assert_no_budget_broken(c: &Cluster) {
     assert!(broken.is_empty(), "PodDisruptionBudgets broken:\n{}", broken.join("\n"));
 }
 
-/// Workloads spread over the workers, so drains running at once share budgets: a 6-replica
-/// ReplicaSet under `maxUnavailable: 1`, one pod on each of k8s-node1..6 (the eviction API
-/// enforces it), and a 3-replica one under `minAvailable: 3`, which allows no eviction at all,
-/// one pod on each of k8s-node1..3, which the first wave drains together (only the drain's
-/// deadlock fallback can take those pods, one node's worth at a time).
-fn spread_workload(c: &Cluster) {
-    c.srv.insert(tf::replicaset("db").ns("apps").replicas(3).labels(&[("app", "db")]).grace(1).build());
-    c.srv.insert(tf::pdb("db").ns("apps").min_available(3).selector(&[("app", "db")]).build());
+/// Workloads spread over the workers, so drains running at once share budgets: an
+/// `api`-replica ReplicaSet under `maxUnavailable: 1` (none if 0), one pod on each of
+/// k8s-node1..`api` (the eviction API enforces it), and a 3-replica one under `minAvailable: 3`, which allows no
+/// eviction at all, one pod on each of k8s-node1..3, which the first wave drains together (only
+/// the drain's deadlock fallback can take those pods, one node's worth at a time).
+fn spread_workload(srv: &TestApiServer, api: i64) {
+    srv.insert(tf::replicaset("db").ns("apps").replicas(3).labels(&[("app", "db")]).grace(1).build());
+    srv.insert(tf::pdb("db").ns("apps").min_available(3).selector(&[("app", "db")]).build());
     for i in 1..=3 {
-        c.srv.insert(
+        srv.insert(
             tf::pod(&format!("db-{i}"))
                 .ns("apps")
                 .on(&format!("k8s-node{i}"))
@@ -210,10 +222,13 @@ fn spread_workload(c: &Cluster) {
                 .build(),
         );
     }
-    c.srv.insert(tf::replicaset("api").ns("apps").replicas(6).labels(&[("app", "api")]).grace(1).build());
-    c.srv.insert(tf::pdb("api").ns("apps").max_unavailable(1).selector(&[("app", "api")]).build());
-    for i in 1..=6 {
-        c.srv.insert(
+    if api == 0 {
+        return;
+    }
+    srv.insert(tf::replicaset("api").ns("apps").replicas(api).labels(&[("app", "api")]).grace(1).build());
+    srv.insert(tf::pdb("api").ns("apps").max_unavailable(1).selector(&[("app", "api")]).build());
+    for i in 1..=api {
+        srv.insert(
             tf::pod(&format!("api-{i}"))
                 .ns("apps")
                 .on(&format!("k8s-node{i}"))
@@ -225,6 +240,259 @@ fn spread_workload(c: &Cluster) {
     }
 }
 
+/// What the slow kubelet of [`hold_replacements`] did.
+#[derive(Debug, Default)]
+struct Held {
+    /// Each release: the replacement, and the Ready pods of its workload on nodes being
+    /// drained that were refused (twice) while it was held.
+    released: Vec<(String, Vec<String>)>,
+    /// Replacements released at the deadline, before every contested pod was refused twice.
+    forced: Vec<String>,
+}
+
+impl Held {
+    /// The releases of `app`'s replacements during which a drain was refused one of its pods.
+    fn contested(&self, app: &str) -> Vec<&(String, Vec<String>)> {
+        self.released
+            .iter()
+            .filter(|(p, others)| p.starts_with(&format!("{app}-")) && !others.is_empty())
+            .collect()
+    }
+}
+
+/// How long a replacement is held at most, whatever the drains do (every wait has a deadline).
+const HOLD_DEADLINE: Duration = Duration::from_secs(30);
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A slow kubelet, made deterministic: the replacements of the pods labelled `app` in `apps`
+/// are held Pending (not Ready) until every other Ready pod of the same workload on a node
+/// being drained (`draining`) has been refused eviction twice since the replacement came due;
+/// then it starts. Two refusals, because the drain decides what to do about a refusal before it
+/// asks again: the second one proves a decision was taken while the replacement was not Ready,
+/// the window in which a drain that took a second node's pod would break the budget. The race
+/// the chain's real timing leaves to chance is then run every time. The handle stops it.
+fn hold_replacements(
+    srv: Arc<TestApiServer>,
+    apps: &[&str],
+    draining: impl Fn(&TestApiServer) -> BTreeSet<String> + Send + 'static,
+) -> (Arc<Mutex<Held>>, tokio::task::JoinHandle<()>) {
+    srv.hold_pod_starts("apps", &format!("app in ({})", apps.join(",")));
+    let held = Arc::new(Mutex::new(Held::default()));
+    let out = held.clone();
+    let task = tokio::spawn(async move {
+        // Held pod -> (request log length when first seen held, when).
+        let mut marks: BTreeMap<String, (usize, tokio::time::Instant)> = BTreeMap::new();
+        loop {
+            for (ns, name) in srv.held_pods() {
+                let (mark, since) = *marks
+                    .entry(name.clone())
+                    .or_insert_with(|| (srv.request_count(), tokio::time::Instant::now()));
+                let Some(pod) = srv.get::<Pod>(Some(&ns), &name) else { continue };
+                let app = pod.metadata.labels.unwrap_or_default().get("app").cloned().unwrap_or_default();
+                let nodes = draining(&srv);
+                let contested: Vec<String> = srv
+                    .list::<Pod>(Some(&ns))
+                    .into_iter()
+                    .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("app")) == Some(&app))
+                    .filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| nodes.contains(n))
+                    })
+                    .filter_map(|p| p.metadata.name)
+                    .collect();
+                let log = srv.requests_since(mark);
+                let refusals = |p: &str| {
+                    let path = format!("/pods/{p}/eviction");
+                    log.iter().filter(|r| r.status == 429 && r.path.contains(&path)).count()
+                };
+                if contested.iter().all(|p| refusals(p) >= 2) {
+                    srv.release_pod(&ns, &name);
+                    out.lock().unwrap().released.push((name, contested));
+                } else if since.elapsed() > HOLD_DEADLINE {
+                    srv.release_pod(&ns, &name);
+                    out.lock().unwrap().forced.push(name);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    (held, task)
+}
+
+/// The apiserver alone, for drains run side by side by the test: Ready `nodes` (name, kubelet
+/// version), the tool's namespace holding the claim record of `claimed` (node, claimed at) for
+/// v1.34.2, and [`spread_workload`]. Replacements start 20 ms after they are created.
+async fn drains_env(
+    nodes: &[(&str, &str)],
+    claimed: &[(&str, &str)],
+    api: i64,
+) -> (Arc<TestApiServer>, Clients, ClaimKeys) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let srv = Arc::new(
+        TestApiServer::builder().time_scale(0.01).pod_start_delay(Duration::from_millis(20)).start().await,
+    );
+    for (n, kubelet) in nodes {
+        srv.insert(tf::node(n).ready().kubelet(kubelet).build());
+    }
+    srv.insert(tf::namespace(NS));
+    let keys = ClaimKeys::new(&Settings::default().annotation_prefix);
+    let rec = Claims {
+        target: Some("1.34.2".parse().unwrap()),
+        in_flight: claimed.iter().map(|(n, at)| (n.to_string(), at.parse().unwrap())).collect(),
+        stopped: None,
+    };
+    write_record(&srv, &keys, &rec);
+    spread_workload(&srv, api);
+    let clients = Clients::from_config(srv.config()).unwrap();
+    (srv, clients, keys)
+}
+
+/// Short deadlines; a refused eviction is asked again every second.
+fn drain_config() -> DrainConfig {
+    DrainConfig {
+        timeout: Duration::from_secs(60),
+        kill_switch_interval: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        ..DrainConfig::default()
+    }
+}
+
+/// `node`'s drain as a worker Job in flight runs it: sharing budgets with the claim record.
+async fn shared_drain(
+    clients: &Clients,
+    node: &str,
+    config: &DrainConfig,
+    keys: &ClaimKeys,
+) -> Result<drain::DrainReport, drain::DrainError> {
+    let target = DrainTarget { node: node.into(), namespace: NS.into(), self_pod: None };
+    drain::drain_shared(clients, &target, config, Some(keys.clone())).await
+}
+
+/// Issue 15 item 2, deterministically: three drains of different nodes run at once, in the
+/// order of the claim record (k8s-node3, then k8s-node1, then k8s-node2: not the order of
+/// their names), over a deadlocked PDB (`minAvailable: 3` of 3, one pod on each node: only the
+/// deadlock fallback can take them) and a `maxUnavailable: 1` one (the eviction API refuses with
+/// 429). Every replacement is held not Ready until the other drains have been refused while it
+/// was held, so a drain that deleted a second node's pod before the first one's was replaced
+/// would break the budget every run. The PDB watcher sees each budget taken down by one node at
+/// a time, the deletions follow the claim record, and every drain finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_drains_at_once_take_shared_budgets_one_node_at_a_time_in_claim_order() {
+    const DRAINED: [&str; 3] = ["k8s-node1", "k8s-node2", "k8s-node3"];
+    let nodes = ["k8s-node1", "k8s-node2", "k8s-node3", "k8s-node4", "k8s-node5"].map(|n| (n, "v1.34.1"));
+    let claimed = [
+        ("k8s-node3", "2026-12-01T01:00:00Z"),
+        ("k8s-node1", "2026-12-01T01:00:01Z"),
+        ("k8s-node2", "2026-12-01T01:00:02Z"),
+    ];
+    let (srv, clients, keys) = drains_env(&nodes, &claimed, 4).await;
+    // Each drain cordons its node first; done here for all three before any drain starts, so
+    // no replacement lands on a node about to be drained (which the sim's round robin would
+    // otherwise decide).
+    for n in DRAINED {
+        drain::cordon(&clients.api, n).await.unwrap();
+    }
+    let (held, releaser) =
+        hold_replacements(srv.clone(), &["db", "api"], |_| DRAINED.iter().map(|n| n.to_string()).collect());
+    let config = drain_config();
+    let run = |node| shared_drain(&clients, node, &config, &keys);
+    let (a, b, c) = tokio::join!(run("k8s-node1"), run("k8s-node2"), run("k8s-node3"));
+    releaser.abort();
+
+    for (node, r) in DRAINED.iter().zip([a, b, c]) {
+        let r = r.unwrap_or_else(|e| panic!("drain of {node}: {e:#}"));
+        assert_eq!(r.outcome, DrainOutcome::Drained, "{node}: {r}");
+        let deleted: Vec<(&str, FallbackKind)> =
+            r.fallbacks.iter().map(|f| (f.pod.name.as_str(), f.kind)).collect();
+        let db = format!("db-{}", &node["k8s-node".len()..]);
+        assert_eq!(
+            deleted,
+            [(db.as_str(), FallbackKind::Deadlock)],
+            "{node}: only its deadlocked pod is deleted"
+        );
+        let api = format!("api-{}", &node["k8s-node".len()..]);
+        assert!(
+            r.removed.iter().any(|(p, how)| p.name == api && matches!(how, Removal::Evicted { .. })),
+            "{node}: {api} went through the eviction API: {:?}",
+            r.removed
+        );
+    }
+    assert_no_budget_broken(&srv);
+    let order: Vec<String> =
+        srv.budget_breaches().into_iter().filter(|b| b.pdb == "apps/db").map(|b| b.node).collect();
+    assert_eq!(order, ["k8s-node3", "k8s-node1", "k8s-node2"], "the deadlocked pods go in claim order");
+    let held = held.lock().unwrap();
+    assert!(held.forced.is_empty(), "a replacement was released at the deadline: {held:?}");
+    // The race was run: while k8s-node3's and then k8s-node1's deleted db pod was not replaced,
+    // the other drains were refused and decided to wait; the api evictions likewise.
+    assert_eq!(held.contested("db").len(), 2, "{held:?}");
+    assert!(held.contested("api").len() >= 2, "{held:?}");
+}
+
+/// A replacement of another drain's pod that landed on this node before its cordon, and is
+/// not Ready yet, is not one of the pods this node's drain may take down: it stands for the
+/// pod the other drain deleted. k8s-node1's drain deletes db-1 (deadlocked, `minAvailable: 3`
+/// of 3); its replacement lands on k8s-node2, the only schedulable node then, and is held
+/// Pending. k8s-node2's drain (evictions one at a time, so db-2's refusal is decided while the
+/// replacement is still on the node) must wait for a Ready replacement elsewhere before it
+/// deletes db-2: deleting it at once would leave 1 of 3 healthy, two nodes' worth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unready_replacement_on_the_node_drained_is_not_counted_as_its_own_pod() {
+    let nodes = ["k8s-node1", "k8s-node2", "k8s-node3"].map(|n| (n, "v1.34.1"));
+    let claimed = [("k8s-node1", "2026-12-01T01:00:00Z"), ("k8s-node2", "2026-12-01T01:00:01Z")];
+    let (srv, clients, keys) = drains_env(&nodes, &claimed, 0).await;
+    let (held, releaser) =
+        hold_replacements(srv.clone(), &["db"], |_| BTreeSet::from(["k8s-node2".to_string()]));
+    let config = DrainConfig { concurrency: 1, ..drain_config() };
+    let drain = |node| shared_drain(&clients, node, &config, &keys);
+    // k8s-node3 is cordoned (by someone else): db-1's replacement can only go to k8s-node2.
+    srv.modify::<Node>(None, "k8s-node3", |n| n["spec"]["unschedulable"] = serde_json::json!(true)).unwrap();
+    let one = drain("k8s-node1").await.unwrap();
+    assert_eq!(one.outcome, DrainOutcome::Drained, "{one}");
+    let on_node2: Vec<String> = srv
+        .list::<Pod>(Some("apps"))
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("k8s-node2"))
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(on_node2.len(), 2, "db-2 and db-1's replacement, not Ready: {on_node2:?}");
+    srv.modify::<Node>(None, "k8s-node3", |n| n["spec"]["unschedulable"] = serde_json::json!(null)).unwrap();
+    let two = drain("k8s-node2").await.unwrap();
+    releaser.abort();
+    assert_eq!(two.outcome, DrainOutcome::Drained, "{two}");
+    assert_no_budget_broken(&srv);
+    let held = held.lock().unwrap();
+    assert!(held.forced.is_empty(), "{held:?}");
+    // db-2 was refused while no Ready replacement of db-1 existed, and waited.
+    assert!(!held.contested("db").is_empty(), "{held:?}");
+    let deleted: Vec<&str> = two.fallbacks.iter().map(|f| f.pod.name.as_str()).collect();
+    assert_eq!(deleted, ["db-2"], "{two}");
+}
+
+/// A node claimed earlier whose drain is over (upgraded and uncordoned, soaking before its Job
+/// ends and releases its claim) no longer goes first: a pod of the deadlocked PDB that landed
+/// on it since (the scheduler favours the emptied node) is not one its drain will take, so the
+/// later drain does not wait for that node's soak. k8s-node1 is on the target; k8s-node2's
+/// drain deletes db-2 as soon as every other db pod is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_ahead_whose_drain_is_over_does_not_hold_the_drains_behind_it() {
+    let nodes = [("k8s-node1", "v1.34.2"), ("k8s-node2", "v1.34.1"), ("k8s-node3", "v1.34.1")];
+    let claimed = [("k8s-node1", "2026-12-01T01:00:00Z"), ("k8s-node2", "2026-12-01T01:00:01Z")];
+    // db-1 on k8s-node1 stands for a replacement that landed there after its upgrade.
+    let (srv, clients, keys) = drains_env(&nodes, &claimed, 0).await;
+    let config = DrainConfig { timeout: Duration::from_secs(10), ..drain_config() };
+    let r = shared_drain(&clients, "k8s-node2", &config, &keys).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(r.outcome, DrainOutcome::Drained, "{r}");
+    assert_eq!(r.summary.eviction_refusals, 1, "deleted at its first refusal: {r}");
+    assert_no_budget_broken(&srv);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_chain_at_concurrency_three_keeps_the_limit_the_zones_and_the_budgets() {
     let c = Cluster::start(layout(120, EIGHT)).await;
@@ -232,12 +500,30 @@ async fn a_full_chain_at_concurrency_three_keeps_the_limit_the_zones_and_the_bud
     for (i, w) in EIGHT.iter().enumerate() {
         set_zone(&c, w, ["a", "b", "c"][i % 3]);
     }
-    spread_workload(&c);
-    let settings = with_concurrency(&c, 4);
+    spread_workload(&c.srv, 6);
+    let mut settings = with_concurrency(&c, 4);
+    // A refused eviction is asked again every second (the held replacements below wait for
+    // two refusals).
+    settings.drain.backoff_max = Duration::from_secs(1);
     let (seen, tasks) = watch(&c, 3);
+    // The deadlocked db pods' replacements stay not Ready until every other drain in flight
+    // holding a db pod was refused meanwhile: the cross-drain race runs in every wave, every
+    // run, instead of only when the first wave's drains happen to overlap.
+    let keys = ClaimKeys::new(&c.settings.annotation_prefix);
+    let (held, releaser) = hold_replacements(c.srv.clone(), &["db"], move |srv| {
+        let ns: Namespace = srv.get(None, NS).unwrap();
+        let rec = Claims::parse(&keys, &ns.metadata.annotations.unwrap_or_default()).unwrap_or_default();
+        let on_target = |n: &String| {
+            srv.get::<Node>(None, n)
+                .and_then(|n| n.status?.node_info)
+                .is_some_and(|i| i.kubelet_version == "v1.34.2")
+        };
+        rec.nodes().into_iter().filter(|n| !on_target(n)).collect()
+    });
     c.detect().await;
     let ran = c.run_chain_concurrently(&settings, |_| {}).await;
     tasks.iter().for_each(|t| t.abort());
+    releaser.abort();
 
     assert!(
         ran.iter().all(|j| j.result.is_ok()),
@@ -258,9 +544,14 @@ async fn a_full_chain_at_concurrency_three_keeps_the_limit_the_zones_and_the_bud
     assert_eq!(seen.max_claimed, 3, "the first wave claims one node per zone: {seen:?}");
     assert!(seen.max_cordoned <= 3, "{seen:?}");
     assert!(seen.records > 8, "every claim and release was watched: {seen:?}");
-    assert_no_budget_broken(&c);
+    assert_no_budget_broken(&c.srv);
     let deadlock_deletions = c.srv.budget_breaches().iter().filter(|b| b.pdb.ends_with("db")).count();
     assert!(deadlock_deletions >= 3, "the deadlocked pods went through the fallback: {deadlock_deletions}");
+    let held = held.lock().unwrap();
+    assert!(held.forced.is_empty(), "a replacement was released at the deadline: {held:?}");
+    // The race was run: in the first wave k8s-node2's and k8s-node3's drains were refused their
+    // db pod while k8s-node1's was not replaced, then k8s-node3's while k8s-node2's was not.
+    assert!(held.contested("db").len() >= 2, "{held:?}");
     let rec = claims(&c);
     assert!(rec.in_flight.is_empty() && rec.stopped.is_none(), "{rec:?}");
 }

@@ -196,7 +196,9 @@ fn locals(config_yaml: Option<&str>) -> hcl::Map<String, Value> {
             }
         }
     }
-    for k in ["namespace", "etcd_backup_namespace", "post_upgrade_configmaps", "labels"] {
+    for k in
+        ["namespace", "etcd_backup_namespace", "post_upgrade_configmaps", "quiesce_deployments", "labels"]
+    {
         assert!(out.contains_key(k), "main.tf has no local {k} from the config module");
     }
     out
@@ -262,23 +264,41 @@ fn terraform_rules(body: &Body, locals: hcl::Map<String, Value>) -> Vec<(Option<
         {
             continue;
         }
-        let meta = role.body().blocks().find(|b| b.identifier() == "metadata").expect("metadata");
-        let ns = attr(meta.body(), "namespace").map(|e| eval(&ctx, e).as_str().unwrap().to_string());
-        for b in role.body().blocks() {
-            match b.identifier() {
-                "rule" => out.push((ns.clone(), rule_of(&ctx, b.body()))),
-                "dynamic" => {
-                    let for_each = eval(&ctx, attr(b.body(), "for_each").unwrap());
-                    let n = match for_each {
-                        Value::Array(a) => a.len(),
-                        other => panic!("for_each {other:?}"),
-                    };
-                    let content: &Block = b.body().blocks().find(|c| c.identifier() == "content").unwrap();
-                    for _ in 0..n {
-                        out.push((ns.clone(), rule_of(&ctx, content.body())));
+        // `for_each` over a map: one instance per key, with `each.key` and `each.value`.
+        let instances: Vec<Context<'_>> = match attr(role.body(), "for_each") {
+            None => vec![ctx.clone()],
+            Some(e) => match eval(&ctx, e) {
+                Value::Object(map) => map
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let mut c = ctx.clone();
+                        c.declare_var("each", hcl::value!({ key = (k), value = (v) }));
+                        c
+                    })
+                    .collect(),
+                other => panic!("for_each {other:?}"),
+            },
+        };
+        for ctx in &instances {
+            let meta = role.body().blocks().find(|b| b.identifier() == "metadata").expect("metadata");
+            let ns = attr(meta.body(), "namespace").map(|e| eval(ctx, e).as_str().unwrap().to_string());
+            for b in role.body().blocks() {
+                match b.identifier() {
+                    "rule" => out.push((ns.clone(), rule_of(ctx, b.body()))),
+                    "dynamic" => {
+                        let for_each = eval(ctx, attr(b.body(), "for_each").unwrap());
+                        let n = match for_each {
+                            Value::Array(a) => a.len(),
+                            other => panic!("for_each {other:?}"),
+                        };
+                        let content: &Block =
+                            b.body().blocks().find(|c| c.identifier() == "content").unwrap();
+                        for _ in 0..n {
+                            out.push((ns.clone(), rule_of(ctx, content.body())));
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
         }
     }
@@ -328,7 +348,7 @@ fn terraform_bindings_bind_every_role_to_the_service_account() {
         })
         .collect();
     assert_eq!(roles, bound);
-    assert_eq!(roles.len(), 5);
+    assert_eq!(roles.len(), 6);
 }
 
 fn opts() -> Options {

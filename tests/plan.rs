@@ -120,6 +120,32 @@ fn tainted_run_on_nodes_get_matching_tolerations() {
             .build(),
         node("k8s-node2").kubelet("1.34.1").ip("10.0.0.12").build(),
     ];
+    // A worker without a scheduling taint exists: the chain runs there, not on the GPU node.
+    assert_eq!(
+        describe(&nodes, "1.34.2"),
+        vec![
+            "preflight @k8s-node2".to_string(),
+            "master k8s-master @k8s-node2".into(),
+            format!("worker k8s-node1 @k8s-master [{CP},dedicated:NoExecute]"),
+            format!("worker k8s-node2 @k8s-master [{CP},dedicated:NoExecute]"),
+            "postflight @k8s-node2".into(),
+        ]
+    );
+    // Every worker tainted: the first one, with tolerations for its taints.
+    let nodes: Vec<Node> = nodes
+        .into_iter()
+        .map(|mut n| {
+            if n.metadata.name.as_deref() == Some("k8s-node2") {
+                let t = k8s_openapi::api::core::v1::Taint {
+                    key: "dedicated".into(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                };
+                n.spec.get_or_insert_default().taints.get_or_insert_default().push(t);
+            }
+            n
+        })
+        .collect();
     assert_eq!(
         describe(&nodes, "1.34.2"),
         vec![

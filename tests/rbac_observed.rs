@@ -227,8 +227,29 @@ async fn every_request_of_a_full_chain_is_granted() {
     let granted = rbac::flatten(&rbac::roles(&c.settings));
     let mut denied = std::collections::BTreeSet::new();
     let mut seen = std::collections::BTreeSet::new();
+    // QA A7: the only Deployments written are the configured quiesce ones, in their
+    // namespaces, and that is all the generated RBAC lets the chain write.
+    let quiesced: Vec<(Option<String>, Option<String>)> = c
+        .settings
+        .hooks
+        .quiesce_deployments
+        .iter()
+        .map(|d| (Some(d.namespace.clone()), Some(d.name.clone())))
+        .collect();
+    assert!(!quiesced.is_empty(), "the chain's layout quiesces a Deployment");
     for r in c.srv.requests() {
         let g = grant_of(&r);
+        if g.group == "apps"
+            && g.resource == "deployments"
+            && !matches!(g.verb.as_str(), "get" | "list" | "watch")
+        {
+            assert!(
+                quiesced.contains(&(g.namespace.clone(), g.name.clone())),
+                "{} {} -> {g}",
+                r.method,
+                r.path
+            );
+        }
         if !granted.iter().any(|(ns, rule)| rbac::allows(ns.as_deref(), rule, &g)) {
             denied.insert(format!("{} {} -> {g}", r.method, r.path.split('?').next().unwrap()));
         }

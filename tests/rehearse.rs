@@ -249,14 +249,15 @@ async fn from_cluster_rehearses_on_a_read_only_copy() {
     assert_eq!(w2.fallback_deleted[0].pod, "apps/ledger-6b7f9c-q2w3e");
     assert!(out.contains("PDB fallback deleted apps/ledger-6b7f9c-q2w3e (PDB ledger"), "{out}");
 
-    // Jobs that run on the GPU worker tolerate its taint; worker Jobs run on the control plane.
+    // The chain's own Jobs prefer a worker without a scheduling taint over the GPU worker
+    // k8s-node1 (plan::placement); worker Jobs run on the control plane.
     let pre = &report.jobs[0];
-    assert_eq!(pre.run_on, "k8s-node1");
-    assert_eq!(pre.tolerations, ["nvidia.com/gpu:NoSchedule"]);
-    assert!(out.contains("runs on k8s-node1, tolerating nvidia.com/gpu:NoSchedule"), "{out}");
+    assert_eq!(pre.run_on, "k8s-node2");
+    assert!(pre.tolerations.is_empty(), "{:?}", pre.tolerations);
+    assert!(out.contains("[1] preflight: Job k8s-upgrade-preflight-1-34-2 runs on k8s-node2\n"), "{out}");
     let w1 = report.jobs.iter().find(|j| j.node.as_deref() == Some("k8s-node1")).unwrap();
     assert_eq!(w1.run_on, "k8s-cp");
-    assert!(rehearse::summary_text(&report).contains("nvidia.com/gpu:NoSchedule"));
+    assert!(!rehearse::summary_text(&report).contains("nvidia.com/gpu:NoSchedule"));
     // The snapshot came from the site's own backup CronJob, copied from the live cluster.
     assert_eq!(report.jobs[0].etcd_snapshots, 1);
     assert!(out.contains("1 etcd backup CronJobs"), "{out}");

@@ -306,6 +306,9 @@ pub async fn detect(ctx: &Ctx, dry_run: bool) -> anyhow::Result<Detection> {
         info!(%running, "no upgrade needed");
         return Ok(Detection::UpToDate { running });
     };
+    // The planner's rule: a target older than any node (the newest patch of the oldest
+    // kubelet's minor, on a cluster some of whose nodes run a newer minor) is a downgrade.
+    chain_core::plan::check_target(&snap, target)?;
     let target_of = |action| Detection::Target { running, target, kind, action };
     info!(%running, target_version = %target, %kind, "target detected");
     if dry_run {

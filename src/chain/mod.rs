@@ -173,6 +173,9 @@ pub async fn run_step(ctx: &Ctx, input: &StepInput) -> anyhow::Result<Ended> {
         return Ok(Ended::Skipped(why));
     }
     step.validate(&snap)?;
+    // The planner's rule on the target, before anything changes: no node newer than it (a
+    // node upgraded past this chain's target since its Job was spawned is never taken back).
+    chain_core::plan::check_target(&snap, input.target)?;
     // Two nodes whose Jobs would share a name: the second would be taken for done.
     chain_core::plan::check_job_names(&snap, input.target)?;
     if let StepWork::Done(why) = resume::step_work(step, &snap, input.target) {

@@ -1068,14 +1068,24 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// The drains in flight that go before this one ([`chain_core::waves::Claims::ahead_of`]).
+    /// The drains in flight that go before this one and are not over yet
+    /// ([`chain_core::waves::Claims::draining_ahead_of`]): the claim record, then each node
+    /// ahead of this one.
     async fn claims_ahead(&self, keys: &chain_core::waves::ClaimKeys) -> anyhow::Result<Vec<String>> {
         let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.clients.api.clone())
             .get(&self.target.namespace)
             .await?;
         let claims = chain_core::waves::Claims::parse(keys, &ns.metadata.annotations.unwrap_or_default())
             .map_err(|e| anyhow::anyhow!(e))?;
-        Ok(claims.ahead_of(&self.target.node))
+        let node = self.target.node.as_str();
+        let api: Api<Node> = Api::all(self.clients.api.clone());
+        let mut ahead = Vec::new();
+        for name in claims.ahead_of(node) {
+            if let Some(n) = api.get_opt(&name).await? {
+                ahead.push(n);
+            }
+        }
+        Ok(claims.draining_ahead_of(node, &ahead))
     }
 
     /// After a 429 or a multi-PDB 500: read the budgets (and, for a pod under several PDBs,

@@ -27,6 +27,9 @@ pub struct Clients {
 impl Clients {
     /// Builds both clients from one resolved configuration.
     pub fn from_config(config: Config) -> anyhow::Result<Self> {
+        if let Ok(mut s) = SERVER.write() {
+            *s = Some(config.cluster_url.to_string());
+        }
         let api = Client::try_from(config.clone()).context("failed to build the Kubernetes client")?;
         let evict = Client::try_from(without_retry(config))
             .context("failed to build the Kubernetes eviction client")?;
@@ -35,11 +38,49 @@ impl Clients {
 
     /// Kubeconfig first (`$KUBECONFIG`, `~/.kube/config`), then the in-cluster service account,
     /// which is what a Job pod uses.
+    ///
+    /// Loading touches no network: a kubeconfig that is missing, unreadable or malformed (or,
+    /// in a pod, a missing service account) is bad input (exit 2), named by its path (QA B5).
     pub async fn infer() -> anyhow::Result<Self> {
-        let config = Config::infer().await.context(
-            "failed to load a Kubernetes configuration (kubeconfig or in-cluster service account)",
-        )?;
+        let config = Config::infer()
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to load a Kubernetes configuration: the kubeconfig {} or the in-cluster \
+                     service account",
+                    kubeconfig_paths()
+                )
+            })
+            .map_err(crate::exit::bad_input)?;
         Self::from_config(config)
+    }
+}
+
+/// The kubeconfig files kube reads, as an error names them: `$KUBECONFIG` (a `:`-separated
+/// list), else `~/.kube/config`.
+fn kubeconfig_paths() -> String {
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(v) => format!("{} (KUBECONFIG)", v.to_string_lossy()),
+        None => match std::env::var_os("HOME") {
+            Some(home) => format!("{}/.kube/config", home.to_string_lossy()),
+            None => "~/.kube/config".to_string(),
+        },
+    }
+}
+
+/// The API server of the clients built last ([`Clients::from_config`]), for [`server_note`].
+static SERVER: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// ` (Kubernetes API server URL)` when `err` is a failure to reach the API server (kube's
+/// `ServiceError` / `HyperError`: connection refused, DNS, TLS), whose own text never names
+/// the server (QA C); empty otherwise.
+pub fn server_note(err: &anyhow::Error) -> String {
+    let unreachable = err.chain().any(|c| {
+        matches!(c.downcast_ref::<kube::Error>(), Some(kube::Error::Service(_) | kube::Error::HyperError(_)))
+    });
+    match SERVER.read().ok().and_then(|s| s.clone()) {
+        Some(url) if unreachable => format!(" (Kubernetes API server {url})"),
+        _ => String::new(),
     }
 }
 
@@ -60,7 +101,10 @@ pub async fn connect(context: Option<&str>) -> anyhow::Result<Clients> {
             let config = Config::from_kubeconfig(&opts)
                 .await
                 .with_context(|| {
-                    format!("failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT)")
+                    format!(
+                        "failed to load kubeconfig context {ctx:?} (--context / KUBE_CONTEXT) from {}",
+                        kubeconfig_paths()
+                    )
                 })
                 .map_err(crate::exit::bad_input)?;
             Clients::from_config(config)

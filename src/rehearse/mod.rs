@@ -194,19 +194,33 @@ pub fn simulated_settings(
     s
 }
 
+/// What a rehearsal on a cluster of its own says when it lends the config its etcd backup
+/// CronJob (QA B4): the successful snapshot it shows would be a stop at preflight in a real
+/// chain with this config. `None` when the config names a backup, allows none, or the
+/// rehearsal runs on a copy of the live cluster (which lends nothing).
+pub fn builtin_backup_note(site: &Settings, builtin: bool) -> Option<&'static str> {
+    (builtin && site.hooks.etcd_backup.is_none() && !site.hooks.allow_no_etcd_snapshot).then_some(
+        "Note: the built-in cluster brings its own etcd backup CronJob; your config names none \
+         (hooks.etcd_backup), so a real chain would stop at preflight unless \
+         hooks.allow_no_etcd_snapshot is set",
+    )
+}
+
 /// The target when none is given: the next patch of `running`.
 pub fn default_target(running: Version) -> Version {
     Version::new(running.major, running.minor, running.patch + 1)
 }
 
-/// Refuses targets the chain cannot reach from `running` (downgrades, skipped minors: the
-/// planner's one rule, [`chain_core::plan::check_target`]) and the running version itself
-/// (nothing to rehearse).
-pub fn check_target(running: Version, target: Version) -> anyhow::Result<Kind> {
-    let kind = chain_core::plan::check_target(running, target).map_err(bad_input)?;
-    if target == running {
+/// Refuses targets the chain cannot reach (downgrades of any node, skipped minors: the
+/// planner's one rule, [`chain_core::plan::check_target`]) and a target every node already
+/// runs ([`chain_core::plan::up_to_date`]: `plan` says "nothing to do" for it; a rehearsal of
+/// no upgrade is bad input, exit 2).
+pub fn check_target(snap: &Snapshot, target: Version) -> anyhow::Result<Kind> {
+    let kind = chain_core::plan::check_target(snap, target).map_err(bad_input)?;
+    if chain_core::plan::up_to_date(snap, target) {
         return Err(bad_input(anyhow::anyhow!(
-            "target version {target} is not newer than the running version {running}"
+            "nothing to do: every node is on v{target}, so there is no upgrade to rehearse (target version {target} is not newer than the running version {})",
+            snap.running_version()
         )));
     }
     Ok(kind)
@@ -304,7 +318,7 @@ pub async fn rehearse(
     let running = snap.running_version();
     let hypothetical = opts.version.is_none();
     let target = opts.version.unwrap_or_else(|| default_target(running));
-    let kind = check_target(running, target)?;
+    let kind = check_target(&snap, target)?;
     progress(&format!(
         "Target v{target} ({kind} upgrade from v{running}){}",
         if hypothetical && !builtin { " — hypothetical: the next patch, no --version given" } else { "" }
@@ -316,6 +330,9 @@ pub async fn rehearse(
     repo.dedup();
     let apt = sim::http::apt_repository(vec![target]).await?;
     let settings = simulated_settings(site, opts.speed, &prom.server.url, &pgw.server.url, &apt.url, builtin);
+    if let Some(note) = builtin_backup_note(site, builtin) {
+        progress(note);
+    }
     settings.validate("rehearsal settings")?;
     if builtin {
         cluster::load_backup_cronjob(&srv, &settings);
@@ -447,7 +464,7 @@ pub fn project(
             chain_core::waves::WorkerTime { zone: zones.get(&node).cloned(), node, took: j.projected }
         })
         .collect();
-    let limit = w.limit(ready_workers);
+    let limit = w.limit(ready_workers, ready_workers);
     let total =
         others.iter().map(|j| j.projected).sum::<Duration>() + chain_core::waves::makespan(&times, limit);
     let line = if w.sequential() {
@@ -844,10 +861,27 @@ mod tests {
     #[test]
     fn targets_must_move_forward_one_minor_at_most() {
         let v = |s: &str| s.parse::<Version>().unwrap();
-        assert_eq!(check_target(v("1.34.1"), v("1.34.2")).unwrap(), Kind::Patch);
-        assert_eq!(check_target(v("1.34.1"), v("1.35.0")).unwrap(), Kind::Minor);
-        assert!(check_target(v("1.34.1"), v("1.34.1")).is_err());
-        assert!(check_target(v("1.34.1"), v("1.36.0")).is_err());
+        let on = |versions: [&str; 3]| {
+            let nodes = [("cp1", true), ("w1", false), ("w2", false)]
+                .iter()
+                .zip(versions)
+                .enumerate()
+                .map(|(i, ((name, cp), ver))| {
+                    let b = chain_core::fixtures::node(name).kubelet(ver).ip(&format!("10.0.0.{}", i + 1));
+                    if *cp { b.control_plane().build() } else { b.build() }
+                })
+                .collect::<Vec<_>>();
+            Snapshot::from_nodes(&nodes, &Settings::default().control_plane_selector()).unwrap()
+        };
+        let same = on(["1.34.1", "1.34.1", "1.34.1"]);
+        assert_eq!(check_target(&same, v("1.34.2")).unwrap(), Kind::Patch);
+        assert_eq!(check_target(&same, v("1.35.0")).unwrap(), Kind::Minor);
+        let e = check_target(&same, v("1.34.1")).unwrap_err().to_string();
+        assert!(e.contains("nothing to do: every node is on v1.34.1"), "{e}");
+        assert!(check_target(&same, v("1.36.0")).is_err());
+        // QA A4: a node newer than the target is refused, naming it.
+        let e = check_target(&on(["1.35.0", "1.35.0", "1.34.5"]), v("1.34.6")).unwrap_err().to_string();
+        assert!(e.contains("cp1 (v1.35.0), w1 (v1.35.0)"), "{e}");
         assert_eq!(default_target(v("1.34.9")), v("1.34.10"));
     }
 
@@ -881,5 +915,23 @@ mod tests {
         assert_eq!(s.alerts.prometheus_url, u);
         assert!(s.slack.webhook_file.starts_with("/nonexistent"));
         s.validate("test").unwrap();
+    }
+
+    /// QA B4: lending the built-in backup is said, unless the config names one or allows none.
+    #[test]
+    fn the_lent_etcd_backup_is_said() {
+        let site = Settings::default();
+        let note = builtin_backup_note(&site, true).unwrap();
+        assert!(
+            note.contains("would stop at preflight unless hooks.allow_no_etcd_snapshot is set"),
+            "{note}"
+        );
+        assert_eq!(builtin_backup_note(&site, false), None, "a copy of the live cluster lends nothing");
+        let mut named = site.clone();
+        named.hooks.etcd_backup = Some(builtin_etcd_backup());
+        assert_eq!(builtin_backup_note(&named, true), None);
+        let mut allowed = site.clone();
+        allowed.hooks.allow_no_etcd_snapshot = true;
+        assert_eq!(builtin_backup_note(&allowed, true), None);
     }
 }

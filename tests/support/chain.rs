@@ -641,7 +641,7 @@ impl Cluster {
         if !path.exists() {
             return Err(format!("{config} is not mounted in the pod"));
         }
-        k8s_upgrade_chain::config::load(&path).map_err(|e| e.to_string())
+        k8s_upgrade_chain::config::load(&path).map_err(|e| format!("{e:#}"))
     }
 
     /// Like [`Self::run_chain`], but each Job runs with the settings its own pod would load

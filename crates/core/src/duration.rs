@@ -68,6 +68,8 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
+    // Each unit once: `1h1h` read as 2h hid a typo (QA C).
+    let mut seen: Vec<&str> = Vec::with_capacity(4);
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
@@ -85,6 +87,10 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             "h" => secs(3600)?,
             _ => return Err(bad()),
         };
+        if seen.contains(&&rest[..unit_len]) {
+            return Err(format!("{}: the unit {} is repeated", bad(), &rest[..unit_len]));
+        }
+        seen.push(&rest[..unit_len]);
         rest = &rest[unit_len..];
         total = total.checked_add(part).ok_or_else(bad)?;
     }
@@ -231,6 +237,9 @@ mod tests {
             "s10",
             "99999999999999999999h",
             "5124095576030432h",
+            "1h1h",
+            "30m1h30m",
+            "1s500ms500ms",
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "error must name the input: {e}");
@@ -242,7 +251,8 @@ mod tests {
         assert_eq!(parse_within("5m", DEADLINE), Ok(Duration::from_secs(300)));
         let e = parse_within("0s", REQUEST).unwrap_err();
         assert!(e.contains("\"0s\"") && e.contains("between 1s and 10m"), "{e}");
-        let huge = "999999999999h".repeat(10);
+        // Long (leading zeros) and beyond the bound; each unit once.
+        let huge = format!("{}999999999999h", "0".repeat(120));
         let e = parse_within(&huge, DEADLINE).unwrap_err();
         assert!(e.contains("between 1s and 24h") && e.contains("more characters"), "{e}");
         assert!(parse_within("0s", SPAN).is_ok());

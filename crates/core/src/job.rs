@@ -105,18 +105,40 @@ pub enum RenderError {
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to render the Job template {origin}: {source:#}")]
-    Template {
-        origin: String,
-        #[source]
-        source: minijinja::Error,
-    },
+    /// The template's own error, as its kind and line only: minijinja's alternate form quotes
+    /// the template's source, and a template path pointing at a secret file must not print
+    /// the secret (QA A5).
+    /// Not a `#[source]`: an error chain would print minijinja's own text after it again.
+    #[error("failed to render the Job template {origin}: {}", template_error(error))]
+    Template { origin: String, error: minijinja::Error },
+    /// The rendered text is not a batch/v1 Job. `message` is the parser's, with its location,
+    /// without the rendered text ([`crate::redact::parser_message`]).
+    #[error("the Job template {origin} did not render a valid batch/v1 Job: {message}")]
+    Parse { origin: String, message: String },
     #[error(
-        "the Job template {origin} did not render a valid batch/v1 Job: {message}\n--- rendered ---\n{text}"
+        "the Job template {origin} rendered {field} = {}, expected {}",
+        crate::names::shorten(got),
+        crate::names::shorten(want)
     )]
-    Parse { origin: String, message: String, text: String },
-    #[error("the Job template {origin} rendered {field} = {got:?}, expected {want:?}")]
     Mismatch { origin: String, field: &'static str, got: String, want: String },
+    /// The Job lost something every chain Job needs ([`check_job`]).
+    #[error("the Job template {origin} renders an unusable {phase} Job: {reason}")]
+    Unusable { origin: String, phase: &'static str, reason: String },
+}
+
+/// A minijinja error as its kind, its line and its parser detail, never the template source
+/// that `{:#}` adds (the detail names tokens by kind, never quotes the source). Printed once:
+/// minijinja's `Display` already holds the detail, its `source()` is none.
+fn template_error(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        s.push_str(": ");
+        s.push_str(&crate::redact::parser_message(&crate::names::shorten_message(detail)));
+    }
+    if let Some(line) = e.line() {
+        s.push_str(&format!(" (line {line})"));
+    }
+    s
 }
 
 #[derive(Serialize)]
@@ -180,7 +202,7 @@ pub fn render_text(
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::Json);
-    let tmpl_err = |source| RenderError::Template { origin: origin.to_string(), source };
+    let tmpl_err = |error| RenderError::Template { origin: origin.to_string(), error };
     env.add_template("job", template).map_err(tmpl_err)?;
     env.get_template("job").and_then(|t| t.render(minijinja::value::Serde(&ctx))).map_err(tmpl_err)
 }
@@ -193,11 +215,15 @@ pub fn render(
     req: &JobRequest<'_>,
 ) -> Result<Job, RenderError> {
     let text = render_text(settings, template, origin, req)?;
-    let job: Job = serde_saphyr::from_str(&text).map_err(|e| RenderError::Parse {
-        origin: origin.to_string(),
-        message: e.to_string(),
-        text: text.clone(),
-    })?;
+    // No snippet, no `--- rendered ---` dump: a template that is really a secret file would
+    // print the secret (QA A5).
+    let job: Job =
+        serde_saphyr::from_str_with_options(&text, crate::redact::yaml_options()).map_err(|e| {
+            RenderError::Parse {
+                origin: origin.to_string(),
+                message: crate::redact::parser_message(&e.to_string()),
+            }
+        })?;
     let want_name = req.step.job_name(req.target);
     let checks = [
         ("metadata.name", job.metadata.name.clone().unwrap_or_default(), want_name),
@@ -217,7 +243,129 @@ pub fn render(
             return Err(RenderError::Mismatch { origin: origin.to_string(), field, got, want });
         }
     }
+    check_job(settings, req, &job).map_err(|reason| RenderError::Unusable {
+        origin: origin.to_string(),
+        phase: req.step.phase().as_str(),
+        reason,
+    })?;
     Ok(job)
+}
+
+/// Where every chain Job mounts the config ConfigMap (`CONFIG` is `config.yaml` in it).
+pub const CONFIG_MOUNT_PATH: &str = "/etc/k8s-upgrade-chain";
+
+/// What a chain Job must keep whatever the template says (QA A6): a pod spec; the placement,
+/// pinned with a required node affinity whose every term is `matchFields` `metadata.name In
+/// [run_on]` (the only field the apiserver supports in `matchFields`; a term without it would
+/// let the scheduler pick any node, the drained one included) and no `nodeName` elsewhere;
+/// and the config ConfigMap mounted at [`CONFIG_MOUNT_PATH`] (without it the Job cannot read
+/// its config nor render the next Job).
+pub fn check_job(settings: &Settings, req: &JobRequest<'_>, job: &Job) -> Result<(), String> {
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or("it has no spec.template.spec (the pod)")?;
+    let run_on = req.placement.run_on.as_str();
+    let drained = req.step.node();
+    if let Some(n) = pod.node_name.as_deref().filter(|n| !n.is_empty())
+        && n != run_on
+    {
+        return Err(format!(
+            "spec.template.spec.nodeName is {}, not the run-on node {}",
+            crate::names::shorten(n),
+            crate::names::shorten(run_on)
+        ));
+    }
+    let terms = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .map(|r| r.node_selector_terms.as_slice())
+        .unwrap_or_default();
+    if terms.is_empty() {
+        return Err("it has no required node affinity: the Job must be pinned to its run-on node with \
+                    matchFields metadata.name (the built-in template shows how), or it may land on the \
+                    node it drains"
+            .into());
+    }
+    for (i, term) in terms.iter().enumerate() {
+        let fields = term.match_fields.as_deref().unwrap_or_default();
+        if let Some(f) = fields.iter().find(|f| f.key != "metadata.name") {
+            return Err(format!(
+                "nodeSelectorTerms[{i}].matchFields has key {}: the apiserver supports only metadata.name \
+                 there",
+                crate::names::shorten(&f.key)
+            ));
+        }
+        let pinned = fields.iter().any(|f| {
+            f.operator == "In" && f.values.as_deref() == Some(std::slice::from_ref(&run_on.to_string()))
+        });
+        if !pinned {
+            let why = match drained {
+                Some(d) if fields.iter().any(|f| f.values.iter().flatten().any(|v| v == d)) => {
+                    format!(" (it allows the drained node {})", crate::names::shorten(d))
+                }
+                _ => String::new(),
+            };
+            return Err(format!(
+                "nodeSelectorTerms[{i}] does not pin the run-on node: expected matchFields metadata.name In \
+                 [{run_on}]{why}"
+            ));
+        }
+    }
+    let config_volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.config_map.as_ref().is_some_and(|c| c.name == settings.job.config_map))
+        .map(|v| v.name.as_str())
+        .collect();
+    let mounted = pod.containers.iter().flat_map(|c| c.volume_mounts.iter().flatten()).any(|m| {
+        m.mount_path.trim_end_matches('/') == CONFIG_MOUNT_PATH && config_volumes.contains(&m.name.as_str())
+    });
+    if !mounted {
+        return Err(format!(
+            "it does not mount the config ConfigMap {} (job.config_map) at {CONFIG_MOUNT_PATH}: the Job \
+             could not read its config nor render the next Job",
+            settings.job.config_map
+        ));
+    }
+    Ok(())
+}
+
+/// The node names [`check_template`] renders with.
+pub const SAMPLE_TARGET_NODE: &str = "template-check-target";
+/// See [`SAMPLE_TARGET_NODE`].
+pub const SAMPLE_RUN_ON: &str = "template-check-run-on";
+
+/// Checks a Job template once, where it enters (settings load, QA A6): it renders, for every
+/// phase and both kinds, with sample nodes and a toleration, a batch/v1 Job that passes
+/// [`render`]'s checks (name, namespace, label) and [`check_job`]. The chain renders the same
+/// way before it applies anything, so a template that passes here fails there only on values
+/// the samples do not have.
+pub fn check_template(settings: &Settings, template: &str, origin: &str) -> Result<(), RenderError> {
+    let target: Version = "1.34.2".parse().expect("a valid version");
+    let placement = Placement {
+        run_on: SAMPLE_RUN_ON.into(),
+        tolerations: vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some("node-role.kubernetes.io/control-plane".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }],
+    };
+    for phase in Phase::ALL {
+        let node = phase.targets_a_node().then_some(SAMPLE_TARGET_NODE);
+        let step = Step::from_parts(phase, node).expect("a node exactly for node phases");
+        for kind in [Kind::Patch, Kind::Minor] {
+            let req =
+                JobRequest { step: &step, target, kind, image: crate::DEFAULT_IMAGE, placement: &placement };
+            render(settings, template, origin, &req)?;
+        }
+    }
+    Ok(())
 }
 
 /// The state of an existing Job, from its conditions.

@@ -17,6 +17,7 @@
 //!   shell implements over SSH and the simulator implements in a rehearsal).
 //! - Records: [`annotations`] (the in-flight record), [`metrics`] (Pushgateway gauges).
 //! - Operations: [`status`], [`report`], [`rbac`] (the one list of API calls), [`manifests`].
+//! - [`redact`]: secrets kept out of messages and logs.
 //! - [`fixtures`]: test builders, only with the `testing` feature.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -43,6 +44,7 @@ pub mod plan;
 #[cfg(test)]
 mod properties;
 pub mod rbac;
+pub mod redact;
 pub mod report;
 pub mod resume;
 pub mod settings;

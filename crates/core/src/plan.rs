@@ -159,8 +159,11 @@ impl NodeView {
         self.ready && !self.unschedulable
     }
 
+    /// The kubelet is at the target or past it: no phase touches the node. Past it only on a
+    /// snapshot [`check_target`] refuses, so a node newer than a target is never taken back
+    /// (kubeadm cannot downgrade).
     pub fn on_target(&self, target: Version) -> bool {
-        self.kubelet == target
+        self.kubelet >= target
     }
 }
 
@@ -195,8 +198,11 @@ pub enum PlanError {
     DuplicateNode { node: String },
     #[error("nodes {a} and {b} would both get the Job name {job}; rename one of them")]
     JobNameCollision { a: String, b: String, job: String },
-    #[error("target version {target} is older than the running version {running}: kubeadm cannot downgrade")]
-    Downgrade { running: Version, target: Version },
+    #[error(
+        "target version {target} is older than the kubelet of {nodes}: kubeadm cannot downgrade, and the chain \
+         never takes a node back"
+    )]
+    Downgrade { target: Version, nodes: String },
     #[error("target version {target} skips a minor from {running}: kubeadm upgrades one minor at a time")]
     SkipsAMinor { running: Version, target: Version },
     #[error("node {node} does not exist")]
@@ -593,17 +599,41 @@ pub fn check_job_names(snap: &Snapshot, target: Version) -> Result<(), PlanError
     Ok(())
 }
 
-/// The kind of an upgrade from `running` to `target`, or why kubeadm cannot do it: a
-/// downgrade, or a jump of more than one minor (or of a major). `target == running` is a
-/// patch upgrade with nothing to do (every phase skips its work).
-pub fn check_target(running: Version, target: Version) -> Result<Kind, PlanError> {
-    if target < running {
-        return Err(PlanError::Downgrade { running, target });
+/// The planner's one rule on a target, which `plan`, `render`, `step`, `detect` and
+/// `rehearse` all apply: the kind of the upgrade of `snap` to `target`, or why kubeadm cannot
+/// do it.
+///
+/// - A target older than any node's kubelet is a downgrade ([`PlanError::Downgrade`], naming
+///   every such node and its version): comparing with the oldest kubelet alone would plan the
+///   newer nodes back down.
+/// - A target more than one minor (or a major) past the running version (the oldest kubelet)
+///   skips a minor ([`PlanError::SkipsAMinor`]).
+///
+/// A target every node already runs passes (a patch upgrade with nothing to do): a chain
+/// whose nodes are all done still runs its postflight. Whether there is anything to do is
+/// [`up_to_date`].
+pub fn check_target(snap: &Snapshot, target: Version) -> Result<Kind, PlanError> {
+    let newer: Vec<String> =
+        snap.nodes().filter(|n| n.kubelet > target).map(|n| format!("{} (v{})", n.name, n.kubelet)).collect();
+    if !newer.is_empty() {
+        const SHOWN: usize = 10;
+        let mut nodes = newer.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if newer.len() > SHOWN {
+            nodes.push_str(&format!(" and {} more", newer.len() - SHOWN));
+        }
+        return Err(PlanError::Downgrade { target, nodes });
     }
+    let running = snap.running_version();
     if target.major != running.major || target.minor > running.minor + 1 {
         return Err(PlanError::SkipsAMinor { running, target });
     }
     Ok(Kind::between(running, target))
+}
+
+/// Every node already runs `target` and none awaits an acknowledgement of a failed upgrade:
+/// there is nothing to upgrade (what detection reports as up to date). Pure.
+pub fn up_to_date(snap: &Snapshot, target: Version) -> bool {
+    snap.nodes().all(|n| n.kubelet == target && n.upgrade_started.is_none())
 }
 
 /// Where a Job runs and what it tolerates.
@@ -618,13 +648,20 @@ pub struct Placement {
 
 /// Chooses the run-on node of a step.
 ///
-/// Preflight, control-plane and postflight Jobs run on the first schedulable worker; worker
-/// Jobs on the first schedulable control-plane node. Either way never on the node drained.
+/// Preflight, control-plane and postflight Jobs run on a schedulable worker; worker Jobs on a
+/// schedulable control-plane node. Either way never on the node drained. Among the candidates,
+/// in natural order, the first without a `NoSchedule`/`NoExecute` taint wins, else the first:
+/// the seed pinned its Jobs to `k8s-node1`, which later carried a GPU taint (seed failure 36),
+/// and a dedicated node is the wrong place for the chain when a plain one exists. A tainted
+/// node still gets tolerations for its taints ([`tolerations_for`]).
 pub fn placement(snap: &Snapshot, step: &Step) -> Result<Placement, PlanError> {
     let phase = step.phase();
     let target = step.node();
     fn pick<'a>(nodes: &'a [NodeView], target: Option<&str>) -> Option<&'a NodeView> {
-        nodes.iter().find(|n| n.schedulable() && Some(n.name.as_str()) != target)
+        let mut candidates = nodes.iter().filter(|n| n.schedulable() && Some(n.name.as_str()) != target);
+        let untainted =
+            |n: &&NodeView| !n.taints.iter().any(|t| matches!(t.effect.as_str(), "NoSchedule" | "NoExecute"));
+        candidates.clone().find(untainted).or_else(|| candidates.next())
     }
     let node = match phase {
         Phase::Worker => {
@@ -733,7 +770,7 @@ pub struct PlannedJob {
 
 /// The whole chain from preflight to postflight, as it would run from this snapshot.
 pub fn chain(snap: &Snapshot, target: Version) -> Result<Vec<PlannedJob>, PlanError> {
-    check_target(snap.running_version(), target)?;
+    check_target(snap, target)?;
     check_job_names(snap, target)?;
     let mut sim = snap.clone();
     let mut out = Vec::new();

@@ -421,3 +421,79 @@ fn three_hundred_thousand_pool_names_get_distinct_job_names() {
         }
     }
 }
+
+/// A cluster of 1 to 3 control planes and 1 to 6 workers, each on one of a few versions
+/// around 1.34 (so targets land below, on and above them), some cordoned or not Ready.
+fn mixed_cluster() -> impl Strategy<Value = Snapshot> {
+    let node_v = (33u32..=35, 0u32..=3, any::<bool>(), any::<bool>());
+    (vec(node_v.clone(), 1..=3), vec(node_v, 1..=6)).prop_map(|(cps, ws)| {
+        let build = |name: String, (minor, patch, cordoned, ready): (u32, u32, bool, bool), i: usize| {
+            let mut b = node(&name).kubelet(&format!("v1.{minor}.{patch}")).ip(&format!(
+                "10.0.{}.{}",
+                i / 200,
+                i % 200 + 1
+            ));
+            if cordoned {
+                b = b.cordoned();
+            }
+            if !ready {
+                b = b.not_ready();
+            }
+            b
+        };
+        let mut nodes = Vec::new();
+        for (i, c) in cps.into_iter().enumerate() {
+            nodes.push(build(format!("cp{i}"), c, nodes.len()).control_plane().build());
+        }
+        for (i, w) in ws.into_iter().enumerate() {
+            nodes.push(build(format!("w{i}"), w, nodes.len()).build());
+        }
+        Snapshot::from_nodes(&nodes, &Settings::default().control_plane_selector()).unwrap()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// QA A4: for any snapshot and target, the plan never holds a Job whose node runs a newer
+    /// kubelet than the target (a downgrade), nor a Job that does work on a node on target; a
+    /// target below any node is refused, naming every such node.
+    #[test]
+    fn the_plan_never_takes_a_node_back(snap in mixed_cluster(), minor in 33u32..=36, patch in 0u32..=4) {
+        let target = Version::new(1, minor, patch);
+        let newer: Vec<&str> = snap.nodes().filter(|n| n.kubelet > target).map(|n| n.name.as_str()).collect();
+        match plan::chain(&snap, target) {
+            Ok(jobs) => {
+                prop_assert!(newer.is_empty(), "planned with {:?} newer than {}", newer, target);
+                for j in &jobs {
+                    if let Some(n) = j.step.node() {
+                        let kubelet = snap.node(n).unwrap().kubelet;
+                        prop_assert!(kubelet <= target, "{} on v{} planned for v{}", j.step, kubelet, target);
+                        prop_assert_eq!(j.skip, kubelet == target);
+                    }
+                }
+                prop_assert!(plan::check_target(&snap, target).is_ok());
+            }
+            Err(plan::PlanError::Downgrade { target: t, nodes }) => {
+                prop_assert_eq!(t, target);
+                prop_assert!(!newer.is_empty());
+                for n in newer.iter().take(10) {
+                    prop_assert!(nodes.contains(&format!("{n} (v")), "{} not named in {}", n, nodes);
+                }
+            }
+            Err(e) => prop_assert!(newer.is_empty(), "{e} although {:?} are newer", newer),
+        }
+        // Whatever the snapshot, the steps picked among pending nodes (after the master: the
+        // further control planes and the workers) never pick a node at or past the target.
+        // (The master step always follows preflight; on a node newer than the target it is
+        // refused by the same rule, in the step itself.)
+        {
+            let done = Step::master(&snap.first_control_plane().name);
+            if let plan::Next::Step(s) = plan::next_after(&snap, target, &done)
+                && let Some(n) = s.node()
+            {
+                prop_assert!(snap.node(n).unwrap().kubelet < target, "{} picked for v{}", s, target);
+            }
+        }
+    }
+}

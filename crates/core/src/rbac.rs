@@ -12,6 +12,10 @@
 //! - [`Scope::ToolNamespace`]: Role `k8s-upgrade-job` in the tool's namespace.
 //! - [`Scope::EtcdBackupNamespace`]: Role `k8s-upgrade-job-etcd-backup` in the namespace of the
 //!   etcd backup CronJob (absent when no `hooks.etcd_backup` is configured).
+//! - [`Scope::QuiesceNamespace`]: Role `k8s-upgrade-job-quiesce` in each namespace of
+//!   `hooks.quiesce_deployments`, granting `patch` on those Deployments by name only (none
+//!   when the list is empty): patching any Deployment's pod template is close to
+//!   cluster-admin, so the chain gets it only where the config asks for it.
 //! - [`Scope::DefaultNamespace`]: Role `k8s-upgrade-job-node-events` in `default`, where
 //!   Events about cluster-scoped objects (Nodes) are written by kube's recorder.
 //! - [`Scope::Rehearse`]: ClusterRole `k8s-upgrade-job-rehearse`, the reads of
@@ -38,17 +42,20 @@ pub enum Scope {
     EtcdBackupNamespace,
     /// The `default` namespace (Events about Nodes).
     DefaultNamespace,
+    /// Each namespace of `hooks.quiesce_deployments` (none when the list is empty).
+    QuiesceNamespace,
     /// Cluster-wide reads of `rehearse --from-cluster` only, in a ClusterRole of their own.
     Rehearse,
 }
 
 impl Scope {
     /// Every scope, in the order roles are emitted.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Cluster,
         Scope::ToolNamespace,
         Scope::EtcdBackupNamespace,
         Scope::DefaultNamespace,
+        Scope::QuiesceNamespace,
         Scope::Rehearse,
     ];
 
@@ -64,20 +71,27 @@ impl Scope {
             Scope::Cluster | Scope::ToolNamespace => "k8s-upgrade-job",
             Scope::EtcdBackupNamespace => "k8s-upgrade-job-etcd-backup",
             Scope::DefaultNamespace => "k8s-upgrade-job-node-events",
+            Scope::QuiesceNamespace => "k8s-upgrade-job-quiesce",
             Scope::Rehearse => "k8s-upgrade-job-rehearse",
         }
     }
 
-    /// The namespace of this scope under `settings`: `Some(None)` for the cluster scope,
-    /// `None` when the scope does not apply (no etcd backup hook).
-    pub fn namespace(self, settings: &Settings) -> Option<Option<String>> {
+    /// The namespaces of this scope under `settings`, in order: `[None]` for the cluster
+    /// scope, empty when the scope does not apply (no etcd backup hook, no Deployment to
+    /// quiesce).
+    pub fn namespaces(self, settings: &Settings) -> Vec<Option<String>> {
         match self {
-            Scope::Cluster | Scope::Rehearse => Some(None),
-            Scope::ToolNamespace => Some(Some(settings.namespace.clone())),
+            Scope::Cluster | Scope::Rehearse => vec![None],
+            Scope::ToolNamespace => vec![Some(settings.namespace.clone())],
             Scope::EtcdBackupNamespace => {
-                settings.hooks.etcd_backup.as_ref().map(|b| Some(b.namespace.clone()))
+                settings.hooks.etcd_backup.iter().map(|b| Some(b.namespace.clone())).collect()
             }
-            Scope::DefaultNamespace => Some(Some("default".into())),
+            Scope::DefaultNamespace => vec![Some("default".into())],
+            Scope::QuiesceNamespace => {
+                let set: BTreeSet<&str> =
+                    settings.hooks.quiesce_deployments.iter().map(|d| d.namespace.as_str()).collect();
+                set.into_iter().map(|n| Some(n.to_string())).collect()
+            }
         }
     }
 
@@ -88,6 +102,7 @@ impl Scope {
             Scope::ToolNamespace => Some("local.namespace"),
             Scope::EtcdBackupNamespace => Some("local.etcd_backup_namespace"),
             Scope::DefaultNamespace => Some("\"default\""),
+            Scope::QuiesceNamespace => Some("each.key"),
         }
     }
 }
@@ -104,6 +119,8 @@ pub enum Names {
     KillSwitch,
     /// Only the ConfigMaps of `hooks.post_control_plane_scripts` (skipped when none).
     PostUpgradeConfigMaps,
+    /// Only the Deployments of `hooks.quiesce_deployments` in the Role's namespace.
+    QuiesceDeployments,
 }
 
 /// One API call (or group of verbs on one resource) the binary makes.
@@ -134,8 +151,8 @@ const fn call(
     Call { group, resource, verbs, scope, names, needed_by }
 }
 
-use Names::{Any, KillSwitch, PostUpgradeConfigMaps, ToolNamespace as ToolNs};
-use Scope::{Cluster, DefaultNamespace, EtcdBackupNamespace, Rehearse, ToolNamespace};
+use Names::{Any, KillSwitch, PostUpgradeConfigMaps, QuiesceDeployments, ToolNamespace as ToolNs};
+use Scope::{Cluster, DefaultNamespace, EtcdBackupNamespace, QuiesceNamespace, Rehearse, ToolNamespace};
 
 /// Every API call the binary makes. THE list: extend it when code starts making a new call.
 #[rustfmt::skip]
@@ -149,7 +166,10 @@ pub const CALLS: &[Call] = &[
     call("policy", "poddisruptionbudgets", &["list"], Cluster, Any, "drain (PDB classification)"),
     call("apps", "daemonsets", &["get"], Cluster, Any, "drain (DaemonSet pods stay); chain::compat::read_addon_images"),
     call("apps", "statefulsets", &["get"], Cluster, Any, "chain::compat::read_addon_images"),
-    call("apps", "deployments", &["get", "patch"], Cluster, Any, "chain::compat::read_addon_images; chain::quiesce (replicas to 0 and back)"),
+    call("apps", "deployments", &["get"], Cluster, Any, "chain::compat::read_addon_images; chain::quiesce (read before scaling)"),
+    // Patching a Deployment's pod template runs any image as its ServiceAccount: only the
+    // configured Deployments, by name, in their own namespaces (QA A7).
+    call("apps", "deployments", &["patch"], QuiesceNamespace, QuiesceDeployments, "chain::quiesce (hooks.quiesce_deployments: replicas to 0 and back)"),
     // Chain Jobs in the tool's namespace. `create` too: server-side apply of a new object needs it.
     call("batch", "jobs", &["create", "get", "list", "watch", "patch", "delete"], ToolNamespace, Any, "spawn (server-side apply, respawn of Failed and stopped Jobs, await deletion); a phase's outcome annotation on its own Job; detect (resume decision); status; report; ack"),
     call("", "configmaps", &["get"], ToolNamespace, KillSwitch, "killswitch::check"),
@@ -208,10 +228,20 @@ impl std::fmt::Display for Grant {
     }
 }
 
-/// The resolved names of `names` under `settings`: `None` = any; `Some(empty)` = the call does
-/// not apply.
-fn resolve_names(names: Names, settings: &Settings) -> Option<Vec<String>> {
+/// The resolved names of `names` under `settings` in `namespace`: `None` = any;
+/// `Some(empty)` = the call does not apply.
+fn resolve_names(names: Names, settings: &Settings, namespace: Option<&str>) -> Option<Vec<String>> {
     match names {
+        QuiesceDeployments => {
+            let set: BTreeSet<String> = settings
+                .hooks
+                .quiesce_deployments
+                .iter()
+                .filter(|d| Some(d.namespace.as_str()) == namespace)
+                .map(|d| d.name.clone())
+                .collect();
+            Some(set.into_iter().collect())
+        }
         Any => None,
         ToolNs => Some(vec![settings.namespace.clone()]),
         KillSwitch => Some(vec![crate::killswitch::NAME.to_string()]),
@@ -237,20 +267,21 @@ pub fn required_by_chain(settings: &Settings) -> BTreeSet<Grant> {
 fn required_of<'a>(calls: impl Iterator<Item = &'a Call>, settings: &Settings) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for c in calls {
-        let Some(namespace) = c.scope.namespace(settings) else { continue };
-        let names: Vec<Option<String>> = match resolve_names(c.names, settings) {
-            None => vec![None],
-            Some(list) => list.into_iter().map(Some).collect(),
-        };
-        for verb in c.verbs {
-            for name in &names {
-                out.insert(Grant {
-                    namespace: namespace.clone(),
-                    group: c.group.into(),
-                    resource: c.resource.into(),
-                    verb: (*verb).into(),
-                    name: name.clone(),
-                });
+        for namespace in c.scope.namespaces(settings) {
+            let names: Vec<Option<String>> = match resolve_names(c.names, settings, namespace.as_deref()) {
+                None => vec![None],
+                Some(list) => list.into_iter().map(Some).collect(),
+            };
+            for verb in c.verbs {
+                for name in &names {
+                    out.insert(Grant {
+                        namespace: namespace.clone(),
+                        group: c.group.into(),
+                        resource: c.resource.into(),
+                        verb: (*verb).into(),
+                        name: name.clone(),
+                    });
+                }
             }
         }
     }
@@ -288,12 +319,12 @@ fn policy_rule(c: &Call, names: Option<Vec<String>>) -> PolicyRule {
 pub fn roles(settings: &Settings) -> Vec<RoleRules> {
     Scope::ALL
         .into_iter()
-        .filter_map(|scope| {
-            let namespace = scope.namespace(settings)?;
+        .flat_map(|scope| scope.namespaces(settings).into_iter().map(move |ns| (scope, ns)))
+        .filter_map(|(scope, namespace)| {
             let rules: Vec<PolicyRule> = CALLS
                 .iter()
                 .filter(|c| c.scope == scope)
-                .filter_map(|c| match resolve_names(c.names, settings) {
+                .filter_map(|c| match resolve_names(c.names, settings, namespace.as_deref()) {
                     Some(list) if list.is_empty() => None,
                     names => Some(policy_rule(c, names)),
                 })
@@ -429,6 +460,7 @@ pub fn terraform_hcl() -> String {
             Scope::ToolNamespace => "tool_namespace",
             Scope::EtcdBackupNamespace => "etcd_backup",
             Scope::DefaultNamespace => "node_events",
+            Scope::QuiesceNamespace => "quiesce",
             Scope::Rehearse => "rehearse",
         };
         let (kind, binding, role_kind) = match scope {
@@ -441,6 +473,9 @@ pub fn terraform_hcl() -> String {
             Scope::EtcdBackupNamespace => {
                 ("  count = local.etcd_backup_namespace == null ? 0 : 1\n\n", "[0]")
             }
+            // One Role per namespace of hooks.quiesce_deployments (namespace => names); none
+            // when the list is empty.
+            Scope::QuiesceNamespace => ("  for_each = local.quiesce_deployments\n\n", "[each.key]"),
             _ => ("", ""),
         };
         let name = scope.role_name();
@@ -469,6 +504,7 @@ pub fn terraform_hcl() -> String {
                 ToolNs => Some("[local.namespace]"),
                 KillSwitch => Some(kill_switch.as_str()),
                 PostUpgradeConfigMaps => Some("local.post_upgrade_configmaps"),
+                QuiesceDeployments => Some("each.value"),
             };
             let body = |i: &str| match names {
                 None => {
@@ -592,6 +628,66 @@ mod tests {
         let ex = roles(&example());
         let backup = ex.iter().find(|r| r.scope == Scope::EtcdBackupNamespace).unwrap();
         assert_eq!(backup.namespace.as_deref(), Some("default"));
+    }
+
+    /// QA A7: `patch` on Deployments only for the configured quiesce Deployments, by name, in
+    /// their own namespaces; none at all when the list is empty.
+    #[test]
+    fn deployment_patch_is_granted_only_for_the_quiesced_deployments() {
+        let patches = |settings: &Settings| -> Vec<Grant> {
+            required(settings)
+                .into_iter()
+                .filter(|g| {
+                    g.resource == "deployments" && !matches!(g.verb.as_str(), "get" | "list" | "watch")
+                })
+                .collect()
+        };
+        let plain = Settings::default();
+        assert_eq!(patches(&plain), vec![], "no quiesce_deployments: no write on any Deployment");
+        assert!(roles(&plain).iter().all(|r| r.scope != Scope::QuiesceNamespace));
+        let mut s = plain.clone();
+        s.hooks.quiesce_deployments = vec![
+            crate::settings::QuiesceDeployment {
+                namespace: "tigera-operator".into(),
+                name: "tigera-operator".into(),
+            },
+            crate::settings::QuiesceDeployment { namespace: "kube-system".into(), name: "a".into() },
+            crate::settings::QuiesceDeployment { namespace: "kube-system".into(), name: "b".into() },
+        ];
+        let shown: Vec<String> = patches(&s).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "patch apps/deployments named a in kube-system",
+                "patch apps/deployments named b in kube-system",
+                "patch apps/deployments named tigera-operator in tigera-operator",
+            ]
+        );
+        let r = roles(&s);
+        let quiesce: Vec<&RoleRules> = r.iter().filter(|r| r.scope == Scope::QuiesceNamespace).collect();
+        assert_eq!(quiesce.len(), 2);
+        assert_eq!(quiesce[0].namespace.as_deref(), Some("kube-system"));
+        assert_eq!(quiesce[0].rules[0].resource_names, Some(vec!["a".to_string(), "b".to_string()]));
+        let cluster = r.iter().find(|r| r.scope == Scope::Cluster).unwrap();
+        for rule in &cluster.rules {
+            if rule.resources.as_deref() == Some(&["deployments".to_string()][..]) {
+                assert_eq!(rule.verbs, ["get"], "{rule:?}");
+            }
+        }
+        let cov = check(&required(&s), &flatten(&r));
+        assert!(cov.is_exact(), "{cov}");
+        // The old cluster-wide patch is caught as wider than needed.
+        let mut wide = flatten(&r);
+        wide.push((
+            None,
+            PolicyRule {
+                api_groups: Some(vec!["apps".into()]),
+                resources: Some(vec!["deployments".into()]),
+                verbs: vec!["patch".into()],
+                ..Default::default()
+            },
+        ));
+        assert!(check(&required(&s), &wide).unneeded.iter().any(|g| g.verb == "patch" && g.name.is_none()));
     }
 
     #[test]

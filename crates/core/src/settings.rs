@@ -263,6 +263,10 @@ pub enum SettingsError {
     },
     #[error("config file {path} is not valid YAML: {message}")]
     Yaml { path: String, message: String },
+    /// The document is a sequence or a scalar: serde would map a sequence onto the fields by
+    /// position (QA A8).
+    #[error("config file {path}: the top level must be a mapping of config keys, got {got}")]
+    NotMapping { path: String, got: &'static str },
     #[error("config file {path}: key `{key}`: {message}")]
     Key { path: String, key: String, message: String },
     #[error("config file {path}: key `{key}` has invalid value {}: {reason}", crate::names::shorten(value))]
@@ -277,18 +281,33 @@ impl Settings {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text).map_err(|e| SettingsError::Yaml {
-                path: origin.into(),
-                message: crate::names::shorten_message(&e.to_string()),
+            // No source snippet, quoted values cut: the file may be a secret given by mistake
+            // (`--config` pointing at the SSH key, QA A5).
+            serde_saphyr::from_str_with_options(text, crate::redact::yaml_options()).map_err(|e| {
+                SettingsError::Yaml {
+                    path: origin.into(),
+                    message: crate::redact::parser_message(&e.to_string()),
+                }
             })?
         };
         let value = match value {
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
-            v => v,
+            serde_json::Value::Object(m) => serde_json::Value::Object(m),
+            // serde maps a sequence onto a struct's fields by position (`- a` became the
+            // namespace, QA A8), and a scalar would be quoted back in the message.
+            other => {
+                let got = match other {
+                    serde_json::Value::Array(_) => "a sequence",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    _ => "a boolean",
+                };
+                return Err(SettingsError::NotMapping { path: origin.into(), got });
+            }
         };
         let settings: Settings = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            let message = crate::names::shorten_message(&e.into_inner().to_string());
+            let message = crate::redact::parser_message(&e.into_inner().to_string());
             SettingsError::Key { path: origin.into(), key, message }
         })?;
         settings.validate(origin)?;
@@ -317,6 +336,27 @@ impl Settings {
         }
         if let Some(t) = &self.job.template {
             check_template_path(t).map_err(|r| invalid("job.template", t, &r))?;
+        }
+        // Paths of secret files, never the secrets: a URL here was accepted, printed by
+        // `config` and written into the ConfigMap by `manifests` (QA A5). Only the scheme is
+        // shown.
+        for (key, p) in
+            [("slack.webhook_file", &self.slack.webhook_file), ("ssh.key_file", &self.ssh.key_file)]
+        {
+            let p = p.to_string_lossy();
+            let lower = p.to_ascii_lowercase();
+            let url = lower.starts_with("http:") || lower.starts_with("https:");
+            if let Some((scheme, _)) = p.split_once("://").or(url.then(|| p.split_once(':')).flatten()) {
+                return Err(SettingsError::Key {
+                    path: origin.into(),
+                    key: key.into(),
+                    message: format!(
+                        "must be the path of the file holding the secret, not the secret itself (got a value \
+                         starting {}://…; put the URL or key into the file, e.g. the credentials Secret)",
+                        crate::names::shorten(&scheme.chars().take(16).collect::<String>()).trim_matches('"')
+                    ),
+                });
+            }
         }
         for (i, s) in self.job.image_pull_secrets.iter().enumerate() {
             check_dns_subdomain(s).map_err(|r| invalid(&format!("job.image_pull_secrets[{i}]"), s, &r))?;

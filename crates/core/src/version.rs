@@ -48,8 +48,13 @@ impl FromStr for Version {
         let mut parts = body.split('.');
         let mut next = || -> Result<u32, VersionError> {
             let p = parts.next().ok_or_else(err)?;
-            // Only plain decimal digits: no signs, spaces, or pre-release suffixes.
-            if p.is_empty() || p.len() > 9 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            // Only plain decimal digits: no signs, spaces, or pre-release suffixes; no leading
+            // zero, as semver says (`01.34.2` is not a version, QA C).
+            if p.is_empty()
+                || p.len() > 9
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || (p.len() > 1 && p.starts_with('0'))
+            {
                 return Err(err());
             }
             p.parse().map_err(|_| err())
@@ -89,13 +94,31 @@ mod tests {
     fn parses_with_and_without_v() {
         assert_eq!("1.34.2".parse::<Version>().unwrap(), Version::new(1, 34, 2));
         assert_eq!("v1.34.2".parse::<Version>().unwrap(), Version::new(1, 34, 2));
+        assert_eq!(
+            "1.30.0".parse::<Version>().unwrap(),
+            Version::new(1, 30, 0),
+            "a lone 0 is no leading zero"
+        );
     }
 
     #[test]
     fn refuses_malformed() {
-        for bad in
-            ["", "1.34", "1.34.2.1", "v", "1.x.2", "1.34.-2", " 1.34.2", "1.34.2-rc.1", "vv1.2.3", "1..2"]
-        {
+        for bad in [
+            "",
+            "1.34",
+            "1.34.2.1",
+            "v",
+            "1.x.2",
+            "1.34.-2",
+            " 1.34.2",
+            "1.34.2-rc.1",
+            "vv1.2.3",
+            "1..2",
+            "01.34.2",
+            "1.034.2",
+            "1.34.02",
+            "v1.34.00",
+        ] {
             assert!(bad.parse::<Version>().is_err(), "{bad:?} must be refused");
         }
     }

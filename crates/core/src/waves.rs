@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     job::JobState,
     plan::{NodeView, Snapshot, natural_cmp},
+    resume::UpgradeStarted,
     version::Version,
 };
 
@@ -104,6 +105,9 @@ pub enum MaxUnavailable {
 enum CountOrPercent {
     Count(u32),
     Text(String),
+    /// Anything else (`-3`, `2.5`, a list): refused by [`MaxUnavailable::parse`] with what is
+    /// allowed, instead of serde's "did not match any variant" (QA C).
+    Other(serde_json::Value),
 }
 
 impl MaxUnavailable {
@@ -148,6 +152,7 @@ impl TryFrom<CountOrPercent> for MaxUnavailable {
         match v {
             CountOrPercent::Count(n) => Self::parse(&n.to_string()),
             CountOrPercent::Text(s) => Self::parse(&s),
+            CountOrPercent::Other(v) => Self::parse(&v.to_string()),
         }
     }
 }
@@ -224,12 +229,50 @@ impl WorkerSettings {
         self.concurrency == Concurrency::ONE
     }
 
-    /// How many workers may be in flight, given `ready` Ready workers: the smaller of
-    /// `concurrency` and `max_unavailable`, at least 1.
-    pub fn limit(&self, ready: usize) -> usize {
-        let c = self.concurrency.get() as usize;
-        self.max_unavailable.map_or(c, |m| c.min(m.resolve(ready))).max(1)
+    /// How many workers may be in flight ([`WorkerSettings::limit_of`]'s value).
+    pub fn limit(&self, ready: usize, schedulable: usize) -> usize {
+        self.limit_of(ready, schedulable).value
     }
+
+    /// How many workers may be in flight, and why: the smaller of `concurrency` and
+    /// `max_unavailable` (a percentage of the `ready` Ready workers), capped at `schedulable`
+    /// − 1 so one schedulable worker always stays up to take the evicted pods (pods without a
+    /// disruption budget would otherwise be evicted with nowhere to go), and at least 1 so the
+    /// chain progresses. `schedulable` counts the workers Ready and uncordoned, plus the ones
+    /// the chain has in flight (cordoned by the chain itself).
+    pub fn limit_of(&self, ready: usize, schedulable: usize) -> Limit {
+        let c = self.concurrency.get() as usize;
+        let wanted = self.max_unavailable.map_or(c, |m| c.min(m.resolve(ready))).max(1);
+        let cap = schedulable.saturating_sub(1).max(1);
+        Limit { value: wanted.min(cap), capped: wanted > cap }
+    }
+}
+
+/// How many workers may be in flight at once ([`WorkerSettings::limit_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    /// Workers in flight at most; at least 1.
+    pub value: usize,
+    /// `concurrency` / `max_unavailable` allowed more, and the limit was lowered so one
+    /// schedulable worker stays up.
+    pub capped: bool,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "limit {}", self.value)?;
+        if self.capped {
+            f.write_str(": capped so one schedulable worker stays up")?;
+        }
+        Ok(())
+    }
+}
+
+/// The limit on `snap` before any worker is in flight, as `plan` shows it. Pure.
+pub fn plan_limit(snap: &Snapshot, settings: &WorkerSettings) -> Limit {
+    let ready = snap.workers.iter().filter(|w| w.ready).count();
+    let schedulable = snap.workers.iter().filter(|w| w.schedulable()).count();
+    settings.limit_of(ready, schedulable)
 }
 
 /// The failure domain of each node that carries `label`: node name → label value. Pure.
@@ -339,6 +382,31 @@ impl Claims {
                 (Some(t), Some(m)) => t < m || (t == m && natural_cmp(n, node).is_lt()),
                 (None, Some(_)) => false,
             })
+            .collect()
+    }
+
+    /// [`Self::ahead_of`], without the nodes whose drain is over: a node ahead that carries
+    /// the record of its upgrade to the record's target (written after its drain, see
+    /// [`crate::resume::UpgradeStarted`]) or whose kubelet reports that target will take no
+    /// more pods. A pod that landed on it since (the scheduler favours an emptied node for
+    /// replacements) is then no pod of a drain going first; counted as one, it would hold every
+    /// drain behind that node until its Job ends and releases the claim, after the soak.
+    /// `nodes`: the Node objects of the nodes ahead, as read now; a node missing from them is
+    /// kept (fail closed).
+    pub fn draining_ahead_of(&self, node: &str, nodes: &[Node]) -> Vec<String> {
+        let over = |n: &Node| {
+            let Some(target) = self.target else { return false };
+            let started = UpgradeStarted::of(n).and_then(|r| r.target()) == Some(target);
+            let kubelet = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .and_then(|i| i.kubelet_version.parse::<Version>().ok());
+            started || kubelet == Some(target)
+        };
+        self.ahead_of(node)
+            .into_iter()
+            .filter(|a| !nodes.iter().any(|n| n.metadata.name.as_deref() == Some(a.as_str()) && over(n)))
             .collect()
     }
 
@@ -482,7 +550,9 @@ fn pick(
     finished: Option<&str>,
 ) -> Vec<String> {
     let ready = snap.workers.iter().filter(|w| w.ready || in_flight.contains_key(&w.name)).count();
-    let limit = settings.limit(ready);
+    let schedulable =
+        snap.workers.iter().filter(|w| w.schedulable() || in_flight.contains_key(&w.name)).count();
+    let limit = settings.limit(ready, schedulable);
     let mut busy: BTreeSet<&str> =
         in_flight.keys().filter_map(|n| zones.get(n)).map(String::as_str).collect();
     let mut room = limit.saturating_sub(in_flight.len());
@@ -710,6 +780,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_never_cordons_every_schedulable_worker() {
+        // QA: concurrency 1000 without max_unavailable put all 7 workers in wave 1.
+        let (snap, zones) = cluster(7, |_| None);
+        let s = limits(1000, None);
+        let d = refill(&snap, &zones, &s, Claims::default(), &BTreeMap::new()).decide();
+        assert_eq!(d.start.len(), 6, "one of 7 schedulable workers stays up: {:?}", d.start);
+        let w = waves(&snap, &zones, v(T), &s);
+        assert_eq!(w.iter().map(Vec::len).collect::<Vec<_>>(), [6, 1]);
+        assert_eq!(plan_limit(&snap, &s), Limit { value: 6, capped: true });
+        assert_eq!(plan_limit(&snap, &s).to_string(), "limit 6: capped so one schedulable worker stays up");
+        // max_unavailable 100% is capped the same way.
+        assert_eq!(limits(1000, Some("100%")).limit(7, 7), 6);
+        // A worker cordoned by someone else is not there to take pods: it does not count.
+        let (mut snap, zones) = cluster(4, |_| None);
+        snap.workers[3].unschedulable = true;
+        let d = refill(&snap, &zones, &s, Claims::default(), &BTreeMap::new()).decide();
+        assert_eq!(d.start, names(&["k8s-node1", "k8s-node2"]));
+        // Below the cap nothing changes, and one or two workers still progress one at a time.
+        assert_eq!(limits(3, None).limit_of(10, 10), Limit { value: 3, capped: false });
+        assert_eq!(limits(4, None).limit_of(2, 2), Limit { value: 1, capped: true });
+        assert_eq!(limits(4, None).limit(1, 1), 1);
+        assert_eq!(limits(4, None).limit(3, 0), 1);
+    }
+
+    #[test]
     fn max_unavailable_as_a_percentage_rounds_down_but_never_below_one() {
         assert_eq!(MaxUnavailable::parse("25%").unwrap().resolve(10), 2);
         assert_eq!(MaxUnavailable::parse("25%").unwrap().resolve(3), 1);
@@ -719,8 +814,8 @@ mod tests {
         let d = refill(&snap, &zones, &s, Claims::default(), &BTreeMap::new()).decide();
         assert_eq!(d.start.len(), 5, "25% of 20 Ready workers");
         // The smaller limit wins either way.
-        assert_eq!(limits(2, Some("50%")).limit(20), 2);
-        assert_eq!(limits(1, None).limit(20), 1);
+        assert_eq!(limits(2, Some("50%")).limit(20, 20), 2);
+        assert_eq!(limits(1, None).limit(20, 20), 1);
     }
 
     #[test]
@@ -933,6 +1028,40 @@ mod tests {
     }
 
     #[test]
+    fn a_node_ahead_whose_drain_is_over_no_longer_goes_first() {
+        // k8s-node3 goes first, then k8s-node2, then k8s-node10 (claimed at the same second).
+        let mut c = claimed(&["k8s-node10", "k8s-node2"]);
+        c.in_flight.insert("k8s-node3".into(), t("2026-12-01T00:59:00Z"));
+        let draining = |name: &str| node(name).kubelet("v1.34.1").cordoned().build();
+        let started = |name: &str, target: &str| {
+            let record = crate::resume::UpgradeStarted::recorded(
+                crate::plan::Phase::Worker,
+                v(target),
+                t("2026-12-01T01:05:00Z"),
+            );
+            node(name)
+                .kubelet("v1.34.1")
+                .annotation(crate::resume::UPGRADE_STARTED_ANNOTATION, &record.value())
+                .build()
+        };
+        let behind = "k8s-node10";
+        // Both still draining (or about to): both go first.
+        let nodes = [draining("k8s-node3"), draining("k8s-node2")];
+        assert_eq!(c.draining_ahead_of(behind, &nodes), names(&["k8s-node2", "k8s-node3"]));
+        // k8s-node3's upgrade started (its drain is over); k8s-node2's kubelet is on target.
+        let nodes = [started("k8s-node3", T), node("k8s-node2").kubelet("v1.34.2").build()];
+        assert_eq!(c.draining_ahead_of(behind, &nodes), Vec::<String>::new());
+        // A record of another target, a kubelet on another version, a node not read: kept.
+        let nodes = [started("k8s-node3", "1.34.3"), node("k8s-node2").kubelet("v1.34.3").build()];
+        assert_eq!(c.draining_ahead_of(behind, &nodes), names(&["k8s-node2", "k8s-node3"]));
+        assert_eq!(c.draining_ahead_of(behind, &[]), names(&["k8s-node2", "k8s-node3"]));
+        // Without a target in the record nothing can be told over.
+        let blind = Claims { target: None, ..c.clone() };
+        let nodes = [node("k8s-node2").kubelet("v1.34.2").build()];
+        assert_eq!(blind.draining_ahead_of("k8s-node10", &nodes), names(&["k8s-node2", "k8s-node3"]));
+    }
+
+    #[test]
     fn settings_are_validated_where_they_enter() {
         assert!(Concurrency::new(0).is_err());
         assert!(Concurrency::new(MAX_CONCURRENCY + 1).is_err());
@@ -943,8 +1072,8 @@ mod tests {
         assert!(LabelKey::new("bad key").is_err());
         let w: WorkerSettings =
             serde_json::from_value(serde_json::json!({"concurrency": 8, "max_unavailable": "25%"})).unwrap();
-        assert_eq!(w.limit(100), 8);
-        assert_eq!(w.limit(8), 2);
+        assert_eq!(w.limit(100, 100), 8);
+        assert_eq!(w.limit(8, 8), 2);
         let w: WorkerSettings = serde_json::from_value(serde_json::json!({"max_unavailable": 3})).unwrap();
         assert_eq!(w.max_unavailable, Some(MaxUnavailable::Count(NonZeroU32::new(3).unwrap())));
         assert!(serde_json::from_value::<WorkerSettings>(serde_json::json!({"concurrency": 0})).is_err());
@@ -993,7 +1122,10 @@ mod tests {
                 max_unavailable: percent.map(MaxUnavailable::Percent),
                 ..WorkerSettings::default()
             };
-            let limit = s.limit(workers);
+            let limit = s.limit(workers, workers);
+            if workers >= 2 {
+                proptest::prop_assert!(limit < workers, "limit {} leaves no schedulable worker of {}", limit, workers);
+            }
             let jobs = BTreeMap::new();
             let d = refill(&snap, &zones, &s, Claims::default(), &jobs).decide();
             let mut claims = d.claims;

@@ -641,6 +641,70 @@ async fn eviction_honours_the_disruption_budget() {
     pods.evict("web-abc-1", &EvictParams::default()).await.unwrap();
 }
 
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A held start keeps a replacement Pending (and its budget short) until the test releases
+/// it; pods the selector does not match start as usual.
+#[tokio::test]
+async fn a_held_replacement_stays_pending_until_released() {
+    let srv =
+        TestApiServer::builder().time_scale(0.05).pod_start_delay(Duration::from_millis(20)).start().await;
+    web_fleet(&srv);
+    srv.insert(pdb("web").ns("apps").min_available(2).selector(&[("app", "web")]));
+    srv.insert(replicaset("api").ns("apps").replicas(1).labels(&[("app", "api")]).grace(1));
+    srv.insert(pod("api-0").ns("apps").on("n4").owned_by_replicaset("api").label("app", "api").grace(1));
+    srv.hold_pod_starts("apps", "app in (web)");
+    let pods: Api<Pod> = Api::namespaced(srv.client_without_retry(), "apps");
+    pods.evict("web-abc-0", &EvictParams::default()).await.unwrap();
+    pods.delete("api-0", &DeleteParams::default()).await.unwrap();
+    eventually("the web replacement held", || srv.held_pods().len() == 1).await;
+    let (ns, held) = srv.held_pods().remove(0);
+    assert_eq!(ns, "apps");
+    assert!(held.starts_with("web-abc-"), "{held}");
+    // The api replacement is not held: it starts after the delay.
+    eventually("the api replacement Ready", || {
+        srv.list::<Pod>(Some("apps")).iter().any(|p| {
+            p.metadata.name.as_deref().is_some_and(|n| n.starts_with("api-") && n != "api-0") && ready(p)
+        })
+    })
+    .await;
+    let p = srv.get::<Pod>(Some("apps"), &held).unwrap();
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    assert!(!ready(&p));
+    let blocked = api_err(pods.evict("web-abc-1", &EvictParams::default()).await.unwrap_err());
+    assert_eq!(blocked.code, 429, "the budget stays short while the start is held");
+
+    assert!(srv.release_pod("apps", &held));
+    assert!(!srv.release_pod("apps", &held), "released once");
+    assert!(srv.held_pods().is_empty());
+    assert!(ready(&srv.get::<Pod>(Some("apps"), &held).unwrap()));
+    let st = srv.get::<PodDisruptionBudget>(Some("apps"), "web").unwrap().status.unwrap();
+    assert_eq!((st.current_healthy, st.disruptions_allowed), (3, 1));
+    pods.evict("web-abc-1", &EvictParams::default()).await.unwrap();
+    eventually("the second web replacement held", || srv.held_pods().len() == 1).await;
+    // Without holds, what was held starts and the next replacement starts by itself.
+    srv.release_holds();
+    assert!(srv.held_pods().is_empty());
+    pods.evict("web-abc-2", &EvictParams::default()).await.unwrap();
+    eventually("every web replica Ready", || {
+        srv.list::<Pod>(Some("apps"))
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.metadata.name.as_deref().unwrap().starts_with("web-")
+            })
+            .filter(|p| ready(p))
+            .count()
+            == 3
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn eviction_edge_cases() {
     let srv = TestApiServer::builder().time_scale(0.01).start().await;

@@ -38,6 +38,13 @@ locals {
   post_upgrade_configmaps = distinct([
     for s in try(tolist(local.hooks.post_control_plane_scripts), []) : s.configmap_name
   ])
+  # hooks.quiesce_deployments as namespace => Deployment names: the chain may patch those
+  # Deployments only, each in its own namespace (rbac.tf, role "quiesce").
+  quiesce_list = try(tolist(local.hooks.quiesce_deployments), [])
+  quiesce_deployments = {
+    for ns in distinct([for d in local.quiesce_list : d.namespace]) :
+    ns => sort(distinct([for d in local.quiesce_list : d.name if d.namespace == ns]))
+  }
 
   config_text = coalesce(var.config_yaml, "# k8s-upgrade-chain: every key at its default (docs/configuration.md)\n")
 
@@ -83,6 +90,11 @@ output "etcd_backup_namespace" {
 output "post_upgrade_configmaps" {
   description = "ConfigMaps of `hooks.post_control_plane_scripts` (read by name, cluster-wide)."
   value       = local.post_upgrade_configmaps
+}
+
+output "quiesce_deployments" {
+  description = "Deployments of `hooks.quiesce_deployments`, as namespace => names (patched by name, in their namespace)."
+  value       = local.quiesce_deployments
 }
 
 output "config_map_data" {

@@ -68,9 +68,10 @@ pub struct View<'a> {
 pub struct Shared<'a> {
     /// The node drained.
     pub node: &'a str,
-    /// The nodes in flight that go first (claimed earlier; ties by name): one order every
-    /// drain computes alike from the claim record, so two drains deciding at the same moment
-    /// never both take a pod of one PDB.
+    /// The nodes in flight that go first (claimed earlier; ties by name) and whose drain is
+    /// not over: one order every drain computes alike from the claim record
+    /// ([`crate::waves::Claims::draining_ahead_of`]), so two drains deciding at the same
+    /// moment never both take a pod of one PDB.
     pub ahead: &'a [String],
 }
 
@@ -231,13 +232,16 @@ pub fn decide(pod: &Pod, view: &View<'_>, rules: &Rules) -> Decision {
 }
 
 /// With other nodes drained at the same time, a direct deletion under a PDB that allows no
-/// disruption (or under several PDBs) keeps to what a drain of this node alone may do: every
-/// pod of each PDB that is *not* on this node must be healthy, as many as the PDB expects, so
-/// the deletion takes away only pods of this node. A pod another drain deleted a moment ago,
-/// whose replacement is not Ready yet, makes this drain wait for it instead of taking a second
-/// pod down. Counted from the pods (the status may lag behind a deletion). `Some` names what
-/// is short; `None`: the deletion is within what one node's drain may do. The not-Ready
-/// fallback is not limited: a pod that is not Ready counts toward no budget.
+/// disruption (or under several PDBs) keeps to what a drain of this node alone may do: the pods
+/// of each PDB that are *not* on this node must be healthy, as many as the PDB expects less the
+/// Ready pods this node holds, so the deletions take away only this node's healthy pods. A pod
+/// another drain deleted a moment ago, whose replacement is not Ready yet, makes this drain
+/// wait for it instead of taking a second pod down; so does that replacement when it landed on
+/// this very node before its cordon: a pod here that is not Ready is no healthy pod this drain
+/// takes away, it stands for the other drain's. Counted from the pods (the status may lag
+/// behind a deletion). `Some` names what is short; `None`: the deletion is within what one
+/// node's drain may do. The not-Ready fallback is not limited: a pod that is not Ready counts
+/// toward no budget.
 ///
 /// Two drains reading the pods at the same moment would both see every pod healthy; so a
 /// drain also waits while a node that goes first ([`Shared::ahead`]) still holds a pod of the
@@ -263,10 +267,10 @@ pub fn shared_budget_short(
         }
         let expected = budget.status.as_ref().map_or(0, |s| s.expected_pods);
         let selected: Vec<&Pod> = pods.iter().filter(|q| pdb::selects(budget, q)).collect();
-        let here = selected.iter().filter(|q| on_node(q) && !is_terminating(q)).count() as i32;
-        let healthy_elsewhere =
-            selected.iter().filter(|q| !on_node(q) && is_ready(q) && !is_terminating(q)).count() as i32;
-        let want = expected - here;
+        let healthy = |q: &Pod| is_ready(q) && !is_terminating(q);
+        let healthy_here = selected.iter().filter(|q| on_node(q) && healthy(q)).count() as i32;
+        let healthy_elsewhere = selected.iter().filter(|q| !on_node(q) && healthy(q)).count() as i32;
+        let want = expected - healthy_here;
         let first = selected
             .iter()
             .filter(|q| !is_terminating(q))
@@ -614,6 +618,38 @@ mod tests {
             matches!(&d, Decision::Delete { fallback, .. } if fallback.kind == FallbackKind::Unhealthy),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn with_other_drains_in_flight_an_unready_replacement_on_this_node_is_not_its_own_to_take() {
+        // Three replicas under minAvailable 3 (deadlocked), on k8s-node1..3. k8s-node1's drain
+        // deleted web-a; its replacement web-a2 landed on k8s-node2 before that node's cordon
+        // and is not Ready yet. Deleting web-b now would leave 1 of 3 healthy: two nodes' worth.
+        let pdbs = [pdb((0, 2, 3, 3))];
+        let b = on(web("web-b"), "k8s-node2");
+        let c = on(web("web-c"), "k8s-node3");
+        let pods = vec![on(web("web-a2").not_ready(), "k8s-node2"), b.clone(), c.clone()];
+        let ahead = ["k8s-node1".to_string()];
+        let v = View {
+            pdbs: &pdbs,
+            pods: Some(&pods),
+            namespace_terminating: false,
+            shared_with_other_drains: Some(Shared { node: "k8s-node2", ahead: &ahead }),
+        };
+        let d = decide(&b, &v, &RULES);
+        let Decision::Wait(Hold::SharedBudget { short, .. }) = &d else { panic!("{d:?}") };
+        assert_eq!(
+            short,
+            &["web (1 of 2 pods off this node healthy: another drain's pod is not replaced yet)"]
+        );
+        // The replacement went (evicted from here, Pending) and its own is Ready elsewhere.
+        let replaced = vec![b.clone(), c.clone(), on(web("web-a3"), "k8s-node4")];
+        let d = decide(&b, &View { pods: Some(&replaced), ..v }, &RULES);
+        assert!(matches!(d, Decision::Delete { .. }), "{d:?}");
+        // Two Ready pods here are both this node's to take: one healthy pod off it is enough.
+        let two_here = vec![b.clone(), on(web("web-b2"), "k8s-node2"), c];
+        let d = decide(&b, &View { pods: Some(&two_here), ..v }, &RULES);
+        assert!(matches!(d, Decision::Delete { .. }), "{d:?}");
     }
 
     #[test]

@@ -37,7 +37,9 @@
 //!   [`TestApiServer::set_kubelet_version`], [`TestApiServer::set_pod_ready`],
 //!   [`TestApiServer::set_pod_phase`], [`TestApiServer::compact`] (forces 410 on old
 //!   resourceVersions), [`TestApiServer::wait_until`], [`TestApiServer::missing_image`] (Job
-//!   pods using that image end in `ImagePullBackOff`). A pod (or workload template) annotated
+//!   pods using that image end in `ImagePullBackOff`), [`TestApiServer::hold_pod_starts`]
+//!   (matching replacement pods stay Pending until [`TestApiServer::release_pod`]: a slow
+//!   kubelet, with no timing). A pod (or workload template) annotated
 //!   [`CRASH_LOOP_ANNOTATION`] `"true"` is started by the simulated kubelet as a crash-looping
 //!   pod: Running, never Ready.
 //! * Watch budgets: [`TestApiServer::budget_breaches`] lists every PDB an API pod DELETE or
@@ -762,6 +764,53 @@ impl TestApiServer {
     /// `ImagePullBackOff` with the kubelet's message `Back-off pulling image "<image>"`.
     pub fn missing_image(&self, image: &str) {
         self.state().missing_images.insert(image.to_string());
+    }
+
+    /// Holds the start of the pods of namespace `ns` whose labels match `selector` (label
+    /// selector syntax: `app=db`, `app in (db,api)`): from now on such a pod (a ReplicaSet's or
+    /// StatefulSet's replacement, or one created through the API on a node) stays `Pending`
+    /// after [`Builder::pod_start_delay`] instead of becoming Running and Ready, until
+    /// [`Self::release_pod`] or [`Self::release_holds`] starts it. A kubelet slow to pull the
+    /// image does the same: a test keeps a replacement not Ready exactly as long as it needs,
+    /// without timing. Panics on a selector that does not parse.
+    pub fn hold_pod_starts(&self, ns: &str, selector: &str) {
+        let sel = selector::LabelSelector::parse(selector)
+            .unwrap_or_else(|e| panic!("hold_pod_starts: bad selector {selector:?}: {e}"));
+        self.state().holds.push((ns.to_string(), sel));
+    }
+
+    /// The pods whose start is held now, as `(namespace, name)`, in the order their starts
+    /// came due (see [`Self::hold_pod_starts`]).
+    pub fn held_pods(&self) -> Vec<(String, String)> {
+        let st = self.state();
+        st.held
+            .iter()
+            .filter_map(|uid| st.by_uid(uid))
+            .map(|(_, p)| {
+                let meta = |k: &str| p["metadata"][k].as_str().unwrap_or_default().to_string();
+                (meta("namespace"), meta("name"))
+            })
+            .collect()
+    }
+
+    /// Starts the held pod `ns/name` now: Running and Ready (crash-looping if its annotation
+    /// says so), PDBs recomputed. False when that pod's start is not held.
+    pub fn release_pod(&self, ns: &str, name: &str) -> bool {
+        let mut st = self.state();
+        let Some(uid) = st.get(resources::PODS, ns, name).and_then(|p| p["metadata"]["uid"].as_str()) else {
+            return false;
+        };
+        let uid = uid.to_string();
+        st.release_held(&uid)
+    }
+
+    /// Removes every hold ([`Self::hold_pod_starts`]) and starts every pod held.
+    pub fn release_holds(&self) {
+        let mut st = self.state();
+        st.holds.clear();
+        for uid in st.held.clone() {
+            st.release_held(&uid);
+        }
     }
 
     /// Adds a fault (see [`Fault`]); faults are checked in insertion order.

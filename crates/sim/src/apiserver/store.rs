@@ -95,6 +95,10 @@ pub(crate) struct State {
     /// Images the registry does not have: a Job pod using one never starts (the kubelet
     /// reports `ImagePullBackOff`).
     pub missing_images: HashSet<String>,
+    /// Pod starts held (`TestApiServer::hold_pod_starts`): namespace and label selector.
+    pub holds: Vec<(String, LabelSelector)>,
+    /// UIDs of the pods whose start is held, in the order their starts came due.
+    pub held: Vec<String>,
     pub opts: Options,
     tx: broadcast::Sender<Arc<Event>>,
     weak: Weak<Shared>,
@@ -244,6 +248,8 @@ impl State {
             rr: 0,
             breaches: Vec::new(),
             missing_images: HashSet::new(),
+            holds: Vec::new(),
+            held: Vec::new(),
             opts,
             tx,
             weak,
@@ -1000,8 +1006,38 @@ impl State {
         if terminating(&pod) || phase(&pod) != "Pending" {
             return;
         }
-        let (ns, name) = (ns_of(&pod).to_string(), name_of(&pod).to_string());
-        let ips = self.pod_ips(&pod);
+        let held = self
+            .holds
+            .iter()
+            .any(|(ns, sel)| ns == ns_of(&pod) && sel.matches(pod.pointer("/metadata/labels")));
+        if held {
+            if !self.held.iter().any(|h| h == uid) {
+                self.held.push(uid.to_string());
+            }
+            return;
+        }
+        self.start_pod(&pod);
+    }
+
+    /// Starts a held pod now (`TestApiServer::release_pod`); false if it is not held (any more).
+    pub(crate) fn release_held(&mut self, uid: &str) -> bool {
+        let Some(i) = self.held.iter().position(|h| h == uid) else {
+            return false;
+        };
+        self.held.remove(i);
+        match self.by_uid(uid).map(|(r, v)| (r, v.clone())) {
+            Some((PODS, pod)) if !terminating(&pod) && phase(&pod) == "Pending" => {
+                self.start_pod(&pod);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The kubelet has started the pod's containers: Running and Ready (or crash-looping).
+    fn start_pod(&mut self, pod: &Value) {
+        let (ns, name) = (ns_of(pod).to_string(), name_of(pod).to_string());
+        let ips = self.pod_ips(pod);
         let crashing = pod
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(crate::apiserver::CRASH_LOOP_ANNOTATION))
