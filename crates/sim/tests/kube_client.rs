@@ -846,6 +846,66 @@ async fn watch_from_a_resource_version_and_410() {
     }
 }
 
+/// Collects a watch until its timeout: the names of the ADDED events, or the 410 Status.
+async fn watched<K>(api: &Api<K>, rv: &str) -> Result<Vec<String>, kube::core::Status>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut names = Vec::new();
+    let mut s = api.watch(&WatchParams::default().timeout(1), rv).await.unwrap().boxed();
+    while let Some(ev) = s.next().await {
+        match ev.unwrap() {
+            WatchEvent::Added(o) => names.push(o.meta().name.clone().unwrap_or_default()),
+            WatchEvent::Error(st) => return Err(*st),
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+#[tokio::test]
+async fn each_resource_keeps_its_own_bounded_window_and_older_watches_get_410() {
+    // A window of 100 events: the 150 ConfigMap changes push the first 50 out.
+    let srv = TestApiServer::builder().history_limit(100).start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(srv.client(), "default");
+    let start = srv.resource_version();
+    srv.insert(configmap("default", "cm-0", &[]));
+    let first = srv.resource_version();
+    for i in 1..150 {
+        srv.insert(configmap("default", &format!("cm-{i}"), &[]));
+    }
+    let cm50 = srv.get_value::<ConfigMap>(Some("default"), "cm-50").unwrap();
+    let oldest_kept: u64 = cm50["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+
+    // Older than the oldest kept minus one: the watch cache's 410, with its numbers.
+    let st = watched(&cms, &start.to_string()).await.unwrap_err();
+    assert_eq!((st.code, st.reason.as_str()), (410, "Expired"));
+    assert_eq!(st.message, format!("too old resource version: {start} ({})", oldest_kept - 1));
+    assert!(watched(&cms, &first.to_string()).await.is_err());
+    // From the oldest kept minus one on, every later change is served.
+    let served = watched(&cms, &(oldest_kept - 1).to_string()).await.unwrap();
+    assert_eq!(served.len(), 100);
+    assert_eq!(served.first().map(String::as_str), Some("cm-50"));
+
+    // Other resources keep their own window: nothing of theirs was dropped.
+    let nodes: Api<Node> = Api::all(srv.client());
+    srv.insert(node("k8s-node1").ready());
+    assert_eq!(watched(&nodes, &start.to_string()).await.unwrap(), ["k8s-node1"]);
+}
+
+#[tokio::test]
+async fn a_window_of_fresh_events_grows_instead_of_dropping_them() {
+    // The default window starts at 100 events and doubles while its oldest is younger than
+    // 75 s: 150 changes made at once are all kept.
+    let srv = TestApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(srv.client(), "default");
+    let start = srv.resource_version();
+    for i in 0..150 {
+        srv.insert(configmap("default", &format!("cm-{i}"), &[]));
+    }
+    assert_eq!(watched(&cms, &start.to_string()).await.unwrap().len(), 150);
+}
+
 #[tokio::test]
 async fn kube_runtime_watcher_and_await_condition() {
     let srv = TestApiServer::builder().time_scale(0.01).start().await;

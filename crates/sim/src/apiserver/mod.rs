@@ -75,8 +75,13 @@
 //!   `allowWatchBookmarks` (a BOOKMARK at the end of the timeout, and the
 //!   `k8s.io/initial-events-end` bookmark for `sendInitialEvents=true`), label/field
 //!   selectors (an object leaving/entering the selection is delivered as DELETED/ADDED, like
-//!   the watch cache). A resourceVersion older than the retained history gets an ERROR event
-//!   with a 410 `Expired` Status `too old resource version: X (Y)`. Works with
+//!   the watch cache). Each resource keeps its own window of recent events, sized as
+//!   upstream's watch cache sizes it (`watch_cache.go`, v1.28): 100 events at first, doubled
+//!   (up to 102,400, [`Builder::history_limit`]) while the oldest is younger than 75 s (times
+//!   the time scale, on the runtime's clock), halved (down to 100) when even the newest quarter
+//!   is older, else the oldest dropped. A resourceVersion older than the oldest kept minus one
+//!   gets an ERROR event with a 410 `Expired` Status `too old resource version: X (Y)`, Y being
+//!   the oldest kept minus one. Works with
 //!   `kube::runtime::watcher` and `kube::runtime::wait::await_condition`.
 //! * Server-side apply: `fieldManager` required (422 Invalid on `PatchOptions.meta.k8s.io`,
 //!   as `ValidatePatchOptions` answers; `force` on a non-apply patch is 422 too), `force`,
@@ -138,7 +143,9 @@
 //!   `addConditionAndDeletePod`'s wording. Success is 201
 //!   `{"kind":"Status",...,"status":"Success","code":201}`. `dryRun` honoured.
 //! * Disruption controller (pkg/controller/disruption): PDB status recomputed on every pod
-//!   change (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods,
+//!   change that can move it (each PDB's selector is parsed once and the pods it selects are
+//!   kept in an index on every write, as the controller's informer caches would, so a sync
+//!   costs that PDB's pods, not a scan of its namespace) (currentHealthy, desiredHealthy, expectedPods, disruptionsAllowed, disruptedPods,
 //!   observedGeneration, `DisruptionAllowed` condition SufficientPods/InsufficientPods) after
 //!   `getExpectedPodCount`: integer `minAvailable` expects the number of matching pods;
 //!   `maxUnavailable` or a percentage sums the replicas of the pods' controllers (ReplicaSet,
@@ -218,6 +225,7 @@
 
 mod defaults;
 pub mod fixtures;
+mod history;
 mod patch;
 mod resources;
 pub mod scheduler;
@@ -409,7 +417,7 @@ impl Default for Builder {
             time_scale: 1.0,
             controllers: true,
             pod_start_delay: Duration::from_millis(200),
-            history_limit: 100_000,
+            history_limit: history::UPPER_BOUND,
             server_version: "v1.33.5".into(),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             namespace_cleanup_delay: Duration::ZERO,
@@ -418,7 +426,8 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Multiplies every grace period (pods vanish after `grace * scale` real seconds).
+    /// Multiplies every grace period (pods vanish after `grace * scale` real seconds) and the
+    /// 75 s for which each resource's watch cache keeps its events.
     /// Default 1.0; e.g. 0.01 turns a 30 s grace into 300 ms.
     pub fn time_scale(mut self, scale: f64) -> Self {
         self.time_scale = scale;
@@ -436,8 +445,10 @@ impl Builder {
         self.pod_start_delay = d;
         self
     }
-    /// How many watch events are retained for watches that resume from a resourceVersion
-    /// (older ones get 410). Default 100,000.
+    /// The most watch events each resource keeps for watches that resume from a
+    /// resourceVersion (the upper bound of its watch cache window; older resourceVersions get
+    /// 410). Default 102,400, upstream's; the window keeps between 100 (or `n`, if smaller) and
+    /// `n` events, as many as the last 75 s times the time scale hold (see the crate docs).
     pub fn history_limit(mut self, n: usize) -> Self {
         self.history_limit = n.max(1);
         self
@@ -670,7 +681,7 @@ impl TestApiServer {
     ) -> Option<Value> {
         let res = res_of::<K>();
         let ns = if resources::RESOURCES[res].namespaced { ns.unwrap_or("default") } else { "" };
-        self.state().modify(res, ns, name, f)
+        self.state().modify(res, ns, name, f).map(|v| Value::clone(&v))
     }
 
     /// Deletes through the same path as an API DELETE with default options (pods get their

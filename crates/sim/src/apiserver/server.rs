@@ -740,20 +740,17 @@ fn watch(inner: &Arc<Inner>, t: &Target, params: &HashMap<String, String>, parti
                 first.push(event_line("BOOKMARK", &json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": {"resourceVersion": st.rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}})));
             }
         } else if let Some(rv) = rv_param {
-            match st.events_since(rv) {
-                Some(evs) => {
+            match st.events_since(res, rv) {
+                Ok(evs) => {
                     for ev in evs {
                         if let Some(line) = render(&ev, res, ns.as_deref(), &sel, partial) {
                             first.push(line);
                         }
                     }
                 }
-                None => {
-                    let e = ApiError::expired(format!(
-                        // The watch cache's message: the requested and the oldest kept - 1.
-                        "too old resource version: {rv} ({})",
-                        st.oldest_rv
-                    ));
+                Err(oldest) => {
+                    // The watch cache's message: the requested and the oldest kept - 1.
+                    let e = ApiError::expired(format!("too old resource version: {rv} ({oldest})"));
                     first.push(event_line("ERROR", &e.body));
                     expired = true;
                 }

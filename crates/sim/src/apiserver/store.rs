@@ -2,6 +2,7 @@
 //! StatefulSet, disruption, garbage collector). Everything runs under one lock; timers are
 //! tokio tasks that take the lock again when they fire.
 
+use crate::apiserver::history::{EVENT_FRESH, History};
 use crate::apiserver::patch;
 use crate::apiserver::resources::{
     DEPLOYMENTS, JOBS, NAMESPACES, NODES, PDBS, PODS, REPLICASETS, RESOURCES, STATEFULSETS,
@@ -9,7 +10,7 @@ use crate::apiserver::resources::{
 use crate::apiserver::selector::LabelSelector;
 use crate::apiserver::status::{self, ApiError};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -24,17 +25,20 @@ pub(crate) struct Options {
     pub namespace_cleanup_delay: Duration,
 }
 
-/// One change, as watches see it.
+/// One change, as watches see it. The objects are shared with the store and with the
+/// neighbouring events of the same object: an event costs no copy of them.
 #[derive(Debug)]
 pub(crate) struct Event {
     pub rv: u64,
     pub typ: &'static str,
     pub res: usize,
     pub ns: String,
-    pub obj: Value,
+    pub obj: Arc<Value>,
     /// The object before the change (None for ADDED): label/field-filtered watches turn a
     /// change that leaves or enters the selection into DELETED / ADDED, as the watch cache does.
-    pub prev: Option<Value>,
+    pub prev: Option<Arc<Value>>,
+    /// When it was recorded (the runtime's clock: simulated time under a paused clock).
+    pub at: tokio::time::Instant,
 }
 
 /// What a delete did.
@@ -56,17 +60,32 @@ pub(crate) struct DeleteOpts {
     pub dry_run: bool,
 }
 
+/// The disruption controller's index of one PodDisruptionBudget: its selector, parsed once,
+/// and the names of the pods of its namespace that the selector matches. Kept in step with
+/// every stored pod and budget change (as upstream's controller reads its informers' caches),
+/// so a sync costs the budget's own pods instead of a scan of its namespace on every pod
+/// change.
+#[derive(Debug)]
+struct Budget {
+    /// None for a null or unparsable selector (selects nothing).
+    selector: Option<LabelSelector>,
+    pods: BTreeSet<String>,
+}
+
 pub(crate) struct Shared {
     pub state: Mutex<State>,
 }
 
 pub(crate) struct State {
     pub rv: u64,
-    objs: Vec<BTreeMap<(String, String), Value>>,
+    /// The stored objects by resource index, then (namespace, name). Shared (`Arc`) with the
+    /// watch events that carry them.
+    objs: Vec<BTreeMap<(String, String), Arc<Value>>>,
     uids: HashMap<String, (usize, String, String)>,
-    history: VecDeque<Arc<Event>>,
-    /// Watches from a resourceVersion below this get 410 Gone.
-    pub oldest_rv: u64,
+    /// Each resource's window of recent events (the watch cache's), by resource index.
+    history: Vec<History>,
+    /// Every PDB's parsed selector and pods, by namespace then name (see [`Budget`]).
+    budgets: HashMap<String, BTreeMap<String, Budget>>,
     pub logs: HashMap<(String, String), String>,
     /// Pods whose simulated kubelet has finished: removed as soon as their finalizers are gone.
     killed: HashSet<String>,
@@ -216,12 +235,14 @@ impl State {
         weak: Weak<Shared>,
         handle: tokio::runtime::Handle,
     ) -> Self {
+        // Upstream keeps 75 s of events; the simulated cluster's time runs at the time scale.
+        let fresh = EVENT_FRESH.mul_f64(opts.time_scale.max(0.0));
         let mut s = Self {
             rv: 1,
             objs: vec![BTreeMap::new(); RESOURCES.len()],
             uids: HashMap::new(),
-            history: VecDeque::new(),
-            oldest_rv: 0,
+            history: (0..RESOURCES.len()).map(|_| History::new(opts.history_limit, fresh, 1)).collect(),
+            budgets: HashMap::new(),
             logs: HashMap::new(),
             killed: HashSet::new(),
             rr: 0,
@@ -259,6 +280,10 @@ impl State {
     // ----- reads -----
 
     pub(crate) fn get(&self, res: usize, ns: &str, name: &str) -> Option<&Value> {
+        self.get_shared(res, ns, name).map(|v| &**v)
+    }
+
+    fn get_shared(&self, res: usize, ns: &str, name: &str) -> Option<&Arc<Value>> {
         self.objs[res].get(&(ns.to_string(), name.to_string()))
     }
 
@@ -272,9 +297,10 @@ impl State {
             Some(ns) => Box::new(
                 self.objs[res]
                     .range((ns.to_string(), String::new())..)
-                    .take_while(move |((n, _), _)| n == ns),
+                    .take_while(move |((n, _), _)| n == ns)
+                    .map(|(k, v)| (k, &**v)),
             ),
-            None => Box::new(self.objs[res].iter()),
+            None => Box::new(self.objs[res].iter().map(|(k, v)| (k, &**v))),
         }
     }
 
@@ -286,7 +312,7 @@ impl State {
         after: (String, String),
     ) -> Box<dyn Iterator<Item = (&'a (String, String), &'a Value)> + 'a> {
         use std::ops::Bound;
-        let it = self.objs[res].range((Bound::Excluded(after), Bound::Unbounded));
+        let it = self.objs[res].range((Bound::Excluded(after), Bound::Unbounded)).map(|(k, v)| (k, &**v));
         match ns {
             Some(ns) => Box::new(it.take_while(move |((n, _), _)| n == ns)),
             None => Box::new(it),
@@ -298,28 +324,30 @@ impl State {
         self.get(*res, ns, name).map(|v| (*res, v))
     }
 
-    /// Events after `rv` (exclusive), or None if some are no longer retained.
-    pub(crate) fn events_since(&self, rv: u64) -> Option<Vec<Arc<Event>>> {
-        if rv < self.oldest_rv {
-            return None;
-        }
-        let start = self.history.partition_point(|e| e.rv <= rv);
-        Some(self.history.iter().skip(start).cloned().collect())
+    /// Events of resource `res` after `rv` (exclusive), or `Err(oldest - 1)` when `rv` is
+    /// older than that resource's window (see `history`).
+    pub(crate) fn events_since(&self, res: usize, rv: u64) -> Result<Vec<Arc<Event>>, u64> {
+        self.history[res].since(rv)
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }
 
-    /// Drops the whole event history: any watch from an older resourceVersion gets 410.
+    /// Drops every resource's event window, as a relist of each watch cache at the current
+    /// resourceVersion would: any watch from an older resourceVersion gets 410.
     pub(crate) fn compact(&mut self) {
-        self.history.clear();
-        self.oldest_rv = self.rv;
+        let rv = self.rv;
+        for h in &mut self.history {
+            h.relist(rv);
+        }
     }
 
     // ----- low-level writes -----
 
-    fn commit(&mut self, res: usize, mut obj: Value, prev: Option<Value>) -> Value {
+    /// Stores `obj` (added, or replacing the stored object of its name) under a new
+    /// resourceVersion, records the event and runs the controllers.
+    fn commit(&mut self, res: usize, mut obj: Value) -> Arc<Value> {
         self.rv += 1;
         let rv = self.rv;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
@@ -329,27 +357,41 @@ impl State {
         if !u.is_empty() {
             self.uids.insert(u, (res, ns.clone(), name.clone()));
         }
-        self.objs[res].insert((ns.clone(), name), obj.clone());
+        let obj = Arc::new(obj);
+        let prev = self.objs[res].insert((ns.clone(), name), obj.clone());
+        self.index(res, prev.as_deref(), Some(&obj));
         let typ = if prev.is_some() { "MODIFIED" } else { "ADDED" };
-        self.record(Event { rv, typ, res, ns, obj: obj.clone(), prev: prev.clone() });
-        self.react(res, prev.as_ref(), Some(&obj));
+        self.record(Event {
+            rv,
+            typ,
+            res,
+            ns,
+            obj: obj.clone(),
+            prev: prev.clone(),
+            at: tokio::time::Instant::now(),
+        });
+        self.react(res, prev.as_deref(), Some(&obj));
         obj
     }
 
-    fn erase(&mut self, res: usize, ns: &str, name: &str) -> Option<Value> {
-        let mut obj = self.objs[res].remove(&(ns.to_string(), name.to_string()))?;
+    fn erase(&mut self, res: usize, ns: &str, name: &str) -> Option<Arc<Value>> {
+        let prev = self.objs[res].remove(&(ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let rv = self.rv;
-        self.uids.remove(uid_of(&obj));
-        self.killed.remove(uid_of(&obj));
+        self.uids.remove(uid_of(&prev));
+        self.killed.remove(uid_of(&prev));
+        self.index(res, Some(&prev), None);
+        let mut obj = Value::clone(&prev);
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+        let obj = Arc::new(obj);
         self.record(Event {
             rv,
             typ: "DELETED",
             res,
             ns: ns.to_string(),
             obj: obj.clone(),
-            prev: Some(obj.clone()),
+            prev: Some(prev),
+            at: tokio::time::Instant::now(),
         });
         self.react(res, Some(&obj), None);
         Some(obj)
@@ -357,12 +399,7 @@ impl State {
 
     fn record(&mut self, ev: Event) {
         let ev = Arc::new(ev);
-        self.history.push_back(ev.clone());
-        while self.history.len() > self.opts.history_limit {
-            if let Some(old) = self.history.pop_front() {
-                self.oldest_rv = old.rv;
-            }
-        }
+        self.history[ev.res].push(ev.clone());
         let _ = self.tx.send(ev);
     }
 
@@ -407,7 +444,7 @@ impl State {
         }
         let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}});
         self.prepare_new(NAMESPACES, &mut obj);
-        self.commit(NAMESPACES, obj, None);
+        self.commit(NAMESPACES, obj);
     }
 
     // ----- seeding (test side) -----
@@ -425,19 +462,19 @@ impl State {
             String::new()
         };
         self.ensure_namespace(&ns);
-        let prev = self.get(res, &ns, name_of(&obj)).cloned();
-        if let Some(p) = &prev {
+        if let Some(p) = self.get(res, &ns, name_of(&obj))
             // Keep identity across a re-insert unless the caller set a new uid.
-            if obj.pointer("/metadata/uid") != p.pointer("/metadata/uid") {
-                self.uids.remove(uid_of(p));
-            }
+            && obj.pointer("/metadata/uid") != p.pointer("/metadata/uid")
+        {
+            let old = uid_of(p).to_string();
+            self.uids.remove(&old);
         }
-        let out = self.commit(res, obj, prev);
+        let out = self.commit(res, obj);
         if res == PDBS {
             self.recompute_pdb(&ns, name_of(&out));
-            return self.get(res, &ns, name_of(&out)).cloned().unwrap_or(out);
+            return self.get(res, &ns, name_of(&out)).cloned().unwrap_or_else(|| Value::clone(&out));
         }
-        out
+        Value::clone(&out)
     }
 
     /// Replaces an object through a closure (test drivers); returns the new object.
@@ -447,14 +484,14 @@ impl State {
         ns: &str,
         name: &str,
         f: impl FnOnce(&mut Value),
-    ) -> Option<Value> {
-        let prev = self.get(res, ns, name)?.clone();
-        let mut next = prev.clone();
+    ) -> Option<Arc<Value>> {
+        let prev = self.get_shared(res, ns, name)?.clone();
+        let mut next = Value::clone(&prev);
         f(&mut next);
-        if next == prev {
+        if next == *prev {
             return Some(prev);
         }
-        let out = self.commit(res, next, Some(prev));
+        let out = self.commit(res, next);
         if terminating(&out) && finalizers_empty(&out) && (res != PODS || self.killed.contains(uid_of(&out)))
         {
             self.erase(res, ns, name);
@@ -532,7 +569,7 @@ impl State {
             meta_mut(&mut obj).remove("resourceVersion");
             return Ok(obj);
         }
-        let created = self.commit(res, obj, None);
+        let created = self.commit(res, obj);
         let (ns, name) = (ns_of(&created).to_string(), name_of(&created).to_string());
         match res {
             JOBS if self.opts.controllers => self.run_job(&ns, &name),
@@ -540,7 +577,7 @@ impl State {
             PDBS => self.recompute_pdb(&ns, &name),
             _ => {}
         }
-        Ok(self.get(res, &ns, &name).cloned().unwrap_or(created))
+        Ok(self.get(res, &ns, &name).cloned().unwrap_or_else(|| Value::clone(&created)))
     }
 
     /// Replace an existing object with `next` (PUT, patches, SSA updates). `sub` = subresource.
@@ -685,17 +722,17 @@ impl State {
         if dry_run || next == prev {
             return Ok(if next == prev { prev } else { next });
         }
-        let out = self.commit(res, next, Some(prev));
+        let out = self.commit(res, next);
         if terminating(&out) && finalizers_empty(&out) && (res != PODS || self.killed.contains(uid_of(&out)))
         {
             self.erase(res, ns, name);
-            return Ok(out);
+            return Ok(Value::clone(&out));
         }
         if res == PDBS {
             self.recompute_pdb(ns, name);
-            return Ok(self.get(res, ns, name).cloned().unwrap_or(out));
+            return Ok(self.get(res, ns, name).cloned().unwrap_or_else(|| Value::clone(&out)));
         }
-        Ok(out)
+        Ok(Value::clone(&out))
     }
 
     /// DELETE of one object.
@@ -767,12 +804,12 @@ impl State {
                 {
                     a.push(json!("foregroundDeletion"));
                 }
-                let marked = self.commit(res, next, Some(obj));
+                let marked = self.commit(res, next);
                 self.delete_dependents(ns, &uid);
                 self.gc_foreground(&uid);
                 Ok(match self.by_uid(&uid) {
                     Some((_, v)) => Deleted::Marked(v.clone()),
-                    None => Deleted::Marked(marked),
+                    None => Deleted::Marked(Value::clone(&marked)),
                 })
             }
             "Orphan" => {
@@ -789,14 +826,14 @@ impl State {
                 {
                     a.push(json!("orphan"));
                 }
-                let out = self.commit(res, next, Some(obj));
+                let out = self.commit(res, next);
                 let uid = uid.clone();
                 self.after(Duration::from_millis(1), move |st| st.finish_orphan(&uid));
-                Ok(Deleted::Marked(out))
+                Ok(Deleted::Marked(Value::clone(&out)))
             }
             _ => {
                 if finalizers_empty(&obj) {
-                    let gone = self.erase(res, ns, name).unwrap_or(obj);
+                    let gone = self.erase(res, ns, name).map_or(obj, |g| Value::clone(&g));
                     self.delete_dependents(ns, &uid);
                     Ok(Deleted::Removed(gone))
                 } else {
@@ -804,9 +841,9 @@ impl State {
                     let m = meta_mut(&mut next);
                     m.insert("deletionTimestamp".into(), json!(now_str()));
                     m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                    let out = self.commit(res, next, Some(obj));
+                    let out = self.commit(res, next);
                     self.delete_dependents(ns, &uid);
-                    Ok(Deleted::Marked(out))
+                    Ok(Deleted::Marked(Value::clone(&out)))
                 }
             }
         }
@@ -837,7 +874,7 @@ impl State {
             meta_mut(&mut next).insert("deletionTimestamp".into(), json!(now_str()));
             meta_mut(&mut next).insert("deletionGracePeriodSeconds".into(), json!(0));
             next["status"] = json!({"phase": "Terminating"});
-            self.commit(NAMESPACES, next, Some(obj.clone()));
+            self.commit(NAMESPACES, next);
             let delay = self.opts.namespace_cleanup_delay;
             if delay.is_zero() {
                 self.namespace_cleanup(&name);
@@ -911,14 +948,14 @@ impl State {
             }
         }
         if grace == 0 && finalizers_empty(&obj) {
-            return Deleted::Removed(self.erase(PODS, &ns, &name).unwrap_or(obj));
+            return Deleted::Removed(self.erase(PODS, &ns, &name).map_or(obj, |g| Value::clone(&g)));
         }
         let mut next = obj.clone();
         let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
         let m = meta_mut(&mut next);
         m.insert("deletionTimestamp".into(), json!(ts_str(deadline)));
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        let out = self.commit(PODS, next, Some(obj));
+        let out = self.commit(PODS, next);
         let uid = uid_of(&out).to_string();
         // The simulated kubelet stops a pod that never started at once, a running one after its grace.
         let delay =
@@ -930,7 +967,7 @@ impl State {
         }
         match self.by_uid(uid_of(&out)) {
             Some((_, v)) => Deleted::Marked(v.clone()),
-            None => Deleted::Removed(out),
+            None => Deleted::Removed(Value::clone(&out)),
         }
     }
 
@@ -1231,7 +1268,7 @@ impl State {
         }
         crate::apiserver::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
-        let created = self.commit(PODS, pod, None);
+        let created = self.commit(PODS, pod);
         if node.is_some() {
             let uid = uid_of(&created).to_string();
             let delay = self.opts.pod_start_delay;
@@ -1352,7 +1389,7 @@ impl State {
         }
         crate::apiserver::defaults::pod_admission(&mut pod);
         self.prepare_new(PODS, &mut pod);
-        self.commit(PODS, pod, None);
+        self.commit(PODS, pod);
         self.modify(JOBS, ns, name, |j| {
             if !j.get("status").is_some_and(Value::is_object) {
                 j["status"] = json!({});
@@ -1445,7 +1482,13 @@ impl State {
         self.get(JOBS, ns, name).cloned()
     }
 
-    fn set_job_finished(&mut self, ns: &str, name: &str, failure: Option<&str>, count: i64) -> Option<Value> {
+    fn set_job_finished(
+        &mut self,
+        ns: &str,
+        name: &str,
+        failure: Option<&str>,
+        count: i64,
+    ) -> Option<Arc<Value>> {
         let now = now_str();
         self.modify(JOBS, ns, name, |j| {
             if !j.get("status").is_some_and(Value::is_object) {
@@ -1524,18 +1567,77 @@ impl State {
 
     // ----- disruption controller -----
 
-    /// PDBs in `ns` whose selector matches the pod (policy/v1: empty selects all, null none).
-    pub(crate) fn pdbs_for(&self, pod: &Value) -> Vec<Value> {
-        let labels = pod.pointer("/metadata/labels");
-        self.iter(PDBS, Some(ns_of(pod)))
-            .filter(|(_, pdb)| {
-                match LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)) {
-                    Ok(Some(sel)) => sel.matches(labels),
-                    _ => false,
+    /// Keeps [`Budgets`] in step with a stored change (`prev` → `cur`, None = absent).
+    fn index(&mut self, res: usize, prev: Option<&Value>, cur: Option<&Value>) {
+        let Some(obj) = cur.or(prev) else { return };
+        let (ns, name) = (ns_of(obj), name_of(obj));
+        match res {
+            PODS => {
+                let labels = cur.and_then(|c| c.pointer("/metadata/labels"));
+                if prev.is_some()
+                    && cur.is_some()
+                    && prev.and_then(|p| p.pointer("/metadata/labels")) == labels
+                {
+                    return;
                 }
+                let Some(budgets) = self.budgets.get_mut(ns) else { return };
+                for b in budgets.values_mut() {
+                    if cur.is_some() && b.selector.as_ref().is_some_and(|s| s.matches(labels)) {
+                        if !b.pods.contains(name) {
+                            b.pods.insert(name.to_string());
+                        }
+                    } else {
+                        b.pods.remove(name);
+                    }
+                }
+            }
+            PDBS => {
+                let Some(c) = cur else {
+                    if let Some(budgets) = self.budgets.get_mut(ns) {
+                        budgets.remove(name);
+                        if budgets.is_empty() {
+                            self.budgets.remove(ns);
+                        }
+                    }
+                    return;
+                };
+                let sel = c.pointer("/spec/selector");
+                let known = self.budgets.get(ns).is_some_and(|b| b.contains_key(name));
+                if known && prev.map(|p| p.pointer("/spec/selector")) == Some(sel) {
+                    return;
+                }
+                let selector = LabelSelector::from_object(sel.unwrap_or(&Value::Null)).ok().flatten();
+                let pods = match &selector {
+                    Some(s) => self
+                        .iter(PODS, Some(ns))
+                        .filter(|(_, p)| s.matches(p.pointer("/metadata/labels")))
+                        .map(|((_, n), _)| n.clone())
+                        .collect(),
+                    None => BTreeSet::new(),
+                };
+                self.budgets
+                    .entry(ns.to_string())
+                    .or_default()
+                    .insert(name.to_string(), Budget { selector, pods });
+            }
+            _ => {}
+        }
+    }
+
+    /// The names of the PDBs of the pod's namespace whose selector matches its labels
+    /// (policy/v1: empty selects all, null none), by name.
+    pub(crate) fn pdbs_for(&self, pod: &Value) -> Vec<String> {
+        let labels = pod.pointer("/metadata/labels");
+        self.budgets
+            .get(ns_of(pod))
+            .map(|budgets| {
+                budgets
+                    .iter()
+                    .filter(|(_, b)| b.selector.as_ref().is_some_and(|s| s.matches(labels)))
+                    .map(|(n, _)| n.clone())
+                    .collect()
             })
-            .map(|(_, v)| v.clone())
-            .collect()
+            .unwrap_or_default()
     }
 
     /// Recomputes every PDB of `ns` (the controller's reaction to a workload's scale changing).
@@ -1549,14 +1651,14 @@ impl State {
     /// The disruption controller's `sync` of one PDB (on its add/update, and on the pod events
     /// routed to it).
     pub(crate) fn recompute_pdb(&mut self, ns: &str, name: &str) {
-        let Some(pdb) = self.get(PDBS, ns, name).cloned() else {
+        let Some(pdb) = self.get_shared(PDBS, ns, name).cloned() else {
             return;
         };
         let status = self.pdb_status(&pdb);
         if pdb.get("status") != Some(&status) {
-            let mut next = pdb.clone();
+            let mut next = Value::clone(&pdb);
             next["status"] = status;
-            self.commit(PDBS, next, Some(pdb));
+            self.commit(PDBS, next);
         }
     }
 
@@ -1568,28 +1670,20 @@ impl State {
     /// currentHealthy 0 for a Ready pod that "two-b" counts). Upstream's pick follows the
     /// lister's map order; we take the last by name, which is what the measured capture shows.
     fn sync_pdb_for_pod(&mut self, pod: &Value) {
-        if let Some(pdb) = self.pdbs_for(pod).last() {
-            let (ns, name) = (ns_of(pdb).to_string(), name_of(pdb).to_string());
+        if let Some(name) = self.pdbs_for(pod).pop() {
+            let ns = ns_of(pod).to_string();
             self.recompute_pdb(&ns, &name);
         }
     }
 
-    /// The pods a PDB selects (policy/v1: a null selector none, an empty one all).
+    /// The pods a stored PDB selects (policy/v1: a null selector none, an empty one all), by
+    /// name, from [`Budgets`]: the budget's own pods, not a scan of its namespace.
     fn pdb_pods<'a>(&'a self, pdb: &Value) -> Vec<&'a Value> {
-        let sel =
-            LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)).ok().flatten();
-        match sel {
-            Some(s) => {
-                let ns = ns_of(pdb).to_string();
-                self.objs[PODS]
-                    .range((ns.clone(), String::new())..)
-                    .take_while(|((n, _), _)| *n == ns)
-                    .map(|(_, p)| p)
-                    .filter(|p| s.matches(p.pointer("/metadata/labels")))
-                    .collect()
-            }
-            None => Vec::new(),
-        }
+        let ns = ns_of(pdb);
+        let Some(b) = self.budgets.get(ns).and_then(|b| b.get(name_of(pdb))) else {
+            return Vec::new();
+        };
+        b.pods.iter().filter_map(|n| self.get(PODS, ns, n)).collect()
     }
 
     /// `(expectedPods, desiredHealthy)` of a PDB over `pods` (`getExpectedPodCount`), or the
@@ -1637,8 +1731,11 @@ impl State {
         };
         let before: Vec<(String, (i64, i64, i64))> = self
             .pdbs_for(&pod)
-            .iter()
-            .filter_map(|p| Some((name_of(p).to_string(), self.true_budget(p)?)))
+            .into_iter()
+            .filter_map(|n| {
+                let b = self.true_budget(self.get(PDBS, ns, &n)?)?;
+                Some((n, b))
+            })
             .collect();
         let out = f(self);
         for (pdb, (healthy_before, desired, expected)) in before {
@@ -1710,9 +1807,13 @@ impl State {
 
     /// The disruption controller's `trySync` for one PDB: the new status.
     fn pdb_status(&self, pdb: &Value) -> Value {
+        self.pdb_status_over(pdb, &self.pdb_pods(pdb))
+    }
+
+    /// [`Self::pdb_status`] over the given pods (the ones the PDB selects).
+    fn pdb_status_over(&self, pdb: &Value, pods: &[&Value]) -> Value {
         let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-        let pods = self.pdb_pods(pdb);
-        let counts = self.expected_desired(pdb, &pods);
+        let counts = self.expected_desired(pdb, pods);
         let old = pdb.get("status").cloned().filter(Value::is_object).unwrap_or_else(|| {
             json!({"observedGeneration": 0, "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
         });
@@ -1805,7 +1906,7 @@ impl State {
                 }),
             ));
         }
-        if let Some(pdb) = pdbs.into_iter().next() {
+        if let Some(pdb) = pdbs.first().and_then(|n| self.get_shared(PDBS, ns, n)).cloned() {
             let st = pdb.get("status").cloned().unwrap_or_else(|| json!({}));
             let int = |k: &str| st.get(k).and_then(Value::as_i64).unwrap_or(0);
             let mut skip_budget = false;
@@ -2109,5 +2210,236 @@ pub(crate) fn running_status(p: &mut Value) {
     container_states(p, |_| json!({"running": {"startedAt": started}}), true);
     for t in ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"] {
         set_condition(p, json!({"type": t, "status": "True", "lastProbeTime": null}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::fixtures as f;
+    use proptest::prelude::*;
+
+    /// A store outside any server: no controllers (no timers, no replacement pods) and a zero
+    /// time scale (a deleted pod goes at once).
+    fn state(rt: &tokio::runtime::Runtime) -> State {
+        let (tx, _) = broadcast::channel(16);
+        let opts = Options {
+            time_scale: 0.0,
+            controllers: false,
+            pod_start_delay: Duration::ZERO,
+            history_limit: 1_000,
+            namespace_cleanup_delay: Duration::ZERO,
+        };
+        State::new(opts, tx, Weak::new(), rt.handle().clone())
+    }
+
+    /// The pods a PDB selects, as the disruption controller found them before the index: a
+    /// scan of its namespace against the selector parsed again.
+    fn scanned_pods<'a>(st: &'a State, pdb: &Value) -> Vec<&'a Value> {
+        let Ok(Some(sel)) = LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null))
+        else {
+            return Vec::new();
+        };
+        let ns = ns_of(pdb).to_string();
+        st.objs[PODS]
+            .iter()
+            .filter(|((n, _), p)| *n == ns && sel.matches(p.pointer("/metadata/labels")))
+            .map(|(_, p)| &**p)
+            .collect()
+    }
+
+    /// The PDBs that select a pod, by a scan of the namespace's PDBs.
+    fn scanned_pdbs(st: &State, pod: &Value) -> Vec<String> {
+        st.iter(PDBS, Some(ns_of(pod)))
+            .filter(|(_, pdb)| {
+                matches!(LabelSelector::from_object(pdb.pointer("/spec/selector").unwrap_or(&Value::Null)),
+                    Ok(Some(sel)) if sel.matches(pod.pointer("/metadata/labels")))
+            })
+            .map(|(_, pdb)| name_of(pdb).to_string())
+            .collect()
+    }
+
+    fn names(pods: &[&Value]) -> Vec<String> {
+        pods.iter().map(|p| name_of(p).to_string()).collect()
+    }
+
+    /// The status without its transition times (two computations may straddle a second).
+    fn timeless(mut status: Value) -> Value {
+        if let Some(cs) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                c.remove("lastTransitionTime");
+            }
+        }
+        status
+    }
+
+    const NAMESPACES_: [&str; 2] = ["a", "b"];
+    const APPS: [Option<&str>; 4] = [Some("web"), Some("api"), Some("db"), None];
+    const TIERS: [Option<&str>; 3] = [Some("front"), Some("back"), None];
+
+    fn selector(i: u8) -> Option<Value> {
+        match i % 9 {
+            0 => None,
+            1 => Some(json!({})),
+            2 => Some(json!({"matchLabels": {"app": "web"}})),
+            3 => Some(json!({"matchLabels": {"app": "api", "tier": "back"}})),
+            4 => {
+                Some(json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "db"]}]}))
+            }
+            5 => {
+                Some(json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}))
+            }
+            6 => Some(json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]})),
+            7 => Some(json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]})),
+            _ => Some(json!({"matchExpressions": [{"key": "app", "operator": "Sometimes"}]})),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        AddPod { pod: u8, app: u8, tier: u8, ready: bool, owner: u8 },
+        Relabel { pod: u8, app: u8, tier: u8 },
+        Ready { pod: u8, ready: bool },
+        Delete { pod: u8 },
+        Evict { pod: u8 },
+        Remove { pod: u8 },
+        AddPdb { pdb: u8, sel: u8, budget: u8 },
+        RemovePdb { pdb: u8 },
+        Scale { rs: u8, replicas: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..16, 0u8..4, 0u8..3, any::<bool>(), 0u8..4)
+                .prop_map(|(pod, app, tier, ready, owner)| Op::AddPod { pod, app, tier, ready, owner }),
+            2 => (0u8..16, 0u8..4, 0u8..3).prop_map(|(pod, app, tier)| Op::Relabel { pod, app, tier }),
+            2 => (0u8..16, any::<bool>()).prop_map(|(pod, ready)| Op::Ready { pod, ready }),
+            1 => (0u8..16).prop_map(|pod| Op::Delete { pod }),
+            2 => (0u8..16).prop_map(|pod| Op::Evict { pod }),
+            1 => (0u8..16).prop_map(|pod| Op::Remove { pod }),
+            2 => (0u8..6, 0u8..9, 0u8..4).prop_map(|(pdb, sel, budget)| Op::AddPdb { pdb, sel, budget }),
+            1 => (0u8..6).prop_map(|pdb| Op::RemovePdb { pdb }),
+            1 => (0u8..2, 0u8..5).prop_map(|(rs, replicas)| Op::Scale { rs, replicas }),
+        ]
+    }
+
+    fn apply(st: &mut State, op: &Op) {
+        let ns_name = |i: u8| (NAMESPACES_[usize::from(i % 2)], format!("p{i}"));
+        let labels = |app: u8, tier: u8| -> Vec<(&str, &str)> {
+            let mut l = Vec::new();
+            if let Some(a) = APPS[usize::from(app)] {
+                l.push(("app", a));
+            }
+            if let Some(t) = TIERS[usize::from(tier)] {
+                l.push(("tier", t));
+            }
+            l
+        };
+        let set_labels = |p: &mut Value, l: &[(&str, &str)]| {
+            p["metadata"]["labels"] =
+                Value::Object(l.iter().map(|(k, v)| (k.to_string(), json!(v))).collect());
+        };
+        match *op {
+            Op::AddPod { pod, app, tier, ready, owner } => {
+                let (ns, name) = ns_name(pod);
+                let mut fx = f::pod(&name).ns(ns).on("n1").labels(&labels(app, tier));
+                fx = match owner {
+                    0 => fx.owned_by_replicaset("rs-0"),
+                    1 => fx.owned_by_replicaset("rs-1"),
+                    2 => fx.owned_by_statefulset("missing"),
+                    _ => fx,
+                };
+                if !ready {
+                    fx = fx.not_ready();
+                }
+                st.insert(PODS, fx.build());
+            }
+            Op::Relabel { pod, app, tier } => {
+                let (ns, name) = ns_name(pod);
+                let l = labels(app, tier);
+                st.modify(PODS, ns, &name, |p| set_labels(p, &l));
+            }
+            Op::Ready { pod, ready } => {
+                let (ns, name) = ns_name(pod);
+                st.modify(PODS, ns, &name, |p| {
+                    f::set_condition(p, "Ready", ready, "");
+                });
+            }
+            Op::Delete { pod } => {
+                let (ns, name) = ns_name(pod);
+                let _ = st.guard_budgets(ns, &name, "delete", |st| {
+                    st.delete(PODS, ns, &name, &DeleteOpts::default())
+                });
+            }
+            Op::Evict { pod } => {
+                let (ns, name) = ns_name(pod);
+                let _ =
+                    st.guard_budgets(ns, &name, "eviction", |st| st.evict(ns, &name, DeleteOpts::default()));
+            }
+            Op::Remove { pod } => {
+                let (ns, name) = ns_name(pod);
+                st.remove(PODS, ns, &name);
+            }
+            Op::AddPdb { pdb, sel, budget } => {
+                let ns = NAMESPACES_[usize::from(pdb % 2)];
+                let mut fx = f::pdb(&format!("b{pdb}")).ns(ns);
+                fx = match budget {
+                    0 => fx.min_available(1),
+                    1 => fx.max_unavailable(1),
+                    2 => fx.min_available_str("50%"),
+                    _ => fx.max_unavailable_str("25%"),
+                };
+                if let Some(s) = selector(sel) {
+                    fx = fx.selector_object(s);
+                }
+                st.insert(PDBS, fx.build());
+            }
+            Op::RemovePdb { pdb } => {
+                st.remove(PDBS, NAMESPACES_[usize::from(pdb % 2)], &format!("b{pdb}"));
+            }
+            Op::Scale { rs, replicas } => {
+                for ns in NAMESPACES_ {
+                    st.modify(REPLICASETS, ns, &format!("rs-{rs}"), |r| {
+                        r["spec"]["replicas"] = json!(replicas)
+                    });
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        /// Whatever the sequence of pod and budget changes: after each, every PDB's pods (from
+        /// the index) are the ones a scan of its namespace finds, every pod's PDBs are the ones
+        /// whose selectors match it, and every PDB's status computed from the index equals the
+        /// status computed from that full scan.
+        #[test]
+        fn the_budget_index_agrees_with_a_full_scan_after_every_change(ops in proptest::collection::vec(op(), 1..60)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let _guard = rt.enter();
+            let mut st = state(&rt);
+            for ns in NAMESPACES_ {
+                for (i, replicas) in [(0, 3), (1, 2)] {
+                    st.insert(REPLICASETS, f::replicaset(&format!("rs-{i}")).ns(ns).replicas(replicas).build());
+                }
+            }
+            for op in &ops {
+                apply(&mut st, op);
+                let pdbs: Vec<Value> = st.iter(PDBS, None).map(|(_, v)| v.clone()).collect();
+                for pdb in &pdbs {
+                    let scanned = scanned_pods(&st, pdb);
+                    prop_assert_eq!(names(&st.pdb_pods(pdb)), names(&scanned), "pods of {} after {:?}", name_of(pdb), op);
+                    prop_assert_eq!(
+                        timeless(st.pdb_status(pdb)),
+                        timeless(st.pdb_status_over(pdb, &scanned)),
+                        "status of {} after {:?}", name_of(pdb), op
+                    );
+                }
+                let pods: Vec<Value> = st.iter(PODS, None).map(|(_, v)| v.clone()).collect();
+                for pod in &pods {
+                    prop_assert_eq!(st.pdbs_for(pod), scanned_pdbs(&st, pod), "PDBs of {} after {:?}", name_of(pod), op);
+                }
+            }
+        }
     }
 }
